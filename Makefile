@@ -1,0 +1,63 @@
+# Rapport's two commands are `make demo` and `make test`; everything else is a step of them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help setup demo demo-stop test lint typecheck unit integration stack-up stack-down stack-status topics bench clean
+
+help:
+	@echo "make demo    set up, start Kafka + Redis, create topics, stream simulated traffic; prints where to look"
+	@echo "make test    lint, type-check, unit and integration tests (starts the stack if it is not running)"
+	@echo "make bench   benchmarks; figures go to stdout (record them in docs/benchmarks.md)"
+	@echo "make stack-up | stack-down | stack-status | demo-stop"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/rapport demo up
+
+demo-stop: setup
+	$(BIN)/rapport demo down
+
+test: setup lint typecheck
+	$(BIN)/pytest
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/mypy
+
+unit: setup
+	$(BIN)/pytest -m 'not integration'
+
+integration: setup
+	$(BIN)/pytest -m integration
+
+stack-up: setup
+	$(BIN)/rapport stack up
+
+stack-down: setup
+	$(BIN)/rapport stack down
+
+stack-status: setup
+	$(BIN)/rapport stack status
+
+topics: setup
+	$(BIN)/rapport topics create
+
+bench: setup
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

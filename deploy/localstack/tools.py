@@ -1,0 +1,52 @@
+"""Finding the external programs the stack runs, with install advice when they are missing."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+
+from deploy.localstack.errors import MissingToolError
+
+log = logging.getLogger(__name__)
+
+JAVA_MAVEN_INSTALL = "apt-get install openjdk-17-jre-headless maven"
+REDIS_INSTALL = "apt-get install redis-server"
+
+
+def require_tool(name: str, install_hint: str, search_path: str | None = None) -> str:
+    """The absolute path of ``name`` on ``search_path`` (default: $PATH), or a MissingToolError.
+
+    ``search_path`` exists so tests can simulate a machine without the tool.
+    """
+    found = shutil.which(name, path=search_path)
+    if found is None:
+        raise MissingToolError(
+            f"`{name}` was not found on PATH; the local stack needs it. Install it with: {install_hint}"
+        )
+    return found
+
+
+def find_redis_server(search_path: str | None = None, *, allow_install: bool = True) -> str:
+    """The path of ``redis-server``, installing Debian's package first when that is possible.
+
+    Installing is attempted only as root on a machine with apt-get, because anything else would
+    need an interactive sudo prompt in the middle of ``stack up``.
+    """
+    found = shutil.which("redis-server", path=search_path)
+    if found is not None:
+        return found
+    apt_get = shutil.which("apt-get", path=search_path)
+    if not allow_install or os.geteuid() != 0 or apt_get is None:
+        raise MissingToolError(f"`redis-server` (Redis 7) was not found on PATH. Install it with: {REDIS_INSTALL}")
+    log.info("redis-server is missing; installing Debian's redis-server package")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for argv in ([apt_get, "update"], [apt_get, "install", "-y", "redis-server"]):
+        result = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise MissingToolError(
+                f"`{' '.join(argv)}` failed (exit {result.returncode}); install Redis 7 yourself "
+                f"with: {REDIS_INSTALL}\n{result.stderr.strip()[-2000:]}"
+            )
+    return require_tool("redis-server", REDIS_INSTALL, search_path)

@@ -1,0 +1,25 @@
+"""The ``rapport`` command line: one entry point for the stack, topics, traffic and (later) workers."""
+
+from __future__ import annotations
+
+import typer
+
+from services.cli import demo, produce, schemas, simulate, stack, tail, topics
+
+app = typer.Typer(
+    name="rapport",
+    help="Rapport: real-time customer profiles on Kafka, Faust, Redis and River.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(stack.app, name="stack")
+app.add_typer(topics.app, name="topics")
+app.add_typer(schemas.app, name="schemas")
+app.add_typer(demo.app, name="demo")
+app.command("simulate")(simulate.simulate)
+app.command("produce")(produce.produce)
+app.command("tail")(tail.tail)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,54 @@
+"""``rapport tail TOPIC``: print a topic's records, for people looking at what flows."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from schemas.topics import CATALOGUE, full_name
+from services.kafka_clients import make_consumer, topic_partitions
+from services.settings import get_settings
+
+_NAMES = [spec.name for spec in CATALOGUE]
+
+
+def tail(
+    topic: Annotated[str, typer.Argument(help=f"A catalogue topic: {', '.join(_NAMES)}.")],
+    last: Annotated[
+        int, typer.Option("--last", "-n", help="Start this many records before the end of each partition.")
+    ] = 10,
+    from_beginning: Annotated[bool, typer.Option(help="Start at the oldest retained record.")] = False,
+    follow: Annotated[bool, typer.Option(help="Keep printing new records until interrupted.")] = True,
+    headers: Annotated[bool, typer.Option(help="Print record headers (dead-letter reasons live there).")] = False,
+) -> None:
+    """Print records as `partition:offset key value`, one per line."""
+    if topic not in _NAMES:
+        raise typer.BadParameter(f"unknown topic {topic!r}; choose one of {', '.join(_NAMES)}")
+    settings = get_settings()
+    name = full_name(next(s for s in CATALOGUE if s.name == topic), settings.kafka.topic_prefix)
+    consumer = make_consumer(settings, "tail", consumer_timeout_ms=float("inf") if follow else 2_000)
+    try:
+        partitions = topic_partitions(consumer, name)
+        if not partitions:
+            raise typer.BadParameter(f"topic {name} does not exist on {settings.kafka.bootstrap_servers}")
+        consumer.assign(partitions)
+        if from_beginning:
+            consumer.seek_to_beginning()
+        else:
+            ends = consumer.end_offsets(partitions)
+            starts = consumer.beginning_offsets(partitions)
+            for tp in partitions:
+                consumer.seek(tp, max(starts[tp], ends[tp] - last))
+        out = sys.stdout
+        for record in consumer:
+            key = record.key.decode("utf-8", "replace") if record.key else "-"
+            out.write(f"{record.partition}:{record.offset} {key} {record.value.decode('utf-8', 'replace')}\n")
+            if headers and record.headers:
+                out.write("    " + " ".join(f"{k}={v.decode('utf-8', 'replace')}" for k, v in record.headers) + "\n")
+            out.flush()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        consumer.close()

@@ -1,0 +1,35 @@
+"""kafka-python clients built from settings, for the CLI tools (the stream workers use Faust's own)."""
+
+from __future__ import annotations
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from services.settings import Settings
+
+
+def make_producer(settings: Settings) -> KafkaProducer:
+    """Idempotent with acks=all: a retried batch is not duplicated and a send counts once replicated."""
+    return KafkaProducer(
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        client_id=f"{settings.kafka.client_id}-producer",
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        batch_size=256 * 1024,
+        max_request_size=4 * 1024 * 1024,
+    )
+
+
+def make_consumer(settings: Settings, purpose: str, **options: object) -> KafkaConsumer:
+    """A group-less consumer (partitions are assigned by the caller); commits nothing."""
+    return KafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        client_id=f"{settings.kafka.client_id}-{purpose}",
+        enable_auto_commit=False,
+        **options,
+    )
+
+
+def topic_partitions(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:
+    """Every partition of ``topic`` (empty if the topic does not exist)."""
+    return [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]

@@ -1,0 +1,190 @@
+"""The event contract: every valid shape accepted, every malformed class rejected with its reason code."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+
+from schemas.events import EVENT_TYPES, ClickEvent, IdentifyEvent, PurchaseEvent
+from schemas.export import JSON_DIR, event_schemas, render
+from schemas.validation import Reason, Rejection, ValidationLimits, validate_event
+
+NOW = datetime(2025, 3, 20, 12, 0, tzinfo=UTC)
+LIMITS = ValidationLimits()
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "events.md"
+
+CLICK = {
+    "event_id": "ev-1",
+    "type": "click",
+    "anonymous_id": "a-1",
+    "timestamp": "2025-03-14T19:02:11.520+01:00",
+    "action": "add_to_cart",
+    "url": "https://shop.example/p/1",
+    "session_id": "s-1",
+    "product_id": "p-1",
+    "category": "shoes",
+}
+ITEM = {"product_id": "p-1", "category": "shoes", "quantity": 1, "unit_price": 12.5}
+ORDER = {
+    "event_id": "ev-2",
+    "type": "purchase",
+    "customer_id": "c-1",
+    "timestamp": "2025-03-14T19:20:45Z",
+    "action": "order",
+    "order_id": "o-1",
+    "currency": "EUR",
+    "total": 12.5,
+    "items": [ITEM],
+}
+MENTION = {
+    "event_id": "ev-3",
+    "type": "social_mention",
+    "customer_id": "c-1",
+    "timestamp": "2025-03-15T12:00:00-05:00",
+    "platform": "reddit",
+    "text": "meh",
+    "url": "https://reddit.example/r/1",
+    "author_handle": "u/jo",
+}
+
+
+def check(event: object) -> object:
+    return validate_event(orjson.dumps(event), now=NOW, limits=LIMITS)
+
+
+def rejected(event: object) -> Rejection:
+    result = check(event)
+    assert isinstance(result, Rejection), f"expected a rejection, got {result!r}"
+    return result
+
+
+def doc_examples() -> list[dict[str, object]]:
+    blocks = re.findall(r"```json\n(.*?)```", DOCS.read_text(), flags=re.S)
+    return [e for e in (orjson.loads(b) for b in blocks) if "type" in e]
+
+
+def test_docs_show_every_event_type() -> None:
+    assert {e["type"] for e in doc_examples()} == set(EVENT_TYPES)
+
+
+@pytest.mark.parametrize("example", doc_examples(), ids=lambda e: f"{e['type']}-{e['event_id']}")
+def test_every_documented_example_is_valid(example: dict[str, object]) -> None:
+    result = check(example)
+    assert not isinstance(result, Rejection), result
+
+
+def test_valid_events_parse_to_typed_models() -> None:
+    click = check(CLICK)
+    assert isinstance(click, ClickEvent)
+    assert click.timestamp == datetime(2025, 3, 14, 18, 2, 11, 520000, tzinfo=UTC)
+    assert click.key == "a-1"
+    order = check(ORDER)
+    assert isinstance(order, PurchaseEvent)
+    assert order.key == "c-1"
+    assert order.items[0].quantity == 1
+
+
+def test_identify_requires_a_customer_id() -> None:
+    event = {"event_id": "e", "type": "identify", "anonymous_id": "a", "timestamp": "2025-01-01T00:00:00Z"}
+    assert rejected(event).code is Reason.MISSING_FIELD
+    ok = check({**event, "customer_id": "c", "traits": {"email": "x@example.com", "consent": {"email": True}}})
+    assert isinstance(ok, IdentifyEvent)
+    assert ok.traits.consent == {"email": True}
+
+
+def test_properties_carry_free_form_data() -> None:
+    event = check({**CLICK, "properties": {"anything": [1, {"nested": True}]}})
+    assert isinstance(event, ClickEvent)
+    assert event.properties == {"anything": [1, {"nested": True}]}
+
+
+MALFORMED: list[tuple[str, bytes, Reason, str]] = [
+    ("broken json", b'{"event_id": "e1", "type": ', Reason.MALFORMED_JSON, ""),
+    ("not utf-8", b'{"event_id": "\xff"}', Reason.MALFORMED_JSON, ""),
+    ("array", b"[1, 2]", Reason.NOT_AN_OBJECT, ""),
+    ("no type", orjson.dumps({k: v for k, v in CLICK.items() if k != "type"}), Reason.MISSING_TYPE, "type"),
+    ("unknown type", orjson.dumps({**CLICK, "type": "tap"}), Reason.UNKNOWN_TYPE, "type"),
+    ("unknown action", orjson.dumps({**CLICK, "action": "hover"}), Reason.UNKNOWN_ACTION, "action"),
+    ("unknown refund action", orjson.dumps({**ORDER, "action": "chargeback"}), Reason.UNKNOWN_ACTION, "action"),
+    ("missing url", orjson.dumps({k: v for k, v in CLICK.items() if k != "url"}), Reason.MISSING_FIELD, "url"),
+    (
+        "missing event_id",
+        orjson.dumps({k: v for k, v in CLICK.items() if k != "event_id"}),
+        Reason.MISSING_FIELD,
+        "event_id",
+    ),
+    ("misspelt field", orjson.dumps({**CLICK, "custmer_id": "c-1"}), Reason.UNKNOWN_FIELD, "custmer_id"),
+    (
+        "unknown item field",
+        orjson.dumps({**ORDER, "items": [{**ITEM, "colour": "red"}]}),
+        Reason.UNKNOWN_FIELD,
+        "items[0].colour",
+    ),
+    ("no ids", orjson.dumps({k: v for k, v in CLICK.items() if k != "anonymous_id"}), Reason.MISSING_IDENTITY, ""),
+    ("null ids", orjson.dumps({**CLICK, "anonymous_id": None, "customer_id": None}), Reason.MISSING_IDENTITY, ""),
+    ("numeric id", orjson.dumps({**CLICK, "event_id": 17}), Reason.WRONG_TYPE, "event_id"),
+    (
+        "string quantity",
+        orjson.dumps({**ORDER, "items": [{**ITEM, "quantity": "1"}]}),
+        Reason.WRONG_TYPE,
+        "items[0].quantity",
+    ),
+    ("string total", orjson.dumps({**ORDER, "total": "12.50"}), Reason.WRONG_TYPE, "total"),
+    ("negative total", orjson.dumps({**ORDER, "total": -1}), Reason.INVALID_VALUE, "total"),
+    (
+        "zero quantity",
+        orjson.dumps({**ORDER, "items": [{**ITEM, "quantity": 0}]}),
+        Reason.INVALID_VALUE,
+        "items[0].quantity",
+    ),
+    ("lowercase currency", orjson.dumps({**ORDER, "currency": "eur"}), Reason.INVALID_VALUE, "currency"),
+    ("empty id", orjson.dumps({**CLICK, "anonymous_id": ""}), Reason.INVALID_VALUE, "anonymous_id"),
+    ("mention too long", orjson.dumps({**MENTION, "text": "ab" * 5_001}), Reason.INVALID_VALUE, "text"),
+    (
+        "naive timestamp",
+        orjson.dumps({**CLICK, "timestamp": "2025-03-14T19:02:11"}),
+        Reason.INVALID_TIMESTAMP,
+        "timestamp",
+    ),
+    ("garbage timestamp", orjson.dumps({**CLICK, "timestamp": "yesterday"}), Reason.INVALID_TIMESTAMP, "timestamp"),
+    ("epoch timestamp", orjson.dumps({**CLICK, "timestamp": 1710443000}), Reason.INVALID_TIMESTAMP, "timestamp"),
+    ("future", orjson.dumps({**CLICK, "timestamp": "2025-03-20T12:06:00Z"}), Reason.TIMESTAMP_IN_FUTURE, "timestamp"),
+    ("schema v2", orjson.dumps({**CLICK, "schema_version": 2}), Reason.UNSUPPORTED_SCHEMA_VERSION, "schema_version"),
+    ("oversized", orjson.dumps({**CLICK, "properties": {"pad": "x" * 70_000}}), Reason.PAYLOAD_TOO_LARGE, ""),
+]
+
+
+@pytest.mark.parametrize(("name", "raw", "code", "path"), MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_malformed_input_is_rejected_with_its_reason(name: str, raw: bytes, code: Reason, path: str) -> None:
+    result = validate_event(raw, now=NOW, limits=LIMITS)
+    assert isinstance(result, Rejection), name
+    assert (result.code, result.path) == (code, path)
+    assert result.as_dict()["problems"]
+
+
+def test_every_reason_code_is_exercised() -> None:
+    assert {m[2] for m in MALFORMED} == set(Reason)
+
+
+def test_future_tolerance_is_a_limit_not_a_constant() -> None:
+    event = orjson.dumps({**CLICK, "timestamp": "2025-03-20T12:06:00Z"})
+    loose = ValidationLimits(future_tolerance=timedelta(minutes=10))
+    assert not isinstance(validate_event(event, now=NOW, limits=loose), Rejection)
+
+
+def test_size_limit_is_configurable() -> None:
+    raw = orjson.dumps(CLICK)
+    result = validate_event(raw, now=NOW, limits=ValidationLimits(max_event_bytes=len(raw) - 1))
+    assert isinstance(result, Rejection)
+    assert result.code is Reason.PAYLOAD_TOO_LARGE
+
+
+@pytest.mark.parametrize("name", sorted(event_schemas()))
+def test_exported_json_schemas_match_the_models(name: str) -> None:
+    path = JSON_DIR / name
+    assert path.exists(), f"run `rapport schemas export`: {name} is missing"
+    assert path.read_bytes() == render(event_schemas()[name]), f"run `rapport schemas export`: {name} is stale"
