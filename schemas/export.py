@@ -1,7 +1,7 @@
 """JSON Schema documents of the event contract, for producers written in other languages.
 
-The files under ``schemas/json/`` are generated from the pydantic models by ``rapport schemas export``;
-a unit test fails when they drift from the models.
+The files under ``schemas/json/`` are generated from the msgspec structs by ``rapport schemas export``;
+a unit test fails when they drift from the code.
 """
 
 from __future__ import annotations
@@ -9,23 +9,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Final
 
+import msgspec
 import orjson
-from pydantic import TypeAdapter
 
-from schemas.events import MODEL_BY_TYPE, Event
+from schemas.events import MODEL_BY_TYPE, AnyEvent, IdentifyEvent
 
 JSON_DIR: Final = Path(__file__).parent / "json"
 _BASE_URI: Final = "https://rapport.dev/schemas/v1/"
+# Enforced by the validator after decoding; stated here for producers' own validators.
+_ONE_ID_REQUIRED: Final = {
+    "anyOf": [
+        {"required": [field], "properties": {field: {"type": "string"}}} for field in ("customer_id", "anonymous_id")
+    ]
+}
 
 
 def event_schemas() -> dict[str, dict[str, Any]]:
-    """File name → JSON Schema: one per event type and one for any event (a union on ``type``)."""
-    out: dict[str, dict[str, Any]] = {}
-    for kind, model in MODEL_BY_TYPE.items():
-        out[f"{kind}.schema.json"] = _with_id(model.model_json_schema(mode="validation"), f"{kind}.schema.json")
-    union = TypeAdapter(Event).json_schema(mode="validation")
-    union["title"] = "Event"
-    out["event.schema.json"] = _with_id(union, "event.schema.json")
+    """File name → JSON Schema (draft 2020-12): one per event type and one for any event."""
+    out = {f"{kind}.schema.json": _document(model, f"{kind}.schema.json") for kind, model in MODEL_BY_TYPE.items()}
+    out["event.schema.json"] = _document(AnyEvent, "event.schema.json", title="Event")
     return out
 
 
@@ -43,5 +45,13 @@ def write_schemas(directory: Path = JSON_DIR) -> list[Path]:
     return written
 
 
-def _with_id(schema: dict[str, Any], name: str) -> dict[str, Any]:
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": _BASE_URI + name, **schema}
+def _document(kind: object, name: str, title: str | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = msgspec.json.schema(kind)
+    identify = IdentifyEvent.__name__
+    for def_name, definition in schema.get("$defs", {}).items():
+        if def_name in {m.__name__ for m in MODEL_BY_TYPE.values()} and def_name != identify:
+            definition.update(_ONE_ID_REQUIRED)
+    head: dict[str, Any] = {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": _BASE_URI + name}
+    if title:
+        head["title"] = title
+    return {**head, **schema}

@@ -17,15 +17,15 @@ event accepted at one door is accepted at every door. It is pure: the clock is a
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Final
 
-from pydantic import ValidationError
-from pydantic_core import ErrorDetails
+import msgspec
 
-from schemas.events import EVENT_ADAPTER, AnyEvent
+from schemas.events import EVENT_DECODER, AnyEvent
 
 
 class Reason(StrEnum):
@@ -92,94 +92,61 @@ class ValidationLimits:
     future_tolerance: timedelta = field(default_factory=lambda: timedelta(minutes=5))
 
 
-_TIMESTAMP_ERRORS: Final = frozenset(
-    {"timezone_aware", "datetime_parsing", "datetime_type", "datetime_from_date_parsing", "datetime_object_invalid"}
-)
-_WRONG_TYPE_ERRORS: Final = frozenset(
-    {
-        "string_type",
-        "int_type",
-        "int_from_float",
-        "float_type",
-        "bool_type",
-        "list_type",
-        "dict_type",
-        "model_type",
-        "model_attributes_type",
-        "none_required",
-    }
-)
+_TIMESTAMP_FIELDS: Final = frozenset({"timestamp", "received_at"})
+# msgspec reports the first problem as "<message> - at `$.<path>`"; the message's shape gives the reason.
+_AT_PATH: Final = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+_FIELD_NAMED: Final = re.compile(r"^Object (?:missing required|contains unknown) field `(?P<field>[^`]+)`")
+_WRONG_TYPE: Final = re.compile(r"^Expected `[^`]+`, got `[^`]+`$")
 
 
 def validate_event(raw: bytes, *, now: datetime, limits: ValidationLimits) -> AnyEvent | Rejection:
     """Parse and validate one event; never raises on bad input."""
     if len(raw) > limits.max_event_bytes:
-        return Rejection(
-            (Problem(Reason.PAYLOAD_TOO_LARGE, "", f"{len(raw)} bytes exceeds the limit of {limits.max_event_bytes}"),)
-        )
+        return _reject(Reason.PAYLOAD_TOO_LARGE, "", f"{len(raw)} bytes exceeds the limit of {limits.max_event_bytes}")
     try:
-        event = EVENT_ADAPTER.validate_json(raw)
-    except ValidationError as exc:
-        return Rejection(tuple(_problem(err) for err in exc.errors(include_url=False, include_input=False)))
+        event: AnyEvent = EVENT_DECODER.decode(raw)
+    except msgspec.ValidationError as exc:
+        return Rejection((_problem(str(exc)),))
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        # Invalid UTF-8 inside a string surfaces as UnicodeDecodeError, absurd nesting as RecursionError.
+        return _reject(Reason.MALFORMED_JSON, "", str(exc) or type(exc).__name__)
+    if event.customer_id is None and event.anonymous_id is None:
+        return _reject(Reason.MISSING_IDENTITY, "", "customer_id or anonymous_id is required")
     if event.timestamp - now > limits.future_tolerance:
-        return Rejection(
-            (
-                Problem(
-                    Reason.TIMESTAMP_IN_FUTURE,
-                    "timestamp",
-                    f"{event.timestamp.isoformat()} is more than {limits.future_tolerance} ahead of {now.isoformat()}",
-                ),
-            )
-        )
+        ahead = f"more than {limits.future_tolerance} ahead of {now.isoformat()}"
+        return _reject(Reason.TIMESTAMP_IN_FUTURE, "timestamp", f"{event.timestamp.isoformat()} is {ahead}")
     return event
 
 
-def _problem(err: ErrorDetails) -> Problem:
-    kind = err["type"]
-    loc = err["loc"]
-    # A tagged union prefixes each location with the matched tag ("click", ...); it is not part of the event.
-    path = format_path(loc[1:] if loc and isinstance(loc[0], str) and kind != "union_tag_invalid" else loc)
-    message = err["msg"]
-    leaf = loc[-1] if loc else None
-    if kind == "json_invalid":
-        code = Reason.MALFORMED_JSON
-    elif kind in {"model_attributes_type", "dict_type"} and len(loc) <= 1:
-        code, path = Reason.NOT_AN_OBJECT, ""
-    elif kind == "union_tag_not_found":
-        code, path = Reason.MISSING_TYPE, "type"
-    elif kind == "union_tag_invalid":
-        code, path = Reason.UNKNOWN_TYPE, "type"
-    elif kind == "missing_identity":
-        code = Reason.MISSING_IDENTITY
-    elif kind == "missing":
-        code = Reason.MISSING_FIELD
-    elif kind == "extra_forbidden":
-        code = Reason.UNKNOWN_FIELD
-    elif kind == "literal_error" and leaf == "action" and len(loc) == 2:
+def _reject(code: Reason, path: str, message: str) -> Rejection:
+    return Rejection((Problem(code, path, message),))
+
+
+def _problem(error: str) -> Problem:
+    """Classify msgspec's first validation error into a reason code and a readable path."""
+    parts = _AT_PATH.match(error)
+    message = parts["message"] if parts else error
+    path = (parts["path"] or "").removeprefix(".") if parts else ""
+    leaf = path.rsplit(".", 1)[-1]
+    named = _FIELD_NAMED.match(message)
+    if named:
+        path = f"{path}.{named['field']}" if path else named["field"]
+        if path == "type":
+            return Problem(Reason.MISSING_TYPE, path, message)
+        code = Reason.MISSING_FIELD if message.startswith("Object missing") else Reason.UNKNOWN_FIELD
+        return Problem(code, path, message)
+    if not path and message.startswith("Expected `object`"):
+        return Problem(Reason.NOT_AN_OBJECT, path, message)
+    if path == "type":
+        code = Reason.UNKNOWN_TYPE
+    elif path == "action" and message.startswith("Invalid enum value"):
         code = Reason.UNKNOWN_ACTION
-    elif kind == "literal_error" and leaf == "schema_version":
+    elif path == "schema_version":
         code = Reason.UNSUPPORTED_SCHEMA_VERSION
-    elif kind in _TIMESTAMP_ERRORS:
+    elif leaf in _TIMESTAMP_FIELDS:
         code = Reason.INVALID_TIMESTAMP
-    elif kind in _WRONG_TYPE_ERRORS:
+    elif _WRONG_TYPE.match(message):
         code = Reason.WRONG_TYPE
     else:
         code = Reason.INVALID_VALUE
     return Problem(code, path, message)
-
-
-def format_path(loc: tuple[int | str, ...]) -> str:
-    """Render a pydantic location as a path a producer can read.
-
-    >>> format_path(("items", 0, "quantity"))
-    'items[0].quantity'
-    >>> format_path(())
-    ''
-    """
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else part
-    return out

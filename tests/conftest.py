@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 
 from deploy.localstack import LocalStack, Outcome
-from schemas.topics import CATALOGUE, full_name
 from services.settings import Settings
-from services.topics_admin import admin_client, ensure_topics
+from tests.kafka_support import Topics, created_topics
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,23 +30,12 @@ def session_id() -> str:
 @pytest.fixture(scope="session")
 def settings(session_id: str) -> Settings:
     """Settings of this test session: the configured stack, a topic prefix of its own."""
-    base = Settings(_env_file=None)  # type: ignore[call-arg]  # pydantic-settings' init-only option
+    base = Settings(_env_file=None)
     stack = base.stack
     if "RAPPORT_STACK__STATE_DIR" not in os.environ:
         stack = stack.model_copy(update={"state_dir": REPO / ".rapport" / "test-stack"})
     kafka = base.kafka.model_copy(update={"topic_prefix": f"test-{session_id}."})
     return base.model_copy(update={"stack": stack, "kafka": kafka})
-
-
-@pytest.fixture(scope="session")
-def cli_env(settings: Settings) -> dict[str, str]:
-    """Environment for `rapport …` subprocesses so they see this session's settings."""
-    return {
-        **os.environ,
-        "RAPPORT_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-        "RAPPORT_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
-        "RAPPORT_REDIS__URL": settings.redis.url,
-    }
 
 
 @pytest.fixture(scope="session")
@@ -62,13 +50,10 @@ def local_stack(settings: Settings) -> Iterator[LocalStack]:
                 node.stop()
 
 
-@pytest.fixture(scope="session")
-def topics(settings: Settings, local_stack: LocalStack) -> Iterator[dict[str, str]]:
-    """This session's catalogue topics, created on the real broker: logical name → full name."""
-    ensure_topics(settings)
-    names = {spec.name: full_name(spec, settings.kafka.topic_prefix) for spec in CATALOGUE}
-    try:
-        yield names
-    finally:
-        with admin_client(settings) as admin:
-            admin.delete_topics(list(names.values()))
+@pytest.fixture
+def topics(settings: Settings, local_stack: LocalStack) -> Iterator[Topics]:
+    """Catalogue topics of this test alone (a prefix of its own), deleted afterwards."""
+    prefix = f"{settings.kafka.topic_prefix}{uuid.uuid4().hex[:6]}."
+    own = settings.model_copy(update={"kafka": settings.kafka.model_copy(update={"topic_prefix": prefix})})
+    with created_topics(own) as made:
+        yield made

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 import re
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -104,7 +106,13 @@ def test_properties_carry_free_form_data() -> None:
 
 MALFORMED: list[tuple[str, bytes, Reason, str]] = [
     ("broken json", b'{"event_id": "e1", "type": ', Reason.MALFORMED_JSON, ""),
-    ("not utf-8", b'{"event_id": "\xff"}', Reason.MALFORMED_JSON, ""),
+    ("not utf-8", b'{"type": "click", "event_id": "\xff"}', Reason.MALFORMED_JSON, ""),
+    (
+        "deep nesting",
+        b'{"type": "click", "properties": ' + b'{"a":' * 5_000 + b"1" + b"}" * 5_001,
+        Reason.MALFORMED_JSON,
+        "",
+    ),
     ("array", b"[1, 2]", Reason.NOT_AN_OBJECT, ""),
     ("no type", orjson.dumps({k: v for k, v in CLICK.items() if k != "type"}), Reason.MISSING_TYPE, "type"),
     ("unknown type", orjson.dumps({**CLICK, "type": "tap"}), Reason.UNKNOWN_TYPE, "type"),
@@ -188,3 +196,28 @@ def test_exported_json_schemas_match_the_models(name: str) -> None:
     path = JSON_DIR / name
     assert path.exists(), f"run `rapport schemas export`: {name} is missing"
     assert path.read_bytes() == render(event_schemas()[name]), f"run `rapport schemas export`: {name} is stale"
+
+
+def test_no_mutation_of_a_valid_event_makes_the_validator_raise() -> None:
+    """Byte flips, truncations and splices of valid events: always an event or a rejection, never an exception."""
+    rng = random.Random(7)
+    seeds = [orjson.dumps(e) for e in (CLICK, ORDER, MENTION)] + [orjson.dumps(e) for e in doc_examples()]
+    outcomes: Counter[str] = Counter()
+    for _ in range(20_000):
+        raw = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 4)):
+            if not raw:
+                break
+            op, at = rng.randrange(4), rng.randrange(len(raw))
+            if op == 0:
+                raw[at] = rng.randrange(256)
+            elif op == 1:
+                del raw[at:]
+            elif op == 2:
+                raw[at:at] = rng.choice([b'"', b"{", b"]", b"\\u0000", b"\xc3", b"1e999", b"-", b",", b"null"])
+            else:
+                del raw[at]
+        result = validate_event(bytes(raw), now=NOW, limits=LIMITS)
+        outcomes["valid" if not isinstance(result, Rejection) else result.code.value] += 1
+    assert outcomes["malformed_json"] > 0
+    assert len(outcomes) > 5, outcomes

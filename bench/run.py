@@ -1,0 +1,29 @@
+"""``python -m bench.run [SUITE …]``: run benchmarks and print figures with ratios to same-run baselines."""
+
+from __future__ import annotations
+
+import argparse
+import platform
+from datetime import UTC, datetime
+
+from bench import foundation
+from bench.harness import report
+from services.settings import Settings
+
+SUITES = ("foundation",)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("suites", nargs="*", choices=[*SUITES, []], help=f"default: all of {', '.join(SUITES)}")
+    parser.add_argument("--events", type=int, default=200_000, help="events per run")
+    args = parser.parse_args()
+    suites = args.suites or list(SUITES)
+    settings = Settings()
+    print(f"# {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.python_implementation()} {platform.python_version()}")
+    if "foundation" in suites:
+        report("foundation", *foundation.run(settings, args.events))
+
+
+if __name__ == "__main__":
+    main()

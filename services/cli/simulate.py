@@ -1,0 +1,150 @@
+"""``rapport simulate``: seeded, realistic customer traffic to a JSON Lines file or straight into Kafka.
+
+The same arguments always give byte-identical output (the default ``--start`` is a fixed date for that
+reason). Next to the events the simulator writes the ground truth, one JSON record per simulated person:
+latent traits and day-by-day true probabilities and expectations (see :mod:`services.simulator`).
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from services.simulator import Simulation, SimulationConfig, SimulationStats
+
+DEFAULT_KAFKA_TRUTH = Path(".rapport/truth.jsonl")
+_WRITE_BATCH_BYTES = 1 << 20
+
+
+def simulate(
+    *,
+    customers: Annotated[int, typer.Option(min=1, help="Simulated people (about 80% eventually identify).")] = 1000,
+    days: Annotated[int, typer.Option(min=1, help="Days of simulated traffic.")] = 30,
+    seed: Annotated[int, typer.Option(help="Same seed and options, same bytes.")] = 42,
+    start: Annotated[
+        str, typer.Option(help="RFC 3339 start of simulated time, e.g. 2025-01-01T00:00:00Z.")
+    ] = "2025-01-01T00:00:00Z",
+    out: Annotated[Path | None, typer.Option(help="Write the events to this JSON Lines file.")] = None,
+    truth: Annotated[
+        Path | None,
+        typer.Option(help="Ground-truth file (default: <out>.truth.jsonl, or .rapport/truth.jsonl with --to-kafka)."),
+    ] = None,
+    to_kafka: Annotated[bool, typer.Option("--to-kafka", help="Validate and produce into the raw topics.")] = False,
+    rate: Annotated[
+        float | None, typer.Option(min=0.0, help="Throttle to this many lines per second (default: flat out).")
+    ] = None,
+    duplicate_rate: Annotated[
+        float, typer.Option(min=0.0, max=0.5, help="Share of events re-sent as byte-identical duplicates.")
+    ] = 0.01,
+    late_rate: Annotated[
+        float, typer.Option(min=0.0, max=0.5, help="Share of events arriving 1 hour to 3 days late.")
+    ] = 0.02,
+    malformed_rate: Annotated[
+        float, typer.Option(min=0.0, max=0.5, help="Extra malformed lines per event (every rejection class).")
+    ] = 0.005,
+) -> None:
+    """Generate seeded customer traffic (clicks, emails, purchases, mentions, identifies) and its ground truth."""
+    console = Console(stderr=True)
+    if (out is None) == (not to_kafka):
+        raise typer.BadParameter("give exactly one of --out FILE or --to-kafka")
+    try:
+        start_at = datetime.fromisoformat(start)
+    except ValueError as exc:
+        raise typer.BadParameter(f"--start is not an RFC 3339 timestamp: {start!r}") from exc
+    if start_at.utcoffset() is None:
+        raise typer.BadParameter("--start needs an explicit offset, e.g. 2025-01-01T00:00:00Z")
+    truth_path = truth or (DEFAULT_KAFKA_TRUTH if out is None else default_truth_path(out))
+    config = SimulationConfig(
+        customers=customers,
+        days=days,
+        seed=seed,
+        start=start_at,
+        duplicate_rate=duplicate_rate,
+        late_rate=late_rate,
+        malformed_rate=malformed_rate,
+    )
+    sim = Simulation(config)
+    # Generation allocates millions of short-lived acyclic objects; collect less often.
+    gc.freeze()
+    thresholds = gc.get_threshold()
+    gc.set_threshold(50_000, 20, 20)
+    started = time.monotonic()
+    failed = 0
+    try:
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            write_lines(out, _paced(sim.lines(), rate) if rate else sim.lines())
+        else:
+            from services.producer import produce_lines  # noqa: PLC0415 - Kafka clients load only when needed
+            from services.settings import get_settings  # noqa: PLC0415
+
+            summary = produce_lines(sim.lines(), get_settings(), rate=rate, progress=True)
+            failed = summary.failed
+            console.print(
+                f"kafka: sent {summary.sent:,}, rejected {sum(summary.rejected.values()):,}"
+                f" ({', '.join(f'{k} {v}' for k, v in summary.rejected.most_common())}), failed {summary.failed:,}"
+            )
+        truth_path.parent.mkdir(parents=True, exist_ok=True)
+        write_lines(truth_path, sim.truth_lines())
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
+    _print_summary(console, sim.stats, time.monotonic() - started, out, truth_path)
+    if failed:
+        console.print(f"[red]{failed:,} events were not acknowledged by Kafka[/]")
+        raise typer.Exit(1)
+
+
+def default_truth_path(out: Path) -> Path:
+    """``events.jsonl`` -> ``events.truth.jsonl`` (next to it)."""
+    stem = out.name[: -len(".jsonl")] if out.name.endswith(".jsonl") else out.name
+    return out.with_name(f"{stem}.truth.jsonl")
+
+
+def write_lines(path: Path, lines: Iterable[bytes]) -> None:
+    """Write newline-terminated lines in batches of about a megabyte."""
+    with path.open("wb") as fh:
+        batch: list[bytes] = []
+        size = 0
+        for line in lines:
+            batch.append(line)
+            size += len(line)
+            if size >= _WRITE_BATCH_BYTES:
+                fh.write(b"\n".join(batch) + b"\n")
+                batch.clear()
+                size = 0
+        if batch:
+            fh.write(b"\n".join(batch) + b"\n")
+
+
+def _paced(lines: Iterable[bytes], rate: float) -> Iterator[bytes]:
+    started = time.monotonic()
+    for n, line in enumerate(lines, start=1):
+        yield line
+        ahead = started + n / rate - time.monotonic()
+        if ahead > 0.001:
+            time.sleep(ahead)
+
+
+def _print_summary(console: Console, stats: SimulationStats, seconds: float, out: Path | None, truth: Path) -> None:
+    per_s = stats.lines / seconds if seconds > 0 else 0.0
+    console.print(
+        f"simulated {stats.customers:,} people ({stats.identified:,} identified): {stats.events:,} events,"
+        f" {stats.lines:,} lines in {seconds:.1f} s ({per_s:,.0f} lines/s)"
+    )
+    by_type = ", ".join(f"{kind} {n:,}" for kind, n in sorted(stats.by_type().items()))
+    console.print(f"  by type: {by_type}")
+    malformed = sum(stats.malformed.values())
+    console.print(f"  injected: {stats.duplicates:,} duplicates, {stats.late:,} late, {malformed:,} malformed")
+    for reason, n in sorted(stats.malformed.items()):
+        console.print(f"    malformed {reason}: {n:,}")
+    if out is not None:
+        console.print(f"  events: {out}")
+    console.print(f"  truth:  {truth}")

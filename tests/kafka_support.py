@@ -1,0 +1,77 @@
+"""Helpers for tests that talk to the real broker: private topic sets and reading topics back."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from kafka import KafkaConsumer
+from kafka.consumer.fetcher import ConsumerRecord
+
+from schemas.topics import CATALOGUE, full_name
+from services.kafka_clients import make_consumer, topic_partitions
+from services.settings import Settings
+from services.topics_admin import admin_client, ensure_topics
+
+
+@dataclass(frozen=True)
+class Topics:
+    """A set of catalogue topics on the real broker, and the settings that name them."""
+
+    settings: Settings
+    names: dict[str, str]  # logical name → full name
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment for `rapport …` subprocesses so they use these topics."""
+        return {
+            **os.environ,
+            "RAPPORT_KAFKA__BOOTSTRAP_SERVERS": self.settings.kafka.bootstrap_servers,
+            "RAPPORT_KAFKA__TOPIC_PREFIX": self.settings.kafka.topic_prefix,
+            "RAPPORT_REDIS__URL": self.settings.redis.url,
+        }
+
+    def read(self, logical: Iterable[str], expected: int, timeout_s: float = 120.0) -> list[ConsumerRecord]:
+        """Every record of the given topics from the beginning: at least ``expected``, then a grace poll
+        so that records beyond the expectation (duplicates) are seen too."""
+        consumer = make_consumer(self.settings, "test-readback")
+        try:
+            consumer.assign([tp for name in logical for tp in topic_partitions(consumer, self.names[name])])
+            consumer.seek_to_beginning()
+            return _drain(consumer, expected, timeout_s)
+        finally:
+            consumer.close()
+
+
+def _drain(consumer: KafkaConsumer, expected: int, timeout_s: float) -> list[ConsumerRecord]:
+    records: list[ConsumerRecord] = []
+    deadline = time.monotonic() + timeout_s
+    while len(records) < expected and time.monotonic() < deadline:
+        for batch in consumer.poll(timeout_ms=500, max_records=10_000).values():
+            records.extend(batch)
+    for batch in consumer.poll(timeout_ms=1_000).values():
+        records.extend(batch)
+    return records
+
+
+@contextmanager
+def created_topics(settings: Settings) -> Iterator[Topics]:
+    ensure_topics(settings)
+    names = {spec.name: full_name(spec, settings.kafka.topic_prefix) for spec in CATALOGUE}
+    try:
+        yield Topics(settings, names)
+    finally:
+        with admin_client(settings) as admin:
+            admin.delete_topics(list(names.values()))
+
+
+def rapport(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run the real command line in a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli.main", *args], env=env, capture_output=True, text=True, check=False
+    )
