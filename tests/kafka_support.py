@@ -73,5 +73,9 @@ def created_topics(settings: Settings) -> Iterator[Topics]:
 def rapport(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """Run the real command line in a subprocess."""
     return subprocess.run(
-        [sys.executable, "-m", "services.cli.main", *args], env=env, capture_output=True, text=True, check=False
+        [sys.executable, "-m", "services.cli.main", *args],
+        env={**os.environ, "COLUMNS": "200", **env},
+        capture_output=True,
+        text=True,
+        check=False,
     )

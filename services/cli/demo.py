@@ -122,5 +122,6 @@ Look at it:
   tail -f {log_file}
 
 Stop it:  make demo-stop  (traffic)   ·   make stack-down  (Kafka and Redis)
-"""
+""",
+        soft_wrap=True,
     )

@@ -15,9 +15,10 @@ import orjson
 import pytest
 
 from schemas.topics import RAW_EVENT_TOPICS, TOPIC_BY_EVENT_TYPE
-from schemas.validation import Rejection, ValidationLimits, validate_event
+from schemas.validation import Reason, Rejection, ValidationLimits, validate_event
 from services.simulator import Simulation, SimulationConfig
 from tests.kafka_support import Topics, rapport
+from tests.unit.test_contract import CLICK, MALFORMED
 
 pytestmark = pytest.mark.integration
 
@@ -108,3 +109,23 @@ def test_simulate_to_kafka_sends_exactly_the_simulated_valid_events(tmp_path: Pa
     records = topics.read(RAW, expected=len(valid))
     assert Counter(r.value for r in records) == Counter(line for _, _, line in valid)
     assert len(truth.read_bytes().splitlines()) == 20
+
+
+def test_produce_refuses_every_malformed_class_with_its_reason(tmp_path: Path, topics: Topics) -> None:
+    events_file, rejects_file = tmp_path / "bad.jsonl", tmp_path / "rejects.jsonl"
+    good = orjson.dumps(CLICK)
+    events_file.write_bytes(b"\n".join([good, *(raw for _, raw, _, _ in MALFORMED), good.replace(b"ev-1", b"ev-2")]))
+
+    produced = rapport("produce", str(events_file), "--rejects", str(rejects_file), env=topics.env)
+    assert produced.returncode == 0, produced.stderr
+    rejects = [orjson.loads(r) for r in rejects_file.read_bytes().splitlines()]
+    assert [(r["code"], r["path"]) for r in rejects] == [(code.value, path) for _, _, code, path in MALFORMED]
+    assert {r["code"] for r in rejects} == {reason.value for reason in Reason}
+    for reason in Reason:
+        assert f"rejected {reason.value}:" in produced.stderr
+
+    records = topics.read(RAW, expected=2)
+    sent = sorted((orjson.loads(r.value) for r in records), key=lambda e: e["event_id"])
+    # The collector stamps arrival time on events that lack it, and changes nothing else.
+    assert all(datetime.fromisoformat(e.pop("received_at")).tzinfo is not None for e in sent)
+    assert sent == [CLICK, {**CLICK, "event_id": "ev-2"}]
