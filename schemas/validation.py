@@ -103,6 +103,21 @@ def validate_event(raw: bytes, *, now: datetime, limits: ValidationLimits) -> An
     """Parse and validate one event; never raises on bad input."""
     if len(raw) > limits.max_event_bytes:
         return _reject(Reason.PAYLOAD_TOO_LARGE, "", f"{len(raw)} bytes exceeds the limit of {limits.max_event_bytes}")
+    event = decode_event(raw)
+    if isinstance(event, Rejection):
+        return event
+    if event.timestamp - now > limits.future_tolerance:
+        ahead = f"more than {limits.future_tolerance} ahead of {now.isoformat()}"
+        return _reject(Reason.TIMESTAMP_IN_FUTURE, "timestamp", f"{event.timestamp.isoformat()} is {ahead}")
+    return event
+
+
+def decode_event(raw: bytes) -> AnyEvent | Rejection:
+    """The contract's checks that do not depend on when they run (no size limit, no clock).
+
+    Stages after the first door use this: an event accepted on arrival must not be refused later because
+    the clock moved or a limit changed.
+    """
     try:
         event: AnyEvent = EVENT_DECODER.decode(raw)
     except msgspec.ValidationError as exc:
@@ -112,9 +127,6 @@ def validate_event(raw: bytes, *, now: datetime, limits: ValidationLimits) -> An
         return _reject(Reason.MALFORMED_JSON, "", str(exc) or type(exc).__name__)
     if event.customer_id is None and event.anonymous_id is None:
         return _reject(Reason.MISSING_IDENTITY, "", "customer_id or anonymous_id is required")
-    if event.timestamp - now > limits.future_tolerance:
-        ahead = f"more than {limits.future_tolerance} ahead of {now.isoformat()}"
-        return _reject(Reason.TIMESTAMP_IN_FUTURE, "timestamp", f"{event.timestamp.isoformat()} is {ahead}")
     return event
 
 

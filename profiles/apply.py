@@ -1,0 +1,102 @@
+"""Applying one ``events.resolved`` record to the profile it is keyed by. Pure: no I/O, no clock.
+
+This is the apply stage's decision logic, shared by the live worker and replays: what to fold, what to
+skip as already applied, when to hand an anonymous profile over to its customer, and what to forward.
+The caller loads and stores states, skips records at or below the stored watermark, and sends the
+returned records.
+"""
+
+from __future__ import annotations
+
+from profiles.config import FoldConfig
+from profiles.fold import Link, apply, id_hash
+from profiles.merge import merge_into
+from profiles.state import ANON_PREFIX, ProfileState, decode, encode, new_profile
+from schemas.events import AnyEvent
+from schemas.resolved import Resolved
+from schemas.validation import Rejection, decode_event
+
+
+class CorruptRecordError(ValueError):
+    """An ``events.resolved`` record that the resolver could not have written."""
+
+
+def new_state_for(profile_id: str) -> ProfileState:
+    customer = None if profile_id.startswith(ANON_PREFIX) else profile_id
+    return new_profile(profile_id, customer)
+
+
+def stream_mark(topic: str, partition: int, key: str) -> int:
+    """The identity of one ordered stream of raw records: a raw partition and a record key."""
+    return id_hash(f"{topic}\x1f{partition}\x1f{key}")
+
+
+def apply_resolved(
+    state: ProfileState, record: Resolved, *, partition: int, offset: int, config: FoldConfig
+) -> tuple[ProfileState, list[Resolved]]:
+    """Apply ``record`` (at ``offset`` of ``events.resolved`` partition ``partition``) to ``state``.
+
+    Returns the state to keep (a merged anonymous profile is replaced by a small tombstone) and the
+    records to send on.
+    """
+    if record.kind == "merge_in":
+        return _merge_in(state, record, config), []
+    if record.kind == "merge_out":
+        return _merge_out(state, record)
+    if state.merged_into is not None:
+        # A straggler: resolved to this anonymous profile before its link existed.
+        forward = Resolved(
+            kind="forward",
+            profile_id=state.merged_into,
+            event=record.event,
+            source=record.source,
+            origin_partition=partition,
+            origin_offset=offset,
+        )
+        return state, [forward]
+    event = _event(record)
+    if record.kind == "forward":
+        assert record.origin_partition is not None and record.origin_offset is not None  # noqa: PT018
+        if record.origin_offset <= state.forward_marks.get(record.origin_partition, -1):
+            return state, []
+        state.forward_marks[record.origin_partition] = record.origin_offset
+    elif record.source is not None:
+        mark = stream_mark(record.source.topic, record.source.partition, event.key)
+        if record.source.offset <= state.source_marks.get(mark, -1):
+            return state, []
+        state.source_marks[mark] = record.source.offset
+    link = Link(record.link.anonymous_id, record.link.conflict_with) if record.link is not None else None
+    apply(state, event, config, link)
+    return state, []
+
+
+def _event(record: Resolved) -> AnyEvent:
+    if record.event is None:
+        raise CorruptRecordError(f"a {record.kind} record without an event")
+    event = decode_event(record.event)
+    if isinstance(event, Rejection):
+        raise CorruptRecordError(f"events.resolved carries an invalid event ({event.code.value})")
+    return event
+
+
+def _merge_out(state: ProfileState, record: Resolved) -> tuple[ProfileState, list[Resolved]]:
+    if state.merged_into is not None or record.other_profile is None:
+        return state, []  # already handed over (a redelivered merge_out)
+    handover = Resolved(
+        kind="merge_in",
+        profile_id=record.other_profile,
+        other_profile=state.profile_id,
+        state=encode(state) if state.events_applied else None,
+    )
+    tombstone = new_state_for(state.profile_id)
+    tombstone.merged_into = record.other_profile
+    return tombstone, [handover]
+
+
+def _merge_in(state: ProfileState, record: Resolved, config: FoldConfig) -> ProfileState:
+    if record.other_profile is None or record.other_profile in state.absorbed:
+        return state
+    state.absorbed.append(record.other_profile)
+    if record.state is not None:
+        merge_into(state, decode(record.state), config)
+    return state

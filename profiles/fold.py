@@ -1,0 +1,251 @@
+"""The fold: applying one event to a profile state. Pure: no I/O, no clock.
+
+``apply`` mutates the state it is given (the worker folds a batch into a freshly decoded state, so
+copying per event would only cost time) and returns whether the event was applied or recognised as a
+duplicate. Every update is commutative (counters, integer cents, min/max times, per-bucket sums,
+tie-broken "latest" values), which is why the profile does not depend on arrival order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from profiles.config import BUCKET_RETENTION_HOURS, DAY_MS, FoldConfig
+from profiles.money import to_cents
+from profiles.sentiment import NEGATIVE_AT_OR_BELOW, compound_units
+from profiles.state import (
+    BUCKET_WIDTH,
+    CLICK_ACTION_INDEX,
+    EMAIL_ACTION_INDEX,
+    W_ADD_TO_CARTS,
+    W_CHECKOUTS,
+    W_CLICKS,
+    W_EMAIL_CLICKS,
+    W_MENTIONS,
+    W_OPENS,
+    W_ORDERS,
+    W_PRODUCT_VIEWS,
+    W_SEARCHES,
+    W_SPEND,
+    Conflict,
+    Merge,
+    ProfileState,
+    Trait,
+)
+from profiles.timeutil import bucket_of, to_ms
+from schemas.events import (
+    AnyEvent,
+    ClickEvent,
+    EmailEvent,
+    IdentifyEvent,
+    PurchaseEvent,
+    SocialMentionEvent,
+)
+
+AFFINITY_WEIGHTS = {"product_view": 1.0, "add_to_cart": 3.0}
+PURCHASE_AFFINITY_WEIGHT = 5.0
+_TRAIT_NAMES = ("email", "name", "birth_year", "gender", "country", "city", "income_band", "interests", "consent")
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """What identity resolution decided for an identify: link its anonymous id, or record a conflict."""
+
+    anonymous_id: str
+    conflict_with: str | None = None
+
+
+def id_hash(value: str) -> int:
+    """A stable 64-bit hash (Python's ``hash`` changes between processes).
+
+    >>> id_hash("ev-1") == id_hash("ev-1") != id_hash("ev-2")
+    True
+    """
+    return int.from_bytes(hashlib.blake2b(value.encode(), digest_size=8).digest(), "big")
+
+
+def apply(state: ProfileState, event: AnyEvent, config: FoldConfig, link: Link | None = None) -> bool:
+    """Fold ``event`` into ``state``; False if it is a duplicate of a recently applied event."""
+    key = id_hash(event.event_id)
+    if key in state.recent_ids:
+        return False
+    state.recent_ids.append(key)
+    if len(state.recent_ids) > config.dedup_memory:
+        del state.recent_ids[0]
+    ts = to_ms(event.timestamp)
+    state.events_applied += 1
+    if state.last_event_ms is None or ts > state.last_event_ms:
+        state.last_event_ms = ts
+    if isinstance(event, ClickEvent):
+        _click(state, event, ts, config)
+    elif isinstance(event, EmailEvent):
+        _email(state, event, ts)
+    elif isinstance(event, PurchaseEvent):
+        _purchase(state, event, ts, config)
+    elif isinstance(event, SocialMentionEvent):
+        _mention(state, event, ts)
+    else:
+        _identify(state, event, ts, link)
+    return True
+
+
+def _seen(state: ProfileState, ts: int) -> None:
+    """A customer-initiated event: it moves first/last seen."""
+    if state.first_seen_ms is None or ts < state.first_seen_ms:
+        state.first_seen_ms = ts
+    if state.last_seen_ms is None or ts > state.last_seen_ms:
+        state.last_seen_ms = ts
+
+
+def _bucket(state: ProfileState, ts: int) -> list[int] | None:
+    """The hourly bucket of ``ts``, or None when it is older than the retained 90 days (totals only)."""
+    bucket = bucket_of(ts)
+    latest = bucket_of(state.last_event_ms) if state.last_event_ms is not None else bucket
+    if bucket <= latest - BUCKET_RETENTION_HOURS:
+        return None
+    counters = state.buckets.get(bucket)
+    if counters is None:
+        counters = state.buckets[bucket] = [0] * BUCKET_WIDTH
+    return counters
+
+
+def _add_affinity(state: ProfileState, category: str, weight: float, ts: int, config: FoldConfig) -> None:
+    ref = state.affinity_ref_ms
+    half_life = config.affinity_half_life_ms
+    if ref is None:
+        ref = state.affinity_ref_ms = ts
+    elif ts > ref:
+        # Keep scores as of the newest contribution, so adding never raises a tiny number to a huge power.
+        factor = 2.0 ** (-(ts - ref) / half_life)
+        for name in state.affinity:
+            state.affinity[name] *= factor
+        ref = state.affinity_ref_ms = ts
+    state.affinity[category] = state.affinity.get(category, 0.0) + weight * 2.0 ** (-(ref - ts) / half_life)
+
+
+def _click(state: ProfileState, event: ClickEvent, ts: int, config: FoldConfig) -> None:
+    _seen(state, ts)
+    state.clicks[CLICK_ACTION_INDEX[event.action]] += 1
+    session = id_hash(event.session_id)
+    horizon = (state.last_event_ms or ts) - config.session_memory_days * DAY_MS
+    last = state.session_seen.get(session)
+    if last is None or last < horizon:
+        state.sessions += 1
+    if last is None or ts > last:
+        state.session_seen[session] = ts
+    counters = _bucket(state, ts)
+    if counters is not None:
+        counters[W_CLICKS] += 1
+        if event.action == "product_view":
+            counters[W_PRODUCT_VIEWS] += 1
+        elif event.action == "add_to_cart":
+            counters[W_ADD_TO_CARTS] += 1
+        elif event.action == "checkout_start":
+            counters[W_CHECKOUTS] += 1
+        elif event.action == "search":
+            counters[W_SEARCHES] += 1
+    weight = AFFINITY_WEIGHTS.get(event.action)
+    if weight is not None and event.category:
+        _add_affinity(state, event.category, weight, ts, config)
+
+
+def _email(state: ProfileState, event: EmailEvent, ts: int) -> None:
+    state.email_actions[EMAIL_ACTION_INDEX[event.action]] += 1
+    if event.action not in ("opened", "clicked"):
+        return
+    _seen(state, ts)
+    counters = _bucket(state, ts)
+    if event.action == "opened":
+        if state.last_open_ms is None or ts > state.last_open_ms:
+            state.last_open_ms = ts
+        if counters is not None:
+            counters[W_OPENS] += 1
+    elif counters is not None:
+        counters[W_EMAIL_CLICKS] += 1
+
+
+def _purchase(state: ProfileState, event: PurchaseEvent, ts: int, config: FoldConfig) -> None:
+    cents = to_cents(event.total, event.currency, config)
+    sign = 1 if event.action == "order" else -1
+    for item in event.items:
+        line = to_cents(item.quantity * item.unit_price, event.currency, config)
+        state.category_cents[item.category] = state.category_cents.get(item.category, 0) + sign * line
+    counters = _bucket(state, ts)
+    if counters is not None:
+        counters[W_SPEND] += sign * cents
+    if event.action == "refund":
+        state.refunds += 1
+        state.refunded_cents += cents
+        return
+    _seen(state, ts)
+    state.orders += 1
+    state.gross_cents += cents
+    state.items += sum(item.quantity for item in event.items)
+    if state.first_purchase_ms is None or ts < state.first_purchase_ms:
+        state.first_purchase_ms = ts
+    if state.last_purchase_ms is None or ts > state.last_purchase_ms:
+        state.last_purchase_ms = ts
+    if counters is not None:
+        counters[W_ORDERS] += 1
+    for item in event.items:
+        _add_affinity(state, item.category, PURCHASE_AFFINITY_WEIGHT * item.quantity, ts, config)
+
+
+def _mention(state: ProfileState, event: SocialMentionEvent, ts: int) -> None:
+    _seen(state, ts)
+    score = compound_units(event.text)
+    state.mentions += 1
+    state.sentiment_sum += score
+    if score <= NEGATIVE_AT_OR_BELOW:
+        state.negative_mentions += 1
+    if state.last_mention_ms is None or (ts, event.event_id) > (state.last_mention_ms, state.last_mention_id):
+        state.last_mention_ms, state.last_mention_id, state.last_sentiment = ts, event.event_id, score
+    counters = _bucket(state, ts)
+    if counters is not None:
+        counters[W_MENTIONS] += 1
+
+
+def _identify(state: ProfileState, event: IdentifyEvent, ts: int, link: Link | None) -> None:
+    _seen(state, ts)
+    traits = event.traits
+    for name in _TRAIT_NAMES:
+        value = getattr(traits, name)
+        if value is None:
+            continue
+        current = state.traits.get(name)
+        if current is None or (ts, event.event_id) > (current.updated_ms, current.event_id):
+            state.traits[name] = Trait(value, ts, event.event_id)
+    if traits.email is not None:
+        email = traits.email.lower()
+        if email not in state.emails:
+            state.emails.append(email)
+            state.emails.sort()
+    if link is None:
+        return
+    if link.conflict_with is not None:
+        state.conflicts.append(Conflict(link.anonymous_id, link.conflict_with, ts, event.event_id))
+        state.conflicts.sort(key=lambda c: (c.at_ms, c.event_id))
+        return
+    if link.anonymous_id not in state.anonymous_ids:
+        state.anonymous_ids.append(link.anonymous_id)
+        state.anonymous_ids.sort()
+    if all(m.anonymous_id != link.anonymous_id for m in state.merged_from):
+        state.merged_from.append(Merge(link.anonymous_id, ts, event.event_id))
+        state.merged_from.sort(key=lambda m: (m.at_ms, m.event_id))
+
+
+def compact(state: ProfileState, config: FoldConfig) -> None:
+    """Forget what the definition no longer needs: buckets past 90 days, sessions past their memory.
+
+    Called before a profile is stored. Reads already treat these entries as absent, so when compaction
+    runs does not change any field.
+    """
+    if state.last_event_ms is None:
+        return
+    oldest_bucket = bucket_of(state.last_event_ms) - BUCKET_RETENTION_HOURS
+    for bucket in [b for b in state.buckets if b <= oldest_bucket]:
+        del state.buckets[bucket]
+    horizon = state.last_event_ms - config.session_memory_days * DAY_MS
+    for session in [s for s, seen in state.session_seen.items() if seen < horizon]:
+        del state.session_seen[session]

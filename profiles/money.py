@@ -1,0 +1,40 @@
+"""Converting event amounts to integer cents of the base currency, once per amount."""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Final
+
+from profiles.config import FoldConfig
+
+_HUNDRED: Final = Decimal(100)
+_ONE: Final = Decimal(1)
+
+
+class UnsupportedCurrencyError(ValueError):
+    """The event's currency has no rate in the configured table: it cannot be added to any total."""
+
+    def __init__(self, currency: str) -> None:
+        super().__init__(f"no exchange rate configured for {currency}")
+        self.currency = currency
+
+
+def to_cents(amount: float, currency: str, config: FoldConfig) -> int:
+    """Base-currency cents of ``amount``, rounding half away from zero.
+
+    Amounts and rates are taken as the decimal numbers they are written as (``1.005`` is 1.005, not the
+    nearest binary float), so the result does not depend on floating-point representation.
+
+    >>> to_cents(59.9, "EUR", FoldConfig())
+    5990
+    >>> to_cents(1.005, "EUR", FoldConfig())
+    101
+    >>> to_cents(10, "USD", FoldConfig(fx_rates={"USD": 0.92}))
+    920
+    """
+    try:
+        rate = config.fx_rates[currency]
+    except KeyError:
+        raise UnsupportedCurrencyError(currency) from None
+    exact = Decimal(repr(amount)) * Decimal(repr(rate)) * _HUNDRED
+    return int(exact.quantize(_ONE, rounding=ROUND_HALF_UP))

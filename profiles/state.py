@@ -1,0 +1,147 @@
+"""What a profile stores: the compact, mergeable state the fold updates and the view renders.
+
+The state keeps the minimum from which every field of ``docs/profile.md`` can be computed for any
+``as_of`` at or after the latest event: counters, integer cents, hourly window buckets, a decayed affinity
+with its reference time, and two bounded memories (recent event ids, recent sessions). It is stored as
+positional msgpack (field names are not repeated in every profile), so fields are only ever appended, with
+defaults, to stay readable across versions.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import msgspec
+from msgspec import Struct, field
+
+from schemas.events import CLICK_ACTIONS, EMAIL_ACTIONS
+
+STATE_VERSION: Final = 1
+
+CLICK_ACTION_INDEX: Final[dict[str, int]] = {action: i for i, action in enumerate(CLICK_ACTIONS)}
+EMAIL_ACTION_INDEX: Final[dict[str, int]] = {action: i for i, action in enumerate(EMAIL_ACTIONS)}
+#: Counters of one hourly window bucket, by position.
+WINDOW_METRICS: Final = (
+    "clicks",
+    "product_views",
+    "add_to_carts",
+    "orders",
+    "spend",
+    "email_opens",
+    "email_clicks",
+    "mentions",
+)
+(W_CLICKS, W_PRODUCT_VIEWS, W_ADD_TO_CARTS, W_ORDERS, W_SPEND, W_OPENS, W_EMAIL_CLICKS, W_MENTIONS) = range(8)
+# Two more counters per bucket, not shown as windows, feed the journey stage rules.
+W_CHECKOUTS, W_SEARCHES = 8, 9
+BUCKET_WIDTH: Final = 10
+
+
+class Trait(Struct, array_like=True, frozen=True):
+    value: Any
+    updated_ms: int
+    event_id: str
+
+
+class Merge(Struct, array_like=True, frozen=True):
+    """An anonymous id linked to this customer by an identify (its event time and id)."""
+
+    anonymous_id: str
+    at_ms: int
+    event_id: str
+
+
+class Conflict(Struct, array_like=True, frozen=True):
+    """An identify that claimed an anonymous id already linked to another customer."""
+
+    anonymous_id: str
+    claimed_by: str
+    at_ms: int
+    event_id: str
+
+
+class ProfileState(Struct, array_like=True, kw_only=True):
+    profile_id: str
+    customer_id: str | None = None
+    anonymous_ids: list[str] = field(default_factory=list)
+    emails: list[str] = field(default_factory=list)
+    merged_from: list[Merge] = field(default_factory=list)
+    conflicts: list[Conflict] = field(default_factory=list)
+    traits: dict[str, Trait] = field(default_factory=dict)
+    # behaviour
+    clicks: list[int] = field(default_factory=lambda: [0] * len(CLICK_ACTION_INDEX))
+    sessions: int = 0
+    session_seen: dict[int, int] = field(default_factory=dict)  # session id hash → latest click ms
+    first_seen_ms: int | None = None
+    last_seen_ms: int | None = None
+    # transactions, in integer cents of the base currency
+    orders: int = 0
+    refunds: int = 0
+    gross_cents: int = 0
+    refunded_cents: int = 0
+    items: int = 0
+    first_purchase_ms: int | None = None
+    last_purchase_ms: int | None = None
+    category_cents: dict[str, int] = field(default_factory=dict)
+    # email
+    email_actions: list[int] = field(default_factory=lambda: [0] * len(EMAIL_ACTION_INDEX))
+    last_open_ms: int | None = None
+    # social; sentiment in VADER's 4-decimal units, so sums are exact integers
+    mentions: int = 0
+    sentiment_sum: int = 0
+    negative_mentions: int = 0
+    last_mention_ms: int | None = None
+    last_mention_id: str = ""
+    last_sentiment: int = 0
+    # category affinity: decayed scores as of affinity_ref_ms
+    affinity: dict[str, float] = field(default_factory=dict)
+    affinity_ref_ms: int | None = None
+    # hourly window buckets: bucket → counters in WINDOW_METRICS order
+    buckets: dict[int, list[int]] = field(default_factory=dict)
+    # bounded memory of recently applied event ids (64-bit hashes), oldest first
+    recent_ids: list[int] = field(default_factory=list)
+    # metadata
+    events_applied: int = 0
+    last_event_ms: int | None = None
+    updated_ms: int | None = None
+    # Exactly-once bookkeeping (the resolved-partition watermark itself is stored beside the state):
+    # hash of (raw topic, partition, record key) → highest raw offset applied from it. A resolver sends each
+    # such stream in offset order, so a restarted resolver's repeats are exactly the offsets at or below it.
+    source_marks: dict[int, int] = field(default_factory=dict)
+    # events.resolved partition → highest offset of a forwarded straggler applied
+    forward_marks: dict[int, int] = field(default_factory=dict)
+    absorbed: list[str] = field(default_factory=list)  # profile ids merged in (a merge_in may be redelivered)
+    merged_into: str | None = None  # set on an anonymous profile once merged: stragglers go there
+    version: int = STATE_VERSION
+
+
+_ENCODER: Final = msgspec.msgpack.Encoder()
+_DECODER: Final = msgspec.msgpack.Decoder(ProfileState)
+
+
+def encode(state: ProfileState) -> bytes:
+    return _ENCODER.encode(state)
+
+
+def decode(blob: bytes) -> ProfileState:
+    return _DECODER.decode(blob)
+
+
+def new_profile(profile_id: str, customer_id: str | None) -> ProfileState:
+    """An empty profile; anonymous profiles know their anonymous id from the start."""
+    state = ProfileState(profile_id=profile_id, customer_id=customer_id)
+    if customer_id is None and profile_id.startswith(ANON_PREFIX):
+        state.anonymous_ids.append(profile_id.removeprefix(ANON_PREFIX))
+    return state
+
+
+ANON_PREFIX: Final = "anon:"
+
+
+def anonymous_profile_id(anonymous_id: str) -> str:
+    """The profile id of a visitor never identified.
+
+    >>> anonymous_profile_id("a-91c2")
+    'anon:a-91c2'
+    """
+    return ANON_PREFIX + anonymous_id

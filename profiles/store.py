@@ -1,0 +1,226 @@
+"""Profiles, identity links and stream positions in Redis: a thin adapter, no domain logic.
+
+Key layout (``<ns>`` is the namespace, braces are Redis Cluster hash tags so that every script touches
+one slot):
+
+- ``rapport:<ns>:p:{<profile_id>}`` — the profile: an 8-byte big-endian watermark (the last applied
+  offset of the profile's ``events.resolved`` partition) followed by the msgpack state. A write is a
+  compare-and-set on those 8 bytes: a worker that lost the partition (a zombie after a rebalance) read an
+  older watermark and its write is refused;
+- ``rapport:<ns>:a:{<anonymous_id>}`` — the customer an anonymous id is linked to, and the identify that
+  linked it (first claim wins);
+- ``rapport:<ns>:e:{<email>}`` — the customer an email belongs to;
+- ``rapport:<ns>:pos:{<topic>}:<partition>`` — the next offset to read, written after the profiles it
+  covers; Redis, not Kafka's committed offset, is where a worker resumes (after a Redis crash the two can
+  disagree, and only Redis knows what it kept);
+- ``rapport:<ns>:rfm:r|f|m`` — the population of buyers for RFM scores (last purchase time, orders, net
+  spend).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from redis.asyncio import Redis
+
+from profiles.rfm import RfmRanks
+from profiles.state import ProfileState, decode, encode
+
+_WATERMARK: Final = struct.Struct(">q")
+ABSENT: Final = b""  # the compare-and-set "expected" value of a profile that does not exist yet
+
+_CAS_PROFILE: Final = """
+if redis.call('GETRANGE', KEYS[1], 0, 7) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+"""
+_ADVANCE_POSITION: Final = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '-1')
+if tonumber(ARGV[1]) > current then redis.call('SET', KEYS[1], ARGV[1]) end
+return 1
+"""
+_CLAIM_LINK: Final = """
+local current = redis.call('GET', KEYS[1])
+if not current then
+  redis.call('SET', KEYS[1], ARGV[1] .. '\\31' .. ARGV[2])
+  return {'linked', ARGV[1]}
+end
+local sep = string.find(current, '\\31', 1, true)
+local owner, by = string.sub(current, 1, sep - 1), string.sub(current, sep + 1)
+if owner ~= ARGV[1] then return {'conflict', owner} end
+if by == ARGV[2] then return {'linked', owner} end
+return {'already', owner}
+"""
+
+ClaimOutcome = Literal["linked", "already", "conflict"]
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A profile as read: its watermark, its state, and the bytes a compare-and-set must find."""
+
+    watermark: int
+    state: ProfileState | None
+    expected: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    outcome: ClaimOutcome  # linked: this identify made the link (also on a retry); already: linked before
+    owner: str  # the customer the anonymous id belongs to after the claim
+
+
+class ProfileStore:
+    def __init__(self, redis: Redis, namespace: str) -> None:
+        self.redis = redis
+        self.namespace = namespace
+        self._base = f"rapport:{namespace}"
+        self._cas = redis.register_script(_CAS_PROFILE)
+        self._advance = redis.register_script(_ADVANCE_POSITION)
+        self._claim = redis.register_script(_CLAIM_LINK)
+
+    # keys
+    def profile_key(self, profile_id: str) -> str:
+        return f"{self._base}:p:{{{profile_id}}}"
+
+    def alias_key(self, anonymous_id: str) -> str:
+        return f"{self._base}:a:{{{anonymous_id}}}"
+
+    def email_key(self, email: str) -> str:
+        return f"{self._base}:e:{{{email.lower()}}}"
+
+    def position_key(self, topic: str, partition: int) -> str:
+        return f"{self._base}:pos:{{{topic}}}:{partition}"
+
+    def rfm_key(self, dimension: Literal["r", "f", "m"]) -> str:
+        return f"{self._base}:rfm:{dimension}"
+
+    # profiles
+    async def load(self, profile_ids: Sequence[str]) -> dict[str, Stored]:
+        """Every requested profile in one round trip; absent ones have watermark -1 and no state."""
+        blobs = await self.redis.mget([self.profile_key(p) for p in profile_ids]) if profile_ids else []
+        out = {}
+        for profile_id, blob in zip(profile_ids, blobs, strict=True):
+            if blob is None:
+                out[profile_id] = Stored(-1, None, ABSENT)
+            else:
+                raw = _bytes(blob)
+                out[profile_id] = Stored(_WATERMARK.unpack_from(raw)[0], decode(raw[8:]), raw[:8])
+        return out
+
+    async def save(self, writes: Sequence[tuple[str, bytes, int, ProfileState]]) -> list[bool]:
+        """Compare-and-set each ``(profile_id, expected, watermark, state)``, pipelined; True where written.
+
+        Also records each profile in the RFM population, idempotently, whether or not its write took: a
+        batch replayed after a crash skips its events but must still leave the population consistent.
+        """
+        if not writes:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for profile_id, expected, watermark, state in writes:
+                blob = _WATERMARK.pack(watermark) + encode(state)
+                await self._cas(keys=[self.profile_key(profile_id)], args=[expected, blob], client=pipe)
+            for profile_id, _, _, state in writes:
+                self._population(pipe, profile_id, state)
+            results = await pipe.execute()
+        return [bool(r) for r in results[: len(writes)]]
+
+    def _population(self, pipe: Redis, profile_id: str, state: ProfileState) -> None:
+        if state.orders == 0 or state.last_purchase_ms is None or state.merged_into is not None:
+            pipe.zrem(self.rfm_key("r"), profile_id)
+            pipe.zrem(self.rfm_key("f"), profile_id)
+            pipe.zrem(self.rfm_key("m"), profile_id)
+            return
+        pipe.zadd(self.rfm_key("r"), {profile_id: state.last_purchase_ms})
+        pipe.zadd(self.rfm_key("f"), {profile_id: state.orders})
+        pipe.zadd(self.rfm_key("m"), {profile_id: state.gross_cents - state.refunded_cents})
+
+    async def rfm_ranks(self, state: ProfileState) -> RfmRanks | None:
+        """How many buyers there are and how many are strictly worse on each RFM dimension."""
+        if state.orders == 0 or state.last_purchase_ms is None:
+            return None
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(self.rfm_key("r"))
+            pipe.zcount(self.rfm_key("r"), "-inf", f"({state.last_purchase_ms}")
+            pipe.zcount(self.rfm_key("f"), "-inf", f"({state.orders}")
+            pipe.zcount(self.rfm_key("m"), "-inf", f"({state.gross_cents - state.refunded_cents}")
+            buyers, worse_r, worse_f, worse_m = await pipe.execute()
+        return RfmRanks(int(buyers), int(worse_r), int(worse_f), int(worse_m))
+
+    # identity
+    async def claim_links(self, claims: Iterable[tuple[str, str, str]]) -> list[Claim]:
+        """Link each ``(anonymous_id, customer_id, event_id)`` unless already linked; in order, pipelined."""
+        items = list(claims)
+        if not items:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for anonymous_id, customer_id, event_id in items:
+                await self._claim(keys=[self.alias_key(anonymous_id)], args=[customer_id, event_id], client=pipe)
+            results = await pipe.execute()
+        return [Claim(_outcome(r[0]), _text(r[1])) for r in results]
+
+    async def linked_customers(self, anonymous_ids: Sequence[str]) -> dict[str, str]:
+        """The customer each anonymous id is linked to, for those that are linked."""
+        if not anonymous_ids:
+            return {}
+        values = await self.redis.mget([self.alias_key(a) for a in anonymous_ids])
+        return {a: _text(v).split("\x1f", 1)[0] for a, v in zip(anonymous_ids, values, strict=True) if v is not None}
+
+    async def link_emails(self, emails: Mapping[str, str]) -> None:
+        """Make each email find its customer; an email already owned by someone keeps its first owner."""
+        if not emails:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for email, customer_id in emails.items():
+                pipe.set(self.email_key(email), customer_id, nx=True)
+            await pipe.execute()
+
+    async def resolve_id(self, any_id: str) -> str | None:
+        """The profile id for a customer id, an anonymous id or an email, if any profile has it."""
+        if await self.redis.exists(self.profile_key(any_id)):
+            return any_id
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(self.alias_key(any_id))
+            pipe.get(self.email_key(any_id))
+            pipe.exists(self.profile_key(f"anon:{any_id}"))
+            alias, email_owner, anonymous = await pipe.execute()
+        if alias is not None:
+            return _text(alias).split("\x1f", 1)[0]
+        if email_owner is not None:
+            return _text(email_owner)
+        return f"anon:{any_id}" if anonymous else None
+
+    # positions
+    async def positions(self, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+        """Next offset to read per partition, where one is recorded."""
+        parts = list(partitions)
+        values = await self.redis.mget([self.position_key(topic, p) for p in parts]) if parts else []
+        return {p: int(v) for p, v in zip(parts, values, strict=True) if v is not None}
+
+    async def advance(self, topic: str, positions: Mapping[int, int]) -> None:
+        """Record next offsets to read; a position never moves backwards (a late zombie cannot rewind it)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for partition, offset in positions.items():
+                await self._advance(keys=[self.position_key(topic, partition)], args=[offset], client=pipe)
+            await pipe.execute()
+
+
+def _bytes(value: bytes | str) -> bytes:
+    # The store's client must not decode responses: profiles are binary.
+    if isinstance(value, str):
+        raise TypeError("the Redis client of a ProfileStore must use decode_responses=False")
+    return value
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _outcome(value: bytes | str) -> ClaimOutcome:
+    text = _text(value)
+    if text not in ("linked", "already", "conflict"):
+        raise ValueError(f"unexpected claim outcome {text!r}")
+    return text  # type: ignore[return-value]  # checked just above

@@ -1,0 +1,150 @@
+"""Rendering a profile state as the documented JSON view at an ``as_of`` instant. Pure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from profiles.config import WINDOWS, FoldConfig
+from profiles.journey import journey_stage
+from profiles.rfm import RfmRanks, recency_days, score
+from profiles.state import (
+    CLICK_ACTION_INDEX,
+    EMAIL_ACTION_INDEX,
+    STATE_VERSION,
+    W_ADD_TO_CARTS,
+    W_CHECKOUTS,
+    W_EMAIL_CLICKS,
+    W_PRODUCT_VIEWS,
+    W_SEARCHES,
+    W_SPEND,
+    WINDOW_METRICS,
+    ProfileState,
+)
+from profiles.timeutil import bucket_of, iso
+
+_SHOWN = len(WINDOW_METRICS)
+
+
+def _money(cents: int) -> float:
+    return round(cents / 100, 2)
+
+
+def _ratio(numerator: int, denominator: int) -> float | None:
+    return round(numerator / denominator, 4) if denominator else None
+
+
+def window_counters(state: ProfileState, as_of_ms: int) -> dict[str, list[int]]:
+    """Per window, the summed bucket counters (hidden journey counters included)."""
+    now = bucket_of(as_of_ms)
+    sums = {name: [0] * (_SHOWN + 2) for name in WINDOWS}
+    for bucket, counters in state.buckets.items():
+        age = now - bucket  # 0 for the bucket holding as_of
+        for name, hours in WINDOWS.items():
+            if 0 <= age < hours:
+                acc = sums[name]
+                for i, value in enumerate(counters):
+                    acc[i] += value
+    return sums
+
+
+def render(
+    state: ProfileState,
+    as_of_ms: int,
+    config: FoldConfig,
+    *,
+    rfm: RfmRanks | None = None,
+    watermark: int | None = None,
+) -> dict[str, Any]:
+    """The profile as ``docs/profile.md`` defines it, at ``as_of_ms`` (≥ the latest event).
+
+    ``watermark`` is the applied offset of the profile's ``events.resolved`` partition, stored beside
+    the state.
+    """
+    windows = window_counters(state, as_of_ms)
+    spend = state.gross_cents - state.refunded_cents
+    delivered = state.email_actions[EMAIL_ACTION_INDEX["delivered"]]
+    half_life = config.affinity_half_life_ms
+    decay = 2.0 ** (-(as_of_ms - state.affinity_ref_ms) / half_life) if state.affinity_ref_ms is not None else 1.0
+    stage = journey_stage(
+        last_seen_ms=state.last_seen_ms,
+        orders=state.orders,
+        carts_or_checkouts_7d=windows["7d"][W_ADD_TO_CARTS] + windows["7d"][W_CHECKOUTS],
+        interest_30d=windows["30d"][W_PRODUCT_VIEWS] + windows["30d"][W_SEARCHES] + windows["30d"][W_EMAIL_CLICKS],
+        as_of_ms=as_of_ms,
+        lapsed_after_days=config.lapsed_after_days,
+    )
+    return {
+        "profile_id": state.profile_id,
+        "customer_id": state.customer_id,
+        "anonymous_ids": list(state.anonymous_ids),
+        "emails": list(state.emails),
+        "merged_from": [
+            {"anonymous_id": m.anonymous_id, "at": iso(m.at_ms), "event_id": m.event_id} for m in state.merged_from
+        ],
+        "identity_conflicts": [
+            {"anonymous_id": c.anonymous_id, "claimed_by": c.claimed_by, "at": iso(c.at_ms), "event_id": c.event_id}
+            for c in state.conflicts
+        ],
+        "traits": {
+            name: {"value": t.value, "updated_at": iso(t.updated_ms)} for name, t in sorted(state.traits.items())
+        },
+        "behaviour": {
+            "clicks": dict(zip(CLICK_ACTION_INDEX, state.clicks, strict=True)),
+            "sessions": state.sessions,
+            "first_seen": iso(state.first_seen_ms),
+            "last_seen": iso(state.last_seen_ms),
+        },
+        "transactions": {
+            "orders": state.orders,
+            "refunds": state.refunds,
+            "gross_spend": _money(state.gross_cents),
+            "refunded": _money(state.refunded_cents),
+            "spend": _money(spend),
+            "aov": round(state.gross_cents / state.orders / 100, 2) if state.orders else None,
+            "first_purchase_at": iso(state.first_purchase_ms),
+            "last_purchase_at": iso(state.last_purchase_ms),
+            "items": state.items,
+            "spend_by_category": {c: _money(v) for c, v in sorted(state.category_cents.items())},
+        },
+        "rfm": _rfm(state, as_of_ms, spend, rfm),
+        "email": {
+            "actions": dict(zip(EMAIL_ACTION_INDEX, state.email_actions, strict=True)),
+            "open_rate": _ratio(state.email_actions[EMAIL_ACTION_INDEX["opened"]], delivered),
+            "click_through_rate": _ratio(state.email_actions[EMAIL_ACTION_INDEX["clicked"]], delivered),
+            "last_open_at": iso(state.last_open_ms),
+        },
+        "social": {
+            "mentions": state.mentions,
+            "sentiment_mean": round(state.sentiment_sum / state.mentions / 10_000, 4) if state.mentions else None,
+            "sentiment_last": state.last_sentiment / 10_000 if state.mentions else None,
+            "negative_mentions": state.negative_mentions,
+        },
+        "affinity": {c: s * decay for c, s in sorted(state.affinity.items())},
+        "journey_stage": stage.value,
+        "windows": {
+            name: {metric: (_money(sums[i]) if i == W_SPEND else sums[i]) for i, metric in enumerate(WINDOW_METRICS)}
+            for name, sums in windows.items()
+        },
+        "meta": {
+            "events_applied": state.events_applied,
+            "last_event_at": iso(state.last_event_ms),
+            "updated_at": iso(state.updated_ms),
+            "watermark": watermark,
+            "schema_version": STATE_VERSION,
+            "as_of": iso(as_of_ms),
+        },
+    }
+
+
+def _rfm(state: ProfileState, as_of_ms: int, spend: int, ranks: RfmRanks | None) -> dict[str, Any] | None:
+    if state.orders == 0 or state.last_purchase_ms is None:
+        return None
+    scored = ranks is not None and ranks.buyers > 0
+    return {
+        "recency_days": recency_days(state.last_purchase_ms, as_of_ms),
+        "frequency": state.orders,
+        "monetary": _money(spend),
+        "r_score": score(ranks.worse_recency, ranks.buyers) if scored and ranks else None,
+        "f_score": score(ranks.worse_frequency, ranks.buyers) if scored and ranks else None,
+        "m_score": score(ranks.worse_monetary, ranks.buyers) if scored and ranks else None,
+    }
