@@ -12,7 +12,7 @@ import hashlib
 from dataclasses import dataclass
 
 from profiles.config import BUCKET_RETENTION_HOURS, DAY_MS, FoldConfig
-from profiles.money import to_cents
+from profiles.money import line_cents, to_cents
 from profiles.sentiment import NEGATIVE_AT_OR_BELOW, compound_units
 from profiles.state import (
     BUCKET_WIDTH,
@@ -169,7 +169,7 @@ def _purchase(state: ProfileState, event: PurchaseEvent, ts: int, config: FoldCo
     cents = to_cents(event.total, event.currency, config)
     sign = 1 if event.action == "order" else -1
     for item in event.items:
-        line = to_cents(item.quantity * item.unit_price, event.currency, config)
+        line = line_cents(item.quantity, item.unit_price, event.currency, config)
         state.category_cents[item.category] = state.category_cents.get(item.category, 0) + sign * line
     counters = _bucket(state, ts)
     if counters is not None:

@@ -32,9 +32,30 @@ def to_cents(amount: float, currency: str, config: FoldConfig) -> int:
     >>> to_cents(10, "USD", FoldConfig(fx_rates={"USD": 0.92}))
     920
     """
+    return line_cents(1, amount, currency, config)
+
+
+def line_cents(quantity: int, unit_price: float, currency: str, config: FoldConfig) -> int:
+    """Base-currency cents of ``quantity × unit_price``, computed exactly and rounded once.
+
+    >>> line_cents(3, 0.335, "EUR", FoldConfig())
+    101
+    """
     try:
         rate = config.fx_rates[currency]
     except KeyError:
         raise UnsupportedCurrencyError(currency) from None
-    exact = Decimal(repr(amount)) * Decimal(repr(rate)) * _HUNDRED
+    exact = Decimal(repr(unit_price)) * quantity * Decimal(repr(rate)) * _HUNDRED
     return int(exact.quantize(_ONE, rounding=ROUND_HALF_UP))
+
+
+def div_round(numerator: int, denominator: int) -> int:
+    """``numerator / denominator`` rounded half away from zero, in exact integer arithmetic.
+
+    >>> div_round(5, 2), div_round(-5, 2), div_round(7, 3), div_round(-1, 32)
+    (3, -3, 2, 0)
+    """
+    quotient, remainder = divmod(abs(numerator), denominator)
+    if 2 * remainder >= denominator:
+        quotient += 1
+    return quotient if numerator >= 0 else -quotient

@@ -26,6 +26,7 @@ from typing import Final, Literal
 
 from redis.asyncio import Redis
 
+from profiles.identity import Claim, ClaimOutcome
 from profiles.rfm import RfmRanks
 from profiles.state import ProfileState, decode, encode
 
@@ -55,8 +56,6 @@ if by == ARGV[2] then return {'linked', owner} end
 return {'already', owner}
 """
 
-ClaimOutcome = Literal["linked", "already", "conflict"]
-
 
 @dataclass(frozen=True, slots=True)
 class Stored:
@@ -65,12 +64,6 @@ class Stored:
     watermark: int
     state: ProfileState | None
     expected: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Claim:
-    outcome: ClaimOutcome  # linked: this identify made the link (also on a retry); already: linked before
-    owner: str  # the customer the anonymous id belongs to after the claim
 
 
 class ProfileStore:

@@ -6,6 +6,7 @@ from typing import Any
 
 from profiles.config import WINDOWS, FoldConfig
 from profiles.journey import journey_stage
+from profiles.money import div_round
 from profiles.rfm import RfmRanks, recency_days, score
 from profiles.state import (
     CLICK_ACTION_INDEX,
@@ -30,7 +31,8 @@ def _money(cents: int) -> float:
 
 
 def _ratio(numerator: int, denominator: int) -> float | None:
-    return round(numerator / denominator, 4) if denominator else None
+    """A rate to 4 decimals, the exact value rounded half away from zero."""
+    return div_round(numerator * 10_000, denominator) / 10_000 if denominator else None
 
 
 def window_counters(state: ProfileState, as_of_ms: int) -> dict[str, list[int]]:
@@ -100,7 +102,7 @@ def render(
             "gross_spend": _money(state.gross_cents),
             "refunded": _money(state.refunded_cents),
             "spend": _money(spend),
-            "aov": round(state.gross_cents / state.orders / 100, 2) if state.orders else None,
+            "aov": _money(div_round(state.gross_cents, state.orders)) if state.orders else None,
             "first_purchase_at": iso(state.first_purchase_ms),
             "last_purchase_at": iso(state.last_purchase_ms),
             "items": state.items,
@@ -115,7 +117,7 @@ def render(
         },
         "social": {
             "mentions": state.mentions,
-            "sentiment_mean": round(state.sentiment_sum / state.mentions / 10_000, 4) if state.mentions else None,
+            "sentiment_mean": div_round(state.sentiment_sum, state.mentions) / 10_000 if state.mentions else None,
             "sentiment_last": state.last_sentiment / 10_000 if state.mentions else None,
             "negative_mentions": state.negative_mentions,
         },

@@ -1,0 +1,99 @@
+"""Identity resolution: which profile an event belongs to, and what an identify links. Pure.
+
+The resolver stage gathers, for a batch, the facts this needs from Redis — the outcome of each identify's
+claim on its anonymous id (first claim wins) and the customers already linked to the batch's anonymous
+ids — and this module turns them into ``events.resolved`` records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from profiles.state import anonymous_profile_id
+from schemas.events import AnyEvent, IdentifyEvent
+from schemas.resolved import LinkDecision, RawSource, Resolved
+
+ClaimOutcome = Literal["linked", "already", "conflict"]
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The result of an identify's claim: ``linked`` (this identify made the link, also when retried),
+    ``already`` (an earlier identify linked it to the same customer) or ``conflict`` (another customer
+    holds it); ``owner`` is who holds the anonymous id afterwards."""
+
+    outcome: ClaimOutcome
+    owner: str
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """A valid event as it arrived on a raw topic."""
+
+    source: RawSource
+    raw: bytes
+    event: AnyEvent
+
+
+def claims(arrivals: Sequence[Arrival]) -> list[tuple[str, str, str]]:
+    """``(anonymous_id, customer_id, event_id)`` of every identify that links an anonymous id, in order."""
+    return [
+        (a.event.anonymous_id, a.event.customer_id, a.event.event_id)
+        for a in arrivals
+        if isinstance(a.event, IdentifyEvent) and a.event.anonymous_id is not None
+    ]
+
+
+def emails(arrivals: Sequence[Arrival]) -> dict[str, str]:
+    """Lower-cased email → customer, from identify traits."""
+    return {
+        a.event.traits.email.lower(): a.event.customer_id
+        for a in arrivals
+        if isinstance(a.event, IdentifyEvent) and a.event.traits.email is not None
+    }
+
+
+def anonymous_only(arrivals: Sequence[Arrival]) -> list[str]:
+    """The anonymous ids of events without a customer id (each once): these need a link lookup."""
+    seen = {a.event.anonymous_id for a in arrivals if a.event.customer_id is None and a.event.anonymous_id}
+    return sorted(seen)
+
+
+def resolve(arrivals: Sequence[Arrival], outcomes: Sequence[Claim], linked: Mapping[str, str]) -> list[Resolved]:
+    """The ``events.resolved`` records for a batch, given its claims' outcomes (in ``claims`` order) and
+    the customers linked to its anonymous ids (looked up after the claims)."""
+    out: list[Resolved] = []
+    pending: Iterator[Claim] = iter(outcomes)
+    for arrival in arrivals:
+        event = arrival.event
+        link = None
+        if isinstance(event, IdentifyEvent) and event.anonymous_id is not None:
+            claim = next(pending)
+            if claim.outcome == "linked":
+                link = LinkDecision(event.anonymous_id)
+                out.append(
+                    Resolved(
+                        kind="merge_out",
+                        profile_id=anonymous_profile_id(event.anonymous_id),
+                        other_profile=event.customer_id,
+                    )
+                )
+            elif claim.outcome == "conflict":
+                link = LinkDecision(event.anonymous_id, conflict_with=claim.owner)
+        out.append(
+            Resolved(
+                kind="event", profile_id=profile_of(event, linked), event=arrival.raw, source=arrival.source, link=link
+            )
+        )
+    return out
+
+
+def profile_of(event: AnyEvent, linked: Mapping[str, str]) -> str:
+    """The customer id when the event has one; else the customer its anonymous id is linked to; else the
+    anonymous profile."""
+    if event.customer_id is not None:
+        return event.customer_id
+    anonymous_id = event.anonymous_id or ""
+    return linked.get(anonymous_id) or anonymous_profile_id(anonymous_id)

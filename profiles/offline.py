@@ -1,0 +1,60 @@
+"""Resolve and apply a stream of events in memory, with the same pure functions as the live stages.
+
+One process, one ordering: each raw event is resolved (claims against an in-memory link table) and the
+records it produces are applied at once, in the order they would be appended. That is one of the
+orderings the live system can produce, so the profiles must be the same as live ones.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+
+from profiles.apply import apply_resolved, new_state_for
+from profiles.config import FoldConfig
+from profiles.fold import compact
+from profiles.identity import Arrival, Claim, anonymous_only, claims, resolve
+from profiles.state import ProfileState
+from schemas.resolved import Resolved
+
+
+class OfflineFolder:
+    def __init__(self, config: FoldConfig) -> None:
+        self.config = config
+        self.states: dict[str, ProfileState] = {}
+        self.links: dict[str, tuple[str, str]] = {}  # anonymous id → (customer, linking event id)
+        self._offsets: dict[str, int] = {}
+
+    def feed(self, arrivals: Iterable[Arrival]) -> None:
+        for arrival in arrivals:
+            self._apply_all(resolve([arrival], self._claim(arrival), self._linked(arrival)))
+
+    def profiles(self) -> dict[str, ProfileState]:
+        """The live profiles (merged anonymous tombstones left out), compacted as they would be stored."""
+        for state in self.states.values():
+            compact(state, self.config)
+        return {pid: s for pid, s in self.states.items() if s.merged_into is None}
+
+    def _claim(self, arrival: Arrival) -> list[Claim]:
+        out = []
+        for anonymous_id, customer_id, event_id in claims([arrival]):
+            owner, by = self.links.setdefault(anonymous_id, (customer_id, event_id))
+            if owner != customer_id:
+                out.append(Claim("conflict", owner))
+            else:
+                out.append(Claim("linked" if by == event_id else "already", owner))
+        return out
+
+    def _linked(self, arrival: Arrival) -> dict[str, str]:
+        return {a: self.links[a][0] for a in anonymous_only([arrival]) if a in self.links}
+
+    def _apply_all(self, records: list[Resolved]) -> None:
+        queue = deque(records)
+        while queue:
+            record = queue.popleft()
+            state = self.states.get(record.profile_id) or new_state_for(record.profile_id)
+            offset = self._offsets.get(record.profile_id, -1) + 1
+            self._offsets[record.profile_id] = offset
+            state, outputs = apply_resolved(state, record, partition=0, offset=offset, config=self.config)
+            self.states[record.profile_id] = state
+            queue.extend(outputs)

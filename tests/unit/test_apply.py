@@ -1,0 +1,137 @@
+"""The apply stage's decisions: replays skipped, merges handed over once, stragglers forwarded once,
+conflicts recorded, and the two bounded memories behaving as documented."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from profiles.apply import apply_resolved, new_state_for
+from profiles.config import DAY_MS, FoldConfig
+from profiles.fold import apply
+from profiles.identity import Arrival
+from profiles.offline import OfflineFolder
+from profiles.state import ProfileState, decode, encode
+from profiles.timeutil import iso
+from profiles.view import render
+from schemas.events import AnyEvent
+from schemas.resolved import LinkDecision, RawSource, Resolved
+from schemas.validation import Rejection, decode_event
+
+CONFIG = FoldConfig()
+T0 = 1_740_000_000_000  # 2025-02-19T21:20:00Z
+
+
+def event(kind: str = "click", n: int = 1, at: int = T0, **fields: Any) -> bytes:
+    base: dict[str, Any] = {"event_id": f"e-{n}", "type": kind, "timestamp": iso(at)}
+    if kind == "click":
+        base |= {"action": "product_view", "url": "/p", "session_id": f"s-{n}", "category": "shoes"}
+    elif kind == "identify":
+        base |= {"traits": {"email": "Jo@Example.com", "country": "DE"}}
+    elif kind == "purchase":
+        base |= {"action": "order", "order_id": f"o-{n}", "currency": "EUR", "total": 10.0}
+    return orjson.dumps({**base, **fields})
+
+
+def parsed(raw: bytes) -> AnyEvent:
+    result = decode_event(raw)
+    assert not isinstance(result, Rejection), result
+    return result
+
+
+def resolved(raw: bytes, profile: str, offset: int) -> Resolved:
+    return Resolved(kind="event", profile_id=profile, event=raw, source=RawSource("events.clicks", 3, offset))
+
+
+def run(state: ProfileState, record: Resolved, offset: int = 0) -> tuple[ProfileState, list[Resolved]]:
+    return apply_resolved(state, record, partition=1, offset=offset, config=CONFIG)
+
+
+def test_a_raw_record_sent_again_by_a_restarted_resolver_is_skipped() -> None:
+    state = new_state_for("c-1")
+    raw = event(n=1, customer_id="c-1")
+    state, _ = run(state, resolved(raw, "c-1", offset=40))
+    state, _ = run(state, resolved(event(n=2, customer_id="c-1"), "c-1", offset=41))
+    state, _ = run(state, resolved(raw, "c-1", offset=40))  # the resolver restarted from offset 40
+    assert state.events_applied == 2
+    assert state.clicks[1] == 2
+
+
+def test_merge_hands_the_anonymous_state_over_once_and_forwards_stragglers_once() -> None:
+    anon = new_state_for("anon:a-1")
+    anon, _ = run(anon, resolved(event(n=1, anonymous_id="a-1"), "anon:a-1", offset=1))
+    merge_out = Resolved(kind="merge_out", profile_id="anon:a-1", other_profile="c-1")
+    anon, out = run(anon, merge_out, offset=2)
+    assert anon.merged_into == "c-1"
+    assert [r.kind for r in out] == ["merge_in"]
+    handover = out[0]
+    assert run(anon, merge_out, offset=3)[1] == []  # redelivered: no second handover
+
+    straggler = resolved(event(n=2, anonymous_id="a-1"), "anon:a-1", offset=7)
+    anon, forwarded = run(anon, straggler, offset=4)
+    assert [(r.kind, r.profile_id, r.origin_partition, r.origin_offset) for r in forwarded] == [
+        ("forward", "c-1", 1, 4)
+    ]
+
+    customer = new_state_for("c-1")
+    identify = Resolved(
+        kind="event",
+        profile_id="c-1",
+        event=event("identify", n=3, customer_id="c-1", anonymous_id="a-1"),
+        source=RawSource("events.identities", 0, 9),
+        link=LinkDecision("a-1"),
+    )
+    for record in (forwarded[0], identify, handover, handover, forwarded[0]):  # redeliveries included
+        customer, _ = run(customer, record)
+    assert customer.events_applied == 3
+    assert customer.clicks[1] == 2
+    assert customer.anonymous_ids == ["a-1"]
+    assert [m.anonymous_id for m in customer.merged_from] == ["a-1"]
+    assert customer.emails == ["jo@example.com"]
+
+
+def test_second_claim_on_an_anonymous_id_is_a_conflict_not_a_link() -> None:
+    folder = OfflineFolder(CONFIG)
+    raws = [
+        event(n=1, anonymous_id="a-1"),
+        event("identify", n=2, at=T0 + 1, customer_id="c-1", anonymous_id="a-1"),
+        event("identify", n=3, at=T0 + 2, customer_id="c-2", anonymous_id="a-1", traits={"country": "FR"}),
+    ]
+    folder.feed(Arrival(RawSource("t", 0, i), r, parsed(r)) for i, r in enumerate(raws))
+    profiles = folder.profiles()
+    assert set(profiles) == {"c-1", "c-2"}
+    assert profiles["c-1"].clicks[1] == 1
+    assert [(c.anonymous_id, c.claimed_by) for c in profiles["c-2"].conflicts] == [("a-1", "c-1")]
+    assert profiles["c-2"].anonymous_ids == []
+    assert profiles["c-2"].traits["country"].value == "FR"  # the identify still sets its own traits
+
+
+def test_duplicates_are_recognised_within_the_last_64_events_and_not_beyond() -> None:
+    state = new_state_for("c-1")
+    first = parsed(event(n=0, customer_id="c-1"))
+    assert apply(state, first, CONFIG)
+    for n in range(1, CONFIG.dedup_memory):
+        apply(state, parsed(event(n=n, customer_id="c-1")), CONFIG)
+    assert not apply(state, first, CONFIG)  # 63 events in between: recognised
+    apply(state, parsed(event(n=999, customer_id="c-1")), CONFIG)
+    assert apply(state, first, CONFIG)  # 64 in between: documented limit, counted again
+
+
+def test_a_late_click_of_a_session_older_than_the_session_memory_counts_it_again() -> None:
+    state = new_state_for("c-1")
+    apply(state, parsed(event(n=1, customer_id="c-1", session_id="s-old")), CONFIG)
+    apply(state, parsed(event(n=2, at=T0 + 6 * DAY_MS, customer_id="c-1", session_id="s-new")), CONFIG)
+    apply(state, parsed(event(n=3, at=T0 + 60_000, customer_id="c-1", session_id="s-old")), CONFIG)
+    assert state.sessions == 2
+    apply(state, parsed(event(n=4, at=T0 + 9 * DAY_MS, customer_id="c-1", session_id="s-newer")), CONFIG)
+    apply(state, parsed(event(n=5, at=T0 + 120_000, customer_id="c-1", session_id="s-old")), CONFIG)
+    assert state.sessions == 4
+
+
+def test_state_survives_encoding_and_renders_the_same() -> None:
+    state = new_state_for("c-1")
+    for raw in (event(n=1, customer_id="c-1"), event("purchase", n=2, customer_id="c-1")):
+        assert apply(state, parsed(raw), CONFIG)
+    as_of = T0 + DAY_MS
+    assert render(decode(encode(state)), as_of, CONFIG) == render(state, as_of, CONFIG)
