@@ -6,11 +6,11 @@ import argparse
 import platform
 from datetime import UTC, datetime
 
-from bench import foundation
+from bench import foundation, stream_runtime
 from bench.harness import report
 from services.settings import Settings
 
-SUITES = ("foundation",)
+SUITES = ("foundation", "stream_runtime")
 
 
 def main() -> None:
@@ -23,6 +23,8 @@ def main() -> None:
     print(f"# {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.python_implementation()} {platform.python_version()}")
     if "foundation" in suites:
         report("foundation", *foundation.run(settings, args.events))
+    if "stream_runtime" in suites:
+        report("stream runtime", *stream_runtime.run(settings, args.events))
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ class FoldConfig:
     #: How many recent event ids a profile remembers to recognise re-sent events.
     dedup_memory: int = 64
     #: How long (before the profile's latest event) a session id is remembered for counting sessions.
-    session_memory_days: int = 7
+    session_memory_days: int = 90
 
     @property
     def affinity_half_life_ms(self) -> float:

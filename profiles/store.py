@@ -10,9 +10,9 @@ one slot):
 - ``rapport:<ns>:a:{<anonymous_id>}`` — the customer an anonymous id is linked to, and the identify that
   linked it (first claim wins);
 - ``rapport:<ns>:e:{<email>}`` — the customer an email belongs to;
-- ``rapport:<ns>:pos:{<topic>}:<partition>`` — the next offset to read, written after the profiles it
-  covers; Redis, not Kafka's committed offset, is where a worker resumes (after a Redis crash the two can
-  disagree, and only Redis knows what it kept);
+- ``rapport:<ns>:pos:{<topic>}:<partition>`` — the next offset to read, moved (compare-and-set) after the
+  profiles it covers are written; Redis, not Kafka's committed offset, is where a worker resumes (after a
+  Redis crash the two can disagree, and only Redis knows what it kept);
 - ``rapport:<ns>:rfm:r|f|m`` — the population of buyers for RFM scores (last purchase time, orders, net
   spend).
 """
@@ -38,9 +38,10 @@ if redis.call('GETRANGE', KEYS[1], 0, 7) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2])
 return 1
 """
-_ADVANCE_POSITION: Final = """
-local current = tonumber(redis.call('GET', KEYS[1]) or '-1')
-if tonumber(ARGV[1]) > current then redis.call('SET', KEYS[1], ARGV[1]) end
+_MOVE_POSITION: Final = """
+local current = redis.call('GET', KEYS[1])
+if current and tonumber(current) ~= tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
 return 1
 """
 _CLAIM_LINK: Final = """
@@ -72,7 +73,7 @@ class ProfileStore:
         self.namespace = namespace
         self._base = f"rapport:{namespace}"
         self._cas = redis.register_script(_CAS_PROFILE)
-        self._advance = redis.register_script(_ADVANCE_POSITION)
+        self._move = redis.register_script(_MOVE_POSITION)
         self._claim = redis.register_script(_CLAIM_LINK)
 
     # keys
@@ -193,12 +194,14 @@ class ProfileStore:
         values = await self.redis.mget([self.position_key(topic, p) for p in parts]) if parts else []
         return {p: int(v) for p, v in zip(parts, values, strict=True) if v is not None}
 
-    async def advance(self, topic: str, positions: Mapping[int, int]) -> None:
-        """Record next offsets to read; a position never moves backwards (a late zombie cannot rewind it)."""
+    async def move_positions(self, topic: str, moves: Mapping[int, tuple[int, int]]) -> set[int]:
+        """Move each partition's position from ``start`` to ``end`` if it is still at ``start`` (or was never
+        recorded); returns the partitions whose position had moved elsewhere (left untouched)."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            for partition, offset in positions.items():
-                await self._advance(keys=[self.position_key(topic, partition)], args=[offset], client=pipe)
-            await pipe.execute()
+            for partition, (start, end) in moves.items():
+                await self._move(keys=[self.position_key(topic, partition)], args=[start, end], client=pipe)
+            results = await pipe.execute()
+        return {partition for partition, moved in zip(moves, results, strict=True) if not moved}
 
 
 def _bytes(value: bytes | str) -> bytes:

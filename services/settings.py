@@ -14,6 +14,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from profiles.config import FoldConfig
 from schemas.validation import ValidationLimits
 
 
@@ -45,6 +46,51 @@ class RedisSettings(BaseModel):
     url: str = Field("", description="Defaults to the local stack's Redis.")
 
 
+class StreamSettings(BaseModel):
+    """The stream workers' batch runtime (``streams/``)."""
+
+    max_poll_records: int = Field(3000, ge=1, description="Most records handed to one batch.")
+    commit_interval_s: float = Field(1.0, gt=0, description="How often applied offsets are committed to Kafka.")
+    tick_interval_s: float = Field(1.0, gt=0, description="Longest time between two handler ticks.")
+    retry_initial_s: float = Field(0.1, gt=0, description="First pause after a failed batch (then doubled).")
+    retry_max_s: float = Field(5.0, gt=0, description="Longest pause between two attempts of a batch.")
+    session_timeout_s: float = Field(
+        10.0, ge=6, description="A worker silent this long loses its partitions (broker minimum 6 s)."
+    )
+    heartbeat_interval_s: float = Field(2.0, gt=0)
+    instance_id: str = Field(
+        "",
+        description="Kafka static membership: a restarted worker with the same id gets its partitions back "
+        "without a rebalance. Empty: dynamic membership.",
+    )
+    log_level: str = "INFO"
+
+
+class ProfileSettings(BaseModel):
+    """The profile definition's parameters (``docs/profile.md``) and where profiles live."""
+
+    namespace: str = Field("live", pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="Redis key namespace.")
+    base_currency: str = Field("EUR", pattern=r"^[A-Z]{3}$")
+    fx_rates: dict[str, float] = Field(
+        default_factory=lambda: {"EUR": 1.0, "USD": 0.92, "GBP": 1.17},
+        description="Base-currency units per unit of each currency; purchases in others are dead-lettered.",
+    )
+    affinity_half_life_days: float = Field(14.0, gt=0)
+    lapsed_after_days: int = Field(60, ge=1)
+    dedup_memory: int = Field(64, ge=1, le=4096, description="Recent event ids a profile remembers.")
+    session_memory_days: int = Field(90, ge=1)
+
+    def fold_config(self) -> FoldConfig:
+        return FoldConfig(
+            base_currency=self.base_currency,
+            fx_rates={**self.fx_rates, self.base_currency: 1.0},
+            affinity_half_life_days=self.affinity_half_life_days,
+            lapsed_after_days=self.lapsed_after_days,
+            dedup_memory=self.dedup_memory,
+            session_memory_days=self.session_memory_days,
+        )
+
+
 class ValidationSettings(BaseModel):
     max_event_bytes: int = Field(64 * 1024, ge=256, description="Larger payloads are rejected unparsed.")
     future_tolerance_s: float = Field(
@@ -62,6 +108,8 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     redis: RedisSettings = RedisSettings()
     validation: ValidationSettings = ValidationSettings()
+    stream: StreamSettings = StreamSettings()
+    profile: ProfileSettings = ProfileSettings()
 
     @model_validator(mode="after")
     def _default_to_local_stack(self) -> Settings:

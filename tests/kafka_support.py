@@ -10,11 +10,12 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import orjson
 from kafka import KafkaConsumer
 from kafka.consumer.fetcher import ConsumerRecord
 
-from schemas.topics import CATALOGUE, full_name
-from services.kafka_clients import make_consumer, topic_partitions
+from schemas.topics import CATALOGUE, TOPIC_BY_EVENT_TYPE, full_name
+from services.kafka_clients import make_consumer, make_producer, topic_partitions
 from services.settings import Settings
 from services.topics_admin import admin_client, ensure_topics
 
@@ -79,3 +80,26 @@ def rapport(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
         text=True,
         check=False,
     )
+
+
+def produce_raw(topics: Topics, lines: Iterable[bytes]) -> int:
+    """Send lines to their raw topics WITHOUT validation, as a producer that bypasses Rapport's would:
+    the topic from ``type`` (clicks when unreadable), the key from the ids when there are any."""
+    by_type = {spec_type: topics.names[spec.name] for spec_type, spec in TOPIC_BY_EVENT_TYPE.items()}
+    producer = make_producer(topics.settings)
+    sent = 0
+    try:
+        for line in lines:
+            try:
+                event = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                event = None
+            fields = event if isinstance(event, dict) else {}
+            topic = by_type.get(str(fields.get("type")), topics.names["events.clicks"])
+            key = fields.get("customer_id") or fields.get("anonymous_id")
+            producer.send(topic, key=str(key).encode() if key else None, value=line)
+            sent += 1
+        producer.flush()
+    finally:
+        producer.close()
+    return sent

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from services.cli import demo, produce, schemas, simulate, stack, tail, topics
+from services.cli import demo, produce, profile, schemas, simulate, stack, tail, topics, worker
 
 app = typer.Typer(
     name="rapport",
@@ -16,9 +16,11 @@ app.add_typer(stack.app, name="stack")
 app.add_typer(topics.app, name="topics")
 app.add_typer(schemas.app, name="schemas")
 app.add_typer(demo.app, name="demo")
+app.add_typer(profile.app, name="profile")
 app.command("simulate")(simulate.simulate)
 app.command("produce")(produce.produce)
 app.command("tail")(tail.tail)
+app.command("worker")(worker.worker)
 
 
 if __name__ == "__main__":

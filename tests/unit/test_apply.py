@@ -121,10 +121,10 @@ def test_duplicates_are_recognised_within_the_last_64_events_and_not_beyond() ->
 def test_a_late_click_of_a_session_older_than_the_session_memory_counts_it_again() -> None:
     state = new_state_for("c-1")
     apply(state, parsed(event(n=1, customer_id="c-1", session_id="s-old")), CONFIG)
-    apply(state, parsed(event(n=2, at=T0 + 6 * DAY_MS, customer_id="c-1", session_id="s-new")), CONFIG)
+    apply(state, parsed(event(n=2, at=T0 + 89 * DAY_MS, customer_id="c-1", session_id="s-new")), CONFIG)
     apply(state, parsed(event(n=3, at=T0 + 60_000, customer_id="c-1", session_id="s-old")), CONFIG)
     assert state.sessions == 2
-    apply(state, parsed(event(n=4, at=T0 + 9 * DAY_MS, customer_id="c-1", session_id="s-newer")), CONFIG)
+    apply(state, parsed(event(n=4, at=T0 + 91 * DAY_MS, customer_id="c-1", session_id="s-newer")), CONFIG)
     apply(state, parsed(event(n=5, at=T0 + 120_000, customer_id="c-1", session_id="s-old")), CONFIG)
     assert state.sessions == 4
 

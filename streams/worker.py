@@ -1,0 +1,45 @@
+"""Run a batch app as a worker process: uvloop, logs on stderr, clean shutdown on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+import faust
+import uvloop
+
+from services.settings import Settings
+from streams.app import make_app
+from streams.handler import HandlerFactory
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s"
+
+# At INFO these narrate every service start and stop (dozens of lines per rebalance); their warnings and
+# errors still show. Our own loggers and aiokafka's group membership messages stay at the chosen level.
+CHATTY_LOGGERS = ("faust", "mode")
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(max(root.level, logging.WARNING))
+
+
+def run_worker(settings: Settings, handler_factory: HandlerFactory, topics: Sequence[str], group_id: str) -> NoReturn:
+    """Consume ``topics`` in group ``group_id`` until SIGTERM/SIGINT, then commit what was applied and exit."""
+    configure_logging(settings.stream.log_level)
+    # This loop only: uvloop for the aiokafka consumer thread's own loop too measured no different.
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    app = make_app(settings, handler_factory=handler_factory, topics=topics, group_id=group_id)
+    # override_logging=False: mode would replace the handlers above with its own (on stdout, colourised).
+    worker = faust.Worker(app, loop=loop, quiet=True, override_logging=False, redirect_stdouts=False)
+    worker.spinner = None  # a terminal progress spinner; it writes escape codes even when quiet
+    worker.execute_from_commandline()

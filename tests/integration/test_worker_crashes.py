@@ -1,0 +1,133 @@
+"""The profile worker survives crashes, rebalances and a Redis crash with exact profiles.
+
+One simulated history of more than 200,000 events (duplicates, late and malformed events included) and
+its oracle profiles are shared by the tests; each test runs it through its own topics and namespace and
+compares every field of every profile with the oracle.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+
+from deploy.localstack import RedisNode
+from profiles.config import HOUR_MS
+from schemas.validation import Rejection, ValidationLimits, validate_event
+from services.settings import StackSettings
+from tests.kafka_support import Topics, produce_raw, rapport
+from tests.oracle import OracleSettings, build_profiles, diff_profiles
+from tests.worker_support import Worker, caught_up, stored_views, wait_until_caught_up
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass(frozen=True)
+class History:
+    lines: list[bytes]
+    as_of_ms: int
+    expected: dict[str, dict[str, object]]
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory: pytest.TempPathFactory) -> History:
+    path = tmp_path_factory.mktemp("history") / "events.jsonl"
+    sim = rapport("simulate", "--customers", "1400", "--days", "60", "--seed", "33", "--out", str(path), env={})
+    assert sim.returncode == 0, sim.stderr
+    lines = [line for line in path.read_bytes().splitlines() if line.strip()]
+    assert len(lines) >= 200_000
+    now, limits = datetime.now(UTC), ValidationLimits()
+    valid = [orjson.loads(v) for v in lines if not isinstance(validate_event(v, now=now, limits=limits), Rejection)]
+    latest = max(int(datetime.fromisoformat(e["timestamp"]).timestamp() * 1000) for e in valid)
+    as_of = (-(-latest // HOUR_MS) + 1) * HOUR_MS
+    return History(lines, as_of, build_profiles(valid, as_of_ms=as_of, settings=OracleSettings()))
+
+
+def run_with_faults(
+    topics: Topics,
+    history: History,
+    tmp_path: Path,
+    workers: int,
+    fault: Callable[[list[Worker], int], None],
+    faults: int,
+) -> str:
+    """Produce the history while ``faults`` faults are injected at random moments; then wait for the
+    survivors to catch up and return the namespace."""
+    namespace = f"t{uuid.uuid4().hex[:8]}"
+    group = [Worker(topics, namespace, tmp_path / f"w{i}") for i in range(workers)]
+    for i, worker in enumerate(group):
+        (tmp_path / f"w{i}").mkdir()
+        worker.start()
+    rng = random.Random(7)
+    try:
+        produce_raw(topics, history.lines)
+        for n in range(faults):
+            time.sleep(rng.uniform(1.0, 4.0))
+            if caught_up(topics, namespace):
+                raise AssertionError(f"the run finished before fault {n + 1}: make the history longer")
+            fault(group, n)
+        for worker in group:
+            wait_until_caught_up(topics, namespace, worker)
+    finally:
+        for worker in group:
+            worker.stop()
+    return namespace
+
+
+def assert_exact(topics: Topics, namespace: str, history: History) -> None:
+    assert diff_profiles(history.expected, stored_views(topics, namespace, history.as_of_ms)) == []
+
+
+def test_worker_killed_five_times_mid_run(topics: Topics, history: History, tmp_path: Path) -> None:
+    def kill_and_restart(group: list[Worker], _: int) -> None:
+        group[0].kill()
+        group[0].start()
+
+    namespace = run_with_faults(topics, history, tmp_path, workers=1, fault=kill_and_restart, faults=5)
+    assert_exact(topics, namespace, history)
+
+
+def test_two_workers_one_killed_and_restarted(topics: Topics, history: History, tmp_path: Path) -> None:
+    def kill_one(group: list[Worker], n: int) -> None:
+        victim = group[n % 2]
+        victim.kill()
+        time.sleep(1.0)  # let the survivor take the partitions over before the victim rejoins
+        victim.start()
+
+    namespace = run_with_faults(topics, history, tmp_path, workers=2, fault=kill_one, faults=3)
+    assert_exact(topics, namespace, history)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_redis_killed_mid_run_and_restarted_from_its_aof(topics: Topics, history: History, tmp_path: Path) -> None:
+    # A private Redis: killing the session's Redis could kill a stack the user is running.
+    redis = RedisNode(StackSettings(state_dir=tmp_path / "redis-stack", redis_port=free_port()))
+    redis.start()
+    private = topics.settings.model_copy(
+        update={"redis": topics.settings.redis.model_copy(update={"url": f"redis://127.0.0.1:{redis.port}/0"})}
+    )
+    private_topics = Topics(private, topics.names)
+
+    def crash_redis(_: list[Worker], __: int) -> None:
+        redis.kill()
+        time.sleep(2.0)  # the worker sees Redis gone and backs off
+        redis.start()
+
+    try:
+        namespace = run_with_faults(private_topics, history, tmp_path, workers=1, fault=crash_redis, faults=2)
+        assert_exact(private_topics, namespace, history)
+    finally:
+        redis.stop()

@@ -1,0 +1,129 @@
+"""Helpers for tests that run the real profile worker: start it, wait for it to catch up, read profiles."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from kafka import KafkaAdminClient
+
+from profiles.state import ProfileState
+from profiles.store import ProfileStore
+from profiles.view import render
+from schemas.topics import RAW_EVENT_TOPICS, RESOLVED
+from services.kafka_clients import make_consumer, topic_partitions
+from services.redis_client import make_redis
+from tests.kafka_support import Topics
+
+
+class Worker:
+    """A `rapport worker` subprocess; its output goes to a log file for post-mortems."""
+
+    def __init__(self, topics: Topics, namespace: str, log_dir: Path, extra_env: dict[str, str] | None = None) -> None:
+        self.env = {**topics.env, "RAPPORT_PROFILE__NAMESPACE": namespace, **(extra_env or {})}
+        self.log_dir = log_dir
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        log = (self.log_dir / f"worker-{self.starts}.log").open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "services.cli.main", "worker"], env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hooks, no final commit."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+def group_id(topics: Topics, namespace: str) -> str:
+    return f"{topics.settings.kafka.topic_prefix}rapport-profiles-{namespace}"
+
+
+def caught_up(topics: Topics, namespace: str) -> bool:
+    """Raw topics fully committed by the worker's group and events.resolved fully applied (Redis positions)."""
+    settings = topics.settings
+    consumer = make_consumer(settings, "test-lag")
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    try:
+        raw = [tp for spec in RAW_EVENT_TOPICS for tp in topic_partitions(consumer, topics.names[spec.name])]
+        resolved = topic_partitions(consumer, topics.names[RESOLVED.name])
+        ends = consumer.end_offsets(raw + resolved)
+        group = group_id(topics, namespace)
+        committed = admin.list_group_offsets(group).get(group, {})
+        if any(ends[tp] and (committed.get(tp) is None or committed[tp].offset < ends[tp]) for tp in raw):
+            return False
+        positions = asyncio.run(_positions(topics, namespace, [tp.partition for tp in resolved]))
+        return all(positions.get(tp.partition, 0) >= ends[tp] for tp in resolved)
+    finally:
+        consumer.close()
+        admin.close()
+
+
+async def _positions(topics: Topics, namespace: str, partitions: list[int]) -> dict[int, int]:
+    redis = make_redis(topics.settings)
+    try:
+        return await ProfileStore(redis, namespace).positions(topics.names[RESOLVED.name], partitions)
+    finally:
+        await redis.aclose()
+
+
+def wait_until_caught_up(topics: Topics, namespace: str, worker: Worker, timeout_s: float = 300) -> None:
+    """Until the worker has applied everything, twice in a row (a forward can still be in flight once)."""
+    deadline = time.monotonic() + timeout_s
+    streak = 0
+    while streak < 2:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"worker did not catch up in {timeout_s} s; logs in {worker.log_dir}")
+        if not worker.alive():
+            raise RuntimeError(f"worker exited; logs in {worker.log_dir}")
+        streak = streak + 1 if caught_up(topics, namespace) else 0
+        time.sleep(1.0)
+
+
+def stored_views(topics: Topics, namespace: str, as_of_ms: int) -> dict[str, dict[str, object]]:
+    """Every live profile of ``namespace`` rendered at ``as_of_ms`` with RFM ranks from Redis."""
+    return asyncio.run(_views(topics, namespace, as_of_ms))
+
+
+async def _views(topics: Topics, namespace: str, as_of_ms: int) -> dict[str, dict[str, object]]:
+    settings = topics.settings
+    redis = make_redis(settings)
+    try:
+        store = ProfileStore(redis, namespace)
+        pattern = store.profile_key("*").replace("{*}", "{*}")
+        ids = [key.decode().split(":p:{", 1)[1][:-1] async for key in redis.scan_iter(match=pattern, count=1000)]
+        loaded = await store.load(ids)
+        config = settings.profile.fold_config()
+        out = {}
+        for pid, stored in loaded.items():
+            state: ProfileState | None = stored.state
+            if state is None or state.merged_into is not None:
+                continue
+            out[pid] = render(state, as_of_ms, config, rfm=await store.rfm_ranks(state), watermark=stored.watermark)
+        return out
+    finally:
+        await redis.aclose()
+
+
+def env_without_stream_overrides() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("RAPPORT_STREAM__")}
