@@ -9,7 +9,7 @@ returned records.
 from __future__ import annotations
 
 from profiles.config import FoldConfig
-from profiles.fold import Link, apply, id_hash
+from profiles.fold import Link, apply, repeated_id_hash
 from profiles.merge import merge_into
 from profiles.state import ANON_PREFIX, ProfileState, decode, encode, new_profile
 from schemas.events import AnyEvent
@@ -28,7 +28,7 @@ def new_state_for(profile_id: str) -> ProfileState:
 
 def stream_mark(topic: str, partition: int, key: str) -> int:
     """The identity of one ordered stream of raw records: a raw partition and a record key."""
-    return id_hash(f"{topic}\x1f{partition}\x1f{key}")
+    return repeated_id_hash(f"{topic}\x1f{partition}\x1f{key}")
 
 
 def apply_resolved(
@@ -52,6 +52,7 @@ def apply_resolved(
             source=record.source,
             origin_partition=partition,
             origin_offset=offset,
+            ingested_ms=record.ingested_ms,
         )
         return state, [forward]
     event = _event(record)

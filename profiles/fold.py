@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import lru_cache
 
 from profiles.config import BUCKET_RETENTION_HOURS, DAY_MS, FoldConfig
 from profiles.money import line_cents, to_cents
@@ -63,6 +64,10 @@ def id_hash(value: str) -> int:
     True
     """
     return int.from_bytes(hashlib.blake2b(value.encode(), digest_size=8).digest(), "big")
+
+
+#: Session ids and stream identities repeat across many events: hash each once.
+repeated_id_hash = lru_cache(maxsize=1 << 16)(id_hash)
 
 
 def apply(state: ProfileState, event: AnyEvent, config: FoldConfig, link: Link | None = None) -> bool:
@@ -127,7 +132,7 @@ def _add_affinity(state: ProfileState, category: str, weight: float, ts: int, co
 def _click(state: ProfileState, event: ClickEvent, ts: int, config: FoldConfig) -> None:
     _seen(state, ts)
     state.clicks[CLICK_ACTION_INDEX[event.action]] += 1
-    session = id_hash(event.session_id)
+    session = repeated_id_hash(event.session_id)
     horizon = (state.last_event_ms or ts) - config.session_memory_days * DAY_MS
     last = state.session_seen.get(session)
     if last is None or last < horizon:

@@ -35,6 +35,7 @@ class Arrival:
     source: RawSource
     raw: bytes
     event: AnyEvent
+    ingested_ms: int | None = None
 
 
 def claims(arrivals: Sequence[Arrival]) -> list[tuple[str, str, str]]:
@@ -84,7 +85,12 @@ def resolve(arrivals: Sequence[Arrival], outcomes: Sequence[Claim], linked: Mapp
                 link = LinkDecision(event.anonymous_id, conflict_with=claim.owner)
         out.append(
             Resolved(
-                kind="event", profile_id=profile_of(event, linked), event=arrival.raw, source=arrival.source, link=link
+                kind="event",
+                profile_id=profile_of(event, linked),
+                event=arrival.raw,
+                source=arrival.source,
+                link=link,
+                ingested_ms=arrival.ingested_ms,
             )
         )
     return out

@@ -58,6 +58,23 @@ return {'already', owner}
 """
 
 
+def rfm_position(state: ProfileState) -> tuple[int, int, int] | None:
+    """What places a profile in the RFM population (last purchase, orders, net cents); None for non-buyers
+    and merged-away profiles."""
+    if state.orders == 0 or state.last_purchase_ms is None or state.merged_into is not None:
+        return None
+    return state.last_purchase_ms, state.orders, state.gross_cents - state.refunded_cents
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileWrite:
+    profile_id: str
+    expected: bytes  # the watermark bytes the stored profile must still have
+    watermark: int
+    state: ProfileState
+    population_changed: bool
+
+
 @dataclass(frozen=True, slots=True)
 class Stored:
     """A profile as read: its watermark, its state, and the bytes a compare-and-set must find."""
@@ -105,32 +122,38 @@ class ProfileStore:
                 out[profile_id] = Stored(_WATERMARK.unpack_from(raw)[0], decode(raw[8:]), raw[:8])
         return out
 
-    async def save(self, writes: Sequence[tuple[str, bytes, int, ProfileState]]) -> list[bool]:
-        """Compare-and-set each ``(profile_id, expected, watermark, state)``, pipelined; True where written.
+    async def save(self, writes: Sequence[ProfileWrite]) -> list[str]:
+        """Compare-and-set each profile, pipelined; returns the ids whose stored watermark was not the
+        expected one (left untouched).
 
-        Also records each profile in the RFM population, idempotently, whether or not its write took: a
-        batch replayed after a crash skips its events but must still leave the population consistent.
+        Population updates go first in the pipeline: Redis's AOF keeps a prefix of the writes, so a profile
+        write that survives a crash implies its population update did too (and a replay skips the profile's
+        events without touching the population again).
         """
         if not writes:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
-            for profile_id, expected, watermark, state in writes:
-                blob = _WATERMARK.pack(watermark) + encode(state)
-                await self._cas(keys=[self.profile_key(profile_id)], args=[expected, blob], client=pipe)
-            for profile_id, _, _, state in writes:
-                self._population(pipe, profile_id, state)
+            for write in writes:
+                if write.population_changed:
+                    self._population(pipe, write.profile_id, write.state)
+            first_cas = len(pipe.command_stack)
+            for write in writes:
+                blob = _WATERMARK.pack(write.watermark) + encode(write.state)
+                await self._cas(keys=[self.profile_key(write.profile_id)], args=[write.expected, blob], client=pipe)
             results = await pipe.execute()
-        return [bool(r) for r in results[: len(writes)]]
+        return [w.profile_id for w, ok in zip(writes, results[first_cas:], strict=True) if not ok]
 
     def _population(self, pipe: Redis, profile_id: str, state: ProfileState) -> None:
-        if state.orders == 0 or state.last_purchase_ms is None or state.merged_into is not None:
+        position = rfm_position(state)
+        if position is None:
             pipe.zrem(self.rfm_key("r"), profile_id)
             pipe.zrem(self.rfm_key("f"), profile_id)
             pipe.zrem(self.rfm_key("m"), profile_id)
             return
-        pipe.zadd(self.rfm_key("r"), {profile_id: state.last_purchase_ms})
-        pipe.zadd(self.rfm_key("f"), {profile_id: state.orders})
-        pipe.zadd(self.rfm_key("m"), {profile_id: state.gross_cents - state.refunded_cents})
+        last_purchase, orders, net = position
+        pipe.zadd(self.rfm_key("r"), {profile_id: last_purchase})
+        pipe.zadd(self.rfm_key("f"), {profile_id: orders})
+        pipe.zadd(self.rfm_key("m"), {profile_id: net})
 
     async def rfm_ranks(self, state: ProfileState) -> RfmRanks | None:
         """How many buyers there are and how many are strictly worse on each RFM dimension."""

@@ -1,7 +1,11 @@
 """Records of ``events.resolved``: the contract between the resolve stage and the apply stage.
 
-Every record is keyed by the canonical profile id, so the worker that owns a profile's partition sees
-everything that changes it, in order. Four kinds:
+Every resolved record goes to the partition of its canonical profile id (Kafka's default partitioner on
+the id), so the worker that owns a profile's partition sees everything that changes it, in order. Records
+travel in *envelopes*: one Kafka record holds the resolved records a batch sends to one partition, because
+a Kafka record costs far more to produce and fetch than to decode, and this topic carries every event a
+second time. A resolved record's position is its envelope's offset and its index in the envelope
+(``position``). Four kinds:
 
 - ``event``: a valid raw event routed to its profile, with the raw coordinates it came from (used to
   skip what a restarted resolver sends again) and, for identifies, what identity resolution decided;
@@ -48,7 +52,44 @@ class Resolved(Struct, array_like=True, frozen=True, kw_only=True):
     state: bytes | None = None  # merge_in: the encoded state of the merged profile
     origin_partition: int | None = None  # forward: the events.resolved partition it was forwarded from
     origin_offset: int | None = None
+    ingested_ms: int | None = None  # Kafka timestamp of the raw record: when it entered Rapport (freshness)
 
+
+class Envelope(Struct, array_like=True, frozen=True):
+    records: list[Resolved]
+
+
+#: An envelope holds at most this many records, so (offset, index) packs into one integer.
+ENVELOPE_SLOTS: Final = 4096
+#: And stays well under Kafka's default 1 MB record limit.
+ENVELOPE_MAX_BYTES: Final = 512 * 1024
 
 ENCODER: Final = msgspec.msgpack.Encoder()
-DECODER: Final = msgspec.msgpack.Decoder(Resolved)
+DECODER: Final = msgspec.msgpack.Decoder(Envelope)
+
+
+def position(offset: int, index: int) -> int:
+    """A resolved record's position: ordered like (envelope offset, index in the envelope).
+
+    >>> position(10, 4095) < position(11, 0)
+    True
+    """
+    return offset * ENVELOPE_SLOTS + index
+
+
+def envelopes(records: list[Resolved]) -> list[bytes]:
+    """Pack records, in order, into as few envelopes as the limits allow."""
+    out: list[bytes] = []
+    chunk: list[Resolved] = []
+    size = 0
+    for record in records:
+        # An upper bound of the record's encoded size: its two blobs plus generous room for the rest.
+        estimate = len(record.event or b"") + len(record.state or b"") + 256
+        if chunk and (len(chunk) == ENVELOPE_SLOTS or size + estimate > ENVELOPE_MAX_BYTES):
+            out.append(ENCODER.encode(Envelope(chunk)))
+            chunk, size = [], 0
+        chunk.append(record)
+        size += estimate
+    if chunk:
+        out.append(ENCODER.encode(Envelope(chunk)))
+    return out

@@ -57,8 +57,8 @@ DLQ: Final = TopicSpec(
 )
 RESOLVED: Final = TopicSpec(
     "events.resolved",
-    "canonical customer_id",
-    "Valid events re-keyed by canonical customer id; the apply stage owns its partitions.",
+    "none: partitioned by canonical profile id",
+    "Envelopes of resolved records, each in its profile's partition; the apply stage owns the partitions.",
     retention_ms=7 * DAY_MS,
 )
 SEGMENT_CHANGES: Final = TopicSpec(

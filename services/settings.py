@@ -64,6 +64,7 @@ class StreamSettings(BaseModel):
         "without a rebalance. Empty: dynamic membership.",
     )
     log_level: str = "INFO"
+    stats_interval_s: float = Field(10.0, gt=0, description="How often a worker logs its throughput and freshness.")
 
 
 class ProfileSettings(BaseModel):

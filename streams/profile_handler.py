@@ -28,7 +28,6 @@ skipped and nothing infrastructural is dead-lettered.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -43,19 +42,19 @@ from profiles.apply import CorruptRecordError, apply_resolved, new_state_for
 from profiles.config import FoldConfig
 from profiles.fold import compact
 from profiles.state import ProfileState
-from profiles.store import ProfileStore
+from profiles.store import ProfileStore, ProfileWrite, Stored, rfm_position
 from schemas.events import PurchaseEvent
-from schemas.resolved import DECODER, ENCODER, RawSource, Resolved
+from schemas.resolved import DECODER, Envelope, RawSource, Resolved, envelopes, position
 from schemas.topics import DLQ, RAW_EVENT_TOPICS, RESOLVED, full_name
 from schemas.validation import Rejection, validate_event
 from services.redis_client import make_redis
 from services.settings import Settings
 from streams.dead_letters import DeadLetter, dead_letter
 from streams.handler import Batch, PartitionBatch, StalePosition
+from streams.outbox import Outbox, Outgoing
+from streams.stats import WorkerStats
 
 log = logging.getLogger(__name__)
-
-Outgoing = tuple[str, bytes | None, bytes, list[tuple[str, bytes]] | None]  # topic, key, value, headers
 
 
 class FencedError(Exception):
@@ -63,15 +62,16 @@ class FencedError(Exception):
 
 
 class ProfileHandler:
-    def __init__(self, settings: Settings, store: ProfileStore, producer: AIOKafkaProducer) -> None:
+    def __init__(self, settings: Settings, store: ProfileStore, outbox: Outbox) -> None:
         prefix = settings.kafka.topic_prefix
         self.store = store
-        self.producer = producer
+        self.outbox = outbox
         self.config: FoldConfig = settings.profile.fold_config()
         self.limits = settings.validation.limits()
         self.raw_topics = {full_name(spec, prefix) for spec in RAW_EVENT_TOPICS}
         self.resolved_topic = full_name(RESOLVED, prefix)
         self.dlq_topic = full_name(DLQ, prefix)
+        self.stats = WorkerStats(settings.stream.stats_interval_s)
 
     # The runtime's contract (streams.handler.BatchHandler).
     async def on_assigned(self, partitions: set[TP], generation: int) -> None:
@@ -86,15 +86,19 @@ class ProfileHandler:
         raw = [part for tp, part in batch.parts.items() if tp.topic in self.raw_topics]
         resolved = [part for tp, part in batch.parts.items() if tp.topic == self.resolved_topic]
         if raw:
-            await self._send(await self._resolve(raw))
+            await self.outbox.send(await self._resolve(raw))
         if resolved:
             await self._apply(resolved)
+        self.stats.batches += 1
+        self.stats.maybe_log()
 
     async def on_revoked(self, partitions: set[TP]) -> None:
         log.info("revoked %d partitions", len(partitions))
+        self.stats.log_and_reset()
 
     async def tick(self, now: float) -> None:
         """Time-driven work (window exits, label horizons) arrives with the segments and models stages."""
+        self.stats.maybe_log()
 
     # Resolve stage.
     async def _resolve(self, parts: Sequence[PartitionBatch]) -> list[Outgoing]:
@@ -112,16 +116,28 @@ class ProfileHandler:
                     reason = DeadLetter("unsupported_currency", "currency", f"no rate configured for {event.currency}")
                     out.append(self._dead(record.key, value, source, reason, now))
                 else:
-                    arrivals.append(identity.Arrival(source, value, event))
+                    arrivals.append(identity.Arrival(source, value, event, record.timestamp))
         outcomes = await self.store.claim_links(identity.claims(arrivals))
         await self.store.link_emails(identity.emails(arrivals))
         linked = await self.store.linked_customers(identity.anonymous_only(arrivals))
-        for record in identity.resolve(arrivals, outcomes, linked):
-            out.append((self.resolved_topic, record.profile_id.encode(), ENCODER.encode(record), None))
-        return out
+        self.stats.resolved += len(arrivals)
+        self.stats.dead_lettered += len(out)
+        return out + await self._enveloped(identity.resolve(arrivals, outcomes, linked))
+
+    async def _enveloped(self, records: list[Resolved]) -> list[Outgoing]:
+        """Resolved records grouped by their profile's partition, in order, packed into envelopes."""
+        by_partition: dict[int, list[Resolved]] = {}
+        for record in records:
+            partition = await self.outbox.partition_for(self.resolved_topic, record.profile_id.encode())
+            by_partition.setdefault(partition, []).append(record)
+        return [
+            (self.resolved_topic, partition, None, envelope, None)
+            for partition, group in by_partition.items()
+            for envelope in envelopes(group)
+        ]
 
     def _dead(self, key: bytes | None, value: bytes, source: RawSource, reason: DeadLetter, now: datetime) -> Outgoing:
-        return (self.dlq_topic, key, value, dead_letter(reason, source, now))
+        return (self.dlq_topic, None, key, value, dead_letter(reason, source, now))
 
     # Apply stage.
     async def _apply(self, parts: Sequence[PartitionBatch]) -> None:
@@ -129,61 +145,75 @@ class ProfileHandler:
         stale = {p.tp for p in parts if stored_positions.get(p.tp.partition, p.start) != p.start}
         if stale:
             raise StalePosition(stale)
-        decoded: list[tuple[int, int, Resolved | None, bytes | None, bytes]] = []
-        for part in parts:
-            for record in part.records:
-                value = record.value or b""
-                try:
-                    decoded.append((part.tp.partition, record.offset, DECODER.decode(value), record.key, value))
-                except Exception:
-                    decoded.append((part.tp.partition, record.offset, None, record.key, value))
-        profile_ids = list(dict.fromkeys(r.profile_id for _, _, r, _, _ in decoded if r is not None))
-        stored = await self.store.load(profile_ids)
-        states: dict[str, ProfileState] = {}
-        watermarks = {pid: s.watermark for pid, s in stored.items()}
-        changed: set[str] = set()
+        records = [(p.tp.partition, r) for p in parts for r in p.records]
+        decoded = [_decode_envelope(r.value or b"") for _, r in records]
+        profile_ids = (record.profile_id for envelope in decoded if envelope is not None for record in envelope.records)
+        stored = await self.store.load(list(dict.fromkeys(profile_ids)))
+        fold = _BatchFold(stored, self.config)
+        emitted: list[Resolved] = []
         out: list[Outgoing] = []
         now = datetime.now(UTC)
-        for partition, offset, record, key, value in decoded:
-            source = RawSource(self.resolved_topic, partition, offset)
-            if record is None:
-                out.append(
-                    self._dead(key, value, source, DeadLetter("corrupt_resolved_record", "", "undecodable"), now)
-                )
-                continue
-            pid = record.profile_id
-            if offset <= watermarks[pid]:
-                continue  # applied before: a redelivery after a crash or rebalance
-            state = states.get(pid) or stored[pid].state or new_state_for(pid)
+        for (partition, raw), envelope in zip(records, decoded, strict=True):
             try:
-                state, emitted = apply_resolved(state, record, partition=partition, offset=offset, config=self.config)
+                if envelope is None:
+                    raise CorruptRecordError("undecodable events.resolved record")
+                for index, record in enumerate(envelope.records):
+                    emitted.extend(fold.apply(record, partition, position(raw.offset, index)))
             except CorruptRecordError as exc:
-                out.append(self._dead(key, value, source, DeadLetter("corrupt_resolved_record", "", str(exc)), now))
-                continue
-            states[pid] = state
-            watermarks[pid] = offset
-            changed.add(pid)
-            out.extend((self.resolved_topic, r.profile_id.encode(), ENCODER.encode(r), None) for r in emitted)
-        await self._send(out)
-        updated_ms = int(time.time() * 1000)
-        writes = []
-        for pid in changed:
-            state = states[pid]
-            compact(state, self.config)
-            state.updated_ms = updated_ms
-            writes.append((pid, stored[pid].expected, watermarks[pid], state))
-        refused = [w[0] for w, ok in zip(writes, await self.store.save(writes), strict=True) if not ok]
+                source = RawSource(self.resolved_topic, partition, raw.offset)
+                reason = DeadLetter("corrupt_resolved_record", "", str(exc))
+                out.append(self._dead(raw.key, raw.value or b"", source, reason, now))
+        out.extend(await self._enveloped(emitted))
+        await self.outbox.send(out)
+        refused = await self.store.save(fold.writes(int(time.time() * 1000)))
         if refused:
             raise FencedError(f"{len(refused)} profiles changed under this worker, e.g. {refused[0]}")
         moved = await self.store.move_positions(self.resolved_topic, {p.tp.partition: (p.start, p.end) for p in parts})
         if moved:
             raise StalePosition({TP(self.resolved_topic, p) for p in moved})
+        self.stats.applied += len(fold.ingested)
+        self.stats.observe_freshness(fold.ingested, int(time.time() * 1000))
 
-    async def _send(self, records: list[Outgoing]) -> None:
-        """Send and wait until Kafka has every record (acks=all, idempotent producer)."""
-        pending = [await self.producer.send(t, value=v, key=k, headers=h) for t, k, v, h in records]
-        if pending:
-            await asyncio.gather(*pending)
+
+def _decode_envelope(value: bytes) -> Envelope | None:
+    try:
+        return DECODER.decode(value)
+    except Exception:
+        return None
+
+
+class _BatchFold:
+    """The states one apply batch works on: loaded once, folded record by record, written once."""
+
+    def __init__(self, stored: dict[str, Stored], config: FoldConfig) -> None:
+        self.stored = stored
+        self.config = config
+        self.states: dict[str, ProfileState] = {}
+        self.watermarks = {pid: s.watermark for pid, s in stored.items()}
+        self.positions_before = {pid: rfm_position(s.state) if s.state else None for pid, s in stored.items()}
+        self.ingested: list[int] = []
+
+    def apply(self, record: Resolved, partition: int, at: int) -> list[Resolved]:
+        """Fold one record at position ``at``; returns the records it emits."""
+        pid = record.profile_id
+        if at <= self.watermarks[pid]:
+            return []  # applied before: a redelivery after a crash or rebalance
+        state = self.states.get(pid) or self.stored[pid].state or new_state_for(pid)
+        state, emitted = apply_resolved(state, record, partition=partition, offset=at, config=self.config)
+        self.states[pid] = state
+        self.watermarks[pid] = at
+        if record.ingested_ms is not None and record.kind in ("event", "forward"):
+            self.ingested.append(record.ingested_ms)
+        return emitted
+
+    def writes(self, updated_ms: int) -> list[ProfileWrite]:
+        out = []
+        for pid, state in self.states.items():
+            compact(state, self.config)
+            state.updated_ms = updated_ms
+            moved = rfm_position(state) != self.positions_before[pid]
+            out.append(ProfileWrite(pid, self.stored[pid].expected, self.watermarks[pid], state, moved))
+        return out
 
 
 @asynccontextmanager
@@ -200,7 +230,7 @@ async def profile_handler(settings: Settings) -> AsyncIterator[ProfileHandler]:
     )
     await producer.start()
     try:
-        yield ProfileHandler(settings, ProfileStore(redis, settings.profile.namespace), producer)
+        yield ProfileHandler(settings, ProfileStore(redis, settings.profile.namespace), Outbox(producer))
     finally:
         await producer.stop()
         await redis.aclose()

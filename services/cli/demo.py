@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -12,8 +13,10 @@ import typer
 from rich.console import Console
 
 from deploy.localstack import LocalStack, process
+from profiles.store import ProfileStore
 from schemas.topics import RAW_EVENT_TOPICS, full_name
 from services.kafka_clients import make_consumer, topic_partitions
+from services.redis_client import make_redis
 from services.settings import Settings, get_settings
 from services.topics_admin import ensure_topics
 
@@ -27,6 +30,20 @@ def _demo_dir(stack: LocalStack) -> Path:
 
 def _simulator_marker(stack: LocalStack) -> str:
     return f"--truth {_demo_dir(stack) / 'truth.jsonl'}"
+
+
+def _ensure_process(name: str, argv: list[str], marker: str, stack: LocalStack) -> int:
+    """Start a demo process unless the one recorded in its PID file still runs; returns its PID."""
+    demo_dir = _demo_dir(stack)
+    pid_file = demo_dir / f"{name}.pid"
+    running = process.read_pid(pid_file)
+    if running and process.is_alive(running) and marker in process.cmdline(running):
+        console.print(f"{name} already running (pid {running})")
+        return running
+    pid = process.start_detached(argv, log_file=demo_dir / f"{name}.log", cwd=Path.cwd())
+    process.write_pid(pid_file, pid)
+    console.print(f"{name} started (pid {pid}), log {demo_dir / f'{name}.log'}")
+    return pid
 
 
 @app.command("up")
@@ -45,43 +62,41 @@ def up(
     for report in ensure_topics(settings):
         console.print(f"  topic {report.name}: {report.state}")
 
-    demo_dir = _demo_dir(stack)
-    pid_file = demo_dir / "simulator.pid"
-    log_file = demo_dir / "simulator.log"
-    running = process.read_pid(pid_file)
-    if running and process.is_alive(running) and _simulator_marker(stack) in process.cmdline(running):
-        console.print(f"simulator already running (pid {running})")
-    else:
-        start = (datetime.now(UTC) - timedelta(days=days)).replace(microsecond=0)
-        argv = [
-            sys.executable, "-m", "services.cli.main", "simulate",
-            "--customers", str(customers), "--days", str(days), "--seed", str(seed),
-            "--start", start.isoformat().replace("+00:00", "Z"),
-            "--to-kafka", "--rate", str(rate),
-            *_simulator_marker(stack).split(),
-        ]  # fmt: skip
-        pid = process.start_detached(argv, log_file=log_file, cwd=Path.cwd())
-        process.write_pid(pid_file, pid)
-        console.print(f"simulator started (pid {pid}): {customers} customers, {days} days, {rate:.0f} events/s")
+    _ensure_process("worker", [sys.executable, "-m", "services.cli.main", "worker"], "services.cli.main worker", stack)
+    start = (datetime.now(UTC) - timedelta(days=days)).replace(microsecond=0)
+    simulator = [
+        sys.executable, "-m", "services.cli.main", "simulate",
+        "--customers", str(customers), "--days", str(days), "--seed", str(seed),
+        "--start", start.isoformat().replace("+00:00", "Z"),
+        "--to-kafka", "--rate", str(rate),
+        *_simulator_marker(stack).split(),
+    ]  # fmt: skip
+    _ensure_process("simulator", simulator, _simulator_marker(stack), stack)
+    log_file = _demo_dir(stack) / "simulator.log"
     flowing = _wait_for_events(settings, timeout_s=90)
     if not flowing:
         console.print(f"[red]no events reached Kafka within 90 s[/]; see {log_file}")
         raise typer.Exit(1)
-    _where_to_look(settings, stack, log_file)
+    example = asyncio.run(_first_customer_profile(settings, timeout_s=120))
+    if example is None:
+        console.print(f"[red]no profile appeared in Redis within 120 s[/]; see {_demo_dir(stack) / 'worker.log'}")
+        raise typer.Exit(1)
+    _where_to_look(settings, stack, log_file, example)
 
 
 @app.command("down")
 def down(
     stack_too: Annotated[bool, typer.Option("--stack/--no-stack", help="Also stop Kafka and Redis.")] = False,
 ) -> None:
-    """Stop the demo's simulator (and, with --stack, the stack it started)."""
+    """Stop the demo's simulator and worker (and, with --stack, the stack it started)."""
     stack = LocalStack(get_settings())
-    pid_file = _demo_dir(stack) / "simulator.pid"
-    pid = process.read_pid(pid_file)
-    if pid and process.is_alive(pid) and _simulator_marker(stack) in process.cmdline(pid):
-        process.stop_pid(pid)
-        console.print(f"simulator stopped (pid {pid})")
-    pid_file.unlink(missing_ok=True)
+    for name, marker in (("simulator", _simulator_marker(stack)), ("worker", "services.cli.main worker")):
+        pid_file = _demo_dir(stack) / f"{name}.pid"
+        pid = process.read_pid(pid_file)
+        if pid and process.is_alive(pid) and marker in process.cmdline(pid):
+            process.stop_pid(pid)
+            console.print(f"{name} stopped (pid {pid})")
+        pid_file.unlink(missing_ok=True)
     if stack_too:
         for name, stopped in stack.down().items():
             console.print(f"  {name}: {'stopped pid ' + str(stopped) if stopped else 'not ours / not running'}")
@@ -107,7 +122,24 @@ def _wait_for_events(settings: Settings, timeout_s: float) -> bool:
         consumer.close()
 
 
-def _where_to_look(settings: Settings, stack: LocalStack, log_file: Path) -> None:
+async def _first_customer_profile(settings: Settings, timeout_s: float) -> str | None:
+    """The id of some known customer's profile, once the worker has written one."""
+    redis = make_redis(settings)
+    store = ProfileStore(redis, settings.profile.namespace)
+    pattern = store.profile_key("c*")
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            async for key in redis.scan_iter(match=pattern, count=1000):
+                name: str = key.decode()
+                return name.split(":p:{", 1)[1].rstrip("}")
+            await asyncio.sleep(1)
+        return None
+    finally:
+        await redis.aclose()
+
+
+def _where_to_look(settings: Settings, stack: LocalStack, log_file: Path, example: str) -> None:
     console.print(
         f"""
 [bold green]Rapport demo is running.[/]
@@ -116,10 +148,11 @@ def _where_to_look(settings: Settings, stack: LocalStack, log_file: Path) -> Non
   logs    {stack.state_dir}/kafka/logs, {stack.state_dir}/redis/logs, {log_file}
 
 Look at it:
+  .venv/bin/rapport profile get {example}        a live profile (any customer id, anonymous id or email)
   .venv/bin/rapport tail events.clicks          live click events, as any Kafka consumer sees them
-  .venv/bin/rapport tail events.purchases -n 3  the latest orders and refunds
+  .venv/bin/rapport tail events.dlq --headers   rejected events with their reasons
   .venv/bin/rapport stack status                what runs where
-  tail -f {log_file}
+  grep ' stats ' {log_file.parent / "worker.log"} | tail -3   worker throughput and freshness
 
 Stop it:  make demo-stop  (traffic)   ·   make stack-down  (Kafka and Redis)
 """,

@@ -10,7 +10,7 @@ import orjson
 from profiles.apply import apply_resolved, new_state_for
 from profiles.config import DAY_MS, FoldConfig
 from profiles.fold import apply
-from profiles.identity import Arrival
+from profiles.identity import Arrival, resolve
 from profiles.offline import OfflineFolder
 from profiles.state import ProfileState, decode, encode
 from profiles.timeutil import iso
@@ -135,3 +135,13 @@ def test_state_survives_encoding_and_renders_the_same() -> None:
         assert apply(state, parsed(raw), CONFIG)
     as_of = T0 + DAY_MS
     assert render(decode(encode(state)), as_of, CONFIG) == render(state, as_of, CONFIG)
+
+
+def test_ingest_time_travels_with_the_event_through_resolution_and_forwarding() -> None:
+    raw = event(n=1, anonymous_id="a-1")
+    (resolved_record,) = resolve([Arrival(RawSource("events.clicks", 0, 5), raw, parsed(raw), 1234)], [], {})
+    assert resolved_record.ingested_ms == 1234
+    tombstone = new_state_for("anon:a-1")
+    tombstone.merged_into = "c-1"
+    _, (forward,) = run(tombstone, resolved_record, offset=9)
+    assert forward.ingested_ms == 1234

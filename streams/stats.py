@@ -1,0 +1,67 @@
+"""What a worker has done lately: throughput, dead letters, and event→profile freshness.
+
+Freshness is measured per applied event, from the raw record's Kafka timestamp (when a producer handed it
+to Rapport) to the moment the profile write that includes it returned. The worker logs a summary line
+every ``stream.stats_interval_s`` (``stats {json}``), which operators can read and benchmarks parse.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+log = logging.getLogger(__name__)
+
+_SAMPLES = 200_000
+
+
+@dataclass
+class WorkerStats:
+    interval_s: float
+    resolved: int = 0
+    applied: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+    freshness_ms: deque[int] = field(default_factory=lambda: deque(maxlen=_SAMPLES))
+    _since: float = field(default_factory=time.monotonic)
+
+    def observe_freshness(self, ingested: list[int], visible_ms: int) -> None:
+        self.freshness_ms.extend(visible_ms - at for at in ingested)
+
+    def maybe_log(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        if now - self._since >= self.interval_s:
+            self.log_and_reset(now)
+
+    def log_and_reset(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        log.info("stats %s", orjson.dumps(self.summary(now - self._since)).decode())
+        self.resolved = self.applied = self.dead_lettered = self.batches = 0
+        self.freshness_ms.clear()
+        self._since = now
+
+    def summary(self, window_s: float) -> dict[str, Any]:
+        samples = sorted(self.freshness_ms)
+
+        def pct(q: float) -> int | None:
+            return samples[min(len(samples) - 1, int(q * len(samples)))] if samples else None
+
+        return {
+            "window_s": round(window_s, 3),
+            "batches": self.batches,
+            "resolved": self.resolved,
+            "applied": self.applied,
+            "dead_lettered": self.dead_lettered,
+            "applied_per_s": round(self.applied / window_s, 1) if window_s > 0 else None,
+            "freshness_ms": {
+                "n": len(samples),
+                "p50": pct(0.5),
+                "p99": pct(0.99),
+                "max": samples[-1] if samples else None,
+            },
+        }
