@@ -1,6 +1,7 @@
 """JSON Schema documents of the event contract, for producers written in other languages.
 
-The files under ``schemas/json/`` are generated from the msgspec structs by ``rapport schemas export``;
+The files under ``schemas/json/`` (the events, and the profile view) are generated from the msgspec
+structs by ``rapport schemas export``;
 a unit test fails when they drift from the code.
 """
 
@@ -13,6 +14,7 @@ import msgspec
 import orjson
 
 from schemas.events import MODEL_BY_TYPE, AnyEvent, IdentifyEvent
+from schemas.profile import ProfileView
 
 JSON_DIR: Final = Path(__file__).parent / "json"
 _BASE_URI: Final = "https://rapport.dev/schemas/v1/"
@@ -25,9 +27,10 @@ _ONE_ID_REQUIRED: Final = {
 
 
 def event_schemas() -> dict[str, dict[str, Any]]:
-    """File name → JSON Schema (draft 2020-12): one per event type and one for any event."""
+    """File name → JSON Schema (draft 2020-12): one per event type, one for any event, one for the profile."""
     out = {f"{kind}.schema.json": _document(model, f"{kind}.schema.json") for kind, model in MODEL_BY_TYPE.items()}
     out["event.schema.json"] = _document(AnyEvent, "event.schema.json", title="Event")
+    out["profile.schema.json"] = _document(ProfileView, "profile.schema.json", title="Profile")
     return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime
 
+import msgspec
 import orjson
 import pytest
 
@@ -14,6 +15,7 @@ from profiles.offline import OfflineFolder
 from profiles.rfm import RfmRanks
 from profiles.state import ProfileState
 from profiles.view import render
+from schemas.profile import ProfileView
 from schemas.resolved import RawSource
 from schemas.validation import Rejection, ValidationLimits, validate_event
 from services.simulator import Simulation, SimulationConfig
@@ -85,3 +87,11 @@ def test_arrival_order_does_not_change_any_profile() -> None:
     reproduced = [Arrival(RawSource("events.raw", 0, i), a.raw, a.event) for i, a in enumerate(reordered)]
     assert reordered != items
     assert diff_profiles(views(baseline, as_of), views(fold(reproduced), as_of)) == []
+
+
+def test_rendered_profiles_conform_to_the_published_profile_schema() -> None:
+    states = fold(arrivals(120, 40, 4))
+    as_of = whole_hour_after(states)
+    decoder = msgspec.json.Decoder(ProfileView)
+    for view in views(states, as_of).values():
+        decoder.decode(orjson.dumps(view))  # raises on any field the contract does not allow
