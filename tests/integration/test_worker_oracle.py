@@ -55,6 +55,19 @@ def test_every_profile_equals_the_oracle_and_the_dlq_holds_exactly_the_malformed
     expected = build_profiles([orjson.loads(v) for v in valid], as_of_ms=as_of, settings=OracleSettings())
     assert diff_profiles(expected, stored_views(topics, namespace, as_of)) == []
 
+    # The read path: any known id finds the canonical profile, at any as_of from its last event on.
+    merged = next(v for v in expected.values() if v["anonymous_ids"] and v["emails"] and v["customer_id"])
+    env = {**topics.env, "RAPPORT_PROFILE__NAMESPACE": namespace}
+    as_of_iso = datetime.fromtimestamp(as_of / 1000, UTC).isoformat()
+    for any_id in (merged["customer_id"], merged["anonymous_ids"][0], merged["emails"][0].upper()):
+        shown = rapport("profile", "get", str(any_id), "--as-of", as_of_iso, env=env)
+        assert shown.returncode == 0, shown.stderr
+        assert diff_profiles({"p": expected[str(merged["profile_id"])]}, {"p": orjson.loads(shown.stdout)}) == []
+    assert rapport("profile", "get", "nobody-at-all", env=env).returncode == 1
+    too_early = rapport("profile", "get", str(merged["customer_id"]), "--as-of", "2000-01-01T00:00:00Z", env=env)
+    assert too_early.returncode == 2
+    assert "before the profile's last event" in too_early.stderr
+
     # The dead-letter topic: exactly the malformed lines, byte for byte, each with its declared reason.
     dead = topics.read(["events.dlq"], expected=len(malformed))
     assert Counter(r.value for r in dead) == Counter(malformed)
