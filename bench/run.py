@@ -6,11 +6,11 @@ import argparse
 import platform
 from datetime import UTC, datetime
 
-from bench import foundation, stream_runtime
+from bench import foundation, profile_worker, stream_runtime
 from bench.harness import report
 from services.settings import Settings
 
-SUITES = ("foundation", "stream_runtime")
+SUITES = ("foundation", "stream_runtime", "profile_worker")
 
 
 def main() -> None:
@@ -25,6 +25,8 @@ def main() -> None:
         report("foundation", *foundation.run(settings, args.events))
     if "stream_runtime" in suites:
         report("stream runtime", *stream_runtime.run(settings, args.events))
+    if "profile_worker" in suites:
+        report("profile worker", *profile_worker.run(settings, args.events))
 
 
 if __name__ == "__main__":

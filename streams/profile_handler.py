@@ -83,6 +83,7 @@ class ProfileHandler:
         return {TP(self.resolved_topic, p): offset for p, offset in stored.items()}
 
     async def handle(self, batch: Batch) -> None:
+        started = time.monotonic()
         raw = [part for tp, part in batch.parts.items() if tp.topic in self.raw_topics]
         resolved = [part for tp, part in batch.parts.items() if tp.topic == self.resolved_topic]
         if raw:
@@ -90,6 +91,7 @@ class ProfileHandler:
         if resolved:
             await self._apply(resolved)
         self.stats.batches += 1
+        self.stats.busy_s += time.monotonic() - started
         self.stats.maybe_log()
 
     async def on_revoked(self, partitions: set[TP]) -> None:

@@ -27,6 +27,7 @@ class WorkerStats:
     applied: int = 0
     dead_lettered: int = 0
     batches: int = 0
+    busy_s: float = 0.0  # time spent inside the handler: the rest of the window is waiting for records
     freshness_ms: deque[int] = field(default_factory=lambda: deque(maxlen=_SAMPLES))
     _since: float = field(default_factory=time.monotonic)
 
@@ -42,6 +43,7 @@ class WorkerStats:
         now = time.monotonic() if now is None else now
         log.info("stats %s", orjson.dumps(self.summary(now - self._since)).decode())
         self.resolved = self.applied = self.dead_lettered = self.batches = 0
+        self.busy_s = 0.0
         self.freshness_ms.clear()
         self._since = now
 
@@ -54,6 +56,7 @@ class WorkerStats:
         return {
             "window_s": round(window_s, 3),
             "batches": self.batches,
+            "busy": round(self.busy_s / window_s, 3) if window_s > 0 else None,
             "resolved": self.resolved,
             "applied": self.applied,
             "dead_lettered": self.dead_lettered,

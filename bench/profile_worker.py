@@ -1,0 +1,323 @@
+"""Profile worker figures: the real ``rapport worker`` (resolve + apply) beside raw aiokafka and a naive Faust agent.
+
+One run against the real local broker and Redis:
+
+1. throughput: simulator lines preloaded into the five raw topics, one worker process from cold;
+2. ceiling: a plain aiokafka ``getmany`` loop over the same five topics (no group, no decoding);
+3. baseline: ``bench/naive_faust.py`` (one agent, ``orjson.loads`` + two awaited Redis writes per event);
+4. freshness: fresh topics, the worker started first, then lines produced at 5,000/s (validated, stamped);
+5. memory: ``MEMORY USAGE … SAMPLES 0`` of the profiles the throughput run wrote.
+
+I/O-bound, so single runs (see docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient
+
+from bench.harness import Figure, Ratio, bench_settings
+from profiles.store import ProfileStore
+from schemas.topics import CATALOGUE, RAW_EVENT_TOPICS, full_name
+from services.kafka_clients import make_consumer, topic_partitions
+from services.producer import produce_lines
+from services.redis_client import make_redis
+from services.settings import Settings
+from services.simulator import Simulation, SimulationConfig
+from tests.kafka_support import Topics, produce_raw
+from tests.worker_support import Worker, caught_up
+
+TARGET = 15_000  # events/s per worker process
+TARGET_VS_NAIVE = 7.0
+TARGET_FRESHNESS_P99_MS = 100.0
+TARGET_BYTES_PER_PROFILE = 3072.0
+OFFERED_RATE = 5_000  # events/s for the freshness run
+FRESHNESS_S = 40
+NAIVE_BUDGET_S = 60.0
+STATS_INTERVAL_S = 2
+DAYS = 60
+
+
+def corpus(events: int) -> list[bytes]:
+    """All the lines of a simulation sized to at least ``events`` (≈ 2.85 events per customer-day)."""
+    customers = max(50, -(-events * 7 // 1000))  # 1,400 customers x 60 days ≈ 240k lines for 200k
+    return list(Simulation(SimulationConfig(customers=customers, days=DAYS, seed=1)).lines())
+
+
+def topics_of(settings: Settings) -> Topics:
+    return Topics(settings, {spec.name: full_name(spec, settings.kafka.topic_prefix) for spec in CATALOGUE})
+
+
+def raw_ends(settings: Settings) -> dict[TopicPartition, int]:
+    consumer = make_consumer(settings, "bench-ends")
+    try:
+        tps = [
+            tp
+            for spec in RAW_EVENT_TOPICS
+            for tp in topic_partitions(consumer, full_name(spec, settings.kafka.topic_prefix))
+        ]
+        return {TopicPartition(tp.topic, tp.partition): offset for tp, offset in consumer.end_offsets(tps).items()}
+    finally:
+        consumer.close()
+
+
+# The worker's log.
+def wait_for_log(path: Path, text: str, worker: Worker, timeout_s: float = 120.0) -> float:
+    """Monotonic time at which ``text`` was first seen in the log (polled every 50 ms)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text(errors="replace"):
+            return time.monotonic()
+        if not worker.alive():
+            raise RuntimeError(f"worker exited; log in {path}")
+        time.sleep(0.05)
+    raise TimeoutError(f"no {text!r} in {path} after {timeout_s} s")
+
+
+def stats_lines(path: Path, start: int = 0, end: int | None = None) -> list[dict[str, Any]]:
+    """The ``stats {json}`` summaries logged between byte offsets ``start`` and ``end`` of the log."""
+    data = path.read_bytes()[start:end]
+    out = []
+    for line in data.splitlines():
+        marker = line.find(b" stats {")
+        if marker >= 0:
+            out.append(orjson.loads(line[marker + len(b" stats ") :]))
+    return out
+
+
+# 1. Throughput.
+def worker_throughput(settings: Settings, namespace: str, logs: Path, lines: int) -> tuple[float, float, float, float]:
+    """(events/s from assignment to caught up, start-up s, median applied/s of full windows, drain s)."""
+    topics = topics_of(settings)
+    worker = Worker(topics, namespace, logs, {"RAPPORT_STREAM__STATS_INTERVAL_S": str(STATS_INTERVAL_S)})
+    log = logs / "worker-1.log"
+    started = time.monotonic()
+    worker.start()
+    try:
+        assigned = wait_for_log(log, "assigned ", worker)
+        deadline = assigned + 600
+        while not caught_up(topics, namespace):
+            if time.monotonic() > deadline or not worker.alive():
+                raise RuntimeError(f"worker did not catch up; log in {log}")
+            time.sleep(0.5)
+        done = time.monotonic()
+        time.sleep(STATS_INTERVAL_S + 0.5)  # one more window, so the last busy one is logged
+    finally:
+        worker.stop()
+    busy = [s["applied_per_s"] for s in stats_lines(log) if s["applied"] > 0]
+    steady = statistics.median(busy[1:-1]) if len(busy) > 2 else (statistics.median(busy) if busy else 0.0)
+    return lines / (done - assigned), assigned - started, float(steady), done - assigned
+
+
+# 2. Ceiling.
+async def _raw_consume(settings: Settings, ends: dict[TopicPartition, int]) -> float:
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        expected = sum(ends.values())
+        consumer.assign(list(ends))
+        await consumer.seek_to_beginning(*ends)
+        seen = 0
+        started = time.perf_counter()
+        while seen < expected:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            seen += sum(len(b) for b in batches.values())
+        return seen / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+
+
+# 3. Naive baseline.
+def committed(admin: KafkaAdminClient, group: str) -> int:
+    offsets = admin.list_group_offsets(group).get(group, {})
+    return sum(meta.offset for meta in offsets.values() if meta.offset > 0)
+
+
+def naive_rate(settings: Settings, namespace: str, logs: Path, total: int) -> tuple[float, int, float, float]:
+    """(events/s between its first commit and the end or the budget, events in that span, span s, start-up s).
+
+    Progress is the consumer group's committed offsets (committed every second)."""
+    env = {
+        **topics_of(settings).env,
+        "NAIVE_NAMESPACE": namespace,
+        "NAIVE_DATADIR": str(logs / "naive-data"),
+    }
+    group = f"{settings.kafka.topic_prefix}naive-faust-{namespace}"  # as bench/naive_faust.py names it
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    with (logs / "naive.log").open("wb") as log:
+        started = time.monotonic()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bench.naive_faust", "worker", "-l", "warn"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            while (first := committed(admin, group)) == 0:
+                if process.poll() is not None or time.monotonic() - started > 120:
+                    raise RuntimeError(f"naive Faust app made no progress; log in {logs / 'naive.log'}")
+                time.sleep(0.2)
+            t1 = time.monotonic()
+            last = first
+            while last < total and time.monotonic() - t1 < NAIVE_BUDGET_S:
+                time.sleep(0.2)
+                last = committed(admin, group)
+            t2 = time.monotonic()
+        finally:
+            admin.close()
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+    return (last - first) / (t2 - t1), last - first, t2 - t1, t1 - started
+
+
+# 4. Freshness.
+def freshness(base: Settings, lines: list[bytes], logs: Path) -> tuple[dict[str, float], float, int]:
+    """Worker stats windows while lines arrive at ``OFFERED_RATE``: (figures, offered rate, windows used)."""
+    with bench_settings(base) as settings:
+        namespace = f"bench-fresh-{uuid.uuid4().hex[:8]}"
+        log_dir = logs / "fresh"
+        log_dir.mkdir()
+        worker = Worker(
+            topics_of(settings), namespace, log_dir, {"RAPPORT_STREAM__STATS_INTERVAL_S": str(STATS_INTERVAL_S)}
+        )
+        log = log_dir / "worker-1.log"
+        worker.start()
+        try:
+            wait_for_log(log, "assigned ", worker)
+            time.sleep(STATS_INTERVAL_S)  # let the worker settle in its idle loop
+            start = log.stat().st_size
+            summary = produce_lines(itertools.islice(lines, OFFERED_RATE * FRESHNESS_S), settings, rate=OFFERED_RATE)
+            end = log.stat().st_size
+            time.sleep(1.0)
+        finally:
+            worker.stop()
+        windows = [s for s in stats_lines(log, start, end) if s["freshness_ms"]["n"] > 0][1:]
+        if not windows:
+            raise RuntimeError(f"no stats windows while producing; log in {log}")
+        figures = {
+            "p50": statistics.median(s["freshness_ms"]["p50"] for s in windows),
+            "p99": max(s["freshness_ms"]["p99"] for s in windows),
+            "p99 median": statistics.median(s["freshness_ms"]["p99"] for s in windows),
+            "max": max(s["freshness_ms"]["max"] for s in windows),
+            "applied/s": statistics.median(s["applied_per_s"] for s in windows),
+        }
+        return figures, summary.rate, len(windows)
+
+
+# 5. Memory.
+async def _memory(settings: Settings, namespace: str) -> tuple[list[int], int, int]:
+    """(bytes of each live profile key, bytes of every key of the namespace, live profiles)."""
+    redis = make_redis(settings)
+    try:
+        store = ProfileStore(redis, namespace)
+        keys = [key async for key in redis.scan_iter(match=f"rapport:{namespace}:*", count=1000)]
+        pipe = redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.memory_usage(key, samples=0)
+        sizes = dict(zip(keys, await pipe.execute(), strict=True))
+        marker = b":p:{"
+        ids = [key.split(marker, 1)[1][:-1].decode() for key in keys if marker in key]
+        loaded = await store.load(ids)
+        live = [
+            sizes[store.profile_key(pid).encode()]
+            for pid, stored in loaded.items()
+            if stored.state is not None and stored.state.merged_into is None
+        ]
+        return live, sum(s or 0 for s in sizes.values()), len(live)
+    finally:
+        await redis.aclose()
+
+
+def percentile(values: list[int], q: float) -> float:
+    ordered = sorted(values)
+    return float(ordered[min(len(ordered) - 1, int(q * len(ordered)))])
+
+
+def run(base: Settings, events: int) -> tuple[list[Figure], list[Ratio]]:
+    lines = corpus(events)
+    logs = Path(tempfile.mkdtemp(prefix="bench-profile-worker-"))  # kept when a step fails, for post-mortems
+    with bench_settings(base) as settings:
+        topics = topics_of(settings)
+        produce_raw(topics, lines)
+        ends = raw_ends(settings)
+        total = sum(ends.values())
+        raw = asyncio.run(_raw_consume(settings, ends))
+        namespace = f"bench-{uuid.uuid4().hex[:8]}"
+        worker, startup_s, steady, drain_s = worker_throughput(settings, namespace, logs, total)
+        live, all_bytes, live_count = asyncio.run(_memory(settings, namespace))
+        naive, naive_events, naive_span, naive_startup = naive_rate(settings, namespace, logs, total)
+        fresh, offered, windows = freshness(base, lines, logs)
+    shutil.rmtree(logs)
+    partitions = f"{len(ends)} partitions over 5 raw topics"
+    naive_scope = f"{naive_events:,} of {total:,} events over {naive_span:.0f} s"
+    figures = [
+        Figure("raw aiokafka getmany", raw, "events/s", f"{total:,} simulator lines, {partitions}, no processing"),
+        Figure(
+            "profile worker",
+            worker,
+            "events/s",
+            f"{total:,} lines / {drain_s:.1f} s from 'assigned' log line to caught_up (raw offsets committed "
+            f"and events.resolved applied; polled every 0.5 s); {startup_s:.1f} s start-up excluded",
+        ),
+        Figure("profile worker, steady", steady, "applied/s", "median applied_per_s of full 2 s stats windows"),
+        Figure(
+            "naive Faust agent",
+            naive,
+            "events/s",
+            f"{naive_scope} (budget {NAIVE_BUDGET_S:.0f} s), committed-offset delta from its first commit; "
+            f"{naive_startup:.1f} s start-up excluded; loads + 2 awaited Redis writes/event",
+        ),
+        Figure("target: profile worker", TARGET, "events/s", "per process"),
+        Figure(
+            "freshness p99 (worst window)",
+            fresh["p99"],
+            "ms",
+            f"{windows} windows of {STATS_INTERVAL_S} s at {offered:,.0f} events/s offered (validated producer); "
+            f"median window p99 {fresh['p99 median']:.0f} ms; raw Kafka timestamp -> profile written",
+        ),
+        Figure("freshness p50 (median window)", fresh["p50"], "ms", f"max {fresh['max']:.0f} ms"),
+        Figure("freshness: worker applied", fresh["applied/s"], "applied/s", "median window while paced"),
+        Figure("target: freshness p99", TARGET_FRESHNESS_P99_MS, "ms", "at 5,000 events/s"),
+        Figure(
+            "profile key, mean",
+            statistics.fmean(live),
+            "bytes",
+            f"MEMORY USAGE SAMPLES 0 of all {live_count:,} live profiles; "
+            f"p50 {percentile(live, 0.5):,.0f}, p90 {percentile(live, 0.9):,.0f}, max {max(live):,}",
+        ),
+        Figure(
+            "namespace / live profile",
+            all_bytes / live_count,
+            "bytes",
+            "every key of the namespace (merged tombstones, aliases, emails, RFM, positions) / live profiles",
+        ),
+        Figure("target: memory", TARGET_BYTES_PER_PROFILE, "bytes", "per active profile"),
+    ]
+    ratios = [
+        Ratio("profile worker / naive Faust", "profile worker", "naive Faust agent", target=TARGET_VS_NAIVE),
+        Ratio("profile worker / target", "profile worker", "target: profile worker", target=1.0),
+        Ratio("profile worker / raw getmany", "profile worker", "raw aiokafka getmany"),
+        Ratio("freshness target / p99", "target: freshness p99", "freshness p99 (worst window)", target=1.0),
+        Ratio("memory target / profile key", "target: memory", "profile key, mean", target=1.0),
+        Ratio("memory target / namespace per profile", "target: memory", "namespace / live profile", target=1.0),
+    ]
+    return figures, ratios
