@@ -11,7 +11,7 @@ from __future__ import annotations
 from profiles.config import FoldConfig
 from profiles.fold import Link, apply, repeated_id_hash
 from profiles.merge import merge_into
-from profiles.state import ANON_PREFIX, ProfileState, decode, encode, new_profile
+from profiles.state import ANON_PREFIX, ProfileState, anonymous_profile_id, decode, encode, new_profile
 from schemas.events import AnyEvent
 from schemas.resolved import Resolved
 from schemas.validation import Rejection, decode_event
@@ -56,19 +56,35 @@ def apply_resolved(
         )
         return state, [forward]
     event = _event(record)
+    if record.kind == "event" and _before_its_handover(state, event.customer_id, event.key):
+        # A restarted resolver can route an anonymous id's event here directly (the link now exists) before
+        # the anonymous profile's hand-over, which may already count it: wait for the hand-over, whose
+        # stream marks then tell whether it did.
+        state.held.append(record)
+        return state, []
+    return state, _apply_event(state, record, event, partition=partition, offset=offset, config=config)
+
+
+def _before_its_handover(state: ProfileState, customer_id: str | None, key: str) -> bool:
+    return state.customer_id is not None and customer_id is None and anonymous_profile_id(key) not in state.absorbed
+
+
+def _apply_event(
+    state: ProfileState, record: Resolved, event: AnyEvent, *, partition: int, offset: int, config: FoldConfig
+) -> list[Resolved]:
     if record.kind == "forward":
         assert record.origin_partition is not None and record.origin_offset is not None  # noqa: PT018
         if record.origin_offset <= state.forward_marks.get(record.origin_partition, -1):
-            return state, []
+            return []
         state.forward_marks[record.origin_partition] = record.origin_offset
     elif record.source is not None:
         mark = stream_mark(record.source.topic, record.source.partition, event.key)
         if record.source.offset <= state.source_marks.get(mark, -1):
-            return state, []
+            return []
         state.source_marks[mark] = record.source.offset
     link = Link(record.link.anonymous_id, record.link.conflict_with) if record.link is not None else None
     apply(state, event, config, link)
-    return state, []
+    return []
 
 
 def _event(record: Resolved) -> AnyEvent:
@@ -100,4 +116,12 @@ def _merge_in(state: ProfileState, record: Resolved, config: FoldConfig) -> Prof
     state.absorbed.append(record.other_profile)
     if record.state is not None:
         merge_into(state, decode(record.state), config)
+    # Release what waited for this hand-over; the merged stream marks skip what the anonymous profile counted.
+    waiting, state.held = state.held, []
+    for held in waiting:
+        event = _event(held)
+        if anonymous_profile_id(event.key) == record.other_profile:
+            _apply_event(state, held, event, partition=-1, offset=-1, config=config)
+        else:
+            state.held.append(held)
     return state

@@ -15,6 +15,7 @@ import msgspec
 from msgspec import Struct, field
 
 from schemas.events import CLICK_ACTIONS, EMAIL_ACTIONS
+from schemas.resolved import Resolved
 
 STATE_VERSION: Final = 1
 
@@ -112,6 +113,8 @@ class ProfileState(Struct, array_like=True, kw_only=True):
     forward_marks: dict[int, int] = field(default_factory=dict)
     absorbed: list[str] = field(default_factory=list)  # profile ids merged in (a merge_in may be redelivered)
     merged_into: str | None = None  # set on an anonymous profile once merged: stragglers go there
+    # Events keyed by a linked anonymous id that arrived before that id's hand-over: applied once it comes.
+    held: list[Resolved] = field(default_factory=list)
     version: int = STATE_VERSION
 
 

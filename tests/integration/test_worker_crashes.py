@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -67,23 +68,28 @@ def run_with_faults(
         (tmp_path / f"w{i}").mkdir()
         worker.start()
     rng = random.Random(7)
+    # Faults land while events are still being produced and processed, not after.
+    producer = threading.Thread(target=produce_raw, args=(topics, history.lines))
+    producer.start()
     try:
-        produce_raw(topics, history.lines)
         for n in range(faults):
             time.sleep(rng.uniform(1.0, 4.0))
             if caught_up(topics, namespace):
                 raise AssertionError(f"the run finished before fault {n + 1}: make the history longer")
             fault(group, n)
+        producer.join()
         for worker in group:
             wait_until_caught_up(topics, namespace, worker)
     finally:
+        producer.join()
         for worker in group:
             worker.stop()
     return namespace
 
 
 def assert_exact(topics: Topics, namespace: str, history: History) -> None:
-    assert diff_profiles(history.expected, stored_views(topics, namespace, history.as_of_ms)) == []
+    diffs = diff_profiles(history.expected, stored_views(topics, namespace, history.as_of_ms))
+    assert not diffs, f"{len(diffs)} differences:\n" + "\n".join(diffs[:40])
 
 
 def test_worker_killed_five_times_mid_run(topics: Topics, history: History, tmp_path: Path) -> None:

@@ -145,3 +145,23 @@ def test_ingest_time_travels_with_the_event_through_resolution_and_forwarding() 
     tombstone.merged_into = "c-1"
     _, (forward,) = run(tombstone, resolved_record, offset=9)
     assert forward.ingested_ms == 1234
+
+
+def test_an_anonymous_event_rerouted_before_the_handover_is_counted_once() -> None:
+    """A restarted resolver re-sends an anonymous event after the link exists: it reaches the customer
+    directly, possibly before the anonymous profile's hand-over that already counted it."""
+    counted = event(n=1, anonymous_id="a-1")
+    fresh = event(n=2, anonymous_id="a-1")
+    anon = new_state_for("anon:a-1")
+    anon, _ = run(anon, resolved(counted, "anon:a-1", offset=5))
+    _, (handover,) = run(anon, Resolved(kind="merge_out", profile_id="anon:a-1", other_profile="c-1"))
+
+    customer = new_state_for("c-1")
+    customer, _ = run(customer, resolved(counted, "c-1", offset=5))  # the re-sent copy, routed directly
+    customer, _ = run(customer, resolved(fresh, "c-1", offset=6))  # a new event, also before the hand-over
+    assert customer.events_applied == 0
+    assert len(customer.held) == 2
+    customer, _ = run(customer, handover)
+    assert customer.events_applied == 2  # the anonymous profile's one, and the new one; not the copy
+    assert customer.clicks[1] == 2
+    assert customer.held == []
