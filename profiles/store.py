@@ -33,6 +33,11 @@ from profiles.state import ProfileState, decode, encode
 _WATERMARK: Final = struct.Struct(">q")
 ABSENT: Final = b""  # the compare-and-set "expected" value of a profile that does not exist yet
 
+
+def watermark_bytes(watermark: int) -> bytes:
+    """What a profile written at ``watermark`` starts with: the "expected" of the next compare-and-set."""
+    return _WATERMARK.pack(watermark)
+
 _CAS_PROFILE: Final = """
 if redis.call('GETRANGE', KEYS[1], 0, 7) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2])
@@ -138,7 +143,7 @@ class ProfileStore:
                     self._population(pipe, write.profile_id, write.state)
             first_cas = len(pipe.command_stack)
             for write in writes:
-                blob = _WATERMARK.pack(write.watermark) + encode(write.state)
+                blob = watermark_bytes(write.watermark) + encode(write.state)
                 await self._cas(keys=[self.profile_key(write.profile_id)], args=[write.expected, blob], client=pipe)
             results = await pipe.execute()
         return [w.profile_id for w, ok in zip(writes, results[first_cas:], strict=True) if not ok]

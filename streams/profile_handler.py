@@ -50,8 +50,9 @@ from schemas.validation import Rejection, validate_event
 from services.redis_client import make_redis
 from services.settings import Settings
 from streams.dead_letters import DeadLetter, dead_letter
-from streams.handler import Batch, PartitionBatch, StalePosition
+from streams.handler import Batch, PartitionBatch, RawRecord, StalePosition
 from streams.outbox import Outbox, Outgoing
+from streams.owned_states import OwnedStates
 from streams.stats import WorkerStats
 
 log = logging.getLogger(__name__)
@@ -72,15 +73,21 @@ class ProfileHandler:
         self.resolved_topic = full_name(RESOLVED, prefix)
         self.dlq_topic = full_name(DLQ, prefix)
         self.stats = WorkerStats(settings.stream.stats_interval_s)
+        self.owned = OwnedStates(settings.stream.owned_profiles_cached)
 
     # The runtime's contract (streams.handler.BatchHandler).
     async def on_assigned(self, partitions: set[TP], generation: int) -> None:
         log.info("assigned %d partitions (generation %d)", len(partitions), generation)
+        self.owned.clear()
 
     async def positions(self, partitions: set[TP]) -> dict[TP, int]:
+        """Where to resume each events.resolved partition: Redis's position, and 0 (the oldest retained
+        record) where Redis has none. Never Kafka's committed offset: after Redis loses writes, Kafka can be
+        ahead of what Redis kept, and resuming there would skip events. Records applied before are skipped
+        by the profiles' watermarks. Raw topics resume from Kafka's commits (their replays are harmless)."""
         resolved = [tp.partition for tp in partitions if tp.topic == self.resolved_topic]
         stored = await self.store.positions(self.resolved_topic, resolved)
-        return {TP(self.resolved_topic, p): offset for p, offset in stored.items()}
+        return {TP(self.resolved_topic, p): stored.get(p, 0) for p in resolved}
 
     async def handle(self, batch: Batch) -> None:
         started = time.monotonic()
@@ -96,6 +103,7 @@ class ProfileHandler:
 
     async def on_revoked(self, partitions: set[TP]) -> None:
         log.info("revoked %d partitions", len(partitions))
+        self.owned.clear()
         self.stats.log_and_reset()
 
     async def tick(self, now: float) -> None:
@@ -144,13 +152,29 @@ class ProfileHandler:
     # Apply stage.
     async def _apply(self, parts: Sequence[PartitionBatch]) -> None:
         stored_positions = await self.store.positions(self.resolved_topic, [p.tp.partition for p in parts])
-        stale = {p.tp for p in parts if stored_positions.get(p.tp.partition, p.start) != p.start}
+        stale = {p.tp for p in parts if stored_positions.get(p.tp.partition, 0) != p.start}
         if stale:
+            self.owned.clear()  # Redis may have lost writes that the cached states contain
             raise StalePosition(stale)
         records = [(p.tp.partition, r) for p in parts for r in p.records]
         decoded = [_decode_envelope(r.value or b"") for _, r in records]
-        profile_ids = (record.profile_id for envelope in decoded if envelope is not None for record in envelope.records)
-        stored = await self.store.load(list(dict.fromkeys(profile_ids)))
+        ids = (record.profile_id for envelope in decoded if envelope is not None for record in envelope.records)
+        profile_ids = list(dict.fromkeys(ids))
+        try:
+            await self._apply_decoded(parts, records, decoded, profile_ids)
+        except BaseException:
+            self.owned.drop(profile_ids)
+            raise
+
+    async def _apply_decoded(
+        self,
+        parts: Sequence[PartitionBatch],
+        records: list[tuple[int, RawRecord]],
+        decoded: list[Envelope | None],
+        profile_ids: list[str],
+    ) -> None:
+        cached, missing = self.owned.split(profile_ids)
+        stored = {**cached, **(await self.store.load(missing))}
         fold = _BatchFold(stored, self.config)
         emitted: list[Resolved] = []
         out: list[Outgoing] = []
@@ -167,12 +191,15 @@ class ProfileHandler:
                 out.append(self._dead(raw.key, raw.value or b"", source, reason, now))
         out.extend(await self._enveloped(emitted))
         await self.outbox.send(out)
-        refused = await self.store.save(fold.writes(int(time.time() * 1000)))
+        writes = fold.writes(int(time.time() * 1000))
+        refused = await self.store.save(writes)
         if refused:
             raise FencedError(f"{len(refused)} profiles changed under this worker, e.g. {refused[0]}")
         moved = await self.store.move_positions(self.resolved_topic, {p.tp.partition: (p.start, p.end) for p in parts})
         if moved:
+            self.owned.clear()
             raise StalePosition({TP(self.resolved_topic, p) for p in moved})
+        self.owned.written(writes)
         self.stats.applied += len(fold.ingested)
         self.stats.observe_freshness(fold.ingested, int(time.time() * 1000))
 
