@@ -38,6 +38,7 @@ def watermark_bytes(watermark: int) -> bytes:
     """What a profile written at ``watermark`` starts with: the "expected" of the next compare-and-set."""
     return _WATERMARK.pack(watermark)
 
+
 _CAS_PROFILE: Final = """
 if redis.call('GETRANGE', KEYS[1], 0, 7) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2])
