@@ -12,11 +12,12 @@ import time
 from datetime import UTC, datetime
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 
-from bench.harness import Figure, Ratio, Spread, bench_settings, rate_spread
+from bench.harness import Figure, Ratio, Spread, bench_settings, rate_spread, raw_consume_rate
 from schemas.topics import CLICKS, full_name
 from schemas.validation import Rejection, validate_event
+from services.kafka_clients import make_consumer, topic_partitions
 from services.producer import produce_lines
 from services.settings import Settings
 from services.simulator import Simulation, SimulationConfig
@@ -72,25 +73,6 @@ async def aiokafka_produce(settings: Settings, topic: str, lines: list[bytes]) -
         await producer.stop()
 
 
-async def aiokafka_consume(settings: Settings, topic: str, expected: int) -> float:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka.bootstrap_servers, enable_auto_commit=False, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in range(settings.kafka.event_partitions)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        seen = 0
-        started = time.perf_counter()
-        while seen < expected:
-            batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
-            seen += sum(len(b) for b in batches.values())
-        return seen / (time.perf_counter() - started)
-    finally:
-        await consumer.stop()
-
-
 def run(base: Settings, events: int) -> tuple[list[Figure], list[Ratio]]:
     lines = corpus(events)
     decode, validate, rejected_share = validation_rates(lines, base)
@@ -103,7 +85,7 @@ def run(base: Settings, events: int) -> tuple[list[Figure], list[Ratio]]:
     with bench_settings(base) as settings:
         raw_topic = full_name(CLICKS, settings.kafka.topic_prefix)
         raw_produce = asyncio.run(aiokafka_produce(settings, raw_topic, lines))
-        raw_consume = asyncio.run(aiokafka_consume(settings, raw_topic, len(lines)))
+        raw_consume = raw_consume_rate(settings, _end_offsets(settings, raw_topic))
         produced = produce_lines(lines, settings)
         figures += [
             Figure("raw aiokafka produce", raw_produce, "events/s", "acks=all, idempotent, no validation"),
@@ -117,3 +99,12 @@ def run(base: Settings, events: int) -> tuple[list[Figure], list[Ratio]]:
         Ratio("decode + validate / target", "decode + validate", "target: decode + validate", target=1.0),
     ]
     return figures, ratios
+
+
+def _end_offsets(settings: Settings, topic: str) -> dict[TopicPartition, int]:
+    consumer = make_consumer(settings, "bench-ends")
+    try:
+        ends = consumer.end_offsets(topic_partitions(consumer, topic))
+        return {TopicPartition(tp.topic, tp.partition): end for tp, end in ends.items()}
+    finally:
+        consumer.close()

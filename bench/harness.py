@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
@@ -91,3 +93,25 @@ def report(title: str, figures: list[Figure], ratios: list[Ratio]) -> None:
         met = "" if r.target is None else ("yes" if value >= r.target else "NO")
         ratio_table.add_row(r.name, f"{value:.2f}x", "" if r.target is None else f">= {r.target}x", met)
     console.print(ratio_table)
+
+
+def raw_consume_rate(settings: Settings, ends: Mapping[TopicPartition, int]) -> float:
+    """Records/s of a bare aiokafka ``getmany`` loop (no group, no decoding) reading the given partitions
+    from the beginning to ``ends``: the ceiling a consumer of these topics can reach on this machine."""
+    return asyncio.run(_raw_consume_rate(settings, ends))
+
+
+async def _raw_consume_rate(settings: Settings, ends: Mapping[TopicPartition, int]) -> float:
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(list(ends))
+        await consumer.seek_to_beginning(*ends)
+        expected, seen = sum(ends.values()), 0
+        started = time.perf_counter()
+        while seen < expected:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            seen += sum(len(b) for b in batches.values())
+        return seen / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()

@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from kafka import KafkaAdminClient
 
-from bench.harness import Figure, Ratio, bench_settings
+from bench.harness import Figure, Ratio, bench_settings, raw_consume_rate
 from profiles.store import ProfileStore
 from schemas.topics import CATALOGUE, RAW_EVENT_TOPICS, full_name
 from services.kafka_clients import make_consumer, topic_partitions
@@ -121,24 +121,6 @@ def worker_throughput(settings: Settings, namespace: str, logs: Path, lines: int
     busy = [s["applied_per_s"] for s in stats_lines(log) if s["applied"] > 0]
     steady = statistics.median(busy[1:-1]) if len(busy) > 2 else (statistics.median(busy) if busy else 0.0)
     return lines / (done - assigned), assigned - started, float(steady), done - assigned
-
-
-# 2. Ceiling.
-async def _raw_consume(settings: Settings, ends: dict[TopicPartition, int]) -> float:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        expected = sum(ends.values())
-        consumer.assign(list(ends))
-        await consumer.seek_to_beginning(*ends)
-        seen = 0
-        started = time.perf_counter()
-        while seen < expected:
-            batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
-            seen += sum(len(b) for b in batches.values())
-        return seen / (time.perf_counter() - started)
-    finally:
-        await consumer.stop()
 
 
 # 3. Naive baseline.
@@ -260,7 +242,7 @@ def run(base: Settings, events: int) -> tuple[list[Figure], list[Ratio]]:
         produce_raw(topics, lines)
         ends = raw_ends(settings)
         total = sum(ends.values())
-        raw = asyncio.run(_raw_consume(settings, ends))
+        raw = raw_consume_rate(settings, ends)
         namespace = f"bench-{uuid.uuid4().hex[:8]}"
         worker, startup_s, steady, drain_s = worker_throughput(settings, namespace, logs, total)
         live, all_bytes, live_count = asyncio.run(_memory(settings, namespace))

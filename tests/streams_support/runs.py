@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import cast
 
 import redis
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
+from bench import harness
 from services.kafka_clients import make_consumer, topic_partitions
 from services.settings import Settings
 from services.topics_admin import admin_client
@@ -115,25 +116,7 @@ def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
 
 def raw_consume_rate(settings: Settings, topic: str, ends: Mapping[int, int]) -> float:
     """Records/s of a plain aiokafka ``getmany`` loop over the whole topic (no group, no processing)."""
-    return asyncio.run(_raw_consume_rate(settings, topic, ends))
-
-
-async def _raw_consume_rate(settings: Settings, topic: str, ends: Mapping[int, int]) -> float:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        expected = sum(ends.values())
-        tps = [TopicPartition(topic, p) for p in ends]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        seen = 0
-        started = time.perf_counter()
-        while seen < expected:
-            batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
-            seen += sum(len(b) for b in batches.values())
-        return seen / (time.perf_counter() - started)
-    finally:
-        await consumer.stop()
+    return harness.raw_consume_rate(settings, {TopicPartition(topic, p): end for p, end in ends.items()})
 
 
 @dataclass
