@@ -12,12 +12,12 @@ import time
 from datetime import UTC, datetime
 
 import orjson
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 
 from bench.harness import Figure, Ratio, Spread, bench_settings, rate_spread, raw_consume_rate
 from schemas.topics import CLICKS, full_name
 from schemas.validation import Rejection, validate_event
-from services.kafka_clients import make_consumer, topic_partitions
+from services.kafka_clients import make_async_producer, make_consumer, topic_partitions
 from services.producer import produce_lines
 from services.settings import Settings
 from services.simulator import Simulation, SimulationConfig
@@ -54,13 +54,7 @@ def validation_rates(lines: list[bytes], settings: Settings) -> tuple[Spread, Sp
 
 
 async def aiokafka_produce(settings: Settings, topic: str, lines: list[bytes]) -> float:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka.bootstrap_servers,
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=5,
-        max_batch_size=256 * 1024,
-    )
+    producer = make_async_producer(settings, "bench")
     await producer.start()
     try:
         started = time.perf_counter()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from aiokafka import AIOKafkaProducer
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from services.settings import Settings
@@ -33,3 +34,15 @@ def make_consumer(settings: Settings, purpose: str, **options: object) -> KafkaC
 def topic_partitions(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:
     """Every partition of ``topic`` (empty if the topic does not exist)."""
     return [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+
+
+def make_async_producer(settings: Settings, purpose: str) -> AIOKafkaProducer:
+    """The asyncio producer of the workers: idempotent, acks=all, large batches (call ``start()`` on it)."""
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        client_id=f"{settings.kafka.client_id}-{purpose}",
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        max_batch_size=512 * 1024,
+    )

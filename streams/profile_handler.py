@@ -34,7 +34,6 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
-from aiokafka import AIOKafkaProducer
 from faust.types import TP
 
 from profiles import identity
@@ -47,6 +46,7 @@ from schemas.events import PurchaseEvent
 from schemas.resolved import DECODER, Envelope, RawSource, Resolved, envelopes, position
 from schemas.topics import DLQ, RAW_EVENT_TOPICS, RESOLVED, full_name
 from schemas.validation import Rejection, validate_event
+from services.kafka_clients import make_async_producer
 from services.redis_client import make_redis
 from services.settings import Settings
 from streams.dead_letters import DeadLetter, dead_letter
@@ -249,14 +249,7 @@ class _BatchFold:
 async def profile_handler(settings: Settings) -> AsyncIterator[ProfileHandler]:
     """The handler with its clients, for ``streams.worker.run_worker``."""
     redis = make_redis(settings)
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka.bootstrap_servers,
-        client_id=f"{settings.kafka.client_id}-worker",
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=5,
-        max_batch_size=512 * 1024,
-    )
+    producer = make_async_producer(settings, "worker")
     await producer.start()
     try:
         yield ProfileHandler(settings, ProfileStore(redis, settings.profile.namespace), Outbox(producer))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -110,7 +109,7 @@ async def _views(topics: Topics, namespace: str, as_of_ms: int) -> dict[str, dic
     redis = make_redis(settings)
     try:
         store = ProfileStore(redis, namespace)
-        pattern = store.profile_key("*").replace("{*}", "{*}")
+        pattern = store.profile_key("*")
         ids = [key.decode().split(":p:{", 1)[1][:-1] async for key in redis.scan_iter(match=pattern, count=1000)]
         loaded = await store.load(ids)
         config = settings.profile.fold_config()
@@ -123,7 +122,3 @@ async def _views(topics: Topics, namespace: str, as_of_ms: int) -> dict[str, dic
         return out
     finally:
         await redis.aclose()
-
-
-def env_without_stream_overrides() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("RAPPORT_STREAM__")}
