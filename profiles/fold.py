@@ -248,9 +248,12 @@ def compact(state: ProfileState, config: FoldConfig) -> None:
     """
     if state.last_event_ms is None:
         return
+    # The min() checks run in C; most writes have nothing to drop and skip the Python-level scans.
     oldest_bucket = bucket_of(state.last_event_ms) - BUCKET_RETENTION_HOURS
-    for bucket in [b for b in state.buckets if b <= oldest_bucket]:
-        del state.buckets[bucket]
+    if state.buckets and min(state.buckets) <= oldest_bucket:
+        for bucket in [b for b in state.buckets if b <= oldest_bucket]:
+            del state.buckets[bucket]
     horizon = state.last_event_ms - config.session_memory_days * DAY_MS
-    for session in [s for s, seen in state.session_seen.items() if seen < horizon]:
-        del state.session_seen[session]
+    if state.session_seen and min(state.session_seen.values()) < horizon:
+        for session in [s for s, seen in state.session_seen.items() if seen < horizon]:
+            del state.session_seen[session]

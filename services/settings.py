@@ -50,6 +50,9 @@ class StreamSettings(BaseModel):
     """The stream workers' batch runtime (``streams/``)."""
 
     max_poll_records: int = Field(3000, ge=1, description="Most records handed to one batch.")
+    fetch_max_wait_ms: int = Field(
+        20, ge=0, le=1500, description="Longest time the broker holds a fetch for partitions with no new records."
+    )
     commit_interval_s: float = Field(1.0, gt=0, description="How often applied offsets are committed to Kafka.")
     tick_interval_s: float = Field(1.0, gt=0, description="Longest time between two handler ticks.")
     retry_initial_s: float = Field(0.1, gt=0, description="First pause after a failed batch (then doubled).")
@@ -67,6 +70,12 @@ class StreamSettings(BaseModel):
     stats_interval_s: float = Field(10.0, gt=0, description="How often a worker logs its throughput and freshness.")
     owned_profiles_cached: int = Field(
         50_000, ge=0, description="Profiles a worker keeps decoded between batches (see streams/owned_states.py)."
+    )
+    gc_young_threshold: int = Field(
+        50_000,
+        ge=1,
+        description="Allocations between two young-generation garbage collections in a worker (CPython's "
+        "default is 700; see docs/streams.md).",
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sys
 from collections.abc import Sequence
@@ -32,9 +33,22 @@ def configure_logging(level: str) -> None:
         logging.getLogger(name).setLevel(max(root.level, logging.WARNING))
 
 
+def tune_gc(young_threshold: int) -> None:
+    """Collect cyclic garbage less often, and never rescan what was loaded at start-up.
+
+    A worker holds many small long-lived containers (the decoded profiles' buckets) and allocates fast;
+    with CPython's default thresholds the collector's scans cost about a third of the pure fold time
+    (docs/streams.md). Reference counting still frees everything the fold allocates at once: only cycles
+    wait for a collection.
+    """
+    gc.freeze()
+    gc.set_threshold(young_threshold, 50, 100)
+
+
 def run_worker(settings: Settings, handler_factory: HandlerFactory, topics: Sequence[str], group_id: str) -> NoReturn:
     """Consume ``topics`` in group ``group_id`` until SIGTERM/SIGINT, then commit what was applied and exit."""
     configure_logging(settings.stream.log_level)
+    tune_gc(settings.stream.gc_young_threshold)
     # This loop only: uvloop for the aiokafka consumer thread's own loop too measured no different.
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
