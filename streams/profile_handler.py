@@ -9,7 +9,7 @@ round trip each), and send the resulting records to ``events.resolved``, keyed b
 Kafka's committed offsets: a restarted resolver sends a suffix again, which the apply stage recognises by
 its raw coordinates (``profiles.apply``).
 
-**Apply** (``events.resolved``), per batch, in this order:
+**Apply** (``events.resolved``), per batch, concurrently with the resolve stage, in this order:
 
 1. read the partitions' positions and every touched profile (pipelined); a position that is not where the
    batch starts means Redis lost writes or another worker moved on: ``StalePosition``, the runtime
@@ -20,7 +20,7 @@ its raw coordinates (``profiles.apply``).
 4. write each changed profile with a compare-and-set on its watermark: a zombie that lost the partition
    read an older watermark and is refused (``FencedError``, retried by the runtime until revocation);
 5. move the partitions' positions from the batch's start to its end (compare-and-set);
-6. return: the runtime then marks the offsets for Kafka's commit.
+6. once the resolve stage is done too, return: the runtime then marks the offsets for Kafka's commit.
 
 Redis or Kafka failures raise out of ``handle``: the runtime pauses and retries the same batch. Nothing is
 skipped and nothing infrastructural is dead-lettered.
@@ -54,6 +54,7 @@ from streams.handler import Batch, PartitionBatch, RawRecord, StalePosition
 from streams.outbox import Outbox, Outgoing
 from streams.owned_states import OwnedStates
 from streams.stats import WorkerStats
+from streams.tasks import all_or_none
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +94,14 @@ class ProfileHandler:
         started = time.monotonic()
         raw = [part for tp, part in batch.parts.items() if tp.topic in self.raw_topics]
         resolved = [part for tp, part in batch.parts.items() if tp.topic == self.resolved_topic]
+        # The two stages touch different keys and topics' records: their round trips overlap. Both are done
+        # before the runtime marks any offset, which is all the commit order needs.
+        stages = []
         if raw:
-            await self.outbox.send(await self._resolve(raw))
+            stages.append(self._resolve_stage(raw))
         if resolved:
-            await self._apply(resolved)
+            stages.append(self._apply(resolved))
+        await all_or_none(stages)
         self.stats.batches += 1
         self.stats.busy_s += time.monotonic() - started
         self.stats.maybe_log()
@@ -111,6 +116,9 @@ class ProfileHandler:
         self.stats.maybe_log()
 
     # Resolve stage.
+    async def _resolve_stage(self, parts: Sequence[PartitionBatch]) -> None:
+        await self.outbox.send(await self._resolve(parts))
+
     async def _resolve(self, parts: Sequence[PartitionBatch]) -> list[Outgoing]:
         now = datetime.now(UTC)
         out: list[Outgoing] = []
