@@ -102,8 +102,7 @@ class ProfileHandler:
         if resolved:
             stages.append(self._apply(resolved))
         await all_or_none(stages)
-        self.stats.batches += 1
-        self.stats.busy_s += time.monotonic() - started
+        self.stats.observe_batch(time.monotonic() - started)
         self.stats.maybe_log()
 
     async def on_revoked(self, partitions: set[TP]) -> None:

@@ -28,8 +28,14 @@ class WorkerStats:
     dead_lettered: int = 0
     batches: int = 0
     busy_s: float = 0.0  # time spent inside the handler: the rest of the window is waiting for records
+    longest_batch_s: float = 0.0  # a stall inside the handler shows here, one outside it does not
     freshness_ms: deque[int] = field(default_factory=lambda: deque(maxlen=_SAMPLES))
     _since: float = field(default_factory=time.monotonic)
+
+    def observe_batch(self, seconds: float) -> None:
+        self.batches += 1
+        self.busy_s += seconds
+        self.longest_batch_s = max(self.longest_batch_s, seconds)
 
     def observe_freshness(self, ingested: list[int], visible_ms: int) -> None:
         self.freshness_ms.extend(visible_ms - at for at in ingested)
@@ -43,7 +49,7 @@ class WorkerStats:
         now = time.monotonic() if now is None else now
         log.info("stats %s", orjson.dumps(self.summary(now - self._since)).decode())
         self.resolved = self.applied = self.dead_lettered = self.batches = 0
-        self.busy_s = 0.0
+        self.busy_s = self.longest_batch_s = 0.0
         self.freshness_ms.clear()
         self._since = now
 
@@ -57,6 +63,7 @@ class WorkerStats:
             "window_s": round(window_s, 3),
             "batches": self.batches,
             "busy": round(self.busy_s / window_s, 3) if window_s > 0 else None,
+            "longest_batch_ms": round(self.longest_batch_s * 1000, 1),
             "resolved": self.resolved,
             "applied": self.applied,
             "dead_lettered": self.dead_lettered,
