@@ -1,11 +1,19 @@
-"""The profile read model shared by ``rapport profile get`` and the API: any known id → the view."""
+"""The profile read model shared by ``rapport profile get`` and the API: any known id → the view.
+
+A read is a fixed number of round trips whatever the number of ids: resolve every id (one pipeline), load
+the profiles (one MGET), follow the few merged-away ones (one more MGET), rank the buyers in the RFM
+population (one pipeline).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from profiles.config import FoldConfig
-from profiles.store import ProfileStore
+from profiles.store import ProfileStore, Stored
+from profiles.timeutil import iso
 from profiles.view import render
 
 
@@ -14,7 +22,17 @@ class AsOfBeforeLastEventError(ValueError):
 
     def __init__(self, as_of_ms: int, last_event_ms: int) -> None:
         super().__init__(f"as_of {as_of_ms} is before the profile's last event {last_event_ms}")
+        self.as_of_ms = as_of_ms
         self.last_event_ms = last_event_ms
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileRead:
+    """What one requested id gave: the view, or why there is none (``view`` and ``error`` both None:
+    no profile has the id)."""
+
+    view: dict[str, Any] | None = None
+    error: AsOfBeforeLastEventError | None = None
 
 
 async def read_profile(
@@ -22,22 +40,49 @@ async def read_profile(
 ) -> dict[str, Any] | None:
     """The canonical profile of a customer id, anonymous id or email, or None if no profile has it.
 
-    ``as_of_ms`` defaults to ``now_ms`` (the caller's clock); an explicit ``as_of_ms`` before the
-    profile's latest event is refused rather than answered with numbers that mean nothing.
+    ``as_of_ms`` defaults to ``now_ms`` (the caller's clock), or to the profile's latest event if that is
+    later; an explicit ``as_of_ms`` before the profile's latest event is refused
+    (``AsOfBeforeLastEventError``) rather than answered with numbers that mean nothing.
     """
-    profile_id = await store.resolve_id(any_id)
-    if profile_id is None:
-        return None
-    stored = (await store.load([profile_id]))[profile_id]
-    if stored.state is not None and stored.state.merged_into is not None:
-        stored = (await store.load([stored.state.merged_into]))[stored.state.merged_into]
+    result = (await read_profiles(store, [any_id], config, as_of_ms=as_of_ms, now_ms=now_ms))[any_id]
+    if result.error is not None:
+        raise result.error
+    return result.view
+
+
+async def read_profiles(
+    store: ProfileStore, any_ids: Sequence[str], config: FoldConfig, *, as_of_ms: int | None, now_ms: int
+) -> dict[str, ProfileRead]:
+    """``read_profile`` of each id (duplicates read once), with per-id errors instead of exceptions."""
+    ids = list(dict.fromkeys(any_ids))
+    resolved = await store.resolve_ids(ids)
+    profile_ids = list(dict.fromkeys(pid for pid in resolved.values() if pid is not None))
+    stored = await store.load(profile_ids)
+    merged = {pid: s.state.merged_into for pid, s in stored.items() if s.state is not None and s.state.merged_into}
+    if merged:
+        targets = await store.load(list(dict.fromkeys(merged.values())))
+        stored.update({pid: targets[target] for pid, target in merged.items()})
+    live = [s for s in stored.values() if s.state is not None]
+    ranks = dict(zip((id(s) for s in live), await store.rfm_ranks_of([s.state for s in live if s.state]), strict=True))
+    out: dict[str, ProfileRead] = {}
+    for any_id in ids:
+        pid = resolved[any_id]
+        found = stored.get(pid) if pid is not None else None
+        out[any_id] = _view(found, ranks, config, as_of_ms, now_ms) if found is not None else ProfileRead()
+    return out
+
+
+def _view(stored: Stored, ranks: dict[int, Any], config: FoldConfig, as_of_ms: int | None, now_ms: int) -> ProfileRead:
     state = stored.state
     if state is None:
-        return None
+        return ProfileRead()
     last = state.last_event_ms or 0
     if as_of_ms is None:
-        as_of_ms = max(now_ms, last)
+        at = max(now_ms, last)
     elif as_of_ms < last:
-        raise AsOfBeforeLastEventError(as_of_ms, last)
-    ranks = await store.rfm_ranks(state)
-    return render(state, as_of_ms, config, rfm=ranks, watermark=stored.watermark)
+        return ProfileRead(error=AsOfBeforeLastEventError(as_of_ms, last))
+    else:
+        at = as_of_ms
+    view = render(state, at, config, rfm=ranks.get(id(stored)), watermark=stored.watermark)
+    view["meta"]["computed_at"] = iso(now_ms)
+    return ProfileRead(view=view)

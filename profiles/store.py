@@ -28,7 +28,7 @@ from redis.asyncio import Redis
 
 from profiles.identity import Claim, ClaimOutcome
 from profiles.rfm import RfmRanks
-from profiles.state import ProfileState, decode, encode
+from profiles.state import ProfileState, anonymous_profile_id, decode, encode
 
 _WATERMARK: Final = struct.Struct(">q")
 ABSENT: Final = b""  # the compare-and-set "expected" value of a profile that does not exist yet
@@ -163,15 +163,25 @@ class ProfileStore:
 
     async def rfm_ranks(self, state: ProfileState) -> RfmRanks | None:
         """How many buyers there are and how many are strictly worse on each RFM dimension."""
-        if state.orders == 0 or state.last_purchase_ms is None:
-            return None
+        return (await self.rfm_ranks_of([state]))[0]
+
+    async def rfm_ranks_of(self, states: Sequence[ProfileState]) -> list[RfmRanks | None]:
+        """``rfm_ranks`` of each state (None for non-buyers), in one round trip."""
+        buyers = [s for s in states if rfm_position(s) is not None]
+        if not buyers:
+            return [None] * len(states)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.zcard(self.rfm_key("r"))
-            pipe.zcount(self.rfm_key("r"), "-inf", f"({state.last_purchase_ms}")
-            pipe.zcount(self.rfm_key("f"), "-inf", f"({state.orders}")
-            pipe.zcount(self.rfm_key("m"), "-inf", f"({state.gross_cents - state.refunded_cents}")
-            buyers, worse_r, worse_f, worse_m = await pipe.execute()
-        return RfmRanks(int(buyers), int(worse_r), int(worse_f), int(worse_m))
+            for state in buyers:
+                last_purchase, orders, net = rfm_position(state) or (0, 0, 0)
+                pipe.zcount(self.rfm_key("r"), "-inf", f"({last_purchase}")
+                pipe.zcount(self.rfm_key("f"), "-inf", f"({orders}")
+                pipe.zcount(self.rfm_key("m"), "-inf", f"({net}")
+            replies = [int(r) for r in await pipe.execute()]
+        ranks = {
+            id(state): RfmRanks(replies[0], *replies[1 + 3 * i : 4 + 3 * i]) for i, state in enumerate(buyers)
+        }
+        return [ranks.get(id(state)) for state in states]
 
     # identity
     async def claim_links(self, claims: Iterable[tuple[str, str, str]]) -> list[Claim]:
@@ -203,18 +213,32 @@ class ProfileStore:
 
     async def resolve_id(self, any_id: str) -> str | None:
         """The profile id for a customer id, an anonymous id or an email, if any profile has it."""
-        if await self.redis.exists(self.profile_key(any_id)):
-            return any_id
+        return (await self.resolve_ids([any_id]))[any_id]
+
+    async def resolve_ids(self, any_ids: Sequence[str]) -> dict[str, str | None]:
+        """``resolve_id`` of each id, in one round trip. A profile with that id wins, then the customer an
+        anonymous id is linked to, then the owner of an email, then the visitor's anonymous profile."""
+        if not any_ids:
+            return {}
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.get(self.alias_key(any_id))
-            pipe.get(self.email_key(any_id))
-            pipe.exists(self.profile_key(f"anon:{any_id}"))
-            alias, email_owner, anonymous = await pipe.execute()
-        if alias is not None:
-            return _text(alias).split("\x1f", 1)[0]
-        if email_owner is not None:
-            return _text(email_owner)
-        return f"anon:{any_id}" if anonymous else None
+            for any_id in any_ids:
+                pipe.exists(self.profile_key(any_id))
+                pipe.get(self.alias_key(any_id))
+                pipe.get(self.email_key(any_id))
+                pipe.exists(self.profile_key(anonymous_profile_id(any_id)))
+            replies = await pipe.execute()
+        out: dict[str, str | None] = {}
+        for i, any_id in enumerate(any_ids):
+            exists, alias, email_owner, anonymous = replies[4 * i : 4 * i + 4]
+            if exists:
+                out[any_id] = any_id
+            elif alias is not None:
+                out[any_id] = _text(alias).split("\x1f", 1)[0]
+            elif email_owner is not None:
+                out[any_id] = _text(email_owner)
+            else:
+                out[any_id] = anonymous_profile_id(any_id) if anonymous else None
+        return out
 
     # positions
     async def positions(self, topic: str, partitions: Iterable[int]) -> dict[int, int]:

@@ -100,6 +100,9 @@ class ProfileMeta(_View):
     watermark: Annotated[int | None, Meta(description="Applied position in the profile's events.resolved partition.")]
     schema_version: int
     as_of: Timestamp
+    computed_at: Annotated[
+        Timestamp | None, Meta(description="When this view was computed (the reader's clock); None offline.")
+    ] = None
 
 
 class ProfileView(_View):

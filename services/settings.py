@@ -114,6 +114,25 @@ class ValidationSettings(BaseModel):
         return ValidationLimits(self.max_event_bytes, timedelta(seconds=self.future_tolerance_s))
 
 
+class ApiSettings(BaseModel):
+    """The serving API (``rapport api``)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    key_cache_s: float = Field(
+        5.0, ge=0, description="How long a process trusts a looked-up API key: a revocation takes effect within it."
+    )
+    default_rate_per_s: float = Field(100.0, gt=0, description="Requests per second of a key created without one.")
+    produce_timeout_s: float = Field(
+        5.0, gt=0, description="Longest wait for Kafka's acknowledgement of posted events before answering 503."
+    )
+    retry_after_s: int = Field(5, ge=1, description="Retry-After of a 503 while Kafka is unavailable.")
+    max_batch_events: int = Field(500, ge=1)
+    max_batch_bytes: int = Field(1024 * 1024, ge=1024)
+    max_batch_ids: int = Field(1000, ge=1)
+    log_level: str = "INFO"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RAPPORT_", env_nested_delimiter="__", env_file=".env", extra="ignore")
 
@@ -123,6 +142,7 @@ class Settings(BaseSettings):
     validation: ValidationSettings = ValidationSettings()
     stream: StreamSettings = StreamSettings()
     profile: ProfileSettings = ProfileSettings()
+    api: ApiSettings = ApiSettings()
 
     @model_validator(mode="after")
     def _default_to_local_stack(self) -> Settings:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from services.cli import demo, produce, profile, schemas, simulate, stack, tail, topics, worker
+from services.cli import api, demo, keys, produce, profile, schemas, simulate, stack, tail, topics, worker
 
 app = typer.Typer(
     name="rapport",
@@ -21,6 +21,8 @@ app.command("simulate")(simulate.simulate)
 app.command("produce")(produce.produce)
 app.command("tail")(tail.tail)
 app.command("worker")(worker.worker)
+app.command("api")(api.api)
+app.add_typer(keys.app, name="keys")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,75 @@
+"""Who is calling: the API key dependency (``Authorization: Bearer <token>``), scopes, origins, rate limits."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from services.api.context import ApiContext
+from services.api.errors import ApiError
+from services.api.keys import ApiKey, Scope, parse_token, token_hash
+
+# Documents the scheme in OpenAPI; the header is read below so that each failure gets its own code.
+_BEARER = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer rk_…`.")
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+class KeyCache:
+    """Looked-up keys by token hash for ``ttl_s``: a hot key costs no round trip (revocations take up to
+    ``ttl_s`` to apply in a process)."""
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self._entries: dict[str, tuple[float, ApiKey | None]] = {}
+
+    async def get(self, token: str, load: Callable[[str], Awaitable[ApiKey | None]]) -> ApiKey | None:
+        digest = token_hash(token)
+        now = time.monotonic()
+        hit = self._entries.get(digest)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        key = await load(token)
+        if self.ttl_s > 0:
+            if len(self._entries) > 10_000:
+                self._entries.clear()
+            self._entries[digest] = (now + self.ttl_s, key)
+        return key
+
+
+def require(scope: Scope) -> Callable[..., Awaitable[ApiKey]]:
+    """A dependency that admits a caller holding ``scope`` and counts the request against its rate limit."""
+
+    async def caller(request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)]) -> ApiKey:
+        ctx: ApiContext = request.app.state.ctx
+        header = request.headers.get("authorization")
+        if not header:
+            raise ApiError(401, "missing_api_key", "send an API key: Authorization: Bearer rk_…", headers=_CHALLENGE)
+        scheme, _sep, token = header.partition(" ")
+        if scheme.lower() != "bearer" or parse_token(token.strip()) is None:
+            raise ApiError(401, "malformed_api_key", "the Authorization header is not Bearer rk_…", headers=_CHALLENGE)
+        key = await ctx.key_cache.get(token.strip(), ctx.keys.authenticate)
+        if key is None:
+            raise ApiError(401, "invalid_api_key", "unknown API key", headers=_CHALLENGE)
+        if key.revoked_at is not None:
+            raise ApiError(401, "revoked_api_key", "this API key was revoked", headers=_CHALLENGE)
+        origin = request.headers.get("origin")
+        if not key.allows_origin(origin):
+            raise ApiError(403, "origin_not_allowed", "this publishable key does not allow this origin")
+        if not key.allows(scope):
+            raise ApiError(403, "insufficient_scope", f"this route needs the {scope} scope", {"required": scope})
+        wait_s = await ctx.limiter.wait_s(key.key_id, key.rate_per_s)
+        if wait_s > 0:
+            retry = str(max(1, math.ceil(wait_s)))
+            raise ApiError(
+                429, "rate_limited", "rate limit exceeded", {"rate_per_s": key.rate_per_s}, {"Retry-After": retry}
+            )
+        if key.publishable and origin is not None:
+            request.state.cors_origin = origin  # the CORS middleware allows this response to be read
+        return key
+
+    return caller

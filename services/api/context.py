@@ -1,0 +1,32 @@
+"""What a running API process holds: its clients, created in the app's lifespan (never at import)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from redis.asyncio import Redis
+
+from profiles.config import FoldConfig
+from profiles.store import ProfileStore
+from services.api.collector import EventCollector
+from services.api.keys import KeyStore
+from services.api.metrics import ApiMetrics
+from services.api.ratelimit import RateLimiter
+from services.settings import Settings
+
+if TYPE_CHECKING:
+    from services.api.auth import KeyCache
+
+
+@dataclass
+class ApiContext:
+    settings: Settings
+    redis: Redis
+    store: ProfileStore
+    fold_config: FoldConfig
+    keys: KeyStore
+    key_cache: KeyCache
+    limiter: RateLimiter
+    collector: EventCollector
+    metrics: ApiMetrics

@@ -1,0 +1,93 @@
+"""Every error the API returns: a precise status and a machine-readable body, never a bare 500.
+
+Body: ``{"error": {"code": "profile_not_found", "message": "...", "details": {...}}}``. ``code`` is stable
+and documented per route in the OpenAPI description; ``message`` is for people; ``details`` is optional.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from services.api.responses import JsonResponse
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable, machine-readable reason, e.g. `insufficient_scope`.")
+    message: str
+    details: dict[str, Any] | None = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = dict(details) if details is not None else None
+        self.headers = dict(headers or {})
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JsonResponse:
+    body = {"error": {"code": code, "message": message, "details": dict(details) if details is not None else None}}
+    return JsonResponse(body, status_code=status, headers=dict(headers or {}))
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for a route's error statuses, all with the error body."""
+    return {status: {"model": ErrorBody, "description": _DESCRIPTIONS[status]} for status in statuses}
+
+
+_DESCRIPTIONS = {
+    400: "Bad request.",
+    401: "No API key, a malformed one, or one that is unknown or revoked.",
+    403: "The key lacks the route's scope, or a publishable key is used from an origin it does not allow.",
+    404: "Not found.",
+    413: "The body is larger than the route accepts.",
+    422: "The request does not follow the contract; `details` says where.",
+    429: "The key's rate limit is exhausted; retry after `Retry-After` seconds.",
+    503: "A dependency (Kafka or Redis) is unavailable; retry after `Retry-After` seconds.",
+}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JsonResponse:
+        return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JsonResponse:
+        problems = [
+            {"location": [str(part) for part in error.get("loc", ())], "message": str(error.get("msg", ""))}
+            for error in exc.errors()
+        ]
+        return error_response(
+            422, "invalid_request", "the request does not follow the contract", {"problems": problems}
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JsonResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)

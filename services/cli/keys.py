@@ -1,0 +1,96 @@
+"""``rapport keys create | revoke | list``: API keys (only their hashes are stored)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from services.api.keys import SCOPES, ApiKey, KeyDefinitionError, KeyStore
+from services.redis_client import make_redis
+from services.settings import get_settings
+
+app = typer.Typer(help="API keys.", no_args_is_help=True)
+
+
+@app.command("create")
+def create(
+    name: Annotated[str, typer.Option(help="Who or what uses the key.")],
+    scopes: Annotated[str, typer.Option(help=f"Comma-separated: {', '.join(SCOPES)}.")],
+    publishable: Annotated[bool, typer.Option(help="A browser key: events:write and scores:read only.")] = False,
+    origin: Annotated[list[str] | None, typer.Option(help="Allowed origin of a publishable key (repeat).")] = None,
+    rate_limit: Annotated[
+        float | None, typer.Option(help="Requests per second (default: api.default_rate_per_s).")
+    ] = None,
+) -> None:
+    """Create a key and print its token once (it cannot be shown again)."""
+    settings = get_settings()
+    wanted = [s.strip() for s in scopes.split(",") if s.strip()]
+    rate = rate_limit or settings.api.default_rate_per_s
+
+    async def run() -> tuple[str, ApiKey]:
+        redis = make_redis(settings)
+        try:
+            return await KeyStore(redis).create(
+                name, wanted, publishable=publishable, origins=origin or [], rate_per_s=rate
+            )
+        finally:
+            await redis.aclose()
+
+    try:
+        token, key = asyncio.run(run())
+    except KeyDefinitionError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    typer.echo(f"created key {key.key_id} ({', '.join(sorted(key.scopes))})", err=True)
+    typer.echo(token)
+
+
+@app.command("revoke")
+def revoke(key_id: Annotated[str, typer.Argument(help="The key id (the 12 hex digits in the token).")]) -> None:
+    """Revoke a key: every API process refuses it within api.key_cache_s."""
+
+    async def run() -> bool:
+        redis = make_redis(get_settings())
+        try:
+            return await KeyStore(redis).revoke(key_id)
+        finally:
+            await redis.aclose()
+
+    if not asyncio.run(run()):
+        typer.echo(f"no key {key_id}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked {key_id}")
+
+
+@app.command("list")
+def list_keys() -> None:
+    """Every key with its scopes and state (never a token)."""
+
+    async def run() -> list[ApiKey]:
+        redis = make_redis(get_settings())
+        try:
+            return await KeyStore(redis).all()
+        finally:
+            await redis.aclose()
+
+    table = Table("id", "name", "scopes", "kind", "origins", "rate/s", "created", "revoked")
+    for key in asyncio.run(run()):
+        table.add_row(
+            key.key_id,
+            key.name,
+            ",".join(sorted(key.scopes)),
+            "publishable" if key.publishable else "secret",
+            " ".join(key.origins),
+            f"{key.rate_per_s:g}",
+            _when(key.created_at),
+            _when(key.revoked_at),
+        )
+    Console().print(table)
+
+
+def _when(at: float | None) -> str:
+    return "" if at is None else dt.datetime.fromtimestamp(at, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")

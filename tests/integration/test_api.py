@@ -1,0 +1,248 @@
+"""The serving API against the real stack: who may call what, the collector's 202-only-when-stored promise,
+and profiles served end to end (HTTP collector → Kafka → worker → Redis → HTTP read = offline fold)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from profiles.identity import Arrival
+from profiles.offline import OfflineFolder
+from profiles.timeutil import to_ms
+from profiles.view import render
+from schemas.resolved import RawSource
+from schemas.validation import decode_event
+from services.settings import Settings
+from tests.api_support import create_key, running_api
+from tests.kafka_support import Topics, created_topics, rapport
+from tests.worker_support import Worker, caught_up
+
+pytestmark = pytest.mark.timeout(300)
+ORIGIN = "https://shop.example"
+
+
+@dataclass
+class Api:
+    base: str
+    topics: Topics
+    namespace: str
+    env: dict[str, str]
+    keys: dict[str, str]
+
+    def call(self, method: str, path: str, token: str | None = None, **options: Any) -> httpx.Response:
+        headers = dict(options.pop("headers", {}))
+        if token is not None:
+            headers["Authorization"] = token if token.startswith(("Bearer", "Basic")) else f"Bearer {token}"
+        return httpx.request(method, f"{self.base}{path}", headers=headers, timeout=30, **options)
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory, settings: Settings, local_stack: object) -> Iterator[Api]:
+    prefix = f"{settings.kafka.topic_prefix}{uuid.uuid4().hex[:6]}."
+    own = settings.model_copy(update={"kafka": settings.kafka.model_copy(update={"topic_prefix": prefix})})
+    namespace = f"api-{uuid.uuid4().hex[:8]}"
+    with created_topics(own) as topics:
+        env = {**topics.env, "RAPPORT_PROFILE__NAMESPACE": namespace, "RAPPORT_API__KEY_CACHE_S": "0"}
+        keys = {
+            "all": create_key(env, "--name", "t-all", "--scopes", "profiles:read,events:write", "--rate-limit", "1000"),
+            "events_only": create_key(env, "--name", "t-ev", "--scopes", "events:write", "--rate-limit", "1000"),
+            "profiles_only": create_key(env, "--name", "t-pr", "--scopes", "profiles:read", "--rate-limit", "1000"),
+            "publishable": create_key(
+                env, "--name", "t-pub", "--scopes", "events:write", "--publishable", "--origin", ORIGIN
+            ),
+            "revoked": create_key(env, "--name", "t-rev", "--scopes", "profiles:read,events:write"),
+            "slow": create_key(env, "--name", "t-slow", "--scopes", "profiles:read", "--rate-limit", "1"),
+        }
+        revoked_id = keys["revoked"].split("_")[2]
+        assert rapport("keys", "revoke", revoked_id, env=env).returncode == 0
+        log = tmp_path_factory.mktemp("api") / "api.log"
+        with running_api(env, log) as base:
+            yield Api(base, topics, namespace, env, keys)
+
+
+def click(event_id: str, customer: str, at: datetime, **extra: Any) -> dict[str, Any]:
+    return {
+        "type": "click",
+        "schema_version": 1,
+        "event_id": event_id,
+        "customer_id": customer,
+        "timestamp": at.isoformat().replace("+00:00", "Z"),
+        "source": "web",
+        "session_id": "s-1",
+        "action": "product_view",
+        "url": "https://shop.example/p/1",
+        "category": "shoes",
+        **extra,
+    }
+
+
+ROUTES = [
+    ("GET", "/v1/profiles/nobody", None, 404),
+    ("POST", "/v1/profiles/batch", {"ids": ["nobody"]}, 200),
+    ("POST", "/v1/events", "event", 202),
+    ("POST", "/v1/events/batch", "events", 202),
+]
+SCOPE = {"/v1/profiles": "profiles", "/v1/events": "events"}
+
+
+@pytest.mark.parametrize(("method", "path", "body", "ok"), ROUTES)
+def test_every_route_answers_every_kind_of_caller_as_documented(
+    api: Api, method: str, path: str, body: Any, ok: int
+) -> None:
+    now = datetime.now(UTC)
+    if body == "event":
+        body = click(f"m-{uuid.uuid4()}", "c-matrix", now)
+    elif body == "events":
+        body = [click(f"m-{uuid.uuid4()}", "c-matrix", now)]
+    needs = "profiles" if path.startswith("/v1/profiles") else "events"
+    wrong_scope = api.keys["events_only"] if needs == "profiles" else api.keys["profiles_only"]
+    cells = {
+        "no key": (None, {}, 401, "missing_api_key"),
+        "malformed key": ("Bearer not-a-key", {}, 401, "malformed_api_key"),
+        "basic auth": ("Basic dXNlcjpwYXNz", {}, 401, "malformed_api_key"),
+        "unknown key": ("rk_sec_0123456789ab_" + "A" * 43, {}, 401, "invalid_api_key"),
+        "revoked key": (api.keys["revoked"], {}, 401, "revoked_api_key"),
+        "wrong scope": (wrong_scope, {}, 403, "insufficient_scope"),
+        "publishable, wrong origin": (
+            api.keys["publishable"],
+            {"Origin": "https://evil.example"},
+            403,
+            "origin_not_allowed",
+        ),
+        "publishable, no origin": (api.keys["publishable"], {}, 403, "origin_not_allowed"),
+        "valid key": (api.keys["all"], {}, ok, None),
+    }
+    for name, (token, headers, status, code) in cells.items():
+        response = api.call(method, path, token, json=body, headers=headers)
+        assert response.status_code == status, (name, response.text)
+        if code is not None:
+            assert response.json()["error"]["code"] == code, name
+        if status == 401:
+            assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_a_publishable_key_works_from_its_origin_and_the_browser_may_read_the_answer(api: Api) -> None:
+    event = click(f"pub-{uuid.uuid4()}", "c-pub", datetime.now(UTC))
+    response = api.call("POST", "/v1/events", api.keys["publishable"], json=event, headers={"Origin": ORIGIN})
+    assert response.status_code == 202, response.text
+    assert response.headers["access-control-allow-origin"] == ORIGIN
+    preflight = httpx.options(
+        f"{api.base}/v1/events",
+        headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST"},
+    )
+    assert preflight.status_code == 204
+    assert "authorization" in preflight.headers["access-control-allow-headers"]
+    # A publishable key can never read profiles, even from its origin.
+    profile = api.call("GET", "/v1/profiles/c-pub", api.keys["publishable"], headers={"Origin": ORIGIN})
+    assert profile.status_code == 403
+
+
+def test_rate_limit_answers_429_with_retry_after(api: Api) -> None:
+    statuses = [api.call("GET", "/v1/profiles/nobody", api.keys["slow"]).status_code for _ in range(4)]
+    assert statuses[0] == 404
+    assert 429 in statuses
+    limited = api.call("GET", "/v1/profiles/nobody", api.keys["slow"])
+    assert limited.status_code == 429
+    assert int(limited.headers["retry-after"]) >= 1
+    assert limited.json()["error"]["code"] == "rate_limited"
+
+
+def test_bad_requests_get_precise_4xx_bodies(api: Api) -> None:
+    key = api.keys["all"]
+    cases: list[tuple[str, str, dict[str, Any], int, str]] = [
+        ("POST", "/v1/events", {"content": b"{not json"}, 422, "invalid_event"),
+        ("POST", "/v1/events", {"json": {"type": "click"}}, 422, "invalid_event"),
+        ("POST", "/v1/events/batch", {"content": b'{"not": "an array"}'}, 422, "invalid_json"),
+        ("POST", "/v1/events/batch", {"json": [{}] * 501}, 413, "too_many_events"),
+        ("POST", "/v1/events/batch", {"content": b"[" + b" " * (1024 * 1024) + b"]"}, 413, "payload_too_large"),
+        ("GET", "/v1/profiles/x?fields=nope", {}, 422, "unknown_field"),
+        ("GET", "/v1/profiles/x?as_of=yesterday", {}, 422, "invalid_request"),
+        ("GET", "/v1/profiles/x?as_of=2026-01-01T00:00:00", {}, 422, "invalid_as_of"),
+        ("POST", "/v1/profiles/batch", {"json": {"ids": ["a"] * 1001}}, 413, "too_many_ids"),
+        ("POST", "/v1/profiles/batch", {"json": {"ids": []}}, 422, "invalid_request"),
+        ("GET", "/v1/nothing-here", {}, 404, "not_found"),
+    ]
+    for method, path, options, status, code in cases:
+        response = api.call(method, path, key, **options)
+        assert response.status_code == status, (path, response.text)
+        assert response.json()["error"]["code"] == code, (path, response.text)
+
+
+def test_a_batch_reports_each_event_and_sends_only_the_valid_ones(api: Api) -> None:
+    now = datetime.now(UTC)
+    good = [click(f"b-{uuid.uuid4()}", f"c-batch-{i}", now) for i in range(3)]
+    bad = {**click("b-bad", "c-batch-x", now), "action": "teleport"}
+    response = api.call("POST", "/v1/events/batch", api.keys["all"], json=[good[0], bad, good[1], good[2]])
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert (body["accepted"], body["rejected"]) == (3, 1)
+    assert [r["status"] for r in body["results"]] == ["accepted", "rejected", "accepted", "accepted"]
+    assert body["results"][1]["reason"] == "unknown_action"
+    sent = {orjson.loads(r.value)["event_id"] for r in api.topics.read(["events.clicks"], expected=3, timeout_s=30)}
+    assert {e["event_id"] for e in good} <= sent
+    assert "b-bad" not in sent
+
+
+def test_profiles_posted_over_http_are_served_as_the_offline_fold_computes_them(api: Api, tmp_path: Path) -> None:
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=3)
+    events = [click(f"e2e-{i}", "c-e2e", start + timedelta(hours=i), session_id=f"s-{i // 4}") for i in range(12)]
+    events.append(
+        {
+            "type": "identify",
+            "schema_version": 1,
+            "event_id": "e2e-id",
+            "customer_id": "c-e2e",
+            "anonymous_id": "a-e2e",
+            "timestamp": (start + timedelta(hours=13)).isoformat().replace("+00:00", "Z"),
+            "source": "web",
+            "traits": {"email": "E2E@Example.com", "country": "FR"},
+        }
+    )
+    response = api.call("POST", "/v1/events/batch", api.keys["all"], json=events)
+    assert response.json()["accepted"] == len(events), response.text
+    worker = Worker(api.topics, api.namespace, tmp_path)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 120
+        while not caught_up(api.topics, api.namespace):
+            assert worker.alive(), "worker exited"
+            assert time.monotonic() < deadline, "worker did not catch up"
+            time.sleep(0.5)
+    finally:
+        worker.stop()
+
+    as_of = start + timedelta(days=2)
+    params = {"as_of": as_of.isoformat()}
+    by_customer = api.call("GET", "/v1/profiles/c-e2e", api.keys["all"], params=params)
+    assert by_customer.status_code == 200, by_customer.text
+    served = by_customer.json()
+    for alias in ("a-e2e", "e2e@example.com"):
+        again = api.call("GET", f"/v1/profiles/{alias}", api.keys["all"], params=params).json()
+        assert again["profile_id"] == "c-e2e"
+
+    folder = OfflineFolder(Settings().profile.fold_config())
+    raws = [orjson.dumps(e) for e in events]
+    folder.feed(Arrival(RawSource("t", 0, i), raw, decode_event(raw), None) for i, raw in enumerate(raws))  # type: ignore[arg-type]
+    expected = render(folder.profiles()["c-e2e"], to_ms(as_of), Settings().profile.fold_config())
+    for volatile in ("updated_at", "watermark", "computed_at"):
+        served["meta"].pop(volatile)
+        expected["meta"].pop(volatile, None)
+    assert served == expected
+
+    partial = api.call("GET", "/v1/profiles/c-e2e", api.keys["all"], params={"fields": "behaviour"}).json()
+    assert set(partial) == {"profile_id", "meta", "behaviour"}
+    assert partial["meta"]["computed_at"] is not None
+    early = api.call("GET", "/v1/profiles/c-e2e", api.keys["all"], params={"as_of": start.isoformat()})
+    assert early.status_code == 422
+    assert early.json()["error"]["code"] == "as_of_before_last_event"
+    batch = api.call("POST", "/v1/profiles/batch", api.keys["all"], json={"ids": ["a-e2e", "nobody"], "fields": "rfm"})
+    assert [(r["id"], r["status"]) for r in batch.json()["results"]] == [("a-e2e", "found"), ("nobody", "not_found")]
