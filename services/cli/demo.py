@@ -15,6 +15,7 @@ from rich.console import Console
 from deploy.localstack import LocalStack, process
 from profiles.store import ProfileStore
 from schemas.topics import RAW_EVENT_TOPICS, full_name
+from services.api.keys import KeyStore
 from services.kafka_clients import make_consumer, topic_partitions
 from services.redis_client import make_redis
 from services.settings import Settings, get_settings
@@ -63,6 +64,8 @@ def up(
         console.print(f"  topic {report.name}: {report.state}")
 
     _ensure_process("worker", [sys.executable, "-m", "services.cli.main", "worker"], "services.cli.main worker", stack)
+    _ensure_process("api", [sys.executable, "-m", "services.cli.main", "api"], "services.cli.main api", stack)
+    key_file = asyncio.run(_demo_key(settings, stack))
     start = (datetime.now(UTC) - timedelta(days=days)).replace(microsecond=0)
     simulator = [
         sys.executable, "-m", "services.cli.main", "simulate",
@@ -81,7 +84,7 @@ def up(
     if example is None:
         console.print(f"[red]no profile appeared in Redis within 120 s[/]; see {_demo_dir(stack) / 'worker.log'}")
         raise typer.Exit(1)
-    _where_to_look(settings, stack, log_file, example)
+    _where_to_look(settings, stack, log_file, example, key_file)
 
 
 @app.command("down")
@@ -90,7 +93,12 @@ def down(
 ) -> None:
     """Stop the demo's simulator and worker (and, with --stack, the stack it started)."""
     stack = LocalStack(get_settings())
-    for name, marker in (("simulator", _simulator_marker(stack)), ("worker", "services.cli.main worker")):
+    demo_processes = (
+        ("simulator", _simulator_marker(stack)),
+        ("worker", "services.cli.main worker"),
+        ("api", "services.cli.main api"),
+    )
+    for name, marker in demo_processes:
         pid_file = _demo_dir(stack) / f"{name}.pid"
         pid = process.read_pid(pid_file)
         if pid and process.is_alive(pid) and marker in process.cmdline(pid):
@@ -139,7 +147,26 @@ async def _first_customer_profile(settings: Settings, timeout_s: float) -> str |
         await redis.aclose()
 
 
-def _where_to_look(settings: Settings, stack: LocalStack, log_file: Path, example: str) -> None:
+async def _demo_key(settings: Settings, stack: LocalStack) -> Path:
+    """An API key for the demo (profiles:read, events:write), created once; its token in a 0600 file."""
+    key_file = _demo_dir(stack) / "api-key"
+    redis = make_redis(settings)
+    try:
+        keys = KeyStore(redis)
+        if key_file.exists() and await keys.authenticate(key_file.read_text().strip()) is not None:
+            return key_file  # still known to this Redis
+        token, _ = await keys.create(
+            "demo", ["profiles:read", "events:write"], publishable=False, origins=[], rate_per_s=1000.0
+        )
+    finally:
+        await redis.aclose()
+    key_file.unlink(missing_ok=True)
+    key_file.touch(mode=0o600)
+    key_file.write_text(token)
+    return key_file
+
+
+def _where_to_look(settings: Settings, stack: LocalStack, log_file: Path, example: str, key_file: Path) -> None:
     console.print(
         f"""
 [bold green]Rapport demo is running.[/]
@@ -149,6 +176,8 @@ def _where_to_look(settings: Settings, stack: LocalStack, log_file: Path, exampl
 
 Look at it:
   .venv/bin/rapport profile get {example}        a live profile (any customer id, anonymous id or email)
+  curl -H "Authorization: Bearer $(cat {key_file})" http://{settings.api.host}:{settings.api.port}/v1/profiles/{example}
+                                                the same over HTTP (API docs: http://{settings.api.host}:{settings.api.port}/docs)
   .venv/bin/rapport tail events.clicks          live click events, as any Kafka consumer sees them
   .venv/bin/rapport tail events.dlq --headers   rejected events with their reasons
   .venv/bin/rapport stack status                what runs where
