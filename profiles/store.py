@@ -178,9 +178,7 @@ class ProfileStore:
                 pipe.zcount(self.rfm_key("f"), "-inf", f"({orders}")
                 pipe.zcount(self.rfm_key("m"), "-inf", f"({net}")
             replies = [int(r) for r in await pipe.execute()]
-        ranks = {
-            id(state): RfmRanks(replies[0], *replies[1 + 3 * i : 4 + 3 * i]) for i, state in enumerate(buyers)
-        }
+        ranks = {id(state): RfmRanks(replies[0], *replies[1 + 3 * i : 4 + 3 * i]) for i, state in enumerate(buyers)}
         return [ranks.get(id(state)) for state in states]
 
     # identity
