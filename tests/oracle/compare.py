@@ -2,8 +2,8 @@
 
 ``diff_profiles(expected, actual)`` lists missing and extra profiles, then for each common profile every
 field path that differs (``c-000001: transactions.spend expected 12.5 got 12.4``), in path order. Numbers (int or float,
-not bool) compare with ``math.isclose``; lists compare element by element, in order; dicts by key. The two
-processing-time fields ``meta.updated_at`` and ``meta.watermark`` are skipped.
+not bool) compare with ``math.isclose``; lists compare element by element, in order; dicts by key. The
+processing-time fields ``meta.updated_at``, ``meta.computed_at`` and ``meta.watermark`` are skipped.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any, Final
 
-SKIPPED: Final = frozenset({"meta.updated_at", "meta.watermark"})
+SKIPPED: Final = frozenset({"meta.updated_at", "meta.computed_at", "meta.watermark"})
 _MAX_REPR: Final = 300
 
 
