@@ -35,6 +35,6 @@ class RateLimiter:
     async def wait_s(self, key_id: str, rate_per_s: float) -> float:
         """0 if the request may go ahead (and is counted), else seconds until it would be allowed."""
         interval_us = max(1, round(1_000_000 / rate_per_s))
-        burst_us = max(interval_us, 1_000_000 - interval_us)
+        burst_us = max(0, 1_000_000 - interval_us)  # up to one second's worth of requests at once
         wait_us = await self._script(keys=[f"rapport:rl:{{{key_id}}}"], args=[interval_us, burst_us])
         return int(wait_us) / 1_000_000
