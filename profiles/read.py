@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from profiles.config import FoldConfig
-from profiles.store import ProfileStore, Stored
+from profiles.rfm import RfmRanks
+from profiles.state import ProfileState
+from profiles.store import ProfileStore
 from profiles.timeutil import iso
 from profiles.view import render
 
@@ -62,20 +64,21 @@ async def read_profiles(
     if merged:
         targets = await store.load(list(dict.fromkeys(merged.values())))
         stored.update({pid: targets[target] for pid, target in merged.items()})
-    live = [s for s in stored.values() if s.state is not None]
-    ranks = dict(zip((id(s) for s in live), await store.rfm_ranks_of([s.state for s in live if s.state]), strict=True))
+    live = {pid: s.state for pid, s in stored.items() if s.state is not None}
+    ranks = dict(zip(live, await store.rfm_ranks_of(list(live.values())), strict=True))
     out: dict[str, ProfileRead] = {}
     for any_id in ids:
         pid = resolved[any_id]
-        found = stored.get(pid) if pid is not None else None
-        out[any_id] = _view(found, ranks, config, as_of_ms, now_ms) if found is not None else ProfileRead()
+        if pid is None or pid not in live:
+            out[any_id] = ProfileRead()
+        else:
+            out[any_id] = _view(live[pid], stored[pid].watermark, ranks[pid], config, as_of_ms=as_of_ms, now_ms=now_ms)
     return out
 
 
-def _view(stored: Stored, ranks: dict[int, Any], config: FoldConfig, as_of_ms: int | None, now_ms: int) -> ProfileRead:
-    state = stored.state
-    if state is None:
-        return ProfileRead()
+def _view(
+    state: ProfileState, watermark: int, rfm: RfmRanks | None, config: FoldConfig, *, as_of_ms: int | None, now_ms: int
+) -> ProfileRead:
     last = state.last_event_ms or 0
     if as_of_ms is None:
         at = max(now_ms, last)
@@ -83,6 +86,6 @@ def _view(stored: Stored, ranks: dict[int, Any], config: FoldConfig, as_of_ms: i
         return ProfileRead(error=AsOfBeforeLastEventError(as_of_ms, last))
     else:
         at = as_of_ms
-    view = render(state, at, config, rfm=ranks.get(id(stored)), watermark=stored.watermark)
+    view = render(state, at, config, rfm=rfm, watermark=watermark)
     view["meta"]["computed_at"] = iso(now_ms)
     return ProfileRead(view=view)

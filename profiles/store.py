@@ -167,19 +167,20 @@ class ProfileStore:
 
     async def rfm_ranks_of(self, states: Sequence[ProfileState]) -> list[RfmRanks | None]:
         """``rfm_ranks`` of each state (None for non-buyers), in one round trip."""
-        buyers = [s for s in states if rfm_position(s) is not None]
-        if not buyers:
+        positions = [rfm_position(s) for s in states]
+        if all(p is None for p in positions):
             return [None] * len(states)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.zcard(self.rfm_key("r"))
-            for state in buyers:
-                last_purchase, orders, net = rfm_position(state) or (0, 0, 0)
-                pipe.zcount(self.rfm_key("r"), "-inf", f"({last_purchase}")
-                pipe.zcount(self.rfm_key("f"), "-inf", f"({orders}")
-                pipe.zcount(self.rfm_key("m"), "-inf", f"({net}")
-            replies = [int(r) for r in await pipe.execute()]
-        ranks = {id(state): RfmRanks(replies[0], *replies[1 + 3 * i : 4 + 3 * i]) for i, state in enumerate(buyers)}
-        return [ranks.get(id(state)) for state in states]
+            for position in positions:
+                if position is not None:
+                    last_purchase, orders, net = position
+                    pipe.zcount(self.rfm_key("r"), "-inf", f"({last_purchase}")
+                    pipe.zcount(self.rfm_key("f"), "-inf", f"({orders}")
+                    pipe.zcount(self.rfm_key("m"), "-inf", f"({net}")
+            buyers, *worse = [int(r) for r in await pipe.execute()]
+        ranked = iter(zip(worse[0::3], worse[1::3], worse[2::3], strict=True))
+        return [None if p is None else RfmRanks(buyers, *next(ranked)) for p in positions]
 
     # identity
     async def claim_links(self, claims: Iterable[tuple[str, str, str]]) -> list[Claim]:

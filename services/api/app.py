@@ -18,7 +18,8 @@ from services.api.collector import EventCollector
 from services.api.context import ApiContext
 from services.api.errors import install_error_handlers
 from services.api.keys import KeyStore
-from services.api.metrics import ApiMetrics, ApiMiddleware
+from services.api.metrics import ApiMetrics
+from services.api.middleware import ApiMiddleware
 from services.api.ratelimit import RateLimiter
 from services.api.responses import JsonResponse
 from services.api.routes import events, health, profiles

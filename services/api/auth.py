@@ -50,9 +50,10 @@ def require(scope: Scope) -> Callable[..., Awaitable[ApiKey]]:
         if not header:
             raise ApiError(401, "missing_api_key", "send an API key: Authorization: Bearer rk_…", headers=_CHALLENGE)
         scheme, _sep, token = header.partition(" ")
-        if scheme.lower() != "bearer" or parse_token(token.strip()) is None:
+        token = token.strip()
+        if scheme.lower() != "bearer" or parse_token(token) is None:
             raise ApiError(401, "malformed_api_key", "the Authorization header is not Bearer rk_…", headers=_CHALLENGE)
-        key = await ctx.key_cache.get(token.strip(), ctx.keys.authenticate)
+        key = await ctx.key_cache.get(token, ctx.keys.authenticate)
         if key is None:
             raise ApiError(401, "invalid_api_key", "unknown API key", headers=_CHALLENGE)
         if key.revoked_at is not None:

@@ -1,26 +1,10 @@
-"""Prometheus metrics of an API process, and the ASGI middleware that times requests and applies CORS.
-
-One registry per app (tests run several apps in one process). Routes are labelled by their template
-(``/v1/profiles/{profile_id}``), never by the concrete path: ids must not reach metrics or logs.
-"""
+"""Prometheus metrics of an API process. One registry per app (tests run several apps in one process)."""
 
 from __future__ import annotations
 
-import time
-
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-
-#: Routes a browser may call with a publishable key (CORS preflights are answered for these).
-BROWSER_ROUTES = ("/v1/events", "/v1/events/batch", "/v1/scores/batch")
-_PREFLIGHT_HEADERS = [
-    (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
-    (b"access-control-allow-headers", b"authorization, content-type"),
-    (b"access-control-max-age", b"600"),
-    (b"vary", b"Origin"),
-]
 
 
 class ApiMetrics:
@@ -39,54 +23,3 @@ class ApiMetrics:
             ["outcome"],
             registry=self.registry,
         )
-
-
-class ApiMiddleware:
-    """Times every request, answers CORS preflights, and lets a browser read responses to publishable keys
-    from allowed origins (the key dependency decides, per request; preflights carry no key)."""
-
-    def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope["headers"])
-        origin = headers.get(b"origin")
-        if scope["method"] == "OPTIONS" and origin and b"access-control-request-method" in headers:
-            await self._preflight(scope, origin, send)
-            return
-        started = time.perf_counter()
-        status = [500]
-
-        async def send_wrapper(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-                allowed = scope.get("state", {}).get("cors_origin")
-                if allowed is not None:
-                    message["headers"] = [
-                        *message.get("headers", []),
-                        (b"access-control-allow-origin", allowed.encode()),
-                        (b"vary", b"Origin"),
-                    ]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            self.metrics.latency.labels(_route(scope), scope["method"], str(status[0])).observe(
-                time.perf_counter() - started
-            )
-
-    async def _preflight(self, scope: Scope, origin: bytes, send: Send) -> None:
-        allowed = scope["path"] in BROWSER_ROUTES
-        headers = [(b"access-control-allow-origin", origin), *_PREFLIGHT_HEADERS] if allowed else []
-        await send({"type": "http.response.start", "status": 204 if allowed else 403, "headers": headers})
-        await send({"type": "http.response.body", "body": b""})
-
-
-def _route(scope: Scope) -> str:
-    route = scope.get("route")
-    return getattr(route, "path", "unmatched")

@@ -100,12 +100,12 @@ async def _body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, "payload_too_large", f"the body exceeds {limit} bytes", {"limit": limit})
-    body = b""
+    body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
             raise ApiError(413, "payload_too_large", f"the body exceeds {limit} bytes", {"limit": limit})
-    return body
+    return bytes(body)
 
 
 def _admit(ctx: ApiContext, index: int, raw: bytes, now: datetime) -> tuple[EventResult, Record | None]:
