@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from kafka import KafkaAdminClient
+from kafka.errors import KafkaError
 
 from profiles.state import ProfileState
 from profiles.store import ProfileStore
@@ -68,7 +69,13 @@ def caught_up(topics: Topics, namespace: str) -> bool:
         resolved = topic_partitions(consumer, topics.names[RESOLVED.name])
         ends = consumer.end_offsets(raw + resolved)
         group = group_id(topics, namespace)
-        committed = admin.list_group_offsets(group).get(group, {})
+        try:
+            committed = admin.list_group_offsets(group).get(group, {})
+        except KafkaError as exc:
+            # A freshly started broker creates its offsets topic on first use: not caught up yet.
+            if exc.retriable:
+                return False
+            raise
         if any(ends[tp] and (committed.get(tp) is None or committed[tp].offset < ends[tp]) for tp in raw):
             return False
         positions = asyncio.run(_positions(topics, namespace, [tp.partition for tp in resolved]))
