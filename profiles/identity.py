@@ -62,9 +62,23 @@ def anonymous_only(arrivals: Sequence[Arrival]) -> list[str]:
     return sorted(seen)
 
 
+def linked_after(
+    before: Mapping[str, str], claimed: Sequence[tuple[str, str, str]], outcomes: Sequence[Claim]
+) -> dict[str, str]:
+    """The links as they stand after a batch's claims: those looked up before, updated with each claim's owner.
+
+    >>> linked_after({"a-1": "c-1"}, [("a-2", "c-2", "e9")], [Claim("linked", "c-2")])
+    {'a-1': 'c-1', 'a-2': 'c-2'}
+    """
+    out = dict(before)
+    for (anonymous_id, _, _), claim in zip(claimed, outcomes, strict=True):
+        out[anonymous_id] = claim.owner
+    return out
+
+
 def resolve(arrivals: Sequence[Arrival], outcomes: Sequence[Claim], linked: Mapping[str, str]) -> list[Resolved]:
     """The ``events.resolved`` records for a batch, given its claims' outcomes (in ``claims`` order) and
-    the customers linked to its anonymous ids (looked up after the claims)."""
+    the customers linked to its anonymous ids after the claims (``linked_after``)."""
     out: list[Resolved] = []
     pending: Iterator[Claim] = iter(outcomes)
     for arrival in arrivals:

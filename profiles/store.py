@@ -14,7 +14,9 @@ one slot):
   profiles it covers are written; Redis, not Kafka's committed offset, is where a worker resumes (after a
   Redis crash the two can disagree, and only Redis knows what it kept);
 - ``rapport:<ns>:rfm:r|f|m`` — the population of buyers for RFM scores (last purchase time, orders, net
-  spend).
+  spend);
+- ``rapport:<ns>:x:{<id>}`` — an erasure marker: the receipt that erased this id (an id events carry or a
+  profile id); ``rapport:<ns>:er:{<receipt>}`` the erasure record, ``…:done`` the profiles deleted so far.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from redis.asyncio import Redis
 from profiles.identity import Claim, ClaimOutcome
 from profiles.rfm import RfmRanks
 from profiles.state import ProfileState, anonymous_profile_id, decode, encode
+from schemas import erasure as erasure_codec
+from schemas.erasure import ErasureRecord
 
 _WATERMARK: Final = struct.Struct(">q")
 ABSENT: Final = b""  # the compare-and-set "expected" value of a profile that does not exist yet
@@ -39,9 +43,10 @@ def watermark_bytes(watermark: int) -> bytes:
     return _WATERMARK.pack(watermark)
 
 
+# An empty new value deletes the profile (an erasure).
 _CAS_PROFILE: Final = """
 if redis.call('GETRANGE', KEYS[1], 0, 7) ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[2])
+if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], ARGV[2]) end
 return 1
 """
 _MOVE_POSITION: Final = """
@@ -77,8 +82,9 @@ class ProfileWrite:
     profile_id: str
     expected: bytes  # the watermark bytes the stored profile must still have
     watermark: int
-    state: ProfileState
+    state: ProfileState | None  # None: delete the profile, erased by the receipt ``erasure_id``
     population_changed: bool
+    erasure_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,18 +121,37 @@ class ProfileStore:
     def rfm_key(self, dimension: Literal["r", "f", "m"]) -> str:
         return f"{self._base}:rfm:{dimension}"
 
+    def erased_key(self, any_id: str) -> str:
+        return f"{self._base}:x:{{{any_id}}}"
+
+    def erasure_key(self, erasure_id: str) -> str:
+        return f"{self._base}:er:{{{erasure_id}}}"
+
+    def erasure_done_key(self, erasure_id: str) -> str:
+        return f"{self._base}:er:{{{erasure_id}}}:done"
+
     # profiles
     async def load(self, profile_ids: Sequence[str]) -> dict[str, Stored]:
         """Every requested profile in one round trip; absent ones have watermark -1 and no state."""
         blobs = await self.redis.mget([self.profile_key(p) for p in profile_ids]) if profile_ids else []
-        out = {}
-        for profile_id, blob in zip(profile_ids, blobs, strict=True):
-            if blob is None:
-                out[profile_id] = Stored(-1, None, ABSENT)
-            else:
-                raw = _bytes(blob)
-                out[profile_id] = Stored(_WATERMARK.unpack_from(raw)[0], decode(raw[8:]), raw[:8])
-        return out
+        return _stored(profile_ids, blobs)
+
+    async def read_for_apply(
+        self, topic: str, partitions: Sequence[int], to_load: Sequence[str], profile_ids: Sequence[str]
+    ) -> tuple[dict[int, int], dict[str, Stored], dict[str, str]]:
+        """What an apply batch starts from, in one round trip: the partitions' positions, the profiles
+        ``to_load``, and the erasure receipts of those of ``profile_ids`` that were erased."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.mget([self.position_key(topic, p) for p in partitions])
+            if to_load:
+                pipe.mget([self.profile_key(p) for p in to_load])
+            if profile_ids:
+                pipe.mget([self.erased_key(p) for p in profile_ids])
+            replies = iter(await pipe.execute())
+        positions = {p: int(v) for p, v in zip(partitions, next(replies), strict=True) if v is not None}
+        stored = _stored(to_load, next(replies)) if to_load else {}
+        erased = _present(profile_ids, next(replies)) if profile_ids else {}
+        return positions, stored, erased
 
     async def save(self, writes: Sequence[ProfileWrite]) -> list[str]:
         """Compare-and-set each profile, pipelined; returns the ids whose stored watermark was not the
@@ -144,13 +169,19 @@ class ProfileStore:
                     self._population(pipe, write.profile_id, write.state)
             first_cas = len(pipe.command_stack)
             for write in writes:
-                blob = watermark_bytes(write.watermark) + encode(write.state)
+                blob = b"" if write.state is None else watermark_bytes(write.watermark) + encode(write.state)
                 await self._cas(keys=[self.profile_key(write.profile_id)], args=[write.expected, blob], client=pipe)
+            cas_end = len(pipe.command_stack)
+            for write in writes:
+                if write.erasure_id is not None:
+                    # The marker again: Redis may have lost it since the resolver set it (its AOF keeps a prefix).
+                    pipe.set(self.erased_key(write.profile_id), write.erasure_id, nx=True)
+                    pipe.sadd(self.erasure_done_key(write.erasure_id), write.profile_id)
             results = await pipe.execute()
-        return [w.profile_id for w, ok in zip(writes, results[first_cas:], strict=True) if not ok]
+        return [w.profile_id for w, ok in zip(writes, results[first_cas:cas_end], strict=True) if not ok]
 
-    def _population(self, pipe: Redis, profile_id: str, state: ProfileState) -> None:
-        position = rfm_position(state)
+    def _population(self, pipe: Redis, profile_id: str, state: ProfileState | None) -> None:
+        position = None if state is None else rfm_position(state)
         if position is None:
             pipe.zrem(self.rfm_key("r"), profile_id)
             pipe.zrem(self.rfm_key("f"), profile_id)
@@ -183,44 +214,75 @@ class ProfileStore:
         return [None if p is None else RfmRanks(buyers, *next(ranked)) for p in positions]
 
     # identity
-    async def claim_links(self, claims: Iterable[tuple[str, str, str]]) -> list[Claim]:
-        """Link each ``(anonymous_id, customer_id, event_id)`` unless already linked; in order, pipelined."""
-        items = list(claims)
-        if not items:
+    async def lookup(self, ids: Sequence[str], anonymous_ids: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]:
+        """One round trip before a batch is resolved: which of ``ids`` are erased (id → receipt), and the
+        customer each of ``anonymous_ids`` is linked to (for those that are linked)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            if ids:
+                pipe.mget([self.erased_key(i) for i in ids])
+            if anonymous_ids:
+                pipe.mget([self.alias_key(a) for a in anonymous_ids])
+            replies = iter(await pipe.execute())
+        erased = _present(ids, next(replies)) if ids else {}
+        aliases = _present(anonymous_ids, next(replies)) if anonymous_ids else {}
+        return erased, {a: owner.split("\x1f", 1)[0] for a, owner in aliases.items()}
+
+    async def link(self, claims: Sequence[tuple[str, str, str]], emails: Mapping[str, str]) -> list[Claim]:
+        """In one round trip: link each ``(anonymous_id, customer_id, event_id)`` unless already linked (in
+        order), and make each email find its customer (an email already owned keeps its first owner)."""
+        if not claims and not emails:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
-            for anonymous_id, customer_id, event_id in items:
+            for anonymous_id, customer_id, event_id in claims:
                 await self._claim(keys=[self.alias_key(anonymous_id)], args=[customer_id, event_id], client=pipe)
-            results = await pipe.execute()
-        return [Claim(_outcome(r[0]), _text(r[1])) for r in results]
-
-    async def linked_customers(self, anonymous_ids: Sequence[str]) -> dict[str, str]:
-        """The customer each anonymous id is linked to, for those that are linked."""
-        if not anonymous_ids:
-            return {}
-        values = await self.redis.mget([self.alias_key(a) for a in anonymous_ids])
-        return {a: _text(v).split("\x1f", 1)[0] for a, v in zip(anonymous_ids, values, strict=True) if v is not None}
-
-    async def link_emails(self, emails: Mapping[str, str]) -> None:
-        """Make each email find its customer; an email already owned by someone keeps its first owner."""
-        if not emails:
-            return
-        async with self.redis.pipeline(transaction=False) as pipe:
             for email, customer_id in emails.items():
                 pipe.set(self.email_key(email), customer_id, nx=True)
+            results = await pipe.execute()
+        return [Claim(_outcome(r[0]), _text(r[1])) for r in results[: len(claims)]]
+
+    # erasure
+    async def record_erasures(self, records: Sequence[ErasureRecord]) -> None:
+        """Mark every id and profile id of each record as erased (a first receipt stays), forget their
+        identity links, and keep the record for progress reports. Idempotent."""
+        if not records:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for record in records:
+                for any_id in dict.fromkeys([*record.ids, *record.profile_ids]):
+                    pipe.set(self.erased_key(any_id), record.erasure_id, nx=True)
+                if record.ids:
+                    pipe.delete(*(self.alias_key(i) for i in record.ids))
+                    pipe.delete(*(self.email_key(i) for i in record.ids))
+                pipe.set(self.erasure_key(record.erasure_id), erasure_codec.encode(record), nx=True)
             await pipe.execute()
+
+    async def erasure(self, erasure_id: str) -> tuple[ErasureRecord, set[str]] | None:
+        """An erasure's record and the profiles deleted so far, if this namespace knows the receipt."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(self.erasure_key(erasure_id))
+            pipe.smembers(self.erasure_done_key(erasure_id))
+            blob, done = await pipe.execute()
+        if blob is None:
+            return None
+        return erasure_codec.decode(_bytes(blob)), {_text(d) for d in done}
+
+    async def erased(self, ids: Sequence[str]) -> dict[str, str]:
+        """The erasure receipt of each of ``ids`` that was erased."""
+        return _present(ids, await self.redis.mget([self.erased_key(i) for i in ids])) if ids else {}
 
     async def resolve_id(self, any_id: str) -> str | None:
         """The profile id for a customer id, an anonymous id or an email, if any profile has it."""
         return (await self.resolve_ids([any_id]))[any_id]
 
     async def resolve_ids(self, any_ids: Sequence[str]) -> dict[str, str | None]:
-        """``resolve_id`` of each id, in one round trip. A profile with that id wins, then the customer an
-        anonymous id is linked to, then the owner of an email, then the visitor's anonymous profile."""
+        """``resolve_id`` of each id, in one round trip. An erased id has no profile; otherwise a profile with
+        that id wins, then the customer an anonymous id is linked to, then the owner of an email, then the
+        visitor's anonymous profile."""
         if not any_ids:
             return {}
         async with self.redis.pipeline(transaction=False) as pipe:
             for any_id in any_ids:
+                pipe.exists(self.erased_key(any_id))
                 pipe.exists(self.profile_key(any_id))
                 pipe.get(self.alias_key(any_id))
                 pipe.get(self.email_key(any_id))
@@ -228,8 +290,10 @@ class ProfileStore:
             replies = await pipe.execute()
         out: dict[str, str | None] = {}
         for i, any_id in enumerate(any_ids):
-            exists, alias, email_owner, anonymous = replies[4 * i : 4 * i + 4]
-            if exists:
+            erased, exists, alias, email_owner, anonymous = replies[5 * i : 5 * i + 5]
+            if erased:
+                out[any_id] = None
+            elif exists:
                 out[any_id] = any_id
             elif alias is not None:
                 out[any_id] = _text(alias).split("\x1f", 1)[0]
@@ -254,6 +318,21 @@ class ProfileStore:
                 await self._move(keys=[self.position_key(topic, partition)], args=[start, end], client=pipe)
             results = await pipe.execute()
         return {partition for partition, moved in zip(moves, results, strict=True) if not moved}
+
+
+def _stored(profile_ids: Sequence[str], blobs: Sequence[bytes | str | None]) -> dict[str, Stored]:
+    out = {}
+    for profile_id, blob in zip(profile_ids, blobs, strict=True):
+        if blob is None:
+            out[profile_id] = Stored(-1, None, ABSENT)
+        else:
+            raw = _bytes(blob)
+            out[profile_id] = Stored(_WATERMARK.unpack_from(raw)[0], decode(raw[8:]), raw[:8])
+    return out
+
+
+def _present(ids: Sequence[str], values: Sequence[bytes | str | None]) -> dict[str, str]:
+    return {i: _text(v) for i, v in zip(ids, values, strict=True) if v is not None}
 
 
 def _bytes(value: bytes | str) -> bytes:

@@ -5,7 +5,7 @@ the id), so the worker that owns a profile's partition sees everything that chan
 travel in *envelopes*: one Kafka record holds the resolved records a batch sends to one partition, because
 a Kafka record costs far more to produce and fetch than to decode, and this topic carries every event a
 second time. A resolved record's position is its envelope's offset and its index in the envelope
-(``position``). Four kinds:
+(``position``). Five kinds:
 
 - ``event``: a valid raw event routed to its profile, with the raw coordinates it came from (used to
   skip what a restarted resolver sends again) and, for identifies, what identity resolution decided;
@@ -13,7 +13,8 @@ second time. A resolved record's position is its envelope's offset and its index
   forward whatever still arrives;
 - ``merge_in``: the anonymous profile's state, for the customer profile to add;
 - ``forward``: an event that reached an anonymous profile after it was merged (a straggler resolved before
-  the link existed), sent on to the customer profile with the coordinates it was forwarded from.
+  the link existed), sent on to the customer profile with the coordinates it was forwarded from;
+- ``erase``: the profile was erased (``other_profile`` holds the erasure's receipt): delete it.
 
 Encoded as positional msgpack: records are internal and high-volume, and the event travels as its
 original JSON bytes so the apply stage validates it with the same contract.
@@ -43,12 +44,13 @@ class LinkDecision(Struct, array_like=True, frozen=True):
 
 
 class Resolved(Struct, array_like=True, frozen=True, kw_only=True):
-    kind: Literal["event", "merge_out", "merge_in", "forward"]
+    kind: Literal["event", "merge_out", "merge_in", "forward", "erase"]
     profile_id: str
     event: bytes | None = None  # the raw event JSON (event, forward)
     source: RawSource | None = None  # raw coordinates (event, forward)
     link: LinkDecision | None = None  # identify only
-    other_profile: str | None = None  # merge_out: the customer to merge into; merge_in: the merged profile
+    # merge_out: the customer to merge into; merge_in: the merged profile; erase: the erasure's receipt
+    other_profile: str | None = None
     state: bytes | None = None  # merge_in: the encoded state of the merged profile
     origin_partition: int | None = None  # forward: the events.resolved partition it was forwarded from
     origin_offset: int | None = None

@@ -152,6 +152,11 @@ class Settings(BaseSettings):
             self.redis.url = f"redis://127.0.0.1:{self.stack.redis_port}/0"
         return self
 
+    @property
+    def profile_group_id(self) -> str:
+        """The consumer group of the profile workers of this namespace."""
+        return f"{self.kafka.topic_prefix}rapport-profiles-{self.profile.namespace}"
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

@@ -1,23 +1,26 @@
 """The profile worker's batch handler: resolve raw events, apply resolved ones. The I/O around the pure core.
 
-One consumer group reads the five raw topics and ``events.resolved``; the runtime hands each fetch over as
-one batch, and this handler runs each part through its stage.
+One consumer group reads the five raw topics, ``erasures`` and ``events.resolved``; the runtime hands each
+fetch over as one batch, and this handler runs each part through its stage.
 
-**Resolve** (raw topics): validate each record (rejects go to ``events.dlq`` with the original bytes and
-the reason in headers), claim identify links and look up linked anonymous ids in Redis (one pipelined
-round trip each), and send the resulting records to ``events.resolved``, keyed by profile. Positions are
-Kafka's committed offsets: a restarted resolver sends a suffix again, which the apply stage recognises by
-its raw coordinates (``profiles.apply``).
+**Resolve** (raw topics and ``erasures``): validate each record (rejects go to ``events.dlq`` with the
+original bytes and the reason in headers); record the batch's erasures (markers for every id they cover,
+identity links forgotten); one round trip looks up which of the batch's ids are erased (those events are
+refused: counted, never stored or dead-lettered) and which anonymous ids are linked; one more claims the
+identifies' links and emails; the resulting records, and an ``erase`` record for each erased profile, go
+to ``events.resolved``, keyed by profile. Positions are Kafka's committed offsets: a restarted resolver
+sends a suffix again, which the apply stage recognises by its raw coordinates (``profiles.apply``).
 
 **Apply** (``events.resolved``), per batch, concurrently with the resolve stage, in this order:
 
-1. read the partitions' positions and every touched profile (pipelined); a position that is not where the
-   batch starts means Redis lost writes or another worker moved on: ``StalePosition``, the runtime
-   re-reads positions;
-2. fold the records into the states (pure); records at or below a profile's watermark are skipped;
+1. read the partitions' positions, every touched profile and their erasure markers (one round trip); a
+   position that is not where the batch starts means Redis lost writes or another worker moved on:
+   ``StalePosition``, the runtime re-reads positions;
+2. fold the records into the states (pure, ``profiles.batch``); records at or below a profile's watermark
+   are skipped, erased profiles take nothing more and are deleted;
 3. send what the fold emits (merge hand-overs, forwarded stragglers) and wait for Kafka's acks, so that a
    crash after the write below cannot lose them (a crash before it sends them again; receivers skip);
-4. write each changed profile with a compare-and-set on its watermark: a zombie that lost the partition
+4. write (or delete) each changed profile with a compare-and-set on its watermark: a zombie that lost the partition
    read an older watermark and is refused (``FencedError``, retried by the runtime until revocation);
 5. move the partitions' positions from the batch's start to its end (compare-and-set);
 6. once the resolve stage is done too, return: the runtime then marks the offsets for Kafka's commit.
@@ -28,24 +31,31 @@ skipped and nothing infrastructural is dead-lettered.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
+import msgspec
 from faust.types import TP
+from redis.exceptions import RedisError
 
 from profiles import identity
-from profiles.apply import CorruptRecordError, apply_resolved, new_state_for
+from profiles.apply import CorruptRecordError
+from profiles.batch import BatchFold
 from profiles.config import FoldConfig
-from profiles.fold import compact
-from profiles.state import ProfileState
-from profiles.store import ProfileStore, ProfileWrite, Stored, rfm_position
+from profiles.erasure import event_ids, extensions, not_erased
+from profiles.store import ProfileStore, Stored
+from schemas import erasure as erasure_codec
+from schemas.erasure import ErasureRecord
 from schemas.events import PurchaseEvent
 from schemas.resolved import DECODER, Envelope, RawSource, Resolved, envelopes, position
-from schemas.topics import DLQ, RAW_EVENT_TOPICS, RESOLVED, full_name
+from schemas.topics import DLQ, ERASURES, RESOLVED, full_name
 from schemas.validation import Rejection, validate_event
+from services import worker_metrics
+from services.erasure_log import read_erasures
 from services.kafka_clients import make_async_producer
 from services.redis_client import make_redis
 from services.settings import Settings
@@ -70,9 +80,9 @@ class ProfileHandler:
         self.outbox = outbox
         self.config: FoldConfig = settings.profile.fold_config()
         self.limits = settings.validation.limits()
-        self.raw_topics = {full_name(spec, prefix) for spec in RAW_EVENT_TOPICS}
         self.resolved_topic = full_name(RESOLVED, prefix)
         self.dlq_topic = full_name(DLQ, prefix)
+        self.erasures_topic = full_name(ERASURES, prefix)
         self.stats = WorkerStats(settings.stream.stats_interval_s)
         self.owned = OwnedStates(settings.stream.owned_profiles_cached)
 
@@ -92,7 +102,7 @@ class ProfileHandler:
 
     async def handle(self, batch: Batch) -> None:
         started = time.monotonic()
-        raw = [part for tp, part in batch.parts.items() if tp.topic in self.raw_topics]
+        raw = [part for tp, part in batch.parts.items() if tp.topic != self.resolved_topic]
         resolved = [part for tp, part in batch.parts.items() if tp.topic == self.resolved_topic]
         # The two stages touch different keys and topics' records: their round trips overlap. Both are done
         # before the runtime marks any offset, which is all the commit order needs.
@@ -109,10 +119,25 @@ class ProfileHandler:
         log.info("revoked %d partitions", len(partitions))
         self.owned.clear()
         self.stats.log_and_reset()
+        await self.publish_figures()
 
     async def tick(self, now: float) -> None:
-        """Time-driven work (window exits, label horizons) arrives with the segments and models stages."""
+        """Publish the figures for /metrics. Time-driven work (window exits, label horizons) arrives with the
+        segments and models stages."""
         self.stats.maybe_log()
+        await self.publish_figures()
+
+    async def publish_figures(self) -> None:
+        totals = self.stats.take_unpublished()
+        if totals.empty():
+            return
+        try:
+            await worker_metrics.publish(self.store.redis, self.store.namespace, totals)
+        except RedisError as exc:
+            # Figures are not worth backpressure: keep them for the next tick.
+            log.warning("could not publish worker metrics (%s); retrying at the next tick", type(exc).__name__)
+            totals.add(self.stats.take_unpublished())
+            self.stats.unpublished = totals
 
     # Resolve stage.
     async def _resolve_stage(self, parts: Sequence[PartitionBatch]) -> None:
@@ -122,10 +147,18 @@ class ProfileHandler:
         now = datetime.now(UTC)
         out: list[Outgoing] = []
         arrivals: list[identity.Arrival] = []
+        erasures: list[ErasureRecord] = []
         for part in parts:
             for record in part.records:
                 value = record.value or b""
                 source = RawSource(record.topic, record.partition, record.offset)
+                if record.topic == self.erasures_topic:
+                    erasure = _decode_erasure(value)
+                    if isinstance(erasure, DeadLetter):
+                        out.append(self._dead(record.key, value, source, erasure, now))
+                    else:
+                        erasures.append(erasure)
+                    continue
                 event = validate_event(value, now=now, limits=self.limits)
                 if isinstance(event, Rejection):
                     out.append(self._dead(record.key, value, source, DeadLetter.from_rejection(event), now))
@@ -134,12 +167,28 @@ class ProfileHandler:
                     out.append(self._dead(record.key, value, source, reason, now))
                 else:
                     arrivals.append(identity.Arrival(source, value, event, record.timestamp))
-        outcomes = await self.store.claim_links(identity.claims(arrivals))
-        await self.store.link_emails(identity.emails(arrivals))
-        linked = await self.store.linked_customers(identity.anonymous_only(arrivals))
-        self.stats.resolved += len(arrivals)
-        self.stats.dead_lettered += len(out)
-        return out + await self._enveloped(identity.resolve(arrivals, outcomes, linked))
+        # Erasures first: events in the same batch must already see them.
+        await self.store.record_erasures(erasures)
+        carried = list(dict.fromkeys(i for a in arrivals for i in event_ids(a.event)))
+        erased, linked = await self.store.lookup(carried, identity.anonymous_only(arrivals))
+        extended = extensions((a.event for a in arrivals), erased, at_ms=int(now.timestamp() * 1000))
+        if extended:
+            await self.store.record_erasures(extended)
+            erasures += extended
+            erased.update({i: r.erasure_id for r in extended for i in r.ids})
+        kept = not_erased(arrivals, erased.keys(), lambda a: event_ids(a.event))
+        claimed = identity.claims(kept)
+        outcomes = await self.store.link(claimed, identity.emails(kept))
+        resolved = identity.resolve(kept, outcomes, identity.linked_after(linked, claimed, outcomes))
+        resolved += [
+            Resolved(kind="erase", profile_id=pid, other_profile=erasure.erasure_id)
+            for erasure in erasures
+            for pid in erasure.profile_ids
+        ]
+        self.stats.count("resolved", len(kept))
+        self.stats.count("erased_refused", len(arrivals) - len(kept))
+        self.stats.count("dead_lettered", len(out))
+        return out + await self._enveloped(resolved)
 
     async def _enveloped(self, records: list[Resolved]) -> list[Outgoing]:
         """Resolved records grouped by their profile's partition, in order, packed into envelopes."""
@@ -158,17 +207,20 @@ class ProfileHandler:
 
     # Apply stage.
     async def _apply(self, parts: Sequence[PartitionBatch]) -> None:
-        stored_positions = await self.store.positions(self.resolved_topic, [p.tp.partition for p in parts])
-        stale = {p.tp for p in parts if stored_positions.get(p.tp.partition, 0) != p.start}
-        if stale:
-            self.owned.clear()  # Redis may have lost writes that the cached states contain
-            raise StalePosition(stale)
         records = [(p.tp.partition, r) for p in parts for r in p.records]
         decoded = [_decode_envelope(r.value or b"") for _, r in records]
         ids = (record.profile_id for envelope in decoded if envelope is not None for record in envelope.records)
         profile_ids = list(dict.fromkeys(ids))
+        cached, missing = self.owned.split(profile_ids)
         try:
-            await self._apply_decoded(parts, records, decoded, profile_ids)
+            stored_positions, loaded, erased = await self.store.read_for_apply(
+                self.resolved_topic, [p.tp.partition for p in parts], missing, profile_ids
+            )
+            stale = {p.tp for p in parts if stored_positions.get(p.tp.partition, 0) != p.start}
+            if stale:
+                self.owned.clear()  # Redis may have lost writes that the cached states contain
+                raise StalePosition(stale)
+            await self._apply_decoded(parts, records, decoded, {**cached, **loaded}, erased)
         except BaseException:
             self.owned.drop(profile_ids)
             raise
@@ -178,11 +230,10 @@ class ProfileHandler:
         parts: Sequence[PartitionBatch],
         records: list[tuple[int, RawRecord]],
         decoded: list[Envelope | None],
-        profile_ids: list[str],
+        stored: dict[str, Stored],
+        erased: dict[str, str],
     ) -> None:
-        cached, missing = self.owned.split(profile_ids)
-        stored = {**cached, **(await self.store.load(missing))}
-        fold = _BatchFold(stored, self.config)
+        fold = BatchFold(stored, erased, self.config)
         emitted: list[Resolved] = []
         out: list[Outgoing] = []
         now = datetime.now(UTC)
@@ -207,8 +258,15 @@ class ProfileHandler:
             self.owned.clear()
             raise StalePosition({TP(self.resolved_topic, p) for p in moved})
         self.owned.written(writes)
-        self.stats.applied += len(fold.ingested)
+        self.stats.count("applied", len(fold.ingested))
         self.stats.observe_freshness(fold.ingested, int(time.time() * 1000))
+
+
+def _decode_erasure(value: bytes) -> ErasureRecord | DeadLetter:
+    try:
+        return erasure_codec.decode(value)
+    except msgspec.MsgspecError as exc:
+        return DeadLetter("invalid_erasure", "", str(exc))
 
 
 def _decode_envelope(value: bytes) -> Envelope | None:
@@ -218,40 +276,6 @@ def _decode_envelope(value: bytes) -> Envelope | None:
         return None
 
 
-class _BatchFold:
-    """The states one apply batch works on: loaded once, folded record by record, written once."""
-
-    def __init__(self, stored: dict[str, Stored], config: FoldConfig) -> None:
-        self.stored = stored
-        self.config = config
-        self.states: dict[str, ProfileState] = {}
-        self.watermarks = {pid: s.watermark for pid, s in stored.items()}
-        self.positions_before = {pid: rfm_position(s.state) if s.state else None for pid, s in stored.items()}
-        self.ingested: list[int] = []
-
-    def apply(self, record: Resolved, partition: int, at: int) -> list[Resolved]:
-        """Fold one record at position ``at``; returns the records it emits."""
-        pid = record.profile_id
-        if at <= self.watermarks[pid]:
-            return []  # applied before: a redelivery after a crash or rebalance
-        state = self.states.get(pid) or self.stored[pid].state or new_state_for(pid)
-        state, emitted = apply_resolved(state, record, partition=partition, offset=at, config=self.config)
-        self.states[pid] = state
-        self.watermarks[pid] = at
-        if record.ingested_ms is not None and record.kind in ("event", "forward"):
-            self.ingested.append(record.ingested_ms)
-        return emitted
-
-    def writes(self, updated_ms: int) -> list[ProfileWrite]:
-        out = []
-        for pid, state in self.states.items():
-            compact(state, self.config)
-            state.updated_ms = updated_ms
-            moved = rfm_position(state) != self.positions_before[pid]
-            out.append(ProfileWrite(pid, self.stored[pid].expected, self.watermarks[pid], state, moved))
-        return out
-
-
 @asynccontextmanager
 async def profile_handler(settings: Settings) -> AsyncIterator[ProfileHandler]:
     """The handler with its clients, for ``streams.worker.run_worker``."""
@@ -259,7 +283,14 @@ async def profile_handler(settings: Settings) -> AsyncIterator[ProfileHandler]:
     producer = make_async_producer(settings, "worker")
     await producer.start()
     try:
-        yield ProfileHandler(settings, ProfileStore(redis, settings.profile.namespace), Outbox(producer))
+        store = ProfileStore(redis, settings.profile.namespace)
+        # Honour every erasure before the first event: a fresh namespace (a replay) must never hold them.
+        erasures = await asyncio.to_thread(read_erasures, settings)
+        await store.record_erasures(erasures)
+        log.info("honouring %d erasures", len(erasures))
+        handler = ProfileHandler(settings, store, Outbox(producer))
+        yield handler
+        await handler.publish_figures()  # the last ones, after the final batch
     finally:
         await producer.stop()
         await redis.aclose()

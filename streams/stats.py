@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 
+from services.worker_metrics import WorkerTotals
+
 log = logging.getLogger(__name__)
 
 _SAMPLES = 200_000
@@ -26,10 +28,13 @@ class WorkerStats:
     resolved: int = 0
     applied: int = 0
     dead_lettered: int = 0
+    erased_refused: int = 0  # events of erased customers, dropped on purpose
     batches: int = 0
     busy_s: float = 0.0  # time spent inside the handler: the rest of the window is waiting for records
     longest_batch_s: float = 0.0  # a stall inside the handler shows here, one outside it does not
     freshness_ms: deque[int] = field(default_factory=lambda: deque(maxlen=_SAMPLES))
+    #: Counts not yet published for /metrics (``take_unpublished``).
+    unpublished: WorkerTotals = field(default_factory=WorkerTotals)
     _since: float = field(default_factory=time.monotonic)
 
     def observe_batch(self, seconds: float) -> None:
@@ -38,7 +43,18 @@ class WorkerStats:
         self.longest_batch_s = max(self.longest_batch_s, seconds)
 
     def observe_freshness(self, ingested: list[int], visible_ms: int) -> None:
-        self.freshness_ms.extend(visible_ms - at for at in ingested)
+        samples = [visible_ms - at for at in ingested]
+        self.freshness_ms.extend(samples)
+        self.unpublished.observe_freshness(samples)
+
+    def count(self, outcome: str, events: int) -> None:
+        """Add to a window counter (``resolved``, ``applied``, …) and to the unpublished totals."""
+        setattr(self, outcome, getattr(self, outcome) + events)
+        self.unpublished.events[outcome] += events
+
+    def take_unpublished(self) -> WorkerTotals:
+        taken, self.unpublished = self.unpublished, WorkerTotals()
+        return taken
 
     def maybe_log(self, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
@@ -48,7 +64,7 @@ class WorkerStats:
     def log_and_reset(self, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
         log.info("stats %s", orjson.dumps(self.summary(now - self._since)).decode())
-        self.resolved = self.applied = self.dead_lettered = self.batches = 0
+        self.resolved = self.applied = self.dead_lettered = self.erased_refused = self.batches = 0
         self.busy_s = self.longest_batch_s = 0.0
         self.freshness_ms.clear()
         self._since = now
@@ -67,6 +83,7 @@ class WorkerStats:
             "resolved": self.resolved,
             "applied": self.applied,
             "dead_lettered": self.dead_lettered,
+            "erased_refused": self.erased_refused,
             "applied_per_s": round(self.applied / window_s, 1) if window_s > 0 else None,
             "freshness_ms": {
                 "n": len(samples),

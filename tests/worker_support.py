@@ -15,7 +15,7 @@ from kafka.errors import KafkaError
 from profiles.state import ProfileState
 from profiles.store import ProfileStore
 from profiles.view import render
-from schemas.topics import RAW_EVENT_TOPICS, RESOLVED
+from schemas.topics import ERASURES, RAW_EVENT_TOPICS, RESOLVED
 from services.kafka_clients import make_consumer, topic_partitions
 from services.redis_client import make_redis
 from tests.kafka_support import Topics
@@ -65,7 +65,9 @@ def caught_up(topics: Topics, namespace: str) -> bool:
     consumer = make_consumer(settings, "test-lag")
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
     try:
-        raw = [tp for spec in RAW_EVENT_TOPICS for tp in topic_partitions(consumer, topics.names[spec.name])]
+        raw = [
+            tp for spec in (*RAW_EVENT_TOPICS, ERASURES) for tp in topic_partitions(consumer, topics.names[spec.name])
+        ]
         resolved = topic_partitions(consumer, topics.names[RESOLVED.name])
         ends = consumer.end_offsets(raw + resolved)
         group = group_id(topics, namespace)

@@ -22,7 +22,8 @@ from services.api.metrics import ApiMetrics
 from services.api.middleware import ApiMiddleware
 from services.api.ratelimit import RateLimiter
 from services.api.responses import JsonResponse
-from services.api.routes import events, health, profiles
+from services.api.routes import erasures, events, health, profiles
+from services.api.worker_view import WorkerView
 from services.redis_client import make_redis
 from services.settings import Settings
 
@@ -40,20 +41,24 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = make_redis(settings)
         collector = EventCollector(settings)
+        store = ProfileStore(redis, settings.profile.namespace)
+        workers = WorkerView(settings, store)
         app.state.ctx = ApiContext(
             settings=settings,
             redis=redis,
-            store=ProfileStore(redis, settings.profile.namespace),
+            store=store,
             fold_config=settings.profile.fold_config(),
             keys=KeyStore(redis),
             key_cache=KeyCache(settings.api.key_cache_s),
             limiter=RateLimiter(redis),
             collector=collector,
             metrics=metrics,
+            workers=workers,
         )
         try:
             yield
         finally:
+            workers.close()
             await collector.close()
             await redis.aclose()
 
@@ -67,6 +72,7 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     app.include_router(profiles.router)
     app.include_router(events.router)
+    app.include_router(erasures.router)
     app.include_router(health.router)
     app.add_middleware(ApiMiddleware, metrics=metrics)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

@@ -13,6 +13,7 @@ from services.api.collector import EventCollector
 from services.api.keys import KeyStore
 from services.api.metrics import ApiMetrics
 from services.api.ratelimit import RateLimiter
+from services.api.worker_view import WorkerView
 from services.settings import Settings
 
 if TYPE_CHECKING:
@@ -30,3 +31,4 @@ class ApiContext:
     limiter: RateLimiter
     collector: EventCollector
     metrics: ApiMetrics
+    workers: WorkerView

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from services.api.worker_view import WorkerSnapshot
+from services.worker_metrics import FRESHNESS_BOUNDS_MS
 
 _BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -23,3 +30,38 @@ class ApiMetrics:
             ["outcome"],
             registry=self.registry,
         )
+
+
+class WorkerCollector(Collector):
+    """The workers' figures as of one snapshot (``services/api/worker_view.py``), in Prometheus families."""
+
+    def __init__(self, snapshot: WorkerSnapshot) -> None:
+        self.snapshot = snapshot
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
+        totals = self.snapshot.totals
+        events = CounterMetricFamily(
+            "rapport_worker_events",
+            "Events handled by the profile workers, by outcome (dead_lettered: rate() is the DLQ rate).",
+            labels=["outcome"],
+        )
+        for outcome, count in totals.events.items():
+            events.add_metric([outcome], count)
+        yield events
+        cumulative, buckets = 0, []
+        for bound, count in zip((*FRESHNESS_BOUNDS_MS, None), totals.freshness, strict=True):
+            cumulative += count
+            buckets.append(("+Inf" if bound is None else str(bound / 1000), cumulative))
+        yield HistogramMetricFamily(
+            "rapport_event_freshness_seconds",
+            "From an event's arrival in Kafka to the profile write that includes it.",
+            buckets=buckets,
+            sum_value=totals.freshness_sum_ms / 1000,
+        )
+        if self.snapshot.lag_known:
+            lag = GaugeMetricFamily(
+                "rapport_consumer_lag", "Records not yet processed, per partition.", labels=["topic", "partition"]
+            )
+            for (topic, partition), behind in sorted(self.snapshot.lag.items()):
+                lag.add_metric([topic, str(partition)], behind)
+            yield lag

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from profiles.identity import Arrival
 from profiles.offline import OfflineFolder
@@ -246,3 +247,20 @@ def test_profiles_posted_over_http_are_served_as_the_offline_fold_computes_them(
     assert early.json()["error"]["code"] == "as_of_before_last_event"
     batch = api.call("POST", "/v1/profiles/batch", api.keys["all"], json={"ids": ["a-e2e", "nobody"], "fields": "rfm"})
     assert [(r["id"], r["status"]) for r in batch.json()["results"]] == [("a-e2e", "found"), ("nobody", "not_found")]
+
+    # The workers' figures on /metrics: what this worker did, its freshness samples, and no lag left. The API
+    # caches them for a few seconds.
+    deadline = time.monotonic() + 30
+    while True:
+        families = {f.name: f for f in text_string_to_metric_families(api.call("GET", "/metrics").text)}
+        events_by_outcome = {s.labels["outcome"]: s.value for s in families["rapport_worker_events"].samples}
+        if events_by_outcome["applied"] == len(events) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert events_by_outcome["applied"] == len(events)
+    assert events_by_outcome["resolved"] == len(events)
+    freshness = {s.name: s.value for s in families["rapport_event_freshness_seconds"].samples if "le" not in s.labels}
+    assert freshness["rapport_event_freshness_seconds_count"] == len(events)
+    lag = families["rapport_consumer_lag"].samples
+    assert {s.labels["topic"] for s in lag} >= {api.topics.names["events.clicks"], api.topics.names["events.resolved"]}
+    assert all(s.value == 0 for s in lag), lag

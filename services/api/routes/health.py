@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel
 from redis.exceptions import RedisError
 
 from services.api.context import ApiContext
 from services.api.errors import responses
+from services.api.metrics import WorkerCollector
 from services.api.responses import JsonResponse
 
 router = APIRouter(tags=["operations"])
@@ -53,8 +55,12 @@ async def readyz(request: Request) -> JsonResponse:
     responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Exposition format."}},
 )
 async def metrics(request: Request) -> Response:
+    """This process's request figures, and the profile workers' (events by outcome, freshness, lag)."""
     ctx: ApiContext = request.app.state.ctx
-    return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    workers = CollectorRegistry(auto_describe=True)
+    with contextlib.suppress(RedisError, OSError):  # Redis down: this process's own figures still answer
+        workers.register(WorkerCollector(await ctx.workers.snapshot()))
+    return Response(generate_latest(ctx.metrics.registry) + generate_latest(workers), media_type=CONTENT_TYPE_LATEST)
 
 
 async def _redis_ok(ctx: ApiContext) -> bool:

@@ -1,0 +1,104 @@
+"""Which ids an erasure covers, and which events it refuses. Pure.
+
+An erasure names one id; it covers the customer that id resolves to and every id that customer is known
+by: the customer id, the anonymous ids linked to it, its emails, and the anonymous profiles merged into
+it. Events carrying any of those ids are refused from then on, by the live worker and by every replay
+(docs/erasure.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from typing import TypeVar
+
+from profiles.state import ProfileState, anonymous_profile_id
+from schemas.erasure import ErasureRecord
+from schemas.events import AnyEvent, IdentifyEvent
+
+T = TypeVar("T")
+
+
+def erasure_record(
+    erasure_id: str, requested_id: str, state: ProfileState | None, *, requested_at_ms: int
+) -> ErasureRecord:
+    """The record of erasing ``requested_id``, whose canonical profile is ``state`` (None if no profile has it).
+
+    >>> from profiles.state import new_profile
+    >>> state = new_profile("c-1", "c-1")
+    >>> state.anonymous_ids, state.emails, state.absorbed = ["a-9"], ["ann@example.com"], ["anon:a-9"]
+    >>> record = erasure_record("er_" + "0" * 32, "ann@example.com", state, requested_at_ms=0)
+    >>> record.profile_ids, record.ids
+    (['c-1', 'anon:a-9'], ['ann@example.com', 'c-1', 'a-9'])
+    """
+    ids = [requested_id]
+    profile_ids: list[str] = []
+    if state is not None:
+        profile_ids = [state.profile_id, *(anonymous_profile_id(a) for a in state.anonymous_ids), *state.absorbed]
+        ids += [*([state.customer_id] if state.customer_id else []), *state.anonymous_ids, *state.emails]
+    return ErasureRecord(
+        erasure_id=erasure_id,
+        requested_id=requested_id,
+        profile_ids=list(dict.fromkeys(profile_ids)),
+        ids=list(dict.fromkeys(ids)),
+        requested_at_ms=requested_at_ms,
+    )
+
+
+def event_ids(event: AnyEvent) -> list[str]:
+    """The ids an event carries, as erasure markers name them (emails lower-cased).
+
+    >>> from schemas.validation import decode_event
+    >>> event = decode_event(b'{"type": "identify", "event_id": "e1", "timestamp": "2026-01-01T00:00:00Z",'
+    ...     b' "source": "web", "customer_id": "c-1", "anonymous_id": "a-9", "traits": {"email": "Ann@Example.com"}}')
+    >>> event_ids(event)
+    ['c-1', 'a-9', 'ann@example.com']
+    """
+    out = [i for i in (event.customer_id, event.anonymous_id) if i is not None]
+    if isinstance(event, IdentifyEvent) and event.traits.email is not None:
+        out.append(event.traits.email.lower())
+    return out
+
+
+def extensions(events: Iterable[AnyEvent], erased: Mapping[str, str], *, at_ms: int) -> list[ErasureRecord]:
+    """What events of erased customers add to their erasures: the anonymous ids and emails they carry.
+
+    An event naming an erased customer is refused; the other ids it carries are that customer's too (an
+    identify linking a new visitor id, a new email), so they are erased under the same receipt, and the
+    visitor's anonymous profile with them. An event carrying only an erased anonymous id or email erases
+    nothing more: its customer id may be someone else's (a conflicting claim).
+
+    >>> from schemas.validation import decode_event
+    >>> identify = decode_event(b'{"type": "identify", "event_id": "e1", "timestamp": "2026-01-01T00:00:00Z",'
+    ...     b' "source": "web", "customer_id": "c-1", "anonymous_id": "a-9", "traits": {}}')
+    >>> [(r.profile_ids, r.ids) for r in extensions([identify], {"c-1": "er_" + "0" * 32}, at_ms=0)]
+    [(['anon:a-9'], ['a-9'])]
+    """
+    out: list[ErasureRecord] = []
+    known = dict(erased)
+    for event in events:
+        receipt = known.get(event.customer_id or "")
+        if receipt is None:
+            continue
+        new = [i for i in event_ids(event) if i not in known]
+        if not new:
+            continue
+        known.update(dict.fromkeys(new, receipt))
+        anonymous = [anonymous_profile_id(event.anonymous_id)] if event.anonymous_id in new else []
+        requested = event.customer_id or ""
+        out.append(
+            ErasureRecord(
+                erasure_id=receipt, requested_id=requested, profile_ids=anonymous, ids=new, requested_at_ms=at_ms
+            )
+        )
+    return out
+
+
+def not_erased(events: Sequence[T], erased: Collection[str], ids: Callable[[T], list[str]]) -> list[T]:
+    """The items whose ids (``ids(item)``) include no erased id, in order.
+
+    >>> not_erased(["c-1", "c-2"], {"c-2"}, lambda i: [i])
+    ['c-1']
+    """
+    if not erased:
+        return list(events)
+    return [e for e in events if not any(i in erased for i in ids(e))]

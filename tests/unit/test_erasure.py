@@ -1,0 +1,60 @@
+"""Erasure's pure parts: which ids a request covers, what events of erased customers add, and an apply
+batch deleting an erased profile while refusing everything still in flight for it."""
+
+from __future__ import annotations
+
+from profiles.apply import new_state_for
+from profiles.batch import BatchFold
+from profiles.erasure import erasure_record, extensions
+from profiles.store import ABSENT, Stored, watermark_bytes
+from schemas.resolved import Resolved
+from tests.unit.test_apply import CONFIG, event, parsed, resolved, run
+
+RECEIPT = "er_" + "1" * 32
+
+
+def buyer() -> Stored:
+    state = new_state_for("c-1")
+    state, _ = run(state, resolved(event("purchase", n=1, customer_id="c-1"), "c-1", offset=1), offset=10)
+    return Stored(10, state, watermark_bytes(10))
+
+
+def test_an_erasure_covers_the_customer_every_linked_id_and_the_merged_profiles() -> None:
+    state = buyer().state
+    assert state is not None
+    state.anonymous_ids, state.emails, state.absorbed = ["a-1", "a-2"], ["jo@example.com"], ["anon:a-1"]
+    record = erasure_record(RECEIPT, "a-2", state, requested_at_ms=5)
+    assert record.profile_ids == ["c-1", "anon:a-1", "anon:a-2"]
+    assert record.ids == ["a-2", "c-1", "a-1", "jo@example.com"]
+    unknown = erasure_record(RECEIPT, "nobody", None, requested_at_ms=5)
+    assert (unknown.profile_ids, unknown.ids) == ([], ["nobody"])
+
+
+def test_an_identify_of_an_erased_customer_erases_its_new_ids_but_a_conflicting_claim_erases_nothing() -> None:
+    linking = parsed(event("identify", n=1, customer_id="c-1", anonymous_id="a-new"))
+    claiming = parsed(event("identify", n=2, customer_id="c-2", anonymous_id="a-old"))
+    out = extensions([linking, claiming], {"c-1": RECEIPT, "a-old": RECEIPT}, at_ms=0)
+    assert [(r.erasure_id, r.profile_ids, r.ids) for r in out] == [
+        (RECEIPT, ["anon:a-new"], ["a-new", "jo@example.com"])
+    ]
+
+
+def test_an_erased_profile_is_deleted_and_takes_nothing_more() -> None:
+    stored = {"c-1": buyer(), "c-2": Stored(-1, None, ABSENT)}
+    fold = BatchFold(stored, {}, CONFIG)
+    assert fold.apply(Resolved(kind="erase", profile_id="c-1", other_profile=RECEIPT), 0, 100) == []
+    fold.apply(resolved(event(n=2, customer_id="c-1"), "c-1", offset=2), 0, 101)  # in flight
+    fold.apply(resolved(event(n=3, customer_id="c-2"), "c-2", offset=3), 0, 102)
+    writes = {w.profile_id: w for w in fold.writes(0)}
+    deleted = writes["c-1"]
+    assert (deleted.state, deleted.erasure_id, deleted.expected) == (None, RECEIPT, watermark_bytes(10))
+    assert deleted.population_changed, "a buyer leaves the RFM population"
+    kept = writes["c-2"].state
+    assert kept is not None
+    assert kept.events_applied == 1
+
+
+def test_in_flight_events_of_an_already_deleted_erased_profile_write_nothing() -> None:
+    fold = BatchFold({"c-1": Stored(-1, None, ABSENT)}, {"c-1": RECEIPT}, CONFIG)
+    fold.apply(resolved(event(n=2, customer_id="c-1"), "c-1", offset=2), 0, 101)
+    assert fold.writes(0) == []
