@@ -89,5 +89,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JsonResponse:
+        if exc.status_code == 400:
+            # FastAPI's answer to a body that is not JSON at all: the same 422 as every other contract breach.
+            return error_response(422, "invalid_json", f"the body is not JSON: {exc.detail}")
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
