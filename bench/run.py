@@ -6,11 +6,11 @@ import argparse
 import platform
 from datetime import UTC, datetime
 
-from bench import foundation, profile_worker, stream_runtime
+from bench import api, foundation, profile_worker, stream_runtime
 from bench.harness import report
 from services.settings import Settings
 
-SUITES = ("foundation", "stream_runtime", "profile_worker")
+SUITES = ("foundation", "stream_runtime", "profile_worker", "api")
 
 
 def main() -> None:
@@ -27,6 +27,8 @@ def main() -> None:
         report("stream runtime", *stream_runtime.run(settings, args.events))
     if "profile_worker" in suites:
         report("profile worker", *profile_worker.run(settings, args.events))
+    if "api" in suites:
+        report("serving API (one uvicorn worker)", *api.run(settings))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ from deploy.localstack.errors import MissingToolError
 log = logging.getLogger(__name__)
 
 JAVA_MAVEN_INSTALL = "apt-get install openjdk-17-jre-headless maven"
-REDIS_INSTALL = "apt-get install redis-server"
 
 
 def require_tool(name: str, install_hint: str, search_path: str | None = None) -> str:
@@ -29,24 +28,30 @@ def require_tool(name: str, install_hint: str, search_path: str | None = None) -
 
 
 def find_redis_server(search_path: str | None = None, *, allow_install: bool = True) -> str:
-    """The path of ``redis-server``, installing Debian's package first when that is possible.
+    """The path of ``redis-server``, installing Debian's package first when that is possible."""
+    return find_or_install("redis-server", "redis-server", search_path, allow_install=allow_install)
+
+
+def find_or_install(tool: str, package: str, search_path: str | None = None, *, allow_install: bool = True) -> str:
+    """The path of ``tool``, installing the Debian ``package`` first when that is possible.
 
     Installing is attempted only as root on a machine with apt-get, because anything else would
-    need an interactive sudo prompt in the middle of ``stack up``.
+    need an interactive sudo prompt in the middle of ``stack up`` or a benchmark.
     """
-    found = shutil.which("redis-server", path=search_path)
+    hint = f"apt-get install {package}"
+    found = shutil.which(tool, path=search_path)
     if found is not None:
         return found
     apt_get = shutil.which("apt-get", path=search_path)
     if not allow_install or os.geteuid() != 0 or apt_get is None:
-        raise MissingToolError(f"`redis-server` (Redis 7) was not found on PATH. Install it with: {REDIS_INSTALL}")
-    log.info("redis-server is missing; installing Debian's redis-server package")
+        raise MissingToolError(f"`{tool}` was not found on PATH. Install it with: {hint}")
+    log.info("%s is missing; installing Debian's %s package", tool, package)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for argv in ([apt_get, "update"], [apt_get, "install", "-y", "redis-server"]):
+    for argv in ([apt_get, "update"], [apt_get, "install", "-y", package]):
         result = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise MissingToolError(
-                f"`{' '.join(argv)}` failed (exit {result.returncode}); install Redis 7 yourself "
-                f"with: {REDIS_INSTALL}\n{result.stderr.strip()[-2000:]}"
+                f"`{' '.join(argv)}` failed (exit {result.returncode}); install it yourself "
+                f"with: {hint}\n{result.stderr.strip()[-2000:]}"
             )
-    return require_tool("redis-server", REDIS_INSTALL, search_path)
+    return require_tool(tool, hint, search_path)

@@ -1,0 +1,154 @@
+"""Serving API figures: one uvicorn worker under wrk, GET profile beside a trivial route on the same server.
+
+One run against the real local Redis: profiles of a simulation folded offline (the worker's pure fold)
+and stored as the worker stores them; a key with ``profiles:read`` (every request is authenticated and
+rate-limited in Redis, as in production); ``rapport api`` started as users start it (one process).
+
+For each route: requests/s at saturation (wrk, 1 thread, 32 connections) and p50/p99 at a fixed
+1,000 requests/s (10 connections, each pausing between requests; the pause is calibrated so that the
+achieved rate is within a few percent of 1,000/s, and the achieved rate is printed). ``/healthz`` is the
+framework's ceiling on this machine: the same server, no Redis, no auth. wrk and the server share the two
+cores, as they would not in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.harness import Figure, Ratio, bench_settings
+from deploy.localstack.tools import find_or_install
+from profiles.identity import Arrival
+from profiles.offline import OfflineFolder
+from profiles.state import ProfileState
+from profiles.store import ABSENT, ProfileStore, ProfileWrite
+from schemas.resolved import RawSource
+from schemas.validation import Rejection, decode_event
+from services.redis_client import make_redis
+from services.settings import Settings
+from services.simulator import Simulation, SimulationConfig
+from tests.api_support import create_key, running_api
+
+SCRIPT = Path(__file__).with_name("wrk") / "get.lua"
+FIXED_RATE = 1_000
+TARGET_P99_MS = 5.0
+TARGET_RPS = 2_500
+DURATION_S = 15
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    requests: int
+    duration_s: float
+    p50_ms: float
+    p99_ms: float
+    mean_ms: float
+    bad_status: int
+    socket_errors: int
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.duration_s
+
+
+def wrk(base: str, env: dict[str, str], *, connections: int, seconds: int, delay_ms: float = 0) -> WrkResult:
+    run = subprocess.run(
+        [find_or_install("wrk", "wrk"), "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(SCRIPT), base],
+        env={**os.environ, **env, "DELAY_MS": str(int(delay_ms))},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    line = next(line for line in run.stdout.splitlines() if line.startswith("RESULT "))
+    requests, duration_us, p50, p99, mean, bad, errors = (float(x) for x in line.split()[1:])
+    result = WrkResult(int(requests), duration_us / 1e6, p50 / 1000, p99 / 1000, mean / 1000, int(bad), int(errors))
+    if result.bad_status or result.socket_errors:
+        raise RuntimeError(f"wrk saw {result.bad_status} non-2xx answers and {result.socket_errors} socket errors")
+    return result
+
+
+def fixed_rate(base: str, env: dict[str, str]) -> WrkResult:
+    """p50/p99 at about FIXED_RATE requests/s: 10 connections, each pausing so that it sends 100/s."""
+    connections = 10
+    interval_ms = connections * 1000 / FIXED_RATE
+    probe = wrk(base, env, connections=connections, seconds=3, delay_ms=interval_ms)
+    # A connection's cycle is its pause plus the answer's latency: take the measured latency off the pause.
+    pause = max(0.0, interval_ms - probe.mean_ms)
+    return wrk(base, env, connections=connections, seconds=DURATION_S, delay_ms=round(pause))
+
+
+def stored_profiles(settings: Settings, namespace: str, customers: int) -> list[str]:
+    """Profiles of a simulation folded offline and written as the worker writes them; their customer ids."""
+    folder = OfflineFolder(settings.profile.fold_config())
+    arrivals = []
+    for i, line in enumerate(Simulation(SimulationConfig(customers=customers, days=30, seed=3)).lines()):
+        event = decode_event(line)
+        if not isinstance(event, Rejection):
+            arrivals.append(Arrival(RawSource("bench", 0, i), line, event, None))
+    folder.feed(arrivals)
+    states = folder.profiles()
+    asyncio.run(_save(settings, namespace, list(states.values())))
+    return [pid for pid, state in states.items() if state.customer_id == pid]
+
+
+async def _save(settings: Settings, namespace: str, states: list[ProfileState]) -> None:
+    redis = make_redis(settings)
+    try:
+        store = ProfileStore(redis, namespace)
+        for start in range(0, len(states), 500):
+            chunk = states[start : start + 500]
+            await store.save([ProfileWrite(s.profile_id, ABSENT, 0, s, True) for s in chunk])
+    finally:
+        await redis.aclose()
+
+
+def run(base_settings: Settings, customers: int = 2_000) -> tuple[list[Figure], list[Ratio]]:
+    with bench_settings(base_settings) as settings, tempfile.TemporaryDirectory() as tmp:
+        namespace = f"bench-api-{uuid.uuid4().hex[:6]}"
+        ids = stored_profiles(settings, namespace, customers)
+        ids_file = Path(tmp) / "ids.txt"
+        ids_file.write_text("\n".join(ids) + "\n")
+        env = {
+            "RAPPORT_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+            "RAPPORT_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
+            "RAPPORT_REDIS__URL": settings.redis.url,
+            "RAPPORT_PROFILE__NAMESPACE": namespace,
+        }
+        token = create_key({**os.environ, **env}, "--name", "bench", "--scopes", "profiles:read", "--rate-limit", "1e6")
+        with running_api({**os.environ, **env}, Path(tmp) / "api.log") as base:
+            profile_env = {"IDS": str(ids_file), "TOKEN": token, "ROUTE": "profile"}
+            health_env = {"ROUTE": "health"}
+            wrk(base, profile_env, connections=8, seconds=3)  # warm-up: connections, caches, JIT-free but lazy imports
+            health_max = wrk(base, health_env, connections=32, seconds=DURATION_S)
+            profile_max = wrk(base, profile_env, connections=32, seconds=DURATION_S)
+            health_fixed = fixed_rate(base, health_env)
+            profile_fixed = fixed_rate(base, profile_env)
+    figures = [
+        Figure("healthz saturation", health_max.rps, "req/s", f"p99 {health_max.p99_ms:.2f} ms, 32 connections"),
+        Figure("GET profile saturation", profile_max.rps, "req/s", f"p99 {profile_max.p99_ms:.2f} ms; {len(ids)} ids"),
+        Figure("GET profile target rps", TARGET_RPS, "req/s", "issue 6"),
+        Figure(
+            "healthz p99 @1k",
+            health_fixed.p99_ms,
+            "ms",
+            f"{health_fixed.rps:,.0f} req/s achieved, p50 {health_fixed.p50_ms:.2f}",
+        ),
+        Figure(
+            "GET profile p99 @1k",
+            profile_fixed.p99_ms,
+            "ms",
+            f"{profile_fixed.rps:,.0f} req/s achieved, p50 {profile_fixed.p50_ms:.2f}",
+        ),
+        Figure("GET profile p99 target", TARGET_P99_MS, "ms", "issue 6: at most"),
+    ]
+    ratios = [
+        Ratio("GET profile / healthz (saturation)", "GET profile saturation", "healthz saturation"),
+        Ratio("GET profile saturation vs target", "GET profile saturation", "GET profile target rps", 1.0),
+        Ratio("p99 target / GET profile p99 @1k (>= 1 is met)", "GET profile p99 target", "GET profile p99 @1k", 1.0),
+    ]
+    return figures, ratios

@@ -1,0 +1,27 @@
+-- GET load for bench/api.py: a random id from $IDS per request (or /healthz when $ROUTE is "health"),
+-- an optional bearer token, and an optional per-connection pause ($DELAY_MS) that paces a fixed rate.
+local ids = {}
+local route = os.getenv("ROUTE")
+if route ~= "health" then
+  for line in io.lines(os.getenv("IDS")) do ids[#ids + 1] = line end
+end
+local headers = {}
+if os.getenv("TOKEN") then headers["Authorization"] = "Bearer " .. os.getenv("TOKEN") end
+local pause = tonumber(os.getenv("DELAY_MS") or "0")
+math.randomseed(42)
+
+request = function()
+  if route == "health" then return wrk.format("GET", "/healthz", headers) end
+  return wrk.format("GET", "/v1/profiles/" .. ids[math.random(#ids)], headers)
+end
+
+if pause > 0 then
+  delay = function() return pause end
+end
+
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %d %d %d %d %d %d %d\n", summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99), latency.mean, e.status,
+    e.connect + e.read + e.write + e.timeout))
+end
