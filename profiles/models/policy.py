@@ -1,0 +1,172 @@
+"""When prediction snapshots are taken. Pure: the worker calls these around its fold and on its timers.
+
+Three kinds of moments, all in event time:
+
+- **activity** (purchase, churn, CLV): after the fold applies a customer-initiated event that is the
+  profile's newest, unless the customer already has an activity snapshot of that model less than
+  ``activity_gap_ms`` old (a day; a week for CLV). These follow the customer where the action is.
+- **census** (the same three models): every customer, once per ``census_every_ms``, at instants
+  ``phase + k × census_every_ms`` where the phase is a hash of (model, profile): also the quiet and the
+  lapsed, so the learner sees long inactivity, which activity snapshots (taken at the moment of an
+  activity) never show, and the training population looks like the served one.
+- **email_sent** (email open): when the fold applies a ``sent`` email event that is the profile's newest.
+
+Whether a snapshot is taken depends only on what is known at its instant (never on what follows), so the
+selection cannot bias the label given the features. A snapshot is only taken from a state that holds no
+event after its instant (``features`` refuses otherwise), which is why snapshots are taken at the newest
+event, and why a census instant is taken by whichever comes first:
+
+- ``census_before_event``: before folding a customer's event later than the instant (the state still
+  ends before it), for instants after the watermark;
+- ``census_on_watermark``: when the event-time watermark passes the instant, for customers whose latest
+  event is at or before it.
+
+For a watermark that only grows, and a worker that runs ``census_on_watermark`` for every watermark
+advance before folding events with the new watermark, each instant is taken exactly once, by one path.
+The worker's loop, per event of a customer (``pending``: the customer's pending snapshots):
+
+>>> from datetime import datetime, UTC
+>>> from profiles.fold import apply
+>>> from profiles.state import new_profile
+>>> from profiles.models.specs import default_specs
+>>> from profiles.models.labels import resolve_on_event
+>>> from profiles.timeutil import to_ms
+>>> from schemas.events import PurchaseEvent
+>>> specs, config, state, pending, watermark = default_specs(), FoldConfig(), new_profile("c", "c"), [], 0
+>>> event = PurchaseEvent(event_id="o-1", customer_id="c", timestamp=datetime(2025, 3, 1, tzinfo=UTC),
+...                       action="order", order_id="o-1", currency="EUR", total=20.0)
+>>> pending += census_before_event(state, to_ms(event.timestamp), watermark, specs, config)
+>>> if apply(state, event, config):
+...     pending = resolve_on_event(pending, event, specs, config)
+...     pending += take_snapshots(state, event, pending, specs, config)
+>>> sorted(p.model for p in pending)
+['churn_risk', 'clv_90d', 'purchase_propensity']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from profiles.config import FoldConfig
+from profiles.features import features
+from profiles.fold import id_hash
+from profiles.models.labels import Pending, SnapshotTrigger, is_activity, snapshot_id
+from profiles.models.specs import ModelSpec
+from profiles.state import ProfileState
+from profiles.timeutil import to_ms
+from schemas.events import AnyEvent, EmailEvent
+
+
+def snapshot(
+    state: ProfileState,
+    spec: ModelSpec,
+    trigger: SnapshotTrigger,
+    at_ms: int,
+    feats: dict[str, float],
+    *,
+    message_id: str | None = None,
+) -> Pending:
+    """A pending snapshot of ``feats`` (the features of ``state`` at ``at_ms``) for ``spec``."""
+    return Pending(
+        snapshot_id=snapshot_id(spec.name, state.profile_id, trigger, at_ms, message_id or ""),
+        model=spec.name,
+        profile_id=state.profile_id,
+        trigger=trigger,
+        taken_at_ms=at_ms,
+        horizon_end_ms=at_ms + spec.horizon_ms,
+        features=feats,
+        message_id=message_id,
+    )
+
+
+def take_snapshots(
+    state: ProfileState,
+    event: AnyEvent,
+    pending: Sequence[Pending],
+    specs: Mapping[str, ModelSpec],
+    config: FoldConfig,
+) -> list[Pending]:
+    """The activity and email snapshots due after the fold applied ``event`` to ``state``.
+
+    Nothing is taken for an event older than the profile's newest (a late event): the state already holds
+    what came after it. Taking again for a redelivered event adds nothing (ids are deterministic).
+    """
+    ts = to_ms(event.timestamp)
+    if state.last_event_ms != ts:
+        return []
+    taken = {p.snapshot_id for p in pending}
+    out: list[Pending] = []
+    feats: dict[str, float] | None = None
+    for spec in specs.values():
+        if spec.trigger == "activity" and is_activity(event):
+            recent = any(
+                p.model == spec.name and p.trigger == "activity" and p.taken_at_ms > ts - spec.activity_gap_ms
+                for p in pending
+            )
+            if recent:
+                continue
+            feats = feats if feats is not None else features(state, ts, config)
+            candidate = snapshot(state, spec, "activity", ts, feats)
+        elif spec.trigger == "email_sent" and isinstance(event, EmailEvent) and event.action == "sent":
+            feats = feats if feats is not None else features(state, ts, config)
+            candidate = snapshot(state, spec, "email_sent", ts, feats, message_id=event.message_id)
+        else:
+            continue
+        if candidate.snapshot_id not in taken:
+            out.append(candidate)
+    return out
+
+
+def census_instants(profile_id: str, spec: ModelSpec, after_ms: int, until_ms: int) -> list[int]:
+    """The profile's census instants for ``spec`` in ``(after_ms, until_ms]``.
+
+    >>> from profiles.models.specs import default_specs
+    >>> spec = default_specs()["purchase_propensity"]
+    >>> week = spec.census_every_ms
+    >>> found = census_instants("c-1", spec, 0, 3 * week)
+    >>> len(found), [b - a for a, b in zip(found, found[1:])] == [week, week]
+    (3, True)
+    """
+    every = spec.census_every_ms
+    phase = id_hash(f"{spec.name}|{profile_id}") % every
+    first = after_ms + 1 + (phase - after_ms - 1) % every
+    return list(range(first, until_ms + 1, every))
+
+
+def _census(
+    state: ProfileState, specs: Mapping[str, ModelSpec], after_ms: int, until_ms: int, config: FoldConfig
+) -> list[Pending]:
+    out: list[Pending] = []
+    by_instant: dict[int, dict[str, float]] = {}
+    for spec in specs.values():
+        if spec.trigger != "activity":
+            continue
+        for at in census_instants(state.profile_id, spec, after_ms, until_ms):
+            feats = by_instant.get(at)
+            if feats is None:
+                feats = by_instant[at] = features(state, at, config)
+            out.append(snapshot(state, spec, "census", at, feats))
+    return out
+
+
+def census_before_event(
+    state: ProfileState, event_ms: int, watermark_ms: int, specs: Mapping[str, ModelSpec], config: FoldConfig
+) -> list[Pending]:
+    """Census snapshots to take before folding an event at ``event_ms`` into ``state``: the instants
+    after both the profile's latest event and the watermark, and before the event."""
+    last = state.last_event_ms
+    if last is None or event_ms <= last:
+        return []
+    return _census(state, specs, max(last, watermark_ms), event_ms - 1, config)
+
+
+def census_on_watermark(
+    state: ProfileState, previous_ms: int, watermark_ms: int, specs: Mapping[str, ModelSpec], config: FoldConfig
+) -> list[Pending]:
+    """Census snapshots for a watermark advance from ``previous_ms`` to ``watermark_ms``: the instants in
+    ``(previous_ms, watermark_ms]`` at or after the profile's latest event (the earlier ones were taken before
+    folding the event that followed them)."""
+    last = state.last_event_ms
+    if last is None:
+        return []
+    return _census(state, specs, max(previous_ms, last - 1), watermark_ms, config)
