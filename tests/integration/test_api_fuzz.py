@@ -44,6 +44,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(tmp_path: Pa
             text=True,
             check=False,
             timeout=800,
+            cwd=tmp_path,  # schemathesis keeps its state (.schemathesis/) in the working directory
         )
     summary = run.stdout[-6000:]
     assert run.returncode == 0, (
