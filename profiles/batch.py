@@ -46,7 +46,8 @@ class BatchFold:
         state, emitted = apply_resolved(state, record, partition=partition, offset=at, config=self.config)
         self.states[pid] = state
         self.watermarks[pid] = at
-        if record.ingested_ms is not None and record.kind in ("event", "forward"):
+        forwarded = any(e.kind == "forward" for e in emitted)  # counted where it lands, not twice
+        if record.ingested_ms is not None and record.kind in ("event", "forward") and not forwarded:
             self.ingested.append(record.ingested_ms)
         return emitted
 

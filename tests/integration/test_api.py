@@ -254,13 +254,14 @@ def test_profiles_posted_over_http_are_served_as_the_offline_fold_computes_them(
     while True:
         families = {f.name: f for f in text_string_to_metric_families(api.call("GET", "/metrics").text)}
         events_by_outcome = {s.labels["outcome"]: s.value for s in families["rapport_worker_events"].samples}
-        if events_by_outcome["applied"] == len(events) or time.monotonic() > deadline:
+        if events_by_outcome["applied"] >= len(events) or time.monotonic() > deadline:
             break
         time.sleep(1)
-    assert events_by_outcome["applied"] == len(events)
-    assert events_by_outcome["resolved"] == len(events)
+    # Earlier tests of this module posted events to the same topics: the worker applied those too.
+    assert events_by_outcome["applied"] >= len(events)
+    assert events_by_outcome["resolved"] == events_by_outcome["applied"]
     freshness = {s.name: s.value for s in families["rapport_event_freshness_seconds"].samples if "le" not in s.labels}
-    assert freshness["rapport_event_freshness_seconds_count"] == len(events)
+    assert freshness["rapport_event_freshness_seconds_count"] == events_by_outcome["applied"]
     lag = families["rapport_consumer_lag"].samples
     assert {s.labels["topic"] for s in lag} >= {api.topics.names["events.clicks"], api.topics.names["events.resolved"]}
     assert all(s.value == 0 for s in lag), lag
