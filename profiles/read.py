@@ -1,8 +1,9 @@
 """The profile read model shared by ``rapport profile get`` and the API: any known id → the view.
 
-A read is a fixed number of round trips whatever the number of ids: resolve every id (one pipeline), load
-the profiles (one MGET), follow the few merged-away ones (one more MGET), rank the buyers in the RFM
-population (one pipeline).
+A read is a fixed number of round trips whatever the number of ids: resolve every id and load the profiles
+stored under the ids themselves (one pipeline), load those reached through an alias or an email (one
+MGET, often none), follow the few merged-away ones (one more MGET, rare), rank the buyers in the RFM
+population (one pipeline; none when the caller holds the population's ``RfmThresholds``).
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from profiles.config import FoldConfig
-from profiles.rfm import RfmRanks
+from profiles.rfm import RfmScores, RfmThresholds
 from profiles.state import ProfileState
-from profiles.store import ProfileStore
+from profiles.store import ProfileStore, rfm_position
 from profiles.timeutil import iso
 from profiles.view import render
 
@@ -53,19 +54,34 @@ async def read_profile(
 
 
 async def read_profiles(
-    store: ProfileStore, any_ids: Sequence[str], config: FoldConfig, *, as_of_ms: int | None, now_ms: int
+    store: ProfileStore,
+    any_ids: Sequence[str],
+    config: FoldConfig,
+    *,
+    as_of_ms: int | None,
+    now_ms: int,
+    thresholds: RfmThresholds | None = None,
 ) -> dict[str, ProfileRead]:
-    """``read_profile`` of each id (duplicates read once), with per-id errors instead of exceptions."""
+    """``read_profile`` of each id (duplicates read once), with per-id errors instead of exceptions.
+
+    RFM scores are exact against the population now, or against ``thresholds`` when given (a recent
+    snapshot of the population, which saves a round trip per read)."""
     ids = list(dict.fromkeys(any_ids))
-    resolved = await store.resolve_ids(ids)
-    profile_ids = list(dict.fromkeys(pid for pid in resolved.values() if pid is not None))
-    stored = await store.load(profile_ids)
+    resolved, stored = await store.resolve_and_load(ids)
+    others = [pid for pid in dict.fromkeys(resolved.values()) if pid is not None and pid not in stored]
+    if others:
+        stored.update(await store.load(others))
     merged = {pid: s.state.merged_into for pid, s in stored.items() if s.state is not None and s.state.merged_into}
     if merged:
         targets = await store.load(list(dict.fromkeys(merged.values())))
         stored.update({pid: targets[target] for pid, target in merged.items()})
     live = {pid: s.state for pid, s in stored.items() if s.state is not None}
-    ranks = dict(zip(live, await store.rfm_ranks_of(list(live.values())), strict=True))
+    if thresholds is not None:
+        positions = {pid: rfm_position(state) for pid, state in live.items()}
+        ranks = {pid: None if p is None else thresholds.scores(p) for pid, p in positions.items()}
+    else:
+        exact = await store.rfm_ranks_of(list(live.values()))
+        ranks = {pid: r.scores() if r is not None else None for pid, r in zip(live, exact, strict=True)}
     out: dict[str, ProfileRead] = {}
     for any_id in ids:
         pid = resolved[any_id]
@@ -77,7 +93,7 @@ async def read_profiles(
 
 
 def _view(
-    state: ProfileState, watermark: int, rfm: RfmRanks | None, config: FoldConfig, *, as_of_ms: int | None, now_ms: int
+    state: ProfileState, watermark: int, rfm: RfmScores | None, config: FoldConfig, *, as_of_ms: int | None, now_ms: int
 ) -> ProfileRead:
     last = state.last_event_ms or 0
     if as_of_ms is None:

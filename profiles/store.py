@@ -29,7 +29,7 @@ from typing import Final, Literal
 from redis.asyncio import Redis
 
 from profiles.identity import Claim, ClaimOutcome
-from profiles.rfm import RfmRanks
+from profiles.rfm import RfmRanks, RfmThresholds, threshold_ranks
 from profiles.state import ProfileState, anonymous_profile_id, decode, encode
 from schemas import erasure as erasure_codec
 from schemas.erasure import ErasureRecord
@@ -213,6 +213,19 @@ class ProfileStore:
         ranked = iter(zip(worse[0::3], worse[1::3], worse[2::3], strict=True))
         return [None if p is None else RfmRanks(buyers, *next(ranked)) for p in positions]
 
+    async def rfm_thresholds(self) -> RfmThresholds:
+        """The population's quintile thresholds per dimension (two round trips: sizes, then the values)."""
+        buyers = int(await self.redis.zcard(self.rfm_key("r")))
+        ranks = threshold_ranks(buyers)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for dimension in ("r", "f", "m"):
+                for rank in ranks:
+                    pipe.zrange(self.rfm_key(dimension), rank, rank, withscores=True)
+            replies = await pipe.execute()
+        values = [int(reply[0][1]) if reply else 0 for reply in replies]
+        n = len(ranks)
+        return RfmThresholds(buyers, values[:n], values[n : 2 * n], values[2 * n :])
+
     # identity
     async def lookup(self, ids: Sequence[str], anonymous_ids: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]:
         """One round trip before a batch is resolved: which of ``ids`` are erased (id → receipt), and the
@@ -274,6 +287,23 @@ class ProfileStore:
         """The profile id for a customer id, an anonymous id or an email, if any profile has it."""
         return (await self.resolve_ids([any_id]))[any_id]
 
+    async def resolve_and_load(self, any_ids: Sequence[str]) -> tuple[dict[str, str | None], dict[str, Stored]]:
+        """``resolve_ids`` and, in the same round trip, the profile stored under each id itself (the common
+        case: callers name customers by their id); the other resolved profiles still need a ``load``."""
+        if not any_ids:
+            return {}, {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for any_id in any_ids:
+                pipe.exists(self.erased_key(any_id))
+                pipe.get(self.profile_key(any_id))
+                pipe.get(self.alias_key(any_id))
+                pipe.get(self.email_key(any_id))
+                pipe.exists(self.profile_key(anonymous_profile_id(any_id)))
+            replies = await pipe.execute()
+        resolved = _resolved(any_ids, replies)
+        direct = [(i, replies[5 * n + 1]) for n, i in enumerate(any_ids) if resolved[i] == i]
+        return resolved, _stored([i for i, _ in direct], [blob for _, blob in direct])
+
     async def resolve_ids(self, any_ids: Sequence[str]) -> dict[str, str | None]:
         """``resolve_id`` of each id, in one round trip. An erased id has no profile; otherwise a profile with
         that id wins, then the customer an anonymous id is linked to, then the owner of an email, then the
@@ -287,21 +317,7 @@ class ProfileStore:
                 pipe.get(self.alias_key(any_id))
                 pipe.get(self.email_key(any_id))
                 pipe.exists(self.profile_key(anonymous_profile_id(any_id)))
-            replies = await pipe.execute()
-        out: dict[str, str | None] = {}
-        for i, any_id in enumerate(any_ids):
-            erased, exists, alias, email_owner, anonymous = replies[5 * i : 5 * i + 5]
-            if erased:
-                out[any_id] = None
-            elif exists:
-                out[any_id] = any_id
-            elif alias is not None:
-                out[any_id] = _text(alias).split("\x1f", 1)[0]
-            elif email_owner is not None:
-                out[any_id] = _text(email_owner)
-            else:
-                out[any_id] = anonymous_profile_id(any_id) if anonymous else None
-        return out
+            return _resolved(any_ids, await pipe.execute())
 
     # positions
     async def positions(self, topic: str, partitions: Iterable[int]) -> dict[int, int]:
@@ -318,6 +334,24 @@ class ProfileStore:
                 await self._move(keys=[self.position_key(topic, partition)], args=[start, end], client=pipe)
             results = await pipe.execute()
         return {partition for partition, moved in zip(moves, results, strict=True) if not moved}
+
+
+def _resolved(any_ids: Sequence[str], replies: Sequence[object]) -> dict[str, str | None]:
+    """``resolve_ids``' answer from its five replies per id (erased, profile, alias, email owner, anonymous)."""
+    out: dict[str, str | None] = {}
+    for i, any_id in enumerate(any_ids):
+        erased, profile, alias, email_owner, anonymous = replies[5 * i : 5 * i + 5]
+        if erased:
+            out[any_id] = None
+        elif profile:
+            out[any_id] = any_id
+        elif isinstance(alias, bytes | str):
+            out[any_id] = _text(alias).split("\x1f", 1)[0]
+        elif isinstance(email_owner, bytes | str):
+            out[any_id] = _text(email_owner)
+        else:
+            out[any_id] = anonymous_profile_id(any_id) if anonymous else None
+    return out
 
 
 def _stored(profile_ids: Sequence[str], blobs: Sequence[bytes | str | None]) -> dict[str, Stored]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
@@ -32,7 +33,8 @@ def iso(ms: int | None) -> str | None:
     """
     if ms is None:
         return None
-    return from_ms(ms).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    # strftime over gmtime: half the cost of datetime.isoformat, and a profile view formats a dozen instants.
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
 
 
 def bucket_of(ms: int) -> int:

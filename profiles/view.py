@@ -7,7 +7,7 @@ from typing import Any
 from profiles.config import WINDOWS, FoldConfig
 from profiles.journey import journey_stage
 from profiles.money import div_round
-from profiles.rfm import RfmRanks, recency_days, score
+from profiles.rfm import RfmScores, recency_days
 from profiles.state import (
     CLICK_ACTION_INDEX,
     EMAIL_ACTION_INDEX,
@@ -54,7 +54,7 @@ def render(
     as_of_ms: int,
     config: FoldConfig,
     *,
-    rfm: RfmRanks | None = None,
+    rfm: RfmScores | None = None,
     watermark: int | None = None,
 ) -> dict[str, Any]:
     """The profile as ``docs/profile.md`` defines it, at ``as_of_ms`` (≥ the latest event).
@@ -138,15 +138,14 @@ def render(
     }
 
 
-def _rfm(state: ProfileState, as_of_ms: int, spend: int, ranks: RfmRanks | None) -> dict[str, Any] | None:
+def _rfm(state: ProfileState, as_of_ms: int, spend: int, scores: RfmScores | None) -> dict[str, Any] | None:
     if state.orders == 0 or state.last_purchase_ms is None:
         return None
-    scored = ranks is not None and ranks.buyers > 0
     return {
         "recency_days": recency_days(state.last_purchase_ms, as_of_ms),
         "frequency": state.orders,
         "monetary": _money(spend),
-        "r_score": score(ranks.worse_recency, ranks.buyers) if scored and ranks else None,
-        "f_score": score(ranks.worse_frequency, ranks.buyers) if scored and ranks else None,
-        "m_score": score(ranks.worse_monetary, ranks.buyers) if scored and ranks else None,
+        "r_score": scores.recency if scores else None,
+        "f_score": scores.frequency if scores else None,
+        "m_score": scores.monetary if scores else None,
     }

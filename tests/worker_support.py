@@ -12,6 +12,7 @@ from pathlib import Path
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
+from profiles.rfm import RfmRanks, RfmScores
 from profiles.state import ProfileState
 from profiles.store import ProfileStore
 from profiles.view import render
@@ -127,7 +128,13 @@ async def _views(topics: Topics, namespace: str, as_of_ms: int) -> dict[str, dic
             state: ProfileState | None = stored.state
             if state is None or state.merged_into is not None:
                 continue
-            out[pid] = render(state, as_of_ms, config, rfm=await store.rfm_ranks(state), watermark=stored.watermark)
+            out[pid] = render(
+                state, as_of_ms, config, rfm=_scores(await store.rfm_ranks(state)), watermark=stored.watermark
+            )
         return out
     finally:
         await redis.aclose()
+
+
+def _scores(ranks: RfmRanks | None) -> RfmScores | None:
+    return ranks.scores() if ranks is not None else None

@@ -20,6 +20,7 @@ from services.api.errors import install_error_handlers
 from services.api.keys import KeyStore
 from services.api.metrics import ApiMetrics
 from services.api.middleware import ApiMiddleware
+from services.api.population import PopulationCache
 from services.api.ratelimit import RateLimiter
 from services.api.responses import JsonResponse
 from services.api.routes import erasures, events, health, profiles
@@ -54,6 +55,7 @@ def create_app(settings: Settings) -> FastAPI:
             collector=collector,
             metrics=metrics,
             workers=workers,
+            population=PopulationCache(store, settings.api.rfm_refresh_s),
         )
         try:
             yield

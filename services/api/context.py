@@ -12,6 +12,7 @@ from profiles.store import ProfileStore
 from services.api.collector import EventCollector
 from services.api.keys import KeyStore
 from services.api.metrics import ApiMetrics
+from services.api.population import PopulationCache
 from services.api.ratelimit import RateLimiter
 from services.api.worker_view import WorkerView
 from services.settings import Settings
@@ -32,3 +33,4 @@ class ApiContext:
     collector: EventCollector
     metrics: ApiMetrics
     workers: WorkerView
+    population: PopulationCache

@@ -12,7 +12,7 @@ import pytest
 from profiles.config import HOUR_MS, FoldConfig
 from profiles.identity import Arrival
 from profiles.offline import OfflineFolder
-from profiles.rfm import RfmRanks
+from profiles.rfm import RfmRanks, RfmScores
 from profiles.state import ProfileState
 from profiles.view import render
 from schemas.profile import ProfileView
@@ -38,7 +38,7 @@ def views(states: dict[str, ProfileState], as_of_ms: int) -> dict[str, dict[str,
     """Render every profile, with RFM ranks computed over this population (as the Redis sets would)."""
     buyers = [s for s in states.values() if s.orders and s.last_purchase_ms is not None]
 
-    def ranks(s: ProfileState) -> RfmRanks | None:
+    def ranks(s: ProfileState) -> RfmScores | None:
         if not s.orders or s.last_purchase_ms is None:
             return None
         net = s.gross_cents - s.refunded_cents
@@ -47,7 +47,7 @@ def views(states: dict[str, ProfileState], as_of_ms: int) -> dict[str, dict[str,
             sum(b.last_purchase_ms < s.last_purchase_ms for b in buyers if b.last_purchase_ms is not None),
             sum(b.orders < s.orders for b in buyers),
             sum(b.gross_cents - b.refunded_cents < net for b in buyers),
-        )
+        ).scores()
 
     return {pid: render(s, as_of_ms, CONFIG, rfm=ranks(s)) for pid, s in states.items()}
 
