@@ -22,7 +22,7 @@ one slot):
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -152,6 +152,20 @@ class ProfileStore:
         stored = _stored(to_load, next(replies)) if to_load else {}
         erased = _present(profile_ids, next(replies)) if profile_ids else {}
         return positions, stored, erased
+
+    async def scan_profiles(self, batch: int = 500) -> AsyncIterator[dict[str, Stored]]:
+        """Every profile of the namespace, a batch at a time (``SCAN``: no blocking, each profile present
+        throughout the scan comes at least once)."""
+        pattern = self.profile_key("*")
+        prefix = len(self.profile_key("")) - 1  # up to and including the opening brace
+        ids: list[str] = []
+        async for key in self.redis.scan_iter(match=pattern, count=batch):
+            ids.append(_text(key)[prefix:-1])
+            if len(ids) >= batch:
+                yield await self.load(ids)
+                ids = []
+        if ids:
+            yield await self.load(ids)
 
     async def save(self, writes: Sequence[ProfileWrite]) -> list[str]:
         """Compare-and-set each profile, pipelined; returns the ids whose stored watermark was not the

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from services.cli import api, demo, keys, produce, profile, schemas, simulate, stack, tail, topics, worker
+from services.cli import api, demo, keys, produce, profile, schemas, segments, simulate, stack, tail, topics, worker
 
 app = typer.Typer(
     name="rapport",
@@ -23,6 +23,7 @@ app.command("tail")(tail.tail)
 app.command("worker")(worker.worker)
 app.command("api")(api.api)
 app.add_typer(keys.app, name="keys")
+app.add_typer(segments.app, name="segments")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ and profiles served end to end (HTTP collector → Kafka → worker → Redis �
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,10 +19,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from profiles.identity import Arrival
 from profiles.offline import OfflineFolder
+from profiles.state import new_profile
+from profiles.store import ABSENT, ProfileStore, ProfileWrite
 from profiles.timeutil import to_ms
 from profiles.view import render
 from schemas.resolved import RawSource
 from schemas.validation import decode_event
+from services.redis_client import make_redis
 from services.settings import Settings
 from tests.api_support import create_key, running_api
 from tests.kafka_support import Topics, created_topics, rapport
@@ -54,7 +58,10 @@ def api(tmp_path_factory: pytest.TempPathFactory, settings: Settings, local_stac
     with created_topics(own) as topics:
         env = {**topics.env, "RAPPORT_PROFILE__NAMESPACE": namespace, "RAPPORT_API__KEY_CACHE_S": "0"}
         keys = {
-            "all": create_key(env, "--name", "t-all", "--scopes", "profiles:read,events:write", "--rate-limit", "1000"),
+            "all": create_key(
+                env, "--name", "t-all", "--scopes", "profiles:read,events:write,segments:admin", "--rate-limit", "1000"
+            ),
+            "admin": create_key(env, "--name", "t-admin", "--scopes", "admin", "--rate-limit", "1000"),
             "events_only": create_key(env, "--name", "t-ev", "--scopes", "events:write", "--rate-limit", "1000"),
             "profiles_only": create_key(env, "--name", "t-pr", "--scopes", "profiles:read", "--rate-limit", "1000"),
             "publishable": create_key(
@@ -87,25 +94,38 @@ def click(event_id: str, customer: str, at: datetime, **extra: Any) -> dict[str,
 
 
 ROUTES = [
-    ("GET", "/v1/profiles/nobody", None, 404),
-    ("POST", "/v1/profiles/batch", {"ids": ["nobody"]}, 200),
-    ("POST", "/v1/events", "event", 202),
-    ("POST", "/v1/events/batch", "events", 202),
+    ("GET", "/v1/profiles/nobody", None, 404, "profiles:read"),
+    ("POST", "/v1/profiles/batch", {"ids": ["nobody"]}, 200, "profiles:read"),
+    ("GET", "/v1/profiles/nobody/segments", None, 404, "profiles:read"),
+    ("POST", "/v1/events", "event", 202, "events:write"),
+    ("POST", "/v1/events/batch", "events", 202, "events:write"),
+    ("PUT", "/v1/segments/matrix", {"rule": "transactions.orders >= 1"}, 200, "segments:admin"),
+    ("GET", "/v1/segments", None, 200, "segments:admin"),
+    ("GET", "/v1/segments/nothing-here", None, 404, "segments:admin"),
+    ("POST", "/v1/segments/preview", {"rule": "transactions.orders >= 1"}, 200, "segments:admin"),
+    ("DELETE", "/v1/profiles/matrix-erased", None, 202, "admin"),
+    ("GET", f"/v1/erasures/er_{'0' * 32}", None, 404, "admin"),
 ]
-SCOPE = {"/v1/profiles": "profiles", "/v1/events": "events"}
+#: Per scope: a key without it, and one with it.
+KEYS_FOR = {
+    "profiles:read": ("events_only", "all"),
+    "events:write": ("profiles_only", "all"),
+    "segments:admin": ("profiles_only", "all"),
+    "admin": ("all", "admin"),
+}
 
 
-@pytest.mark.parametrize(("method", "path", "body", "ok"), ROUTES)
+@pytest.mark.parametrize(("method", "path", "body", "ok", "scope"), ROUTES)
 def test_every_route_answers_every_kind_of_caller_as_documented(
-    api: Api, method: str, path: str, body: Any, ok: int
+    api: Api, method: str, path: str, body: Any, ok: int, scope: str
 ) -> None:
     now = datetime.now(UTC)
     if body == "event":
         body = click(f"m-{uuid.uuid4()}", "c-matrix", now)
     elif body == "events":
         body = [click(f"m-{uuid.uuid4()}", "c-matrix", now)]
-    needs = "profiles" if path.startswith("/v1/profiles") else "events"
-    wrong_scope = api.keys["events_only"] if needs == "profiles" else api.keys["profiles_only"]
+    without, valid = KEYS_FOR[scope]
+    wrong_scope = api.keys[without]
     cells = {
         "no key": (None, {}, 401, "missing_api_key"),
         "malformed key": ("Bearer not-a-key", {}, 401, "malformed_api_key"),
@@ -120,7 +140,7 @@ def test_every_route_answers_every_kind_of_caller_as_documented(
             "origin_not_allowed",
         ),
         "publishable, no origin": (api.keys["publishable"], {}, 403, "origin_not_allowed"),
-        "valid key": (api.keys["all"], {}, ok, None),
+        "valid key": (api.keys[valid], {}, ok, None),
     }
     for name, (token, headers, status, code) in cells.items():
         response = api.call(method, path, token, json=body, headers=headers)
@@ -265,3 +285,62 @@ def test_profiles_posted_over_http_are_served_as_the_offline_fold_computes_them(
     lag = families["rapport_consumer_lag"].samples
     assert {s.labels["topic"] for s in lag} >= {api.topics.names["events.clicks"], api.topics.names["events.resolved"]}
     assert all(s.value == 0 for s in lag), lag
+
+
+def test_segments_are_type_checked_versioned_listed_and_previewed(api: Api) -> None:
+    key = api.keys["all"]
+    bad = api.call("PUT", "/v1/segments/typo", key, json={"rule": "transactions.ordrs >= 2"})
+    assert bad.status_code == 422
+    error = bad.json()["error"]
+    assert error["code"] == "invalid_rule"
+    assert (error["details"]["column"], error["details"]["field"]) == (14, "transactions.ordrs")
+    assert api.call("PUT", "/v1/segments/Not A Slug", key, json={"rule": "true"}).status_code == 422
+
+    first = api.call("PUT", "/v1/segments/loyal", key, json={"description": "d", "rule": "transactions.orders >= 3"})
+    assert (first.status_code, first.json()["version"], first.json()["members"]) == (200, 1, 0)
+    same = api.call("PUT", "/v1/segments/loyal", key, json={"description": "d", "rule": "transactions.orders >= 3"})
+    assert same.json()["version"] == 1, "saving the same definition again changes nothing"
+    edited = api.call("PUT", "/v1/segments/loyal", key, json={"description": "d", "rule": "transactions.orders >= 4"})
+    assert edited.json()["version"] == 2
+    assert api.call("DELETE", "/v1/segments/loyal", key).status_code == 204
+    assert api.call("GET", "/v1/segments/loyal", key).status_code == 404
+    again = api.call("PUT", "/v1/segments/loyal", key, json={"rule": "transactions.orders >= 3"})
+    assert again.json()["version"] == 3, "a name used before never reuses a version"
+    listed = api.call("GET", "/v1/segments", key).json()["segments"]
+    assert "loyal" in {s["name"] for s in listed}
+
+    # Preview against profiles only this test has: 97 orders each, which nothing else in the namespace has.
+    seeded = [f"c-preview-{i}" for i in range(7)]
+    asyncio.run(_seed_buyers(api, seeded, orders=97))
+    preview = api.call("POST", "/v1/segments/preview", key, json={"rule": "transactions.orders == 97", "sample": 3})
+    body = preview.json()
+    assert (body["count"], body["complete"]) == (len(seeded), True), body
+    assert len(body["sample"]) == 3
+    assert set(body["sample"]) <= set(seeded)
+
+
+async def _seed_buyers(api: Api, ids: list[str], orders: int) -> None:
+    redis = make_redis(api.topics.settings)
+    try:
+        states = []
+        for pid in ids:
+            state = new_profile(pid, pid)
+            state.orders, state.gross_cents, state.last_purchase_ms, state.last_event_ms = orders, 100, 0, 0
+            states.append(state)
+        await ProfileStore(redis, api.namespace).save([ProfileWrite(s.profile_id, ABSENT, 0, s, True) for s in states])
+    finally:
+        await redis.aclose()
+
+
+def test_the_segments_command_line_shares_the_api_definitions(api: Api) -> None:
+    wrong = rapport("segments", "put", "cli-seg", "--rule", "rfm.recency_dayz < 30", env=api.env)
+    assert wrong.returncode == 2
+    assert "1:5:" in wrong.stderr
+    assert "^" in wrong.stderr
+    made = rapport("segments", "put", "cli-seg", "--rule", "rfm.recency_days < 30", env=api.env)
+    assert made.returncode == 0, made.stderr
+    served = api.call("GET", "/v1/segments/cli-seg", api.keys["all"]).json()
+    assert (served["rule"], served["version"]) == ("rfm.recency_days < 30", 1)
+    assert "cli-seg" in rapport("segments", "list", env=api.env).stdout
+    assert rapport("segments", "delete", "cli-seg", env=api.env).returncode == 0
+    assert rapport("segments", "get", "cli-seg", env=api.env).returncode == 1

@@ -1,0 +1,99 @@
+"""Segment definitions and memberships in Redis: a thin adapter, no domain logic.
+
+Key layout (``<ns>`` is the namespace):
+
+- ``rapport:<ns>:seg:defs`` — segment name → its current definition (JSON);
+- ``rapport:<ns>:seg:versions`` — segment name → the last version it ever had, kept after a deletion so a
+  segment created again under the same name never reuses a version (change ids include it);
+- ``rapport:<ns>:seg:m:{<segment>}`` — the members, a sorted set with equal scores so members come in id
+  order (cursor pagination with ``ZRANGE … BYLEX`` is stable while members come and go);
+- ``rapport:<ns>:seg:c:{<profile_id>}`` — the segments a profile is in (segment → version it entered
+  under); its hash tag is the profile's, so it lives in the profile's slot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+from redis.asyncio import Redis
+
+from profiles.segments.definitions import SegmentDefinition, save
+
+_ENCODER = msgspec.json.Encoder()
+_DECODER = msgspec.json.Decoder(SegmentDefinition)
+
+
+class SegmentStore:
+    def __init__(self, redis: Redis, namespace: str) -> None:
+        self.redis = redis
+        self.namespace = namespace
+        self._base = f"rapport:{namespace}:seg"
+
+    def members_key(self, segment: str) -> str:
+        return f"{self._base}:m:{{{segment}}}"
+
+    def profile_segments_key(self, profile_id: str) -> str:
+        return f"{self._base}:c:{{{profile_id}}}"
+
+    # definitions
+    async def definitions(self) -> dict[str, SegmentDefinition]:
+        raw = await self.redis.hgetall(f"{self._base}:defs")
+        return {_text(name): _DECODER.decode(blob) for name, blob in sorted(raw.items())}
+
+    async def definition(self, name: str) -> SegmentDefinition | None:
+        blob = await self.redis.hget(f"{self._base}:defs", name)
+        return None if blob is None else _DECODER.decode(blob)
+
+    async def last_version(self, name: str) -> int:
+        """The highest version ``name`` ever had (0 if never saved), deleted or not."""
+        value = await self.redis.hget(f"{self._base}:versions", name)
+        return 0 if value is None else int(value)
+
+    async def save(self, name: str, description: str, rule: str, *, now_ms: int) -> SegmentDefinition:
+        """Save a definition (``segments.save``: raises ``DefinitionError`` or ``RuleError``); a name used
+        before keeps counting versions, because change ids include the version and must never repeat."""
+        current = await self.definition(name)
+        saved = save(current, name, description, rule, now_ms=now_ms)
+        if current is None:
+            saved = msgspec.structs.replace(saved, version=await self.last_version(name) + 1)
+        if saved is not current:
+            await self.put(saved)
+        return saved
+
+    async def put(self, definition: SegmentDefinition) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(f"{self._base}:defs", definition.name, _ENCODER.encode(definition))
+            pipe.hset(f"{self._base}:versions", definition.name, definition.version)
+            await pipe.execute()
+
+    async def delete(self, name: str) -> bool:
+        """Forget the definition and its members index (``UNLINK``: freed in the background)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hdel(f"{self._base}:defs", name)
+            pipe.unlink(self.members_key(name))
+            removed, _ = await pipe.execute()
+        return bool(removed)
+
+    # memberships
+    async def counts(self, names: Sequence[str]) -> dict[str, int]:
+        if not names:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.zcard(self.members_key(name))
+            return {name: int(n) for name, n in zip(names, await pipe.execute(), strict=True)}
+
+    async def members(self, name: str, after: str | None, limit: int) -> list[str]:
+        """Up to ``limit`` members in id order, strictly after ``after`` (None: from the first)."""
+        start = "-" if after is None else f"({after}"
+        raw = await self.redis.zrange(self.members_key(name), start, "+", bylex=True, offset=0, num=limit)
+        return [_text(m) for m in raw if isinstance(m, bytes | str)]
+
+    async def segments_of(self, profile_id: str) -> dict[str, int]:
+        raw = await self.redis.hgetall(self.profile_segments_key(profile_id))
+        return {_text(k): int(v) for k, v in raw.items()}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
