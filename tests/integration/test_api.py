@@ -25,6 +25,7 @@ from profiles.timeutil import to_ms
 from profiles.view import render
 from schemas.resolved import RawSource
 from schemas.validation import decode_event
+from services.kafka_clients import make_producer
 from services.redis_client import make_redis
 from services.settings import Settings
 from tests.api_support import create_key, running_api
@@ -344,3 +345,47 @@ def test_the_segments_command_line_shares_the_api_definitions(api: Api) -> None:
     assert "cli-seg" in rapport("segments", "list", env=api.env).stdout
     assert rapport("segments", "delete", "cli-seg", env=api.env).returncode == 0
     assert rapport("segments", "get", "cli-seg", env=api.env).returncode == 1
+
+
+def test_segment_changes_stream_as_server_sent_events_and_resume_after_the_last_id(api: Api) -> None:
+    topic = api.topics.names["segments.changes"]
+    producer = make_producer(api.topics.settings)
+    sent = []
+    for i in range(12):
+        change = {"change_id": f"ch-{i}", "customer_id": f"c-{i % 4}", "segment": "vip" if i % 3 else "other"}
+        producer.send(topic, key=change["customer_id"].encode(), value=orjson.dumps(change))
+        sent.append(change)
+    producer.flush()
+    producer.close()
+    vip = [c["change_id"] for c in sent if c["segment"] == "vip"]
+
+    first = _sse(api, {"segments": "vip", "from": "earliest"}, None, count=len(vip))
+    assert sorted(c for _, c in first) == sorted(vip)
+    for customer in {f"c-{i}" for i in range(4)}:  # per-customer order is the topic's
+        mine = [c["change_id"] for c in sent if c["segment"] == "vip" and c["customer_id"] == customer]
+        assert [c for _, c in first if c in mine] == mine
+    # Reconnect after the third event: exactly the rest, nothing twice.
+    rest = _sse(api, {"segments": "vip"}, first[2][0], count=len(vip) - 3)
+    assert [c for _, c in rest] == [c for _, c in first[3:]]
+    bad = api.call("GET", "/v1/segment-changes", api.keys["all"], headers={"Last-Event-ID": "not-an-id"})
+    assert (bad.status_code, bad.json()["error"]["code"]) == (422, "invalid_last_event_id")
+
+
+def _sse(api: Api, params: dict[str, str], last_id: str | None, count: int) -> list[tuple[str, str]]:
+    """(event id, change id) of the first ``count`` events of a stream."""
+    headers = {"Authorization": f"Bearer {api.keys['all']}"}
+    if last_id is not None:
+        headers["Last-Event-ID"] = last_id
+    out: list[tuple[str, str]] = []
+    with httpx.stream("GET", f"{api.base}/v1/segment-changes", params=params, headers=headers, timeout=30) as stream:
+        assert stream.status_code == 200
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        event_id = ""
+        for line in stream.iter_lines():
+            if line.startswith("id: "):
+                event_id = line[4:]
+            elif line.startswith("data: "):
+                out.append((event_id, orjson.loads(line[6:])["change_id"]))
+                if len(out) == count:
+                    break
+    return out

@@ -1,0 +1,149 @@
+"""``GET /v1/segment-changes``: segment transitions as Server-Sent Events, resumable with ``Last-Event-ID``.
+
+Each connection reads ``segments.changes`` with its own group-less consumer (nothing is committed: the
+client's ``Last-Event-ID`` is its position). An event's id is the position *after* it — the next offset
+of every partition — so a client that reconnects with the last id it saw continues exactly after it, in
+the per-customer order of the topic. Without an id the stream starts at the end (new changes only), or at
+the beginning with ``from=earliest``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import base64
+import binascii
+from collections.abc import AsyncIterator
+from typing import Annotated, Literal
+
+import msgspec
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import StreamingResponse
+
+from schemas.topics import SEGMENT_CHANGES, full_name
+from services.api.auth import require
+from services.api.context import ApiContext
+from services.api.errors import ApiError, responses
+from services.api.keys import ApiKey
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["segments"])
+Admin = Annotated[ApiKey, Depends(require("segments:admin"))]
+_POSITION = msgspec.json.Decoder(dict[int, int])
+_KEEPALIVE_S = 15.0
+
+
+@router.get(
+    "/v1/segment-changes",
+    summary="Segment entered/exited events as Server-Sent Events",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "description": "`event: segment-change` with the change as `data`; `id` resumes after it.",
+        },
+        **responses(401, 403, 422, 429, 503),
+    },
+)
+async def segment_changes(
+    request: Request,
+    _: Admin,
+    segments: Annotated[
+        str | None, Query(max_length=2000, description="Comma-separated segment names; default: all.")
+    ] = None,
+    start: Annotated[Literal["latest", "earliest"], Query(alias="from")] = "latest",
+    last_event_id: Annotated[str | None, Header(max_length=4096)] = None,
+) -> StreamingResponse:
+    ctx: ApiContext = request.app.state.ctx
+    wanted = {s.strip() for s in segments.split(",") if s.strip()} if segments else None
+    resume = _decode_position(last_event_id) if last_event_id else None
+    topic = full_name(SEGMENT_CHANGES, ctx.settings.kafka.topic_prefix)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=ctx.settings.kafka.bootstrap_servers,
+        client_id=f"{ctx.settings.kafka.client_id}-sse",
+        enable_auto_commit=False,
+    )
+    try:
+        await asyncio.wait_for(consumer.start(), ctx.settings.api.produce_timeout_s)
+        # The catalogue fixes the partition count (`rapport topics create` reports any drift).
+        count = SEGMENT_CHANGES.partition_count(ctx.settings.kafka.event_partitions)
+        partitions = [TopicPartition(topic, p) for p in range(count)]
+        consumer.assign(partitions)
+        positions = await _start(consumer, partitions, resume, start)
+    except (KafkaError, OSError, TimeoutError) as exc:
+        log.warning("segment changes unavailable: %r", exc)
+        await consumer.stop()
+        retry = str(ctx.settings.api.retry_after_s)
+        raise ApiError(
+            503, "kafka_unavailable", "segment changes cannot be read now", headers={"Retry-After": retry}
+        ) from exc
+    return StreamingResponse(
+        _events(consumer, positions, wanted),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _start(
+    consumer: AIOKafkaConsumer, partitions: list[TopicPartition], resume: dict[int, int] | None, start: str
+) -> dict[int, int]:
+    if resume is None:
+        if start == "earliest":
+            await consumer.seek_to_beginning(*partitions)
+        else:
+            await consumer.seek_to_end(*partitions)
+        return {tp.partition: await consumer.position(tp) for tp in partitions}
+    for tp in partitions:
+        consumer.seek(tp, resume.get(tp.partition, 0))
+    return {tp.partition: resume.get(tp.partition, 0) for tp in partitions}
+
+
+async def _events(
+    consumer: AIOKafkaConsumer, positions: dict[int, int], wanted: set[str] | None
+) -> AsyncIterator[bytes]:
+    try:
+        yield b"retry: 1000\n\n"
+        while True:
+            batches = await consumer.getmany(timeout_ms=int(_KEEPALIVE_S * 1000))
+            if not batches:
+                yield b": keepalive\n\n"
+                continue
+            for tp, records in sorted(batches.items(), key=lambda item: item[0].partition):
+                for record in records:
+                    positions[tp.partition] = record.offset + 1
+                    if wanted is not None and not _in(record.value, wanted):
+                        continue
+                    yield (
+                        b"id: "
+                        + _encode_position(positions)
+                        + b"\nevent: segment-change\ndata: "
+                        + (record.value or b"{}")
+                        + b"\n\n"
+                    )
+    finally:
+        await consumer.stop()
+
+
+def _in(value: bytes | None, wanted: set[str]) -> bool:
+    try:
+        return orjson.loads(value or b"{}").get("segment") in wanted
+    except orjson.JSONDecodeError:
+        return False
+
+
+def _encode_position(positions: dict[int, int]) -> bytes:
+    return base64.urlsafe_b64encode(orjson.dumps({str(p): o for p, o in sorted(positions.items())})).rstrip(b"=")
+
+
+def _decode_position(text: str) -> dict[int, int]:
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        position = _POSITION.decode(raw)
+    except (binascii.Error, ValueError, msgspec.DecodeError) as exc:
+        raise ApiError(422, "invalid_last_event_id", "Last-Event-ID is not an id this stream sent") from exc
+    if any(p < 0 or o < 0 for p, o in position.items()):
+        raise ApiError(422, "invalid_last_event_id", "Last-Event-ID is not an id this stream sent")
+    return position
