@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -137,6 +138,18 @@ class ApiSettings(BaseModel):
     log_level: str = "INFO"
 
 
+class WebhookSettings(BaseModel):
+    """``rapport deliver``: segment changes POSTed to registered webhooks."""
+
+    max_attempts: int = Field(6, ge=1, description="Attempts per change and endpoint before it is dead-lettered.")
+    backoff_base_s: float = Field(0.5, gt=0, description="First retry delay; doubled per attempt, with jitter.")
+    backoff_max_s: float = Field(30.0, gt=0)
+    timeout_s: float = Field(5.0, gt=0, description="Longest wait for an endpoint's answer.")
+    start_from: Literal["latest", "earliest"] = Field(
+        "latest", description="Where a deliverer with no committed position starts in segments.changes."
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RAPPORT_", env_nested_delimiter="__", env_file=".env", extra="ignore")
 
@@ -147,6 +160,7 @@ class Settings(BaseSettings):
     stream: StreamSettings = StreamSettings()
     profile: ProfileSettings = ProfileSettings()
     api: ApiSettings = ApiSettings()
+    webhooks: WebhookSettings = WebhookSettings()
 
     @model_validator(mode="after")
     def _default_to_local_stack(self) -> Settings:

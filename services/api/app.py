@@ -23,7 +23,7 @@ from services.api.middleware import ApiMiddleware
 from services.api.population import PopulationCache
 from services.api.ratelimit import RateLimiter
 from services.api.responses import JsonResponse
-from services.api.routes import erasures, events, health, profiles, segment_changes, segments
+from services.api.routes import erasures, events, health, profiles, segment_changes, segments, webhooks
 from services.api.worker_view import WorkerView
 from services.redis_client import make_redis
 from services.settings import Settings
@@ -77,6 +77,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(erasures.router)
     app.include_router(segments.router)
     app.include_router(segment_changes.router)
+    app.include_router(webhooks.router)
     app.include_router(health.router)
     app.add_middleware(ApiMiddleware, metrics=metrics)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

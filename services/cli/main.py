@@ -4,7 +4,21 @@ from __future__ import annotations
 
 import typer
 
-from services.cli import api, demo, keys, produce, profile, schemas, segments, simulate, stack, tail, topics, worker
+from services.cli import (
+    api,
+    deliver,
+    demo,
+    keys,
+    produce,
+    profile,
+    schemas,
+    segments,
+    simulate,
+    stack,
+    tail,
+    topics,
+    worker,
+)
 
 app = typer.Typer(
     name="rapport",
@@ -22,6 +36,7 @@ app.command("produce")(produce.produce)
 app.command("tail")(tail.tail)
 app.command("worker")(worker.worker)
 app.command("api")(api.api)
+app.command("deliver")(deliver.deliver)
 app.add_typer(keys.app, name="keys")
 app.add_typer(segments.app, name="segments")
 

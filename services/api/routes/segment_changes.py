@@ -10,9 +10,9 @@ the beginning with ``from=earliest``.
 from __future__ import annotations
 
 import asyncio
-import logging
 import base64
 import binascii
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 

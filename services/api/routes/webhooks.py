@@ -1,0 +1,127 @@
+"""``/v1/webhooks``: endpoints that receive segment changes (``rapport deliver`` POSTs them), and their
+delivery logs. The signing secret is shown once, when the webhook is registered."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from pydantic import AnyHttpUrl, BaseModel, Field
+
+from profiles.segments.definitions import NAME_PATTERN
+from profiles.timeutil import iso
+from services.api.auth import require
+from services.api.context import ApiContext
+from services.api.errors import ApiError, responses
+from services.api.keys import ApiKey
+from services.webhooks.store import Webhook, WebhookStore
+
+router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
+Admin = Annotated[ApiKey, Depends(require("segments:admin"))]
+WebhookId = Annotated[str, Path(pattern=r"^wh_[0-9a-f]{16}$", examples=["wh_0123456789abcdef"])]
+
+
+class WebhookIn(BaseModel):
+    url: AnyHttpUrl
+    segments: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = Field(
+        default_factory=list, max_length=100, description="Segments to receive changes of; empty: all."
+    )
+
+    model_config = {"json_schema_extra": {"examples": [{"url": "https://crm.example/hooks/rapport", "segments": []}]}}
+
+
+class WebhookOut(BaseModel):
+    webhook_id: str
+    url: str
+    segments: list[str]
+    created_at: str
+
+
+class WebhookCreated(WebhookOut):
+    secret: str = Field(description="Verify `Rapport-Signature` with it (docs/segments.md). Shown only now.")
+
+
+class WebhookList(BaseModel):
+    webhooks: list[WebhookOut]
+
+
+class DeliveryOut(BaseModel):
+    change_id: str
+    segment: str
+    status: Literal["delivered", "dead_lettered"]
+    attempts: int
+    last_status_code: int | None
+    at: str
+
+
+class DeliveryLog(BaseModel):
+    deliveries: list[DeliveryOut] = Field(description="Newest first.")
+
+
+def _store(request: Request) -> WebhookStore:
+    ctx: ApiContext = request.app.state.ctx
+    return WebhookStore(ctx.redis, ctx.settings.profile.namespace)
+
+
+@router.post(
+    "",
+    summary="Register a webhook",
+    status_code=201,
+    response_model=WebhookCreated,
+    responses=responses(401, 403, 422, 429),
+)
+async def register(request: Request, _: Admin, body: WebhookIn) -> WebhookCreated:
+    hook = await _store(request).register(str(body.url), body.segments)
+    return WebhookCreated(**_out(hook).model_dump(), secret=hook.secret)
+
+
+@router.get("", summary="Registered webhooks", response_model=WebhookList, responses=responses(401, 403, 429))
+async def list_webhooks(request: Request, _: Admin) -> WebhookList:
+    return WebhookList(webhooks=[_out(h) for h in await _store(request).all()])
+
+
+@router.delete(
+    "/{webhook_id}",
+    summary="Remove a webhook",
+    status_code=204,
+    response_class=Response,
+    responses=responses(401, 403, 404, 422, 429),
+)
+async def remove(request: Request, _: Admin, webhook_id: WebhookId) -> Response:
+    if not await _store(request).remove(webhook_id):
+        raise ApiError(404, "webhook_not_found", "no webhook has this id")
+    return Response(status_code=204)
+
+
+@router.get(
+    "/{webhook_id}/deliveries",
+    summary="A webhook's delivery log",
+    response_model=DeliveryLog,
+    responses=responses(401, 403, 404, 422, 429),
+)
+async def deliveries(
+    request: Request, _: Admin, webhook_id: WebhookId, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> DeliveryLog:
+    store = _store(request)
+    if await store.get(webhook_id) is None:
+        raise ApiError(404, "webhook_not_found", "no webhook has this id")
+    entries = await store.deliveries(webhook_id, limit)
+    return DeliveryLog(
+        deliveries=[
+            DeliveryOut(
+                change_id=d.change_id,
+                segment=d.segment,
+                status=d.status,
+                attempts=d.attempts,
+                last_status_code=d.last_status_code,
+                at=iso(d.at_ms) or "",
+            )
+            for d in entries
+        ]
+    )
+
+
+def _out(hook: Webhook) -> WebhookOut:
+    return WebhookOut(
+        webhook_id=hook.webhook_id, url=hook.url, segments=hook.segments, created_at=iso(hook.created_at_ms) or ""
+    )

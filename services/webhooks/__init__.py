@@ -1,0 +1,1 @@
+"""Webhook delivery of segment changes: registrations, signatures, the delivering process."""

@@ -1,0 +1,148 @@
+"""``rapport deliver``: POST every segment change to the webhooks that want it, signed, in order, retried.
+
+Guarantee: at least once per (change, webhook), in the topic's order per customer, each change identified
+by ``Rapport-Change-Id`` (receivers de-duplicate on it). The consumer group commits a batch only once every
+webhook has either acknowledged (2xx) or dead-lettered each of its changes, so a crash re-sends, never
+skips. A change an endpoint refuses ``webhooks.max_attempts`` times is dead-lettered: the delivery log
+(``GET /v1/webhooks/{id}/deliveries``) says so and the endpoint moves on to the next change.
+
+Retries wait ``backoff_base_s × 2^(attempt−1)`` (capped at ``backoff_max_s``), drawn from the upper half of
+that — jitter, so endpoints recovering from an outage are not hit by every deliverer at once. While one
+endpoint retries, the others finish their part of the batch; the next batch waits for the slowest endpoint
+(bounded by its retry budget).
+
+Redis or Kafka failing is backpressure: the batch is retried after a pause, nothing is committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+
+import aiohttp
+import orjson
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
+from redis.exceptions import RedisError
+
+from schemas.topics import SEGMENT_CHANGES, full_name
+from services.redis_client import make_redis
+from services.settings import Settings
+from services.webhooks.signature import sign
+from services.webhooks.store import Delivery, Webhook, WebhookStore
+from streams.backoff import Backoff
+
+log = logging.getLogger(__name__)
+
+#: (change id, segment, the record's bytes)
+Change = tuple[str, str, bytes]
+
+
+class Deliverer:
+    def __init__(self, settings: Settings, store: WebhookStore, session: aiohttp.ClientSession) -> None:
+        self.settings = settings.webhooks
+        self.store = store
+        self.session = session
+
+    async def deliver(self, changes: Sequence[Change]) -> None:
+        """Every change to every webhook that wants it; returns when each is delivered or dead-lettered."""
+        hooks = await self.store.all()
+        await asyncio.gather(*(self._to(hook, [c for c in changes if hook.wants(c[1])]) for hook in hooks))
+
+    async def _to(self, hook: Webhook, changes: Sequence[Change]) -> None:
+        deliveries = [await self._one(hook, change) for change in changes]
+        await self.store.log(hook.webhook_id, deliveries)
+
+    async def _one(self, hook: Webhook, change: Change) -> Delivery:
+        change_id, segment, body = change
+        status: int | None = None
+        pauses = Backoff(self.settings.backoff_base_s, self.settings.backoff_max_s).pauses()
+        for attempt in range(1, self.settings.max_attempts + 1):
+            status = await self._post(hook, change_id, body)
+            if status is not None and 200 <= status < 300:
+                return Delivery(
+                    change_id=change_id,
+                    segment=segment,
+                    status="delivered",
+                    attempts=attempt,
+                    last_status_code=status,
+                    at_ms=int(time.time() * 1000),
+                )
+            if attempt < self.settings.max_attempts:
+                await asyncio.sleep(next(pauses))
+        log.warning("dead-lettered change %s for webhook %s", change_id, hook.webhook_id)
+        return Delivery(
+            change_id=change_id,
+            segment=segment,
+            status="dead_lettered",
+            attempts=self.settings.max_attempts,
+            last_status_code=status,
+            at_ms=int(time.time() * 1000),
+        )
+
+    async def _post(self, hook: Webhook, change_id: str, body: bytes) -> int | None:
+        headers = {
+            "Content-Type": "application/json",
+            "Rapport-Change-Id": change_id,
+            "Rapport-Webhook-Id": hook.webhook_id,
+            "Rapport-Signature": sign(hook.secret, body, int(time.time())),
+        }
+        try:
+            timeout = aiohttp.ClientTimeout(total=self.settings.timeout_s)
+            async with self.session.post(hook.url, data=body, headers=headers, timeout=timeout) as response:
+                return response.status
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            return None
+
+
+def parse(value: bytes | None) -> Change | None:
+    """The change id and segment of a ``segments.changes`` record; None if it is not one."""
+    try:
+        change = orjson.loads(value or b"")
+        return str(change["change_id"]), str(change["segment"]), value or b""
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+
+
+async def run(settings: Settings, stop: asyncio.Event) -> None:
+    """Deliver until ``stop`` is set, committing what was delivered."""
+    prefix = settings.kafka.topic_prefix
+    consumer = AIOKafkaConsumer(
+        full_name(SEGMENT_CHANGES, prefix),
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        client_id=f"{settings.kafka.client_id}-webhooks",
+        group_id=f"{prefix}rapport-webhooks-{settings.profile.namespace}",
+        enable_auto_commit=False,
+        auto_offset_reset=settings.webhooks.start_from,
+    )
+    redis = make_redis(settings)
+    await consumer.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            deliverer = Deliverer(settings, WebhookStore(redis, settings.profile.namespace), session)
+            while not stop.is_set():
+                batches = await consumer.getmany(timeout_ms=500, max_records=500)
+                records = [r for _, rs in sorted(batches.items(), key=lambda b: b[0].partition) for r in rs]
+                changes = []
+                for record in records:
+                    change = parse(record.value)
+                    if change is None:
+                        log.warning("skipping a record that is not a segment change at %s", record.offset)
+                    else:
+                        changes.append(change)
+                pauses = Backoff(0.5, 30.0).pauses()
+                while True:
+                    try:
+                        await deliverer.deliver(changes)
+                        if records:
+                            await consumer.commit()
+                        break
+                    except (RedisError, KafkaError, OSError) as exc:
+                        delay = next(pauses)
+                        log.warning("delivery paused %.1f s: %r", delay, exc)
+                        await asyncio.sleep(delay)
+    finally:
+        await consumer.stop()
+        await redis.aclose()

@@ -1,0 +1,134 @@
+"""Webhooks end to end: registered over the API, segment changes delivered by `rapport deliver` to real HTTP
+endpoints on loopback — signed, in order per customer, retried through failures, dead-lettered when an
+endpoint never accepts, and every outcome in the delivery log."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from services.kafka_clients import make_producer
+from services.webhooks.signature import verify
+from tests.api_support import create_key, running_api
+from tests.kafka_support import Topics
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+
+class Receiver:
+    """An HTTP endpoint that answers ``fail_first`` requests with 500, then ``status``; it keeps what came."""
+
+    def __init__(self, status: int, fail_first: int = 0) -> None:
+        self.status, self.fail_first = status, fail_first
+        self.received: list[tuple[str, bytes, str]] = []  # (change id, body, signature) of accepted requests
+        self.requests = 0
+        self.lock = threading.Lock()
+
+
+@contextmanager
+def serving(receiver: Receiver) -> Iterator[str]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            with receiver.lock:
+                receiver.requests += 1
+                status = 500 if receiver.requests <= receiver.fail_first else receiver.status
+                if 200 <= status < 300:
+                    receiver.received.append(
+                        (self.headers["Rapport-Change-Id"], body, self.headers["Rapport-Signature"])
+                    )
+            self.send_response(status)
+            self.end_headers()
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_changes_reach_webhooks_signed_in_order_retried_and_dead_lettered(tmp_path: Path, topics: Topics) -> None:
+    env = {
+        **topics.env,
+        "RAPPORT_PROFILE__NAMESPACE": f"wh-{uuid.uuid4().hex[:6]}",
+        "RAPPORT_API__KEY_CACHE_S": "0",
+        "RAPPORT_WEBHOOKS__START_FROM": "earliest",
+        "RAPPORT_WEBHOOKS__MAX_ATTEMPTS": "3",
+        "RAPPORT_WEBHOOKS__BACKOFF_BASE_S": "0.05",
+    }
+    token = create_key(env, "--name", "wh", "--scopes", "segments:admin", "--rate-limit", "1000")
+    flaky, down = Receiver(200, fail_first=2), Receiver(503)
+    with serving(flaky) as flaky_url, serving(down) as down_url, running_api(env, tmp_path / "api.log") as base:
+        http = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        vip_hook = http.post("/v1/webhooks", json={"url": flaky_url, "segments": ["vip"]}).json()
+        all_hook = http.post("/v1/webhooks", json={"url": down_url}).json()
+        assert http.post("/v1/webhooks", json={"url": "not a url"}).status_code == 422
+        assert "secret" not in http.get("/v1/webhooks").json()["webhooks"][0]
+
+        changes = [
+            {"change_id": f"ch-{i}", "customer_id": f"c-{i % 3}", "segment": "vip" if i % 4 else "other"}
+            for i in range(16)
+        ]
+        producer = make_producer(topics.settings)
+        for change in changes:
+            producer.send(
+                topics.names["segments.changes"], key=change["customer_id"].encode(), value=orjson.dumps(change)
+            )
+        producer.flush()
+        producer.close()
+        vip = [c for c in changes if c["segment"] == "vip"]
+
+        log = (tmp_path / "deliver.log").open("wb")
+        deliverer = subprocess.Popen(
+            [sys.executable, "-m", "services.cli.main", "deliver"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                dead = http.get(f"/v1/webhooks/{all_hook['webhook_id']}/deliveries", params={"limit": 100}).json()
+                if len(dead["deliveries"]) == len(changes) and len({c for c, _, _ in flaky.received}) == len(vip):
+                    break
+                assert deliverer.poll() is None, (tmp_path / "deliver.log").read_text()
+                assert time.monotonic() < deadline, (tmp_path / "deliver.log").read_text()
+                time.sleep(0.5)
+        finally:
+            deliverer.send_signal(signal.SIGTERM)
+            assert deliverer.wait(timeout=30) == 0
+
+        # Only its segment, each change signed with its secret, in the topic's order per customer.
+        assert {c for c, _, _ in flaky.received} == {c["change_id"] for c in vip}
+        now = int(time.time())
+        assert all(verify(vip_hook["secret"], body, signature, now) for _, body, signature in flaky.received)
+        assert not verify(all_hook["secret"], flaky.received[0][1], flaky.received[0][2], now)
+        for customer in ("c-0", "c-1", "c-2"):
+            expected = [c["change_id"] for c in vip if c["customer_id"] == customer]
+            got = [c for c, _, _ in flaky.received if c in expected]
+            assert list(dict.fromkeys(got)) == expected
+
+        delivered = http.get(f"/v1/webhooks/{vip_hook['webhook_id']}/deliveries").json()["deliveries"]
+        assert {d["status"] for d in delivered} == {"delivered"}
+        assert sum(d["attempts"] for d in delivered) == len(vip) + 2, "two refusals, retried"
+        assert {(d["status"], d["attempts"], d["last_status_code"]) for d in dead["deliveries"]} == {
+            ("dead_lettered", 3, 503)
+        }
+        assert down.requests == 3 * len(changes)
+        assert http.delete(f"/v1/webhooks/{all_hook['webhook_id']}").status_code == 204
+        assert http.get(f"/v1/webhooks/{all_hook['webhook_id']}/deliveries").status_code == 404
