@@ -7,12 +7,24 @@ of their ids, feeds the batch's ``events.resolved`` records in order, sends what
 
 from __future__ import annotations
 
+from typing import Final
+
+import msgspec
+
 from profiles.apply import apply_resolved, new_state_for
 from profiles.config import FoldConfig
 from profiles.fold import compact
 from profiles.state import ProfileState
 from profiles.store import ProfileWrite, Stored, rfm_position
 from schemas.resolved import Resolved
+
+
+class _EventId(msgspec.Struct):
+    event_id: str = ""
+
+
+# Only the id: the event itself was validated when it was resolved.
+_EVENT_ID: Final = msgspec.json.Decoder(_EventId)
 
 
 class BatchFold:
@@ -27,6 +39,10 @@ class BatchFold:
         self.positions_before = {pid: rfm_position(s.state) if s.state else None for pid, s in stored.items()}
         self.deleted: dict[str, str] = {}  # profile id → erasure receipt
         self.ingested: list[int] = []
+        #: Per changed profile: its events.resolved partition, and the id of the last event applied to it
+        #: (the cause of what its change triggers, e.g. segment transitions).
+        self.partition_of: dict[str, int] = {}
+        self.last_event_id: dict[str, str] = {}
 
     def apply(self, record: Resolved, partition: int, at: int) -> list[Resolved]:
         """Fold one record at position ``at``; returns the records it emits."""
@@ -37,6 +53,7 @@ class BatchFold:
         if pid in self.erased:
             # Erased: nothing more is applied, and the profile goes (also when only in-flight events remain).
             self.states.pop(pid, None)
+            self.partition_of[pid] = partition
             if record.kind == "erase" or self.stored[pid].state is not None:
                 self.deleted[pid] = self.erased[pid]
             return []
@@ -46,6 +63,11 @@ class BatchFold:
         state, emitted = apply_resolved(state, record, partition=partition, offset=at, config=self.config)
         self.states[pid] = state
         self.watermarks[pid] = at
+        self.partition_of[pid] = partition
+        if record.event is not None and record.kind in ("event", "forward"):
+            self.last_event_id[pid] = _EVENT_ID.decode(record.event).event_id
+        elif record.kind == "merge_in":
+            self.last_event_id[pid] = f"merge:{record.other_profile}"
         forwarded = any(e.kind == "forward" for e in emitted)  # counted where it lands, not twice
         if record.ingested_ms is not None and record.kind in ("event", "forward") and not forwarded:
             self.ingested.append(record.ingested_ms)

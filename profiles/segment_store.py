@@ -8,20 +8,31 @@ Key layout (``<ns>`` is the namespace):
 - ``rapport:<ns>:seg:m:{<segment>}`` — the members, a sorted set with equal scores so members come in id
   order (cursor pagination with ``ZRANGE … BYLEX`` is stable while members come and go);
 - ``rapport:<ns>:seg:c:{<profile_id>}`` — the segments a profile is in (segment → version it entered
-  under); its hash tag is the profile's, so it lives in the profile's slot.
+  under) and, under ``@at``, the event-time instant it was last evaluated at; its hash tag is the
+  profile's, so it lives in the profile's slot;
+- ``rapport:<ns>:seg:t:<partition>`` — timers of the profiles of one ``events.resolved`` partition
+  (profile id → when time alone can change one of its answers, ms), read by the partition's owner.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import msgspec
 from redis.asyncio import Redis
 
 from profiles.segments.definitions import SegmentDefinition, save
 
+_AT = "@at"  # a field no segment can have: names are slugs
 _ENCODER = msgspec.json.Encoder()
 _DECODER = msgspec.json.Decoder(SegmentDefinition)
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    segments: dict[str, int]  # segment → the version it was entered under
+    evaluated_at_ms: int | None  # event time of the last evaluation (None: never evaluated)
 
 
 class SegmentStore:
@@ -91,8 +102,52 @@ class SegmentStore:
         return [_text(m) for m in raw if isinstance(m, bytes | str)]
 
     async def segments_of(self, profile_id: str) -> dict[str, int]:
-        raw = await self.redis.hgetall(self.profile_segments_key(profile_id))
-        return {_text(k): int(v) for k, v in raw.items()}
+        return (await self.memberships([profile_id]))[profile_id].segments
+
+    async def memberships(self, profile_ids: Sequence[str]) -> dict[str, Membership]:
+        """Each profile's segments and last evaluation instant, in one round trip."""
+        if not profile_ids:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for pid in profile_ids:
+                pipe.hgetall(self.profile_segments_key(pid))
+            replies = await pipe.execute()
+        out = {}
+        for pid, raw in zip(profile_ids, replies, strict=True):
+            fields = {_text(k): int(v) for k, v in raw.items()}
+            at = fields.pop(_AT, None)
+            out[pid] = Membership(fields, at)
+        return out
+
+    def write_membership(
+        self, pipe: Redis, profile_id: str, before: Membership, segments: Mapping[str, int], at_ms: int | None
+    ) -> None:
+        """Queue on ``pipe`` what moves ``profile_id`` from ``before`` to ``segments`` evaluated at ``at_ms``
+        (None: the profile is gone — forget it everywhere)."""
+        key = self.profile_segments_key(profile_id)
+        for name in before.segments.keys() - segments.keys():
+            pipe.zrem(self.members_key(name), profile_id)
+        for name in segments.keys() - before.segments.keys():
+            pipe.zadd(self.members_key(name), {profile_id: 0})
+        pipe.delete(key)
+        if at_ms is not None:
+            pipe.hset(key, _AT, at_ms, items=[x for pair in segments.items() for x in pair])
+
+    def set_timer(self, pipe: Redis, partition: int, profile_id: str, due_ms: int | None) -> None:
+        if due_ms is None:
+            pipe.zrem(self.timers_key(partition), profile_id)
+        else:
+            pipe.zadd(self.timers_key(partition), {profile_id: due_ms})
+
+    async def due(self, partition: int, now_ms: int, limit: int) -> list[tuple[str, int]]:
+        """Up to ``limit`` profiles of ``partition`` whose timer is due at ``now_ms``, earliest first."""
+        raw = await self.redis.zrangebyscore(
+            self.timers_key(partition), "-inf", now_ms, start=0, num=limit, withscores=True
+        )
+        return [(_text(entry[0]), int(entry[1])) for entry in raw if isinstance(entry, tuple | list)]
+
+    def timers_key(self, partition: int) -> str:
+        return f"{self._base}:t:{partition}"
 
 
 def _text(value: bytes | str) -> str:

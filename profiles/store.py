@@ -22,7 +22,7 @@ one slot):
 from __future__ import annotations
 
 import struct
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -167,7 +167,7 @@ class ProfileStore:
         if ids:
             yield await self.load(ids)
 
-    async def save(self, writes: Sequence[ProfileWrite]) -> list[str]:
+    async def save(self, writes: Sequence[ProfileWrite], before: Callable[[Redis], None] | None = None) -> list[str]:
         """Compare-and-set each profile, pipelined; returns the ids whose stored watermark was not the
         expected one (left untouched).
 
@@ -178,6 +178,8 @@ class ProfileStore:
         if not writes:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
+            if before is not None:
+                before(pipe)  # what must survive whenever the profiles do (e.g. segment memberships)
             for write in writes:
                 if write.population_changed:
                     self._population(pipe, write.profile_id, write.state)

@@ -78,6 +78,11 @@ class StreamSettings(BaseModel):
         description="Allocations between two young-generation garbage collections in a worker (CPython's "
         "default is 700; see docs/streams.md).",
     )
+    clock_offset_s: float = Field(
+        0.0,
+        description="Added to the worker's clock (validation's 'now', segment timers). For tests and demos that "
+        "need time to pass: never set it in production.",
+    )
 
 
 class ProfileSettings(BaseModel):

@@ -18,12 +18,17 @@ sends a suffix again, which the apply stage recognises by its raw coordinates (`
    ``StalePosition``, the runtime re-reads positions;
 2. fold the records into the states (pure, ``profiles.batch``); records at or below a profile's watermark
    are skipped, erased profiles take nothing more and are deleted;
-3. send what the fold emits (merge hand-overs, forwarded stragglers) and wait for Kafka's acks, so that a
-   crash after the write below cannot lose them (a crash before it sends them again; receivers skip);
-4. write (or delete) each changed profile with a compare-and-set on its watermark: a zombie that lost the partition
-   read an older watermark and is refused (``FencedError``, retried by the runtime until revocation);
+3. re-evaluate the changed profiles' segments (``streams.segment_stage``), then send what the fold and the
+   segments emit (merge hand-overs, forwarded stragglers, segment changes) and wait for Kafka's acks, so
+   that a crash after the write below cannot lose them (a crash before it sends them again; receivers skip
+   or de-duplicate);
+4. write (or delete) each changed profile with a compare-and-set on its watermark, in one pipeline after
+   its segment memberships and timers: a zombie that lost the partition read an older watermark and is
+   refused (``FencedError``, retried by the runtime until revocation);
 5. move the partitions' positions from the batch's start to its end (compare-and-set);
 6. once the resolve stage is done too, return: the runtime then marks the offsets for Kafka's commit.
+
+``tick`` (about every second) evaluates the segment timers that are due in the partitions this worker owns.
 
 Redis or Kafka failures raise out of ``handle``: the runtime pauses and retries the same batch. Nothing is
 skipped and nothing infrastructural is dead-lettered.
@@ -36,7 +41,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import msgspec
 from faust.types import TP
@@ -47,12 +52,13 @@ from profiles.apply import CorruptRecordError
 from profiles.batch import BatchFold
 from profiles.config import FoldConfig
 from profiles.erasure import event_ids, extensions, not_erased
+from profiles.segment_store import SegmentStore
 from profiles.store import ProfileStore, Stored
 from schemas import erasure as erasure_codec
 from schemas.erasure import ErasureRecord
 from schemas.events import PurchaseEvent
 from schemas.resolved import DECODER, Envelope, RawSource, Resolved, envelopes, position
-from schemas.topics import DLQ, ERASURES, RESOLVED, full_name
+from schemas.topics import DLQ, ERASURES, RESOLVED, SEGMENT_CHANGES, full_name
 from schemas.validation import Rejection, validate_event
 from services import worker_metrics
 from services.erasure_log import read_erasures
@@ -63,6 +69,7 @@ from streams.dead_letters import DeadLetter, dead_letter
 from streams.handler import Batch, PartitionBatch, RawRecord, StalePosition
 from streams.outbox import Outbox, Outgoing
 from streams.owned_states import OwnedStates
+from streams.segment_stage import SegmentStage
 from streams.stats import WorkerStats
 from streams.tasks import all_or_none
 
@@ -85,11 +92,17 @@ class ProfileHandler:
         self.erasures_topic = full_name(ERASURES, prefix)
         self.stats = WorkerStats(settings.stream.stats_interval_s)
         self.owned = OwnedStates(settings.stream.owned_profiles_cached)
+        self.segments = SegmentStage(
+            SegmentStore(store.redis, store.namespace), self.config, full_name(SEGMENT_CHANGES, prefix)
+        )
+        self.resolved_partitions: set[int] = set()
+        self.clock_offset = timedelta(seconds=settings.stream.clock_offset_s)
 
     # The runtime's contract (streams.handler.BatchHandler).
     async def on_assigned(self, partitions: set[TP], generation: int) -> None:
         log.info("assigned %d partitions (generation %d)", len(partitions), generation)
         self.owned.clear()
+        self.resolved_partitions = {tp.partition for tp in partitions if tp.topic == self.resolved_topic}
 
     async def positions(self, partitions: set[TP]) -> dict[TP, int]:
         """Where to resume each events.resolved partition: Redis's position, and 0 (the oldest retained
@@ -118,12 +131,20 @@ class ProfileHandler:
     async def on_revoked(self, partitions: set[TP]) -> None:
         log.info("revoked %d partitions", len(partitions))
         self.owned.clear()
+        self.resolved_partitions -= {tp.partition for tp in partitions if tp.topic == self.resolved_topic}
         self.stats.log_and_reset()
         await self.publish_figures()
 
     async def tick(self, now: float) -> None:
-        """Publish the figures for /metrics. Time-driven work (window exits, label horizons) arrives with the
-        segments and models stages."""
+        """Segment timers that are due (raises on Redis/Kafka failure: the runtime retries), and the figures
+        for /metrics."""
+        now_ms = int((now + self.clock_offset.total_seconds()) * 1000)
+        changes, memberships = await self.segments.due(self.store, self.resolved_partitions, now_ms)
+        await self.outbox.send(changes)
+        async with self.store.redis.pipeline(transaction=False) as pipe:
+            memberships(pipe)
+            if pipe.command_stack:
+                await pipe.execute()
         self.stats.maybe_log()
         await self.publish_figures()
 
@@ -144,7 +165,7 @@ class ProfileHandler:
         await self.outbox.send(await self._resolve(parts))
 
     async def _resolve(self, parts: Sequence[PartitionBatch]) -> list[Outgoing]:
-        now = datetime.now(UTC)
+        now = datetime.now(UTC) + self.clock_offset
         out: list[Outgoing] = []
         arrivals: list[identity.Arrival] = []
         erasures: list[ErasureRecord] = []
@@ -248,9 +269,10 @@ class ProfileHandler:
                 reason = DeadLetter("corrupt_resolved_record", "", str(exc))
                 out.append(self._dead(raw.key, raw.value or b"", source, reason, now))
         out.extend(await self._enveloped(emitted))
-        await self.outbox.send(out)
+        segment_changes, segment_writes = await self.segments.after_batch(fold)
+        await self.outbox.send(out + segment_changes)
         writes = fold.writes(int(time.time() * 1000))
-        refused = await self.store.save(writes)
+        refused = await self.store.save(writes, before=segment_writes)
         if refused:
             raise FencedError(f"{len(refused)} profiles changed under this worker, e.g. {refused[0]}")
         moved = await self.store.move_positions(self.resolved_topic, {p.tp.partition: (p.start, p.end) for p in parts})

@@ -1,0 +1,125 @@
+"""Segment evaluation in the owning worker: after each apply batch, and when a profile's timer is due.
+
+After a batch, every changed profile is re-evaluated against the live segments
+(``profiles.segments.membership``) at ``max(its latest event, its last evaluation)``, caused by the last
+event applied to it in the batch; a merged-away profile exits everything; an erased one is forgotten with
+no event. The changes go to ``segments.changes`` (keyed by profile, so ordered per profile) with the batch's
+other output — sent and acknowledged before the profile write — and the memberships and the next timer are
+written in the profile write's pipeline, before its compare-and-set (a surviving profile implies surviving
+memberships; a batch retried after a crash recomputes the same changes with the same ids).
+
+Timers: each profile whose answers can change with time alone has an entry in its partition's timer set.
+The worker's ``tick`` evaluates the due ones of the partitions it owns *at the worker's clock* (wall time
+live): a profile overdue by more than one step is evaluated once, at now, and transitions that began and
+ended while nobody looked are not reported.
+
+Granularity: a batch evaluates each profile once, after all its events in the batch; a customer entering
+and leaving within one batch (milliseconds apart) produces no change.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+
+import msgspec
+from redis.asyncio import Redis
+
+from profiles.batch import BatchFold
+from profiles.config import FoldConfig
+from profiles.segment_store import Membership, SegmentStore
+from profiles.segments.changes import Cause, EventCause, SegmentChange, TimerCause
+from profiles.segments.membership import Segments, reevaluate
+from profiles.state import ProfileState
+from profiles.store import ProfileStore
+from streams.outbox import Outgoing
+
+_ENCODER = msgspec.json.Encoder()
+
+PipelineOps = Callable[[Redis], None]
+
+
+class SegmentStage:
+    def __init__(self, store: SegmentStore, config: FoldConfig, changes_topic: str, *, refresh_s: float = 1.0) -> None:
+        self.store = store
+        self.config = config
+        self.changes_topic = changes_topic
+        self.refresh_s = refresh_s
+        self._segments = Segments.of({})
+        self._versions: dict[str, int] = {}
+        self._loaded_at = float("-inf")
+
+    async def live(self) -> Segments:
+        """The live segments, re-read at most every ``refresh_s`` and recompiled only when they changed."""
+        if time.monotonic() - self._loaded_at >= self.refresh_s:
+            definitions = await self.store.definitions()
+            versions = {name: d.version for name, d in definitions.items()}
+            if versions != self._versions:
+                self._segments, self._versions = Segments.of(definitions), versions
+            self._loaded_at = time.monotonic()
+        return self._segments
+
+    async def after_batch(self, fold: BatchFold) -> tuple[list[Outgoing], PipelineOps]:
+        """The changes a batch causes, and what to add to its profile write's pipeline."""
+        segments = await self.live()
+        if not segments.by_name:
+            return [], _nothing
+        pids = [*fold.states, *fold.deleted]
+        before = await self.store.memberships(pids)
+        out: list[Outgoing] = []
+        writes: list[tuple[str, Membership, Mapping[str, int], int | None, int | None]] = []
+        for pid, state in fold.states.items():
+            membership = before[pid]
+            at = max(state.last_event_ms or 0, membership.evaluated_at_ms or 0)
+            cause = EventCause(fold.last_event_id.get(pid, ""))
+            result = reevaluate(state, membership.segments, segments, at_ms=at, cause=cause, config=self.config)
+            out += [self._record(change) for change in result.changes]
+            writes.append((pid, membership, result.memberships, at, result.timer_ms))
+        for pid in fold.deleted:
+            writes.append((pid, before[pid], {}, None, None))  # erased: forgotten, no event
+
+        def ops(pipe: Redis) -> None:
+            for pid, membership, now_in, at, timer in writes:
+                self.store.write_membership(pipe, pid, membership, now_in, at)
+                self.store.set_timer(pipe, fold.partition_of[pid], pid, timer)
+
+        return out, ops
+
+    async def due(
+        self, profiles: ProfileStore, partitions: set[int], now_ms: int, limit: int = 500
+    ) -> tuple[list[Outgoing], PipelineOps]:
+        """Evaluate the profiles whose timers are due at ``now_ms`` in ``partitions``."""
+        segments = await self.live()
+        due = [(p, pid) for p in sorted(partitions) for pid, _ in await self.store.due(p, now_ms, limit)]
+        if not due:
+            return [], _nothing
+        pids = [pid for _, pid in due]
+        states = await profiles.load(pids)
+        before = await self.store.memberships(pids)
+        out: list[Outgoing] = []
+        writes: list[tuple[int, str, Membership, Mapping[str, int], int | None, int | None]] = []
+        for partition, pid in due:
+            state: ProfileState | None = states[pid].state
+            membership = before[pid]
+            if state is None:
+                writes.append((partition, pid, membership, {}, None, None))
+                continue
+            at = max(now_ms, membership.evaluated_at_ms or 0, state.last_event_ms or 0)
+            cause: Cause = TimerCause(at)
+            result = reevaluate(state, membership.segments, segments, at_ms=at, cause=cause, config=self.config)
+            out += [self._record(change) for change in result.changes]
+            writes.append((partition, pid, membership, result.memberships, at, result.timer_ms))
+
+        def ops(pipe: Redis) -> None:
+            for partition, pid, membership, now_in, at, timer in writes:
+                self.store.write_membership(pipe, pid, membership, now_in, at)
+                self.store.set_timer(pipe, partition, pid, timer)
+
+        return out, ops
+
+    def _record(self, change: SegmentChange) -> Outgoing:
+        return (self.changes_topic, None, change.customer_id.encode(), _ENCODER.encode(change), None)
+
+
+def _nothing(_: Redis) -> None:
+    pass

@@ -1,0 +1,163 @@
+"""Segments in the live worker: memberships in Redis equal the rules evaluated on the independent oracle's
+profiles, and segments.changes holds a consistent, duplicate-free history that ends in those memberships."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from profiles.config import HOUR_MS
+from profiles.segment_store import SegmentStore
+from profiles.segments import compile_rule, evaluate
+from profiles.timeutil import bucket_of
+from schemas.validation import Rejection, ValidationLimits, validate_event
+from services.kafka_clients import make_consumer
+from services.redis_client import make_redis
+from tests.kafka_support import Topics, produce_raw, rapport
+from tests.oracle import OracleSettings, build_profiles
+from tests.worker_support import Worker, wait_until_caught_up
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+RULES = {
+    "buyers": "transactions.orders >= 1",
+    "active_7d": 'windows["7d"].clicks >= 1',
+    "recent_buyers": "rfm.recency_days < 10",
+    "engaged": 'journey_stage == "consideration" || journey_stage == "decision"',
+    "big_month": 'windows["30d"].spend > 100.0',
+}
+
+
+def test_memberships_equal_the_oracle_and_the_change_stream_is_consistent(tmp_path: Path, topics: Topics) -> None:
+    start = (datetime.now(UTC) - timedelta(days=31)).replace(microsecond=0)
+    events_file = tmp_path / "events.jsonl"
+    sim = rapport(
+        "simulate", "--customers", "250", "--days", "30", "--seed", "8", "--start", start.isoformat(),
+        "--out", str(events_file), env=topics.env,
+    )  # fmt: skip
+    assert sim.returncode == 0, sim.stderr
+    lines = [line for line in events_file.read_bytes().splitlines() if line.strip()]
+    namespace = f"seg-{uuid.uuid4().hex[:6]}"
+    asyncio.run(_define(topics, namespace))
+
+    worker = Worker(topics, namespace, tmp_path)
+    worker.start()
+    try:
+        assert produce_raw(topics, lines) == len(lines)
+        wait_until_caught_up(topics, namespace, worker)
+        memberships, evaluated_at = _settled(topics, namespace)
+    finally:
+        worker.stop()
+
+    now = datetime.now(UTC)
+    valid = [
+        orjson.loads(v)
+        for v in lines
+        if not isinstance(validate_event(v, now=now, limits=ValidationLimits()), Rejection)
+    ]
+    oracle = build_profiles(valid, as_of_ms=evaluated_at, settings=OracleSettings())
+    rules = {name: compile_rule(rule) for name, rule in RULES.items()}
+    expected = {
+        name: {pid for pid, view in oracle.items() if evaluate(rule, view, {}).member} for name, rule in rules.items()
+    }
+    assert {n: len(m) for n, m in expected.items() if m}, "the rules must select someone"
+    for name in RULES:
+        assert memberships[name] == expected[name], (name, sorted(memberships[name] ^ expected[name])[:5])
+
+    changes = [orjson.loads(r.value) for r in topics.read(["segments.changes"], expected=1)]
+    assert len({c["change_id"] for c in changes}) == len(changes), "no change is sent twice"
+    state: dict[tuple[str, str], str] = defaultdict(lambda: "exited")
+    for change in changes:  # the topic is ordered per profile; read() keeps each partition's order
+        key = (change["customer_id"], change["segment"])
+        assert change["change"] != state[key], f"{key} {change['change']} twice in a row"
+        state[key] = change["change"]
+    from_stream = {name: {pid for (pid, seg), s in state.items() if seg == name and s == "entered"} for name in RULES}
+    assert from_stream == memberships
+    assert any(c["cause"].get("timer") for c in changes), "time passing must have changed some memberships"
+    assert any(c["cause"].get("event_id") for c in changes)
+
+
+async def _define(topics: Topics, namespace: str, rules: dict[str, str] = RULES) -> None:
+    redis = make_redis(topics.settings)
+    try:
+        store = SegmentStore(redis, namespace)
+        for name, rule in rules.items():
+            await store.save(name, "", rule, now_ms=0)
+    finally:
+        await redis.aclose()
+
+
+def _settled(topics: Topics, namespace: str, timeout_s: float = 120) -> tuple[dict[str, set[str]], int]:
+    """Memberships once no timer is overdue, and the instant they hold for (retried across an hour tick)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        before = int(time.time() * 1000)
+        memberships, overdue = asyncio.run(_read(topics, namespace, before))
+        after = int(time.time() * 1000)
+        if not overdue and bucket_of(before) == bucket_of(after) and after % HOUR_MS > 5_000:
+            return memberships, after
+        time.sleep(1)
+    raise TimeoutError("timers did not settle")
+
+
+async def _read(topics: Topics, namespace: str, now_ms: int) -> tuple[dict[str, set[str]], int]:
+    redis = make_redis(topics.settings)
+    try:
+        store = SegmentStore(redis, namespace)
+        overdue = 0
+        for partition in range(topics.settings.kafka.event_partitions):
+            overdue += len(await store.due(partition, now_ms - 2_000, 10))
+        out: dict[str, Any] = {}
+        for name in RULES:
+            members: list[str] = []
+            while batch := await store.members(name, members[-1] if members else None, 1000):
+                members += batch
+            out[name] = set(members)
+        return out, overdue
+    finally:
+        await redis.aclose()
+
+
+def test_a_customer_who_goes_quiet_leaves_active_7d_within_2_s_with_no_new_event(
+    tmp_path: Path, topics: Topics
+) -> None:
+    namespace = f"seg-{uuid.uuid4().hex[:6]}"
+    asyncio.run(_define(topics, namespace, {"active_7d": 'windows["7d"].clicks >= 1'}))
+    # One click; the 7-day window drops its hourly bucket at exit_ms. The worker's clock is moved so that
+    # this happens 10 s after it starts: then nothing but time passes.
+    click_ms = (int(time.time() * 1000) // HOUR_MS - 300) * HOUR_MS + 1_800_000
+    exit_ms = (bucket_of(click_ms) + 7 * 24 - 1) * HOUR_MS + 1
+    offset_s = (exit_ms - 10_000 - int(time.time() * 1000)) / 1000
+    click = {
+        "event_id": "e-quiet", "type": "click", "customer_id": "c-quiet", "source": "web",
+        "timestamp": datetime.fromtimestamp(click_ms / 1000, UTC).isoformat(), "session_id": "s-1",
+        "action": "page_view", "url": "https://shop.example/",
+    }  # fmt: skip
+    worker = Worker(topics, namespace, tmp_path, {"RAPPORT_STREAM__CLOCK_OFFSET_S": str(offset_s)})
+    worker.start()
+    try:
+        produce_raw(topics, [orjson.dumps(click)])
+        changes: list[tuple[dict[str, Any], float]] = []  # (change, worker-clock ms when it was read)
+        consumer = make_consumer(topics.settings, "test-changes", auto_offset_reset="earliest")
+        consumer.subscribe([topics.names["segments.changes"]])
+        deadline = time.monotonic() + 60
+        while len(changes) < 2 and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=100).values():
+                seen_ms = time.time() * 1000 + offset_s * 1000
+                changes += [(orjson.loads(r.value), seen_ms) for r in records]
+        consumer.close()
+    finally:
+        worker.stop()
+    assert [(c["change"], list(c["cause"])) for c, _ in changes] == [("entered", ["event_id"]), ("exited", ["timer"])]
+    exited, seen_ms = changes[1]
+    at_ms = datetime.fromisoformat(exited["at"]).timestamp() * 1000
+    assert exit_ms <= at_ms <= exit_ms + 2_000, "evaluated at the boundary, on the worker's clock"
+    assert seen_ms - exit_ms <= 2_000, f"the exit reached Kafka {seen_ms - exit_ms:.0f} ms after the boundary"
