@@ -79,9 +79,15 @@ class BatchFold:
             compact(state, self.config)
             state.updated_ms = updated_ms
             moved = rfm_position(state) != self.positions_before[pid]
-            out.append(ProfileWrite(pid, self.stored[pid].expected, self.watermarks[pid], state, moved))
+            stored = self.stored[pid]
+            partition = self.partition_of.get(pid)
+            out.append(ProfileWrite(pid, stored.expected, self.watermarks[pid], state, moved, partition=partition))
         for pid, erasure_id in self.deleted.items():
             stored = self.stored[pid]
             dropped = self.positions_before[pid] is not None
-            out.append(ProfileWrite(pid, stored.expected, stored.watermark, None, dropped, erasure_id))
+            out.append(
+                ProfileWrite(
+                    pid, stored.expected, stored.watermark, None, dropped, erasure_id, self.partition_of.get(pid)
+                )
+            )
         return out

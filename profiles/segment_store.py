@@ -11,7 +11,9 @@ Key layout (``<ns>`` is the namespace):
   under) and, under ``@at``, the event-time instant it was last evaluated at; its hash tag is the
   profile's, so it lives in the profile's slot;
 - ``rapport:<ns>:seg:t:<partition>`` — timers of the profiles of one ``events.resolved`` partition
-  (profile id → when time alone can change one of its answers, ms), read by the partition's owner.
+  (profile id → when time alone can change one of its answers, ms), read by the partition's owner;
+- ``rapport:<ns>:seg:bf:{<segment>}`` — the evaluation of existing profiles for the segment's current
+  version: ``version``, per partition the last profile id evaluated (or ``done``), and ``evaluated``.
 """
 
 from __future__ import annotations
@@ -33,6 +35,16 @@ _DECODER = msgspec.json.Decoder(SegmentDefinition)
 class Membership:
     segments: dict[str, int]  # segment → the version it was entered under
     evaluated_at_ms: int | None  # event time of the last evaluation (None: never evaluated)
+
+
+@dataclass(frozen=True, slots=True)
+class Backfill:
+    version: int
+    cursors: dict[int, str]  # partition → the last profile id evaluated, or "done"
+    evaluated: int
+
+    def done(self, partitions: int) -> bool:
+        return all(self.cursors.get(p) == "done" for p in range(partitions))
 
 
 class SegmentStore:
@@ -133,11 +145,40 @@ class SegmentStore:
         if at_ms is not None:
             pipe.hset(key, _AT, at_ms, items=[x for pair in segments.items() for x in pair])
 
-    def set_timer(self, pipe: Redis, partition: int, profile_id: str, due_ms: int | None) -> None:
+    def set_timer(
+        self, pipe: Redis, partition: int, profile_id: str, due_ms: int | None, *, earlier_only: bool = False
+    ) -> None:
+        """Set (or clear) a profile's timer; ``earlier_only``: only move it earlier (one segment's timer)."""
         if due_ms is None:
-            pipe.zrem(self.timers_key(partition), profile_id)
+            if not earlier_only:
+                pipe.zrem(self.timers_key(partition), profile_id)
         else:
-            pipe.zadd(self.timers_key(partition), {profile_id: due_ms})
+            pipe.zadd(self.timers_key(partition), {profile_id: due_ms}, lt=earlier_only)
+
+    # evaluating existing profiles when a definition is published or edited
+    def backfill_key(self, segment: str) -> str:
+        return f"{self._base}:bf:{{{segment}}}"
+
+    async def backfill(self, segment: str) -> Backfill | None:
+        raw = {_text(k): _text(v) for k, v in (await self.redis.hgetall(self.backfill_key(segment))).items()}
+        if "version" not in raw:
+            return None
+        cursors = {int(k[2:]): v for k, v in raw.items() if k.startswith("p:")}
+        return Backfill(int(raw["version"]), cursors, int(raw.get("evaluated", 0)))
+
+    async def start_backfill(self, segment: str, version: int) -> None:
+        """Start over for ``version`` unless it is already the one being (or been) evaluated."""
+        current = await self.backfill(segment)
+        if current is None or current.version != version:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.delete(self.backfill_key(segment))
+                pipe.hset(self.backfill_key(segment), "version", version)
+                await pipe.execute()
+
+    def advance_backfill(self, pipe: Redis, segment: str, partition: int, last: str | None, evaluated: int) -> None:
+        """Record progress: evaluated up to profile id ``last`` (None: the partition is done)."""
+        pipe.hset(self.backfill_key(segment), f"p:{partition}", "done" if last is None else f"@{last}")
+        pipe.hincrby(self.backfill_key(segment), "evaluated", evaluated)
 
     async def due(self, partition: int, now_ms: int, limit: int) -> list[tuple[str, int]]:
         """Up to ``limit`` profiles of ``partition`` whose timer is due at ``now_ms``, earliest first."""

@@ -15,6 +15,9 @@ one slot):
   Redis crash the two can disagree, and only Redis knows what it kept);
 - ``rapport:<ns>:rfm:r|f|m`` — the population of buyers for RFM scores (last purchase time, orders, net
   spend);
+- ``rapport:<ns>:pp:<partition>`` — the profiles of one ``events.resolved`` partition, in id order (a
+  sorted set with equal scores): what the partition's owner goes through when it must look at every
+  profile it owns (e.g. a newly published segment);
 - ``rapport:<ns>:x:{<id>}`` — an erasure marker: the receipt that erased this id (an id events carry or a
   profile id); ``rapport:<ns>:er:{<receipt>}`` the erasure record, ``…:done`` the profiles deleted so far.
 """
@@ -85,6 +88,8 @@ class ProfileWrite:
     state: ProfileState | None  # None: delete the profile, erased by the receipt ``erasure_id``
     population_changed: bool
     erasure_id: str | None = None
+    #: The profile's events.resolved partition, to index it there when it is created (None: not indexed).
+    partition: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +126,15 @@ class ProfileStore:
     def rfm_key(self, dimension: Literal["r", "f", "m"]) -> str:
         return f"{self._base}:rfm:{dimension}"
 
+    def partition_index_key(self, partition: int) -> str:
+        return f"{self._base}:pp:{partition}"
+
+    async def partition_profiles(self, partition: int, after: str | None, limit: int) -> list[str]:
+        """Up to ``limit`` profile ids of ``partition`` in id order, strictly after ``after``."""
+        start = "-" if after is None else f"({after}"
+        raw = await self.redis.zrange(self.partition_index_key(partition), start, "+", bylex=True, offset=0, num=limit)
+        return [_text(pid) for pid in raw if isinstance(pid, bytes | str)]
+
     def erased_key(self, any_id: str) -> str:
         return f"{self._base}:x:{{{any_id}}}"
 
@@ -153,14 +167,16 @@ class ProfileStore:
         erased = _present(profile_ids, next(replies)) if profile_ids else {}
         return positions, stored, erased
 
+    def profile_id_of(self, key: bytes | str) -> str:
+        """The profile id in a profile key (the inverse of ``profile_key``)."""
+        return _text(key)[len(self.profile_key("")) - 1 : -1]
+
     async def scan_profiles(self, batch: int = 500) -> AsyncIterator[dict[str, Stored]]:
         """Every profile of the namespace, a batch at a time (``SCAN``: no blocking, each profile present
         throughout the scan comes at least once)."""
-        pattern = self.profile_key("*")
-        prefix = len(self.profile_key("")) - 1  # up to and including the opening brace
         ids: list[str] = []
-        async for key in self.redis.scan_iter(match=pattern, count=batch):
-            ids.append(_text(key)[prefix:-1])
+        async for key in self.redis.scan_iter(match=self.profile_key("*"), count=batch):
+            ids.append(self.profile_id_of(key))
             if len(ids) >= batch:
                 yield await self.load(ids)
                 ids = []
@@ -183,6 +199,10 @@ class ProfileStore:
             for write in writes:
                 if write.population_changed:
                     self._population(pipe, write.profile_id, write.state)
+                if write.partition is not None and write.state is None:
+                    pipe.zrem(self.partition_index_key(write.partition), write.profile_id)
+                elif write.partition is not None and write.expected == ABSENT:
+                    pipe.zadd(self.partition_index_key(write.partition), {write.profile_id: 0})
             first_cas = len(pipe.command_stack)
             for write in writes:
                 blob = b"" if write.state is None else watermark_bytes(write.watermark) + encode(write.state)

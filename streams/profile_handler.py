@@ -69,7 +69,7 @@ from streams.dead_letters import DeadLetter, dead_letter
 from streams.handler import Batch, PartitionBatch, RawRecord, StalePosition
 from streams.outbox import Outbox, Outgoing
 from streams.owned_states import OwnedStates
-from streams.segment_stage import SegmentStage
+from streams.segment_stage import PipelineOps, SegmentStage
 from streams.stats import WorkerStats
 from streams.tasks import all_or_none
 
@@ -136,17 +136,22 @@ class ProfileHandler:
         await self.publish_figures()
 
     async def tick(self, now: float) -> None:
-        """Segment timers that are due (raises on Redis/Kafka failure: the runtime retries), and the figures
-        for /metrics."""
+        """Segment timers that are due, one step of evaluating existing profiles against a newly published
+        segment version (raises on Redis/Kafka failure: the runtime retries), and the figures for /metrics."""
         now_ms = int((now + self.clock_offset.total_seconds()) * 1000)
-        changes, memberships = await self.segments.due(self.store, self.resolved_partitions, now_ms)
-        await self.outbox.send(changes)
+        owned = self.resolved_partitions
+        # One after the other: the second reads memberships the first writes.
+        await self._emit(*await self.segments.due(self.store, owned, now_ms))
+        await self._emit(*await self.segments.backfill_step(self.store, owned, now_ms))
+        self.stats.maybe_log()
+        await self.publish_figures()
+
+    async def _emit(self, changes: list[Outgoing], memberships: PipelineOps) -> None:
+        await self.outbox.send(changes)  # acknowledged before the memberships that record them
         async with self.store.redis.pipeline(transaction=False) as pipe:
             memberships(pipe)
             if pipe.command_stack:
                 await pipe.execute()
-        self.stats.maybe_log()
-        await self.publish_figures()
 
     async def publish_figures(self) -> None:
         totals = self.stats.take_unpublished()

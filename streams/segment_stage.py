@@ -28,8 +28,8 @@ from redis.asyncio import Redis
 from profiles.batch import BatchFold
 from profiles.config import FoldConfig
 from profiles.segment_store import Membership, SegmentStore
-from profiles.segments.changes import Cause, EventCause, SegmentChange, TimerCause
-from profiles.segments.membership import Segments, reevaluate
+from profiles.segments.changes import Cause, DefinitionCause, EventCause, SegmentChange, TimerCause
+from profiles.segments.membership import LiveSegment, Segments, reevaluate
 from profiles.state import ProfileState
 from profiles.store import ProfileStore
 from streams.outbox import Outgoing
@@ -50,14 +50,84 @@ class SegmentStage:
         self._loaded_at = float("-inf")
 
     async def live(self) -> Segments:
-        """The live segments, re-read at most every ``refresh_s`` and recompiled only when they changed."""
+        """The live segments, re-read at most every ``refresh_s`` and recompiled only when they changed; a
+        new version starts the evaluation of existing profiles (``backfill_step``)."""
         if time.monotonic() - self._loaded_at >= self.refresh_s:
             definitions = await self.store.definitions()
             versions = {name: d.version for name, d in definitions.items()}
             if versions != self._versions:
+                for name, version in versions.items():
+                    if self._versions.get(name) != version:
+                        await self.store.start_backfill(name, version)
                 self._segments, self._versions = Segments.of(definitions), versions
             self._loaded_at = time.monotonic()
         return self._segments
+
+    async def backfill_step(
+        self,
+        profiles: ProfileStore,
+        partitions: set[int],
+        now_ms: int,
+        budget: int = 1000,
+    ) -> tuple[list[Outgoing], PipelineOps]:
+        """One step (a page of one owned partition's profiles, in id order) of evaluating existing profiles
+        against a segment version they were not evaluated against yet, caused by the definition."""
+        segments = await self.live()
+        for name, segment in segments.by_name.items():
+            job = await self.store.backfill(name)
+            if job is None or job.version != segment.definition.version:
+                continue
+            for partition in sorted(partitions):
+                cursor = job.cursors.get(partition)
+                if cursor == "done":
+                    continue
+                page = await profiles.partition_profiles(partition, cursor[1:] if cursor else None, budget)
+                return await self._evaluate_for_definition(
+                    profiles,
+                    name=name,
+                    segment=segment,
+                    partition=partition,
+                    pids=page,
+                    last=page[-1] if len(page) == budget else None,
+                    now_ms=now_ms,
+                )
+        return [], _nothing
+
+    async def _evaluate_for_definition(
+        self,
+        profiles: ProfileStore,
+        *,
+        name: str,
+        segment: LiveSegment,
+        partition: int,
+        pids: list[str],
+        last: str | None,
+        now_ms: int,
+    ) -> tuple[list[Outgoing], PipelineOps]:
+        states = await profiles.load(pids)
+        before = await self.store.memberships(pids)
+        only = Segments({name: segment}, frozenset(segment.rule.reads))
+        cause: Cause = DefinitionCause(segment.definition.version)
+        out: list[Outgoing] = []
+        writes: list[tuple[str, Membership, dict[str, int], int, int | None]] = []
+        for pid in pids:
+            state, membership = states[pid].state, before[pid]
+            if state is None:
+                continue
+            at = max(now_ms, membership.evaluated_at_ms or 0, state.last_event_ms or 0)
+            previous = {name: membership.segments[name]} if name in membership.segments else {}
+            result = reevaluate(state, previous, only, at_ms=at, cause=cause, config=self.config)
+            out += [self._record(change) for change in result.changes]
+            others = {n: v for n, v in membership.segments.items() if n != name}
+            writes.append((pid, membership, {**others, **result.memberships}, at, result.timer_ms))
+
+        def ops(pipe: Redis) -> None:
+            for pid, membership, now_in, at, timer in writes:
+                self.store.write_membership(pipe, pid, membership, now_in, at)
+                self.store.set_timer(pipe, partition, pid, timer, earlier_only=True)
+            self.store.advance_backfill(pipe, name, partition, last, len(writes))
+
+        return out, ops
 
     async def after_batch(self, fold: BatchFold) -> tuple[list[Outgoing], PipelineOps]:
         """The changes a batch causes, and what to add to its profile write's pipeline."""

@@ -34,6 +34,8 @@ RULES = {
     "engaged": 'journey_stage == "consideration" || journey_stage == "decision"',
     "big_month": 'windows["30d"].spend > 100.0',
 }
+PUBLISHED_LATER = {"big_spenders": "transactions.spend > 200.0"}
+EVERY_RULE = {**RULES, **PUBLISHED_LATER}
 
 
 def test_memberships_equal_the_oracle_and_the_change_stream_is_consistent(tmp_path: Path, topics: Topics) -> None:
@@ -53,6 +55,9 @@ def test_memberships_equal_the_oracle_and_the_change_stream_is_consistent(tmp_pa
     try:
         assert produce_raw(topics, lines) == len(lines)
         wait_until_caught_up(topics, namespace, worker)
+        # Published once every profile exists: the worker evaluates the existing ones in the background.
+        asyncio.run(_define(topics, namespace, PUBLISHED_LATER))
+        _evaluated(topics, namespace, "big_spenders")
         memberships, evaluated_at = _settled(topics, namespace)
     finally:
         worker.stop()
@@ -64,12 +69,12 @@ def test_memberships_equal_the_oracle_and_the_change_stream_is_consistent(tmp_pa
         if not isinstance(validate_event(v, now=now, limits=ValidationLimits()), Rejection)
     ]
     oracle = build_profiles(valid, as_of_ms=evaluated_at, settings=OracleSettings())
-    rules = {name: compile_rule(rule) for name, rule in RULES.items()}
+    rules = {name: compile_rule(rule) for name, rule in EVERY_RULE.items()}
     expected = {
         name: {pid for pid, view in oracle.items() if evaluate(rule, view, {}).member} for name, rule in rules.items()
     }
     assert {n: len(m) for n, m in expected.items() if m}, "the rules must select someone"
-    for name in RULES:
+    for name in EVERY_RULE:
         assert memberships[name] == expected[name], (name, sorted(memberships[name] ^ expected[name])[:5])
 
     changes = [orjson.loads(r.value) for r in topics.read(["segments.changes"], expected=1)]
@@ -79,10 +84,15 @@ def test_memberships_equal_the_oracle_and_the_change_stream_is_consistent(tmp_pa
         key = (change["customer_id"], change["segment"])
         assert change["change"] != state[key], f"{key} {change['change']} twice in a row"
         state[key] = change["change"]
-    from_stream = {name: {pid for (pid, seg), s in state.items() if seg == name and s == "entered"} for name in RULES}
+    from_stream = {
+        name: {pid for (pid, seg), s in state.items() if seg == name and s == "entered"} for name in EVERY_RULE
+    }
     assert from_stream == memberships
     assert any(c["cause"].get("timer") for c in changes), "time passing must have changed some memberships"
     assert any(c["cause"].get("event_id") for c in changes)
+    published = [c for c in changes if c["segment"] == "big_spenders"]
+    assert published, "publishing a segment must enter the existing profiles it selects"
+    assert {str(c["cause"]) for c in published} == {"{'definition': 1}"}
 
 
 async def _define(topics: Topics, namespace: str, rules: dict[str, str] = RULES) -> None:
@@ -93,6 +103,21 @@ async def _define(topics: Topics, namespace: str, rules: dict[str, str] = RULES)
             await store.save(name, "", rule, now_ms=0)
     finally:
         await redis.aclose()
+
+
+def _evaluated(topics: Topics, namespace: str, segment: str, timeout_s: float = 120) -> None:
+    async def done() -> bool:
+        redis = make_redis(topics.settings)
+        try:
+            job = await SegmentStore(redis, namespace).backfill(segment)
+            return job is not None and job.done(topics.settings.kafka.event_partitions)
+        finally:
+            await redis.aclose()
+
+    deadline = time.monotonic() + timeout_s
+    while not asyncio.run(done()):
+        assert time.monotonic() < deadline, f"{segment}: existing profiles not evaluated in {timeout_s} s"
+        time.sleep(1)
 
 
 def _settled(topics: Topics, namespace: str, timeout_s: float = 120) -> tuple[dict[str, set[str]], int]:
@@ -116,7 +141,7 @@ async def _read(topics: Topics, namespace: str, now_ms: int) -> tuple[dict[str, 
         for partition in range(topics.settings.kafka.event_partitions):
             overdue += len(await store.due(partition, now_ms - 2_000, 10))
         out: dict[str, Any] = {}
-        for name in RULES:
+        for name in EVERY_RULE:
             members: list[str] = []
             while batch := await store.members(name, members[-1] if members else None, 1000):
                 members += batch

@@ -15,6 +15,7 @@ from profiles.segments import DefinitionError, RuleError, SegmentDefinition, com
 from profiles.segments.definitions import MAX_DESCRIPTION, NAME_PATTERN
 from profiles.store import rfm_position
 from profiles.view import render
+from schemas.topics import RESOLVED
 from services.api.auth import require
 from services.api.context import ApiContext
 from services.api.errors import ApiError, responses
@@ -36,6 +37,12 @@ class SegmentIn(BaseModel):
     }
 
 
+class Evaluation(BaseModel):
+    version: int = Field(description="The version existing profiles are being evaluated against.")
+    profiles_evaluated: int
+    complete: bool = Field(description="Every partition's owner went through every existing profile.")
+
+
 class SegmentOut(BaseModel):
     name: str
     description: str
@@ -43,6 +50,9 @@ class SegmentOut(BaseModel):
     version: int = Field(description="Bumped by every saved change; carried by change events.")
     updated_at: str
     members: int = Field(description="Live member count.")
+    evaluation: Evaluation | None = Field(
+        None, description="Progress of evaluating existing profiles against this version (null: not started)."
+    )
 
 
 class SegmentList(BaseModel):
@@ -98,7 +108,7 @@ async def put_segment(request: Request, _: Admin, name: SegmentName, body: Segme
         raise _invalid_rule(exc) from exc
     except DefinitionError as exc:
         raise ApiError(422, "invalid_segment", str(exc)) from exc
-    return _out(saved, (await store.counts([name]))[name])
+    return await _described(store, saved, request.app.state.ctx)
 
 
 @router.get(
@@ -122,8 +132,7 @@ async def list_segments(request: Request, _: Admin) -> SegmentList:
 )
 async def get_segment(request: Request, _: Admin, name: SegmentName) -> SegmentOut:
     store = _store(request.app.state.ctx)
-    definition = await _existing(store, name)
-    return _out(definition, (await store.counts([name]))[name])
+    return await _described(store, await _existing(store, name), request.app.state.ctx)
 
 
 @router.delete(
@@ -233,6 +242,16 @@ async def _existing(store: SegmentStore, name: str) -> SegmentDefinition:
     return definition
 
 
-def _out(definition: SegmentDefinition, members: int) -> SegmentOut:
+def _out(definition: SegmentDefinition, members: int, evaluation: Evaluation | None = None) -> SegmentOut:
     fields: dict[str, Any] = msgspec.structs.asdict(definition)
-    return SegmentOut(**fields, members=members)
+    return SegmentOut(**fields, members=members, evaluation=evaluation)
+
+
+async def _described(store: SegmentStore, definition: SegmentDefinition, ctx: ApiContext) -> SegmentOut:
+    """The definition with its member count and the progress of evaluating existing profiles."""
+    job = await store.backfill(definition.name)
+    evaluation = None
+    if job is not None and job.version == definition.version:
+        partitions = RESOLVED.partition_count(ctx.settings.kafka.event_partitions)
+        evaluation = Evaluation(version=job.version, profiles_evaluated=job.evaluated, complete=job.done(partitions))
+    return _out(definition, (await store.counts([definition.name]))[definition.name], evaluation)
