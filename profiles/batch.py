@@ -28,9 +28,13 @@ _EVENT_ID: Final = msgspec.json.Decoder(_EventId)
 
 
 class BatchFold:
-    def __init__(self, stored: dict[str, Stored], erased: dict[str, str], config: FoldConfig) -> None:
+    def __init__(
+        self, stored: dict[str, Stored], erased: dict[str, str], config: FoldConfig, *, causes: bool = False
+    ) -> None:
         """``stored``: every profile the batch's records are keyed by; ``erased``: the erasure receipt of
-        those that were erased."""
+        those that were erased; ``causes``: keep each changed profile's last event id (``last_event_id``),
+        which costs a decode per event and is only needed when something reacts to changes."""
+        self.causes = causes
         self.stored = stored
         self.erased = dict(erased)
         self.config = config
@@ -64,10 +68,11 @@ class BatchFold:
         self.states[pid] = state
         self.watermarks[pid] = at
         self.partition_of[pid] = partition
-        if record.event is not None and record.kind in ("event", "forward"):
-            self.last_event_id[pid] = _EVENT_ID.decode(record.event).event_id
-        elif record.kind == "merge_in":
-            self.last_event_id[pid] = f"merge:{record.other_profile}"
+        if self.causes:
+            if record.event is not None and record.kind in ("event", "forward"):
+                self.last_event_id[pid] = _EVENT_ID.decode(record.event).event_id
+            elif record.kind == "merge_in":
+                self.last_event_id[pid] = f"merge:{record.other_profile}"
         forwarded = any(e.kind == "forward" for e in emitted)  # counted where it lands, not twice
         if record.ingested_ms is not None and record.kind in ("event", "forward") and not forwarded:
             self.ingested.append(record.ingested_ms)

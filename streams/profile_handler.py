@@ -259,7 +259,8 @@ class ProfileHandler:
         stored: dict[str, Stored],
         erased: dict[str, str],
     ) -> None:
-        fold = BatchFold(stored, erased, self.config)
+        live_segments = await self.segments.live()
+        fold = BatchFold(stored, erased, self.config, causes=bool(live_segments.by_name))
         emitted: list[Resolved] = []
         out: list[Outgoing] = []
         now = datetime.now(UTC)
