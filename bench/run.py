@@ -6,11 +6,11 @@ import argparse
 import platform
 from datetime import UTC, datetime
 
-from bench import api, foundation, profile_worker, stream_runtime
+from bench import api, foundation, profile_worker, segments, stream_runtime
 from bench.harness import report
 from services.settings import Settings
 
-SUITES = ("foundation", "stream_runtime", "profile_worker", "api")
+SUITES = ("foundation", "stream_runtime", "profile_worker", "api", "segments")
 
 
 def main() -> None:
@@ -29,6 +29,8 @@ def main() -> None:
         report("profile worker", *profile_worker.run(settings, args.events))
     if "api" in suites:
         report("serving API (one uvicorn worker)", *api.run(settings))
+    if "segments" in suites:
+        report("segment timers", *segments.run(settings))
 
 
 if __name__ == "__main__":

@@ -180,12 +180,16 @@ class SegmentStore:
         pipe.hset(self.backfill_key(segment), f"p:{partition}", "done" if last is None else f"@{last}")
         pipe.hincrby(self.backfill_key(segment), "evaluated", evaluated)
 
-    async def due(self, partition: int, now_ms: int, limit: int) -> list[tuple[str, int]]:
-        """Up to ``limit`` profiles of ``partition`` whose timer is due at ``now_ms``, earliest first."""
-        raw = await self.redis.zrangebyscore(
-            self.timers_key(partition), "-inf", now_ms, start=0, num=limit, withscores=True
-        )
-        return [(_text(entry[0]), int(entry[1])) for entry in raw if isinstance(entry, tuple | list)]
+    async def due(self, partitions: Sequence[int], now_ms: int, limit: int) -> list[tuple[int, str]]:
+        """Up to ``limit`` (partition, profile id) per partition whose timer is due at ``now_ms``, earliest
+        first, in one round trip."""
+        if not partitions:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for partition in partitions:
+                pipe.zrangebyscore(self.timers_key(partition), "-inf", now_ms, start=0, num=limit)
+            replies = await pipe.execute()
+        return [(p, _text(pid)) for p, pids in zip(partitions, replies, strict=True) for pid in pids]
 
     def timers_key(self, partition: int) -> str:
         return f"{self._base}:t:{partition}"

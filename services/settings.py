@@ -55,7 +55,12 @@ class StreamSettings(BaseModel):
         20, ge=0, le=1500, description="Longest time the broker holds a fetch for partitions with no new records."
     )
     commit_interval_s: float = Field(1.0, gt=0, description="How often applied offsets are committed to Kafka.")
-    tick_interval_s: float = Field(1.0, gt=0, description="Longest time between two handler ticks.")
+    tick_interval_s: float = Field(
+        0.25,
+        gt=0,
+        description="Longest time between two handler ticks: how late a due segment timer can start (a tick "
+        "with nothing due costs one Redis round trip).",
+    )
     retry_initial_s: float = Field(0.1, gt=0, description="First pause after a failed batch (then doubled).")
     retry_max_s: float = Field(5.0, gt=0, description="Longest pause between two attempts of a batch.")
     session_timeout_s: float = Field(

@@ -140,8 +140,13 @@ class ProfileHandler:
         segment version (raises on Redis/Kafka failure: the runtime retries), and the figures for /metrics."""
         now_ms = int((now + self.clock_offset.total_seconds()) * 1000)
         owned = self.resolved_partitions
-        # One after the other: the second reads memberships the first writes.
-        await self._emit(*await self.segments.due(self.store, owned, now_ms))
+        # One after the other: each step reads memberships the previous one wrote. Due timers first, in small
+        # steps for up to half a second (batches wait meanwhile), then one step of a definition's evaluation.
+        until = time.monotonic() + 0.5
+        more = True
+        while more and time.monotonic() < until:
+            changes, memberships, more = await self.segments.due(self.store, owned, now_ms)
+            await self._emit(changes, memberships)
         await self._emit(*await self.segments.backfill_step(self.store, owned, now_ms))
         self.stats.maybe_log()
         await self.publish_figures()

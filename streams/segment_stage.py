@@ -156,13 +156,14 @@ class SegmentStage:
         return out, ops
 
     async def due(
-        self, profiles: ProfileStore, partitions: set[int], now_ms: int, limit: int = 500
-    ) -> tuple[list[Outgoing], PipelineOps]:
-        """Evaluate the profiles whose timers are due at ``now_ms`` in ``partitions``."""
+        self, profiles: ProfileStore, partitions: set[int], now_ms: int, limit: int = 100
+    ) -> tuple[list[Outgoing], PipelineOps, bool]:
+        """Evaluate up to ``limit`` profiles per partition whose timers are due at ``now_ms``; the flag says
+        whether more may be due (small steps, so the first exits of a crowded boundary go out first)."""
         segments = await self.live()
-        due = [(p, pid) for p in sorted(partitions) for pid, _ in await self.store.due(p, now_ms, limit)]
+        due = await self.store.due(sorted(partitions), now_ms, limit)
         if not due:
-            return [], _nothing
+            return [], _nothing, False
         pids = [pid for _, pid in due]
         states = await profiles.load(pids)
         before = await self.store.memberships(pids)
@@ -185,7 +186,7 @@ class SegmentStage:
                 self.store.write_membership(pipe, pid, membership, now_in, at)
                 self.store.set_timer(pipe, partition, pid, timer)
 
-        return out, ops
+        return out, ops, len(due) >= limit
 
     def _record(self, change: SegmentChange) -> Outgoing:
         return (self.changes_topic, None, change.customer_id.encode(), _ENCODER.encode(change), None)

@@ -137,9 +137,7 @@ async def _read(topics: Topics, namespace: str, now_ms: int) -> tuple[dict[str, 
     redis = make_redis(topics.settings)
     try:
         store = SegmentStore(redis, namespace)
-        overdue = 0
-        for partition in range(topics.settings.kafka.event_partitions):
-            overdue += len(await store.due(partition, now_ms - 2_000, 10))
+        overdue = len(await store.due(range(topics.settings.kafka.event_partitions), now_ms - 2_000, 10))
         out: dict[str, Any] = {}
         for name in EVERY_RULE:
             members: list[str] = []
