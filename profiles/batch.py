@@ -54,6 +54,10 @@ class BatchFold:
         if record.kind == "erase" and record.other_profile is not None:
             # The marker was set before this record was sent; it is missing only if Redis lost it.
             self.erased.setdefault(pid, record.other_profile)
+        elif record.kind == "merge_out" and record.other_profile in self.erased:
+            # Linked to a customer erased meanwhile (the identify was resolved just before the erasure): the
+            # visitor's profile goes with the customer instead of being handed over to nobody.
+            self.erased.setdefault(pid, self.erased[record.other_profile])
         if pid in self.erased:
             # Erased: nothing more is applied, and the profile goes (also when only in-flight events remain).
             self.states.pop(pid, None)

@@ -33,7 +33,7 @@ from redis.asyncio import Redis
 
 from profiles.identity import Claim, ClaimOutcome
 from profiles.rfm import RfmRanks, RfmThresholds, threshold_ranks
-from profiles.state import ProfileState, anonymous_profile_id, decode, encode
+from profiles.state import ANON_PREFIX, ProfileState, anonymous_profile_id, decode, encode
 from schemas import erasure as erasure_codec
 from schemas.erasure import ErasureRecord
 
@@ -213,6 +213,12 @@ class ProfileStore:
                     # The marker again: Redis may have lost it since the resolver set it (its AOF keeps a prefix).
                     pipe.set(self.erased_key(write.profile_id), write.erasure_id, nx=True)
                     pipe.sadd(self.erasure_done_key(write.erasure_id), write.profile_id)
+                    if write.profile_id.startswith(ANON_PREFIX):
+                        # A visitor erased with its customer after the erasure record was written (linked just
+                        # before it): its id is refused from now on, and its link is forgotten.
+                        visitor = write.profile_id.removeprefix(ANON_PREFIX)
+                        pipe.set(self.erased_key(visitor), write.erasure_id, nx=True)
+                        pipe.delete(self.alias_key(visitor))
             results = await pipe.execute()
         return [w.profile_id for w, ok in zip(writes, results[first_cas:cas_end], strict=True) if not ok]
 

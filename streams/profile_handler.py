@@ -242,10 +242,21 @@ class ProfileHandler:
         decoded = [_decode_envelope(r.value or b"") for _, r in records]
         ids = (record.profile_id for envelope in decoded if envelope is not None for record in envelope.records)
         profile_ids = list(dict.fromkeys(ids))
+        # A hand-over's customer may have been erased since: its marker decides what becomes of the visitor.
+        handed_to = {
+            r.other_profile
+            for envelope in decoded
+            if envelope is not None
+            for r in envelope.records
+            if r.kind == "merge_out" and r.other_profile is not None
+        }
         cached, missing = self.owned.split(profile_ids)
         try:
             stored_positions, loaded, erased = await self.store.read_for_apply(
-                self.resolved_topic, [p.tp.partition for p in parts], missing, profile_ids
+                self.resolved_topic,
+                [p.tp.partition for p in parts],
+                missing,
+                list(dict.fromkeys([*profile_ids, *handed_to])),
             )
             stale = {p.tp for p in parts if stored_positions.get(p.tp.partition, 0) != p.start}
             if stale:

@@ -58,3 +58,14 @@ def test_in_flight_events_of_an_already_deleted_erased_profile_write_nothing() -
     fold = BatchFold({"c-1": Stored(-1, None, ABSENT)}, {"c-1": RECEIPT}, CONFIG)
     fold.apply(resolved(event(n=2, customer_id="c-1"), "c-1", offset=2), 0, 101)
     assert fold.writes(0) == []
+
+
+def test_a_visitor_handed_over_to_an_erased_customer_is_erased_with_it() -> None:
+    visitor = new_state_for("anon:a-late")
+    visitor.events_applied = 1
+    stored = {"anon:a-late": Stored(5, visitor, watermark_bytes(5))}
+    fold = BatchFold(stored, {"c-1": RECEIPT}, CONFIG)
+    handover = Resolved(kind="merge_out", profile_id="anon:a-late", other_profile="c-1")
+    assert fold.apply(handover, 0, 100) == [], "nothing is handed over to an erased customer"
+    (write,) = fold.writes(0)
+    assert (write.profile_id, write.state, write.erasure_id) == ("anon:a-late", None, RECEIPT)
