@@ -64,6 +64,10 @@ class BatchFold:
             self.partition_of[pid] = partition
             if record.kind == "erase" or self.stored[pid].state is not None:
                 self.deleted[pid] = self.erased[pid]
+            if record.kind == "merge_in" and record.other_profile is not None:
+                # A visitor handed over before the erasure but after its record was written (the erasure did
+                # not know the link yet): its tombstone goes too.
+                return [Resolved(kind="erase", profile_id=record.other_profile, other_profile=self.erased[pid])]
             return []
         if at <= self.watermarks[pid]:
             return []  # applied before: a redelivery after a crash or rebalance

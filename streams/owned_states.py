@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
-from profiles.store import ProfileWrite, Stored, watermark_bytes
+from profiles.store import ABSENT, ProfileWrite, Stored, watermark_bytes
 
 
 class OwnedStates:
@@ -37,7 +37,10 @@ class OwnedStates:
 
     def written(self, writes: Iterable[ProfileWrite]) -> None:
         for write in writes:
-            self._items[write.profile_id] = Stored(write.watermark, write.state, watermark_bytes(write.watermark))
+            if write.state is None:  # deleted (erased): Redis holds nothing, the next write starts from ABSENT
+                self._items[write.profile_id] = Stored(-1, None, ABSENT)
+            else:
+                self._items[write.profile_id] = Stored(write.watermark, write.state, watermark_bytes(write.watermark))
             self._items.move_to_end(write.profile_id)
         while len(self._items) > self.capacity:
             self._items.popitem(last=False)

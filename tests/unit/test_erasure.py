@@ -69,3 +69,10 @@ def test_a_visitor_handed_over_to_an_erased_customer_is_erased_with_it() -> None
     assert fold.apply(handover, 0, 100) == [], "nothing is handed over to an erased customer"
     (write,) = fold.writes(0)
     assert (write.profile_id, write.state, write.erasure_id) == ("anon:a-late", None, RECEIPT)
+
+
+def test_a_hand_over_reaching_an_erased_customer_erases_the_visitor_it_came_from() -> None:
+    fold = BatchFold({"c-1": Stored(-1, None, ABSENT)}, {"c-1": RECEIPT}, CONFIG)
+    handover = Resolved(kind="merge_in", profile_id="c-1", other_profile="anon:a-late")
+    (erase,) = fold.apply(handover, 0, 100)
+    assert (erase.kind, erase.profile_id, erase.other_profile) == ("erase", "anon:a-late", RECEIPT)
