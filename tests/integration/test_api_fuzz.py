@@ -38,8 +38,10 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(tmp_path: Pa
                 "40",
                 "--seed",
                 "1",
+                # One worker: with two, hypothesis once crashed inside schemathesis describing a lambda (a
+                # runtime error of the tool, 0 failures of the API) — not reproducible, so not worth the risk.
                 "--workers",
-                "2",
+                "1",
                 "--request-timeout",
                 "20",
             ],
@@ -49,7 +51,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(tmp_path: Pa
             timeout=800,
             cwd=tmp_path,  # schemathesis keeps its state (.schemathesis/) in the working directory
         )
-    summary = run.stdout[-6000:]
+    summary = run.stdout[-20000:]
     assert run.returncode == 0, (
         f"{summary}\n{run.stderr[-2000:]}\napi log: {(tmp_path / 'api.log').read_text()[-3000:]}"
     )
