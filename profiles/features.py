@@ -17,21 +17,16 @@ import math
 from typing import Final
 
 from profiles.config import DAY_MS, FoldConfig
-from profiles.journey import Stage, journey_stage
+from profiles.journey import Stage
 from profiles.rfm import RfmRanks, score
 from profiles.state import (
     EMAIL_ACTION_INDEX,
-    W_ADD_TO_CARTS,
-    W_CHECKOUTS,
-    W_EMAIL_CLICKS,
-    W_PRODUCT_VIEWS,
-    W_SEARCHES,
     W_SPEND,
     WINDOW_METRICS,
     ProfileState,
 )
 from profiles.timeutil import from_ms
-from profiles.view import window_counters
+from profiles.view import stage_of, window_counters
 
 #: Durations longer than this (and "never") are this many days.
 DAY_CAP: Final = 365.0
@@ -113,14 +108,7 @@ def features(state: ProfileState, as_of_ms: int, config: FoldConfig, rfm: RfmRan
         sums = windows[name]
         for i, metric in enumerate(WINDOW_FEATURES):
             out[f"w{name}_{metric}"] = _log_amount(sums[i]) if i == W_SPEND else math.log1p(sums[i])
-    stage = journey_stage(
-        last_seen_ms=state.last_seen_ms,
-        orders=state.orders,
-        carts_or_checkouts_7d=windows["7d"][W_ADD_TO_CARTS] + windows["7d"][W_CHECKOUTS],
-        interest_30d=windows["30d"][W_PRODUCT_VIEWS] + windows["30d"][W_SEARCHES] + windows["30d"][W_EMAIL_CLICKS],
-        as_of_ms=as_of_ms,
-        lapsed_after_days=config.lapsed_after_days,
-    )
+    stage = stage_of(state, windows, as_of_ms, config)
     for each in Stage:
         out[f"stage_{each.value}"] = 1.0 if each is stage else 0.0
     age = _age_years(state, as_of_ms)

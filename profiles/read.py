@@ -92,6 +92,19 @@ async def read_profiles(
     return out
 
 
+async def canonical_state(store: ProfileStore, any_id: str) -> ProfileState | None:
+    """The state of the profile ``any_id`` resolves to, following a merged anonymous profile once; None if
+    no profile has the id."""
+    resolved, stored = await store.resolve_and_load([any_id])
+    pid = resolved[any_id]
+    if pid is None:
+        return None
+    state = stored[pid].state if pid in stored else (await store.load([pid]))[pid].state
+    if state is not None and state.merged_into is not None:
+        state = (await store.load([state.merged_into]))[state.merged_into].state
+    return state
+
+
 def _view(
     state: ProfileState, watermark: int, rfm: RfmScores | None, config: FoldConfig, *, as_of_ms: int | None, now_ms: int
 ) -> ProfileRead:

@@ -350,16 +350,7 @@ class ProfileStore:
         """``resolve_id`` of each id, in one round trip. An erased id has no profile; otherwise a profile with
         that id wins, then the customer an anonymous id is linked to, then the owner of an email, then the
         visitor's anonymous profile."""
-        if not any_ids:
-            return {}
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for any_id in any_ids:
-                pipe.exists(self.erased_key(any_id))
-                pipe.exists(self.profile_key(any_id))
-                pipe.get(self.alias_key(any_id))
-                pipe.get(self.email_key(any_id))
-                pipe.exists(self.profile_key(anonymous_profile_id(any_id)))
-            return _resolved(any_ids, await pipe.execute())
+        return (await self.resolve_and_load(any_ids))[0]
 
     # positions
     async def positions(self, topic: str, partitions: Iterable[int]) -> dict[int, int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from profiles.config import WINDOWS, FoldConfig
-from profiles.journey import journey_stage
+from profiles.journey import Stage, journey_stage
 from profiles.money import div_round
 from profiles.rfm import RfmScores, recency_days
 from profiles.state import (
@@ -49,6 +49,18 @@ def window_counters(state: ProfileState, as_of_ms: int) -> dict[str, list[int]]:
     return sums
 
 
+def stage_of(state: ProfileState, windows: dict[str, list[int]], as_of_ms: int, config: FoldConfig) -> Stage:
+    """The journey stage at ``as_of_ms``, given the profile's ``window_counters`` at that instant."""
+    return journey_stage(
+        last_seen_ms=state.last_seen_ms,
+        orders=state.orders,
+        carts_or_checkouts_7d=windows["7d"][W_ADD_TO_CARTS] + windows["7d"][W_CHECKOUTS],
+        interest_30d=windows["30d"][W_PRODUCT_VIEWS] + windows["30d"][W_SEARCHES] + windows["30d"][W_EMAIL_CLICKS],
+        as_of_ms=as_of_ms,
+        lapsed_after_days=config.lapsed_after_days,
+    )
+
+
 def render(
     state: ProfileState,
     as_of_ms: int,
@@ -67,14 +79,7 @@ def render(
     delivered = state.email_actions[EMAIL_ACTION_INDEX["delivered"]]
     half_life = config.affinity_half_life_ms
     decay = 2.0 ** (-(as_of_ms - state.affinity_ref_ms) / half_life) if state.affinity_ref_ms is not None else 1.0
-    stage = journey_stage(
-        last_seen_ms=state.last_seen_ms,
-        orders=state.orders,
-        carts_or_checkouts_7d=windows["7d"][W_ADD_TO_CARTS] + windows["7d"][W_CHECKOUTS],
-        interest_30d=windows["30d"][W_PRODUCT_VIEWS] + windows["30d"][W_SEARCHES] + windows["30d"][W_EMAIL_CLICKS],
-        as_of_ms=as_of_ms,
-        lapsed_after_days=config.lapsed_after_days,
-    )
+    stage = stage_of(state, windows, as_of_ms, config)
     return {
         "profile_id": state.profile_id,
         "customer_id": state.customer_id,

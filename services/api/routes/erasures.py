@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, Field
 
 from profiles.erasure import erasure_record
-from profiles.state import ProfileState
+from profiles.read import canonical_state
 from profiles.timeutil import iso
 from schemas import erasure as erasure_codec
 from schemas.erasure import ErasureRecord
@@ -73,7 +73,7 @@ async def erase_profile(
     if earlier is not None:
         return await _receipt(ctx, earlier)
     record = erasure_record(
-        f"er_{uuid.uuid4().hex}", profile_id, await _canonical(ctx, profile_id), requested_at_ms=_now_ms()
+        f"er_{uuid.uuid4().hex}", profile_id, await canonical_state(ctx.store, profile_id), requested_at_ms=_now_ms()
     )
     key = (record.profile_ids[0] if record.profile_ids else profile_id).encode()
     try:
@@ -101,17 +101,6 @@ async def get_erasure(
     erasure_id: Annotated[str, Path(pattern=r"^er_[0-9a-f]{32}$", examples=["er_5f0c2a9d8e7b4c1a9f3e2d1c0b9a8f7e"])],
 ) -> ErasureReceipt:
     return await _receipt(request.app.state.ctx, erasure_id)
-
-
-async def _canonical(ctx: ApiContext, any_id: str) -> ProfileState | None:
-    """The state of the profile ``any_id`` resolves to, following a merged anonymous profile once."""
-    pid = (await ctx.store.resolve_ids([any_id]))[any_id]
-    if pid is None:
-        return None
-    state = (await ctx.store.load([pid]))[pid].state
-    if state is not None and state.merged_into is not None:
-        state = (await ctx.store.load([state.merged_into]))[state.merged_into].state
-    return state
 
 
 async def _receipt(ctx: ApiContext, erasure_id: str) -> ErasureReceipt:

@@ -10,6 +10,7 @@ import msgspec
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
+from profiles.read import canonical_state
 from profiles.segment_store import SegmentStore
 from profiles.segments import DefinitionError, RuleError, SegmentDefinition, compile_rule, evaluate
 from profiles.segments.definitions import MAX_DESCRIPTION, NAME_PATTERN
@@ -217,12 +218,10 @@ async def profile_segments(
     profile_id: Annotated[str, Path(min_length=1, max_length=256, examples=["c-1001"])],
 ) -> ProfileSegments:
     ctx: ApiContext = request.app.state.ctx
-    canonical = (await ctx.store.resolve_ids([profile_id]))[profile_id]
-    state = (await ctx.store.load([canonical]))[canonical].state if canonical is not None else None
-    if state is not None and state.merged_into is not None:
-        canonical = state.merged_into
-    if canonical is None or state is None:
+    state = await canonical_state(ctx.store, profile_id)
+    if state is None:
         raise ApiError(404, "profile_not_found", "no profile has this id")
+    canonical = state.profile_id
     entered = await _store(ctx).segments_of(canonical)
     return ProfileSegments(
         profile_id=canonical,
