@@ -77,7 +77,10 @@ def _apply_event(
         if record.origin_offset <= state.forward_marks.get(record.origin_partition, -1):
             return []
         state.forward_marks[record.origin_partition] = record.origin_offset
-    elif record.source is not None:
+    # Forwards are checked against the raw stream too: a resolver that dies after routing a straggler to the
+    # anonymous profile re-sends it, the link now known, straight here; the tombstone forwards the first copy.
+    # Each copy arrives in its raw stream's order, so one mark per stream counts the record once.
+    if record.source is not None:
         mark = stream_mark(record.source.topic, record.source.partition, event.key)
         if record.source.offset <= state.source_marks.get(mark, -1):
             return []

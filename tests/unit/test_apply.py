@@ -165,3 +165,25 @@ def test_an_anonymous_event_rerouted_before_the_handover_is_counted_once() -> No
     assert customer.events_applied == 2  # the anonymous profile's one, and the new one; not the copy
     assert customer.clicks[1] == 2
     assert customer.held == []
+
+
+def test_a_forwarded_straggler_also_rerouted_directly_by_a_restarted_resolver_is_counted_once() -> None:
+    """The tombstone forwards a straggler; the resolver that sent it dies before committing and, the link
+    now known, sends the same raw record straight to the customer. Both copies arrive, in either order, and
+    more of them than the recent-event-id memory holds (64)."""
+    anon = new_state_for("anon:a-1")
+    anon, (handover,) = run(anon, Resolved(kind="merge_out", profile_id="anon:a-1", other_profile="c-1"))
+    stragglers = [event(n=n, anonymous_id="a-1") for n in range(70)]
+    forwards = [run(anon, resolved(raw, "anon:a-1", offset=10 + n), offset=n)[1][0] for n, raw in enumerate(stragglers)]
+    direct = [resolved(raw, "c-1", offset=10 + n) for n, raw in enumerate(stragglers)]
+
+    for arrivals in (
+        [handover, *forwards, *direct],
+        [handover, *direct, *forwards],
+        [handover, *direct[:30], *forwards, *direct[30:]],
+    ):
+        customer = new_state_for("c-1")
+        for record in arrivals:
+            customer, _ = run(customer, record)
+        assert customer.events_applied == 70
+        assert customer.clicks[1] == 70
