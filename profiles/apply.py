@@ -44,7 +44,13 @@ def apply_resolved(
     if record.kind == "merge_out":
         return _merge_out(state, record)
     if state.merged_into is not None:
-        # A straggler: resolved to this anonymous profile before its link existed.
+        # A straggler: resolved to this anonymous profile before its link existed. A restarted resolver can
+        # send it here again: the tombstone keeps the stream marks, so it forwards each raw record once.
+        if record.source is not None:
+            mark = stream_mark(record.source.topic, record.source.partition, _event(record).key)
+            if record.source.offset <= state.source_marks.get(mark, -1):
+                return state, []
+            state.source_marks[mark] = record.source.offset
         forward = Resolved(
             kind="forward",
             profile_id=state.merged_into,
@@ -75,16 +81,28 @@ def _apply_event(
     if record.kind == "forward":
         assert record.origin_partition is not None and record.origin_offset is not None  # noqa: PT018
         if record.origin_offset <= state.forward_marks.get(record.origin_partition, -1):
-            return []
+            return []  # the tombstone's batch was applied again after a crash
         state.forward_marks[record.origin_partition] = record.origin_offset
-    # Forwards are checked against the raw stream too: a resolver that dies after routing a straggler to the
-    # anonymous profile re-sends it, the link now known, straight here; the tombstone forwards the first copy.
-    # Each copy arrives in its raw stream's order, so one mark per stream counts the record once.
-    if record.source is not None:
+        if record.source is not None:
+            # The tombstone sent it before the resolver that routed it there died; restarted, with the link
+            # known, the resolver also routes it here directly, from some offset on: the direct floor.
+            # Forwards can arrive after direct records with higher offsets (the link became known between
+            # them), so the forward path is not checked against the stream mark.
+            mark = stream_mark(record.source.topic, record.source.partition, event.key)
+            if record.source.offset >= state.direct_floors.get(mark, record.source.offset + 1):
+                return []
+            state.source_marks[mark] = max(record.source.offset, state.source_marks.get(mark, -1))
+    elif record.source is not None:
+        # Routed here directly: each raw stream arrives in offset order, so a restarted resolver's repeats
+        # are at or below the mark. A direct record below a forwarded one's offset was routed to the
+        # anonymous profile first, by the same resolver: counted there (and merged) or forwarded already.
         mark = stream_mark(record.source.topic, record.source.partition, event.key)
         if record.source.offset <= state.source_marks.get(mark, -1):
             return []
         state.source_marks[mark] = record.source.offset
+        if event.customer_id is None:
+            floor = state.direct_floors.get(mark, record.source.offset)
+            state.direct_floors[mark] = min(floor, record.source.offset)
     link = Link(record.link.anonymous_id, record.link.conflict_with) if record.link is not None else None
     apply(state, event, config, link)
     return []
@@ -110,6 +128,7 @@ def _merge_out(state: ProfileState, record: Resolved) -> tuple[ProfileState, lis
     )
     tombstone = new_state_for(state.profile_id)
     tombstone.merged_into = record.other_profile
+    tombstone.source_marks = state.source_marks  # what it counted is not forwarded if a resolver re-sends it
     return tombstone, [handover]
 
 

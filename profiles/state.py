@@ -116,6 +116,10 @@ class ProfileState(Struct, array_like=True, kw_only=True):
     # Events keyed by a linked anonymous id that arrived before that id's hand-over: applied once it comes.
     held: list[Resolved] = field(default_factory=list)
     version: int = STATE_VERSION
+    # After ``version`` so that states written before it decode (missing trailing fields take defaults).
+    # Hash of an anonymous raw stream → lowest offset applied from it directly (not forwarded): a forwarded
+    # straggler at or above it was also routed here directly by a restarted resolver (``profiles.apply``).
+    direct_floors: dict[int, int] = field(default_factory=dict)
 
 
 _ENCODER: Final = msgspec.msgpack.Encoder()

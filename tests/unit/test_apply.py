@@ -187,3 +187,36 @@ def test_a_forwarded_straggler_also_rerouted_directly_by_a_restarted_resolver_is
             customer, _ = run(customer, record)
         assert customer.events_applied == 70
         assert customer.clicks[1] == 70
+
+
+def test_a_straggler_forwarded_after_a_later_record_was_routed_directly_still_counts() -> None:
+    """One resolver routes e4 to the visitor (link not yet known) and e5 to the customer (now known): the
+    customer can apply e5 before the tombstone forwards e4, which is new, not a repeat."""
+    anon = new_state_for("anon:a-1")
+    anon, (handover,) = run(anon, Resolved(kind="merge_out", profile_id="anon:a-1", other_profile="c-1"))
+    e4, e5 = event(n=4, anonymous_id="a-1"), event(n=5, anonymous_id="a-1")
+    anon, (forward,) = run(anon, resolved(e4, "anon:a-1", offset=4), offset=1)
+    customer = new_state_for("c-1")
+    for record in (handover, resolved(e5, "c-1", offset=5), forward):
+        customer, _ = run(customer, record)
+    assert customer.events_applied == 2
+
+
+def test_the_tombstone_forwards_a_record_sent_to_it_twice_once_and_what_it_counted_never() -> None:
+    """A resolver restarted before the link exists sends the visitor's records to it again."""
+    anon = new_state_for("anon:a-1")
+    counted, straggler = event(n=1, anonymous_id="a-1"), event(n=2, anonymous_id="a-1")
+    anon, _ = run(anon, resolved(counted, "anon:a-1", offset=1), offset=0)
+    anon, (handover,) = run(anon, Resolved(kind="merge_out", profile_id="anon:a-1", other_profile="c-1"), offset=1)
+    sent = []
+    for offset, record in enumerate(
+        [resolved(straggler, "anon:a-1", 2), resolved(counted, "anon:a-1", 1), resolved(straggler, "anon:a-1", 2)],
+        start=2,
+    ):
+        anon, out = run(anon, record, offset=offset)
+        sent += out
+    assert [r.origin_offset for r in sent] == [2]
+    customer = new_state_for("c-1")
+    for record in (handover, *sent):
+        customer, _ = run(customer, record)
+    assert customer.events_applied == 2
