@@ -14,7 +14,7 @@ import msgspec
 from profiles.apply import apply_resolved, new_state_for
 from profiles.config import FoldConfig
 from profiles.fold import compact
-from profiles.state import ProfileState
+from profiles.state import ProfileState, encode
 from profiles.store import ProfileWrite, Stored, rfm_position
 from schemas.resolved import Resolved
 
@@ -29,12 +29,25 @@ _EVENT_ID: Final = msgspec.json.Decoder(_EventId)
 
 class BatchFold:
     def __init__(
-        self, stored: dict[str, Stored], erased: dict[str, str], config: FoldConfig, *, causes: bool = False
+        self,
+        stored: dict[str, Stored],
+        erased: dict[str, str],
+        config: FoldConfig,
+        *,
+        causes: bool = False,
+        positional: bool = True,
     ) -> None:
         """``stored``: every profile the batch's records are keyed by; ``erased``: the erasure receipt of
         those that were erased; ``causes``: keep each changed profile's last event id (``last_event_id``),
-        which costs a decode per event and is only needed when something reacts to changes."""
+        which costs a decode per event and is only needed when something reacts to changes.
+
+        ``positional=False`` is a replay's mode: its records have no ``events.resolved`` positions, so
+        watermarks neither skip records nor move (the live worker's positions stay valid), duplicates are
+        recognised by the stream marks and event ids alone, and ``writes()`` leaves out profiles the batch
+        did not change (a replay of what a namespace already holds writes nothing)."""
         self.causes = causes
+        self.positional = positional
+        self.before: dict[str, bytes] = {}  # replay mode: the encoded state each profile had
         self.stored = stored
         self.erased = dict(erased)
         self.config = config
@@ -69,12 +82,15 @@ class BatchFold:
                 # not know the link yet): its tombstone goes too.
                 return [Resolved(kind="erase", profile_id=record.other_profile, other_profile=self.erased[pid])]
             return []
-        if at <= self.watermarks[pid]:
+        if self.positional and at <= self.watermarks[pid]:
             return []  # applied before: a redelivery after a crash or rebalance
         state = self.states.get(pid) or self.stored[pid].state or new_state_for(pid)
+        if not self.positional and pid not in self.before:
+            self.before[pid] = encode(state) if self.stored[pid].state is not None else b""
         state, emitted = apply_resolved(state, record, partition=partition, offset=at, config=self.config)
         self.states[pid] = state
-        self.watermarks[pid] = at
+        if self.positional:
+            self.watermarks[pid] = at
         self.partition_of[pid] = partition
         if self.causes:
             if record.event is not None and record.kind in ("event", "forward"):
@@ -90,6 +106,8 @@ class BatchFold:
         out = []
         for pid, state in self.states.items():
             compact(state, self.config)
+            if not self.positional and encode(state) == self.before[pid]:
+                continue
             state.updated_ms = updated_ms
             moved = rfm_position(state) != self.positions_before[pid]
             stored = self.stored[pid]

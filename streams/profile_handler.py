@@ -3,13 +3,14 @@
 One consumer group reads the five raw topics, ``erasures`` and ``events.resolved``; the runtime hands each
 fetch over as one batch, and this handler runs each part through its stage.
 
-**Resolve** (raw topics and ``erasures``): validate each record (rejects go to ``events.dlq`` with the
-original bytes and the reason in headers); record the batch's erasures (markers for every id they cover,
-identity links forgotten); one round trip looks up which of the batch's ids are erased (those events are
-refused: counted, never stored or dead-lettered) and which anonymous ids are linked; one more claims the
-identifies' links and emails; the resulting records, and an ``erase`` record for each erased profile, go
-to ``events.resolved``, keyed by profile. Positions are Kafka's committed offsets: a restarted resolver
-sends a suffix again, which the apply stage recognises by its raw coordinates (``profiles.apply``).
+**Resolve** (raw topics and ``erasures``; the logic is ``streams.resolution``, shared with replays):
+validate each record (rejects go to ``events.dlq`` with the original bytes and the reason in headers);
+record the batch's erasures (markers for every id they cover, identity links forgotten); one round trip
+looks up which of the batch's ids are erased (those events are refused: counted, never stored or
+dead-lettered) and which anonymous ids are linked; one more claims the identifies' links and emails; the
+resulting records, and an ``erase`` record for each erased profile, go to ``events.resolved``, keyed by
+profile. Positions are Kafka's committed offsets: a restarted resolver sends a suffix again, which the
+apply stage recognises by its raw coordinates (``profiles.apply``).
 
 **Apply** (``events.resolved``), per batch, concurrently with the resolve stage, in this order:
 
@@ -43,23 +44,16 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
-import msgspec
 from faust.types import TP
 from redis.exceptions import RedisError
 
-from profiles import identity
 from profiles.apply import CorruptRecordError
 from profiles.batch import BatchFold
 from profiles.config import FoldConfig
-from profiles.erasure import event_ids, extensions, not_erased
 from profiles.segment_store import SegmentStore
 from profiles.store import ProfileStore, Stored
-from schemas import erasure as erasure_codec
-from schemas.erasure import ErasureRecord
-from schemas.events import PurchaseEvent
 from schemas.resolved import DECODER, Envelope, RawSource, Resolved, envelopes, position
 from schemas.topics import DLQ, ERASURES, RESOLVED, SEGMENT_CHANGES, full_name
-from schemas.validation import Rejection, validate_event
 from services import worker_metrics
 from services.erasure_log import read_erasures
 from services.kafka_clients import make_async_producer
@@ -69,6 +63,7 @@ from streams.dead_letters import DeadLetter, dead_letter
 from streams.handler import Batch, PartitionBatch, RawRecord, StalePosition
 from streams.outbox import Outbox, Outgoing
 from streams.owned_states import OwnedStates
+from streams.resolution import Resolver
 from streams.segment_stage import PipelineOps, SegmentStage
 from streams.stats import WorkerStats
 from streams.tasks import all_or_none
@@ -86,10 +81,9 @@ class ProfileHandler:
         self.store = store
         self.outbox = outbox
         self.config: FoldConfig = settings.profile.fold_config()
-        self.limits = settings.validation.limits()
         self.resolved_topic = full_name(RESOLVED, prefix)
         self.dlq_topic = full_name(DLQ, prefix)
-        self.erasures_topic = full_name(ERASURES, prefix)
+        self.resolver = Resolver(store, self.config, settings.validation.limits(), full_name(ERASURES, prefix))
         self.stats = WorkerStats(settings.stream.stats_interval_s)
         self.owned = OwnedStates(settings.stream.owned_profiles_cached)
         self.segments = SegmentStage(
@@ -176,50 +170,12 @@ class ProfileHandler:
 
     async def _resolve(self, parts: Sequence[PartitionBatch]) -> list[Outgoing]:
         now = datetime.now(UTC) + self.clock_offset
-        out: list[Outgoing] = []
-        arrivals: list[identity.Arrival] = []
-        erasures: list[ErasureRecord] = []
-        for part in parts:
-            for record in part.records:
-                value = record.value or b""
-                source = RawSource(record.topic, record.partition, record.offset)
-                if record.topic == self.erasures_topic:
-                    erasure = _decode_erasure(value)
-                    if isinstance(erasure, DeadLetter):
-                        out.append(self._dead(record.key, value, source, erasure, now))
-                    else:
-                        erasures.append(erasure)
-                    continue
-                event = validate_event(value, now=now, limits=self.limits)
-                if isinstance(event, Rejection):
-                    out.append(self._dead(record.key, value, source, DeadLetter.from_rejection(event), now))
-                elif isinstance(event, PurchaseEvent) and event.currency not in self.config.fx_rates:
-                    reason = DeadLetter("unsupported_currency", "currency", f"no rate configured for {event.currency}")
-                    out.append(self._dead(record.key, value, source, reason, now))
-                else:
-                    arrivals.append(identity.Arrival(source, value, event, record.timestamp))
-        # Erasures first: events in the same batch must already see them.
-        await self.store.record_erasures(erasures)
-        carried = list(dict.fromkeys(i for a in arrivals for i in event_ids(a.event)))
-        erased, linked = await self.store.lookup(carried, identity.anonymous_only(arrivals))
-        extended = extensions((a.event for a in arrivals), erased, at_ms=int(now.timestamp() * 1000))
-        if extended:
-            await self.store.record_erasures(extended)
-            erasures += extended
-            erased.update({i: r.erasure_id for r in extended for i in r.ids})
-        kept = not_erased(arrivals, erased.keys(), lambda a: event_ids(a.event))
-        claimed = identity.claims(kept)
-        outcomes = await self.store.link(claimed, identity.emails(kept))
-        resolved = identity.resolve(kept, outcomes, identity.linked_after(linked, claimed, outcomes))
-        resolved += [
-            Resolved(kind="erase", profile_id=pid, other_profile=erasure.erasure_id)
-            for erasure in erasures
-            for pid in erasure.profile_ids
-        ]
-        self.stats.count("resolved", len(kept))
-        self.stats.count("erased_refused", len(arrivals) - len(kept))
-        self.stats.count("dead_lettered", len(out))
-        return out + await self._enveloped(resolved)
+        result = await self.resolver.resolve((r for part in parts for r in part.records), now)
+        self.stats.count("resolved", result.kept)
+        self.stats.count("erased_refused", result.erased)
+        self.stats.count("dead_lettered", len(result.refused))
+        dead = [self._dead(r.record.key, r.record.value or b"", r.source, r.reason, now) for r in result.refused]
+        return dead + await self._enveloped(result.records)
 
     async def _enveloped(self, records: list[Resolved]) -> list[Outgoing]:
         """Resolved records grouped by their profile's partition, in order, packed into envelopes."""
@@ -304,13 +260,6 @@ class ProfileHandler:
         self.owned.written(writes)
         self.stats.count("applied", len(fold.ingested))
         self.stats.observe_freshness(fold.ingested, int(time.time() * 1000))
-
-
-def _decode_erasure(value: bytes) -> ErasureRecord | DeadLetter:
-    try:
-        return erasure_codec.decode(value)
-    except msgspec.MsgspecError as exc:
-        return DeadLetter("invalid_erasure", "", str(exc))
 
 
 def _decode_envelope(value: bytes) -> Envelope | None:

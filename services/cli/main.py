@@ -9,8 +9,10 @@ from services.cli import (
     deliver,
     demo,
     keys,
+    namespace,
     produce,
     profile,
+    replay,
     schemas,
     segments,
     simulate,
@@ -39,6 +41,8 @@ app.command("api")(api.api)
 app.command("deliver")(deliver.deliver)
 app.add_typer(keys.app, name="keys")
 app.add_typer(segments.app, name="segments")
+app.add_typer(namespace.app, name="namespace")
+app.command("replay")(replay.replay)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,87 @@
+"""Namespaces in Redis: which exist, which one the API serves, replay checkpoints, and dropping one.
+
+Keys (outside every namespace):
+
+- ``rapport:ns:known`` — a set of the namespaces that replays or workers have written;
+- ``rapport:ns:serving`` — the namespace the API serves (absent: the configured one). Promotion is one
+  ``SET``: atomic, and each API request reads the pointer once, so no response mixes two namespaces.
+
+And in a namespace: ``rapport:<ns>:replay`` — the replay's checkpoint (JSON: the plan, the next offset of
+each raw partition, the record sequence, done or not), written after the profiles of each chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, Final
+
+import orjson
+from redis.asyncio import Redis
+
+KNOWN: Final = "rapport:ns:known"
+SERVING: Final = "rapport:ns:serving"
+#: Prefixes of keys that belong to no namespace: no namespace may take these names.
+RESERVED: Final = frozenset({"ns", "keys", "rl"})
+
+
+class ReservedNameError(ValueError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"{name!r} is reserved (keys outside namespaces use it)")
+
+
+def check_name(name: str) -> str:
+    if name in RESERVED:
+        raise ReservedNameError(name)
+    return name
+
+
+def key_pattern(namespace: str) -> str:
+    """Every key of a namespace (names hold no glob characters: ``[a-z0-9_-]``)."""
+    return f"rapport:{check_name(namespace)}:*"
+
+
+class Namespaces:
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+
+    async def register(self, namespace: str) -> None:
+        await self.redis.sadd(KNOWN, check_name(namespace))
+
+    async def known(self) -> list[str]:
+        return sorted(_text(v) for v in await self.redis.smembers(KNOWN))
+
+    async def serving(self, default: str) -> str:
+        value = await self.redis.get(SERVING)
+        return default if value is None else _text(value)
+
+    async def promote(self, namespace: str) -> str | None:
+        """Serve ``namespace`` from now on; returns the one served before (None: the configured default)."""
+        previous = await self.redis.set(SERVING, check_name(namespace), get=True)
+        return previous if isinstance(previous, str) else previous.decode() if isinstance(previous, bytes) else None
+
+    async def checkpoint(self, namespace: str) -> dict[str, Any] | None:
+        raw = await self.redis.get(f"rapport:{namespace}:replay")
+        return None if raw is None else dict(orjson.loads(raw))
+
+    async def save_checkpoint(self, namespace: str, checkpoint: dict[str, Any]) -> None:
+        await self.redis.set(f"rapport:{namespace}:replay", orjson.dumps(checkpoint))
+
+    async def drop(self, namespace: str, batch: int = 500) -> AsyncIterator[int]:
+        """Delete every key of ``namespace`` a batch at a time (``SCAN`` + ``UNLINK``: Redis frees the
+        memory in the background and no command blocks it); yields the running count of keys deleted."""
+        deleted = 0
+        keys: list[bytes | str] = []
+        async for key in self.redis.scan_iter(match=key_pattern(namespace), count=batch):
+            keys.append(key)
+            if len(keys) >= batch:
+                deleted += await self.redis.unlink(*keys)
+                keys = []
+                yield deleted
+        if keys:
+            deleted += await self.redis.unlink(*keys)
+        await self.redis.srem(KNOWN, namespace)
+        yield deleted
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

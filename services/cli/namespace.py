@@ -1,0 +1,126 @@
+"""``rapport namespace list | hash | diff | promote | drop`` (docs/replay.md)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+import typer
+from redis.asyncio import Redis
+from rich.console import Console
+from rich.table import Table
+
+from profiles.namespaces import Namespaces, ReservedNameError, check_name
+from services.namespace_ops import diff_namespaces, hash_namespace, namespace_summary
+from services.redis_client import make_redis
+from services.settings import get_settings
+
+app = typer.Typer(help="Namespaces: live and replayed profile sets; compare, promote, drop.", no_args_is_help=True)
+T = TypeVar("T")
+NameArg = Annotated[str, typer.Argument(metavar="NAME")]
+
+
+def _run(action: Callable[[Redis], Awaitable[T]]) -> T:
+    async def run() -> T:
+        redis = make_redis(get_settings())
+        try:
+            return await action(redis)
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(run())
+
+
+def _name(name: str) -> str:
+    try:
+        return check_name(name)
+    except ReservedNameError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
+@app.command("list")
+def list_namespaces() -> None:
+    """Known namespaces: profiles, replay state, and which one the API serves."""
+    default = get_settings().profile.namespace
+
+    async def read(redis: Redis) -> tuple[str, list[tuple[str, dict[str, object], dict[str, object] | None]]]:
+        namespaces = Namespaces(redis)
+        names = sorted({*await namespaces.known(), default})
+        rows = [(n, await namespace_summary(redis, n), await namespaces.checkpoint(n)) for n in names]
+        return await namespaces.serving(default), rows
+
+    serving, rows = _run(read)
+    table = Table("namespace", "serving", "profiles", "replay")
+    for name, summary, checkpoint in rows:
+        replay = "-" if checkpoint is None else ("done" if checkpoint["done"] else "unfinished")
+        table.add_row(name, "yes" if name == serving else "", f"{summary['profiles']:,}", replay)
+    Console().print(table)
+
+
+@app.command("hash")
+def hash_(name: NameArg) -> None:
+    """The canonical snapshot hash of a namespace: order-independent, over every profile's canonical view
+    and every segment's members. Equal hashes mean the same customers with the same figures."""
+    config = get_settings().profile.fold_config()
+    result = _run(lambda redis: hash_namespace(redis, _name(name), config))
+    typer.echo(f"{result.digest}  {name} ({result.profiles:,} profiles, {result.segments} segments)")
+
+
+@app.command("diff")
+def diff(
+    a: Annotated[str, typer.Argument(metavar="A")],
+    b: Annotated[str, typer.Argument(metavar="B")],
+) -> None:
+    """How two namespaces differ: profiles only in one, differing profiles per field (with examples), and
+    segment memberships. Exit 1 if they differ."""
+    config = get_settings().profile.fold_config()
+    result = _run(lambda redis: diff_namespaces(redis, _name(a), _name(b), config))
+    typer.echo(f"compared {result.compared:,} profiles present in both: {result.differing:,} differ")
+    typer.echo(f"only in {a}: {len(result.only_in_a):,} {result.only_in_a[:3]}")
+    typer.echo(f"only in {b}: {len(result.only_in_b):,} {result.only_in_b[:3]}")
+    if result.fields:
+        table = Table("field", "profiles", "examples")
+        for path, count in result.fields.most_common():
+            table.add_row(path, f"{count:,}", ", ".join(result.examples[path]))
+        Console().print(table)
+    for segment, (left, right, examples) in result.segments.items():
+        typer.echo(f"segment {segment}: {left:,} members only in {a}, {right:,} only in {b}, e.g. {examples}")
+    if not result.same:
+        raise typer.Exit(1)
+
+
+@app.command("promote")
+def promote(name: NameArg) -> None:
+    """Serve NAME from the API from now on (one atomic switch; API processes see it within
+    `api.serving_refresh_s`)."""
+
+    async def run(redis: Redis) -> str | None:
+        namespaces = Namespaces(redis)
+        if _name(name) not in await namespaces.known() and name != get_settings().profile.namespace:
+            raise typer.BadParameter(f"no namespace {name!r} (see `rapport namespace list`)")
+        return await namespaces.promote(name)
+
+    previous = _run(run)
+    typer.echo(f"serving {name!r} (was {previous or get_settings().profile.namespace!r})")
+
+
+@app.command("drop")
+def drop(name: NameArg, yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False) -> None:
+    """Delete every key of a namespace, a batch at a time (SCAN + UNLINK: Redis is never blocked). The
+    namespace the API serves cannot be dropped."""
+    default = get_settings().profile.namespace
+
+    async def run(redis: Redis) -> int:
+        namespaces = Namespaces(redis)
+        if await namespaces.serving(default) == _name(name):
+            typer.echo(f"{name!r} is being served: promote another namespace first", err=True)
+            raise typer.Exit(1)
+        deleted = 0
+        async for deleted in namespaces.drop(name):  # noqa: B007 - the last count is the total
+            pass
+        return deleted
+
+    if not yes:
+        typer.confirm(f"delete every key of namespace {name!r}?", abort=True)
+    typer.echo(f"dropped {name!r}: {_run(run):,} keys")

@@ -1,0 +1,102 @@
+"""``rapport replay``: rebuild a namespace from the raw topics (``streams.replay``, docs/replay.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from profiles.namespaces import Namespaces, ReservedNameError, check_name
+from profiles.store import ProfileStore
+from profiles.timeutil import to_ms
+from services.redis_client import make_redis
+from services.settings import Settings, get_settings
+from streams import replay as engine
+
+
+def _instant(value: str, name: str) -> int | None:
+    """``earliest`` / ``now`` → None (the ends of the retained log); else an RFC 3339 instant in ms."""
+    if value in ("earliest", "now"):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{value!r} is not an RFC 3339 instant", param_hint=name) from exc
+    if parsed.tzinfo is None:
+        raise typer.BadParameter("give a UTC offset, e.g. 2025-03-01T00:00:00Z", param_hint=name)
+    return to_ms(parsed)
+
+
+def replay(
+    *,
+    into: Annotated[str, typer.Option("--into", help="The namespace to write (created if new).")],
+    start: Annotated[str, typer.Option("--from", help="RFC 3339 instant, or `earliest`.")] = "earliest",
+    end: Annotated[
+        str, typer.Option("--to", help="RFC 3339 instant, or `now` (the end when the replay starts).")
+    ] = "now",
+    topics: Annotated[
+        list[str] | None, typer.Option("--topics", help="Raw topics (default: all five); repeat the option.")
+    ] = None,
+    chunk: Annotated[int, typer.Option(min=100, max=200_000, help="Records per chunk (per checkpoint).")] = 20_000,
+    retrain: Annotated[bool, typer.Option(help="Rebuild the models too (not available yet).")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bar; one summary line.")] = False,
+) -> None:
+    """Replay the raw topics' records between two instants into a namespace, with the live worker's
+    validation, identity resolution and fold. Resumable: run the same command again after an interruption."""
+    if retrain:
+        typer.echo("--retrain is not available: the models are not wired to the stream yet (issue 4)", err=True)
+        raise typer.Exit(2)
+    try:
+        check_name(into)
+    except ReservedNameError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--into") from exc
+    settings = get_settings()
+    logging.basicConfig(level=logging.WARNING)
+    from_ms, to_ms_ = _instant(start, "--from"), _instant(end, "--to")
+    try:
+        names = engine.raw_topics(settings, topics)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--topics") from exc
+    try:
+        result = asyncio.run(
+            _run(settings, into=into, topics=names, from_ms=from_ms, to_ms=to_ms_, chunk=chunk, quiet=quiet)
+        )
+    except engine.PlanMismatchError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(
+        f"replayed {result.done:,} records into {into!r} in {result.elapsed_s:.1f} s ({result.rate:,.0f} records/s): "
+        f"{result.applied:,} events applied, {result.rejected:,} rejected, {result.erased:,} erased, "
+        f"{result.written:,} profile writes"
+    )
+
+
+async def _run(
+    settings: Settings, *, into: str, topics: list[str], from_ms: int | None, to_ms: int | None, chunk: int, quiet: bool
+) -> engine.Progress:
+    redis = make_redis(settings)
+    try:
+        runner = engine.Replay(settings, ProfileStore(redis, into), Namespaces(redis), chunk)
+        plan = await runner.plan(topics, from_ms, to_ms)
+        if quiet:
+            return await runner.run(plan)
+        columns = (
+            TextColumn("[bold]replay[/] {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:>9,.0f} records/s"),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns) as bar:
+            task = bar.add_task(into, total=plan.total, rate=0.0)
+
+            def show(p: engine.Progress) -> None:
+                bar.update(task, completed=p.done, rate=p.rate)
+
+            return await runner.run(plan, show)
+    finally:
+        await redis.aclose()

@@ -1,0 +1,107 @@
+"""Reading whole namespaces for ``rapport namespace hash | diff | list``: SCAN-based, never blocking Redis."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+
+from profiles.canonical import canonical_view, field_differences, is_canonical, namespace_digest, profile_digest
+from profiles.config import FoldConfig
+from profiles.segment_store import SegmentStore
+from profiles.store import ProfileStore
+
+_EXAMPLES = 3
+
+
+async def memberships(redis: Redis, namespace: str) -> dict[str, set[str]]:
+    """Every segment of the namespace with its members."""
+    segments = SegmentStore(redis, namespace)
+    out: dict[str, set[str]] = {}
+    for name in await segments.definitions():
+        members: set[str] = set()
+        after: str | None = None
+        while page := await segments.members(name, after, 1000):
+            members.update(page)
+            after = page[-1]
+        out[name] = members
+    return out
+
+
+@dataclass(frozen=True)
+class NamespaceHash:
+    digest: str
+    profiles: int
+    segments: int
+
+
+async def hash_namespace(redis: Redis, namespace: str, config: FoldConfig) -> NamespaceHash:
+    """``profiles.canonical.namespace_digest`` over every profile and segment membership."""
+    digests: list[bytes] = []
+    async for batch in ProfileStore(redis, namespace).scan_profiles():
+        digests += [profile_digest(s.state, config) for s in batch.values() if s.state and is_canonical(s.state)]
+    members = await memberships(redis, namespace)
+    return NamespaceHash(namespace_digest(digests, members), len(digests), len(members))
+
+
+@dataclass
+class NamespaceDiff:
+    only_in_a: list[str] = field(default_factory=list)
+    only_in_b: list[str] = field(default_factory=list)
+    differing: int = 0
+    compared: int = 0
+    fields: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+    segments: dict[str, tuple[int, int, list[str]]] = field(default_factory=dict)  # only-in-a, only-in-b, examples
+
+    @property
+    def same(self) -> bool:
+        return not (self.only_in_a or self.only_in_b or self.differing or self.segments)
+
+
+async def diff_namespaces(redis: Redis, a: str, b: str, config: FoldConfig) -> NamespaceDiff:
+    """Profiles only in one namespace, profiles whose canonical views differ (per field, with examples),
+    and segment memberships that differ."""
+    out = NamespaceDiff()
+    store_a, store_b = ProfileStore(redis, a), ProfileStore(redis, b)
+    seen: set[str] = set()
+    async for batch in store_a.scan_profiles():
+        live_a = {pid: s.state for pid, s in batch.items() if s.state and is_canonical(s.state)}
+        seen.update(live_a)
+        other = await store_b.load(list(live_a))
+        for pid, state in live_a.items():
+            state_b = other[pid].state
+            if state_b is None or not is_canonical(state_b):
+                out.only_in_a.append(pid)
+                continue
+            out.compared += 1
+            paths = field_differences(canonical_view(state, config), canonical_view(state_b, config))
+            if paths:
+                out.differing += 1
+                for path in paths:
+                    out.fields[path] += 1
+                    examples = out.examples.setdefault(path, [])
+                    if len(examples) < _EXAMPLES:
+                        examples.append(pid)
+    async for batch in store_b.scan_profiles():
+        out.only_in_b += [p for p, s in batch.items() if s.state and is_canonical(s.state) and p not in seen]
+    members_a, members_b = await memberships(redis, a), await memberships(redis, b)
+    for name in sorted(members_a.keys() | members_b.keys()):
+        left, right = members_a.get(name, set()), members_b.get(name, set())
+        if left != right:
+            examples = sorted(left ^ right)[:_EXAMPLES]
+            out.segments[name] = (len(left - right), len(right - left), examples)
+    out.only_in_a.sort()
+    out.only_in_b.sort()
+    return out
+
+
+async def namespace_summary(redis: Redis, namespace: str) -> dict[str, Any]:
+    """Cheap figures for ``namespace list``: indexed profiles (the partition indexes' sizes) and the
+    replay checkpoint's state."""
+    count = 0
+    async for key in redis.scan_iter(match=f"rapport:{namespace}:pp:*", count=100):
+        count += int(await redis.zcard(key))
+    return {"profiles": count}

@@ -1,0 +1,349 @@
+"""``rapport replay``: rebuild a namespace from the raw topics, with the live worker's own logic.
+
+What is shared with live processing (one definition each): validation and identity resolution
+(``streams.resolution``), the apply decisions and the fold (``profiles.batch`` / ``profiles.apply``), the
+Redis layout (``profiles.store``). What differs:
+
+- records are read with a plain group-less consumer, from offsets found by time, up to offsets fixed when
+  the replay starts (the *plan*), and processed in one deterministic order: merged across partitions by
+  (record timestamp, topic, partition, offset) and cut into chunks of a fixed number of records. Two
+  replays of one plan make the same decisions (e.g. which of two customers claimed a visitor first);
+- ``events.resolved`` is not used: what resolution produces is applied in this process at once, and what
+  the fold emits (hand-overs, forwarded stragglers, erasures) right after, in rounds, until nothing is left.
+  That is one of the orders the live topics can produce;
+- watermarks are not used (``BatchFold(positional=False)``): duplicates are recognised by the stream marks
+  and event ids, so replaying what a namespace already holds changes nothing, and the live worker's
+  positions in it stay valid;
+- rejected records are counted, not dead-lettered again (the live worker did that); segment changes are not
+  published (marketing tools must not hear history again).
+
+**Checkpoint and resume.** After each chunk's profiles are written, the checkpoint records the next offset
+of every partition and the record sequence (``profiles.namespaces``). A replay killed at any point resumes
+from its checkpoint with the same plan; the chunk in flight is applied again and its repeats are skipped
+by the stream marks, so the end state is the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.structs import TopicPartition
+
+from profiles.batch import BatchFold
+from profiles.config import FoldConfig
+from profiles.namespaces import Namespaces
+from profiles.store import ProfileStore
+from schemas.resolved import Resolved
+from schemas.topics import ERASURES, RAW_EVENT_TOPICS, RESOLVED, full_name
+from services.erasure_log import read_erasures
+from services.kafka_clients import make_consumer
+from services.settings import Settings
+from streams.handler import RawRecord
+from streams.resolution import Resolver
+
+log = logging.getLogger(__name__)
+
+
+class PlanMismatchError(RuntimeError):
+    """The namespace holds a checkpoint of another replay."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Which records a replay covers: per raw partition ``"topic:partition"``, [start, end) offsets."""
+
+    start: dict[str, int]
+    end: dict[str, int]
+    resolved_partitions: int
+
+    @property
+    def total(self) -> int:
+        return sum(self.end[tp] - self.start[tp] for tp in self.start)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"start": self.start, "end": self.end, "resolved_partitions": self.resolved_partitions}
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> Plan:
+        return cls(dict(value["start"]), dict(value["end"]), int(value["resolved_partitions"]))
+
+
+@dataclass
+class Progress:
+    done: int  # records consumed (valid, rejected or erased)
+    total: int
+    applied: int  # events resolved and folded
+    rejected: int
+    erased: int
+    written: int  # profile writes (a profile rewritten by several chunks counts each time)
+    elapsed_s: float
+
+    @property
+    def rate(self) -> float:
+        return self.done / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+@dataclass
+class _Counters:
+    applied: int = 0
+    rejected: int = 0
+    erased: int = 0
+    written: int = 0
+    consumed: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+def make_plan(settings: Settings, topics: Sequence[str], from_ms: int | None, to_ms: int | None) -> Plan:
+    """Offsets by time: the first record at or after ``from_ms`` (None: the oldest retained) up to the first
+    at or after ``to_ms`` (None: the end now). Blocking (kafka-python)."""
+    consumer = make_consumer(settings, "replay-plan")
+    try:
+        tps: list[TopicPartition] = []
+        for topic in topics:
+            found = consumer.partitions_for_topic(topic)
+            if not found:
+                raise ValueError(f"topic {topic!r} does not exist")
+            tps += [TopicPartition(topic, p) for p in sorted(found)]
+        first, last = consumer.beginning_offsets(tps), consumer.end_offsets(tps)
+        start = _by_time(consumer, tps, from_ms, first, last)
+        end = _by_time(consumer, tps, to_ms, last, last)
+        resolved = consumer.partitions_for_topic(full_name(RESOLVED, settings.kafka.topic_prefix)) or set()
+        if not resolved:
+            raise ValueError("events.resolved does not exist: run `rapport topics create`")
+        return Plan(
+            {_name(tp): start[tp] for tp in tps}, {_name(tp): max(end[tp], start[tp]) for tp in tps}, len(resolved)
+        )
+    finally:
+        consumer.close()
+
+
+def _by_time(
+    consumer: Any,
+    tps: list[TopicPartition],
+    at_ms: int | None,
+    default: dict[TopicPartition, int],
+    last: dict[TopicPartition, int],
+) -> dict[TopicPartition, int]:
+    if at_ms is None:
+        return dict(default)
+    found = consumer.offsets_for_times(dict.fromkeys(tps, at_ms))
+    return {tp: last[tp] if found.get(tp) is None else found[tp].offset for tp in tps}
+
+
+def _name(tp: TopicPartition) -> str:
+    return f"{tp.topic}:{tp.partition}"
+
+
+def _tp(name: str) -> TopicPartition:
+    topic, partition = name.rsplit(":", 1)
+    return TopicPartition(topic, int(partition))
+
+
+def raw_topics(settings: Settings, names: Sequence[str] | None) -> list[str]:
+    """The full names of the raw topics to replay (short names like ``events.clicks`` accepted)."""
+    prefix = settings.kafka.topic_prefix
+    known = {spec.name: full_name(spec, prefix) for spec in RAW_EVENT_TOPICS}
+    if not names:
+        return list(known.values())
+    unknown = [n for n in names if n not in known and n not in known.values()]
+    if unknown:
+        raise ValueError(f"not raw event topics: {', '.join(unknown)} (known: {', '.join(known)})")
+    return [known.get(n, n) for n in names]
+
+
+class _Merged:
+    """Records of many partitions in one deterministic order: (timestamp, topic, partition, offset).
+
+    A record is released only when every partition that is not finished has a buffered record, so the
+    order does not depend on how fetches happen to arrive."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, next_offsets: dict[str, int], end: dict[str, int]) -> None:
+        self.consumer = consumer
+        self.next = dict(next_offsets)
+        self.fetched_to = dict(next_offsets)  # the consumer's position per partition
+        self.end = end
+        self.buffers: dict[str, deque[RawRecord]] = {tp: deque() for tp in next_offsets}
+        self.heap: list[tuple[int, str, int, int, str]] = []
+
+    def finished(self, tp: str) -> bool:
+        return self.next[tp] >= self.end[tp] and not self.buffers[tp]
+
+    async def _fill(self) -> None:
+        while True:
+            needy = [tp for tp, buf in self.buffers.items() if not buf and not self._fetched_all(tp)]
+            if not needy:
+                return
+            fetched = await self.consumer.getmany(*(_tp(tp) for tp in needy), timeout_ms=1000)
+            for tp, records in fetched.items():
+                name = _name(tp)
+                for record in records:
+                    if record.offset < self.end[name]:
+                        self._push(name, record)
+            for name in needy:
+                self.fetched_to[name] = await self.consumer.position(_tp(name))
+
+    def _fetched_all(self, tp: str) -> bool:
+        return self.fetched_to.get(tp, self.next[tp]) >= self.end[tp]
+
+    def _push(self, name: str, record: RawRecord) -> None:
+        buf = self.buffers[name]
+        buf.append(record)
+        if len(buf) == 1:
+            heapq.heappush(self.heap, (record.timestamp, record.topic, record.partition, record.offset, name))
+
+    async def take(self, n: int) -> list[RawRecord]:
+        """Up to ``n`` records in merged order (fewer only at the end of the plan)."""
+        out: list[RawRecord] = []
+        while len(out) < n:
+            await self._fill()
+            if not self.heap:
+                break
+            while len(out) < n and self.heap:
+                *_, name = heapq.heappop(self.heap)
+                buf = self.buffers[name]
+                record = buf.popleft()
+                out.append(record)
+                self.next[name] = record.offset + 1
+                if buf:
+                    head = buf[0]
+                    heapq.heappush(self.heap, (head.timestamp, head.topic, head.partition, head.offset, name))
+                elif not self._fetched_all(name):
+                    break  # this partition must be fetched again before anything else is released
+        for name in self.next:
+            if not self.buffers[name] and self._fetched_all(name):
+                self.next[name] = self.end[name]  # gaps at the end (compaction, transaction markers)
+        return out
+
+
+class Replay:
+    def __init__(self, settings: Settings, store: ProfileStore, namespaces: Namespaces, chunk: int) -> None:
+        prefix = settings.kafka.topic_prefix
+        self.settings = settings
+        self.store = store
+        self.namespaces = namespaces
+        self.chunk = chunk
+        self.config: FoldConfig = settings.profile.fold_config()
+        self.resolver = Resolver(store, self.config, settings.validation.limits(), full_name(ERASURES, prefix))
+        self.partitioner = DefaultPartitioner()
+        self.counters = _Counters()
+
+    async def plan(self, topics: Sequence[str], from_ms: int | None, to_ms: int | None) -> Plan:
+        """What to replay: the unfinished plan of the namespace's checkpoint (resume), or, after a finished
+        one, from where it ended up to ``to_ms`` (catch-up), or a new plan."""
+        checkpoint = await self.namespaces.checkpoint(self.store.namespace)
+        if checkpoint is not None and not checkpoint["done"]:
+            return Plan.from_json(checkpoint["plan"])
+        fresh = await asyncio.to_thread(make_plan, self.settings, topics, from_ms, to_ms)
+        if checkpoint is None:
+            return fresh
+        ended = dict(checkpoint["plan"]["end"])
+        if set(ended) != set(fresh.start):
+            raise PlanMismatchError(
+                f"namespace {self.store.namespace!r} was replayed from other topics: replay those, or drop it"
+            )
+        return Plan(ended, {tp: max(fresh.end[tp], ended[tp]) for tp in ended}, fresh.resolved_partitions)
+
+    async def run(self, plan: Plan, on_progress: Callable[[Progress], None] | None = None) -> Progress:
+        """Replay ``plan`` into the store's namespace, resuming from its checkpoint."""
+        namespace = self.store.namespace
+        checkpoint = await self.namespaces.checkpoint(namespace)
+        seq = 0 if checkpoint is None else int(checkpoint["seq"])
+        if checkpoint is not None and not checkpoint["done"]:
+            if checkpoint["plan"] != plan.as_json():
+                raise PlanMismatchError(f"namespace {namespace!r} holds an unfinished replay of another plan")
+            next_offsets = dict(checkpoint["next"])
+        else:
+            next_offsets = dict(plan.start)
+        await self.namespaces.register(namespace)
+        self.counters.consumed = sum(next_offsets[tp] - plan.start[tp] for tp in plan.start)
+        # Every erasure first, as the live worker does: a rebuilt namespace must never hold them.
+        await self.store.record_erasures(await asyncio.to_thread(read_erasures, self.settings))
+        await self._consume(plan, next_offsets, seq, on_progress)
+        return self._progress(plan)
+
+    async def _consume(
+        self, plan: Plan, next_offsets: dict[str, int], seq: int, on_progress: Callable[[Progress], None] | None
+    ) -> int:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka.bootstrap_servers,
+            client_id=f"{self.settings.kafka.client_id}-replay",
+            enable_auto_commit=False,
+            group_id=None,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            fetch_max_bytes=32 * 1024 * 1024,
+        )
+        await consumer.start()
+        try:
+            consumer.assign([_tp(tp) for tp in plan.start])
+            for tp, offset in next_offsets.items():
+                consumer.seek(_tp(tp), offset)
+            merged = _Merged(consumer, next_offsets, plan.end)
+            while True:
+                records = await merged.take(self.chunk)
+                if records:
+                    seq = await self._chunk(records, seq, plan.resolved_partitions)
+                    self.counters.consumed += len(records)
+                done = all(merged.finished(tp) for tp in plan.start)
+                await self.namespaces.save_checkpoint(
+                    self.store.namespace, {"plan": plan.as_json(), "next": merged.next, "seq": seq, "done": done}
+                )
+                if on_progress is not None:
+                    on_progress(self._progress(plan))
+                if done or not records:
+                    return seq
+        finally:
+            await consumer.stop()
+
+    async def _chunk(self, records: list[RawRecord], seq: int, partitions: int) -> int:
+        resolution = await self.resolver.resolve(records, datetime.now(UTC))
+        self.counters.applied += resolution.kept
+        self.counters.rejected += len(resolution.refused)
+        self.counters.erased += resolution.erased
+        pending = resolution.records
+        while pending:  # rounds: what one round emits (hand-overs, forwards) is applied by the next
+            pending, seq = await self._round(pending, seq, partitions)
+        return seq
+
+    async def _round(self, records: list[Resolved], seq: int, partitions: int) -> tuple[list[Resolved], int]:
+        # Numbered once: a retried record keeps its position (a forward's origin must not change).
+        todo = [(seq + i + 1, r) for i, r in enumerate(records)]
+        emitted: list[Resolved] = []
+        while todo:
+            ids = list(dict.fromkeys(r.profile_id for _, r in todo))
+            handed_to = [r.other_profile for _, r in todo if r.kind == "merge_out" and r.other_profile is not None]
+            stored = await self.store.load(ids)
+            erased = await self.store.erased(list(dict.fromkeys([*ids, *handed_to])))
+            fold = BatchFold(stored, erased, self.config, positional=False)
+            out: dict[str, list[Resolved]] = {}
+            for at, record in todo:
+                partition = self._partition(record.profile_id, partitions)
+                out.setdefault(record.profile_id, []).extend(fold.apply(record, partition, at))
+            writes = fold.writes(int(time.time() * 1000))
+            refused = set(await self.store.save(writes))
+            self.counters.written += len(writes) - len(refused)
+            emitted += [r for pid, rs in out.items() if pid not in refused for r in rs]
+            # A live worker changed these meanwhile (a replay into a namespace it writes): again, on fresh
+            # states; what this attempt applied is then recognised as a repeat.
+            todo = [(at, r) for at, r in todo if r.profile_id in refused]
+        return emitted, seq + len(records)
+
+    def _partition(self, profile_id: str, partitions: int) -> int:
+        """The profile's ``events.resolved`` partition, as the live worker's producer would choose it."""
+        key = profile_id.encode()
+        return int(self.partitioner(key, list(range(partitions)), list(range(partitions))))
+
+    def _progress(self, plan: Plan) -> Progress:
+        c = self.counters
+        return Progress(
+            c.consumed, plan.total, c.applied, c.rejected, c.erased, c.written, time.monotonic() - c.started
+        )

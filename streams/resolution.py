@@ -1,0 +1,105 @@
+"""The resolve stage's logic around Redis, shared by the live worker and ``rapport replay``: validate raw
+records, honour erasures, claim identify links, and turn what is left into ``events.resolved`` records.
+
+One definition, so that a replay resolves exactly as live processing does. The caller decides where the
+results go: the live worker sends them to ``events.resolved`` (and the rejects to ``events.dlq``), a
+replay applies them in the same process and only counts the rejects (they were dead-lettered live).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import msgspec
+
+from profiles import identity
+from profiles.config import FoldConfig
+from profiles.erasure import event_ids, extensions, not_erased
+from profiles.store import ProfileStore
+from schemas import erasure as erasure_codec
+from schemas.erasure import ErasureRecord
+from schemas.events import PurchaseEvent
+from schemas.resolved import RawSource, Resolved
+from schemas.validation import Rejection, ValidationLimits, validate_event
+from streams.dead_letters import DeadLetter
+from streams.handler import RawRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A raw record that goes to the dead-letter topic, and why."""
+
+    record: RawRecord
+    source: RawSource
+    reason: DeadLetter
+
+
+@dataclass(slots=True)
+class Resolution:
+    records: list[Resolved] = field(default_factory=list)
+    refused: list[Refused] = field(default_factory=list)
+    kept: int = 0  # valid events resolved to a profile
+    erased: int = 0  # valid events refused because an id they carry was erased
+
+
+class Resolver:
+    def __init__(self, store: ProfileStore, config: FoldConfig, limits: ValidationLimits, erasures_topic: str) -> None:
+        self.store = store
+        self.config = config
+        self.limits = limits
+        self.erasures_topic = erasures_topic
+
+    async def resolve(self, records: Iterable[RawRecord], now: datetime) -> Resolution:
+        """Resolve raw records (in order) of the raw topics and ``erasures``. Writes erasure markers and
+        identity links to Redis; raises on Redis failure (nothing is lost: the caller retries the batch)."""
+        out = Resolution()
+        arrivals: list[identity.Arrival] = []
+        erasures: list[ErasureRecord] = []
+        for record in records:
+            value = record.value or b""
+            source = RawSource(record.topic, record.partition, record.offset)
+            if record.topic == self.erasures_topic:
+                erasure = _decode_erasure(value)
+                if isinstance(erasure, DeadLetter):
+                    out.refused.append(Refused(record, source, erasure))
+                else:
+                    erasures.append(erasure)
+                continue
+            event = validate_event(value, now=now, limits=self.limits)
+            if isinstance(event, Rejection):
+                out.refused.append(Refused(record, source, DeadLetter.from_rejection(event)))
+            elif isinstance(event, PurchaseEvent) and event.currency not in self.config.fx_rates:
+                reason = DeadLetter("unsupported_currency", "currency", f"no rate configured for {event.currency}")
+                out.refused.append(Refused(record, source, reason))
+            else:
+                arrivals.append(identity.Arrival(source, value, event, record.timestamp))
+        # Erasures first: events in the same batch must already see them.
+        await self.store.record_erasures(erasures)
+        carried = list(dict.fromkeys(i for a in arrivals for i in event_ids(a.event)))
+        erased, linked = await self.store.lookup(carried, identity.anonymous_only(arrivals))
+        extended = extensions((a.event for a in arrivals), erased, at_ms=int(now.timestamp() * 1000))
+        if extended:
+            await self.store.record_erasures(extended)
+            erasures += extended
+            erased.update({i: r.erasure_id for r in extended for i in r.ids})
+        kept = not_erased(arrivals, erased.keys(), lambda a: event_ids(a.event))
+        claimed = identity.claims(kept)
+        outcomes = await self.store.link(claimed, identity.emails(kept))
+        out.records = identity.resolve(kept, outcomes, identity.linked_after(linked, claimed, outcomes))
+        out.records += [
+            Resolved(kind="erase", profile_id=pid, other_profile=erasure.erasure_id)
+            for erasure in erasures
+            for pid in erasure.profile_ids
+        ]
+        out.kept = len(kept)
+        out.erased = len(arrivals) - len(kept)
+        return out
+
+
+def _decode_erasure(value: bytes) -> ErasureRecord | DeadLetter:
+    try:
+        return erasure_codec.decode(value)
+    except msgspec.MsgspecError as exc:
+        return DeadLetter("invalid_erasure", "", str(exc))

@@ -1,0 +1,136 @@
+"""``rapport replay`` and ``rapport namespace`` end to end, against the real broker and Redis.
+
+One simulated history (duplicates, late and malformed events included) is produced once; replays of it are
+compared with the independent oracle, with each other, with a live worker's namespace, after a kill and
+resume, and replayed into a namespace that already holds it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+
+from profiles.config import HOUR_MS
+from schemas.validation import Rejection, ValidationLimits, validate_event
+from services.settings import Settings
+from tests.kafka_support import Topics, created_topics, produce_raw, rapport
+from tests.oracle import OracleSettings, build_profiles, diff_profiles
+from tests.worker_support import Worker, stored_views, wait_until_caught_up
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+
+
+@dataclass(frozen=True)
+class Produced:
+    topics: Topics
+    lines: int
+    as_of_ms: int
+    expected: dict[str, dict[str, object]]
+
+
+@pytest.fixture(scope="module")
+def produced(settings: Settings, local_stack: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Produced]:
+    prefix = f"{settings.kafka.topic_prefix}replay-{uuid.uuid4().hex[:6]}."
+    topic_settings = settings.model_copy(update={"kafka": settings.kafka.model_copy(update={"topic_prefix": prefix})})
+    path = tmp_path_factory.mktemp("replay") / "events.jsonl"
+    sim = rapport("simulate", "--customers", "600", "--days", "45", "--seed", "21", "--out", str(path), env={})
+    assert sim.returncode == 0, sim.stderr
+    lines = [line for line in path.read_bytes().splitlines() if line.strip()]
+    now, limits = datetime.now(UTC), ValidationLimits()
+    valid = [orjson.loads(v) for v in lines if not isinstance(validate_event(v, now=now, limits=limits), Rejection)]
+    latest = max(int(datetime.fromisoformat(e["timestamp"]).timestamp() * 1000) for e in valid)
+    as_of = (-(-latest // HOUR_MS) + 1) * HOUR_MS
+    with created_topics(topic_settings) as topics:
+        produce_raw(topics, lines)
+        yield Produced(topics, len(lines), as_of, build_profiles(valid, as_of_ms=as_of, settings=OracleSettings()))
+
+
+def replay(produced: Produced, namespace: str, *args: str) -> str:
+    result = rapport("replay", "--into", namespace, "--quiet", *args, env=produced.topics.env)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def namespace_hash(produced: Produced, namespace: str) -> str:
+    result = rapport("namespace", "hash", namespace, env=produced.topics.env)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split()[0]
+
+
+def fresh() -> str:
+    return f"r{uuid.uuid4().hex[:8]}"
+
+
+def test_a_replay_equals_the_oracle_and_a_second_replay(produced: Produced) -> None:
+    first, second = fresh(), fresh()
+    out = replay(produced, first)
+    assert f"replayed {produced.lines:,} records" in out
+    diffs = diff_profiles(produced.expected, stored_views(produced.topics, first, produced.as_of_ms))
+    assert not diffs, f"{len(diffs)} differences:\n" + "\n".join(diffs[:40])
+
+    replay(produced, second, "--chunk", "3000")  # other chunk boundaries, same profiles
+    assert namespace_hash(produced, first) == namespace_hash(produced, second)
+    same = rapport("namespace", "diff", first, second, env=produced.topics.env)
+    assert same.returncode == 0, same.stdout + same.stderr
+
+
+def test_live_worker_and_replay_agree_and_replaying_into_live_changes_nothing(
+    produced: Produced, tmp_path: Path
+) -> None:
+    live = fresh()
+    worker = Worker(produced.topics, live, tmp_path)
+    worker.start()
+    try:
+        wait_until_caught_up(produced.topics, live, worker)
+    finally:
+        worker.stop()
+    rebuilt = fresh()
+    replay(produced, rebuilt)
+    before = namespace_hash(produced, live)
+    assert before == namespace_hash(produced, rebuilt)
+
+    out = replay(produced, live)
+    assert re.search(r", 0 profile writes$", out.strip()), out
+    assert namespace_hash(produced, live) == before
+
+
+def test_a_replay_killed_midway_resumes_to_the_same_hash(produced: Produced) -> None:
+    reference, killed = fresh(), fresh()
+    replay(produced, reference)
+    env = {**produced.topics.env, "COLUMNS": "200"}
+    command = [sys.executable, "-m", "services.cli.main", "replay", "--into", killed, "--quiet", "--chunk", "2000"]
+    for delay in (4.0, 3.0):  # killed twice, at different points
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(delay)
+        assert proc.poll() is None, "the replay finished before it was killed: make the history longer"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    replay(produced, killed)
+    assert namespace_hash(produced, killed) == namespace_hash(produced, reference)
+
+
+def test_namespace_commands_list_promote_and_drop(produced: Produced) -> None:
+    name = fresh()
+    replay(produced, name)
+    listed = rapport("namespace", "list", env=produced.topics.env)
+    assert name in listed.stdout
+    bad = rapport("namespace", "diff", name, "nothing-here", env=produced.topics.env)
+    assert bad.returncode == 1
+    assert "only in nothing-here: 0" in bad.stdout
+    refused = rapport("replay", "--into", "keys", "--quiet", env=produced.topics.env)
+    assert refused.returncode == 2
+    dropped = rapport("namespace", "drop", name, "--yes", env=produced.topics.env)
+    assert dropped.returncode == 0, dropped.stderr
+    assert namespace_hash(produced, name) == namespace_hash(produced, fresh())  # nothing left
