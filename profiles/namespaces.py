@@ -3,8 +3,10 @@
 Keys (outside every namespace):
 
 - ``rapport:ns:known`` — a set of the namespaces that replays or workers have written;
-- ``rapport:ns:serving`` — the namespace the API serves (absent: the configured one). Promotion is one
-  ``SET``: atomic, and each API request reads the pointer once, so no response mixes two namespaces.
+- ``rapport:ns:serving:<configured>`` — the namespace an API configured with namespace ``<configured>``
+  serves (absent: that one). Promotion is one ``SET``: atomic, and each API request reads the pointer
+  once, so no response mixes two namespaces. Keyed by the configured namespace so that deployments (and
+  test runs) sharing one Redis do not switch each other.
 
 And in a namespace: ``rapport:<ns>:replay`` — the replay's checkpoint (JSON: the plan, the next offset of
 each raw partition, the record sequence, done or not), written after the profiles of each chunk.
@@ -50,13 +52,14 @@ class Namespaces:
     async def known(self) -> list[str]:
         return sorted(_text(v) for v in await self.redis.smembers(KNOWN))
 
-    async def serving(self, default: str) -> str:
-        value = await self.redis.get(SERVING)
-        return default if value is None else _text(value)
+    async def serving(self, configured: str) -> str:
+        value = await self.redis.get(f"{SERVING}:{configured}")
+        return configured if value is None else _text(value)
 
-    async def promote(self, namespace: str) -> str | None:
-        """Serve ``namespace`` from now on; returns the one served before (None: the configured default)."""
-        previous = await self.redis.set(SERVING, check_name(namespace), get=True)
+    async def promote(self, configured: str, namespace: str) -> str | None:
+        """Serve ``namespace`` where ``configured`` is configured; returns the one served before (None: the
+        configured one)."""
+        previous = await self.redis.set(f"{SERVING}:{configured}", check_name(namespace), get=True)
         return previous if isinstance(previous, str) else previous.decode() if isinstance(previous, bytes) else None
 
     async def checkpoint(self, namespace: str) -> dict[str, Any] | None:

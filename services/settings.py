@@ -135,6 +135,9 @@ class ApiSettings(BaseModel):
     )
     default_rate_per_s: float = Field(100.0, gt=0, description="Requests per second of a key created without one.")
     preview_max_profiles: int = Field(50_000, ge=1, description="Most profiles a segment preview scans.")
+    serving_refresh_s: float = Field(
+        1.0, ge=0, description="How often an API process re-reads which namespace it serves (after a promote)."
+    )
     rfm_refresh_s: float = Field(
         1.0, ge=0, description="How old the RFM population's quintile thresholds behind served scores may be."
     )

@@ -20,10 +20,10 @@ from services.api.errors import install_error_handlers
 from services.api.keys import KeyStore
 from services.api.metrics import ApiMetrics
 from services.api.middleware import ApiMiddleware
-from services.api.population import PopulationCache
 from services.api.ratelimit import RateLimiter
 from services.api.responses import JsonResponse
 from services.api.routes import erasures, events, health, profiles, segment_changes, segments, webhooks
+from services.api.serving import ServingNamespace
 from services.api.worker_view import WorkerView
 from services.redis_client import make_redis
 from services.settings import Settings
@@ -48,6 +48,9 @@ def create_app(settings: Settings) -> FastAPI:
             settings=settings,
             redis=redis,
             store=store,
+            serving=ServingNamespace(
+                redis, settings.profile.namespace, settings.api.serving_refresh_s, settings.api.rfm_refresh_s
+            ),
             fold_config=settings.profile.fold_config(),
             keys=KeyStore(redis),
             key_cache=KeyCache(settings.api.key_cache_s),
@@ -55,7 +58,6 @@ def create_app(settings: Settings) -> FastAPI:
             collector=collector,
             metrics=metrics,
             workers=workers,
-            population=PopulationCache(store, settings.api.rfm_refresh_s),
         )
         try:
             yield

@@ -12,8 +12,8 @@ from profiles.store import ProfileStore
 from services.api.collector import EventCollector
 from services.api.keys import KeyStore
 from services.api.metrics import ApiMetrics
-from services.api.population import PopulationCache
 from services.api.ratelimit import RateLimiter
+from services.api.serving import ServingNamespace
 from services.api.worker_view import WorkerView
 from services.settings import Settings
 
@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 class ApiContext:
     settings: Settings
     redis: Redis
-    store: ProfileStore
+    store: ProfileStore  # the configured namespace, the one the worker writes (its figures)
+    serving: ServingNamespace  # what profile reads use: the promoted namespace
     fold_config: FoldConfig
     keys: KeyStore
     key_cache: KeyCache
@@ -33,4 +34,3 @@ class ApiContext:
     collector: EventCollector
     metrics: ApiMetrics
     workers: WorkerView
-    population: PopulationCache

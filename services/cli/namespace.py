@@ -92,14 +92,14 @@ def diff(
 
 @app.command("promote")
 def promote(name: NameArg) -> None:
-    """Serve NAME from the API from now on (one atomic switch; API processes see it within
-    `api.serving_refresh_s`)."""
+    """Serve NAME from the API (configured with the current `profile.namespace`) from now on: one atomic
+    switch; API processes see it within `api.serving_refresh_s`."""
 
     async def run(redis: Redis) -> str | None:
         namespaces = Namespaces(redis)
         if _name(name) not in await namespaces.known() and name != get_settings().profile.namespace:
             raise typer.BadParameter(f"no namespace {name!r} (see `rapport namespace list`)")
-        return await namespaces.promote(name)
+        return await namespaces.promote(get_settings().profile.namespace, name)
 
     previous = _run(run)
     typer.echo(f"serving {name!r} (was {previous or get_settings().profile.namespace!r})")

@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,12 +20,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 
 from profiles.config import HOUR_MS
 from schemas.validation import Rejection, ValidationLimits, validate_event
 from services.settings import Settings
+from tests.api_support import create_key, running_api
 from tests.kafka_support import Topics, created_topics, produce_raw, rapport
 from tests.oracle import OracleSettings, build_profiles, diff_profiles
 from tests.worker_support import Worker, stored_views, wait_until_caught_up
@@ -134,3 +137,60 @@ def test_namespace_commands_list_promote_and_drop(produced: Produced) -> None:
     dropped = rapport("namespace", "drop", name, "--yes", env=produced.topics.env)
     assert dropped.returncode == 0, dropped.stderr
     assert namespace_hash(produced, name) == namespace_hash(produced, fresh())  # nothing left
+
+
+def test_promote_under_read_load_never_errs_nor_mixes_namespaces(produced: Produced, tmp_path: Path) -> None:
+    """Readers ask for 20 profiles per request while the API's namespace is switched back and forth between
+    a replay of the first half of the history and a replay of all of it: every answer is all of one or all
+    of the other."""
+    configured = fresh()
+    half, full = fresh(), fresh()
+    middle = datetime.fromtimestamp((produced.as_of_ms - 25 * 24 * HOUR_MS) / 1000, UTC).isoformat()
+    replay(produced, half, "--to", middle)
+    replay(produced, full)
+    env = {**produced.topics.env, "RAPPORT_PROFILE__NAMESPACE": configured, "RAPPORT_API__SERVING_REFRESH_S": "0.05"}
+    key = create_key(env, "--name", "promote-test", "--scopes", "profiles:read", "--rate-limit", "100000")
+    ids = sorted(produced.expected)[:20]
+    signature = {name: _signature(produced, name, ids) for name in (half, full)}
+    assert signature[half] != signature[full]
+    seen: list[str] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def read(base: str) -> None:
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=10) as client:
+            while not stop.is_set():
+                response = client.post("/v1/profiles/batch", json={"ids": ids, "fields": "customer_id"})
+                if response.status_code != 200:
+                    failures.append(f"{response.status_code} {response.text[:200]}")
+                    continue
+                got = tuple(_applied(r) for r in response.json()["results"])
+                matches = [name for name, expected in signature.items() if expected == got]
+                seen.append(matches[0] if matches else "mixed")
+
+    with running_api(env, tmp_path / "api.log") as base:
+        assert rapport("namespace", "promote", half, env=env).returncode == 0
+        readers = [threading.Thread(target=read, args=(base,)) for _ in range(4)]
+        for reader in readers:
+            reader.start()
+        for target in (full, half, full, half, full):
+            time.sleep(0.5)
+            promoted = rapport("namespace", "promote", target, env=env)
+            assert promoted.returncode == 0, promoted.stderr
+        time.sleep(0.5)
+        stop.set()
+        for reader in readers:
+            reader.join()
+    assert not failures, failures[:5]
+    assert "mixed" not in seen
+    assert {half, full} <= set(seen), "both namespaces were served"
+
+
+def _applied(result: dict[str, object]) -> int | None:
+    profile = result.get("profile")
+    return None if not isinstance(profile, dict) else int(profile["meta"]["events_applied"])
+
+
+def _signature(produced: Produced, namespace: str, ids: list[str]) -> tuple[int | None, ...]:
+    views = stored_views(produced.topics, namespace, produced.as_of_ms)
+    return tuple(int(views[i]["meta"]["events_applied"]) if i in views else None for i in ids)  # type: ignore[index]

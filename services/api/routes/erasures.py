@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from profiles.erasure import erasure_record
 from profiles.read import canonical_state
+from profiles.store import ProfileStore
 from profiles.timeutil import iso
 from schemas import erasure as erasure_codec
 from schemas.erasure import ErasureRecord
@@ -69,11 +70,12 @@ async def erase_profile(
     no profile has yet is erased too, so its future events are refused. Erasing again returns the first
     receipt."""
     ctx: ApiContext = request.app.state.ctx
-    earlier = (await ctx.store.erased([profile_id])).get(profile_id)
+    store = (await ctx.serving.current()).store
+    earlier = (await store.erased([profile_id])).get(profile_id)
     if earlier is not None:
-        return await _receipt(ctx, earlier)
+        return await _receipt(store, earlier)
     record = erasure_record(
-        f"er_{uuid.uuid4().hex}", profile_id, await canonical_state(ctx.store, profile_id), requested_at_ms=_now_ms()
+        f"er_{uuid.uuid4().hex}", profile_id, await canonical_state(store, profile_id), requested_at_ms=_now_ms()
     )
     key = (record.profile_ids[0] if record.profile_ids else profile_id).encode()
     try:
@@ -85,7 +87,7 @@ async def erase_profile(
         raise ApiError(
             503, "kafka_unavailable", "the erasure cannot be recorded now; retry", headers={"Retry-After": retry}
         ) from exc
-    await ctx.store.record_erasures([record])
+    await store.record_erasures([record])
     return _status(record, set())
 
 
@@ -100,11 +102,12 @@ async def get_erasure(
     _: Admin,
     erasure_id: Annotated[str, Path(pattern=r"^er_[0-9a-f]{32}$", examples=["er_5f0c2a9d8e7b4c1a9f3e2d1c0b9a8f7e"])],
 ) -> ErasureReceipt:
-    return await _receipt(request.app.state.ctx, erasure_id)
+    ctx: ApiContext = request.app.state.ctx
+    return await _receipt((await ctx.serving.current()).store, erasure_id)
 
 
-async def _receipt(ctx: ApiContext, erasure_id: str) -> ErasureReceipt:
-    found = await ctx.store.erasure(erasure_id)
+async def _receipt(store: ProfileStore, erasure_id: str) -> ErasureReceipt:
+    found = await store.erasure(erasure_id)
     if found is None:
         raise ApiError(404, "erasure_not_found", "no erasure has this receipt")
     return _status(*found)

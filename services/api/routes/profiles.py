@@ -113,9 +113,12 @@ async def _read(ctx: ApiContext, ids: list[str], as_of: datetime | None) -> dict
     if as_of is not None and as_of.tzinfo is None:
         raise ApiError(422, "invalid_as_of", "as_of needs a UTC offset, e.g. 2026-11-23T12:00:00Z")
     as_of_ms = to_ms(as_of) if as_of is not None else None
-    thresholds = await ctx.population.thresholds()
+    served = await ctx.serving.current()
+    thresholds = await served.population.thresholds()
     now_ms = int(time.time() * 1000)
-    return await read_profiles(ctx.store, ids, ctx.fold_config, as_of_ms=as_of_ms, now_ms=now_ms, thresholds=thresholds)
+    return await read_profiles(
+        served.store, ids, ctx.fold_config, as_of_ms=as_of_ms, now_ms=now_ms, thresholds=thresholds
+    )
 
 
 def _answer(result: ProfileRead, wanted: set[str] | None) -> dict[str, Any]:

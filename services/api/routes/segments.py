@@ -182,12 +182,13 @@ async def preview_segment(request: Request, _: Admin, body: PreviewIn) -> Previe
     except RuleError as exc:
         raise _invalid_rule(exc) from exc
     now_ms = int(time.time() * 1000)
-    thresholds = await ctx.population.thresholds()
+    served = await ctx.serving.current()
+    thresholds = await served.population.thresholds()
     limit = ctx.settings.api.preview_max_profiles
     count = scanned = 0
     sample: list[str] = []
     seen: set[str] = set()  # SCAN may return a key twice
-    async for batch in ctx.store.scan_profiles():
+    async for batch in served.store.scan_profiles():
         for pid, stored in batch.items():
             state = stored.state
             if state is None or state.merged_into is not None or pid in seen:
@@ -218,11 +219,12 @@ async def profile_segments(
     profile_id: Annotated[str, Path(min_length=1, max_length=256, examples=["c-1001"])],
 ) -> ProfileSegments:
     ctx: ApiContext = request.app.state.ctx
-    state = await canonical_state(ctx.store, profile_id)
+    served = await ctx.serving.current()
+    state = await canonical_state(served.store, profile_id)
     if state is None:
         raise ApiError(404, "profile_not_found", "no profile has this id")
     canonical = state.profile_id
-    entered = await _store(ctx).segments_of(canonical)
+    entered = await served.segments.segments_of(canonical)
     return ProfileSegments(
         profile_id=canonical,
         segments=[ProfileSegment(name=name, version=version) for name, version in sorted(entered.items())],
