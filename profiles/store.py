@@ -359,6 +359,13 @@ class ProfileStore:
         values = await self.redis.mget([self.position_key(topic, p) for p in parts]) if parts else []
         return {p: int(v) for p, v in zip(parts, values, strict=True) if v is not None}
 
+    async def start_positions(self, topic: str, offsets: Mapping[int, int]) -> None:
+        """Record where reading starts, for partitions that have no position yet."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for partition, offset in offsets.items():
+                pipe.set(self.position_key(topic, partition), offset, nx=True)
+            await pipe.execute()
+
     async def move_positions(self, topic: str, moves: Mapping[int, tuple[int, int]]) -> set[int]:
         """Move each partition's position from ``start`` to ``end`` if it is still at ``start`` (or was never
         recorded); returns the partitions whose position had moved elsewhere (left untouched)."""

@@ -127,6 +127,15 @@ def make_plan(settings: Settings, topics: Sequence[str], from_ms: int | None, to
         consumer.close()
 
 
+def _end_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    consumer = make_consumer(settings, "replay-hand-over")
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        return {tp.partition: offset for tp, offset in consumer.end_offsets(tps).items()}
+    finally:
+        consumer.close()
+
+
 def _by_time(
     consumer: Any,
     tps: list[TopicPartition],
@@ -269,7 +278,17 @@ class Replay:
         # Every erasure first, as the live worker does: a rebuilt namespace must never hold them.
         await self.store.record_erasures(await asyncio.to_thread(read_erasures, self.settings))
         await self._consume(plan, next_offsets, seq, on_progress)
+        await self._hand_over()
         return self._progress(plan)
+
+    async def _hand_over(self) -> None:
+        """A namespace the live worker has never written starts its ``events.resolved`` partitions at their
+        end now: what is there was resolved for other namespaces. (The worker re-reads the raw topics from
+        the oldest record instead; the replay's stream marks make that a no-op up to where it ended.)"""
+        topic = full_name(RESOLVED, self.settings.kafka.topic_prefix)
+        ends = await asyncio.to_thread(_end_offsets, self.settings, topic)
+        if not await self.store.positions(topic, ends):
+            await self.store.start_positions(topic, ends)
 
     async def _consume(
         self, plan: Plan, next_offsets: dict[str, int], seq: int, on_progress: Callable[[Progress], None] | None
@@ -321,13 +340,17 @@ class Replay:
         while todo:
             ids = list(dict.fromkeys(r.profile_id for _, r in todo))
             handed_to = [r.other_profile for _, r in todo if r.kind == "merge_out" and r.other_profile is not None]
-            stored = await self.store.load(ids)
-            erased = await self.store.erased(list(dict.fromkeys([*ids, *handed_to])))
+            stored, erased = await asyncio.gather(
+                self.store.load(ids), self.store.erased(list(dict.fromkeys([*ids, *handed_to])))
+            )
             fold = BatchFold(stored, erased, self.config, positional=False)
+            partition_of = {pid: self._partition(pid, partitions) for pid in ids}
             out: dict[str, list[Resolved]] = {}
             for at, record in todo:
-                partition = self._partition(record.profile_id, partitions)
-                out.setdefault(record.profile_id, []).extend(fold.apply(record, partition, at))
+                pid = record.profile_id
+                sent = fold.apply(record, partition_of[pid], at)
+                if sent:
+                    out.setdefault(pid, []).extend(sent)
             writes = fold.writes(int(time.time() * 1000))
             refused = set(await self.store.save(writes))
             self.counters.written += len(writes) - len(refused)

@@ -1,6 +1,7 @@
 """Erasure end to end: erase 100 customers through the API while their traffic keeps flowing, then rebuild
-the raw topics into a fresh namespace: neither namespace holds anything of them, every id of theirs
-answers 404, and every other profile is the same in both."""
+the raw topics into fresh namespaces (a fresh worker on a copy of the topics, and ``rapport replay``): no
+namespace holds anything of them, every id of theirs answers 404, and every other profile is the same in
+all of them."""
 
 from __future__ import annotations
 
@@ -115,13 +116,19 @@ def test_erased_customers_never_come_back_live_or_in_a_rebuild(tmp_path: Path, t
         finally:
             replay.stop()
 
-    for namespace in (live, rebuilt):
+    # And `rapport replay` of the original raw topics into another fresh namespace.
+    replayed = f"replayed-{uuid.uuid4().hex[:6]}"
+    done = rapport("replay", "--into", replayed, "--quiet", env=topics.env)
+    assert done.returncode == 0, done.stderr
+
+    for namespace in (live, rebuilt, replayed):
         left = asyncio.run(_traces(topics, namespace, their_ids, profile_ids))
         assert left == [], f"{namespace}: {left[:5]}"
     untouched = {pid: view for pid, view in stored_views(topics, live, as_of).items() if not _mentions(view, their_ids)}
-    rebuilt_views = {pid: v for pid, v in stored_views(topics, rebuilt, as_of).items() if pid in untouched}
     assert len(untouched) > 250
-    assert diff_profiles(untouched, rebuilt_views) == []
+    for namespace in (rebuilt, replayed):
+        views = {pid: v for pid, v in stored_views(topics, namespace, as_of).items() if pid in untouched}
+        assert diff_profiles(untouched, views) == [], namespace
 
 
 def _mentions(view: dict[str, Any], ids: set[str]) -> bool:

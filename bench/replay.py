@@ -1,0 +1,80 @@
+"""Replay figures: ``rapport replay`` beside the live worker and a raw consumer of the same topics, one run.
+
+1. simulator lines preloaded into the five raw topics;
+2. ceiling: a plain aiokafka ``getmany`` loop over them (no group, no decoding);
+3. the live worker (``rapport worker``) from cold into one namespace, as ``bench.profile_worker`` measures it;
+4. ``rapport replay --into`` a fresh namespace (one process): records / seconds from its own summary line
+   (plan made, erasures read), and the wall time of the whole command;
+5. the same replay into the worker's namespace, which must write nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from bench.harness import Figure, Ratio, bench_settings, raw_consume_rate
+from bench.profile_worker import corpus, raw_ends, topics_of, worker_throughput
+from services.settings import Settings
+from tests.kafka_support import produce_raw, rapport
+
+TARGET = 60_000.0
+TARGET_VS_WORKER = 4.0
+_SUMMARY = re.compile(r"replayed ([\d,]+) records .* in ([\d.]+) s \(([\d,]+) records/s\).*, ([\d,]+) profile writes")
+
+
+def _replay(settings: Settings, namespace: str) -> tuple[float, int, float]:
+    """(records/s as the command reports it, profile writes, wall seconds of the command)."""
+    env = {
+        "RAPPORT_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "RAPPORT_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
+        "RAPPORT_REDIS__URL": settings.redis.url,
+    }
+    started = time.monotonic()
+    done = rapport("replay", "--into", namespace, "--quiet", env=env)
+    wall = time.monotonic() - started
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr)
+    found = _SUMMARY.search(done.stdout)
+    if found is None:
+        raise RuntimeError(f"unexpected replay output: {done.stdout!r}")
+    return float(found.group(3).replace(",", "")), int(found.group(4).replace(",", "")), wall
+
+
+def run(base: Settings, events: int) -> tuple[list[Figure], list[Ratio]]:
+    lines = corpus(events)
+    logs = Path(tempfile.mkdtemp(prefix="bench-replay-"))
+    with bench_settings(base) as settings:
+        produce_raw(topics_of(settings), lines)
+        ends = raw_ends(settings)
+        total = sum(ends.values())
+        raw = raw_consume_rate(settings, ends)
+        live = f"bench-{uuid.uuid4().hex[:8]}"
+        worker, _, _, drain_s = worker_throughput(settings, live, logs, total)
+        replayed, writes, wall = _replay(settings, f"bench-{uuid.uuid4().hex[:8]}")
+        again, noop_writes, _ = _replay(settings, live)
+    shutil.rmtree(logs)
+    figures = [
+        Figure("raw aiokafka getmany", raw, "events/s", f"{total:,} simulator lines, {len(ends)} partitions"),
+        Figure("live worker", worker, "events/s", f"{total:,} lines in {drain_s:.1f} s from assignment to caught up"),
+        Figure(
+            "replay, one process",
+            replayed,
+            "events/s",
+            f"{total:,} records into a fresh namespace, {writes:,} profile writes; whole command {wall:.1f} s "
+            "(interpreter, plan, erasures included)",
+        ),
+        Figure("replay into the live namespace", again, "events/s", f"{noop_writes:,} profile writes (expected 0)"),
+        Figure("target: replay", TARGET, "events/s", "per process"),
+        Figure("target: replay / worker", TARGET_VS_WORKER, "x", ""),
+    ]
+    ratios = [
+        Ratio("replay / live worker", "replay, one process", "live worker", target=TARGET_VS_WORKER),
+        Ratio("replay / target", "replay, one process", "target: replay", target=1.0),
+        Ratio("replay / raw getmany", "replay, one process", "raw aiokafka getmany"),
+    ]
+    return figures, ratios
