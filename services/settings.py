@@ -10,13 +10,16 @@ from __future__ import annotations
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from profiles.config import FoldConfig
 from schemas.validation import ValidationLimits
+
+if TYPE_CHECKING:
+    from profiles.models.specs import ModelSpec
 
 
 class StackSettings(BaseModel):
@@ -163,6 +166,36 @@ class WebhookSettings(BaseModel):
     )
 
 
+class ModelSettings(BaseModel):
+    """The online models (docs/models.md): definitions of the scores, the trainer, serving."""
+
+    secret: SecretStr = Field(
+        SecretStr(""),
+        description="HMAC key signing model snapshots; the trainer refuses to run and serving to load without one.",
+    )
+    purchase_horizon_days: float = Field(7.0, gt=0)
+    churn_horizon_days: float = Field(30.0, gt=0)
+    clv_horizon_days: float = Field(90.0, gt=0)
+    email_open_hours: float = Field(48.0, gt=0)
+    min_examples: int = Field(500, ge=1, description="Labelled examples a model needs before it serves scores.")
+    metrics_window: int = Field(1000, ge=10, description="Examples the rolling metrics cover.")
+    snapshot_every_examples: int = Field(1000, ge=1, description="A snapshot after this many new examples...")
+    snapshot_every_s: float = Field(30.0, gt=0, description="...or this long after the last one, if it learned.")
+    keep_versions: int = Field(5, ge=1, description="Snapshots kept per model (the newest).")
+    reload_s: float = Field(2.0, gt=0, description="How often serving processes look for a new model version.")
+
+    def specs(self) -> dict[str, ModelSpec]:
+        from profiles.models.specs import default_specs  # noqa: PLC0415 - River takes a second to import
+
+        return default_specs(
+            purchase_horizon_days=self.purchase_horizon_days,
+            churn_horizon_days=self.churn_horizon_days,
+            clv_horizon_days=self.clv_horizon_days,
+            email_open_hours=self.email_open_hours,
+            min_examples=self.min_examples,
+        )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RAPPORT_", env_nested_delimiter="__", env_file=".env", extra="ignore")
 
@@ -174,6 +207,7 @@ class Settings(BaseSettings):
     profile: ProfileSettings = ProfileSettings()
     api: ApiSettings = ApiSettings()
     webhooks: WebhookSettings = WebhookSettings()
+    models: ModelSettings = ModelSettings()
 
     @model_validator(mode="after")
     def _default_to_local_stack(self) -> Settings:

@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Final, Literal
 
+import msgspec
 from msgspec import Struct
 from msgspec.structs import replace
 
@@ -181,3 +182,23 @@ def _label(spec: ModelSpec, p: Pending) -> tuple[float, int]:
     if spec.outcome == "no_activity":
         return (0.0 if p.decided else 1.0), known
     return (1.0 if p.decided else 0.0), known
+
+
+_EXAMPLE_ENCODER: Final = msgspec.msgpack.Encoder()
+_EXAMPLE_DECODER: Final = msgspec.msgpack.Decoder(Example)
+
+
+def encode_example(example: Example) -> bytes:
+    """A ``models.examples`` record's value (msgpack, positional).
+
+    >>> e = Example(example_id="x", model="email_open", profile_id="c-1", trigger="email_sent", taken_at_ms=1,
+    ...             horizon_end_ms=2, label_known_ms=2, features={"f": 1.0}, label=0.0)
+    >>> decode_example(encode_example(e)) == e
+    True
+    """
+    return _EXAMPLE_ENCODER.encode(example)
+
+
+def decode_example(value: bytes) -> Example:
+    """Raises ``msgspec.DecodeError`` / ``msgspec.ValidationError`` for anything else."""
+    return _EXAMPLE_DECODER.decode(value)

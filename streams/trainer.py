@@ -1,0 +1,167 @@
+"""``rapport trainer``: learns every model from ``models.examples`` and publishes signed snapshots.
+
+The topic has one partition and the trainers of a namespace share one consumer group, so Kafka's
+assignment elects the one that trains; the others wait as standbys and take over on a rebalance.
+
+**Where it resumes.** A snapshot holds the whole trainer (model, baselines, rolling metrics, drift
+detector) and, in its metadata, the offset after the last example it learned. On assignment each model is
+restored from its newest kept snapshot and the partition is read from the smallest of those offsets; a
+model skips the examples below its own. Kafka's committed offset is only for lag monitoring. The newest
+snapshot is used rather than the active one: a rollback pins what is *served* (``profiles.model_store``),
+training goes on.
+
+**When it snapshots.** A model that learned something is snapshotted after ``models.snapshot_every_examples``
+new examples or ``models.snapshot_every_s`` seconds, whichever comes first; versions come from a counter
+and never go back; the newest ``models.keep_versions`` are kept. Drift events (``profiles.models.trainer``)
+are logged and kept in Redis (``rapport models list`` shows them).
+
+An undecodable record is logged and skipped: examples are produced by Rapport's own worker, so one that
+does not decode is a bug to look at, not input to dead-letter. Redis or Kafka failures propagate: the
+process exits and its restart resumes from the snapshots, losing nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import asdict
+
+import msgspec
+import orjson
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+from aiokafka.structs import TopicPartition
+
+from profiles.model_store import ModelStore
+from profiles.models.labels import decode_example
+from profiles.models.snapshots import SnapshotRejectedError, dump_snapshot, load_snapshot
+from profiles.models.specs import ModelSpec
+from profiles.models.trainer import ModelTrainer, restore
+from schemas.topics import MODEL_EXAMPLES, full_name
+from services.redis_client import make_redis
+from services.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class MissingSecretError(RuntimeError):
+    def __init__(self) -> None:
+        super().__init__("set RAPPORT_MODELS__SECRET: snapshots are signed with it (docs/models.md)")
+
+
+class Trainers:
+    """The trainers of one namespace and what is needed to snapshot them."""
+
+    def __init__(self, settings: Settings, store: ModelStore) -> None:
+        self.settings = settings.models
+        self.secret = settings.models.secret.get_secret_value().encode()
+        if not self.secret:
+            raise MissingSecretError
+        self.specs: dict[str, ModelSpec] = settings.models.specs()
+        self.store = store
+        self.trainers: dict[str, ModelTrainer] = {}
+        self.resume_at: dict[str, int] = {}  # per model: the first offset it has not learned
+        self.unsaved: dict[str, int] = {}
+        self.saved_at: dict[str, float] = {}
+
+    async def restore_all(self) -> int:
+        """Each model from its newest loadable snapshot (or new); returns the offset to read from."""
+        for name, spec in self.specs.items():
+            self.trainers[name], self.resume_at[name] = await self._restored(name, spec)
+            self.unsaved[name] = 0
+            self.saved_at[name] = time.monotonic()
+        return min(self.resume_at.values(), default=0)
+
+    async def _restored(self, name: str, spec: ModelSpec) -> tuple[ModelTrainer, int]:
+        for version, blob in sorted((await self.store.snapshots(name)).items(), reverse=True):
+            try:
+                snapshot = load_snapshot(blob, self.secret)
+                trainer = restore(snapshot, spec)
+            except SnapshotRejectedError as exc:
+                log.error("%s v%d cannot be resumed from (%s); trying an older one", name, version, exc)
+                continue
+            log.info("%s resumes from v%d (%d examples seen)", name, version, trainer.examples_seen)
+            return trainer, snapshot.meta.source_offset or 0
+        return ModelTrainer(spec, window=self.settings.metrics_window), 0
+
+    async def learn(self, offset: int, value: bytes) -> None:
+        try:
+            example = decode_example(value)
+        except msgspec.MsgspecError as exc:
+            log.error("skipping an undecodable models.examples record at offset %d: %s", offset, exc)
+            return
+        trainer = self.trainers.get(example.model)
+        if trainer is None or offset < self.resume_at[example.model]:
+            return  # a model not configured here, or learned before the snapshot it resumed from
+        step = trainer.learn(example)
+        self.resume_at[example.model] = offset + 1
+        self.unsaved[example.model] += 1
+        if step.drift is not None:
+            log.warning("drift in %s: %s", example.model, step.drift)
+            await self.store.record_drift(example.model, orjson.dumps(asdict(step.drift)))
+
+    async def snapshot_due(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        for name, trainer in self.trainers.items():
+            waited = now - self.saved_at[name] >= self.settings.snapshot_every_s
+            if self.unsaved[name] and (force or waited or self.unsaved[name] >= self.settings.snapshot_every_examples):
+                version = await self.store.next_version(name)
+                meta = trainer.snapshot_meta(version, int(time.time() * 1000), source_offset=self.resume_at[name])
+                await self.store.publish(
+                    name, version, dump_snapshot(meta, trainer, self.secret), self.settings.keep_versions
+                )
+                log.info("%s v%d: %d examples seen, %s", name, version, trainer.examples_seen, meta.metrics)
+                self.unsaved[name] = 0
+                self.saved_at[name] = now
+
+
+class _Seek(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, trainers: Trainers, consumer: AIOKafkaConsumer) -> None:
+        self.trainers = trainers
+        self.consumer = consumer
+        self.assigned = False
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        if revoked and self.assigned:
+            await self.trainers.snapshot_due(force=True)  # what was learned survives the hand-over
+        self.assigned = False
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        if not assigned:
+            return
+        start = await self.trainers.restore_all()
+        for tp in assigned:
+            self.consumer.seek(tp, start)
+        log.info("training from offset %d", start)
+        self.assigned = True
+
+
+async def run_trainer(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    redis = make_redis(settings)
+    trainers = Trainers(settings, ModelStore(redis, settings.profile.namespace))
+    topic = full_name(MODEL_EXAMPLES, settings.kafka.topic_prefix)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        client_id=f"{settings.kafka.client_id}-trainer",
+        group_id=f"{settings.kafka.topic_prefix}rapport-trainer-{settings.profile.namespace}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    listener = _Seek(trainers, consumer)
+    consumer.subscribe([topic], listener=listener)
+    try:
+        while stop is None or not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=500, max_records=5000)
+            for records in batches.values():
+                for record in records:
+                    await trainers.learn(record.offset, record.value or b"")
+            if listener.assigned:
+                await trainers.snapshot_due()
+                if batches:
+                    await consumer.commit()
+    finally:
+        if listener.assigned:
+            await trainers.snapshot_due(force=True)
+        await consumer.stop()
+        await redis.aclose()
