@@ -5,11 +5,13 @@
 3. the live worker (``rapport worker``) from cold into one namespace, as ``bench.profile_worker`` measures it;
 4. ``rapport replay --into`` a fresh namespace (one process): records / seconds from its own summary line
    (plan made, erasures read), and the wall time of the whole command;
-5. the same replay into the worker's namespace, which must write nothing.
+5. a second replay into another fresh namespace, and the same replay into the worker's namespace, which
+   must write nothing; then the canonical hashes of the three namespaces (they must be equal).
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
 import tempfile
@@ -19,6 +21,8 @@ from pathlib import Path
 
 from bench.harness import Figure, Ratio, bench_settings, raw_consume_rate
 from bench.profile_worker import corpus, raw_ends, topics_of, worker_throughput
+from services.namespace_ops import NamespaceHash, hash_namespace
+from services.redis_client import make_redis
 from services.settings import Settings
 from tests.kafka_support import produce_raw, rapport
 
@@ -45,6 +49,14 @@ def _replay(settings: Settings, namespace: str) -> tuple[float, int, float]:
     return float(found.group(3).replace(",", "")), int(found.group(4).replace(",", "")), wall
 
 
+async def _hash(settings: Settings, namespace: str) -> NamespaceHash:
+    redis = make_redis(settings)
+    try:
+        return await hash_namespace(redis, namespace, settings.profile.fold_config())
+    finally:
+        await redis.aclose()
+
+
 def run(base: Settings, events: int) -> tuple[list[Figure], list[Ratio]]:
     lines = corpus(events)
     logs = Path(tempfile.mkdtemp(prefix="bench-replay-"))
@@ -55,8 +67,11 @@ def run(base: Settings, events: int) -> tuple[list[Figure], list[Ratio]]:
         raw = raw_consume_rate(settings, ends)
         live = f"bench-{uuid.uuid4().hex[:8]}"
         worker, _, _, drain_s = worker_throughput(settings, live, logs, total)
-        replayed, writes, wall = _replay(settings, f"bench-{uuid.uuid4().hex[:8]}")
+        first, second = f"bench-{uuid.uuid4().hex[:8]}", f"bench-{uuid.uuid4().hex[:8]}"
+        replayed, writes, wall = _replay(settings, first)
+        _replay(settings, second)
         again, noop_writes, _ = _replay(settings, live)
+        hashes = {ns: asyncio.run(_hash(settings, ns)) for ns in (live, first, second)}
     shutil.rmtree(logs)
     figures = [
         Figure("raw aiokafka getmany", raw, "events/s", f"{total:,} simulator lines, {len(ends)} partitions"),
@@ -69,6 +84,12 @@ def run(base: Settings, events: int) -> tuple[list[Figure], list[Ratio]]:
             "(interpreter, plan, erasures included)",
         ),
         Figure("replay into the live namespace", again, "events/s", f"{noop_writes:,} profile writes (expected 0)"),
+        Figure(
+            "namespaces with the live worker's hash",
+            sum(h.digest == hashes[live].digest for h in hashes.values()),
+            "of 3",
+            f"live, replay, second replay; {hashes[live].profiles:,} profiles; live {hashes[live].digest[:16]}…",
+        ),
         Figure("target: replay", TARGET, "events/s", "per process"),
         Figure("target: replay / worker", TARGET_VS_WORKER, "x", ""),
     ]

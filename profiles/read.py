@@ -8,14 +8,16 @@ population (one pipeline; none when the caller holds the population's ``RfmThres
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from profiles.config import FoldConfig
+from profiles.models.scoring import Score, ServedModel, score_all
+from profiles.models.specs import ModelSpec
 from profiles.rfm import RfmScores, RfmThresholds
 from profiles.state import ProfileState
-from profiles.store import ProfileStore, rfm_position
+from profiles.store import ProfileStore, Stored, rfm_position
 from profiles.timeutil import iso
 from profiles.view import render
 
@@ -67,15 +69,8 @@ async def read_profiles(
     RFM scores are exact against the population now, or against ``thresholds`` when given (a recent
     snapshot of the population, which saves a round trip per read)."""
     ids = list(dict.fromkeys(any_ids))
-    resolved, stored = await store.resolve_and_load(ids)
-    others = [pid for pid in dict.fromkeys(resolved.values()) if pid is not None and pid not in stored]
-    if others:
-        stored.update(await store.load(others))
-    merged = {pid: s.state.merged_into for pid, s in stored.items() if s.state is not None and s.state.merged_into}
-    if merged:
-        targets = await store.load(list(dict.fromkeys(merged.values())))
-        stored.update({pid: targets[target] for pid, target in merged.items()})
-    live = {pid: s.state for pid, s in stored.items() if s.state is not None}
+    canonical = await _canonical(store, ids)
+    live = {s.state.profile_id: s.state for s in canonical.values() if s is not None and s.state is not None}
     if thresholds is not None:
         positions = {pid: rfm_position(state) for pid, state in live.items()}
         ranks = {pid: None if p is None else thresholds.scores(p) for pid, p in positions.items()}
@@ -84,25 +79,82 @@ async def read_profiles(
         ranks = {pid: r.scores() if r is not None else None for pid, r in zip(live, exact, strict=True)}
     out: dict[str, ProfileRead] = {}
     for any_id in ids:
-        pid = resolved[any_id]
-        if pid is None or pid not in live:
+        found = canonical[any_id]
+        if found is None or found.state is None:
             out[any_id] = ProfileRead()
         else:
-            out[any_id] = _view(live[pid], stored[pid].watermark, ranks[pid], config, as_of_ms=as_of_ms, now_ms=now_ms)
+            pid = found.state.profile_id
+            out[any_id] = _view(live[pid], found.watermark, ranks[pid], config, as_of_ms=as_of_ms, now_ms=now_ms)
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class ScoresRead:
+    """What one requested id gave: the profile id and its scores, or why there are none (both None: no
+    profile has the id)."""
+
+    profile_id: str | None = None
+    scores: dict[str, Score] | None = None
+    error: AsOfBeforeLastEventError | None = None
+
+
+async def read_scores(
+    store: ProfileStore,
+    any_ids: Sequence[str],
+    config: FoldConfig,
+    specs: Mapping[str, ModelSpec],
+    models: Mapping[str, ServedModel],
+    *,
+    as_of_ms: int | None,
+    now_ms: int,
+) -> dict[str, ScoresRead]:
+    """Every model's score for each id's canonical profile at ``as_of_ms`` (default: now, or the profile's
+    latest event if later; earlier than that is refused, as for profiles)."""
+    ids = list(dict.fromkeys(any_ids))
+    states = await canonical_states(store, ids)
+    out: dict[str, ScoresRead] = {}
+    for any_id in ids:
+        state = states[any_id]
+        if state is None:
+            out[any_id] = ScoresRead()
+            continue
+        last = state.last_event_ms or 0
+        if as_of_ms is not None and as_of_ms < last:
+            out[any_id] = ScoresRead(state.profile_id, error=AsOfBeforeLastEventError(as_of_ms, last))
+            continue
+        at = max(now_ms, last) if as_of_ms is None else as_of_ms
+        out[any_id] = ScoresRead(state.profile_id, score_all(state, at, config, specs, models, computed_at_ms=now_ms))
+    return out
+
+
+async def canonical_states(store: ProfileStore, any_ids: Sequence[str]) -> dict[str, ProfileState | None]:
+    """The state each id resolves to (following merged visitors); None where no profile has the id."""
+    canonical = await _canonical(store, any_ids)
+    return {any_id: None if found is None else found.state for any_id, found in canonical.items()}
+
+
 async def canonical_state(store: ProfileStore, any_id: str) -> ProfileState | None:
-    """The state of the profile ``any_id`` resolves to, following a merged anonymous profile once; None if
-    no profile has the id."""
-    resolved, stored = await store.resolve_and_load([any_id])
-    pid = resolved[any_id]
-    if pid is None:
-        return None
-    state = stored[pid].state if pid in stored else (await store.load([pid]))[pid].state
-    if state is not None and state.merged_into is not None:
-        state = (await store.load([state.merged_into]))[state.merged_into].state
-    return state
+    """``canonical_states`` of one id."""
+    return (await canonical_states(store, [any_id]))[any_id]
+
+
+async def _canonical(store: ProfileStore, any_ids: Sequence[str]) -> dict[str, Stored | None]:
+    """The stored canonical profile of each id, in a fixed number of round trips: resolve every id and
+    load the profiles stored under the ids themselves (one pipeline), then those reached through an alias or
+    an email (one MGET, often none), then the customers of merged-away visitors (one more, rare)."""
+    resolved, stored = await store.resolve_and_load(any_ids)
+    others = [pid for pid in dict.fromkeys(resolved.values()) if pid is not None and pid not in stored]
+    if others:
+        stored.update(await store.load(others))
+    merged = {pid: s.state.merged_into for pid, s in stored.items() if s.state is not None and s.state.merged_into}
+    if merged:
+        targets = await store.load(list(dict.fromkeys(merged.values())))
+        stored.update({pid: targets[target] for pid, target in merged.items()})
+    out: dict[str, Stored | None] = {}
+    for any_id in any_ids:
+        pid = resolved[any_id]
+        out[any_id] = None if pid is None or pid not in stored else stored[pid]
+    return out
 
 
 def _view(

@@ -22,7 +22,7 @@ from services.api.metrics import ApiMetrics
 from services.api.middleware import ApiMiddleware
 from services.api.ratelimit import RateLimiter
 from services.api.responses import JsonResponse
-from services.api.routes import erasures, events, health, profiles, segment_changes, segments, webhooks
+from services.api.routes import erasures, events, health, profiles, scores, segment_changes, segments, webhooks
 from services.api.serving import ServingNamespace
 from services.api.worker_view import WorkerView
 from services.redis_client import make_redis
@@ -48,9 +48,7 @@ def create_app(settings: Settings) -> FastAPI:
             settings=settings,
             redis=redis,
             store=store,
-            serving=ServingNamespace(
-                redis, settings.profile.namespace, settings.api.serving_refresh_s, settings.api.rfm_refresh_s
-            ),
+            serving=ServingNamespace(redis, settings),
             fold_config=settings.profile.fold_config(),
             keys=KeyStore(redis),
             key_cache=KeyCache(settings.api.key_cache_s),
@@ -75,6 +73,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(profiles.router)
+    app.include_router(scores.router)
     app.include_router(events.router)
     app.include_router(erasures.router)
     app.include_router(segments.router)

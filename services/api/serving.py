@@ -13,10 +13,13 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from profiles.model_store import ModelStore
 from profiles.namespaces import Namespaces
 from profiles.segment_store import SegmentStore
 from profiles.store import ProfileStore
 from services.api.population import PopulationCache
+from services.model_cache import ModelCache
+from services.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -25,25 +28,37 @@ class Served:
     store: ProfileStore
     segments: SegmentStore
     population: PopulationCache
+    models: ModelCache
 
 
 class ServingNamespace:
-    def __init__(self, redis: Redis, default: str, refresh_s: float, rfm_refresh_s: float) -> None:
+    def __init__(self, redis: Redis, settings: Settings) -> None:
         self.namespaces = Namespaces(redis)
         self.redis = redis
-        self.default = default
-        self.refresh_s = refresh_s
-        self.rfm_refresh_s = rfm_refresh_s
+        self.settings = settings
+        self.default = settings.profile.namespace
+        self.refresh_s = settings.api.serving_refresh_s
+        self.specs = settings.models.specs()
         self._served: dict[str, Served] = {}
-        self._current = self._for(default)
+        self._current = self._for(self.default)
         self._read_at = float("-inf")
 
     def _for(self, namespace: str) -> Served:
         served = self._served.get(namespace)
         if served is None:
             store = ProfileStore(self.redis, namespace)
+            models = self.settings.models
             served = Served(
-                namespace, store, SegmentStore(self.redis, namespace), PopulationCache(store, self.rfm_refresh_s)
+                namespace,
+                store,
+                SegmentStore(self.redis, namespace),
+                PopulationCache(store, self.settings.api.rfm_refresh_s),
+                ModelCache(
+                    ModelStore(self.redis, namespace),
+                    self.specs,
+                    models.secret.get_secret_value().encode(),
+                    models.reload_s,
+                ),
             )
             self._served[namespace] = served
         return served

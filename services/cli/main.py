@@ -9,11 +9,13 @@ from services.cli import (
     deliver,
     demo,
     keys,
+    models,
     namespace,
     produce,
     profile,
     replay,
     schemas,
+    scores,
     segments,
     simulate,
     stack,
@@ -42,6 +44,9 @@ app.command("deliver")(deliver.deliver)
 app.add_typer(keys.app, name="keys")
 app.add_typer(segments.app, name="segments")
 app.add_typer(namespace.app, name="namespace")
+app.add_typer(models.app, name="models")
+app.add_typer(scores.app, name="scores")
+app.command("trainer")(models.trainer)
 app.command("replay")(replay.replay)
 
 

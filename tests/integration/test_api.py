@@ -60,7 +60,13 @@ def api(tmp_path_factory: pytest.TempPathFactory, settings: Settings, local_stac
         env = {**topics.env, "RAPPORT_PROFILE__NAMESPACE": namespace, "RAPPORT_API__KEY_CACHE_S": "0"}
         keys = {
             "all": create_key(
-                env, "--name", "t-all", "--scopes", "profiles:read,events:write,segments:admin", "--rate-limit", "1000"
+                env,
+                "--name",
+                "t-all",
+                "--scopes",
+                "profiles:read,scores:read,events:write,segments:admin",
+                "--rate-limit",
+                "1000",
             ),
             "admin": create_key(env, "--name", "t-admin", "--scopes", "admin", "--rate-limit", "1000"),
             "events_only": create_key(env, "--name", "t-ev", "--scopes", "events:write", "--rate-limit", "1000"),
@@ -98,6 +104,8 @@ ROUTES = [
     ("GET", "/v1/profiles/nobody", None, 404, "profiles:read"),
     ("POST", "/v1/profiles/batch", {"ids": ["nobody"]}, 200, "profiles:read"),
     ("GET", "/v1/profiles/nobody/segments", None, 404, "profiles:read"),
+    ("GET", "/v1/profiles/nobody/scores", None, 404, "scores:read"),
+    ("POST", "/v1/scores/batch", {"ids": ["nobody"]}, 200, "scores:read"),
     ("POST", "/v1/events", "event", 202, "events:write"),
     ("POST", "/v1/events/batch", "events", 202, "events:write"),
     ("PUT", "/v1/segments/matrix", {"rule": "transactions.orders >= 1"}, 200, "segments:admin"),
@@ -112,6 +120,7 @@ ROUTES = [
 #: Per scope: a key without it, and one with it.
 KEYS_FOR = {
     "profiles:read": ("events_only", "all"),
+    "scores:read": ("events_only", "all"),
     "events:write": ("profiles_only", "all"),
     "segments:admin": ("profiles_only", "all"),
     "admin": ("all", "admin"),

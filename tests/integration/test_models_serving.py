@@ -1,0 +1,270 @@
+"""The trainer and the scoring read model against the real broker, Redis and API process.
+
+Profiles come from a replayed simulator history; labelled examples are produced to ``models.examples``
+with those profiles' real features and a label that depends on one of them (recent customers buy), so a
+trained model must rank them better than the cold-start heuristic's flat answer for equal inputs. The
+worker does not produce examples yet (docs/models.md): this covers the trainer, the signed snapshots,
+hot reload, tampering, rollback and the score routes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from profiles.features import features
+from profiles.model_store import ModelStore
+from profiles.models.labels import Example, encode_example
+from profiles.models.snapshots import read_meta
+from profiles.models.specs import PURCHASE_PROPENSITY
+from profiles.store import ProfileStore
+from services.kafka_clients import make_producer
+from services.redis_client import make_redis
+from services.settings import Settings
+from tests.api_support import create_key, running_api
+from tests.kafka_support import Topics, created_topics, produce_raw, rapport
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+SECRET = "test-secret-0123456789"
+RELOAD_S = 1.0
+
+
+def test_trainer_snapshots_are_served_hot_reloaded_refused_when_tampered_and_rolled_back(
+    settings: Settings, local_stack: object, tmp_path: Path
+) -> None:
+    prefix = f"{settings.kafka.topic_prefix}models-{uuid.uuid4().hex[:6]}."
+    own = settings.model_copy(update={"kafka": settings.kafka.model_copy(update={"topic_prefix": prefix})})
+    namespace = f"m{uuid.uuid4().hex[:8]}"
+    with created_topics(own) as topics:
+        env = {
+            **topics.env,
+            "RAPPORT_PROFILE__NAMESPACE": namespace,
+            "RAPPORT_MODELS__SECRET": SECRET,
+            "RAPPORT_MODELS__MIN_EXAMPLES": "200",
+            "RAPPORT_MODELS__SNAPSHOT_EVERY_EXAMPLES": "1000000",
+            "RAPPORT_MODELS__SNAPSHOT_EVERY_S": "0.5",
+            "RAPPORT_MODELS__RELOAD_S": str(RELOAD_S),
+            "RAPPORT_MODELS__KEEP_VERSIONS": "50",
+            "RAPPORT_API__KEY_CACHE_S": "0",
+        }
+        no_secret = rapport("trainer", env={**env, "RAPPORT_MODELS__SECRET": ""})
+        assert no_secret.returncode == 2
+        assert "RAPPORT_MODELS__SECRET" in no_secret.stderr
+
+        profiles, last_event = _profiles(topics, namespace, tmp_path)
+        ids = sorted(profiles)
+        key = create_key(env, "--name", "scores", "--scopes", "scores:read", "--rate-limit", "10000")
+        with running_api(env, tmp_path / "api.log") as base, _trainer(env, tmp_path / "trainer.log") as trainer:
+            api = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=10)
+            before = api.get(f"/v1/profiles/{ids[0]}/scores").json()
+            assert before["scores"][PURCHASE_PROPENSITY]["cold_start"] is True
+            assert before["scores"][PURCHASE_PROPENSITY]["model_version"] is None
+
+            _produce_examples(topics, profiles, 600, seed=1)
+            store = _store(topics, namespace)
+            first = _wait_for(lambda: _active_having(topics, namespace, 600), 60)
+            served_after = _served_within(api, ids[0], first)
+            assert served_after <= 5.0, f"v{first} served {served_after:.1f} s after it became active"
+            scored = api.get(f"/v1/profiles/{ids[0]}/scores").json()["scores"][PURCHASE_PROPENSITY]
+            assert scored["cold_start"] is False
+            assert 0.0 <= scored["value"] <= 1.0
+
+            # The model learned the signal: one customer scores higher a day after its last event than 20 days
+            # after; and the batch route answers per id.
+            day_ms = 86_400_000
+            for pid in ids[:10]:
+                last = last_event[pid]
+                soon = api.get(f"/v1/profiles/{pid}/scores", params={"as_of": _iso(last + day_ms)}).json()
+                late = api.get(f"/v1/profiles/{pid}/scores", params={"as_of": _iso(last + 20 * day_ms)}).json()
+                p_soon = soon["scores"][PURCHASE_PROPENSITY]["value"]
+                p_late = late["scores"][PURCHASE_PROPENSITY]["value"]
+                assert p_soon > p_late, (pid, p_soon, p_late)
+            batch = api.post("/v1/scores/batch", json={"ids": [ids[0], "nobody-at-all"]}).json()["results"]
+            assert batch[0]["status"] == "found"
+            assert batch[0]["result"]["profile_id"] == ids[0]
+            assert batch[1] == {"id": "nobody-at-all", "status": "not_found", "result": None, "error": None}
+            early = api.get(f"/v1/profiles/{ids[0]}/scores", params={"as_of": _iso(last_event[ids[0]] - day_ms)})
+            assert early.status_code == 422
+            assert early.json()["error"]["code"] == "as_of_before_last_event"
+
+            # A newer version is picked up within 5 s.
+            _produce_examples(topics, profiles, 300, seed=2)
+            second = _wait_for(lambda: _active_having(topics, namespace, 900), 60)
+            assert _served_within(api, ids[0], second) <= 5.0
+
+            # A tampered snapshot made active is refused: the API keeps serving what it had.
+            blob = asyncio.run(store("snapshot", PURCHASE_PROPENSITY, second))
+            assert blob is not None
+            forged = bytearray(blob)
+            forged[-1] ^= 0x01
+            asyncio.run(store("publish", PURCHASE_PROPENSITY, 999_999, bytes(forged), 10))
+            time.sleep(RELOAD_S * 3)
+            assert _version(api, ids[0]) == second
+            listing = rapport("models", "list", env=env)
+            assert "REFUSED" in listing.stdout, listing.stdout
+
+            # Rollback pins an older kept version; release serves the newest again.
+            rolled = rapport("models", "rollback", PURCHASE_PROPENSITY, str(first), env=env)
+            assert rolled.returncode == 0, rolled.stderr
+            assert _served_within(api, ids[0], first) <= 5.0
+            assert rapport("models", "rollback", PURCHASE_PROPENSITY, "424242", env=env).returncode == 1
+            asyncio.run(store("hdel_forged", PURCHASE_PROPENSITY, 999_999))
+            assert rapport("models", "release", PURCHASE_PROPENSITY, env=env).returncode == 0
+            assert _served_within(api, ids[0], second) <= 5.0
+            assert trainer.poll() is None, "the trainer kept running"
+
+        # A restarted trainer resumes from its snapshots: versions go on, examples are not learned twice.
+        with _trainer(env, tmp_path / "trainer2.log"):
+            _produce_examples(topics, profiles, 100, seed=3)
+            third_version = _wait_for(lambda: _active_having(topics, namespace, 1000), 60)
+        assert third_version > second
+        time.sleep(1.0)
+        assert _active_having(topics, namespace, 1000) == third_version, "nothing learned twice after the restart"
+        scores_cli = rapport("scores", "get", ids[0], env=env)
+        assert scores_cli.returncode == 0, scores_cli.stderr
+        assert f'"model_version": {third_version}' in scores_cli.stdout
+
+
+def _profiles(topics: Topics, namespace: str, tmp_path: Path) -> tuple[dict[str, dict[str, float]], dict[str, int]]:
+    """A small replayed history: each customer's features at its last event, and that event's time."""
+    path = tmp_path / "events.jsonl"
+    sim = rapport("simulate", "--customers", "150", "--days", "20", "--seed", "9", "--out", str(path), env={})
+    assert sim.returncode == 0, sim.stderr
+    produce_raw(topics, [line for line in path.read_bytes().splitlines() if line.strip()])
+    replayed = rapport("replay", "--into", namespace, "--quiet", env={**topics.env})
+    assert replayed.returncode == 0, replayed.stderr
+
+    async def read() -> tuple[dict[str, dict[str, float]], dict[str, int]]:
+        redis = make_redis(topics.settings)
+        try:
+            out, last = {}, {}
+            config = topics.settings.profile.fold_config()
+            async for batch in ProfileStore(redis, namespace).scan_profiles():
+                for pid, stored in batch.items():
+                    state = stored.state
+                    if state and state.merged_into is None and state.customer_id:
+                        out[pid] = features(state, state.last_event_ms or 0, config)
+                        last[pid] = state.last_event_ms or 0
+            return out, last
+        finally:
+            await redis.aclose()
+
+    found, last = asyncio.run(read())
+    assert len(found) > 60
+    return found, last
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
+
+
+def _produce_examples(topics: Topics, profiles: dict[str, dict[str, float]], n: int, seed: int) -> None:
+    """``n`` examples of purchase propensity: customers quiet for less than 3 days buy (mostly)."""
+    rng = random.Random(seed)
+    producer = make_producer(topics.settings)
+    try:
+        for i in range(n):
+            pid = rng.choice(sorted(profiles))
+            x = dict(profiles[pid])
+            x["days_since_last_seen"] = rng.uniform(0, 30)
+            label = 1.0 if (x["days_since_last_seen"] < 3) != (rng.random() < 0.05) else 0.0
+            example = Example(
+                example_id=f"{seed}-{i}",
+                model=PURCHASE_PROPENSITY,
+                profile_id=pid,
+                trigger="activity",
+                taken_at_ms=i,
+                horizon_end_ms=i + 1,
+                label_known_ms=i + 1,
+                features=x,
+                label=label,
+            )
+            producer.send(
+                topics.names["models.examples"], key=PURCHASE_PROPENSITY.encode(), value=encode_example(example)
+            )
+        producer.flush()
+    finally:
+        producer.close()
+
+
+@contextmanager
+def _trainer(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.cli.main", "trainer"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+        try:
+            yield proc
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+def _store(topics: Topics, namespace: str) -> Any:
+    """A call on a fresh ``ModelStore`` (each in its own event loop, as the test is synchronous)."""
+
+    async def call(method: str, *args: Any) -> Any:
+        redis = make_redis(topics.settings)
+        try:
+            store = ModelStore(redis, namespace)
+            if method == "hdel_forged":
+                return await redis.hdel(store._key(args[0], "v"), str(args[1]))
+            return await getattr(store, method)(*args)
+        finally:
+            await redis.aclose()
+
+    return call
+
+
+def _wait_for(probe: Any, timeout_s: float) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = probe()
+        if found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"not within {timeout_s} s")
+
+
+def _version(api: httpx.Client, profile_id: str) -> int | None:
+    answer = api.get(f"/v1/profiles/{profile_id}/scores")
+    assert answer.status_code == 200, answer.text
+    version: int | None = answer.json()["scores"][PURCHASE_PROPENSITY]["model_version"]
+    return version
+
+
+def _served_within(api: httpx.Client, profile_id: str, version: int) -> float:
+    """Seconds until the API serves ``version`` (already active in Redis)."""
+    started = time.monotonic()
+    _wait_for(lambda: _version(api, profile_id) == version, 10)
+    return time.monotonic() - started
+
+
+def _active_having(topics: Topics, namespace: str, examples: int) -> int | None:
+    """The active version if it has learned exactly ``examples`` examples (None otherwise)."""
+
+    async def read() -> int | None:
+        redis = make_redis(topics.settings)
+        try:
+            store = ModelStore(redis, namespace)
+            version = await store.active_version(PURCHASE_PROPENSITY)
+            blob = None if version is None else await store.snapshot(PURCHASE_PROPENSITY, version)
+            if blob is None or read_meta(blob, SECRET.encode()).examples_seen != examples:
+                return None
+            return version
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(read())
