@@ -8,6 +8,8 @@ returned records.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from profiles.config import FoldConfig
 from profiles.fold import Link, apply, repeated_id_hash
 from profiles.merge import merge_into
@@ -15,6 +17,15 @@ from profiles.state import ANON_PREFIX, ProfileState, anonymous_profile_id, deco
 from schemas.events import AnyEvent
 from schemas.resolved import Resolved
 from schemas.validation import Rejection, decode_event
+
+
+class FoldHooks(Protocol):
+    """What reacts to each event the fold applies (the models' snapshots and labels): ``before`` just
+    before an event is folded into a profile, ``after`` once it was applied (not a duplicate)."""
+
+    def before(self, state: ProfileState, event: AnyEvent) -> None: ...
+
+    def after(self, state: ProfileState, event: AnyEvent) -> None: ...
 
 
 class CorruptRecordError(ValueError):
@@ -32,7 +43,13 @@ def stream_mark(topic: str, partition: int, key: str) -> int:
 
 
 def apply_resolved(
-    state: ProfileState, record: Resolved, *, partition: int, offset: int, config: FoldConfig
+    state: ProfileState,
+    record: Resolved,
+    *,
+    partition: int,
+    offset: int,
+    config: FoldConfig,
+    hooks: FoldHooks | None = None,
 ) -> tuple[ProfileState, list[Resolved]]:
     """Apply ``record`` (at ``offset`` of ``events.resolved`` partition ``partition``) to ``state``.
 
@@ -40,7 +57,7 @@ def apply_resolved(
     records to send on.
     """
     if record.kind == "merge_in":
-        return _merge_in(state, record, config), []
+        return _merge_in(state, record, config, hooks), []
     if record.kind == "merge_out":
         return _merge_out(state, record)
     if state.merged_into is not None:
@@ -68,7 +85,7 @@ def apply_resolved(
         # stream marks then tell whether it did.
         state.held.append(record)
         return state, []
-    return state, _apply_event(state, record, event, partition=partition, offset=offset, config=config)
+    return state, _apply_event(state, record, event, partition=partition, offset=offset, config=config, hooks=hooks)
 
 
 def _before_its_handover(state: ProfileState, customer_id: str | None, key: str) -> bool:
@@ -76,7 +93,14 @@ def _before_its_handover(state: ProfileState, customer_id: str | None, key: str)
 
 
 def _apply_event(
-    state: ProfileState, record: Resolved, event: AnyEvent, *, partition: int, offset: int, config: FoldConfig
+    state: ProfileState,
+    record: Resolved,
+    event: AnyEvent,
+    *,
+    partition: int,
+    offset: int,
+    config: FoldConfig,
+    hooks: FoldHooks | None = None,
 ) -> list[Resolved]:
     if record.kind == "forward":
         assert record.origin_partition is not None and record.origin_offset is not None  # noqa: PT018
@@ -104,7 +128,10 @@ def _apply_event(
             floor = state.direct_floors.get(mark, record.source.offset)
             state.direct_floors[mark] = min(floor, record.source.offset)
     link = Link(record.link.anonymous_id, record.link.conflict_with) if record.link is not None else None
-    apply(state, event, config, link)
+    if hooks is not None:
+        hooks.before(state, event)
+    if apply(state, event, config, link) and hooks is not None:
+        hooks.after(state, event)
     return []
 
 
@@ -132,7 +159,7 @@ def _merge_out(state: ProfileState, record: Resolved) -> tuple[ProfileState, lis
     return tombstone, [handover]
 
 
-def _merge_in(state: ProfileState, record: Resolved, config: FoldConfig) -> ProfileState:
+def _merge_in(state: ProfileState, record: Resolved, config: FoldConfig, hooks: FoldHooks | None) -> ProfileState:
     if record.other_profile is None or record.other_profile in state.absorbed:
         return state
     state.absorbed.append(record.other_profile)
@@ -143,7 +170,7 @@ def _merge_in(state: ProfileState, record: Resolved, config: FoldConfig) -> Prof
     for held in waiting:
         event = _event(held)
         if anonymous_profile_id(event.key) == record.other_profile:
-            _apply_event(state, held, event, partition=-1, offset=-1, config=config)
+            _apply_event(state, held, event, partition=-1, offset=-1, config=config, hooks=hooks)
         else:
             state.held.append(held)
     return state

@@ -14,6 +14,7 @@ import msgspec
 from profiles.apply import apply_resolved, new_state_for
 from profiles.config import FoldConfig
 from profiles.fold import compact
+from profiles.models.tracking import ModelTracking
 from profiles.state import ProfileState, encode
 from profiles.store import ProfileWrite, Stored, rfm_position
 from schemas.resolved import Resolved
@@ -36,6 +37,7 @@ class BatchFold:
         *,
         causes: bool = False,
         positional: bool = True,
+        hooks: ModelTracking | None = None,
     ) -> None:
         """``stored``: every profile the batch's records are keyed by; ``erased``: the erasure receipt of
         those that were erased; ``causes``: keep each changed profile's last event id (``last_event_id``),
@@ -44,9 +46,12 @@ class BatchFold:
         ``positional=False`` is a replay's mode: its records have no ``events.resolved`` positions, so
         watermarks neither skip records nor move (the live worker's positions stay valid), duplicates are
         recognised by the stream marks and event ids alone, and ``writes()`` leaves out profiles the batch
-        did not change (a replay of what a namespace already holds writes nothing)."""
+        did not change (a replay of what a namespace already holds writes nothing).
+
+        ``hooks`` (the models' snapshots and labels) sees every event the fold applies."""
         self.causes = causes
         self.positional = positional
+        self.hooks = hooks
         self.before: dict[str, bytes] = {}  # replay mode: the encoded state each profile had
         self.stored = stored
         self.erased = dict(erased)
@@ -87,20 +92,27 @@ class BatchFold:
         state = self.states.get(pid) or self.stored[pid].state or new_state_for(pid)
         if not self.positional and pid not in self.before:
             self.before[pid] = encode(state) if self.stored[pid].state is not None else b""
-        state, emitted = apply_resolved(state, record, partition=partition, offset=at, config=self.config)
+        if self.hooks is not None:
+            self.hooks.partition = partition
+        state, emitted = apply_resolved(
+            state, record, partition=partition, offset=at, config=self.config, hooks=self.hooks
+        )
         self.states[pid] = state
         if self.positional:
             self.watermarks[pid] = at
         self.partition_of[pid] = partition
         if self.causes:
-            if record.event is not None and record.kind in ("event", "forward"):
-                self.last_event_id[pid] = _EVENT_ID.decode(record.event).event_id
-            elif record.kind == "merge_in":
-                self.last_event_id[pid] = f"merge:{record.other_profile}"
+            self._note_cause(pid, record)
         forwarded = any(e.kind == "forward" for e in emitted)  # counted where it lands, not twice
         if record.ingested_ms is not None and record.kind in ("event", "forward") and not forwarded:
             self.ingested.append(record.ingested_ms)
         return emitted
+
+    def _note_cause(self, pid: str, record: Resolved) -> None:
+        if record.event is not None and record.kind in ("event", "forward"):
+            self.last_event_id[pid] = _EVENT_ID.decode(record.event).event_id
+        elif record.kind == "merge_in":
+            self.last_event_id[pid] = f"merge:{record.other_profile}"
 
     def writes(self, updated_ms: int) -> list[ProfileWrite]:
         out = []

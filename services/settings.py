@@ -169,6 +169,13 @@ class WebhookSettings(BaseModel):
 class ModelSettings(BaseModel):
     """The online models (docs/models.md): definitions of the scores, the trainer, serving."""
 
+    enabled: bool = Field(True, description="The worker takes snapshots and sends labelled examples.")
+    watermark_lag_s: float = Field(
+        3600.0, ge=0, description="Event-time watermark = the slowest raw partition's newest event time minus this."
+    )
+    idle_partition_s: float = Field(
+        5.0, gt=0, description="A raw partition with nothing read for this long stops holding the watermark back."
+    )
     secret: SecretStr = Field(
         SecretStr(""),
         description="HMAC key signing model snapshots; the trainer refuses to run and serving to load without one.",

@@ -215,8 +215,14 @@ class BatchConsumer(faust_aiokafka.Consumer):
             kept = fetched if fetched[0].offset >= start else [r for r in fetched if r.offset >= start]
             if kept:
                 tp = ensure_TP(atp)
-                parts[tp] = PartitionBatch(tp, start, kept)
+                parts[tp] = PartitionBatch(tp, start, kept, self._highwater(tp))
         return Batch(generation, parts) if parts else None
+
+    def _highwater(self, tp: TP) -> int | None:
+        try:
+            return int(self._thread.highwater(tp))
+        except Exception:
+            return None
 
     # -- calling the handler ----------------------------------------------------------------------------
 

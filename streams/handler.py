@@ -36,12 +36,19 @@ class PartitionBatch:
     tp: TP
     start: int
     records: Sequence[RawRecord]
+    #: The partition's end (next offset to be written) as the fetch saw it; None if unknown.
+    highwater: int | None = None
 
     @property
     def end(self) -> int:
         """The handler's position once this batch is applied."""
         offset: int = self.records[-1].offset
         return offset + 1
+
+    @property
+    def reaches_end(self) -> bool:
+        """Whether nothing more was in the partition when it was fetched."""
+        return self.highwater is not None and self.end >= self.highwater
 
 
 @dataclass(frozen=True, slots=True)

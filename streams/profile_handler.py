@@ -19,17 +19,19 @@ apply stage recognises by its raw coordinates (``profiles.apply``).
    ``StalePosition``, the runtime re-reads positions;
 2. fold the records into the states (pure, ``profiles.batch``); records at or below a profile's watermark
    are skipped, erased profiles take nothing more and are deleted;
-3. re-evaluate the changed profiles' segments (``streams.segment_stage``), then send what the fold and the
-   segments emit (merge hand-overs, forwarded stragglers, segment changes) and wait for Kafka's acks, so
-   that a crash after the write below cannot lose them (a crash before it sends them again; receivers skip
-   or de-duplicate);
+3. re-evaluate the changed profiles' segments (``streams.segment_stage``) and move the models' watermarks
+   (``streams.model_stage``: the fold took snapshots and resolved labels on the way), then send what the
+   fold, the segments and the models emit (merge hand-overs, forwarded stragglers, segment changes,
+   labelled examples) and wait for Kafka's acks, so that a crash after the write below cannot lose them (a
+   crash before it sends them again; receivers skip or de-duplicate);
 4. write (or delete) each changed profile with a compare-and-set on its watermark, in one pipeline after
-   its segment memberships and timers: a zombie that lost the partition read an older watermark and is
-   refused (``FencedError``, retried by the runtime until revocation);
+   its segment memberships and timers and the models' pending snapshots: a zombie that lost the partition
+   read an older watermark and is refused (``FencedError``, retried by the runtime until revocation);
 5. move the partitions' positions from the batch's start to its end (compare-and-set);
 6. once the resolve stage is done too, return: the runtime then marks the offsets for Kafka's commit.
 
-``tick`` (about every second) evaluates the segment timers that are due in the partitions this worker owns.
+``tick`` (every ``stream.tick_interval_s``) evaluates the segment timers that are due in the partitions
+this worker owns, and moves the models' event-time watermarks of those partitions (``streams.model_stage``).
 
 Redis or Kafka failures raise out of ``handle``: the runtime pauses and retries the same batch. Nothing is
 skipped and nothing infrastructural is dead-lettered.
@@ -45,15 +47,17 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 from faust.types import TP
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from profiles.apply import CorruptRecordError
 from profiles.batch import BatchFold
 from profiles.config import FoldConfig
+from profiles.pending_store import PendingStore
 from profiles.segment_store import SegmentStore
 from profiles.store import ProfileStore, Stored
 from schemas.resolved import DECODER, Envelope, RawSource, Resolved, envelopes, position
-from schemas.topics import DLQ, ERASURES, RESOLVED, SEGMENT_CHANGES, full_name
+from schemas.topics import DLQ, ERASURES, MODEL_EXAMPLES, RAW_EVENT_TOPICS, RESOLVED, SEGMENT_CHANGES, full_name
 from services import worker_metrics
 from services.erasure_log import read_erasures
 from services.kafka_clients import make_async_producer
@@ -61,6 +65,7 @@ from services.redis_client import make_redis
 from services.settings import Settings
 from streams.dead_letters import DeadLetter, dead_letter
 from streams.handler import Batch, PartitionBatch, RawRecord, StalePosition
+from streams.model_stage import ModelStage, RawProgress
 from streams.outbox import Outbox, Outgoing
 from streams.owned_states import OwnedStates
 from streams.resolution import Resolver
@@ -90,6 +95,20 @@ class ProfileHandler:
             SegmentStore(store.redis, store.namespace), self.config, full_name(SEGMENT_CHANGES, prefix)
         )
         self.resolved_partitions: set[int] = set()
+        pending = PendingStore(store.redis, store.namespace)
+        self.raw_topics = {full_name(spec, prefix) for spec in RAW_EVENT_TOPICS}
+        self.raw_progress = RawProgress(pending, settings.models.idle_partition_s) if settings.models.enabled else None
+        self.models = (
+            ModelStage(
+                pending,
+                settings.models.specs(),
+                self.config,
+                full_name(MODEL_EXAMPLES, prefix),
+                lag_ms=int(settings.models.watermark_lag_s * 1000),
+            )
+            if settings.models.enabled
+            else None
+        )
         self.clock_offset = timedelta(seconds=settings.stream.clock_offset_s)
 
     # The runtime's contract (streams.handler.BatchHandler).
@@ -97,6 +116,9 @@ class ProfileHandler:
         log.info("assigned %d partitions (generation %d)", len(partitions), generation)
         self.owned.clear()
         self.resolved_partitions = {tp.partition for tp in partitions if tp.topic == self.resolved_topic}
+        if self.raw_progress is not None:
+            raw = [f"{tp.topic}:{tp.partition}" for tp in partitions if tp.topic in self.raw_topics]
+            await self.raw_progress.assigned(raw, time.monotonic())
 
     async def positions(self, partitions: set[TP]) -> dict[TP, int]:
         """Where to resume each events.resolved partition: Redis's position, and 0 (the oldest retained
@@ -142,6 +164,10 @@ class ProfileHandler:
             changes, memberships, more = await self.segments.due(self.store, owned, now_ms)
             await self._emit(changes, memberships)
         await self._emit(*await self.segments.backfill_step(self.store, owned, now_ms))
+        if self.raw_progress is not None:
+            await self.raw_progress.tick(time.monotonic())
+        if self.models is not None and owned:
+            await self._emit(*await self.models.tick(self.store, sorted(owned)))
         self.stats.maybe_log()
         await self.publish_figures()
 
@@ -166,16 +192,21 @@ class ProfileHandler:
 
     # Resolve stage.
     async def _resolve_stage(self, parts: Sequence[PartitionBatch]) -> None:
-        await self.outbox.send(await self._resolve(parts))
+        outgoing, event_time = await self._resolve(parts)
+        await self.outbox.send(outgoing)
+        if self.raw_progress is not None:
+            # After the send: what the progress promises is on its way through events.resolved.
+            at_end = {f"{p.tp.topic}:{p.tp.partition}": p.reaches_end for p in parts if p.tp.topic in self.raw_topics}
+            await self.raw_progress.resolved(event_time, at_end, time.monotonic())
 
-    async def _resolve(self, parts: Sequence[PartitionBatch]) -> list[Outgoing]:
+    async def _resolve(self, parts: Sequence[PartitionBatch]) -> tuple[list[Outgoing], dict[str, int]]:
         now = datetime.now(UTC) + self.clock_offset
         result = await self.resolver.resolve((r for part in parts for r in part.records), now)
         self.stats.count("resolved", result.kept)
         self.stats.count("erased_refused", result.erased)
         self.stats.count("dead_lettered", len(result.refused))
         dead = [self._dead(r.record.key, r.record.value or b"", r.source, r.reason, now) for r in result.refused]
-        return dead + await self._enveloped(result.records)
+        return dead + await self._enveloped(result.records), result.event_time
 
     async def _enveloped(self, records: list[Resolved]) -> list[Outgoing]:
         """Resolved records grouped by their profile's partition, in order, packed into envelopes."""
@@ -232,7 +263,10 @@ class ProfileHandler:
         erased: dict[str, str],
     ) -> None:
         live_segments = await self.segments.live()
-        fold = BatchFold(stored, erased, self.config, causes=bool(live_segments.by_name))
+        tracking = None
+        if self.models is not None:
+            tracking = await self.models.prepare(list(stored), [p.tp.partition for p in parts])
+        fold = BatchFold(stored, erased, self.config, causes=bool(live_segments.by_name), hooks=tracking)
         emitted: list[Resolved] = []
         out: list[Outgoing] = []
         now = datetime.now(UTC)
@@ -248,9 +282,13 @@ class ProfileHandler:
                 out.append(self._dead(raw.key, raw.value or b"", source, reason, now))
         out.extend(await self._enveloped(emitted))
         segment_changes, segment_writes = await self.segments.after_batch(fold)
-        await self.outbox.send(out + segment_changes)
+        examples: list[Outgoing] = []
+        model_writes = None
+        if self.models is not None and tracking is not None:
+            examples, model_writes = await self.models.after_batch(fold, tracking, self.store)
+        await self.outbox.send(out + segment_changes + examples)
         writes = fold.writes(int(time.time() * 1000))
-        refused = await self.store.save(writes, before=segment_writes)
+        refused = await self.store.save(writes, before=_both(segment_writes, model_writes))
         if refused:
             raise FencedError(f"{len(refused)} profiles changed under this worker, e.g. {refused[0]}")
         moved = await self.store.move_positions(self.resolved_topic, {p.tp.partition: (p.start, p.end) for p in parts})
@@ -260,6 +298,17 @@ class ProfileHandler:
         self.owned.written(writes)
         self.stats.count("applied", len(fold.ingested))
         self.stats.observe_freshness(fold.ingested, int(time.time() * 1000))
+
+
+def _both(first: PipelineOps, second: PipelineOps | None) -> PipelineOps:
+    if second is None:
+        return first
+
+    def ops(pipe: Redis) -> None:
+        first(pipe)
+        second(pipe)
+
+    return ops
 
 
 def _decode_envelope(value: bytes) -> Envelope | None:

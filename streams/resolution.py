@@ -18,6 +18,7 @@ from profiles import identity
 from profiles.config import FoldConfig
 from profiles.erasure import event_ids, extensions, not_erased
 from profiles.store import ProfileStore
+from profiles.timeutil import to_ms
 from schemas import erasure as erasure_codec
 from schemas.erasure import ErasureRecord
 from schemas.events import PurchaseEvent
@@ -42,6 +43,8 @@ class Resolution:
     refused: list[Refused] = field(default_factory=list)
     kept: int = 0  # valid events resolved to a profile
     erased: int = 0  # valid events refused because an id they carry was erased
+    #: ``topic:partition`` → the newest event time among the valid events read from it
+    event_time: dict[str, int] = field(default_factory=dict)
 
 
 class Resolver:
@@ -75,6 +78,9 @@ class Resolver:
                 out.refused.append(Refused(record, source, reason))
             else:
                 arrivals.append(identity.Arrival(source, value, event, record.timestamp))
+                name, ts = f"{record.topic}:{record.partition}", to_ms(event.timestamp)
+                if ts > out.event_time.get(name, -1):
+                    out.event_time[name] = ts
         # Erasures first: events in the same batch must already see them.
         await self.store.record_erasures(erasures)
         carried = list(dict.fromkeys(i for a in arrivals for i in event_ids(a.event)))

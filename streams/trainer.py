@@ -15,6 +15,9 @@ new examples or ``models.snapshot_every_s`` seconds, whichever comes first; vers
 and never go back; the newest ``models.keep_versions`` are kept. Drift events (``profiles.models.trainer``)
 are logged and kept in Redis (``rapport models list`` shows them).
 
+Examples re-sent by a worker that crashed before recording them are skipped by example id (the last
+200,000 ids; a restarted trainer remembers none, and resumes after what its snapshots learned).
+
 An undecodable record is logged and skipped: examples are produced by Rapport's own worker, so one that
 does not decode is a bug to look at, not input to dead-letter. Redis or Kafka failures propagate: the
 process exits and its restart resumes from the snapshots, losing nothing.
@@ -25,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from dataclasses import asdict
 
 import msgspec
@@ -42,6 +46,7 @@ from services.redis_client import make_redis
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
+RECENT_IDS = 200_000
 
 
 class MissingSecretError(RuntimeError):
@@ -63,6 +68,9 @@ class Trainers:
         self.resume_at: dict[str, int] = {}  # per model: the first offset it has not learned
         self.unsaved: dict[str, int] = {}
         self.saved_at: dict[str, float] = {}
+        # A worker that crashed after sending examples sends them again: recognised by id, recently seen.
+        self.recent: deque[str] = deque(maxlen=RECENT_IDS)
+        self.recent_set: set[str] = set()
 
     async def restore_all(self) -> int:
         """Each model from its newest loadable snapshot (or new); returns the offset to read from."""
@@ -93,6 +101,12 @@ class Trainers:
         trainer = self.trainers.get(example.model)
         if trainer is None or offset < self.resume_at[example.model]:
             return  # a model not configured here, or learned before the snapshot it resumed from
+        if example.example_id in self.recent_set:
+            return
+        if len(self.recent) == self.recent.maxlen:
+            self.recent_set.discard(self.recent[0])
+        self.recent.append(example.example_id)
+        self.recent_set.add(example.example_id)
         step = trainer.learn(example)
         self.resume_at[example.model] = offset + 1
         self.unsaved[example.model] += 1

@@ -1,0 +1,129 @@
+"""Pending prediction snapshots, the models' event-time watermarks and their due index, in Redis.
+
+Keys (``<ns>`` the namespace):
+
+- ``rapport:<ns>:ml:p:{<profile_id>}`` — the customer's pending snapshots (msgpack list), with a TTL of the
+  longest horizon plus lateness plus a day: a snapshot whose label never resolves cannot stay forever;
+- ``rapport:<ns>:ml:w:<partition>`` — the event-time watermark of one ``events.resolved`` partition (ms);
+- ``rapport:<ns>:ml:due:<partition>`` — sorted set: profile → when the watermark must next reach it (its
+  next census instant or first expiry);
+- ``rapport:<ns>:ml:raw`` — sorted set: raw partition (``topic:partition``) → the newest event time its
+  owner has resolved and sent on; a partition with nothing to read for a while is removed until it has
+  records again. Its minimum is how far every input has progressed: the models' watermarks follow it;
+  ``…:ml:raw:max`` holds the newest event time of all, which they follow when every partition is idle.
+
+Written in the profile write's pipeline (``ProfileStore.save(before=…)``), after the examples they release
+were acknowledged by Kafka.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Final
+
+import msgspec
+from redis.asyncio import Redis
+
+from profiles.models.labels import Pending
+
+_ENCODER: Final = msgspec.msgpack.Encoder()
+_DECODER: Final = msgspec.msgpack.Decoder(list[Pending])
+
+
+class PendingStore:
+    def __init__(self, redis: Redis, namespace: str) -> None:
+        self.redis = redis
+        self._base = f"rapport:{namespace}:ml"
+
+    def pending_key(self, profile_id: str) -> str:
+        return f"{self._base}:p:{{{profile_id}}}"
+
+    def watermark_key(self, partition: int) -> str:
+        return f"{self._base}:w:{partition}"
+
+    def due_key(self, partition: int) -> str:
+        return f"{self._base}:due:{partition}"
+
+    async def load(
+        self, profile_ids: Sequence[str], partitions: Sequence[int]
+    ) -> tuple[dict[str, list[Pending]], dict[int, int], int | None]:
+        """The profiles' pending snapshots, the partitions' watermarks and the slowest raw partition's
+        progress (None: none registered), in one round trip."""
+        keys = [self.pending_key(p) for p in profile_ids] + [self.watermark_key(p) for p in partitions]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            if keys:
+                pipe.mget(keys)
+            pipe.zrange(self.raw_key, 0, 0, withscores=True)
+            pipe.zscore(f"{self.raw_key}:max", "max")
+            replies = await pipe.execute()
+        values = replies[0] if keys else []
+        blobs, marks = values[: len(profile_ids)], values[len(profile_ids) :]
+        pending = {pid: _DECODER.decode(_bytes(b)) for pid, b in zip(profile_ids, blobs, strict=True) if b is not None}
+        watermarks = {p: int(v) for p, v in zip(partitions, marks, strict=True) if v is not None}
+        slowest, newest = replies[-2], replies[-1]
+        if slowest:
+            return pending, watermarks, int(slowest[0][1])
+        return pending, watermarks, None if newest is None else int(newest)
+
+    @property
+    def raw_key(self) -> str:
+        return f"{self._base}:raw"
+
+    async def register_raw(self, names: Iterable[str]) -> None:
+        """Raw partitions this worker now reads: they hold the watermark back until they progress."""
+        mapping = dict.fromkeys(names, 0)
+        if mapping:
+            await self.redis.zadd(self.raw_key, mapping, nx=True)
+
+    async def publish_raw(self, progress: Mapping[str, int]) -> None:
+        if progress:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.zadd(self.raw_key, dict(progress))
+                pipe.zadd(f"{self.raw_key}:max", {"max": max(progress.values())}, gt=True)
+                await pipe.execute()
+
+    async def idle_raw(self, names: Iterable[str]) -> None:
+        """Raw partitions with nothing to read stop holding the watermark back."""
+        quiet = list(names)
+        if quiet:
+            await self.redis.zrem(self.raw_key, *quiet)
+
+    async def due(self, until: Mapping[int, int], limit: int) -> dict[int, list[tuple[str, int]]]:
+        """Per partition, up to ``limit`` profiles due at or before its watermark, with their due time."""
+        parts = list(until)
+        if not parts:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for partition in parts:
+                pipe.zrangebyscore(self.due_key(partition), "-inf", until[partition], 0, limit, withscores=True)
+            replies = await pipe.execute()
+        return {p: [(_text(pid), int(at)) for pid, at in reply] for p, reply in zip(parts, replies, strict=True)}
+
+    def write(
+        self,
+        pipe: Redis,
+        pending: Mapping[str, Sequence[Pending]],
+        due: Iterable[tuple[int, str, int | None]],
+        watermarks: Mapping[int, int],
+        ttl_s: int,
+    ) -> None:
+        for pid, snapshots in pending.items():
+            if snapshots:
+                pipe.set(self.pending_key(pid), _ENCODER.encode(list(snapshots)), ex=ttl_s)
+            else:
+                pipe.delete(self.pending_key(pid))
+        for partition, pid, at in due:
+            if at is None:
+                pipe.zrem(self.due_key(partition), pid)
+            else:
+                pipe.zadd(self.due_key(partition), {pid: at})
+        for partition, watermark in watermarks.items():
+            pipe.set(self.watermark_key(partition), watermark)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _bytes(value: bytes | str) -> bytes:
+    return value.encode() if isinstance(value, str) else value
