@@ -6,12 +6,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup demo demo-stop test lint typecheck unit integration stack-up stack-down stack-status topics bench clean
+.PHONY: help setup demo demo-stop test lint typecheck unit integration stack-up stack-down stack-status topics bench eval clean
 
 help:
 	@echo "make demo    set up, start Kafka + Redis, create topics, stream simulated traffic; prints where to look"
 	@echo "make test    lint, type-check, unit and integration tests (starts the stack if it is not running)"
 	@echo "make bench   benchmarks; figures go to stdout (record them in docs/benchmarks.md)"
+	@echo "make eval    model quality on a fixed-seed simulation vs baselines and the simulator's truth (docs/models.md)"
 	@echo "make stack-up | stack-down | stack-status | demo-stop"
 
 $(STAMP): pyproject.toml
@@ -58,6 +59,10 @@ topics: setup
 
 bench: setup
 	$(BIN)/python -m bench.run
+
+eval: setup
+	$(BIN)/rapport stack up
+	$(BIN)/rapport eval
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

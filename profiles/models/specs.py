@@ -40,15 +40,27 @@ def classifier() -> Any:
 def log_regressor() -> Any:
     """A linear regression learned on ``log1p(target)``: spend is heavy-tailed, its logarithm is not.
 
-    Its predictions are ``expm1`` of the linear prediction; ``math`` functions (not lambdas) so the pipeline
-    pickles.
+    Its predictions are ``expm1`` of the linear prediction, bounded; module-level functions (not lambdas) so
+    the pipeline pickles. Gradients are clipped: early on, the online scaler divides by tiny deviations and
+    one unclipped step sent the weights (and ``expm1``) past float range in ``rapport eval``.
     """
     return compose.Pipeline(
         preprocessing.StandardScaler(),
         compose.TargetTransformRegressor(
-            regressor=linear_model.LinearRegression(intercept_lr=0.05), func=math.log1p, inverse_func=math.expm1
+            regressor=linear_model.LinearRegression(intercept_lr=0.05, clip_gradient=1.0),
+            func=math.log1p,
+            inverse_func=bounded_expm1,
         ),
     )
+
+
+def bounded_expm1(y: float) -> float:
+    """``expm1`` of a log-scale prediction, capped at e^20 (about 485 million in the base currency).
+
+    >>> bounded_expm1(0.0), bounded_expm1(1e6) == math.expm1(20.0)
+    (0.0, True)
+    """
+    return math.expm1(min(y, 20.0))
 
 
 @dataclass(frozen=True, slots=True)

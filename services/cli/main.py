@@ -8,6 +8,7 @@ from services.cli import (
     api,
     deliver,
     demo,
+    eval,
     keys,
     models,
     namespace,
@@ -47,6 +48,7 @@ app.add_typer(namespace.app, name="namespace")
 app.add_typer(models.app, name="models")
 app.add_typer(scores.app, name="scores")
 app.command("trainer")(models.trainer)
+app.command("eval")(eval.evaluate)
 app.command("replay")(replay.replay)
 
 
