@@ -146,6 +146,7 @@ class ModelStage:
             next_due.append((partition, pid, tracking.next_due(quiet, watermarks[partition])))
         for pid in fold.deleted:
             tracking.pending[pid] = []
+            tracking.dirty.add(pid)
             if pid in fold.partition_of:
                 next_due.append((fold.partition_of[pid], pid, None))
         out: list[Outgoing] = [
@@ -154,7 +155,9 @@ class ModelStage:
         ]
         moved = {p: new for p, (_, new) in advanced.items()}
 
+        changed = {pid: tracking.pending.get(pid, []) for pid in tracking.dirty}
+
         def ops(pipe: Redis) -> None:
-            self.store.write(pipe, tracking.pending, next_due, moved, self.ttl_s)
+            self.store.write(pipe, changed, next_due, moved, self.ttl_s)
 
         return out, ops

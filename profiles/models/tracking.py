@@ -55,6 +55,7 @@ class ModelTracking:
         self.lateness_ms = lateness_ms
         self.partition = 0  # the partition of the record being folded (set by the caller)
         self.touched: dict[str, int] = {}  # profile id → partition
+        self.dirty: set[str] = set()  # profiles whose pending snapshots changed (to be written)
 
     def tracked(self, state: ProfileState) -> bool:
         return state.customer_id is not None and state.merged_into is None
@@ -67,15 +68,18 @@ class ModelTracking:
         taken = census_before_event(state, ts, watermark, self.specs, self.config)
         if taken:
             self.pending.setdefault(state.profile_id, []).extend(taken)
+            self.dirty.add(state.profile_id)
         self.touched[state.profile_id] = self.partition
 
     def after(self, state: ProfileState, event: AnyEvent) -> None:
         """``event`` was applied to ``state``."""
         if not self.tracked(state):
             return
-        pending = self.pending.get(state.profile_id, [])
-        pending = resolve_on_event(pending, event, self.specs, self.config)
+        before = self.pending.get(state.profile_id, [])
+        pending = resolve_on_event(before, event, self.specs, self.config)
         pending += take_snapshots(state, event, pending, self.specs, self.config)
+        if len(pending) != len(before) or any(a is not b for a, b in zip(pending, before, strict=True)):
+            self.dirty.add(state.profile_id)
         self.pending[state.profile_id] = pending
 
     def advanced(self) -> dict[int, tuple[int, int]]:
@@ -89,9 +93,10 @@ class ModelTracking:
         """The watermark of the profile's partition moves from ``old_ms`` to ``new_ms``: census snapshots
         due in between, then the examples whose horizon has passed."""
         pending = self.pending.get(state.profile_id, [])
-        if self.tracked(state):
-            pending = pending + census_on_watermark(state, old_ms, new_ms, self.specs, self.config)
-        examples, kept = expire(pending, new_ms, self.specs, self.lateness_ms)
+        taken = census_on_watermark(state, old_ms, new_ms, self.specs, self.config) if self.tracked(state) else []
+        examples, kept = expire(pending + taken, new_ms, self.specs, self.lateness_ms)
+        if taken or examples:
+            self.dirty.add(state.profile_id)
         self.pending[state.profile_id] = kept
         return examples
 
