@@ -6,7 +6,9 @@ Three kinds of moments, all in event time:
   profile's newest, unless the customer already has an activity snapshot of that model less than
   ``activity_gap_ms`` old (a day; a week for CLV). These follow the customer where the action is.
 - **census** (the same three models): every customer, once per ``census_every_ms``, at instants
-  ``phase + k × census_every_ms`` where the phase is a hash of (model, profile): also the quiet and the
+  ``phase + k × census_every_ms`` where the phase is a hash of the profile (the same for every model, so
+  that the models' census instants coincide — the periods are multiples of each other — and share one
+  computation of the features, which is most of a snapshot's cost): also the quiet and the
   lapsed, so the learner sees long inactivity, which activity snapshots (taken at the moment of an
   activity) never show, and the training population looks like the served one.
 - **email_sent** (email open): when the fold applies a ``sent`` email event that is the profile's newest.
@@ -128,7 +130,7 @@ def census_instants(profile_id: str, spec: ModelSpec, after_ms: int, until_ms: i
     (3, True)
     """
     every = spec.census_every_ms
-    phase = id_hash(f"{spec.name}|{profile_id}") % every
+    phase = id_hash(profile_id) % every
     first = after_ms + 1 + (phase - after_ms - 1) % every
     return list(range(first, until_ms + 1, every))
 
