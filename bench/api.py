@@ -1,8 +1,11 @@
-"""Serving API figures: one uvicorn worker under wrk, GET profile beside a trivial route on the same server.
+"""Serving API figures: one uvicorn worker under wrk, GET profile and GET scores beside a trivial route on the
+same server.
 
 One run against the real local Redis: profiles of a simulation folded offline (the worker's pure fold)
 and stored as the worker stores them; a key with ``profiles:read`` (every request is authenticated and
-rate-limited in Redis, as in production); ``rapport api`` started as users start it (one process).
+rate-limited in Redis, as in production); the four models trained (on the stored profiles' features, past
+their cold start) and published as signed snapshots, so GET scores computes features and runs four River
+pipelines per request; ``rapport api`` started as users start it (one process).
 
 For each route: requests/s at saturation (wrk, 1 thread, 32 connections) and p50/p99 at a fixed
 1,000 requests/s (10 connections, each pausing between requests; the pause is calibrated so that the
@@ -23,7 +26,13 @@ from pathlib import Path
 
 from bench.harness import Figure, Ratio, bench_settings
 from deploy.localstack.tools import find_or_install
+from profiles.config import DAY_MS
+from profiles.features import features
 from profiles.identity import Arrival
+from profiles.model_store import ModelStore
+from profiles.models.labels import Example
+from profiles.models.snapshots import dump_snapshot
+from profiles.models.trainer import ModelTrainer
 from profiles.offline import OfflineFolder
 from profiles.state import ProfileState
 from profiles.store import ABSENT, ProfileStore, ProfileWrite
@@ -38,6 +47,8 @@ SCRIPT = Path(__file__).with_name("wrk") / "get.lua"
 FIXED_RATE = 1_000
 TARGET_P99_MS = 5.0
 TARGET_RPS = 2_500
+TARGET_SCORES_P99_MS = 8.0
+SECRET = "bench-secret"
 DURATION_S = 15
 
 
@@ -93,7 +104,42 @@ def stored_profiles(settings: Settings, namespace: str, customers: int) -> list[
     folder.feed(arrivals)
     states = folder.profiles()
     asyncio.run(_save(settings, namespace, list(states.values())))
-    return [pid for pid, state in states.items() if state.customer_id == pid]
+    customers_ = [s for pid, s in states.items() if s.customer_id == pid]
+    asyncio.run(_publish_models(settings, namespace, customers_))
+    return [s.profile_id for s in customers_]
+
+
+async def _publish_models(settings: Settings, namespace: str, states: list[ProfileState]) -> None:
+    """Each model trained past its cold start on the profiles' features (labels from a simple rule: the
+    figure is about serving cost, not quality) and published as the trainer publishes it."""
+    config = settings.profile.fold_config()
+    specs = settings.models.specs()
+    redis = make_redis(settings)
+    try:
+        store = ModelStore(redis, namespace)
+        for name, spec in specs.items():
+            trainer = ModelTrainer(spec)
+            for i, state in enumerate(states * 2):
+                x = features(state, (state.last_event_ms or 0) + (i % 30) * DAY_MS, config)
+                label = float(x[spec.recency_feature] < 5) if spec.task == "binary" else float(i % 50)
+                trainer.learn(
+                    Example(
+                        example_id=f"{name}-{i}",
+                        model=name,
+                        profile_id=state.profile_id,
+                        trigger="activity",
+                        taken_at_ms=i,
+                        horizon_end_ms=i + 1,
+                        label_known_ms=i + 1,
+                        features=x,
+                        label=label,
+                    )
+                )
+            version = await store.next_version(name)
+            meta = trainer.snapshot_meta(version, 0)
+            await store.publish(name, version, dump_snapshot(meta, trainer, SECRET.encode()), keep=1)
+    finally:
+        await redis.aclose()
 
 
 async def _save(settings: Settings, namespace: str, states: list[ProfileState]) -> None:
@@ -118,16 +164,22 @@ def run(base_settings: Settings, customers: int = 2_000) -> tuple[list[Figure], 
             "RAPPORT_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
             "RAPPORT_REDIS__URL": settings.redis.url,
             "RAPPORT_PROFILE__NAMESPACE": namespace,
+            "RAPPORT_MODELS__SECRET": SECRET,
         }
-        token = create_key({**os.environ, **env}, "--name", "bench", "--scopes", "profiles:read", "--rate-limit", "1e6")
+        scopes = "profiles:read,scores:read"
+        token = create_key({**os.environ, **env}, "--name", "bench", "--scopes", scopes, "--rate-limit", "1e6")
         with running_api({**os.environ, **env}, Path(tmp) / "api.log") as base:
             profile_env = {"IDS": str(ids_file), "TOKEN": token, "ROUTE": "profile"}
+            scores_env = {"IDS": str(ids_file), "TOKEN": token, "ROUTE": "scores"}
             health_env = {"ROUTE": "health"}
             wrk(base, profile_env, connections=8, seconds=3)  # warm-up: connections, caches, JIT-free but lazy imports
+            wrk(base, scores_env, connections=8, seconds=3)  # and the models' first load
             health_max = wrk(base, health_env, connections=32, seconds=DURATION_S)
             profile_max = wrk(base, profile_env, connections=32, seconds=DURATION_S)
+            scores_max = wrk(base, scores_env, connections=32, seconds=DURATION_S)
             health_fixed = fixed_rate(base, health_env)
             profile_fixed = fixed_rate(base, profile_env)
+            scores_fixed = fixed_rate(base, scores_env)
     figures = [
         Figure("healthz saturation", health_max.rps, "req/s", f"p99 {health_max.p99_ms:.2f} ms, 32 connections"),
         Figure("GET profile saturation", profile_max.rps, "req/s", f"p99 {profile_max.p99_ms:.2f} ms; {len(ids)} ids"),
@@ -145,10 +197,20 @@ def run(base_settings: Settings, customers: int = 2_000) -> tuple[list[Figure], 
             f"{profile_fixed.rps:,.0f} req/s achieved, p50 {profile_fixed.p50_ms:.2f}",
         ),
         Figure("GET profile p99 target", TARGET_P99_MS, "ms", "issue 6: at most"),
+        Figure("GET scores saturation", scores_max.rps, "req/s", f"p99 {scores_max.p99_ms:.2f} ms; 4 trained models"),
+        Figure(
+            "GET scores p99 @1k",
+            scores_fixed.p99_ms,
+            "ms",
+            f"{scores_fixed.rps:,.0f} req/s achieved, p50 {scores_fixed.p50_ms:.2f}",
+        ),
+        Figure("GET scores p99 target", TARGET_SCORES_P99_MS, "ms", "issue 6: at most"),
     ]
     ratios = [
         Ratio("GET profile / healthz (saturation)", "GET profile saturation", "healthz saturation"),
         Ratio("GET profile saturation vs target", "GET profile saturation", "GET profile target rps", 1.0),
         Ratio("p99 target / GET profile p99 @1k (>= 1 is met)", "GET profile p99 target", "GET profile p99 @1k", 1.0),
+        Ratio("GET scores / healthz (saturation)", "GET scores saturation", "healthz saturation"),
+        Ratio("p99 target / GET scores p99 @1k (>= 1 is met)", "GET scores p99 target", "GET scores p99 @1k", 1.0),
     ]
     return figures, ratios

@@ -1,4 +1,5 @@
--- GET load for bench/api.py: a random id from $IDS per request (or /healthz when $ROUTE is "health"),
+-- GET load for bench/api.py: a random id from $IDS per request, its profile or (ROUTE=scores) its scores
+-- (or /healthz when $ROUTE is "health"),
 -- an optional bearer token, and an optional per-connection pause ($DELAY_MS) that paces a fixed rate.
 local ids = {}
 local route = os.getenv("ROUTE")
@@ -12,7 +13,9 @@ math.randomseed(42)
 
 request = function()
   if route == "health" then return wrk.format("GET", "/healthz", headers) end
-  return wrk.format("GET", "/v1/profiles/" .. ids[math.random(#ids)], headers)
+  local path = "/v1/profiles/" .. ids[math.random(#ids)]
+  if route == "scores" then path = path .. "/scores" end
+  return wrk.format("GET", path, headers)
 end
 
 if pause > 0 then
