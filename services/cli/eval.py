@@ -28,7 +28,7 @@ from services.settings import Settings, get_settings
 from services.topics_admin import admin_client, ensure_topics
 
 START = "2025-01-01T00:00:00Z"
-DOCS = Path("docs/models.md")
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "models.md"  # the source checkout (make eval)
 MARK_START, MARK_END = "<!-- eval:start -->", "<!-- eval:end -->"
 
 
@@ -141,7 +141,10 @@ def _examples(settings: Settings) -> list[Example]:
         consumer.seek_to_beginning(*tps)
         end = sum(consumer.end_offsets(tps).values())
         out: list[Example] = []
+        deadline = time.monotonic() + 120
         while len(out) < end:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"read {len(out):,} of {end:,} examples in 120 s")
             for records in consumer.poll(timeout_ms=1000, max_records=50_000).values():
                 out += [decode_example(r.value) for r in records]
         return list({e.example_id: e for e in out}.values())  # a retried batch can re-send an example
