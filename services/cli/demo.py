@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import secrets
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -63,8 +65,9 @@ def up(
     for report in ensure_topics(settings):
         console.print(f"  topic {report.name}: {report.state}")
 
-    _ensure_process("worker", [sys.executable, "-m", "services.cli.main", "worker"], "services.cli.main worker", stack)
-    _ensure_process("api", [sys.executable, "-m", "services.cli.main", "api"], "services.cli.main api", stack)
+    _models_secret(settings, stack)  # the trainer signs snapshots with it and the API verifies them
+    for name in ("worker", "trainer", "api"):
+        _ensure_process(name, [sys.executable, "-m", "services.cli.main", name], f"services.cli.main {name}", stack)
     key_file = asyncio.run(_demo_key(settings, stack))
     start = (datetime.now(UTC) - timedelta(days=days)).replace(microsecond=0)
     simulator = [
@@ -96,6 +99,7 @@ def down(
     demo_processes = (
         ("simulator", _simulator_marker(stack)),
         ("worker", "services.cli.main worker"),
+        ("trainer", "services.cli.main trainer"),
         ("api", "services.cli.main api"),
     )
     for name, marker in demo_processes:
@@ -147,16 +151,31 @@ async def _first_customer_profile(settings: Settings, timeout_s: float) -> str |
         await redis.aclose()
 
 
+def _models_secret(settings: Settings, stack: LocalStack) -> None:
+    """The configured model secret, or one made for this demo (kept in a 0600 file), passed on to the
+    processes the demo starts."""
+    if settings.models.secret.get_secret_value():
+        return
+    secret_file = _demo_dir(stack) / "models-secret"
+    if not secret_file.exists():
+        secret_file.parent.mkdir(parents=True, exist_ok=True)
+        secret_file.touch(mode=0o600)
+        secret_file.write_text(secrets.token_urlsafe(32))
+    os.environ["RAPPORT_MODELS__SECRET"] = secret_file.read_text().strip()
+
+
 async def _demo_key(settings: Settings, stack: LocalStack) -> Path:
-    """An API key for the demo (profiles:read, events:write), created once; its token in a 0600 file."""
+    """An API key for the demo (profiles:read, scores:read, events:write), created once; its token in a 0600
+    file."""
     key_file = _demo_dir(stack) / "api-key"
     redis = make_redis(settings)
     try:
         keys = KeyStore(redis)
-        if key_file.exists() and await keys.authenticate(key_file.read_text().strip()) is not None:
+        known = await keys.authenticate(key_file.read_text().strip()) if key_file.exists() else None
+        if known is not None and "scores:read" in known.scopes:
             return key_file  # still known to this Redis
         token, _ = await keys.create(
-            "demo", ["profiles:read", "events:write"], publishable=False, origins=[], rate_per_s=1000.0
+            "demo", ["profiles:read", "scores:read", "events:write"], publishable=False, origins=[], rate_per_s=1000.0
         )
     finally:
         await redis.aclose()
@@ -178,6 +197,10 @@ Look at it:
   .venv/bin/rapport profile get {example}        a live profile (any customer id, anonymous id or email)
   curl -H "Authorization: Bearer $(cat {key_file})" http://{settings.api.host}:{settings.api.port}/v1/profiles/{example}
                                                 the same over HTTP (API docs: http://{settings.api.host}:{settings.api.port}/docs)
+  curl -H "Authorization: Bearer $(cat {key_file})" http://{settings.api.host}:{settings.api.port}/v1/profiles/{example}/scores
+                                                its scores (cold_start: true until a model has learned enough)
+  RAPPORT_MODELS__SECRET=$(cat {_demo_dir(stack) / "models-secret"}) .venv/bin/rapport models list
+                                                model versions and their rolling metrics vs baselines
   .venv/bin/rapport tail events.clicks          live click events, as any Kafka consumer sees them
   .venv/bin/rapport tail events.dlq --headers   rejected events with their reasons
   .venv/bin/rapport stack status                what runs where
