@@ -14,6 +14,8 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from profiles.read import AsOfBeforeLastEventError
+from profiles.timeutil import iso
 from services.api.responses import JsonResponse
 
 
@@ -42,6 +44,16 @@ class ApiError(Exception):
         self.message = message
         self.details = dict(details) if details is not None else None
         self.headers = dict(headers or {})
+
+
+def as_of_too_early(error: AsOfBeforeLastEventError) -> ApiError:
+    """The 422 of a read whose ``as_of`` is before the profile's last event (profile and score routes)."""
+    return ApiError(
+        422,
+        "as_of_before_last_event",
+        "as_of is before the profile's last event",
+        {"last_event_at": iso(error.last_event_ms)},
+    )
 
 
 def error_response(

@@ -10,11 +10,11 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from profiles.read import ProfileRead, read_profiles
-from profiles.timeutil import iso, to_ms
+from profiles.timeutil import to_ms
 from schemas.profile import ProfileView
 from services.api.auth import require
 from services.api.context import ApiContext
-from services.api.errors import ApiError, responses
+from services.api.errors import ApiError, as_of_too_early, responses
 from services.api.keys import ApiKey
 from services.api.responses import JsonResponse
 
@@ -123,12 +123,7 @@ async def _read(ctx: ApiContext, ids: list[str], as_of: datetime | None) -> dict
 
 def _answer(result: ProfileRead, wanted: set[str] | None) -> dict[str, Any]:
     if result.error is not None:
-        raise ApiError(
-            422,
-            "as_of_before_last_event",
-            "as_of is before the profile's last event",
-            {"last_event_at": iso(result.error.last_event_ms)},
-        )
+        raise as_of_too_early(result.error)
     assert result.view is not None
     if wanted is None:
         return result.view

@@ -15,7 +15,7 @@ from profiles.read import ScoresRead, read_scores
 from profiles.timeutil import iso, to_ms
 from services.api.auth import require
 from services.api.context import ApiContext
-from services.api.errors import ApiError, ErrorDetail, responses
+from services.api.errors import ApiError, ErrorDetail, as_of_too_early, responses
 from services.api.keys import ApiKey
 
 router = APIRouter(tags=["scores"])
@@ -99,12 +99,7 @@ async def get_scores(
 ) -> ProfileScores:
     result = (await _read(request.app.state.ctx, [profile_id], as_of))[profile_id]
     if result.error is not None:
-        raise ApiError(
-            422,
-            "as_of_before_last_event",
-            "as_of is before the profile's last event",
-            {"last_event_at": iso(result.error.last_event_ms)},
-        )
+        raise as_of_too_early(result.error)
     if result.scores is None or result.profile_id is None:
         raise ApiError(404, "profile_not_found", "no profile has this id")
     return _out(result.profile_id, result.scores)
