@@ -7,10 +7,8 @@ Keys (``<ns>`` the namespace):
 - ``rapport:<ns>:ml:w:<partition>`` — the event-time watermark of one ``events.resolved`` partition (ms);
 - ``rapport:<ns>:ml:due:<partition>`` — sorted set: profile → when the watermark must next reach it (its
   next census instant or first expiry);
-- ``rapport:<ns>:ml:raw`` — sorted set: raw partition (``topic:partition``) → the newest event time its
-  owner has resolved and sent on; a partition with nothing to read for a while is removed until it has
-  records again. Its minimum is how far every input has progressed: the models' watermarks follow it;
-  ``…:ml:raw:max`` holds the newest event time of all, which they follow when every partition is idle.
+- ``rapport:<ns>:ml:progress:<partition>`` — what the progress markers folded in that partition said
+  (``profiles.models.progress``, msgpack): where its watermark may go.
 
 Written in the profile write's pipeline (``ProfileStore.save(before=…)``), after the examples they release
 were acknowledged by Kafka.
@@ -27,6 +25,7 @@ from redis.asyncio import Redis
 from profiles.config import FoldConfig
 from profiles.features import features
 from profiles.models.labels import Pending, SnapshotTrigger
+from profiles.models.progress import PartitionProgress
 from profiles.state import new_profile
 
 #: The feature names in ``features()``'s order: stored vectors are positional in this order.
@@ -59,6 +58,7 @@ class _Blob(msgspec.Struct, array_like=True, frozen=True):
 
 _ENCODER: Final = msgspec.msgpack.Encoder()
 _DECODER: Final = msgspec.msgpack.Decoder(_Blob)
+_PROGRESS_DECODER: Final = msgspec.msgpack.Decoder(PartitionProgress)
 
 
 def encode_pending(pending: Sequence[Pending]) -> bytes:
@@ -135,51 +135,28 @@ class PendingStore:
     def due_key(self, partition: int) -> str:
         return f"{self._base}:due:{partition}"
 
+    def progress_key(self, partition: int) -> str:
+        return f"{self._base}:progress:{partition}"
+
     async def load(
         self, profile_ids: Sequence[str], partitions: Sequence[int]
-    ) -> tuple[dict[str, list[Pending]], dict[int, int], int | None]:
-        """The profiles' pending snapshots, the partitions' watermarks and the slowest raw partition's
-        progress (None: none registered), in one round trip."""
-        keys = [self.pending_key(p) for p in profile_ids] + [self.watermark_key(p) for p in partitions]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            if keys:
-                pipe.mget(keys)
-            pipe.zrange(self.raw_key, 0, 0, withscores=True)
-            pipe.zscore(f"{self.raw_key}:max", "max")
-            replies = await pipe.execute()
-        values = replies[0] if keys else []
-        blobs, marks = values[: len(profile_ids)], values[len(profile_ids) :]
+    ) -> tuple[dict[str, list[Pending]], dict[int, int], dict[int, PartitionProgress]]:
+        """The profiles' pending snapshots, the partitions' watermarks and progress, in one round trip."""
+        keys = [self.pending_key(p) for p in profile_ids]
+        keys += [self.watermark_key(p) for p in partitions] + [self.progress_key(p) for p in partitions]
+        values = await self.redis.mget(keys) if keys else []
+        blobs = values[: len(profile_ids)]
+        marks = values[len(profile_ids) : len(profile_ids) + len(partitions)]
+        progress = values[len(profile_ids) + len(partitions) :]
         pending = {
             pid: decode_pending(pid, _bytes(b)) for pid, b in zip(profile_ids, blobs, strict=True) if b is not None
         }
         watermarks = {p: int(v) for p, v in zip(partitions, marks, strict=True) if v is not None}
-        slowest, newest = replies[-2], replies[-1]
-        if slowest:
-            return pending, watermarks, int(slowest[0][1])
-        return pending, watermarks, None if newest is None else int(newest)
-
-    @property
-    def raw_key(self) -> str:
-        return f"{self._base}:raw"
-
-    async def register_raw(self, names: Iterable[str]) -> None:
-        """Raw partitions this worker now reads: they hold the watermark back until they progress."""
-        mapping = dict.fromkeys(names, 0)
-        if mapping:
-            await self.redis.zadd(self.raw_key, mapping, nx=True)
-
-    async def publish_raw(self, progress: Mapping[str, int]) -> None:
-        if progress:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.zadd(self.raw_key, dict(progress))
-                pipe.zadd(f"{self.raw_key}:max", {"max": max(progress.values())}, gt=True)
-                await pipe.execute()
-
-    async def idle_raw(self, names: Iterable[str]) -> None:
-        """Raw partitions with nothing to read stop holding the watermark back."""
-        quiet = list(names)
-        if quiet:
-            await self.redis.zrem(self.raw_key, *quiet)
+        known = {
+            p: _PROGRESS_DECODER.decode(_bytes(v)) if v is not None else PartitionProgress()
+            for p, v in zip(partitions, progress, strict=True)
+        }
+        return pending, watermarks, known
 
     async def due(self, until: Mapping[int, int], limit: int) -> dict[int, list[tuple[str, int]]]:
         """Per partition, up to ``limit`` profiles due at or before its watermark, with their due time."""
@@ -195,9 +172,11 @@ class PendingStore:
     def write(
         self,
         pipe: Redis,
+        *,
         pending: Mapping[str, Sequence[Pending]],
         due: Iterable[tuple[int, str, int | None]],
         watermarks: Mapping[int, int],
+        progress: Mapping[int, PartitionProgress],
         ttl_s: int,
     ) -> None:
         for pid, snapshots in pending.items():
@@ -212,6 +191,8 @@ class PendingStore:
                 pipe.zadd(self.due_key(partition), {pid: at})
         for partition, watermark in watermarks.items():
             pipe.set(self.watermark_key(partition), watermark)
+        for partition, known in progress.items():
+            pipe.set(self.progress_key(partition), _ENCODER.encode(known))
 
 
 def _text(value: bytes | str) -> str:

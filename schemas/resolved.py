@@ -16,6 +16,10 @@ second time. A resolved record's position is its envelope's offset and its index
   the link existed), sent on to the customer profile with the coordinates it was forwarded from;
 - ``erase``: the profile was erased (``other_profile`` holds the erasure's receipt): delete it.
 
+An envelope can also carry a *progress marker* instead of records (``SourceMarker`` from a resolve stage,
+``ApplyMarker`` from an apply stage), sent to every partition: what it says holds for everything before it
+in that partition. The models' event-time watermark is built from them (``profiles.models.progress``).
+
 Encoded as positional msgpack: records are internal and high-volume, and the event travels as its
 original JSON bytes so the apply stage validates it with the same contract.
 """
@@ -57,8 +61,27 @@ class Resolved(Struct, array_like=True, frozen=True, kw_only=True):
     ingested_ms: int | None = None  # Kafka timestamp of the raw record: when it entered Rapport (freshness)
 
 
+class SourceMarker(Struct, array_like=True, frozen=True):
+    """A resolve stage's progress: every record it resolved from these raw partitions, up to the newest
+    event time given, was sent to ``events.resolved`` before this marker."""
+
+    raw_partitions: int  # how many raw partitions exist (all the raw topics')
+    newest: dict[str, int]  # raw partition ("topic:partition") -> newest event time resolved and sent (ms)
+    idle: list[str]  # raw partitions it has read to their end, with nothing new for a while
+
+
+class ApplyMarker(Struct, array_like=True, frozen=True):
+    """An apply stage's progress: ``partition`` folded every record up to ``bound`` (event time, ms), and
+    what that sent on (forwards, hand-overs) was acknowledged before this marker."""
+
+    partition: int
+    bound: int
+
+
 class Envelope(Struct, array_like=True, frozen=True):
     records: list[Resolved]
+    sources: SourceMarker | None = None
+    applied: ApplyMarker | None = None
 
 
 #: An envelope holds at most this many records, so (offset, index) packs into one integer.
@@ -68,6 +91,11 @@ ENVELOPE_MAX_BYTES: Final = 512 * 1024
 
 ENCODER: Final = msgspec.msgpack.Encoder()
 DECODER: Final = msgspec.msgpack.Decoder(Envelope)
+
+
+def marker(sources: SourceMarker | None = None, applied: ApplyMarker | None = None) -> bytes:
+    """An envelope holding only a progress marker."""
+    return ENCODER.encode(Envelope([], sources, applied))
 
 
 def position(offset: int, index: int) -> int:

@@ -171,10 +171,13 @@ class ModelSettings(BaseModel):
 
     enabled: bool = Field(True, description="The worker takes snapshots and sends labelled examples.")
     watermark_lag_s: float = Field(
-        3600.0, ge=0, description="Event-time watermark = the slowest raw partition's newest event time minus this."
+        3600.0, ge=0, description="Event-time watermark = how far every input was folded (markers) minus this."
     )
     idle_partition_s: float = Field(
-        5.0, gt=0, description="A raw partition with nothing read for this long stops holding the watermark back."
+        5.0, gt=0, description="A raw partition read to its end for this long stops holding the watermark back."
+    )
+    progress_interval_s: float = Field(
+        1.0, gt=0, description="Progress markers through events.resolved go out at most this often per worker."
     )
     secret: SecretStr = Field(
         SecretStr(""),

@@ -262,9 +262,17 @@ class BatchConsumer(faust_aiokafka.Consumer):
     async def _maybe_tick(self, generation: int) -> None:
         if time.monotonic() - self._last_tick < self._tick_interval_s:
             return
-        outcome = await self._retrying("tick", lambda: self._handler.tick(time.time()), generation)
+        outcome = await self._retrying("tick", lambda: self._handler.tick(time.time(), self._at_end()), generation)
         if outcome is not ABANDONED:
             self._last_tick = time.monotonic()
+
+    def _at_end(self) -> dict[TP, bool]:
+        """Per owned partition: whether the handler's position has reached the partition's end as last fetched."""
+        ends = {}
+        for tp in self._owned:
+            position, highwater = self._positions.get(tp), self._highwater(tp)
+            ends[tp] = position is not None and highwater is not None and position >= highwater
+        return ends
 
     async def _retrying(self, what: str, attempt: Callable[[], Awaitable[T]], generation: int) -> T | _Abandoned:
         """``attempt()`` until it succeeds, pausing between failures; abandoned once ``generation`` may not go on.

@@ -96,10 +96,11 @@ class BatchHandler(Protocol):
         """The worker no longer owns ``partitions``; the batch in flight has finished or been abandoned.
         Called once, errors are logged: it must not depend on I/O."""
 
-    async def tick(self, now: float) -> None:
+    async def tick(self, now: float, at_end: Mapping[TP, bool]) -> None:
         """For timers: called between batches about every ``stream.tick_interval_s``, idle or not, once the
         assignment was announced (even an empty one); not during a rebalance or while a batch is retried.
-        ``now`` is wall-clock seconds. Raising retries like a batch."""
+        ``now`` is wall-clock seconds; ``at_end`` says, per owned partition, whether everything fetched so
+        far was handled and the partition held nothing more at the last fetch. Raising retries like a batch."""
 
 
 #: Builds the handler for one worker process; entered when the app starts, exited after its last commit.

@@ -1,19 +1,19 @@
-"""The apply stage's model step: snapshots and labels around the fold, examples on watermark advances.
+"""The models' steps in the worker: progress markers, and snapshots and labels around the apply stage's fold.
 
-Around each apply batch (``streams.profile_handler``), in the batch's order of effects:
+The resolve stage keeps a ``SourceProgress`` and sends its ``SourceMarker`` to every ``events.resolved``
+partition after the records it covers were acknowledged (``profiles.models.progress`` says why the
+watermark is built from markers). Around each apply batch (``streams.profile_handler``), in the batch's
+order of effects:
 
-1. ``prepare``: the batch's customers' pending snapshots, the partitions' event-time watermarks and the
-   progress of the slowest raw partition (one round trip), as a ``ModelTracking`` the fold calls for each
-   applied event. The watermark may move to that progress minus ``models.watermark_lag_s``: the resolve
-   stages publish, per raw partition, the newest event time they resolved and sent on, so the minimum says
-   how far *every* input has been read (a catch-up reads topics unevenly: one partition's newest event
-   would run days ahead of another's); the lag covers records resolved but still on their way through
-   ``events.resolved``, and late events;
-2. ``after_batch``: the partitions whose watermark moves, the profiles due there (one round trip, plus one
-   to load the states of due profiles the batch did not touch), census snapshots and expired snapshots
-   turned into examples (``profiles.models.tracking``); returns the examples, to send to
-   ``models.examples`` with the batch's other records (acknowledged before anything is written), and the
-   Redis writes to add to the profile write's pipeline.
+1. ``prepare``: the batch's customers' pending snapshots, the partitions' watermarks and their progress
+   (one round trip), as a ``ModelBatch``: the fold calls its ``tracking`` for each applied event and its
+   ``observe`` for each marker;
+2. ``after_batch``: each partition's watermark target from the markers folded so far, the partitions whose
+   watermark moves, the profiles due there (one round trip, plus one to load the states of due profiles
+   the batch did not touch), census snapshots and expired snapshots turned into examples
+   (``profiles.models.tracking``); returns the examples, to send to ``models.examples`` with the batch's
+   other records (acknowledged before anything is written), the Redis writes to add to the profile write's
+   pipeline, and this worker's ``ApplyMarker``s, to send once the batch's records were acknowledged.
 
 A crash after the examples were sent and before the pipeline ran sends them again: the trainer recognises
 them by example id. Erased profiles lose their pending snapshots with the profile.
@@ -21,18 +21,21 @@ them by example id. Erased profiles lose their pending snapshots with the profil
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
 from profiles.batch import BatchFold
 from profiles.config import DAY_MS, FoldConfig
 from profiles.models.labels import DEFAULT_LATENESS_MS, Example, encode_example
+from profiles.models.progress import PartitionProgress, watermark_target
 from profiles.models.specs import ModelSpec
 from profiles.models.tracking import ModelTracking
 from profiles.pending_store import PendingStore
 from profiles.state import ANON_PREFIX, ProfileState
 from profiles.store import ProfileStore
+from schemas.resolved import ApplyMarker, Envelope, SourceMarker, marker
 from streams.outbox import Outgoing
 from streams.segment_stage import PipelineOps
 
@@ -40,79 +43,143 @@ from streams.segment_stage import PipelineOps
 DUE_PER_BATCH = 10_000
 
 
-class RawProgress:
+class SourceProgress:
     """The resolve stage's side: per raw partition this worker reads, the newest event time resolved and
-    sent on, published after the send. A partition stops holding the watermark back once its last fetch
-    reached its end and nothing came for ``idle_s`` (or it never delivered anything for ``idle_s``): a
-    partition merely waiting for its turn in a catch-up still holds it back."""
+    sent on, and whether it is read to its end. A partition is *idle* once the consumer's position has been
+    at its end (as last fetched) for ``idle_s``: then it stops holding the watermark back. A partition
+    merely waiting for its turn in a catch-up is not at its end. Markers go out when something changed, at
+    most every ``interval_s`` (idle changes at once)."""
 
-    def __init__(self, store: PendingStore, idle_s: float) -> None:
-        self.store = store
+    def __init__(self, idle_s: float, interval_s: float) -> None:
         self.idle_s = idle_s
+        self.interval_s = interval_s
+        self.owned: set[str] = set()
         self.newest: dict[str, int] = {}
-        self.seen: dict[str, float] = {}
-        self.at_end: dict[str, bool] = {}
         self.idle: set[str] = set()
+        self.at_end_since: dict[str, float] = {}
+        self.sent: SourceMarker | None = None
+        self.sent_at = -float("inf")
 
-    async def assigned(self, names: Sequence[str], now: float) -> None:
-        self.newest = {n: v for n, v in self.newest.items() if n in names}
-        self.seen = dict.fromkeys(names, now)
-        self.at_end = {}
+    def assigned(self, names: Iterable[str]) -> None:
+        self.owned = set(names)
+        self.newest = {n: v for n, v in self.newest.items() if n in self.owned}
         self.idle = set()
-        await self.store.register_raw(names)
+        self.at_end_since = {}
+        self.sent = None
 
-    async def resolved(self, event_time: dict[str, int], at_end: dict[str, bool], now: float) -> None:
-        self.at_end.update(at_end)
-        changed = {}
-        for name in at_end:
-            self.seen[name] = now
+    def resolved(self, event_time: Mapping[str, int]) -> None:
         for name, ts in event_time.items():
-            if ts > self.newest.get(name, -1) or name in self.idle:
-                self.newest[name] = max(ts, self.newest.get(name, ts))
-                changed[name] = self.newest[name]
+            self.newest[name] = max(ts, self.newest.get(name, ts))
             self.idle.discard(name)
-        await self.store.publish_raw(changed)
+            self.at_end_since.pop(name, None)
 
-    async def tick(self, now: float) -> None:
-        quiet = {
-            n
-            for n, at in self.seen.items()
-            if now - at >= self.idle_s and n not in self.idle and self.at_end.get(n, n not in self.newest)
-        }
-        if quiet:
-            await self.store.idle_raw(quiet)
-            self.idle |= quiet
+    def positions(self, at_end: Mapping[str, bool], now: float) -> None:
+        """Where the consumer is: per owned raw partition, whether its position is at the partition's end."""
+        for name in self.owned:
+            if not at_end.get(name, False):
+                self.at_end_since.pop(name, None)
+                self.idle.discard(name)
+            elif now - self.at_end_since.setdefault(name, now) >= self.idle_s:
+                self.idle.add(name)
+
+    def marker(self, raw_partitions: int, now: float) -> SourceMarker | None:
+        """The marker to send now, if any; ``sent`` once it was acknowledged."""
+        current = SourceMarker(raw_partitions, dict(self.newest), sorted(self.idle))
+        if current == self.sent or not self.owned:
+            return None
+        idle_changed = self.sent is None or self.sent.idle != current.idle
+        return current if idle_changed or now - self.sent_at >= self.interval_s else None
+
+    def was_sent(self, marker: SourceMarker, now: float) -> None:
+        self.sent, self.sent_at = marker, now
+
+
+@dataclass
+class ModelBatch:
+    """The models' view of one apply batch: the tracking the fold calls, and the partitions' progress."""
+
+    tracking: ModelTracking
+    progress: dict[int, PartitionProgress]
+    changed: set[int] = field(default_factory=set)
+
+    def observe(self, partition: int, envelope: Envelope) -> None:
+        """A progress marker was folded in ``partition``: what it covers is folded too."""
+        known = self.progress.get(partition)
+        if known is None:
+            return
+        if envelope.sources is not None:
+            known.observe_sources(envelope.sources)
+        if envelope.applied is not None:
+            known.observe_applied(envelope.applied.partition, envelope.applied.bound)
+        self.changed.add(partition)
 
 
 class ModelStage:
     def __init__(
-        self, store: PendingStore, specs: dict[str, ModelSpec], config: FoldConfig, topic: str, lag_ms: int
+        self,
+        store: PendingStore,
+        specs: dict[str, ModelSpec],
+        config: FoldConfig,
+        topics: tuple[str, str],
+        *,
+        lag_ms: int,
+        interval_s: float,
     ) -> None:
         self.store = store
         self.specs = specs
         self.config = config
-        self.topic = topic
+        self.topic, self.resolved_topic = topics
         self.lag_ms = lag_ms
+        self.interval_s = interval_s
+        self.resolved_partitions = 0  # events.resolved's partition count, set by the handler when assigned
         longest = max((s.horizon_ms for s in specs.values()), default=0)
         self.ttl_s = (longest + DEFAULT_LATENESS_MS + DAY_MS) // 1000
+        # The input bound each owned partition last announced in an acknowledged ApplyMarker.
+        self.announced: dict[int, int] = {}
+        self.announced_at = -float("inf")
+        self.announcing: dict[int, int] = {}
 
-    async def prepare(self, profile_ids: Sequence[str], partitions: Sequence[int]) -> ModelTracking:
+    async def prepare(self, profile_ids: Sequence[str], partitions: Sequence[int]) -> ModelBatch:
         customers = [pid for pid in profile_ids if not pid.startswith(ANON_PREFIX)]
-        pending, stored, slowest = await self.store.load(customers, partitions)
+        pending, stored, progress = await self.store.load(customers, partitions)
         watermarks = {p: stored.get(p, 0) for p in partitions}
-        # 0: a raw partition assigned but not read yet
-        target = None if slowest is None or slowest == 0 else slowest - self.lag_ms
-        return ModelTracking(self.specs, self.config, pending, watermarks, target_ms=target)
+        return ModelBatch(ModelTracking(self.specs, self.config, pending, watermarks), progress)
 
-    async def tick(self, profiles: ProfileStore, partitions: Sequence[int]) -> tuple[list[Outgoing], PipelineOps]:
+    async def tick(
+        self, profiles: ProfileStore, partitions: Sequence[int], now: float
+    ) -> tuple[list[Outgoing], PipelineOps, list[Outgoing]]:
         """The watermark advance of the owned partitions without a batch: a quiet stream (or the end of a
-        catch-up) still releases what is due."""
-        tracking = await self.prepare([], partitions)
-        return await self.after_batch(BatchFold({}, {}, self.config), tracking, profiles)
+        catch-up) still releases what is due, and announces what a batch held back."""
+        batch = await self.prepare([], partitions)
+        return await self.after_batch(BatchFold({}, {}, self.config), batch, profiles, now)
+
+    def announced_ok(self) -> None:
+        """The ApplyMarkers last returned by ``after_batch`` or ``tick`` were acknowledged."""
+        self.announced.update(self.announcing)
+
+    def _announcements(self, batch: ModelBatch, now: float) -> list[Outgoing]:
+        bounds = {p: progress.input_bound() for p, progress in batch.progress.items()}
+        news = {p: b for p, b in bounds.items() if b is not None and self.announced.get(p) != b}
+        if not news or now - self.announced_at < self.interval_s:
+            self.announcing = {}
+            return []
+        self.announced_at, self.announcing = now, news
+        return [
+            (self.resolved_topic, target, None, marker(applied=ApplyMarker(p, bound)), None)
+            for p, bound in sorted(news.items())
+            for target in range(self.resolved_partitions)
+        ]
 
     async def after_batch(
-        self, fold: BatchFold, tracking: ModelTracking, profiles: ProfileStore
-    ) -> tuple[list[Outgoing], PipelineOps]:
+        self, fold: BatchFold, batch: ModelBatch, profiles: ProfileStore, now: float
+    ) -> tuple[list[Outgoing], PipelineOps, list[Outgoing]]:
+        tracking = batch.tracking
+        everyone = range(self.resolved_partitions)
+        tracking.targets = {
+            p: target
+            for p, progress in batch.progress.items()
+            if (target := watermark_target(progress, everyone, self.lag_ms)) is not None
+        }
         advanced = tracking.advanced()
         watermarks = {**tracking.watermarks, **{p: new for p, (_, new) in advanced.items()}}
         due = await self.store.due({p: watermarks[p] for p in advanced}, DUE_PER_BATCH)
@@ -154,10 +221,10 @@ class ModelStage:
             for e in sorted(examples, key=lambda e: (e.horizon_end_ms, e.example_id))
         ]
         moved = {p: new for p, (_, new) in advanced.items()}
-
         changed = {pid: tracking.pending.get(pid, []) for pid in tracking.dirty}
+        progress = {p: batch.progress[p] for p in batch.changed}
 
         def ops(pipe: Redis) -> None:
-            self.store.write(pipe, changed, next_due, moved, self.ttl_s)
+            self.store.write(pipe, pending=changed, due=next_due, watermarks=moved, progress=progress, ttl_s=self.ttl_s)
 
-        return out, ops
+        return out, ops, self._announcements(batch, now)

@@ -57,11 +57,15 @@ class Outbox:
         acked: asyncio.Future[Any] = await self.producer.send_batch(builder, topic, partition=partition)
         return acked
 
-    async def partition_for(self, topic: str, key: bytes | None) -> int:
-        """The partition Kafka's default partitioner gives ``key`` (round robin for no key)."""
+    async def partition_count(self, topic: str) -> int:
         count = self._partition_counts.get(topic)
         if count is None:
             count = self._partition_counts[topic] = len(await self.producer.partitions_for(topic))
+        return count
+
+    async def partition_for(self, topic: str, key: bytes | None) -> int:
+        """The partition Kafka's default partitioner gives ``key`` (round robin for no key)."""
+        count = await self.partition_count(topic)
         if key is None:
             return next(self._round_robin) % count
         cached = self._partition_of.get((topic, key))

@@ -42,7 +42,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
@@ -56,7 +56,7 @@ from profiles.config import FoldConfig
 from profiles.pending_store import PendingStore
 from profiles.segment_store import SegmentStore
 from profiles.store import ProfileStore, Stored
-from schemas.resolved import DECODER, Envelope, RawSource, Resolved, envelopes, position
+from schemas.resolved import DECODER, Envelope, RawSource, Resolved, envelopes, marker, position
 from schemas.topics import DLQ, ERASURES, MODEL_EXAMPLES, RAW_EVENT_TOPICS, RESOLVED, SEGMENT_CHANGES, full_name
 from services import worker_metrics
 from services.erasure_log import read_erasures
@@ -65,7 +65,7 @@ from services.redis_client import make_redis
 from services.settings import Settings
 from streams.dead_letters import DeadLetter, dead_letter
 from streams.handler import Batch, PartitionBatch, RawRecord, StalePosition
-from streams.model_stage import ModelStage, RawProgress
+from streams.model_stage import ModelStage, SourceProgress
 from streams.outbox import Outbox, Outgoing
 from streams.owned_states import OwnedStates
 from streams.resolution import Resolver
@@ -97,14 +97,19 @@ class ProfileHandler:
         self.resolved_partitions: set[int] = set()
         pending = PendingStore(store.redis, store.namespace)
         self.raw_topics = {full_name(spec, prefix) for spec in RAW_EVENT_TOPICS}
-        self.raw_progress = RawProgress(pending, settings.models.idle_partition_s) if settings.models.enabled else None
+        self.sources = (
+            SourceProgress(settings.models.idle_partition_s, settings.models.progress_interval_s)
+            if settings.models.enabled
+            else None
+        )
         self.models = (
             ModelStage(
                 pending,
                 settings.models.specs(),
                 self.config,
-                full_name(MODEL_EXAMPLES, prefix),
+                (full_name(MODEL_EXAMPLES, prefix), self.resolved_topic),
                 lag_ms=int(settings.models.watermark_lag_s * 1000),
+                interval_s=settings.models.progress_interval_s,
             )
             if settings.models.enabled
             else None
@@ -116,9 +121,10 @@ class ProfileHandler:
         log.info("assigned %d partitions (generation %d)", len(partitions), generation)
         self.owned.clear()
         self.resolved_partitions = {tp.partition for tp in partitions if tp.topic == self.resolved_topic}
-        if self.raw_progress is not None:
-            raw = [f"{tp.topic}:{tp.partition}" for tp in partitions if tp.topic in self.raw_topics]
-            await self.raw_progress.assigned(raw, time.monotonic())
+        if self.sources is not None:
+            self.sources.assigned(_raw_name(tp) for tp in partitions if tp.topic in self.raw_topics)
+        if self.models is not None:
+            self.models.resolved_partitions = await self.outbox.partition_count(self.resolved_topic)
 
     async def positions(self, partitions: set[TP]) -> dict[TP, int]:
         """Where to resume each events.resolved partition: Redis's position, and 0 (the oldest retained
@@ -151,7 +157,7 @@ class ProfileHandler:
         self.stats.log_and_reset()
         await self.publish_figures()
 
-    async def tick(self, now: float) -> None:
+    async def tick(self, now: float, at_end: Mapping[TP, bool]) -> None:
         """Segment timers that are due, one step of evaluating existing profiles against a newly published
         segment version (raises on Redis/Kafka failure: the runtime retries), and the figures for /metrics."""
         now_ms = int((now + self.clock_offset.total_seconds()) * 1000)
@@ -164,10 +170,14 @@ class ProfileHandler:
             changes, memberships, more = await self.segments.due(self.store, owned, now_ms)
             await self._emit(changes, memberships)
         await self._emit(*await self.segments.backfill_step(self.store, owned, now_ms))
-        if self.raw_progress is not None:
-            await self.raw_progress.tick(time.monotonic())
+        if self.sources is not None:
+            ends = {_raw_name(tp): end for tp, end in at_end.items() if tp.topic in self.raw_topics}
+            self.sources.positions(ends, time.monotonic())
+            await self._send_source_marker()
         if self.models is not None and owned:
-            await self._emit(*await self.models.tick(self.store, sorted(owned)))
+            examples, writes, markers = await self.models.tick(self.store, sorted(owned), time.monotonic())
+            await self._emit(examples, writes)
+            await self._announce(markers)
         self.stats.maybe_log()
         await self.publish_figures()
 
@@ -194,10 +204,26 @@ class ProfileHandler:
     async def _resolve_stage(self, parts: Sequence[PartitionBatch]) -> None:
         outgoing, event_time = await self._resolve(parts)
         await self.outbox.send(outgoing)
-        if self.raw_progress is not None:
-            # After the send: what the progress promises is on its way through events.resolved.
-            at_end = {f"{p.tp.topic}:{p.tp.partition}": p.reaches_end for p in parts if p.tp.topic in self.raw_topics}
-            await self.raw_progress.resolved(event_time, at_end, time.monotonic())
+        if self.sources is not None:
+            # After the send: a marker must follow the records it covers in every partition.
+            self.sources.resolved(event_time)
+            await self._send_source_marker()
+
+    async def _send_source_marker(self) -> None:
+        assert self.sources is not None
+        now = time.monotonic()
+        total = sum([await self.outbox.partition_count(topic) for topic in sorted(self.raw_topics)])
+        if (sources := self.sources.marker(total, now)) is None:
+            return
+        count = await self.outbox.partition_count(self.resolved_topic)
+        await self.outbox.send([(self.resolved_topic, p, None, marker(sources=sources), None) for p in range(count)])
+        self.sources.was_sent(sources, now)
+
+    async def _announce(self, markers: list[Outgoing]) -> None:
+        """An apply stage's markers, after the records of the batches they cover were acknowledged."""
+        if self.models is not None and markers:
+            await self.outbox.send(markers)
+            self.models.announced_ok()
 
     async def _resolve(self, parts: Sequence[PartitionBatch]) -> tuple[list[Outgoing], dict[str, int]]:
         now = datetime.now(UTC) + self.clock_offset
@@ -263,10 +289,11 @@ class ProfileHandler:
         erased: dict[str, str],
     ) -> None:
         live_segments = await self.segments.live()
-        tracking = None
+        models = None
         if self.models is not None:
-            tracking = await self.models.prepare(list(stored), [p.tp.partition for p in parts])
-        fold = BatchFold(stored, erased, self.config, causes=bool(live_segments.by_name), hooks=tracking)
+            models = await self.models.prepare(list(stored), [p.tp.partition for p in parts])
+        hooks = models.tracking if models is not None else None
+        fold = BatchFold(stored, erased, self.config, causes=bool(live_segments.by_name), hooks=hooks)
         emitted: list[Resolved] = []
         out: list[Outgoing] = []
         now = datetime.now(UTC)
@@ -276,6 +303,8 @@ class ProfileHandler:
                     raise CorruptRecordError("undecodable events.resolved record")
                 for index, record in enumerate(envelope.records):
                     emitted.extend(fold.apply(record, partition, position(raw.offset, index)))
+                if models is not None and (envelope.sources is not None or envelope.applied is not None):
+                    models.observe(partition, envelope)
             except CorruptRecordError as exc:
                 source = RawSource(self.resolved_topic, partition, raw.offset)
                 reason = DeadLetter("corrupt_resolved_record", "", str(exc))
@@ -283,9 +312,10 @@ class ProfileHandler:
         out.extend(await self._enveloped(emitted))
         segment_changes, segment_writes = await self.segments.after_batch(fold)
         examples: list[Outgoing] = []
+        markers: list[Outgoing] = []
         model_writes = None
-        if self.models is not None and tracking is not None:
-            examples, model_writes = await self.models.after_batch(fold, tracking, self.store)
+        if self.models is not None and models is not None:
+            examples, model_writes, markers = await self.models.after_batch(fold, models, self.store, time.monotonic())
         await self.outbox.send(out + segment_changes + examples)
         writes = fold.writes(int(time.time() * 1000))
         refused = await self.store.save(writes, before=_both(segment_writes, model_writes))
@@ -298,6 +328,11 @@ class ProfileHandler:
         self.owned.written(writes)
         self.stats.count("applied", len(fold.ingested))
         self.stats.observe_freshness(fold.ingested, int(time.time() * 1000))
+        await self._announce(markers)
+
+
+def _raw_name(tp: TP) -> str:
+    return f"{tp.topic}:{tp.partition}"
 
 
 def _both(first: PipelineOps, second: PipelineOps | None) -> PipelineOps:

@@ -3,8 +3,9 @@ event-time watermark's timers. Pure: the caller loads the pending snapshots and 
 what this returns.
 
 Per ``events.resolved`` partition the worker keeps an event-time watermark, moved only forward and only
-after a batch is folded, to ``target_ms``: the caller's promise that no event older than it is still to be
-folded (``streams.model_stage`` derives it from every raw partition's progress). The order for one batch:
+after a batch is folded, to its ``targets`` entry: the caller's promise that no event older than it is still
+to be folded in that partition (``profiles.models.progress`` derives it from the progress markers). The
+order for one batch:
 
 1. folding each event of a customer profile (``before`` / ``after``, called by ``profiles.apply``): the
    census instants between the profile's last event and this one (after the watermark), then, if the fold
@@ -44,14 +45,14 @@ class ModelTracking:
         pending: dict[str, list[Pending]],
         watermarks: dict[int, int],
         *,
-        target_ms: int | None,
+        targets: Mapping[int, int] | None = None,
         lateness_ms: int = DEFAULT_LATENESS_MS,
     ) -> None:
         self.specs = specs
         self.config = config
         self.pending = pending
         self.watermarks = watermarks
-        self.target_ms = target_ms
+        self.targets: Mapping[int, int] = targets or {}
         self.lateness_ms = lateness_ms
         self.partition = 0  # the partition of the record being folded (set by the caller)
         self.touched: dict[str, int] = {}  # profile id → partition
@@ -84,10 +85,11 @@ class ModelTracking:
 
     def advanced(self) -> dict[int, tuple[int, int]]:
         """Per partition of the batch whose watermark moves: (old, new)."""
-        if self.target_ms is None:
-            return {}
-        target = self.target_ms
-        return {p: (old, target) for p, old in self.watermarks.items() if target > old}
+        return {
+            p: (old, target)
+            for p, old in self.watermarks.items()
+            if (target := self.targets.get(p)) is not None and target > old
+        }
 
     def advance(self, state: ProfileState, old_ms: int, new_ms: int) -> list[Example]:
         """The watermark of the profile's partition moves from ``old_ms`` to ``new_ms``: census snapshots

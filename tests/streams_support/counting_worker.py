@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -134,7 +134,7 @@ class CountingHandler:
         for tp in partitions:
             self.epochs.pop(tp, None)
 
-    async def tick(self, now: float) -> None:
+    async def tick(self, now: float, at_end: Mapping[TP, bool]) -> None:
         # Counted, so a test can see that ticks keep coming while the worker is idle.
         await self.client.incr(self.keys.ticks)
 

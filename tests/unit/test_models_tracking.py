@@ -38,10 +38,10 @@ def tracked_run(events: list[AnyEvent], until_ms: int, rng: random.Random) -> li
         target = max(watermark, max(to_ms(e.timestamp) for e in batch) - LAG)
         # the due path first, as a tick between batches would run it
         if due is not None and due <= watermark:
-            quiet = ModelTracking(SPECS, CONFIG, pending, {0: watermark}, target_ms=watermark)
+            quiet = ModelTracking(SPECS, CONFIG, pending, {0: watermark}, targets={0: watermark})
             released += quiet.advance(state, due - 1, watermark)
             due = quiet.next_due(state, watermark)
-        tracking = ModelTracking(SPECS, CONFIG, pending, {0: watermark}, target_ms=target)
+        tracking = ModelTracking(SPECS, CONFIG, pending, {0: watermark}, targets={0: target})
         for event in batch:
             newest = max(newest, to_ms(event.timestamp))
             tracking.before(state, event)
@@ -50,7 +50,7 @@ def tracked_run(events: list[AnyEvent], until_ms: int, rng: random.Random) -> li
         old, new = tracking.advanced().get(0, (watermark, watermark))
         released += tracking.advance(state, old, new)
         watermark, due = new, tracking.next_due(state, new)
-    final = ModelTracking(SPECS, CONFIG, pending, {0: watermark}, target_ms=until_ms)
+    final = ModelTracking(SPECS, CONFIG, pending, {0: watermark}, targets={0: until_ms})
     old, new = final.advanced()[0]
     released += final.advance(state, old, new)
     return sorted(released, key=lambda e: (e.horizon_end_ms, e.example_id))
