@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from profiles.config import FoldConfig
 from profiles.state import ProfileState
 
@@ -12,6 +14,10 @@ def _min(a: int | None, b: int | None) -> int | None:
 
 def _max(a: int | None, b: int | None) -> int | None:
     return b if a is None else a if b is None else max(a, b)
+
+
+#: A customer's duplicate memory can grow to this many times ``dedup_memory`` through hand-overs.
+MERGED_MEMORY_FACTOR: Final = 4
 
 
 def merge_into(target: ProfileState, source: ProfileState, config: FoldConfig) -> None:
@@ -72,7 +78,12 @@ def merge_into(target: ProfileState, source: ProfileState, config: FoldConfig) -
         target.buckets[bucket] = (
             list(counters) if mine is None else [a + b for a, b in zip(mine, counters, strict=True)]
         )
-    target.recent_ids = [*target.recent_ids, *source.recent_ids][-config.dedup_memory :]
+    # Both memories are kept whole (the fold then replaces one id per event, so the size stays): a hand-over
+    # that arrives late — its partition's worker was down — must not push out the customer's own recent ids,
+    # whose duplicates may still be on their way (the crash tests once counted one twice that way).
+    known = set(target.recent_ids)
+    absorbed = [i for i in source.recent_ids if i not in known]
+    target.recent_ids = [*absorbed, *target.recent_ids][-MERGED_MEMORY_FACTOR * config.dedup_memory :]
     for stream, offset in source.source_marks.items():
         target.source_marks[stream] = max(offset, target.source_marks.get(stream, offset))
     target.events_applied += source.events_applied

@@ -118,6 +118,24 @@ def test_duplicates_are_recognised_within_the_last_64_events_and_not_beyond() ->
     assert apply(state, first, CONFIG)  # 64 in between: documented limit, counted again
 
 
+def test_a_late_handover_keeps_the_customers_own_duplicate_memory() -> None:
+    # The visitor's partition was down: its hand-over (a full memory of the visitor's ids) arrives between
+    # a customer's event and that event's duplicate. The duplicate must still be recognised.
+    anon = new_state_for("anon:a-1")
+    for n in range(CONFIG.dedup_memory):
+        anon, _ = run(anon, resolved(event(n=100 + n, anonymous_id="a-1"), "anon:a-1", offset=n))
+    anon, (handover,) = run(anon, Resolved(kind="merge_out", profile_id="anon:a-1", other_profile="c-1"))
+    customer = new_state_for("c-1")
+    original = event(n=1, customer_id="c-1", anonymous_id="a-1")
+    customer, _ = run(customer, resolved(original, "c-1", offset=500))
+    customer, _ = run(customer, handover)
+    customer, _ = run(customer, resolved(original, "c-1", offset=501))  # the producer's duplicate
+    assert customer.events_applied == CONFIG.dedup_memory + 1
+    # and the visitor's ids are remembered too: its events' duplicates may still come, forwarded
+    customer, _ = run(customer, resolved(event(n=100, anonymous_id="a-1"), "c-1", offset=502))
+    assert customer.events_applied == CONFIG.dedup_memory + 1
+
+
 def test_a_late_click_of_a_session_older_than_the_session_memory_counts_it_again() -> None:
     state = new_state_for("c-1")
     apply(state, parsed(event(n=1, customer_id="c-1", session_id="s-old")), CONFIG)
