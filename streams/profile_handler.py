@@ -53,6 +53,7 @@ from redis.exceptions import RedisError
 from profiles.apply import CorruptRecordError
 from profiles.batch import BatchFold
 from profiles.config import FoldConfig
+from profiles.model_store import ModelStore
 from profiles.pending_store import PendingStore
 from profiles.segment_store import SegmentStore
 from profiles.store import ProfileStore, Stored
@@ -61,6 +62,7 @@ from schemas.topics import DLQ, ERASURES, MODEL_EXAMPLES, RAW_EVENT_TOPICS, RESO
 from services import worker_metrics
 from services.erasure_log import read_erasures
 from services.kafka_clients import make_async_producer
+from services.model_cache import ModelCache
 from services.redis_client import make_redis
 from services.settings import Settings
 from streams.dead_letters import DeadLetter, dead_letter
@@ -69,7 +71,7 @@ from streams.model_stage import ModelStage, SourceProgress
 from streams.outbox import Outbox, Outgoing
 from streams.owned_states import OwnedStates
 from streams.resolution import Resolver
-from streams.segment_stage import PipelineOps, SegmentStage
+from streams.segment_stage import PipelineOps, SegmentScores, SegmentStage
 from streams.stats import WorkerStats
 from streams.tasks import all_or_none
 
@@ -91,8 +93,18 @@ class ProfileHandler:
         self.resolver = Resolver(store, self.config, settings.validation.limits(), full_name(ERASURES, prefix))
         self.stats = WorkerStats(settings.stream.stats_interval_s)
         self.owned = OwnedStates(settings.stream.owned_profiles_cached)
+        specs = settings.models.specs()
+        models = ModelCache(
+            ModelStore(store.redis, store.namespace),
+            specs,
+            settings.models.secret.get_secret_value().encode(),
+            settings.models.reload_s,
+        )
         self.segments = SegmentStage(
-            SegmentStore(store.redis, store.namespace), self.config, full_name(SEGMENT_CHANGES, prefix)
+            SegmentStore(store.redis, store.namespace),
+            self.config,
+            full_name(SEGMENT_CHANGES, prefix),
+            scores=SegmentScores(models, specs),
         )
         self.resolved_partitions: set[int] = set()
         pending = PendingStore(store.redis, store.namespace)
@@ -105,7 +117,7 @@ class ProfileHandler:
         self.models = (
             ModelStage(
                 pending,
-                settings.models.specs(),
+                specs,
                 self.config,
                 (full_name(MODEL_EXAMPLES, prefix), self.resolved_topic),
                 lag_ms=int(settings.models.watermark_lag_s * 1000),

@@ -13,6 +13,11 @@ The worker's ``tick`` evaluates the due ones of the partitions it owns *at the w
 live): a profile overdue by more than one step is evaluated once, at now, and transitions that began and
 ended while nobody looked are not reported.
 
+Scores: a rule reading ``scores.<name>`` sees the score the API serves at the evaluation instant — the
+active model version of the serving processes (hot-reloaded, ``services.model_cache``), or the documented
+cold-start heuristic while a model is cold or when no secret is configured. A new model version changes
+memberships at each customer's next evaluation (event or timer), not all at once.
+
 Granularity: a batch evaluates each profile once, after all its events in the batch; a customer entering
 and leaving within one batch (milliseconds apart) produces no change.
 """
@@ -21,29 +26,56 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import msgspec
 from redis.asyncio import Redis
 
 from profiles.batch import BatchFold
 from profiles.config import FoldConfig
+from profiles.models.scoring import score_all
+from profiles.models.specs import ModelSpec
 from profiles.segment_store import Membership, SegmentStore
 from profiles.segments.changes import Cause, DefinitionCause, EventCause, SegmentChange, TimerCause
 from profiles.segments.membership import LiveSegment, Segments, reevaluate
 from profiles.state import ProfileState
 from profiles.store import ProfileStore
+from services.model_cache import ModelCache
 from streams.outbox import Outgoing
 
 _ENCODER = msgspec.json.Encoder()
 
 PipelineOps = Callable[[Redis], None]
+#: A profile's scores at an instant (event time), for the rules that read them.
+Scoring = Callable[[ProfileState, int], Mapping[str, float]]
+
+
+@dataclass(frozen=True)
+class SegmentScores:
+    """Where the scores rules read come from: the served models, per score definition."""
+
+    models: ModelCache
+    specs: Mapping[str, ModelSpec]
+
+
+def _no_scores(_: ProfileState, __: int) -> Mapping[str, float]:
+    return {}
 
 
 class SegmentStage:
-    def __init__(self, store: SegmentStore, config: FoldConfig, changes_topic: str, *, refresh_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        store: SegmentStore,
+        config: FoldConfig,
+        changes_topic: str,
+        *,
+        scores: SegmentScores | None = None,
+        refresh_s: float = 1.0,
+    ) -> None:
         self.store = store
         self.config = config
         self.changes_topic = changes_topic
+        self.scores = scores
         self.refresh_s = refresh_s
         self._segments = Segments.of({})
         self._versions: dict[str, int] = {}
@@ -93,6 +125,17 @@ class SegmentStage:
                 )
         return [], _nothing
 
+    async def _scoring(self, segments: Segments) -> Scoring:
+        """Scores for the rules, computed only when some live rule reads them (one load check per call)."""
+        if self.scores is None or not any(path[0] == "scores" for path in segments.reads):
+            return _no_scores
+        models, specs, config = await self.scores.models.current(), self.scores.specs, self.config
+
+        def scoring(state: ProfileState, at_ms: int) -> Mapping[str, float]:
+            return {name: s.value for name, s in score_all(state, at_ms, config, specs, models).items()}
+
+        return scoring
+
     async def _evaluate_for_definition(
         self,
         profiles: ProfileStore,
@@ -107,6 +150,7 @@ class SegmentStage:
         states = await profiles.load(pids)
         before = await self.store.memberships(pids)
         only = Segments({name: segment}, frozenset(segment.rule.reads))
+        scoring = await self._scoring(only)
         cause: Cause = DefinitionCause(segment.definition.version)
         out: list[Outgoing] = []
         writes: list[tuple[str, Membership, dict[str, int], int, int | None]] = []
@@ -116,7 +160,8 @@ class SegmentStage:
                 continue
             at = max(now_ms, membership.evaluated_at_ms or 0, state.last_event_ms or 0)
             previous = {name: membership.segments[name]} if name in membership.segments else {}
-            result = reevaluate(state, previous, only, at_ms=at, cause=cause, config=self.config)
+            scores = scoring(state, at)
+            result = reevaluate(state, previous, only, at_ms=at, cause=cause, config=self.config, scores=scores)
             out += [self._record(change) for change in result.changes]
             others = {n: v for n, v in membership.segments.items() if n != name}
             writes.append((pid, membership, {**others, **result.memberships}, at, result.timer_ms))
@@ -135,6 +180,7 @@ class SegmentStage:
         if not segments.by_name:
             return [], _nothing
         pids = [*fold.states, *fold.deleted]
+        scoring = await self._scoring(segments)
         before = await self.store.memberships(pids)
         out: list[Outgoing] = []
         writes: list[tuple[str, Membership, Mapping[str, int], int | None, int | None]] = []
@@ -142,7 +188,10 @@ class SegmentStage:
             membership = before[pid]
             at = max(state.last_event_ms or 0, membership.evaluated_at_ms or 0)
             cause = EventCause(fold.last_event_id.get(pid, ""))
-            result = reevaluate(state, membership.segments, segments, at_ms=at, cause=cause, config=self.config)
+            scores = scoring(state, at)
+            result = reevaluate(
+                state, membership.segments, segments, at_ms=at, cause=cause, config=self.config, scores=scores
+            )
             out += [self._record(change) for change in result.changes]
             writes.append((pid, membership, result.memberships, at, result.timer_ms))
         for pid in fold.deleted:
@@ -165,6 +214,7 @@ class SegmentStage:
         if not due:
             return [], _nothing, False
         pids = [pid for _, pid in due]
+        scoring = await self._scoring(segments)
         states = await profiles.load(pids)
         before = await self.store.memberships(pids)
         out: list[Outgoing] = []
@@ -177,7 +227,10 @@ class SegmentStage:
                 continue
             at = max(now_ms, membership.evaluated_at_ms or 0, state.last_event_ms or 0)
             cause: Cause = TimerCause(at)
-            result = reevaluate(state, membership.segments, segments, at_ms=at, cause=cause, config=self.config)
+            scores = scoring(state, at)
+            result = reevaluate(
+                state, membership.segments, segments, at_ms=at, cause=cause, config=self.config, scores=scores
+            )
             out += [self._record(change) for change in result.changes]
             writes.append((partition, pid, membership, result.memberships, at, result.timer_ms))
 

@@ -9,7 +9,11 @@ Between events, four things in the view move with ``as_of`` (see ``docs/profile.
 - **journey_stage**: when the customer lapses (``last_seen`` + 60 days + 1 ms), or when the last cart (7d)
   or the last sign of interest (30d) leaves its window — whichever the first-match rules make visible;
 - **affinity** decays continuously. Rather than a timer per threshold, a rule reading affinity is
-  re-evaluated at the next window tick (at most an hour late), while the score is non-zero.
+  re-evaluated at the next window tick (at most an hour late), while the score is non-zero;
+- **scores** are functions of features that include every window counter and recencies in days: a rule
+  reading a score is re-evaluated at the next window tick of any counter, and at least once a day (a
+  trained model's score can follow a recency at most a day late; the cold-start heuristics read windows
+  only, so they are exact).
 
 ``reads`` narrows the answer to the fields some rules read (``CompiledRule.reads``): a profile whose
 segments read only ``windows["7d"].orders`` needs no timer for its clicks leaving the 1h window.
@@ -22,6 +26,7 @@ from collections.abc import Collection, Iterable
 from profiles.config import DAY_MS, HOUR_MS, WINDOWS, FoldConfig
 from profiles.segments.fields import Path
 from profiles.state import (
+    BUCKET_WIDTH,
     W_ADD_TO_CARTS,
     W_CHECKOUTS,
     W_EMAIL_CLICKS,
@@ -57,6 +62,8 @@ def next_time_change(
         _recency(state, as_of_ms) if _reads(reads, ("rfm", "recency_days")) else None,
         _journey(state, as_of_ms, config) if _reads(reads, ("journey_stage",)) else None,
         _affinity(state, as_of_ms, reads),
+        # not part of the view: only when a rule reads them
+        _scores(state, as_of_ms) if reads is not None and _reads(reads, ("scores",)) else None,
     ]
     return min((c for c in candidates if c is not None), default=None)
 
@@ -112,3 +119,11 @@ def _journey(state: ProfileState, as_of_ms: int, config: FoldConfig) -> int | No
 def _affinity(state: ProfileState, as_of_ms: int, reads: Collection[Path] | None) -> int | None:
     decaying = [c for c, score in state.affinity.items() if score and _reads(reads, ("affinity", c))]
     return bucket_of(as_of_ms) * HOUR_MS + 1 if decaying else None
+
+
+def _scores(state: ProfileState, as_of_ms: int) -> int:
+    every_counter = range(BUCKET_WIDTH)
+    ticks = [
+        _exit(min(b), hours) for hours in WINDOWS.values() if (b := _in_window(state, as_of_ms, hours, every_counter))
+    ]
+    return min([*ticks, as_of_ms + DAY_MS])

@@ -134,3 +134,20 @@ def test_a_visitor_who_never_buys_moves_from_decision_to_consideration_to_awaren
     assert stages[1][1] == (bucket_of(T0) + 7 * 24 - 1) * HOUR_MS + 1
     assert stages[2][1] == (bucket_of(T0 - 10 * DAY_MS) + 30 * 24 - 1) * HOUR_MS + 1
     assert stages[3][1] == T0 + 60 * DAY_MS + 1
+
+
+def test_a_score_rule_is_re_evaluated_when_any_feature_window_ticks_and_at_least_daily() -> None:
+    from profiles.features import features  # noqa: PLC0415 - only this test needs the models' features
+
+    state = fold(click(1, T0, "search"))  # searches: not a window of the view, but a feature of the models
+    reads = compile_rule("scores.churn_risk > 0.5").reads
+    timer = next_time_change(state, T0, CONFIG, reads)
+    assert timer == bucket_of(T0) * HOUR_MS + 1  # the click leaves the 1h window
+    # the first feature change: features() changes exactly there (24h window of searches), never earlier
+    later = next_time_change(state, (bucket_of(T0) + 23) * HOUR_MS, CONFIG, reads)
+    assert later == (bucket_of(T0) + 23) * HOUR_MS + 1
+    assert features(state, later - 1, CONFIG)["w24h_searches"] > 0
+    assert features(state, later, CONFIG)["w24h_searches"] == 0
+    quiet = 200 * DAY_MS + T0  # every window empty: recencies still move, so once a day
+    assert next_time_change(state, quiet, CONFIG, reads) == quiet + DAY_MS
+    assert next_time_change(state, quiet, CONFIG, compile_rule("transactions.orders > 1").reads) is None

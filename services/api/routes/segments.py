@@ -10,6 +10,7 @@ import msgspec
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
+from profiles.models.scoring import score_all
 from profiles.read import canonical_state
 from profiles.segment_store import SegmentStore
 from profiles.segments import DefinitionError, RuleError, SegmentDefinition, compile_rule, evaluate
@@ -184,6 +185,9 @@ async def preview_segment(request: Request, _: Admin, body: PreviewIn) -> Previe
     now_ms = int(time.time() * 1000)
     served = await ctx.serving.current()
     thresholds = await served.population.thresholds()
+    # The scores the worker would give the rule: the served models' (or their cold-start heuristics).
+    reads_scores = any(path[0] == "scores" for path in rule.reads)
+    models = await served.models.current() if reads_scores else {}
     limit = ctx.settings.api.preview_max_profiles
     count = scanned = 0
     sample: list[str] = []
@@ -196,9 +200,15 @@ async def preview_segment(request: Request, _: Admin, body: PreviewIn) -> Previe
             seen.add(pid)
             scanned += 1
             position = rfm_position(state)
-            scores = thresholds.scores(position) if position is not None else None
-            view = render(state, max(now_ms, state.last_event_ms or 0), ctx.fold_config, rfm=scores)
-            if evaluate(rule, view, {}).member:
+            rfm = thresholds.scores(position) if position is not None else None
+            at_ms = max(now_ms, state.last_event_ms or 0)
+            view = render(state, at_ms, ctx.fold_config, rfm=rfm)
+            scores = (
+                {n: s.value for n, s in score_all(state, at_ms, ctx.fold_config, ctx.serving.specs, models).items()}
+                if reads_scores
+                else {}
+            )
+            if evaluate(rule, view, scores).member:
                 count += 1
                 if len(sample) < body.sample:
                     sample.append(pid)
