@@ -35,7 +35,7 @@ RULES = {
     "engaged": 'journey_stage == "consideration" || journey_stage == "decision"',
     "big_month": 'windows["30d"].spend > 100.0',
     # No model has learned in this run: the worker scores with the documented cold-start heuristics.
-    "lapsing": "scores.churn_risk > 0.5",
+    "lapsing": "scores.churn_risk > 0.01",  # at most 4 active events in 30 days
     "valuable": "scores.clv_90d > 100.0",
 }
 PUBLISHED_LATER = {"big_spenders": "transactions.spend > 200.0"}
@@ -78,7 +78,7 @@ def test_memberships_equal_the_oracle_and_the_change_stream_is_consistent(tmp_pa
         name: {pid for pid, view in oracle.items() if evaluate(rule, view, _heuristic_scores(view)).member}
         for name, rule in rules.items()
     }
-    assert {n: len(m) for n, m in expected.items() if m}, "the rules must select someone"
+    assert all(expected[n] for n in ("lapsing", "valuable", "active_7d")), str({n: len(m) for n, m in expected.items()})
     for name in EVERY_RULE:
         assert memberships[name] == expected[name], (name, sorted(memberships[name] ^ expected[name])[:5])
 

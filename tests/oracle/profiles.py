@@ -31,9 +31,10 @@ ambiguous; the comparison with the real fold tells whether both made the same on
   float (``1/32`` gives 0.0313, ``round(0.03125, 4)`` gives 0.0312).
 - **Ties** on timestamps (traits, ``sentiment_last``) are broken by the greater ``event_id`` as a Python
   string; timestamps are compared at millisecond precision (sub-millisecond digits are truncated).
-- **Journey stage**: "in the last N days" is the exact interval ``(as_of − N days, as_of]``, not the bucketed
-  window; "more than 60 days before" is ``as_of − last_seen > 60 days``; a profile without any
-  customer-initiated event (``last_seen`` null) is never lapsed.
+- **Journey stage**: "in the 7d / 30d window" is the window's own interval (below: its old edge is rounded
+  to the hour unless ``as_of`` is a whole hour), as docs/profile.md defines it; "more than 60 days
+  before" is ``as_of − last_seen > 60 days``; a profile without any customer-initiated event
+  (``last_seen`` null) is never lapsed.
 - **Affinity** lists the categories of contributing events only (product views and add-to-carts with a
   category, ordered line items); ``spend_by_category`` lists every category of an order or refund line,
   even when its net is 0 or negative.
@@ -384,7 +385,8 @@ def _view(
 
     # Journey stage
     def within(days: int, pred: Callable[[_Ev], bool]) -> bool:
-        return any(pred(ev) and ev.ts > as_of - days * DAY_MS for ev in evs)
+        top = _ceil_div(as_of, HOUR_MS)
+        return any(pred(ev) and top - days * 24 < _ceil_div(ev.ts, HOUR_MS) <= top for ev in evs)
 
     if last_seen is not None and as_of - last_seen > settings.lapsed_after_days * DAY_MS:
         stage = "lapsed"
