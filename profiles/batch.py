@@ -66,6 +66,17 @@ class BatchFold:
         self.partition_of: dict[str, int] = {}
         self.last_event_id: dict[str, str] = {}
 
+    def include(self, stored: dict[str, Stored], erased: dict[str, str]) -> None:
+        """More loaded profiles (and erasure receipts) for records still to come: a replay folds what its
+        records emit in further rounds of the same batch."""
+        for pid, loaded in stored.items():
+            if pid not in self.stored:
+                self.stored[pid] = loaded
+                self.watermarks[pid] = loaded.watermark
+                self.positions_before[pid] = rfm_position(loaded.state) if loaded.state else None
+        for pid, receipt in erased.items():
+            self.erased.setdefault(pid, receipt)
+
     def apply(self, record: Resolved, partition: int, at: int) -> list[Resolved]:
         """Fold one record at position ``at``; returns the records it emits."""
         pid = record.profile_id

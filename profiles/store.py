@@ -183,9 +183,12 @@ class ProfileStore:
         if ids:
             yield await self.load(ids)
 
-    async def save(self, writes: Sequence[ProfileWrite], before: Callable[[Redis], None] | None = None) -> list[str]:
+    async def save(
+        self, writes: Sequence[ProfileWrite], before: Callable[[Redis], None] | None = None, *, atomic: bool = False
+    ) -> list[str]:
         """Compare-and-set each profile, pipelined; returns the ids whose stored watermark was not the
-        expected one (left untouched).
+        expected one (left untouched). ``atomic``: in one MULTI/EXEC, so that a writer that dies while
+        sending leaves nothing of it (a replay's chunk); otherwise Redis may apply a prefix.
 
         Population updates go first in the pipeline: Redis's AOF keeps a prefix of the writes, so a profile
         write that survives a crash implies its population update did too (and a replay skips the profile's
@@ -193,7 +196,7 @@ class ProfileStore:
         """
         if not writes:
             return []
-        async with self.redis.pipeline(transaction=False) as pipe:
+        async with self.redis.pipeline(transaction=atomic) as pipe:
             if before is not None:
                 before(pipe)  # what must survive whenever the profiles do (e.g. segment memberships)
             for write in writes:

@@ -19,8 +19,9 @@ Redis layout (``profiles.store``). What differs:
 
 **Checkpoint and resume.** After each chunk's profiles are written, the checkpoint records the next offset
 of every partition and the record sequence (``profiles.namespaces``). A replay killed at any point resumes
-from its checkpoint with the same plan; the chunk in flight is applied again and its repeats are skipped
-by the stream marks, so the end state is the same.
+from its checkpoint with the same plan. A chunk's profiles are written in one transaction, so the chunk
+in flight was written entirely (its repeats are then skipped by the stream marks and event ids) or not at
+all, and the end state is the same.
 """
 
 from __future__ import annotations
@@ -328,37 +329,38 @@ class Replay:
         self.counters.applied += resolution.kept
         self.counters.rejected += len(resolution.refused)
         self.counters.erased += resolution.erased
-        pending = resolution.records
-        while pending:  # rounds: what one round emits (hand-overs, forwards) is applied by the next
-            pending, seq = await self._round(pending, seq, partitions)
-        return seq
+        while True:
+            fold, end = await self._fold(resolution.records, seq, partitions)
+            writes = fold.writes(int(time.time() * 1000))
+            # One transaction per chunk: a replay killed meanwhile leaves all of the chunk or none of it. Per
+            # round, a hand-over written without the round that applies it would be lost on resume (the
+            # visitor's tombstone does not hand over twice).
+            refused = await self.store.save(writes, atomic=True)
+            self.counters.written += len(writes) - len(refused)
+            if not refused:
+                return end
+            # A live worker changed these meanwhile (a replay into a namespace it writes): the chunk again, on
+            # fresh states; what this attempt wrote is then recognised as repeats.
+            log.info("%d profiles changed under the replay; folding the chunk again", len(refused))
 
-    async def _round(self, records: list[Resolved], seq: int, partitions: int) -> tuple[list[Resolved], int]:
-        # Numbered once: a retried record keeps its position (a forward's origin must not change).
-        todo = [(seq + i + 1, r) for i, r in enumerate(records)]
-        emitted: list[Resolved] = []
-        while todo:
-            ids = list(dict.fromkeys(r.profile_id for _, r in todo))
+    async def _fold(self, records: list[Resolved], seq: int, partitions: int) -> tuple[BatchFold, int]:
+        """The chunk's records, then what they emit (hand-overs, forwards), in rounds, until nothing is left;
+        numbered from ``seq`` (a forward's origin is its position: a chunk folded again numbers the same)."""
+        fold = BatchFold({}, {}, self.config, positional=False)
+        pending = records
+        while pending:
+            todo = [(seq + i + 1, r) for i, r in enumerate(pending)]
+            seq += len(pending)
+            ids = [pid for pid in dict.fromkeys(r.profile_id for _, r in todo) if pid not in fold.stored]
             handed_to = [r.other_profile for _, r in todo if r.kind == "merge_out" and r.other_profile is not None]
             stored, erased = await asyncio.gather(
                 self.store.load(ids), self.store.erased(list(dict.fromkeys([*ids, *handed_to])))
             )
-            fold = BatchFold(stored, erased, self.config, positional=False)
-            partition_of = {pid: self._partition(pid, partitions) for pid in ids}
-            out: dict[str, list[Resolved]] = {}
+            fold.include(stored, erased)
+            pending = []
             for at, record in todo:
-                pid = record.profile_id
-                sent = fold.apply(record, partition_of[pid], at)
-                if sent:
-                    out.setdefault(pid, []).extend(sent)
-            writes = fold.writes(int(time.time() * 1000))
-            refused = set(await self.store.save(writes))
-            self.counters.written += len(writes) - len(refused)
-            emitted += [r for pid, rs in out.items() if pid not in refused for r in rs]
-            # A live worker changed these meanwhile (a replay into a namespace it writes): again, on fresh
-            # states; what this attempt applied is then recognised as a repeat.
-            todo = [(at, r) for at, r in todo if r.profile_id in refused]
-        return emitted, seq + len(records)
+                pending += fold.apply(record, self._partition(record.profile_id, partitions), at)
+        return fold, seq
 
     def _partition(self, profile_id: str, partitions: int) -> int:
         """The profile's ``events.resolved`` partition, as the live worker's producer would choose it."""

@@ -86,7 +86,8 @@ class KafkaNode(ManagedNode):
         cluster_id = new_cluster_id()
         log.info("kafka: formatting storage in %s (cluster id %s)", self.data_dir, cluster_id)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        argv = [*self._jvm(java), STORAGE_TOOL, "format", "-t", cluster_id, "-c", str(self.config_file)]
+        # ``--cluster-id=…`` in one argument: an id starting with "-" (1 in 64) is otherwise read as an option.
+        argv = [*self._jvm(java), STORAGE_TOOL, "format", f"--cluster-id={cluster_id}", "-c", str(self.config_file)]
         result = subprocess.run(argv, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             output = (result.stdout + result.stderr).strip()[-3000:]
