@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from kafka.errors import KafkaError
 from rich.console import Console
 from rich.table import Table
 
@@ -111,7 +112,13 @@ def _wait_until_done(settings: Settings, namespace: str, worker: subprocess.Pope
         if worker.poll() is not None:
             raise RuntimeError("the worker exited; see its log")
         time.sleep(2.0)
-        lag, released = _lag_and_examples(settings, group)
+        try:
+            lag, released = _lag_and_examples(settings, group)
+        except KafkaError as exc:
+            # A freshly started broker creates its offsets topic on first use: ask again.
+            if not exc.retriable:
+                raise
+            continue
         if lag or released != count:
             count, since = released, time.monotonic()
         elif time.monotonic() - since >= 10.0:
