@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from profiles.models.scoring import ServedModel
 from services.api.worker_view import WorkerSnapshot
 from services.worker_metrics import FRESHNESS_BOUNDS_MS
 
@@ -65,3 +66,39 @@ class WorkerCollector(Collector):
             for (topic, partition), behind in sorted(self.snapshot.lag.items()):
                 lag.add_metric([topic, str(partition)], behind)
             yield lag
+
+
+class ModelCollector(Collector):
+    """The models this process serves (``services.model_cache``): version, examples learned, cold start, drift
+    events, and the trainer's rolling metrics beside its baselines' (as of the served snapshot)."""
+
+    def __init__(self, models: dict[str, ServedModel]) -> None:
+        self.models = models
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        version = GaugeMetricFamily("rapport_model_version", "The model version served.", labels=["model"])
+        seen = GaugeMetricFamily(
+            "rapport_model_examples_seen", "Labelled examples the served version learned.", labels=["model"]
+        )
+        cold = GaugeMetricFamily(
+            "rapport_model_cold_start", "1 while scores come from the cold-start heuristic.", labels=["model"]
+        )
+        drifts = GaugeMetricFamily(
+            "rapport_model_drifts_detected", "Drifts of the loss the trainer detected (ADWIN).", labels=["model"]
+        )
+        quality = GaugeMetricFamily(
+            "rapport_model_metric",
+            "Rolling progressive-validation metric over the last examples, for the model and each baseline.",
+            labels=["model", "predictor", "metric"],
+        )
+        for name, served in sorted(self.models.items()):
+            trainer = served.trainer
+            version.add_metric([name], served.version)
+            seen.add_metric([name], trainer.examples_seen)
+            cold.add_metric([name], float(trainer.cold_start))
+            drifts.add_metric([name], trainer.drifts_detected)
+            for key, value in sorted(trainer.report().items()):
+                if value is not None:
+                    predictor, _, metric = key.rpartition(".")
+                    quality.add_metric([name, predictor or "model", metric], value)
+        yield from (version, seen, cold, drifts, quality)

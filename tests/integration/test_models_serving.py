@@ -80,6 +80,14 @@ def test_trainer_snapshots_are_served_hot_reloaded_refused_when_tampered_and_rol
             scored = api.get(f"/v1/profiles/{ids[0]}/scores").json()["scores"][PURCHASE_PROPENSITY]
             assert scored["cold_start"] is False
             assert 0.0 <= scored["value"] <= 1.0
+            # /metrics shows what is served, and how the model fares beside its baselines.
+            exposed = api.get("/metrics").text
+            assert f'rapport_model_version{{model="{PURCHASE_PROPENSITY}"}} {float(first)}' in exposed, exposed
+            assert f'rapport_model_cold_start{{model="{PURCHASE_PROPENSITY}"}} 0.0' in exposed
+            for predictor in ("model", "recency", "base_rate"):
+                labels = f'model="{PURCHASE_PROPENSITY}",predictor="{predictor}",metric="roc_auc"'
+                metric = f"rapport_model_metric{{{labels}}}"
+                assert metric in exposed, (metric, exposed)
 
             # The model learned the signal: one customer scores higher a day after its last event than 20 days
             # after; and the batch route answers per id.

@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 
 from services.api.context import ApiContext
 from services.api.errors import responses
-from services.api.metrics import WorkerCollector
+from services.api.metrics import ModelCollector, WorkerCollector
 from services.api.responses import JsonResponse
 
 router = APIRouter(tags=["operations"])
@@ -55,11 +55,14 @@ async def readyz(request: Request) -> JsonResponse:
     responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Exposition format."}},
 )
 async def metrics(request: Request) -> Response:
-    """This process's request figures, and the profile workers' (events by outcome, freshness, lag)."""
+    """This process's request figures, the profile workers' (events by outcome, freshness, lag) and the
+    models it serves (version, examples, rolling metrics beside the baselines')."""
     ctx: ApiContext = request.app.state.ctx
     workers = CollectorRegistry(auto_describe=True)
     with contextlib.suppress(RedisError, OSError):  # Redis down: this process's own figures still answer
         workers.register(WorkerCollector(await ctx.workers.snapshot()))
+        served = await ctx.serving.current()
+        workers.register(ModelCollector(await served.models.current()))
     return Response(generate_latest(ctx.metrics.registry) + generate_latest(workers), media_type=CONTENT_TYPE_LATEST)
 
 
