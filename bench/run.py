@@ -6,11 +6,11 @@ import argparse
 import platform
 from datetime import UTC, datetime
 
-from bench import api, foundation, profile_worker, replay, segments, stream_runtime
+from bench import api, foundation, profile_worker, replay, segment_cost, segments, stream_runtime
 from bench.harness import report
 from services.settings import Settings
 
-SUITES = ("foundation", "stream_runtime", "profile_worker", "api", "segments", "replay")
+SUITES = ("foundation", "stream_runtime", "profile_worker", "api", "segments", "segment_cost", "replay")
 
 
 def main() -> None:
@@ -31,6 +31,8 @@ def main() -> None:
         report("serving API (one uvicorn worker)", *api.run(settings))
     if "segments" in suites:
         report("segment timers", *segments.run(settings))
+    if "segment_cost" in suites:
+        report("segment evaluation cost", *segment_cost.run(settings, args.events))
     if "replay" in suites:
         report("replay", *replay.run(settings, args.events))
 

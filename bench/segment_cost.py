@@ -1,0 +1,151 @@
+"""What defined segments cost: re-evaluating one profile change against 100 segments, and the worker's
+events/s with 0 vs 100 segments (issue 5).
+
+1. Per profile change (pure, one core): the simulator corpus folded offline, then every customer profile
+   re-evaluated at its last event (``profiles.segments.membership.reevaluate``: render the view, match every
+   rule, excerpts of the transitions, the next timer) with 100 segments; with none (the render alone, in
+   effect; the worker skips the call when no segment is live); and the render alone, the baseline that any
+   evaluation pays once. Best of 3 passes.
+2. The worker from cold over the same corpus into two namespaces: one with no segment, one with the same
+   100 segments defined before it starts (evaluation after every batch, timers, ``segments.changes``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.harness import Figure, Ratio, bench_settings
+from bench.profile_worker import corpus, raw_ends, topics_of, worker_throughput
+from profiles.config import FoldConfig
+from profiles.identity import Arrival
+from profiles.offline import OfflineFolder
+from profiles.segment_store import SegmentStore
+from profiles.segments.changes import EventCause
+from profiles.segments.definitions import save
+from profiles.segments.membership import Segments, reevaluate
+from profiles.state import ProfileState
+from profiles.view import render
+from schemas.resolved import RawSource
+from schemas.validation import Rejection, ValidationLimits, validate_event
+from services.redis_client import make_redis
+from services.settings import Settings
+from tests.kafka_support import produce_raw
+
+WINDOWS = ("1h", "24h", "7d", "30d", "90d")
+METRICS = ("clicks", "product_views", "add_to_carts", "orders", "spend", "email_opens", "email_clicks", "mentions")
+
+
+def hundred_rules() -> dict[str, str]:
+    """100 rules of the kinds marketing tools define: window thresholds, lifetime figures, stages, and
+    combinations of them."""
+    rules: dict[str, str] = {}
+    for window in WINDOWS:
+        for metric in METRICS:
+            for threshold in ("1", "3"):
+                value = f"{threshold}.0" if metric == "spend" else threshold
+                rules[f"w_{window}_{metric}_{threshold}"] = f'windows["{window}"].{metric} >= {value}'
+    stages = ("awareness", "consideration", "decision", "retention", "lapsed")
+    for stage in stages:
+        rules[f"stage_{stage}"] = f'journey_stage == "{stage}"'
+    for n in (1, 2, 5):
+        rules[f"orders_{n}"] = f"transactions.orders >= {n}"
+    rules["recent_buyers"] = "rfm.recency_days < 10"
+    rules["big_spenders"] = "transactions.spend > 200.0"
+    rules["engaged_buyers"] = 'windows["30d"].clicks >= 5 && transactions.orders >= 1'
+    rules["cart_no_order"] = 'windows["7d"].add_to_carts >= 1 && windows["7d"].orders == 0'
+    rules["email_fans"] = 'windows["30d"].email_opens >= 2 || windows["30d"].email_clicks >= 1'
+    rules["vocal"] = 'windows["90d"].mentions >= 1 && social.negative_mentions >= 1'
+    rules["win_back"] = 'journey_stage == "lapsed" && transactions.orders >= 2'
+    rules["new_visitors"] = 'behaviour.sessions <= 2 && journey_stage == "awareness"'
+    rules["loyal"] = "transactions.orders >= 3 && rfm.recency_days < 30"
+    rules["browsers"] = 'windows["24h"].product_views >= 3 && windows["24h"].add_to_carts == 0'
+    rules["quiet_buyers"] = 'transactions.orders >= 1 && windows["30d"].clicks == 0'
+    rules["readers"] = 'windows["7d"].email_opens >= 1 && windows["7d"].clicks == 0'
+    assert len(rules) == 100, len(rules)
+    return rules
+
+
+def _states(lines: list[bytes], config: FoldConfig) -> list[ProfileState]:
+    now, limits = datetime.now(UTC), ValidationLimits()
+    folder = OfflineFolder(config)
+    arrivals = []
+    for offset, line in enumerate(lines):
+        event = validate_event(line, now=now, limits=limits)
+        if not isinstance(event, Rejection):
+            arrivals.append(Arrival(RawSource("bench", 0, offset), line, event))
+    folder.feed(arrivals)
+    return [s for s in folder.profiles().values() if s.merged_into is None and s.last_event_ms is not None]
+
+
+def _per_change_us(states: list[ProfileState], segments: Segments, config: FoldConfig) -> float:
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        for state in states:
+            at = state.last_event_ms or 0
+            reevaluate(state, {}, segments, at_ms=at, cause=EventCause("bench"), config=config)
+        best = min(best, time.perf_counter() - started)
+    return best / len(states) * 1e6
+
+
+def _render_us(states: list[ProfileState], config: FoldConfig) -> float:
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        for state in states:
+            render(state, state.last_event_ms or 0, config)
+        best = min(best, time.perf_counter() - started)
+    return best / len(states) * 1e6
+
+
+async def _define(settings: Settings, namespace: str, rules: dict[str, str]) -> None:
+    redis = make_redis(settings)
+    try:
+        store = SegmentStore(redis, namespace)
+        for name, rule in rules.items():
+            await store.save(name, "", rule, now_ms=0)
+    finally:
+        await redis.aclose()
+
+
+def run(base: Settings, events: int) -> tuple[list[Figure], list[Ratio]]:
+    lines = corpus(events)
+    config = base.profile.fold_config()
+    rules = hundred_rules()
+    hundred = Segments.of({name: save(None, name, "", rule, now_ms=0) for name, rule in rules.items()})
+    states = _states(lines, config)
+    with_100 = _per_change_us(states, hundred, config)
+    with_0 = _per_change_us(states, Segments.of({}), config)
+    render_only = _render_us(states, config)
+    logs = Path(tempfile.mkdtemp(prefix="bench-segment-cost-"))  # kept when a step fails, for post-mortems
+    with bench_settings(base) as settings:
+        topics = topics_of(settings)
+        produce_raw(topics, lines)
+        total = sum(raw_ends(settings).values())
+        plain = f"bench-{uuid.uuid4().hex[:8]}"
+        (logs / "plain").mkdir()
+        rate_0, _, steady_0, _ = worker_throughput(settings, plain, logs / "plain", total)
+        defined = f"bench-{uuid.uuid4().hex[:8]}"
+        asyncio.run(_define(settings, defined, rules))
+        (logs / "segments").mkdir()
+        rate_100, _, steady_100, _ = worker_throughput(settings, defined, logs / "segments", total)
+    shutil.rmtree(logs)
+    scope = f"{len(states):,} customer profiles folded from {total:,} simulator lines, best of 3"
+    figures = [
+        Figure("re-evaluation, 100 segments", with_100, "µs/change", f"{scope}; render + 100 rules + timer"),
+        Figure("re-evaluation, 0 segments", with_0, "µs/change", "the worker skips the call when none is live"),
+        Figure("render of the view alone", render_only, "µs/change", "paid once per evaluation"),
+        Figure("worker, 0 segments", rate_0, "events/s", f"{total:,} lines from cold; steady {steady_0:,.0f}/s"),
+        Figure("worker, 100 segments", rate_100, "events/s", f"same lines; steady {steady_100:,.0f}/s"),
+    ]
+    ratios = [
+        Ratio("100 segments / render alone", "re-evaluation, 100 segments", "render of the view alone"),
+        Ratio("worker 100 / 0 segments", "worker, 100 segments", "worker, 0 segments"),
+    ]
+    return figures, ratios
