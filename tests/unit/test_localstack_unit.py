@@ -201,7 +201,7 @@ def test_prepare_formats_storage_once_and_builds_the_java_command(tmp_path: Path
     assert node._prepare() == argv
     formats = [line for line in calls.read_text().splitlines() if "StorageTool format" in line]
     assert len(formats) == 1, "storage must be formatted only while meta.properties is missing"
-    assert re.search(r"-t [A-Za-z0-9_-]{22} -c ", formats[0])
+    assert re.search(r"--cluster-id=[A-Za-z0-9_-]{22} -c ", formats[0])
 
     assert argv[0] == str(java)
     assert argv[-2:] == ["kafka.Kafka", str(node.config_file)]
