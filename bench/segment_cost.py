@@ -3,7 +3,8 @@ events/s with 0 vs 100 segments (issue 5).
 
 1. Per profile change (pure, one core): the simulator corpus folded offline, then every customer profile
    re-evaluated at its last event (``profiles.segments.membership.reevaluate``: render the view, match every
-   rule, excerpts of the transitions, the next timer) with 100 segments; with none (the render alone, in
+   rule, excerpts of the transitions, the next timer) with 100 segments, memberships unchanged (the common
+   case) and all of them entered (a transition each: excerpt, change id); with none (the render alone, in
    effect; the worker skips the call when no segment is live); and the render alone, the baseline that any
    evaluation pays once. Best of 3 passes.
 2. The worker from cold over the same corpus into two namespaces: one with no segment, one with the same
@@ -83,13 +84,21 @@ def _states(lines: list[bytes], config: FoldConfig) -> list[ProfileState]:
     return [s for s in folder.profiles().values() if s.merged_into is None and s.last_event_ms is not None]
 
 
-def _per_change_us(states: list[ProfileState], segments: Segments, config: FoldConfig) -> float:
+def _per_change_us(states: list[ProfileState], segments: Segments, config: FoldConfig, *, steady: bool) -> float:
+    """µs per re-evaluation; ``steady``: the memberships do not change (the common case), else every one
+    is entered (each costs a transition: excerpt, change id)."""
+    cause = EventCause("bench")
+    before = [
+        reevaluate(s, {}, segments, at_ms=s.last_event_ms or 0, cause=cause, config=config).memberships
+        if steady
+        else {}
+        for s in states
+    ]
     best = float("inf")
     for _ in range(3):
         started = time.perf_counter()
-        for state in states:
-            at = state.last_event_ms or 0
-            reevaluate(state, {}, segments, at_ms=at, cause=EventCause("bench"), config=config)
+        for state, previous in zip(states, before, strict=True):
+            reevaluate(state, previous, segments, at_ms=state.last_event_ms or 0, cause=cause, config=config)
         best = min(best, time.perf_counter() - started)
     return best / len(states) * 1e6
 
@@ -120,8 +129,9 @@ def run(base: Settings, events: int) -> tuple[list[Figure], list[Ratio]]:
     rules = hundred_rules()
     hundred = Segments.of({name: save(None, name, "", rule, now_ms=0) for name, rule in rules.items()})
     states = _states(lines, config)
-    with_100 = _per_change_us(states, hundred, config)
-    with_0 = _per_change_us(states, Segments.of({}), config)
+    with_100 = _per_change_us(states, hundred, config, steady=True)
+    entering = _per_change_us(states, hundred, config, steady=False)
+    with_0 = _per_change_us(states, Segments.of({}), config, steady=True)
     render_only = _render_us(states, config)
     logs = Path(tempfile.mkdtemp(prefix="bench-segment-cost-"))  # kept when a step fails, for post-mortems
     with bench_settings(base) as settings:
@@ -139,6 +149,7 @@ def run(base: Settings, events: int) -> tuple[list[Figure], list[Ratio]]:
     scope = f"{len(states):,} customer profiles folded from {total:,} simulator lines, best of 3"
     figures = [
         Figure("re-evaluation, 100 segments", with_100, "µs/change", f"{scope}; render + 100 rules + timer"),
+        Figure("re-evaluation, 100 segments, all entered", entering, "µs/change", "every membership a transition"),
         Figure("re-evaluation, 0 segments", with_0, "µs/change", "the worker skips the call when none is live"),
         Figure("render of the view alone", render_only, "µs/change", "paid once per evaluation"),
         Figure("worker, 0 segments", rate_0, "events/s", f"{total:,} lines from cold; steady {steady_0:,.0f}/s"),
