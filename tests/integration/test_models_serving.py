@@ -85,7 +85,7 @@ def test_trainer_snapshots_are_served_hot_reloaded_refused_when_tampered_and_rol
             assert f'rapport_model_version{{model="{PURCHASE_PROPENSITY}"}} {float(first)}' in exposed, exposed
             assert f'rapport_model_cold_start{{model="{PURCHASE_PROPENSITY}"}} 0.0' in exposed
             for predictor in ("model", "recency", "base_rate"):
-                labels = f'model="{PURCHASE_PROPENSITY}",predictor="{predictor}",metric="roc_auc"'
+                labels = f'metric="roc_auc",model="{PURCHASE_PROPENSITY}",predictor="{predictor}"'  # sorted
                 metric = f"rapport_model_metric{{{labels}}}"
                 assert metric in exposed, (metric, exposed)
 
