@@ -281,12 +281,15 @@ def test_profiles_posted_over_http_are_served_as_the_offline_fold_computes_them(
     assert [(r["id"], r["status"]) for r in batch.json()["results"]] == [("a-e2e", "found"), ("nobody", "not_found")]
 
     # The workers' figures on /metrics: what this worker did, its freshness samples, and no lag left. The API
-    # caches them for a few seconds.
-    deadline = time.monotonic() + 30
+    # caches them for a few seconds, and progress markers still go through events.resolved for a few seconds
+    # after the last event (when the raw partitions turn idle).
+    deadline = time.monotonic() + 45
     while True:
         families = {f.name: f for f in text_string_to_metric_families(api.call("GET", "/metrics").text)}
         events_by_outcome = {s.labels["outcome"]: s.value for s in families["rapport_worker_events"].samples}
-        if events_by_outcome["applied"] >= len(events) or time.monotonic() > deadline:
+        lag_family = families.get("rapport_consumer_lag")
+        lagging = lag_family is None or any(s.value for s in lag_family.samples)
+        if (events_by_outcome["applied"] >= len(events) and not lagging) or time.monotonic() > deadline:
             break
         time.sleep(1)
     # Earlier tests of this module posted events to the same topics: the worker applied those too.
