@@ -13,11 +13,11 @@ events/s with 0 vs 100 segments (issue 5).
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,17 +26,16 @@ from bench.profile_worker import corpus, raw_ends, topics_of, worker_throughput
 from profiles.config import FoldConfig
 from profiles.identity import Arrival
 from profiles.offline import OfflineFolder
-from profiles.segment_store import SegmentStore
 from profiles.segments.changes import EventCause
 from profiles.segments.definitions import save
-from profiles.segments.membership import Segments, reevaluate
+from profiles.segments.membership import Reevaluation, Segments, reevaluate
 from profiles.state import ProfileState
 from profiles.view import render
 from schemas.resolved import RawSource
 from schemas.validation import Rejection, ValidationLimits, validate_event
-from services.redis_client import make_redis
 from services.settings import Settings
 from tests.kafka_support import produce_raw
+from tests.worker_support import define_segments
 
 WINDOWS = ("1h", "24h", "7d", "30d", "90d")
 METRICS = ("clicks", "product_views", "add_to_carts", "orders", "spend", "email_opens", "email_clicks", "mentions")
@@ -84,43 +83,31 @@ def _states(lines: list[bytes], config: FoldConfig) -> list[ProfileState]:
     return [s for s in folder.profiles().values() if s.merged_into is None and s.last_event_ms is not None]
 
 
-def _per_change_us(states: list[ProfileState], segments: Segments, config: FoldConfig, *, steady: bool) -> float:
-    """µs per re-evaluation; ``steady``: the memberships do not change (the common case), else every one
-    is entered (each costs a transition: excerpt, change id)."""
-    cause = EventCause("bench")
-    before = [
-        reevaluate(s, {}, segments, at_ms=s.last_event_ms or 0, cause=cause, config=config).memberships
-        if steady
-        else {}
-        for s in states
-    ]
-    best = float("inf")
-    for _ in range(3):
-        started = time.perf_counter()
-        for state, previous in zip(states, before, strict=True):
-            reevaluate(state, previous, segments, at_ms=state.last_event_ms or 0, cause=cause, config=config)
-        best = min(best, time.perf_counter() - started)
-    return best / len(states) * 1e6
-
-
-def _render_us(states: list[ProfileState], config: FoldConfig) -> float:
+def _best_us(states: list[ProfileState], step: Callable[[ProfileState], object]) -> float:
+    """µs per state of ``step``, best of 3 passes."""
     best = float("inf")
     for _ in range(3):
         started = time.perf_counter()
         for state in states:
-            render(state, state.last_event_ms or 0, config)
+            step(state)
         best = min(best, time.perf_counter() - started)
     return best / len(states) * 1e6
 
 
-async def _define(settings: Settings, namespace: str, rules: dict[str, str]) -> None:
-    redis = make_redis(settings)
-    try:
-        store = SegmentStore(redis, namespace)
-        for name, rule in rules.items():
-            await store.save(name, "", rule, now_ms=0)
-    finally:
-        await redis.aclose()
+def _per_change_us(states: list[ProfileState], segments: Segments, config: FoldConfig, *, steady: bool) -> float:
+    """µs per re-evaluation; ``steady``: the memberships do not change (the common case), else every one
+    is entered (each costs a transition: excerpt, change id)."""
+    cause = EventCause("bench")
+
+    def evaluate(state: ProfileState, previous: Mapping[str, int]) -> Reevaluation:
+        return reevaluate(state, previous, segments, at_ms=state.last_event_ms or 0, cause=cause, config=config)
+
+    before = {s.profile_id: evaluate(s, {}).memberships if steady else {} for s in states}
+    return _best_us(states, lambda s: evaluate(s, before[s.profile_id]))
+
+
+def _render_us(states: list[ProfileState], config: FoldConfig) -> float:
+    return _best_us(states, lambda s: render(s, s.last_event_ms or 0, config))
 
 
 def run(base: Settings, events: int) -> tuple[list[Figure], list[Ratio]]:
@@ -142,7 +129,7 @@ def run(base: Settings, events: int) -> tuple[list[Figure], list[Ratio]]:
         (logs / "plain").mkdir()
         rate_0, _, steady_0, _ = worker_throughput(settings, plain, logs / "plain", total)
         defined = f"bench-{uuid.uuid4().hex[:8]}"
-        asyncio.run(_define(settings, defined, rules))
+        define_segments(settings, defined, rules)
         (logs / "segments").mkdir()
         rate_100, _, steady_100, _ = worker_throughput(settings, defined, logs / "segments", total)
     shutil.rmtree(logs)

@@ -33,7 +33,7 @@ from redis.asyncio import Redis
 
 from profiles.batch import BatchFold
 from profiles.config import FoldConfig
-from profiles.models.scoring import score_all
+from profiles.models.scoring import score_values
 from profiles.models.specs import ModelSpec
 from profiles.segment_store import Membership, SegmentStore
 from profiles.segments.changes import Cause, DefinitionCause, EventCause, SegmentChange, TimerCause
@@ -132,7 +132,7 @@ class SegmentStage:
         models, specs, config = await self.scores.models.current(), self.scores.specs, self.config
 
         def scoring(state: ProfileState, at_ms: int) -> Mapping[str, float]:
-            return {name: s.value for name, s in score_all(state, at_ms, config, specs, models).items()}
+            return score_values(state, at_ms, config, specs, models)
 
         return scoring
 

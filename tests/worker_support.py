@@ -13,12 +13,14 @@ from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from profiles.rfm import RfmRanks, RfmScores
+from profiles.segment_store import SegmentStore
 from profiles.state import ProfileState
 from profiles.store import ProfileStore
 from profiles.view import render
 from schemas.topics import ERASURES, RAW_EVENT_TOPICS, RESOLVED
 from services.kafka_clients import make_consumer, topic_partitions
 from services.redis_client import make_redis
+from services.settings import Settings
 from tests.kafka_support import Topics
 
 
@@ -54,6 +56,21 @@ class Worker:
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+
+def define_segments(settings: Settings, namespace: str, rules: dict[str, str]) -> None:
+    """Save segment definitions (name → rule) in ``namespace``, as ``PUT /v1/segments/{name}`` would."""
+
+    async def save() -> None:
+        redis = make_redis(settings)
+        try:
+            store = SegmentStore(redis, namespace)
+            for name, rule in rules.items():
+                await store.save(name, "", rule, now_ms=0)
+        finally:
+            await redis.aclose()
+
+    asyncio.run(save())
 
 
 def group_id(topics: Topics, namespace: str) -> str:

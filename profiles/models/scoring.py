@@ -90,3 +90,14 @@ def score_all(
         name: score(spec, feats, models.get(name), as_of_ms=as_of_ms, computed_at_ms=computed_at_ms)
         for name, spec in specs.items()
     }
+
+
+def score_values(
+    state: ProfileState,
+    as_of_ms: int,
+    config: FoldConfig,
+    specs: Mapping[str, ModelSpec],
+    models: Mapping[str, ServedModel],
+) -> dict[str, float]:
+    """Just the values of ``score_all``: what segment rules read as ``scores.<name>``."""
+    return {name: s.value for name, s in score_all(state, as_of_ms, config, specs, models).items()}

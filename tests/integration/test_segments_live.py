@@ -24,7 +24,7 @@ from services.kafka_clients import make_consumer
 from services.redis_client import make_redis
 from tests.kafka_support import Topics, produce_raw, rapport
 from tests.oracle import OracleSettings, build_profiles
-from tests.worker_support import Worker, wait_until_caught_up
+from tests.worker_support import Worker, define_segments, wait_until_caught_up
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -52,7 +52,7 @@ def test_memberships_equal_the_oracle_and_the_change_stream_is_consistent(tmp_pa
     assert sim.returncode == 0, sim.stderr
     lines = [line for line in events_file.read_bytes().splitlines() if line.strip()]
     namespace = f"seg-{uuid.uuid4().hex[:6]}"
-    asyncio.run(_define(topics, namespace))
+    define_segments(topics.settings, namespace, RULES)
 
     worker = Worker(topics, namespace, tmp_path)
     worker.start()
@@ -60,7 +60,7 @@ def test_memberships_equal_the_oracle_and_the_change_stream_is_consistent(tmp_pa
         assert produce_raw(topics, lines) == len(lines)
         wait_until_caught_up(topics, namespace, worker)
         # Published once every profile exists: the worker evaluates the existing ones in the background.
-        asyncio.run(_define(topics, namespace, PUBLISHED_LATER))
+        define_segments(topics.settings, namespace, PUBLISHED_LATER)
         _evaluated(topics, namespace, "big_spenders")
         memberships, evaluated_at = _settled(topics, namespace)
     finally:
@@ -105,16 +105,6 @@ def _heuristic_scores(view: dict[str, Any]) -> dict[str, float]:
     last_30d = view["windows"]["30d"]
     active = sum(last_30d[m] for m in ("clicks", "email_opens", "email_clicks", "orders", "mentions"))
     return {"churn_risk": math.exp(-active), "clv_90d": max(0.0, view["windows"]["90d"]["spend"])}
-
-
-async def _define(topics: Topics, namespace: str, rules: dict[str, str] = RULES) -> None:
-    redis = make_redis(topics.settings)
-    try:
-        store = SegmentStore(redis, namespace)
-        for name, rule in rules.items():
-            await store.save(name, "", rule, now_ms=0)
-    finally:
-        await redis.aclose()
 
 
 def _evaluated(topics: Topics, namespace: str, segment: str, timeout_s: float = 120) -> None:
@@ -165,7 +155,7 @@ def test_a_customer_who_goes_quiet_leaves_active_7d_within_2_s_with_no_new_event
     tmp_path: Path, topics: Topics
 ) -> None:
     namespace = f"seg-{uuid.uuid4().hex[:6]}"
-    asyncio.run(_define(topics, namespace, {"active_7d": 'windows["7d"].clicks >= 1'}))
+    define_segments(topics.settings, namespace, {"active_7d": 'windows["7d"].clicks >= 1'})
     # One click; the 7-day window drops its hourly bucket at exit_ms. The worker's clock is moved so that
     # this happens 10 s after it starts: then nothing but time passes.
     click_ms = (int(time.time() * 1000) // HOUR_MS - 300) * HOUR_MS + 1_800_000

@@ -10,7 +10,7 @@ import msgspec
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from profiles.models.scoring import score_all
+from profiles.models.scoring import score_values
 from profiles.read import canonical_state
 from profiles.segment_store import SegmentStore
 from profiles.segments import DefinitionError, RuleError, SegmentDefinition, compile_rule, evaluate
@@ -203,11 +203,7 @@ async def preview_segment(request: Request, _: Admin, body: PreviewIn) -> Previe
             rfm = thresholds.scores(position) if position is not None else None
             at_ms = max(now_ms, state.last_event_ms or 0)
             view = render(state, at_ms, ctx.fold_config, rfm=rfm)
-            scores = (
-                {n: s.value for n, s in score_all(state, at_ms, ctx.fold_config, ctx.serving.specs, models).items()}
-                if reads_scores
-                else {}
-            )
+            scores = score_values(state, at_ms, ctx.fold_config, ctx.serving.specs, models) if reads_scores else {}
             if evaluate(rule, view, scores).member:
                 count += 1
                 if len(sample) < body.sample:
