@@ -28,20 +28,14 @@ from bench.harness import Figure, Ratio, bench_settings
 from deploy.localstack.tools import find_or_install
 from profiles.config import DAY_MS
 from profiles.features import features
-from profiles.identity import Arrival
 from profiles.model_store import ModelStore
 from profiles.models.labels import Example
 from profiles.models.snapshots import dump_snapshot
 from profiles.models.trainer import ModelTrainer
-from profiles.offline import OfflineFolder
 from profiles.state import ProfileState
-from profiles.store import ABSENT, ProfileStore, ProfileWrite
-from schemas.resolved import RawSource
-from schemas.validation import Rejection, decode_event
 from services.redis_client import make_redis
 from services.settings import Settings
-from services.simulator import Simulation, SimulationConfig
-from tests.api_support import create_key, running_api
+from tests.api_support import create_key, running_api, store_simulated_profiles
 
 SCRIPT = Path(__file__).with_name("wrk") / "get.lua"
 FIXED_RATE = 1_000
@@ -94,19 +88,10 @@ def fixed_rate(base: str, env: dict[str, str]) -> WrkResult:
 
 
 def stored_profiles(settings: Settings, namespace: str, customers: int) -> list[str]:
-    """Profiles of a simulation folded offline and written as the worker writes them; their customer ids."""
-    folder = OfflineFolder(settings.profile.fold_config())
-    arrivals = []
-    for i, line in enumerate(Simulation(SimulationConfig(customers=customers, days=30, seed=3)).lines()):
-        event = decode_event(line)
-        if not isinstance(event, Rejection):
-            arrivals.append(Arrival(RawSource("bench", 0, i), line, event, None))
-    folder.feed(arrivals)
-    states = folder.profiles()
-    asyncio.run(_save(settings, namespace, list(states.values())))
-    customers_ = [s for pid, s in states.items() if s.customer_id == pid]
-    asyncio.run(_publish_models(settings, namespace, customers_))
-    return [s.profile_id for s in customers_]
+    """Profiles of a simulation stored as the worker stores them, models published; their customer ids."""
+    states = [s for s in store_simulated_profiles(settings, namespace, customers) if s.customer_id == s.profile_id]
+    asyncio.run(_publish_models(settings, namespace, states))
+    return [s.profile_id for s in states]
 
 
 async def _publish_models(settings: Settings, namespace: str, states: list[ProfileState]) -> None:
@@ -138,17 +123,6 @@ async def _publish_models(settings: Settings, namespace: str, states: list[Profi
             version = await store.next_version(name)
             meta = trainer.snapshot_meta(version, 0)
             await store.publish(name, version, dump_snapshot(meta, trainer, SECRET.encode()), keep=1)
-    finally:
-        await redis.aclose()
-
-
-async def _save(settings: Settings, namespace: str, states: list[ProfileState]) -> None:
-    redis = make_redis(settings)
-    try:
-        store = ProfileStore(redis, namespace)
-        for start in range(0, len(states), 500):
-            chunk = states[start : start + 500]
-            await store.save([ProfileWrite(s.profile_id, ABSENT, 0, s, True) for s in chunk])
     finally:
         await redis.aclose()
 

@@ -17,7 +17,7 @@ from profiles.models.scoring import Score, ServedModel, score_all
 from profiles.models.specs import ModelSpec
 from profiles.rfm import RfmScores, RfmThresholds
 from profiles.state import ProfileState
-from profiles.store import ProfileStore, Stored, rfm_position
+from profiles.store import ProfileStore, Resolution, Stored, rfm_position
 from profiles.timeutil import iso
 from profiles.view import render
 
@@ -63,13 +63,15 @@ async def read_profiles(
     as_of_ms: int | None,
     now_ms: int,
     thresholds: RfmThresholds | None = None,
+    resolution: Resolution | None = None,
 ) -> dict[str, ProfileRead]:
     """``read_profile`` of each id (duplicates read once), with per-id errors instead of exceptions.
 
     RFM scores are exact against the population now, or against ``thresholds`` when given (a recent
-    snapshot of the population, which saves a round trip per read)."""
+    snapshot of the population, which saves a round trip per read). ``resolution``: the ids' resolution
+    if the caller already read it (``ProfileStore.queue_resolution``)."""
     ids = list(dict.fromkeys(any_ids))
-    canonical = await _canonical(store, ids)
+    canonical = await _canonical(store, ids, resolution)
     live = {s.state.profile_id: s.state for s in canonical.values() if s is not None and s.state is not None}
     if thresholds is not None:
         positions = {pid: rfm_position(state) for pid, state in live.items()}
@@ -107,11 +109,14 @@ async def read_scores(
     *,
     as_of_ms: int | None,
     now_ms: int,
+    resolution: Resolution | None = None,
 ) -> dict[str, ScoresRead]:
     """Every model's score for each id's canonical profile at ``as_of_ms`` (default: now, or the profile's
-    latest event if later; earlier than that is refused, as for profiles)."""
+    latest event if later; earlier than that is refused, as for profiles). ``resolution`` as for
+    ``read_profiles``."""
     ids = list(dict.fromkeys(any_ids))
-    states = await canonical_states(store, ids)
+    canonical = await _canonical(store, ids, resolution)
+    states = {any_id: None if found is None else found.state for any_id, found in canonical.items()}
     out: dict[str, ScoresRead] = {}
     for any_id in ids:
         state = states[any_id]
@@ -138,11 +143,15 @@ async def canonical_state(store: ProfileStore, any_id: str) -> ProfileState | No
     return (await canonical_states(store, [any_id]))[any_id]
 
 
-async def _canonical(store: ProfileStore, any_ids: Sequence[str]) -> dict[str, Stored | None]:
+async def _canonical(
+    store: ProfileStore, any_ids: Sequence[str], resolution: Resolution | None = None
+) -> dict[str, Stored | None]:
     """The stored canonical profile of each id, in a fixed number of round trips: resolve every id and
-    load the profiles stored under the ids themselves (one pipeline), then those reached through an alias or
-    an email (one MGET, often none), then the customers of merged-away visitors (one more, rare)."""
-    resolved, stored = await store.resolve_and_load(any_ids)
+    load the profiles stored under the ids themselves (one pipeline; skipped when the caller already holds
+    this ``resolution``), then those reached through an alias or an email (one MGET, often none), then the
+    customers of merged-away visitors (one more, rare)."""
+    first = resolution if resolution is not None else await store.resolve_and_load(any_ids)
+    resolved, stored = first.resolved, dict(first.stored)
     others = [pid for pid in dict.fromkeys(resolved.values()) if pid is not None and pid not in stored]
     if others:
         stored.update(await store.load(others))

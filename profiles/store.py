@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from profiles.identity import Claim, ClaimOutcome
 from profiles.rfm import RfmRanks, RfmThresholds, threshold_ranks
@@ -99,6 +100,15 @@ class Stored:
     watermark: int
     state: ProfileState | None
     expected: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """Where each requested id leads (its profile id; None: no profile has it), and the profiles stored
+    under the requested ids themselves (loaded in the same round trip)."""
+
+    resolved: dict[str, str | None]
+    stored: dict[str, Stored]
 
 
 class ProfileStore:
@@ -332,28 +342,37 @@ class ProfileStore:
         """The profile id for a customer id, an anonymous id or an email, if any profile has it."""
         return (await self.resolve_ids([any_id]))[any_id]
 
-    async def resolve_and_load(self, any_ids: Sequence[str]) -> tuple[dict[str, str | None], dict[str, Stored]]:
+    def queue_resolution(self, pipe: Pipeline, any_ids: Sequence[str]) -> None:
+        """Queue on ``pipe`` what ``resolution`` needs: five commands per id, so that a caller can send them
+        in the same round trip as its own (the API's rate limit)."""
+        for any_id in any_ids:
+            pipe.exists(self.erased_key(any_id))
+            pipe.get(self.profile_key(any_id))
+            pipe.get(self.alias_key(any_id))
+            pipe.get(self.email_key(any_id))
+            pipe.exists(self.profile_key(anonymous_profile_id(any_id)))
+
+    def resolution(self, any_ids: Sequence[str], replies: Sequence[object]) -> Resolution:
+        """The ``Resolution`` of ``any_ids`` from the replies to ``queue_resolution``'s commands."""
+        resolved = _resolved(any_ids, replies)
+        direct = [(i, replies[5 * n + 1]) for n, i in enumerate(any_ids) if resolved[i] == i]
+        return Resolution(resolved, _stored([i for i, _ in direct], [_blob(blob) for _, blob in direct]))
+
+    async def resolve_and_load(self, any_ids: Sequence[str]) -> Resolution:
         """``resolve_ids`` and, in the same round trip, the profile stored under each id itself (the common
         case: callers name customers by their id); the other resolved profiles still need a ``load``."""
         if not any_ids:
-            return {}, {}
+            return Resolution({}, {})
         async with self.redis.pipeline(transaction=False) as pipe:
-            for any_id in any_ids:
-                pipe.exists(self.erased_key(any_id))
-                pipe.get(self.profile_key(any_id))
-                pipe.get(self.alias_key(any_id))
-                pipe.get(self.email_key(any_id))
-                pipe.exists(self.profile_key(anonymous_profile_id(any_id)))
+            self.queue_resolution(pipe, any_ids)
             replies = await pipe.execute()
-        resolved = _resolved(any_ids, replies)
-        direct = [(i, replies[5 * n + 1]) for n, i in enumerate(any_ids) if resolved[i] == i]
-        return resolved, _stored([i for i, _ in direct], [blob for _, blob in direct])
+        return self.resolution(any_ids, replies)
 
     async def resolve_ids(self, any_ids: Sequence[str]) -> dict[str, str | None]:
         """``resolve_id`` of each id, in one round trip. An erased id has no profile; otherwise a profile with
         that id wins, then the customer an anonymous id is linked to, then the owner of an email, then the
         visitor's anonymous profile."""
-        return (await self.resolve_and_load(any_ids))[0]
+        return (await self.resolve_and_load(any_ids)).resolved
 
     # positions
     async def positions(self, topic: str, partitions: Iterable[int]) -> dict[int, int]:
@@ -406,6 +425,12 @@ def _stored(profile_ids: Sequence[str], blobs: Sequence[bytes | str | None]) -> 
             raw = _bytes(blob)
             out[profile_id] = Stored(_WATERMARK.unpack_from(raw)[0], decode(raw[8:]), raw[:8])
     return out
+
+
+def _blob(reply: object) -> bytes | str | None:
+    if reply is None or isinstance(reply, bytes | str):
+        return reply
+    raise TypeError(f"a profile read returned {type(reply).__name__}")
 
 
 def _present(ids: Sequence[str], values: Sequence[bytes | str | None]) -> dict[str, str]:

@@ -151,6 +151,11 @@ class ApiSettings(BaseModel):
     max_batch_events: int = Field(500, ge=1)
     max_batch_bytes: int = Field(1024 * 1024, ge=1024)
     max_batch_ids: int = Field(1000, ge=1)
+    hot_reads: bool = Field(
+        True,
+        description="Answer plain GET profile and GET scores requests beneath FastAPI's routing, in one Redis "
+        "round trip (services/api/hot_reads.py); off: the routes answer every request.",
+    )
     log_level: str = "INFO"
 
 

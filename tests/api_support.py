@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 import httpx
+
+from profiles.identity import Arrival
+from profiles.offline import OfflineFolder
+from profiles.state import ProfileState
+from profiles.store import ABSENT, ProfileStore, ProfileWrite
+from schemas.resolved import RawSource
+from schemas.validation import Rejection, decode_event
+from services.redis_client import make_redis
+from services.settings import Settings
+from services.simulator import Simulation, SimulationConfig
+from services.simulator.stream import DEFAULT_START
 
 
 def free_port() -> int:
@@ -64,3 +77,30 @@ def create_key(env: dict[str, str], *options: str) -> str:
         check=True,
     )
     return done.stdout.strip()
+
+
+def store_simulated_profiles(
+    settings: Settings, namespace: str, customers: int, *, days: int = 30, start: datetime = DEFAULT_START
+) -> list[ProfileState]:
+    """The profiles of a simulation folded offline (the worker's pure fold), written into ``namespace`` as the
+    worker writes them; every profile, customers and visitors."""
+    folder = OfflineFolder(settings.profile.fold_config())
+    arrivals = []
+    for i, line in enumerate(Simulation(SimulationConfig(customers=customers, days=days, seed=3, start=start)).lines()):
+        event = decode_event(line)
+        if not isinstance(event, Rejection):
+            arrivals.append(Arrival(RawSource("simulated", 0, i), line, event, None))
+    folder.feed(arrivals)
+    states = list(folder.profiles().values())
+    asyncio.run(_save(settings, namespace, states))
+    return states
+
+
+async def _save(settings: Settings, namespace: str, states: list[ProfileState]) -> None:
+    redis = make_redis(settings)
+    try:
+        store = ProfileStore(redis, namespace)
+        for first in range(0, len(states), 500):
+            await store.save([ProfileWrite(s.profile_id, ABSENT, 0, s, True) for s in states[first : first + 500]])
+    finally:
+        await redis.aclose()

@@ -17,6 +17,7 @@ from services.api.auth import KeyCache
 from services.api.collector import EventCollector
 from services.api.context import ApiContext
 from services.api.errors import install_error_handlers
+from services.api.hot_reads import HotReads
 from services.api.keys import KeyStore
 from services.api.metrics import ApiMetrics
 from services.api.middleware import ApiMiddleware
@@ -80,6 +81,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(segment_changes.router)
     app.include_router(webhooks.router)
     app.include_router(health.router)
+    if settings.api.hot_reads:
+        # Added first, so inside ApiMiddleware: its answers are timed and get CORS like the routes'.
+        app.add_middleware(HotReads, metrics=metrics)
     app.add_middleware(ApiMiddleware, metrics=metrics)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

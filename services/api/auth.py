@@ -65,12 +65,14 @@ def require(scope: Scope) -> Callable[..., Awaitable[ApiKey]]:
             raise ApiError(403, "insufficient_scope", f"this route needs the {scope} scope", {"required": scope})
         wait_s = await ctx.limiter.wait_s(key.key_id, key.rate_per_s)
         if wait_s > 0:
-            retry = str(max(1, math.ceil(wait_s)))
-            raise ApiError(
-                429, "rate_limited", "rate limit exceeded", {"rate_per_s": key.rate_per_s}, {"Retry-After": retry}
-            )
+            raise rate_limited(key, wait_s)
         if key.publishable and origin is not None:
             request.state.cors_origin = origin  # the CORS middleware allows this response to be read
         return key
 
     return caller
+
+
+def rate_limited(key: ApiKey, wait_s: float) -> ApiError:
+    retry = str(max(1, math.ceil(wait_s)))
+    return ApiError(429, "rate_limited", "rate limit exceeded", {"rate_per_s": key.rate_per_s}, {"Retry-After": retry})

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from profiles.read import AsOfBeforeLastEventError
@@ -67,6 +68,11 @@ def error_response(
     return JsonResponse(body, status_code=status, headers=dict(headers or {}))
 
 
+def redis_unavailable() -> JsonResponse:
+    """The 503 of a request Redis could not serve."""
+    return error_response(503, "redis_unavailable", "Redis is unavailable; retry", headers={"Retry-After": "1"})
+
+
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for a route's error statuses, all with the error body."""
     return {status: {"model": ErrorBody, "description": _DESCRIPTIONS[status]} for status in statuses}
@@ -88,6 +94,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JsonResponse:
         return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+
+    @app.exception_handler(RedisError)
+    async def _redis_down(_: Request, exc: RedisError) -> JsonResponse:
+        return redis_unavailable()
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JsonResponse:

@@ -25,6 +25,12 @@ class ApiMetrics:
             buckets=_BUCKETS,
             registry=self.registry,
         )
+        self.hot_reads = Counter(
+            "rapport_http_hot_reads",
+            "Requests answered beneath the routes by the hot read path (services/api/hot_reads.py), by route.",
+            ["route"],
+            registry=self.registry,
+        )
         self.events = Counter(
             "rapport_collected_events",
             "Events posted to the collector, by outcome.",

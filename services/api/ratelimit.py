@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Final
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 _GCRA: Final = """
 local now = redis.call('TIME')
@@ -34,7 +35,28 @@ class RateLimiter:
 
     async def wait_s(self, key_id: str, rate_per_s: float) -> float:
         """0 if the request may go ahead (and is counted), else seconds until it would be allowed."""
-        interval_us = max(1, round(1_000_000 / rate_per_s))
-        burst_us = max(0, 1_000_000 - interval_us)  # up to one second's worth of requests at once
-        wait_us = await self._script(keys=[f"rapport:rl:{{{key_id}}}"], args=[interval_us, burst_us])
-        return int(wait_us) / 1_000_000
+        wait_us = await self._script(keys=[_key(key_id)], args=_args(rate_per_s))
+        return wait_seconds(wait_us)
+
+    def queue(self, pipe: Pipeline, key_id: str, rate_per_s: float) -> None:
+        """Queue ``wait_s``'s check on ``pipe`` (its reply goes through ``wait_seconds``): one round trip with
+        the request's reads. EVAL, not EVALSHA: a pipeline holding a registered script first asks Redis
+        whether the script exists, a round trip of its own; Redis caches the compiled body either way."""
+        pipe.eval(_GCRA, 1, _key(key_id), *_args(rate_per_s))
+
+
+def wait_seconds(reply: object) -> float:
+    """The wait the script answered, in seconds."""
+    if not isinstance(reply, int):
+        raise TypeError(f"the rate-limit script answered {reply!r}")
+    return reply / 1_000_000
+
+
+def _key(key_id: str) -> str:
+    return f"rapport:rl:{{{key_id}}}"
+
+
+def _args(rate_per_s: float) -> list[int]:
+    interval_us = max(1, round(1_000_000 / rate_per_s))
+    burst_us = max(0, 1_000_000 - interval_us)  # up to one second's worth of requests at once
+    return [interval_us, burst_us]

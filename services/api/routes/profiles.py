@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from profiles.read import ProfileRead, read_profiles
+from profiles.store import Resolution
 from profiles.timeutil import to_ms
 from schemas.profile import ProfileView
 from services.api.auth import require
@@ -17,6 +18,7 @@ from services.api.context import ApiContext
 from services.api.errors import ApiError, as_of_too_early, responses
 from services.api.keys import ApiKey
 from services.api.responses import JsonResponse
+from services.api.serving import Served
 
 router = APIRouter(prefix="/v1/profiles", tags=["profiles"])
 Caller = Annotated[ApiKey, Depends(require("profiles:read"))]
@@ -71,8 +73,20 @@ async def get_profile(
     as_of: AsOfQuery = None,
 ) -> JsonResponse:
     ctx: ApiContext = request.app.state.ctx
-    wanted = _fields(fields)
-    result = (await _read(ctx, [profile_id], as_of))[profile_id]
+    return await answer_profile(ctx, await ctx.serving.current(), profile_id, fields_wanted(fields), as_of=as_of)
+
+
+async def answer_profile(
+    ctx: ApiContext,
+    served: Served,
+    profile_id: str,
+    wanted: set[str] | None,
+    *,
+    as_of: datetime | None = None,
+    resolution: Resolution | None = None,
+) -> JsonResponse:
+    """The answer to an admitted caller (the route's, and ``services.api.hot_reads``')."""
+    result = (await _read(ctx, served, [profile_id], as_of, resolution))[profile_id]
     if result.view is None and result.error is None:
         raise ApiError(404, "profile_not_found", "no profile has this id")
     return JsonResponse(_answer(result, wanted))
@@ -95,8 +109,8 @@ async def get_profiles(request: Request, _: Caller, body: BatchRequest) -> JsonR
     limit = ctx.settings.api.max_batch_ids
     if len(body.ids) > limit:
         raise ApiError(413, "too_many_ids", f"at most {limit} ids per request", {"limit": limit})
-    wanted = _fields(body.fields)
-    reads = await _read(ctx, body.ids, body.as_of)
+    wanted = fields_wanted(body.fields)
+    reads = await _read(ctx, await ctx.serving.current(), body.ids, body.as_of)
     results: list[dict[str, Any]] = []
     for any_id, result in reads.items():
         if result.view is None and result.error is None:
@@ -109,15 +123,22 @@ async def get_profiles(request: Request, _: Caller, body: BatchRequest) -> JsonR
     return JsonResponse({"results": results})
 
 
-async def _read(ctx: ApiContext, ids: list[str], as_of: datetime | None) -> dict[str, ProfileRead]:
+async def _read(
+    ctx: ApiContext, served: Served, ids: list[str], as_of: datetime | None, resolution: Resolution | None = None
+) -> dict[str, ProfileRead]:
     if as_of is not None and as_of.tzinfo is None:
         raise ApiError(422, "invalid_as_of", "as_of needs a UTC offset, e.g. 2026-11-23T12:00:00Z")
     as_of_ms = to_ms(as_of) if as_of is not None else None
-    served = await ctx.serving.current()
     thresholds = await served.population.thresholds()
     now_ms = int(time.time() * 1000)
     return await read_profiles(
-        served.store, ids, ctx.fold_config, as_of_ms=as_of_ms, now_ms=now_ms, thresholds=thresholds
+        served.store,
+        ids,
+        ctx.fold_config,
+        as_of_ms=as_of_ms,
+        now_ms=now_ms,
+        thresholds=thresholds,
+        resolution=resolution,
     )
 
 
@@ -130,7 +151,7 @@ def _answer(result: ProfileRead, wanted: set[str] | None) -> dict[str, Any]:
     return {name: value for name, value in result.view.items() if name in wanted or name in ALWAYS}
 
 
-def _fields(fields: str | None) -> set[str] | None:
+def fields_wanted(fields: str | None) -> set[str] | None:
     if fields is None:
         return None
     names = {name.strip() for name in fields.split(",") if name.strip()}

@@ -12,11 +12,13 @@ from pydantic import BaseModel, Field
 
 from profiles.models.scoring import Score
 from profiles.read import ScoresRead, read_scores
+from profiles.store import Resolution
 from profiles.timeutil import iso, to_ms
 from services.api.auth import require
 from services.api.context import ApiContext
 from services.api.errors import ApiError, ErrorDetail, as_of_too_early, responses
 from services.api.keys import ApiKey
+from services.api.serving import Served
 
 router = APIRouter(tags=["scores"])
 Caller = Annotated[ApiKey, Depends(require("scores:read"))]
@@ -97,7 +99,20 @@ async def get_scores(
     profile_id: Annotated[str, Path(min_length=1, max_length=256, examples=["c-1001"])],
     as_of: AsOfQuery = None,
 ) -> ProfileScores:
-    result = (await _read(request.app.state.ctx, [profile_id], as_of))[profile_id]
+    ctx: ApiContext = request.app.state.ctx
+    return await answer_scores(ctx, await ctx.serving.current(), profile_id, as_of=as_of)
+
+
+async def answer_scores(
+    ctx: ApiContext,
+    served: Served,
+    profile_id: str,
+    *,
+    as_of: datetime | None = None,
+    resolution: Resolution | None = None,
+) -> ProfileScores:
+    """The answer to an admitted caller (the route's, and ``services.api.hot_reads``')."""
+    result = (await _read(ctx, served, [profile_id], as_of, resolution))[profile_id]
     if result.error is not None:
         raise as_of_too_early(result.error)
     if result.scores is None or result.profile_id is None:
@@ -117,7 +132,7 @@ async def get_scores_batch(request: Request, _: Caller, body: ScoresBatchIn) -> 
     if len(body.ids) > limit:
         raise ApiError(413, "too_many_ids", f"at most {limit} ids per request", {"limit": limit})
     results = []
-    for any_id, read in (await _read(ctx, body.ids, body.as_of)).items():
+    for any_id, read in (await _read(ctx, await ctx.serving.current(), body.ids, body.as_of)).items():
         if read.error is not None:
             error = ErrorDetail(
                 code="as_of_before_last_event",
@@ -134,10 +149,11 @@ async def get_scores_batch(request: Request, _: Caller, body: ScoresBatchIn) -> 
     return ScoresBatchOut(results=results)
 
 
-async def _read(ctx: ApiContext, ids: list[str], as_of: datetime | None) -> dict[str, ScoresRead]:
+async def _read(
+    ctx: ApiContext, served: Served, ids: list[str], as_of: datetime | None, resolution: Resolution | None = None
+) -> dict[str, ScoresRead]:
     if as_of is not None and as_of.tzinfo is None:
         raise ApiError(422, "invalid_as_of", "as_of needs a UTC offset, e.g. 2026-11-23T12:00:00Z")
-    served = await ctx.serving.current()
     models = await served.models.current()
     now_ms = int(time.time() * 1000)
     return await read_scores(
@@ -148,6 +164,7 @@ async def _read(ctx: ApiContext, ids: list[str], as_of: datetime | None) -> dict
         models,
         as_of_ms=None if as_of is None else to_ms(as_of),
         now_ms=now_ms,
+        resolution=resolution,
     )
 
 
