@@ -173,13 +173,29 @@ class ModelStage:
     async def after_batch(
         self, fold: BatchFold, batch: ModelBatch, profiles: ProfileStore, now: float
     ) -> tuple[list[Outgoing], PipelineOps, list[Outgoing]]:
-        tracking = batch.tracking
         everyone = range(self.resolved_partitions)
-        tracking.targets = {
+        targets = {
             p: target
             for p, progress in batch.progress.items()
             if (target := watermark_target(progress, everyone, self.lag_ms)) is not None
         }
+        changed_progress = {p: batch.progress[p] for p in batch.changed}
+        examples, ops = await self.release(fold, batch.tracking, targets, profiles, changed_progress)
+        out: list[Outgoing] = [(self.topic, None, e.model.encode(), encode_example(e), None) for e in examples]
+        return out, ops, self._announcements(batch, now)
+
+    async def release(
+        self,
+        fold: BatchFold,
+        tracking: ModelTracking,
+        targets: Mapping[int, int],
+        profiles: ProfileStore,
+        progress: Mapping[int, PartitionProgress] | None = None,
+    ) -> tuple[list[Example], PipelineOps]:
+        """The partitions' watermarks move to ``targets``: the census snapshots and labelled examples that
+        releases, in a fixed order (horizon end, example id), and the Redis writes that record it (pending
+        snapshots, due index, watermarks, and the partitions' ``progress`` if given)."""
+        tracking.targets = targets
         advanced = tracking.advanced()
         watermarks = {**tracking.watermarks, **{p: new for p, (_, new) in advanced.items()}}
         due = await self.store.due({p: watermarks[p] for p in advanced}, DUE_PER_BATCH)
@@ -216,15 +232,11 @@ class ModelStage:
             tracking.dirty.add(pid)
             if pid in fold.partition_of:
                 next_due.append((fold.partition_of[pid], pid, None))
-        out: list[Outgoing] = [
-            (self.topic, None, e.model.encode(), encode_example(e), None)
-            for e in sorted(examples, key=lambda e: (e.horizon_end_ms, e.example_id))
-        ]
         moved = {p: new for p, (_, new) in advanced.items()}
         changed = {pid: tracking.pending.get(pid, []) for pid in tracking.dirty}
-        progress = {p: batch.progress[p] for p in batch.changed}
+        progress = dict(progress or {})
 
         def ops(pipe: Redis) -> None:
             self.store.write(pipe, pending=changed, due=next_due, watermarks=moved, progress=progress, ttl_s=self.ttl_s)
 
-        return out, ops, self._announcements(batch, now)
+        return sorted(examples, key=lambda e: (e.horizon_end_ms, e.example_id)), ops

@@ -42,14 +42,16 @@ from aiokafka.structs import TopicPartition
 
 from profiles.batch import BatchFold
 from profiles.config import FoldConfig
+from profiles.models.tracking import ModelTracking
 from profiles.namespaces import Namespaces
 from profiles.store import ProfileStore
 from schemas.resolved import Resolved
-from schemas.topics import ERASURES, RAW_EVENT_TOPICS, RESOLVED, full_name
+from schemas.topics import ERASURES, MODEL_EXAMPLES, RAW_EVENT_TOPICS, RESOLVED, full_name
 from services.erasure_log import read_erasures
 from services.kafka_clients import make_consumer
 from services.settings import Settings
 from streams.handler import RawRecord
+from streams.replay_models import ReplayModels, RetrainConflictError
 from streams.resolution import Resolver
 
 log = logging.getLogger(__name__)
@@ -88,6 +90,7 @@ class Progress:
     erased: int
     written: int  # profile writes (a profile rewritten by several chunks counts each time)
     elapsed_s: float
+    examples: int = 0  # labelled examples the models learned (--retrain), in this run
 
     @property
     def rate(self) -> float:
@@ -236,7 +239,15 @@ class _Merged:
 
 
 class Replay:
-    def __init__(self, settings: Settings, store: ProfileStore, namespaces: Namespaces, chunk: int) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: ProfileStore,
+        namespaces: Namespaces,
+        chunk: int,
+        models: ReplayModels | None = None,
+    ) -> None:
+        """``models``: rebuild the models too (``--retrain``, ``streams.replay_models``)."""
         prefix = settings.kafka.topic_prefix
         self.settings = settings
         self.store = store
@@ -246,6 +257,7 @@ class Replay:
         self.resolver = Resolver(store, self.config, settings.validation.limits(), full_name(ERASURES, prefix))
         self.partitioner = DefaultPartitioner()
         self.counters = _Counters()
+        self.models = models
 
     async def plan(self, topics: Sequence[str], from_ms: int | None, to_ms: int | None) -> Plan:
         """What to replay: the unfinished plan of the namespace's checkpoint (resume), or, after a finished
@@ -275,11 +287,17 @@ class Replay:
         else:
             next_offsets = dict(plan.start)
         await self.namespaces.register(namespace)
+        if self.models is not None:
+            await self.models.start()
         self.counters.consumed = sum(next_offsets[tp] - plan.start[tp] for tp in plan.start)
         # Every erasure first, as the live worker does: a rebuilt namespace must never hold them.
         await self.store.record_erasures(await asyncio.to_thread(read_erasures, self.settings))
         await self._consume(plan, next_offsets, seq, on_progress)
         await self._hand_over()
+        if self.models is not None:
+            examples = full_name(MODEL_EXAMPLES, self.settings.kafka.topic_prefix)
+            ends = await asyncio.to_thread(_end_offsets, self.settings, examples)
+            await self.models.hand_over(ends.get(0, 0))
         return self._progress(plan)
 
     async def _hand_over(self) -> None:
@@ -330,25 +348,36 @@ class Replay:
         self.counters.rejected += len(resolution.refused)
         self.counters.erased += resolution.erased
         while True:
-            fold, end = await self._fold(resolution.records, seq, partitions)
+            tracking = None if self.models is None else await self.models.tracking(partitions)
+            fold, end = await self._fold(resolution.records, seq, partitions, tracking)
+            ops = None
+            if self.models is not None and tracking is not None:
+                ops = await self.models.after_chunk(fold, tracking, seq, self.store)
             writes = fold.writes(int(time.time() * 1000))
             # One transaction per chunk: a replay killed meanwhile leaves all of the chunk or none of it. Per
             # round, a hand-over written without the round that applies it would be lost on resume (the
             # visitor's tombstone does not hand over twice).
-            refused = await self.store.save(writes, atomic=True)
+            refused = await self.store.save(writes, ops, atomic=True)
             self.counters.written += len(writes) - len(refused)
             if not refused:
                 return end
+            if self.models is not None:
+                raise RetrainConflictError(
+                    f"{len(refused)} profiles of {self.store.namespace!r} changed under the replay: retrain into a "
+                    "namespace nothing else writes"
+                )
             # A live worker changed these meanwhile (a replay into a namespace it writes): the chunk again, on
             # fresh states; what this attempt wrote is then recognised as repeats. Not exact in one case: a
             # visitor's tombstone written while its customer was refused does not hand over again (replay into
             # a fresh namespace, the documented path, never meets a refusal).
             log.info("%d profiles changed under the replay; folding the chunk again", len(refused))
 
-    async def _fold(self, records: list[Resolved], seq: int, partitions: int) -> tuple[BatchFold, int]:
+    async def _fold(
+        self, records: list[Resolved], seq: int, partitions: int, tracking: ModelTracking | None
+    ) -> tuple[BatchFold, int]:
         """The chunk's records, then what they emit (hand-overs, forwards), in rounds, until nothing is left;
         numbered from ``seq`` (a forward's origin is its position: a chunk folded again numbers the same)."""
-        fold = BatchFold({}, {}, self.config, positional=False)
+        fold = BatchFold({}, {}, self.config, positional=False, hooks=tracking)
         pending = records
         while pending:
             todo = [(seq + i + 1, r) for i, r in enumerate(pending)]
@@ -359,6 +388,8 @@ class Replay:
                 self.store.load(ids), self.store.erased(list(dict.fromkeys([*ids, *handed_to])))
             )
             fold.include(stored, erased)
+            if self.models is not None and tracking is not None:
+                await self.models.load_pending(tracking, ids)
             partition_of = {pid: self._partition(pid, partitions) for pid in {r.profile_id for _, r in todo}}
             pending = []
             for at, record in todo:
@@ -372,6 +403,7 @@ class Replay:
 
     def _progress(self, plan: Plan) -> Progress:
         c = self.counters
+        examples = 0 if self.models is None else self.models.learned
         return Progress(
-            c.consumed, plan.total, c.applied, c.rejected, c.erased, c.written, time.monotonic() - c.started
+            c.consumed, plan.total, c.applied, c.rejected, c.erased, c.written, time.monotonic() - c.started, examples
         )

@@ -37,7 +37,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.structs import TopicPartition
 
 from profiles.model_store import ModelStore
-from profiles.models.labels import decode_example
+from profiles.models.labels import Example, decode_example
 from profiles.models.snapshots import SnapshotRejectedError, dump_snapshot, load_snapshot
 from profiles.models.specs import ModelSpec
 from profiles.models.trainer import ModelTrainer, restore
@@ -98,6 +98,10 @@ class Trainers:
         except msgspec.MsgspecError as exc:
             log.error("skipping an undecodable models.examples record at offset %d: %s", offset, exc)
             return
+        await self.learn_example(offset, example)
+
+    async def learn_example(self, offset: int, example: Example) -> None:
+        """Learn ``example``, found at ``offset`` (where a model restored from a snapshot resumes)."""
         trainer = self.trainers.get(example.model)
         if trainer is None or offset < self.resume_at[example.model]:
             return  # a model not configured here, or learned before the snapshot it resumed from

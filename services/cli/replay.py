@@ -16,6 +16,7 @@ from profiles.timeutil import to_ms
 from services.redis_client import make_redis
 from services.settings import Settings, get_settings
 from streams import replay as engine
+from streams.replay_models import ReplayModels, RetrainConflictError
 
 
 def _instant(value: str, name: str) -> int | None:
@@ -42,19 +43,26 @@ def replay(
         list[str] | None, typer.Option("--topics", help="Raw topics (default: all five); repeat the option.")
     ] = None,
     chunk: Annotated[int, typer.Option(min=100, max=200_000, help="Records per chunk (per checkpoint).")] = 20_000,
-    retrain: Annotated[bool, typer.Option(help="Rebuild the models too (not available yet).")] = False,
+    retrain: Annotated[
+        bool,
+        typer.Option(help="Rebuild the models too, as new versions that activate when the namespace is promoted."),
+    ] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar; one summary line.")] = False,
 ) -> None:
     """Replay the raw topics' records between two instants into a namespace, with the live worker's
     validation, identity resolution and fold. Resumable: run the same command again after an interruption."""
-    if retrain:
-        typer.echo("--retrain is not available: the models are not wired to the stream yet (issue 4)", err=True)
-        raise typer.Exit(2)
     try:
         check_name(into)
     except ReservedNameError as exc:
         raise typer.BadParameter(str(exc), param_hint="--into") from exc
     settings = get_settings()
+    if retrain and into == settings.profile.namespace:
+        # The live trainer owns the live namespace's models; a replay into it changes no profile anyway.
+        raise typer.BadParameter(
+            "--retrain rebuilds models into a new namespace, not the live one", param_hint="--into"
+        )
+    if retrain and not settings.models.secret.get_secret_value():
+        raise typer.BadParameter("set RAPPORT_MODELS__SECRET: model snapshots are signed", param_hint="--retrain")
     logging.basicConfig(level=logging.WARNING)
     from_ms, to_ms_ = _instant(start, "--from"), _instant(end, "--to")
     try:
@@ -63,24 +71,42 @@ def replay(
         raise typer.BadParameter(str(exc), param_hint="--topics") from exc
     try:
         result = asyncio.run(
-            _run(settings, into=into, topics=names, from_ms=from_ms, to_ms=to_ms_, chunk=chunk, quiet=quiet)
+            _run(
+                settings,
+                into=into,
+                topics=names,
+                from_ms=from_ms,
+                to_ms=to_ms_,
+                chunk=chunk,
+                quiet=quiet,
+                retrain=retrain,
+            )
         )
-    except engine.PlanMismatchError as exc:
+    except (engine.PlanMismatchError, RetrainConflictError) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from exc
     typer.echo(
         f"replayed {result.done:,} records into {into!r} in {result.elapsed_s:.1f} s ({result.rate:,.0f} records/s): "
         f"{result.applied:,} events applied, {result.rejected:,} rejected, {result.erased:,} erased, "
-        f"{result.written:,} profile writes"
+        f"{result.written:,} profile writes" + (f", {result.examples:,} model examples learned" if retrain else "")
     )
 
 
 async def _run(
-    settings: Settings, *, into: str, topics: list[str], from_ms: int | None, to_ms: int | None, chunk: int, quiet: bool
+    settings: Settings,
+    *,
+    into: str,
+    topics: list[str],
+    from_ms: int | None,
+    to_ms: int | None,
+    chunk: int,
+    quiet: bool,
+    retrain: bool,
 ) -> engine.Progress:
     redis = make_redis(settings)
     try:
-        runner = engine.Replay(settings, ProfileStore(redis, into), Namespaces(redis), chunk)
+        models = ReplayModels(settings, redis, into, settings.profile.fold_config()) if retrain else None
+        runner = engine.Replay(settings, ProfileStore(redis, into), Namespaces(redis), chunk, models)
         plan = await runner.plan(topics, from_ms, to_ms)
         if quiet:
             return await runner.run(plan)

@@ -7,6 +7,7 @@ resume, and replayed into a namespace that already holds it.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -25,8 +26,12 @@ import orjson
 import pytest
 
 from profiles.config import HOUR_MS
+from profiles.model_store import ModelStore
+from profiles.models.snapshots import SnapshotMeta, load_snapshot
 from schemas.validation import Rejection, ValidationLimits, validate_event
+from services.redis_client import make_redis
 from services.settings import Settings
+from streams.replay_models import POSITIONS
 from tests.api_support import create_key, running_api
 from tests.kafka_support import Topics, created_topics, produce_raw, rapport
 from tests.oracle import OracleSettings, build_profiles, diff_profiles
@@ -194,3 +199,62 @@ def _applied(result: dict[str, object]) -> int | None:
 def _signature(produced: Produced, namespace: str, ids: list[str]) -> tuple[int | None, ...]:
     views = stored_views(produced.topics, namespace, produced.as_of_ms)
     return tuple(int(views[i]["meta"]["events_applied"]) if i in views else None for i in ids)  # type: ignore[index]
+
+
+def test_retrain_rebuilds_the_models_into_the_namespace_and_resumes_after_a_kill(
+    produced: Produced, settings: Settings
+) -> None:
+    """The same history retrained twice, once killed midway and resumed: the same profiles as a plain replay,
+    models that learned from it published in the namespace alone, and the same models (examples seen and
+    progressive-validation metrics) after the kill as without it."""
+    env = {**produced.topics.env, "RAPPORT_MODELS__SECRET": "retrain-secret", "COLUMNS": "200"}
+    plain, reference, killed = fresh(), fresh(), fresh()
+    replay(produced, plain, "--chunk", "2000")
+    out = rapport("replay", "--into", reference, "--quiet", "--chunk", "2000", "--retrain", env=env)
+    assert out.returncode == 0, out.stderr
+    learned = int(re.search(r"([\d,]+) model examples learned", out.stdout)[1].replace(",", ""))  # type: ignore[index]
+    assert learned > 1_000, out.stdout
+    assert namespace_hash(produced, reference) == namespace_hash(produced, plain)  # retraining changes no profile
+
+    command = [sys.executable, "-m", "services.cli.main", "replay", "--into", killed, "--quiet", "--chunk", "2000"]
+    proc = subprocess.Popen([*command, "--retrain"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(5.0)
+    assert proc.poll() is None, "the replay finished before it was killed: make the history longer"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    resumed = rapport("replay", "--into", killed, "--quiet", "--chunk", "2000", "--retrain", env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert namespace_hash(produced, killed) == namespace_hash(produced, reference)
+
+    newest = asyncio.run(_newest_models(settings, [reference, killed, plain]))
+    trained = {name for name, meta in newest[reference].items() if meta is not None and meta.examples_seen > 0}
+    assert {"purchase_propensity", "churn_risk", "email_open"} <= trained, newest[reference]
+    assert sum(m.examples_seen for m in newest[reference].values() if m is not None) == learned
+
+    def learned_state(namespace: str) -> dict[str, tuple[int, dict[str, float | None], int | None] | None]:
+        return {
+            name: None if m is None else (m.examples_seen, m.metrics, m.source_offset)
+            for name, m in newest[namespace].items()
+        }
+
+    assert learned_state(killed) == learned_state(reference)
+    # The last versions hand over to a live trainer: they resume at a models.examples offset, not a replay position.
+    assert all(m is None or (m.source_offset or 0) < POSITIONS for m in newest[reference].values())
+    assert all(meta is None for meta in newest[plain].values())  # a plain replay publishes no model
+
+
+async def _newest_models(settings: Settings, namespaces: list[str]) -> dict[str, dict[str, SnapshotMeta | None]]:
+    """Per namespace and model, the newest snapshot's metadata (None: no snapshot)."""
+    redis = make_redis(settings)
+    try:
+        out: dict[str, dict[str, SnapshotMeta | None]] = {}
+        for namespace in namespaces:
+            store = ModelStore(redis, namespace)
+            out[namespace] = {}
+            for name in settings.models.specs():
+                snapshots = await store.snapshots(name)
+                newest = snapshots[max(snapshots)] if snapshots else None
+                out[namespace][name] = None if newest is None else load_snapshot(newest, b"retrain-secret").meta
+        return out
+    finally:
+        await redis.aclose()
