@@ -15,6 +15,7 @@ from typing import Any, Final, Literal
 from river import compose, linear_model, preprocessing
 
 from profiles.config import DAY_MS, HOUR_MS
+from profiles.models.spend import HurdleSpend
 
 Task = Literal["binary", "regression"]
 #: What the label measures over the horizon ``(taken_at, taken_at + horizon]``:
@@ -35,32 +36,6 @@ EMAIL_OPEN: Final = "email_open"
 def classifier() -> Any:
     """Standardised features into an online logistic regression (SGD)."""
     return compose.Pipeline(preprocessing.StandardScaler(), linear_model.LogisticRegression())
-
-
-def log_regressor() -> Any:
-    """A linear regression learned on ``log1p(target)``: spend is heavy-tailed, its logarithm is not.
-
-    Its predictions are ``expm1`` of the linear prediction, bounded; module-level functions (not lambdas) so
-    the pipeline pickles. Gradients are clipped: early on, the online scaler divides by tiny deviations and
-    one unclipped step sent the weights (and ``expm1``) past float range in ``rapport eval``.
-    """
-    return compose.Pipeline(
-        preprocessing.StandardScaler(),
-        compose.TargetTransformRegressor(
-            regressor=linear_model.LinearRegression(intercept_lr=0.05, clip_gradient=1.0),
-            func=math.log1p,
-            inverse_func=bounded_expm1,
-        ),
-    )
-
-
-def bounded_expm1(y: float) -> float:
-    """``expm1`` of a log-scale prediction, capped at e^20 (about 485 million in the base currency).
-
-    >>> bounded_expm1(0.0), bounded_expm1(1e6) == math.expm1(20.0)
-    (0.0, True)
-    """
-    return math.expm1(min(y, 20.0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +167,7 @@ def default_specs(
             trigger="activity",
             recency_feature="days_since_last_purchase",
             cold_start=clv_heuristic,
-            build=log_regressor,
+            build=HurdleSpend,
             min_examples=min_examples,
             # 90-day horizons overlap a lot: a snapshot a week per active customer keeps pending bounded.
             activity_gap_ms=7 * DAY_MS,

@@ -1,5 +1,5 @@
 """The models end to end: simulator history → Kafka → worker (snapshots, delayed labels by event-time
-watermark) → ``models.examples`` → trainer → scores served.
+watermark) → ``models.examples`` → trainer → scores served; and ``replay --retrain`` over the same topics.
 
 The labels are checked against an independent oracle: for every example, the outcome recomputed from the
 simulator's valid events (deduplicated by event id, visitors mapped to the customer they identified as)
@@ -9,6 +9,7 @@ outcome event arrives before the watermark passes its horizon (docs/models.md sa
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -20,12 +21,18 @@ from typing import Any
 
 import orjson
 import pytest
+from pydantic import SecretStr
 
 from profiles.models.labels import Example, decode_example
 from profiles.money import to_cents
+from profiles.namespaces import Namespaces
+from profiles.store import ProfileStore
 from schemas.validation import Rejection, ValidationLimits, validate_event
 from services.kafka_clients import make_consumer, topic_partitions
+from services.redis_client import make_redis
 from services.settings import Settings
+from streams.replay import Replay, raw_topics
+from streams.replay_models import ReplayModels
 from tests.kafka_support import Topics, created_topics, produce_raw, rapport
 from tests.worker_support import Worker, wait_until_caught_up
 
@@ -88,9 +95,46 @@ def test_worker_examples_have_the_oracle_labels_and_train_served_models(
         assert all(e.taken_at_ms < e.label_known_ms <= e.horizon_end_ms for e in examples)
         assert {e.trigger for e in by_model["purchase_propensity"]} == {"activity", "census"}
 
+        # `replay --retrain` over the same topics: its examples' labels are the oracle's too. (Not the same
+        # examples as live: which events take a snapshot depends on arrival order, docs/models.md.)
+        replayed = asyncio.run(_replayed_examples(topics.settings, env_extra))
+        assert len([e for e in replayed if e.model == "purchase_propensity"]) > 200
+        wrong = [e for e in replayed if e.label != oracle.label(e)]
+        assert not wrong, f"replay --retrain: {len(wrong)} of {len(replayed)} labels differ from the oracle"
+        assert all(e.taken_at_ms < e.label_known_ms <= e.horizon_end_ms for e in replayed)
+
         env = {**topics.env, **env_extra, "RAPPORT_PROFILE__NAMESPACE": namespace}
         customer = max(by_model["purchase_propensity"], key=lambda e: e.taken_at_ms).profile_id
         _train_and_score(env, tmp_path, customer)
+
+
+async def _replayed_examples(settings: Settings, env_extra: dict[str, str]) -> list[Example]:
+    """The examples ``rapport replay --retrain`` learns from the same raw topics (run in this process, so that
+    they can be looked at; the trainers learn them as they would)."""
+    models = settings.models.model_copy(
+        update={
+            "watermark_lag_s": float(env_extra["RAPPORT_MODELS__WATERMARK_LAG_S"]),
+            "secret": SecretStr(env_extra["RAPPORT_MODELS__SECRET"]),
+        }
+    )
+    own = settings.model_copy(update={"models": models})
+    namespace = f"p{uuid.uuid4().hex[:8]}"
+    redis = make_redis(own)
+    try:
+        retrain = ReplayModels(own, redis, namespace, own.profile.fold_config())
+        learned: list[Example] = []
+        learn = retrain.trainers.learn_example
+
+        async def spy(offset: int, example: Example) -> None:
+            learned.append(example)
+            await learn(offset, example)
+
+        retrain.trainers.learn_example = spy  # type: ignore[method-assign]
+        runner = Replay(own, ProfileStore(redis, namespace), Namespaces(redis), 2_000, retrain)
+        await runner.run(await runner.plan(raw_topics(own, None), None, None))
+    finally:
+        await redis.aclose()
+    return learned
 
 
 def _stable(read: Any, quiet_s: float = 3.0, timeout_s: float = 60.0) -> list[Example]:
