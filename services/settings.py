@@ -151,6 +151,9 @@ class ApiSettings(BaseModel):
     max_batch_events: int = Field(500, ge=1)
     max_batch_bytes: int = Field(1024 * 1024, ge=1024)
     max_batch_ids: int = Field(1000, ge=1)
+    gc_young_threshold: int = Field(
+        50_000, ge=1, description="Allocations between two young-generation collections (services/gc_tuning.py)."
+    )
     hot_reads: bool = Field(
         True,
         description="Answer plain GET profile and GET scores requests beneath FastAPI's routing, in one Redis "

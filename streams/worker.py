@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import sys
 from collections.abc import Sequence
@@ -12,6 +11,7 @@ from typing import NoReturn
 import faust
 import uvloop
 
+from services.gc_tuning import tune_gc
 from services.settings import Settings
 from streams.app import make_app
 from streams.handler import HandlerFactory
@@ -31,18 +31,6 @@ def configure_logging(level: str) -> None:
     root.setLevel(level.upper())
     for name in CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(max(root.level, logging.WARNING))
-
-
-def tune_gc(young_threshold: int) -> None:
-    """Collect cyclic garbage less often, and never rescan what was loaded at start-up.
-
-    A worker holds many small long-lived containers (the decoded profiles' buckets) and allocates fast;
-    with CPython's default thresholds the collector's scans cost about a third of the pure fold time
-    (docs/streams.md). Reference counting still frees everything the fold allocates at once: only cycles
-    wait for a collection.
-    """
-    gc.freeze()
-    gc.set_threshold(young_threshold, 50, 100)
 
 
 def run_worker(settings: Settings, handler_factory: HandlerFactory, topics: Sequence[str], group_id: str) -> NoReturn:

@@ -8,6 +8,7 @@ import typer
 import uvicorn
 
 from services.api.app import create_app
+from services.gc_tuning import tune_gc
 from services.settings import get_settings
 
 
@@ -17,8 +18,10 @@ def api(
 ) -> None:
     """Serve profiles and collect events over HTTP until SIGTERM/SIGINT."""
     settings = get_settings()
+    app = create_app(settings)
+    tune_gc(settings.api.gc_young_threshold)  # after the imports: they are frozen out of every collection
     uvicorn.run(
-        create_app(settings),
+        app,
         host=host or settings.api.host,
         port=port or settings.api.port,
         loop="uvloop",
