@@ -103,21 +103,52 @@ def resolve_on_event(
     pending: Sequence[Pending], event: AnyEvent, specs: Mapping[str, ModelSpec], config: FoldConfig
 ) -> list[Pending]:
     """The customer's pending snapshots after one of its events (call it only for events the fold applied:
-    a duplicate must not add its spend twice). Snapshots of unknown models are kept unchanged."""
+    a duplicate must not add its spend twice). Snapshots of unknown models are kept unchanged, and so is a
+    snapshot the event does not change (the same object: the caller writes only what changed).
+
+    This runs for every event of a tracked customer over all its pending snapshots (dozens: horizons of up
+    to 90 days overlap), so what the event decides is worked out once, not per snapshot."""
+    moved = _outcomes_moved(event)
+    out = list(pending)
+    models = {name for name, spec in specs.items() if spec.outcome in moved}
+    if not models:
+        return out
     ts = to_ms(event.timestamp)
-    out: list[Pending] = []
-    for p in pending:
-        spec = specs.get(p.model)
-        if spec is None or not p.taken_at_ms < ts <= p.horizon_end_ms:
-            out.append(p)
-        elif spec.outcome == "net_spend":
-            out.append(_spend(p, event, config))
-        elif _decides(spec, p, event):
+    # open: an open of this very email (a click implies an open the ESP may not have reported)
+    opened = event.message_id if "open" in moved and isinstance(event, EmailEvent) else None
+    for i, p in enumerate(out):
+        if p.model not in models or not p.taken_at_ms < ts <= p.horizon_end_ms:
+            continue
+        outcome = specs[p.model].outcome
+        if outcome == "net_spend":
+            out[i] = _spend(p, event, config)
+        elif outcome == "open" and opened != p.message_id:
+            continue
+        elif not p.decided or p.decided_at_ms is None or p.decided_at_ms > ts:  # else: an earlier event decided it
             first = ts if p.decided_at_ms is None else min(ts, p.decided_at_ms)
-            out.append(replace(p, decided=True, decided_at_ms=first))
-        else:
-            out.append(p)
+            out[i] = replace(p, decided=True, decided_at_ms=first)
     return out
+
+
+def _outcomes_moved(event: AnyEvent) -> frozenset[str]:
+    """The outcomes an event can decide or change (``ModelSpec.outcome``).
+
+    >>> from datetime import datetime, UTC
+    >>> at = datetime(2025, 1, 1, tzinfo=UTC)
+    >>> sorted(_outcomes_moved(EmailEvent(event_id="e", customer_id="c", timestamp=at, action="clicked",
+    ...                                   campaign_id="k", message_id="m")))
+    ['no_activity', 'open']
+    """
+    moved: set[str] = set()
+    if isinstance(event, PurchaseEvent):
+        moved.add("net_spend")
+        if event.action == "order":
+            moved.add("order")
+    if is_activity(event):
+        moved.add("no_activity")
+    if isinstance(event, EmailEvent) and event.action in ("opened", "clicked"):
+        moved.add("open")
+    return frozenset(moved)
 
 
 def _spend(p: Pending, event: AnyEvent, config: FoldConfig) -> Pending:
@@ -125,15 +156,6 @@ def _spend(p: Pending, event: AnyEvent, config: FoldConfig) -> Pending:
         return p
     cents = to_cents(event.total, event.currency, config)
     return replace(p, spend_cents=p.spend_cents + (cents if event.action == "order" else -cents))
-
-
-def _decides(spec: ModelSpec, p: Pending, event: AnyEvent) -> bool:
-    if spec.outcome == "order":
-        return isinstance(event, PurchaseEvent) and event.action == "order"
-    if spec.outcome == "no_activity":
-        return is_activity(event)
-    # open: an open of this very email (a click implies an open the ESP may not have reported)
-    return isinstance(event, EmailEvent) and event.action in ("opened", "clicked") and event.message_id == p.message_id
 
 
 def expire(

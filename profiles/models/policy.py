@@ -96,16 +96,18 @@ def take_snapshots(
     ts = to_ms(event.timestamp)
     if state.last_event_ms != ts:
         return []
-    taken = {p.snapshot_id for p in pending}
+    activity = is_activity(event)
+    latest_activity: dict[str, int] = {}  # per model, its newest activity snapshot
+    if activity:
+        for p in pending:
+            if p.trigger == "activity" and p.taken_at_ms > latest_activity.get(p.model, p.taken_at_ms - 1):
+                latest_activity[p.model] = p.taken_at_ms
     out: list[Pending] = []
     feats: dict[str, float] | None = None
     for spec in specs.values():
-        if spec.trigger == "activity" and is_activity(event):
-            recent = any(
-                p.model == spec.name and p.trigger == "activity" and p.taken_at_ms > ts - spec.activity_gap_ms
-                for p in pending
-            )
-            if recent:
+        if spec.trigger == "activity" and activity:
+            latest = latest_activity.get(spec.name)
+            if latest is not None and latest > ts - spec.activity_gap_ms:
                 continue
             feats = feats if feats is not None else features(state, ts, config)
             candidate = snapshot(state, spec, "activity", ts, feats)
@@ -114,7 +116,7 @@ def take_snapshots(
             candidate = snapshot(state, spec, "email_sent", ts, feats, message_id=event.message_id)
         else:
             continue
-        if candidate.snapshot_id not in taken:
+        if all(p.snapshot_id != candidate.snapshot_id for p in pending):
             out.append(candidate)
     return out
 

@@ -25,6 +25,7 @@ follow it (not built).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from operator import is_not
 
 from profiles.config import FoldConfig
 from profiles.models.labels import DEFAULT_LATENESS_MS, Example, Pending, expire, resolve_on_event
@@ -79,7 +80,7 @@ class ModelTracking:
         before = self.pending.get(state.profile_id, [])
         pending = resolve_on_event(before, event, self.specs, self.config)
         pending += take_snapshots(state, event, pending, self.specs, self.config)
-        if len(pending) != len(before) or any(a is not b for a, b in zip(pending, before, strict=True)):
+        if len(pending) != len(before) or any(map(is_not, pending, before)):
             self.dirty.add(state.profile_id)
         self.pending[state.profile_id] = pending
 
