@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from redis.asyncio import Redis
 
 from profiles.models.snapshots import retain
+from profiles.redis_values import as_bytes
 
 DRIFT_KEPT = 100
 
@@ -62,11 +63,11 @@ class ModelStore:
 
     async def snapshot(self, name: str, version: int) -> bytes | None:
         value = await self.redis.hget(self._key(name, "v"), str(version))
-        return None if value is None else _bytes(value)
+        return None if value is None else as_bytes(value)
 
     async def snapshots(self, name: str) -> dict[int, bytes]:
         raw = await self.redis.hgetall(self._key(name, "v"))
-        return {int(k): _bytes(v) for k, v in raw.items()}
+        return {int(k): as_bytes(v) for k, v in raw.items()}
 
     async def pinned(self, name: str) -> int | None:
         value = await self.redis.get(self._key(name, "pinned"))
@@ -100,8 +101,4 @@ class ModelStore:
             await pipe.execute()
 
     async def drift(self, name: str, limit: int = 10) -> list[bytes]:
-        return [_bytes(v) for v in await self.redis.lrange(self._key(name, "drift"), 0, limit - 1)]
-
-
-def _bytes(value: bytes | str) -> bytes:
-    return value.encode() if isinstance(value, str) else value
+        return [as_bytes(v) for v in await self.redis.lrange(self._key(name, "drift"), 0, limit - 1)]

@@ -20,6 +20,8 @@ from typing import Any, Final
 import orjson
 from redis.asyncio import Redis
 
+from profiles.redis_values import as_text
+
 KNOWN: Final = "rapport:ns:known"
 SERVING: Final = "rapport:ns:serving"
 #: Prefixes of keys that belong to no namespace: no namespace may take these names.
@@ -50,11 +52,11 @@ class Namespaces:
         await self.redis.sadd(KNOWN, check_name(namespace))
 
     async def known(self) -> list[str]:
-        return sorted(_text(v) for v in await self.redis.smembers(KNOWN))
+        return sorted(as_text(v) for v in await self.redis.smembers(KNOWN))
 
     async def serving(self, configured: str) -> str:
         value = await self.redis.get(f"{SERVING}:{configured}")
-        return configured if value is None else _text(value)
+        return configured if value is None else as_text(value)
 
     async def promote(self, configured: str, namespace: str) -> str | None:
         """Serve ``namespace`` where ``configured`` is configured; returns the one served before (None: the
@@ -84,7 +86,3 @@ class Namespaces:
             deleted += await self.redis.unlink(*keys)
         await self.redis.srem(KNOWN, namespace)
         yield deleted
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -26,6 +26,7 @@ from profiles.config import FoldConfig
 from profiles.features import features
 from profiles.models.labels import Pending, SnapshotTrigger
 from profiles.models.progress import PartitionProgress
+from profiles.redis_values import as_bytes, as_text
 from profiles.state import new_profile
 
 #: The feature names in ``features()``'s order: stored vectors are positional in this order.
@@ -149,11 +150,11 @@ class PendingStore:
         marks = values[len(profile_ids) : len(profile_ids) + len(partitions)]
         progress = values[len(profile_ids) + len(partitions) :]
         pending = {
-            pid: decode_pending(pid, _bytes(b)) for pid, b in zip(profile_ids, blobs, strict=True) if b is not None
+            pid: decode_pending(pid, as_bytes(b)) for pid, b in zip(profile_ids, blobs, strict=True) if b is not None
         }
         watermarks = {p: int(v) for p, v in zip(partitions, marks, strict=True) if v is not None}
         known = {
-            p: _PROGRESS_DECODER.decode(_bytes(v)) if v is not None else PartitionProgress()
+            p: _PROGRESS_DECODER.decode(as_bytes(v)) if v is not None else PartitionProgress()
             for p, v in zip(partitions, progress, strict=True)
         }
         return pending, watermarks, known
@@ -167,7 +168,7 @@ class PendingStore:
             for partition in parts:
                 pipe.zrangebyscore(self.due_key(partition), "-inf", until[partition], 0, limit, withscores=True)
             replies = await pipe.execute()
-        return {p: [(_text(pid), int(at)) for pid, at in reply] for p, reply in zip(parts, replies, strict=True)}
+        return {p: [(as_text(pid), int(at)) for pid, at in reply] for p, reply in zip(parts, replies, strict=True)}
 
     def write(
         self,
@@ -193,11 +194,3 @@ class PendingStore:
             pipe.set(self.watermark_key(partition), watermark)
         for partition, known in progress.items():
             pipe.set(self.progress_key(partition), _ENCODER.encode(known))
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _bytes(value: bytes | str) -> bytes:
-    return value.encode() if isinstance(value, str) else value

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import msgspec
 from redis.asyncio import Redis
 
+from profiles.redis_values import as_text
 from profiles.segments.definitions import SegmentDefinition, save
 
 _AT = "@at"  # a field no segment can have: names are slugs
@@ -62,7 +63,7 @@ class SegmentStore:
     # definitions
     async def definitions(self) -> dict[str, SegmentDefinition]:
         raw = await self.redis.hgetall(f"{self._base}:defs")
-        return {_text(name): _DECODER.decode(blob) for name, blob in sorted(raw.items())}
+        return {as_text(name): _DECODER.decode(blob) for name, blob in sorted(raw.items())}
 
     async def definition(self, name: str) -> SegmentDefinition | None:
         blob = await self.redis.hget(f"{self._base}:defs", name)
@@ -111,7 +112,7 @@ class SegmentStore:
         """Up to ``limit`` members in id order, strictly after ``after`` (None: from the first)."""
         start = "-" if after is None else f"({after}"
         raw = await self.redis.zrange(self.members_key(name), start, "+", bylex=True, offset=0, num=limit)
-        return [_text(m) for m in raw if isinstance(m, bytes | str)]
+        return [as_text(m) for m in raw if isinstance(m, bytes | str)]
 
     async def segments_of(self, profile_id: str) -> dict[str, int]:
         return (await self.memberships([profile_id]))[profile_id].segments
@@ -126,7 +127,7 @@ class SegmentStore:
             replies = await pipe.execute()
         out = {}
         for pid, raw in zip(profile_ids, replies, strict=True):
-            fields = {_text(k): int(v) for k, v in raw.items()}
+            fields = {as_text(k): int(v) for k, v in raw.items()}
             at = fields.pop(_AT, None)
             out[pid] = Membership(fields, at)
         return out
@@ -160,7 +161,7 @@ class SegmentStore:
         return f"{self._base}:bf:{{{segment}}}"
 
     async def backfill(self, segment: str) -> Backfill | None:
-        raw = {_text(k): _text(v) for k, v in (await self.redis.hgetall(self.backfill_key(segment))).items()}
+        raw = {as_text(k): as_text(v) for k, v in (await self.redis.hgetall(self.backfill_key(segment))).items()}
         if "version" not in raw:
             return None
         cursors = {int(k[2:]): v for k, v in raw.items() if k.startswith("p:")}
@@ -189,11 +190,7 @@ class SegmentStore:
             for partition in partitions:
                 pipe.zrangebyscore(self.timers_key(partition), "-inf", now_ms, start=0, num=limit)
             replies = await pipe.execute()
-        return [(p, _text(pid)) for p, pids in zip(partitions, replies, strict=True) for pid in pids]
+        return [(p, as_text(pid)) for p, pids in zip(partitions, replies, strict=True) for pid in pids]
 
     def timers_key(self, partition: int) -> str:
         return f"{self._base}:t:{partition}"
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

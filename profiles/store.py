@@ -33,6 +33,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from profiles.identity import Claim, ClaimOutcome
+from profiles.redis_values import as_text
 from profiles.rfm import RfmRanks, RfmThresholds, threshold_ranks
 from profiles.state import ANON_PREFIX, ProfileState, anonymous_profile_id, decode, encode
 from schemas import erasure as erasure_codec
@@ -143,7 +144,7 @@ class ProfileStore:
         """Up to ``limit`` profile ids of ``partition`` in id order, strictly after ``after``."""
         start = "-" if after is None else f"({after}"
         raw = await self.redis.zrange(self.partition_index_key(partition), start, "+", bylex=True, offset=0, num=limit)
-        return [_text(pid) for pid in raw if isinstance(pid, bytes | str)]
+        return [as_text(pid) for pid in raw if isinstance(pid, bytes | str)]
 
     def erased_key(self, any_id: str) -> str:
         return f"{self._base}:x:{{{any_id}}}"
@@ -179,7 +180,7 @@ class ProfileStore:
 
     def profile_id_of(self, key: bytes | str) -> str:
         """The profile id in a profile key (the inverse of ``profile_key``)."""
-        return _text(key)[len(self.profile_key("")) - 1 : -1]
+        return as_text(key)[len(self.profile_key("")) - 1 : -1]
 
     async def scan_profiles(self, batch: int = 500) -> AsyncIterator[dict[str, Stored]]:
         """Every profile of the namespace, a batch at a time (``SCAN``: no blocking, each profile present
@@ -306,7 +307,7 @@ class ProfileStore:
             for email, customer_id in emails.items():
                 pipe.set(self.email_key(email), customer_id, nx=True)
             results = await pipe.execute()
-        return [Claim(_outcome(r[0]), _text(r[1])) for r in results[: len(claims)]]
+        return [Claim(_outcome(r[0]), as_text(r[1])) for r in results[: len(claims)]]
 
     # erasure
     async def record_erasures(self, records: Sequence[ErasureRecord]) -> None:
@@ -332,7 +333,7 @@ class ProfileStore:
             blob, done = await pipe.execute()
         if blob is None:
             return None
-        return erasure_codec.decode(_bytes(blob)), {_text(d) for d in done}
+        return erasure_codec.decode(_bytes(blob)), {as_text(d) for d in done}
 
     async def erased(self, ids: Sequence[str]) -> dict[str, str]:
         """The erasure receipt of each of ``ids`` that was erased."""
@@ -408,9 +409,9 @@ def _resolved(any_ids: Sequence[str], replies: Sequence[object]) -> dict[str, st
         elif profile:
             out[any_id] = any_id
         elif isinstance(alias, bytes | str):
-            out[any_id] = _text(alias).split("\x1f", 1)[0]
+            out[any_id] = as_text(alias).split("\x1f", 1)[0]
         elif isinstance(email_owner, bytes | str):
-            out[any_id] = _text(email_owner)
+            out[any_id] = as_text(email_owner)
         else:
             out[any_id] = anonymous_profile_id(any_id) if anonymous else None
     return out
@@ -434,7 +435,7 @@ def _blob(reply: object) -> bytes | str | None:
 
 
 def _present(ids: Sequence[str], values: Sequence[bytes | str | None]) -> dict[str, str]:
-    return {i: _text(v) for i, v in zip(ids, values, strict=True) if v is not None}
+    return {i: as_text(v) for i, v in zip(ids, values, strict=True) if v is not None}
 
 
 def _bytes(value: bytes | str) -> bytes:
@@ -444,12 +445,8 @@ def _bytes(value: bytes | str) -> bytes:
     return value
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def _outcome(value: bytes | str) -> ClaimOutcome:
-    text = _text(value)
+    text = as_text(value)
     if text not in ("linked", "already", "conflict"):
         raise ValueError(f"unexpected claim outcome {text!r}")
     return text  # type: ignore[return-value]  # checked just above

@@ -18,6 +18,8 @@ from typing import Any, Final, Literal
 
 from redis.asyncio import Redis
 
+from profiles.redis_values import as_text
+
 Scope = Literal["profiles:read", "scores:read", "events:write", "segments:admin", "admin"]
 SCOPES: Final[tuple[Scope, ...]] = ("profiles:read", "scores:read", "events:write", "segments:admin", "admin")
 PUBLISHABLE_SCOPES: Final[frozenset[str]] = frozenset({"events:write", "scores:read"})
@@ -131,7 +133,7 @@ class KeyStore:
         return True
 
     async def all(self) -> list[ApiKey]:
-        ids = sorted(_text(i) for i in await self.redis.smembers(_INDEX))
+        ids = sorted(as_text(i) for i in await self.redis.smembers(_INDEX))
         loaded = [await self._load(key_id) for key_id in ids]
         return [entry[0] for entry in loaded if entry is not None]
 
@@ -147,7 +149,7 @@ class KeyStore:
         return key if hmac.compare_digest(stored_hash, token_hash(token)) else None
 
     async def _load(self, key_id: str) -> tuple[ApiKey, str] | None:
-        raw = {_text(k): _text(v) for k, v in (await self.redis.hgetall(self._key(key_id))).items()}
+        raw = {as_text(k): as_text(v) for k, v in (await self.redis.hgetall(self._key(key_id))).items()}
         if not raw:
             return None
         key = ApiKey(
@@ -161,7 +163,3 @@ class KeyStore:
             revoked_at=float(raw["revoked_at"]) if "revoked_at" in raw else None,
         )
         return key, raw["hash"]
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
