@@ -344,24 +344,35 @@ class ProfileStore:
         return (await self.resolve_ids([any_id]))[any_id]
 
     def queue_resolution(self, pipe: Pipeline, any_ids: Sequence[str]) -> None:
-        """Queue on ``pipe`` what ``resolution`` needs: five commands per id, so that a caller can send them
-        in the same round trip as its own (the API's rate limit)."""
+        """Queue on ``pipe`` what ``resolution`` needs, so that a caller can send it in the same round trip as
+        its own commands (the API's rate limit): per id one ``MGET`` of its erasure marker, the profile stored
+        under it, the customer it is an alias of, the customer it is the email of, and its visitor profile
+        (loaded at once: an anonymous id not linked to a customer reads its own visitor profile)."""
         for any_id in any_ids:
-            pipe.exists(self.erased_key(any_id))
-            pipe.get(self.profile_key(any_id))
-            pipe.get(self.alias_key(any_id))
-            pipe.get(self.email_key(any_id))
-            pipe.exists(self.profile_key(anonymous_profile_id(any_id)))
+            pipe.mget(
+                self.erased_key(any_id),
+                self.profile_key(any_id),
+                self.alias_key(any_id),
+                self.email_key(any_id),
+                self.profile_key(anonymous_profile_id(any_id)),
+            )
 
     def resolution(self, any_ids: Sequence[str], replies: Sequence[object]) -> Resolution:
         """The ``Resolution`` of ``any_ids`` from the replies to ``queue_resolution``'s commands."""
-        resolved = _resolved(any_ids, replies)
-        direct = [(i, replies[5 * n + 1]) for n, i in enumerate(any_ids) if resolved[i] == i]
-        return Resolution(resolved, _stored([i for i, _ in direct], [_blob(blob) for _, blob in direct]))
+        found = [_five(reply) for reply in replies]
+        resolved = _resolved(any_ids, found)
+        loaded: list[tuple[str, bytes | str | None]] = []
+        for any_id, (_, profile, _, _, visitor) in zip(any_ids, found, strict=True):
+            if resolved[any_id] == any_id:
+                loaded.append((any_id, profile))
+            elif resolved[any_id] == anonymous_profile_id(any_id):
+                loaded.append((anonymous_profile_id(any_id), visitor))
+        return Resolution(resolved, _stored([pid for pid, _ in loaded], [blob for _, blob in loaded]))
 
     async def resolve_and_load(self, any_ids: Sequence[str]) -> Resolution:
         """``resolve_ids`` and, in the same round trip, the profile stored under each id itself (the common
-        case: callers name customers by their id); the other resolved profiles still need a ``load``."""
+        case: callers name customers by their id) or, for an anonymous id of nobody, its visitor profile; the
+        customers reached through an alias or an email still need a ``load``."""
         if not any_ids:
             return Resolution({}, {})
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -399,22 +410,28 @@ class ProfileStore:
         return {partition for partition, moved in zip(moves, results, strict=True) if not moved}
 
 
-def _resolved(any_ids: Sequence[str], replies: Sequence[object]) -> dict[str, str | None]:
-    """``resolve_ids``' answer from its five replies per id (erased, profile, alias, email owner, anonymous)."""
+def _resolved(any_ids: Sequence[str], found: Sequence[Sequence[bytes | str | None]]) -> dict[str, str | None]:
+    """``resolve_ids``' answer from the five values read per id (erasure marker, profile, alias, email owner,
+    visitor profile)."""
     out: dict[str, str | None] = {}
-    for i, any_id in enumerate(any_ids):
-        erased, profile, alias, email_owner, anonymous = replies[5 * i : 5 * i + 5]
-        if erased:
+    for any_id, (erased, profile, alias, email_owner, visitor) in zip(any_ids, found, strict=True):
+        if erased is not None:
             out[any_id] = None
-        elif profile:
+        elif profile is not None:
             out[any_id] = any_id
-        elif isinstance(alias, bytes | str):
+        elif alias is not None:
             out[any_id] = as_text(alias).split("\x1f", 1)[0]
-        elif isinstance(email_owner, bytes | str):
+        elif email_owner is not None:
             out[any_id] = as_text(email_owner)
         else:
-            out[any_id] = anonymous_profile_id(any_id) if anonymous else None
+            out[any_id] = anonymous_profile_id(any_id) if visitor is not None else None
     return out
+
+
+def _five(reply: object) -> list[bytes | str | None]:
+    if not isinstance(reply, list) or len(reply) != 5:
+        raise TypeError(f"a resolution read returned {reply!r}")
+    return [_blob(value) for value in reply]
 
 
 def _stored(profile_ids: Sequence[str], blobs: Sequence[bytes | str | None]) -> dict[str, Stored]:
