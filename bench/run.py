@@ -6,11 +6,11 @@ import argparse
 import platform
 from datetime import UTC, datetime
 
-from bench import api, foundation, profile_worker, replay, segment_cost, segments, stream_runtime
+from bench import api, foundation, models, profile_worker, replay, segment_cost, segments, stream_runtime
 from bench.harness import report
 from services.settings import Settings
 
-SUITES = ("foundation", "stream_runtime", "profile_worker", "api", "segments", "segment_cost", "replay")
+SUITES = ("foundation", "stream_runtime", "profile_worker", "api", "segments", "segment_cost", "models", "replay")
 
 
 def main() -> None:
@@ -33,6 +33,8 @@ def main() -> None:
         report("segment timers", *segments.run(settings))
     if "segment_cost" in suites:
         report("segment evaluation cost", *segment_cost.run(settings, args.events))
+    if "models" in suites:
+        report("models: training and scoring cost", *models.run(settings, args.events))
     if "replay" in suites:
         report("replay", *replay.run(settings, args.events))
 

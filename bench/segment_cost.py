@@ -15,24 +15,18 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import time
 import uuid
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Mapping
 from pathlib import Path
 
-from bench.harness import Figure, Ratio, bench_settings
+from bench.harness import Figure, Ratio, bench_settings, best_us, folded_states
 from bench.profile_worker import corpus, raw_ends, topics_of, worker_throughput
 from profiles.config import FoldConfig
-from profiles.identity import Arrival
-from profiles.offline import OfflineFolder
 from profiles.segments.changes import EventCause
 from profiles.segments.definitions import save
 from profiles.segments.membership import Reevaluation, Segments, reevaluate
 from profiles.state import ProfileState
 from profiles.view import render
-from schemas.resolved import RawSource
-from schemas.validation import Rejection, ValidationLimits, validate_event
 from services.settings import Settings
 from tests.kafka_support import produce_raw
 from tests.worker_support import define_segments
@@ -71,29 +65,6 @@ def hundred_rules() -> dict[str, str]:
     return rules
 
 
-def _states(lines: list[bytes], config: FoldConfig) -> list[ProfileState]:
-    now, limits = datetime.now(UTC), ValidationLimits()
-    folder = OfflineFolder(config)
-    arrivals = []
-    for offset, line in enumerate(lines):
-        event = validate_event(line, now=now, limits=limits)
-        if not isinstance(event, Rejection):
-            arrivals.append(Arrival(RawSource("bench", 0, offset), line, event))
-    folder.feed(arrivals)
-    return [s for s in folder.profiles().values() if s.merged_into is None and s.last_event_ms is not None]
-
-
-def _best_us(states: list[ProfileState], step: Callable[[ProfileState], object]) -> float:
-    """µs per state of ``step``, best of 3 passes."""
-    best = float("inf")
-    for _ in range(3):
-        started = time.perf_counter()
-        for state in states:
-            step(state)
-        best = min(best, time.perf_counter() - started)
-    return best / len(states) * 1e6
-
-
 def _per_change_us(states: list[ProfileState], segments: Segments, config: FoldConfig, *, steady: bool) -> float:
     """µs per re-evaluation; ``steady``: the memberships do not change (the common case), else every one
     is entered (each costs a transition: excerpt, change id)."""
@@ -103,11 +74,11 @@ def _per_change_us(states: list[ProfileState], segments: Segments, config: FoldC
         return reevaluate(state, previous, segments, at_ms=state.last_event_ms or 0, cause=cause, config=config)
 
     before = {s.profile_id: evaluate(s, {}).memberships if steady else {} for s in states}
-    return _best_us(states, lambda s: evaluate(s, before[s.profile_id]))
+    return best_us(states, lambda s: evaluate(s, before[s.profile_id]))
 
 
 def _render_us(states: list[ProfileState], config: FoldConfig) -> float:
-    return _best_us(states, lambda s: render(s, s.last_event_ms or 0, config))
+    return best_us(states, lambda s: render(s, s.last_event_ms or 0, config))
 
 
 def run(base: Settings, events: int) -> tuple[list[Figure], list[Ratio]]:
@@ -115,7 +86,7 @@ def run(base: Settings, events: int) -> tuple[list[Figure], list[Ratio]]:
     config = base.profile.fold_config()
     rules = hundred_rules()
     hundred = Segments.of({name: save(None, name, "", rule, now_ms=0) for name, rule in rules.items()})
-    states = _states(lines, config)
+    states = folded_states(lines, config)
     with_100 = _per_change_us(states, hundred, config, steady=True)
     entering = _per_change_us(states, hundred, config, steady=False)
     with_0 = _per_change_us(states, Segments.of({}), config, steady=True)
