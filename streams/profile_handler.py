@@ -175,8 +175,8 @@ class ProfileHandler:
         now_ms = int((now + self.clock_offset.total_seconds()) * 1000)
         owned = self.resolved_partitions
         # One after the other: each step reads memberships the previous one wrote. Due timers first, in small
-        # steps for up to half a second (batches wait meanwhile), then one step of a definition's evaluation.
-        until = time.monotonic() + 0.5
+        # steps for up to a second (batches wait meanwhile), then one step of a definition's evaluation.
+        until = time.monotonic() + 1.0
         more = True
         while more and time.monotonic() < until:
             changes, memberships, more = await self.segments.due(self.store, owned, now_ms)
