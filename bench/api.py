@@ -25,11 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.harness import Figure, Ratio, bench_settings
+from bench.models import examples_for
 from deploy.localstack.tools import find_or_install
-from profiles.config import DAY_MS
-from profiles.features import features
 from profiles.model_store import ModelStore
-from profiles.models.labels import Example
 from profiles.models.snapshots import dump_snapshot
 from profiles.models.trainer import ModelTrainer
 from profiles.state import ProfileState
@@ -104,22 +102,8 @@ async def _publish_models(settings: Settings, namespace: str, states: list[Profi
         store = ModelStore(redis, namespace)
         for name, spec in specs.items():
             trainer = ModelTrainer(spec)
-            for i, state in enumerate(states * 2):
-                x = features(state, (state.last_event_ms or 0) + (i % 30) * DAY_MS, config)
-                label = float(x[spec.recency_feature] < 5) if spec.task == "binary" else float(i % 50)
-                trainer.learn(
-                    Example(
-                        example_id=f"{name}-{i}",
-                        model=name,
-                        profile_id=state.profile_id,
-                        trigger="activity",
-                        taken_at_ms=i,
-                        horizon_end_ms=i + 1,
-                        label_known_ms=i + 1,
-                        features=x,
-                        label=label,
-                    )
-                )
+            for example in examples_for(spec, states, config, count=2 * len(states)):
+                trainer.learn(example)
             version = await store.next_version(name)
             meta = trainer.snapshot_meta(version, 0)
             await store.publish(name, version, dump_snapshot(meta, trainer, SECRET.encode()), keep=1)

@@ -30,10 +30,13 @@ EXAMPLES_PER_MODEL = 5_000
 BATCH = 100
 
 
-def examples_for(spec: ModelSpec, states: list[ProfileState], config: FoldConfig) -> list[Example]:
-    """``EXAMPLES_PER_MODEL`` examples of ``spec`` from the profiles' features 0–29 days after their last event."""
+def examples_for(
+    spec: ModelSpec, states: list[ProfileState], config: FoldConfig, count: int = EXAMPLES_PER_MODEL
+) -> list[Example]:
+    """``count`` examples of ``spec`` from the profiles' features 0–29 days after their last event, labelled by
+    a simple rule (for cost figures, not quality)."""
     out = []
-    for i in range(EXAMPLES_PER_MODEL):
+    for i in range(count):
         state = states[i % len(states)]
         at = (state.last_event_ms or 0) + (i % 30) * DAY_MS
         x = features(state, at, config)
