@@ -13,7 +13,10 @@ Key layout (``<ns>`` is the namespace):
 - ``rapport:<ns>:seg:t:<partition>`` — timers of the profiles of one ``events.resolved`` partition
   (profile id → when time alone can change one of its answers, ms), read by the partition's owner;
 - ``rapport:<ns>:seg:bf:{<segment>}`` — the evaluation of existing profiles for the segment's current
-  version: ``version``, per partition the last profile id evaluated (or ``done``), and ``evaluated``.
+  version: ``version``, ``sweep`` (0 for the definition's own evaluation, then one more each time the
+  served models a score rule reads changed), ``models`` (their versions when it started, JSON),
+  ``started`` (ms, the starting worker's clock), per partition the last profile id evaluated (or
+  ``done``), and ``evaluated``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,14 @@ from redis.asyncio import Redis
 from profiles.redis_values import as_text
 from profiles.segments.definitions import SegmentDefinition, save
 
+# Compare-and-set: two workers noticing the same model change start one sweep, not two.
+_NEXT_SWEEP = """
+local held = redis.call('HMGET', KEYS[1], 'version', 'sweep')
+if held[1] ~= ARGV[1] or (held[2] or '0') ~= ARGV[2] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'version', ARGV[1], 'sweep', ARGV[3], 'models', ARGV[4], 'started', ARGV[5])
+return 1
+"""
 _AT = "@at"  # a field no segment can have: names are slugs
 _ENCODER = msgspec.json.Encoder()
 _DECODER = msgspec.json.Decoder(SegmentDefinition)
@@ -38,11 +49,18 @@ class Membership:
     evaluated_at_ms: int | None  # event time of the last evaluation (None: never evaluated)
 
 
+#: Model → its served version (None: no model, the cold-start heuristic), for the models a rule reads.
+ModelVersions = dict[str, int | None]
+
+
 @dataclass(frozen=True, slots=True)
 class Backfill:
     version: int
     cursors: dict[int, str]  # partition → the last profile id evaluated, or "done"
     evaluated: int
+    sweep: int = 0
+    models: ModelVersions | None = None
+    started_ms: int | None = None
 
     def done(self, partitions: int) -> bool:
         return all(self.cursors.get(p) == "done" for p in range(partitions))
@@ -53,6 +71,7 @@ class SegmentStore:
         self.redis = redis
         self.namespace = namespace
         self._base = f"rapport:{namespace}:seg"
+        self._next_sweep = redis.register_script(_NEXT_SWEEP)
 
     def members_key(self, segment: str) -> str:
         return f"{self._base}:m:{{{segment}}}"
@@ -165,16 +184,39 @@ class SegmentStore:
         if "version" not in raw:
             return None
         cursors = {int(k[2:]): v for k, v in raw.items() if k.startswith("p:")}
-        return Backfill(int(raw["version"]), cursors, int(raw.get("evaluated", 0)))
+        return Backfill(
+            int(raw["version"]),
+            cursors,
+            int(raw.get("evaluated", 0)),
+            sweep=int(raw.get("sweep", 0)),
+            models=msgspec.json.decode(raw["models"]) if "models" in raw else None,
+            started_ms=int(raw["started"]) if "started" in raw else None,
+        )
 
-    async def start_backfill(self, segment: str, version: int) -> None:
+    async def start_backfill(self, segment: str, version: int, models: ModelVersions, now_ms: int) -> None:
         """Start over for ``version`` unless it is already the one being (or been) evaluated."""
         current = await self.backfill(segment)
         if current is None or current.version != version:
+            fields: list[bytes | str | int] = [
+                "version",
+                version,
+                "sweep",
+                0,
+                "models",
+                _ENCODER.encode(models),
+                "started",
+                now_ms,
+            ]
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.delete(self.backfill_key(segment))
-                pipe.hset(self.backfill_key(segment), "version", version)
+                pipe.hset(self.backfill_key(segment), items=fields)
                 await pipe.execute()
+
+    async def start_sweep(self, segment: str, after: Backfill, models: ModelVersions, now_ms: int) -> bool:
+        """Start the next sweep of ``after``'s segment version for the served ``models`` — unless another
+        worker already started one (or a new definition's evaluation) since ``after`` was read."""
+        args = (after.version, after.sweep, after.sweep + 1, _ENCODER.encode(models), now_ms)
+        return bool(await self._next_sweep(keys=[self.backfill_key(segment)], args=args))
 
     def advance_backfill(self, pipe: Redis, segment: str, partition: int, last: str | None, evaluated: int) -> None:
         """Record progress: evaluated up to profile id ``last`` (None: the partition is done)."""

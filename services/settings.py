@@ -201,6 +201,12 @@ class ModelSettings(BaseModel):
     snapshot_every_s: float = Field(30.0, gt=0, description="...or this long after the last one, if it learned.")
     keep_versions: int = Field(5, ge=1, description="Snapshots kept per model (the newest).")
     reload_s: float = Field(2.0, gt=0, description="How often serving processes look for a new model version.")
+    segment_sweep_s: float = Field(
+        300.0,
+        ge=0,
+        description="Shortest time between two evaluations of every existing profile against a segment whose "
+        "rule reads scores, when the served model versions changed (each scores every profile).",
+    )
 
     def specs(self) -> dict[str, ModelSpec]:
         from profiles.models.specs import default_specs  # noqa: PLC0415 - River takes a second to import

@@ -104,7 +104,9 @@ class ProfileHandler:
             SegmentStore(store.redis, store.namespace),
             self.config,
             full_name(SEGMENT_CHANGES, prefix),
+            partitions=RESOLVED.partition_count(settings.kafka.event_partitions),
             scores=SegmentScores(models, specs),
+            sweep_interval_s=settings.models.segment_sweep_s,
         )
         self.resolved_partitions: set[int] = set()
         pending = PendingStore(store.redis, store.namespace)
@@ -192,6 +194,10 @@ class ProfileHandler:
             await self._announce(markers)
         self.stats.maybe_log()
         await self.publish_figures()
+
+    def _clock_ms(self) -> int:
+        """The worker's clock (wall time plus ``stream.clock_offset_s``), in ms."""
+        return int((time.time() + self.clock_offset.total_seconds()) * 1000)
 
     async def _emit(self, changes: list[Outgoing], memberships: PipelineOps) -> None:
         await self.outbox.send(changes)  # acknowledged before the memberships that record them
@@ -300,7 +306,7 @@ class ProfileHandler:
         stored: dict[str, Stored],
         erased: dict[str, str],
     ) -> None:
-        live_segments = await self.segments.live()
+        live_segments = await self.segments.live(self._clock_ms())
         models = None
         if self.models is not None:
             models = await self.models.prepare(list(stored), [p.tp.partition for p in parts])
@@ -322,7 +328,7 @@ class ProfileHandler:
                 reason = DeadLetter("corrupt_resolved_record", "", str(exc))
                 out.append(self._dead(raw.key, raw.value or b"", source, reason, now))
         out.extend(await self._enveloped(emitted))
-        segment_changes, segment_writes = await self.segments.after_batch(fold)
+        segment_changes, segment_writes = await self.segments.after_batch(fold, self._clock_ms())
         examples: list[Outgoing] = []
         markers: list[Outgoing] = []
         model_writes = None

@@ -15,8 +15,10 @@ ended while nobody looked are not reported.
 
 Scores: a rule reading ``scores.<name>`` sees the score the API serves at the evaluation instant — the
 active model version of the serving processes (hot-reloaded, ``services.model_cache``), or the documented
-cold-start heuristic while a model is cold or when no secret is configured. A new model version changes
-memberships at each customer's next evaluation (event or timer), not all at once.
+cold-start heuristic while a model is cold or when no secret is configured. When the served versions of
+the models a segment's rule reads change, the existing profiles are evaluated again like for a new
+definition (a *sweep*, caused by the models), at most once per ``sweep_interval_s`` per segment: versions
+come every few seconds while a trainer learns, and each sweep scores every profile.
 
 Granularity: a batch evaluates each profile once, after all its events in the batch; a customer entering
 and leaving within one batch (milliseconds apart) produces no change.
@@ -35,8 +37,8 @@ from profiles.batch import BatchFold
 from profiles.config import FoldConfig
 from profiles.models.scoring import score_values
 from profiles.models.specs import ModelSpec
-from profiles.segment_store import Membership, SegmentStore
-from profiles.segments.changes import Cause, DefinitionCause, EventCause, SegmentChange, TimerCause
+from profiles.segment_store import Backfill, Membership, ModelVersions, SegmentStore
+from profiles.segments.changes import Cause, DefinitionCause, EventCause, ModelCause, SegmentChange, TimerCause
 from profiles.segments.membership import LiveSegment, Segments, reevaluate
 from profiles.state import ProfileState
 from profiles.store import ProfileStore
@@ -69,29 +71,35 @@ class SegmentStage:
         config: FoldConfig,
         changes_topic: str,
         *,
+        partitions: int,
         scores: SegmentScores | None = None,
         refresh_s: float = 1.0,
+        sweep_interval_s: float = 300.0,
     ) -> None:
         self.store = store
         self.config = config
         self.changes_topic = changes_topic
+        self.partitions = partitions  # of events.resolved: a sweep is over when every one is done
         self.scores = scores
         self.refresh_s = refresh_s
+        self.sweep_interval_ms = int(sweep_interval_s * 1000)
         self._segments = Segments.of({})
         self._versions: dict[str, int] = {}
         self._loaded_at = float("-inf")
 
-    async def live(self) -> Segments:
+    async def live(self, now_ms: int) -> Segments:
         """The live segments, re-read at most every ``refresh_s`` and recompiled only when they changed; a
         new version starts the evaluation of existing profiles (``backfill_step``)."""
         if time.monotonic() - self._loaded_at >= self.refresh_s:
             definitions = await self.store.definitions()
             versions = {name: d.version for name, d in definitions.items()}
             if versions != self._versions:
+                segments = Segments.of(definitions)
                 for name, version in versions.items():
                     if self._versions.get(name) != version:
-                        await self.store.start_backfill(name, version)
-                self._segments, self._versions = Segments.of(definitions), versions
+                        models = await self._served(segments.by_name[name])
+                        await self.store.start_backfill(name, version, models, now_ms)
+                self._segments, self._versions = segments, versions
             self._loaded_at = time.monotonic()
         return self._segments
 
@@ -103,27 +111,50 @@ class SegmentStage:
         budget: int = 1000,
     ) -> tuple[list[Outgoing], PipelineOps]:
         """One step (a page of one owned partition's profiles, in id order) of evaluating existing profiles
-        against a segment version they were not evaluated against yet, caused by the definition."""
-        segments = await self.live()
+        against a segment version, or against served models, they were not evaluated against yet."""
+        segments = await self.live(now_ms)
         for name, segment in segments.by_name.items():
             job = await self.store.backfill(name)
             if job is None or job.version != segment.definition.version:
                 continue
+            if job.done(self.partitions):
+                job = await self._next_sweep(name, segment, job, now_ms)
+                if job is None:
+                    continue
             for partition in sorted(partitions):
                 cursor = job.cursors.get(partition)
                 if cursor == "done":
                     continue
                 page = await profiles.partition_profiles(partition, cursor[1:] if cursor else None, budget)
-                return await self._evaluate_for_definition(
+                return await self._evaluate_existing(
                     profiles,
                     name=name,
                     segment=segment,
+                    cause=_cause_of(job),
                     partition=partition,
                     pids=page,
                     last=page[-1] if len(page) == budget else None,
                     now_ms=now_ms,
                 )
         return [], _nothing
+
+    async def _next_sweep(self, name: str, segment: LiveSegment, done: Backfill, now_ms: int) -> Backfill | None:
+        """The sweep started now because the served versions of the models the rule reads differ from the
+        last evaluation's (and that one started ``sweep_interval_s`` ago or more), or None."""
+        served = await self._served(segment)
+        if not served or served == done.models or now_ms - (done.started_ms or 0) < self.sweep_interval_ms:
+            return None
+        await self.store.start_sweep(name, done, served, now_ms)  # False: another worker started it first
+        job = await self.store.backfill(name)
+        return job if job is not None and job.version == done.version and job.sweep > done.sweep else None
+
+    async def _served(self, segment: LiveSegment) -> ModelVersions:
+        """The versions served of the models ``segment``'s rule reads (none read: empty)."""
+        read = sorted({path[1] for path in segment.rule.reads if path[0] == "scores" and len(path) > 1})
+        if self.scores is None or not read:
+            return {}
+        models = await self.scores.models.current()
+        return {name: model.version if (model := models.get(name)) is not None else None for name in read}
 
     async def _scoring(self, segments: Segments) -> Scoring:
         """Scores for the rules, computed only when some live rule reads them (one load check per call)."""
@@ -136,12 +167,13 @@ class SegmentStage:
 
         return scoring
 
-    async def _evaluate_for_definition(
+    async def _evaluate_existing(
         self,
         profiles: ProfileStore,
         *,
         name: str,
         segment: LiveSegment,
+        cause: Cause,
         partition: int,
         pids: list[str],
         last: str | None,
@@ -151,7 +183,6 @@ class SegmentStage:
         before = await self.store.memberships(pids)
         only = Segments({name: segment}, frozenset(segment.rule.reads))
         scoring = await self._scoring(only)
-        cause: Cause = DefinitionCause(segment.definition.version)
         out: list[Outgoing] = []
         writes: list[tuple[str, Membership, dict[str, int], int, int | None]] = []
         for pid in pids:
@@ -174,9 +205,10 @@ class SegmentStage:
 
         return out, ops
 
-    async def after_batch(self, fold: BatchFold) -> tuple[list[Outgoing], PipelineOps]:
-        """The changes a batch causes, and what to add to its profile write's pipeline."""
-        segments = await self.live()
+    async def after_batch(self, fold: BatchFold, now_ms: int) -> tuple[list[Outgoing], PipelineOps]:
+        """The changes a batch causes, and what to add to its profile write's pipeline (``now_ms``: the
+        worker's clock, for a definition noticed now)."""
+        segments = await self.live(now_ms)
         if not segments.by_name:
             return [], _nothing
         pids = [*fold.states, *fold.deleted]
@@ -209,7 +241,7 @@ class SegmentStage:
     ) -> tuple[list[Outgoing], PipelineOps, bool]:
         """Evaluate up to ``limit`` profiles per partition whose timers are due at ``now_ms``; the flag says
         whether more may be due (small steps, so the first exits of a crowded boundary go out first)."""
-        segments = await self.live()
+        segments = await self.live(now_ms)
         due = await self.store.due(sorted(partitions), now_ms, limit)
         if not due:
             return [], _nothing, False
@@ -247,3 +279,9 @@ class SegmentStage:
 
 def _nothing(_: Redis) -> None:
     pass
+
+
+def _cause_of(job: Backfill) -> Cause:
+    if job.sweep == 0:
+        return DefinitionCause(job.version)
+    return ModelCause(tuple(sorted((job.models or {}).items())), job.sweep)

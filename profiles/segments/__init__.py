@@ -5,7 +5,15 @@
 change the answer, ``definitions`` names and versions rules. See ``docs/segments.md``.
 """
 
-from profiles.segments.changes import Cause, DefinitionCause, EventCause, SegmentChange, TimerCause, transition
+from profiles.segments.changes import (
+    Cause,
+    DefinitionCause,
+    EventCause,
+    ModelCause,
+    SegmentChange,
+    TimerCause,
+    transition,
+)
 from profiles.segments.definitions import DefinitionError, SegmentDefinition, save
 from profiles.segments.evaluate import Evaluation, context, evaluate, evaluate_in
 from profiles.segments.rules import CompiledRule, RuleError, compile_rule
@@ -18,6 +26,7 @@ __all__ = [
     "DefinitionError",
     "Evaluation",
     "EventCause",
+    "ModelCause",
     "RuleError",
     "SegmentChange",
     "SegmentDefinition",

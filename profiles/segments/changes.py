@@ -60,7 +60,26 @@ class DefinitionCause:
         return {"definition": self.version}
 
 
-Cause = EventCause | TimerCause | DefinitionCause
+@dataclass(frozen=True, slots=True)
+class ModelCause:
+    """The served versions of the models a score rule reads changed, and existing profiles were evaluated
+    again: the ``sweep``-th evaluation of this segment version (0 was the definition's own), started when
+    the models were at ``versions`` (model → active version, None for none: the cold-start heuristic).
+
+    The sweep number keeps a rollback to versions served before from repeating earlier change ids.
+
+    >>> ModelCause((("churn_risk", 7),), 2).as_record()
+    {'models': {'churn_risk': 7}, 'sweep': 2}
+    """
+
+    versions: tuple[tuple[str, int | None], ...]
+    sweep: int
+
+    def as_record(self) -> dict[str, Any]:
+        return {"models": dict(self.versions), "sweep": self.sweep}
+
+
+Cause = EventCause | TimerCause | DefinitionCause | ModelCause
 
 
 class SegmentChange(Struct, kw_only=True, frozen=True):

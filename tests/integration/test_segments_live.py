@@ -15,9 +15,16 @@ from typing import Any
 import orjson
 import pytest
 
-from profiles.config import HOUR_MS
-from profiles.segment_store import SegmentStore
+from profiles.config import HOUR_MS, FoldConfig
+from profiles.features import features
+from profiles.model_store import ModelStore
+from profiles.models.labels import Example
+from profiles.models.snapshots import dump_snapshot
+from profiles.models.specs import CHURN_RISK, default_specs
+from profiles.models.trainer import ModelTrainer
+from profiles.segment_store import Backfill, SegmentStore
 from profiles.segments import compile_rule, evaluate
+from profiles.state import ProfileState
 from profiles.timeutil import bucket_of
 from schemas.validation import Rejection, ValidationLimits, validate_event
 from services.kafka_clients import make_consumer
@@ -186,3 +193,110 @@ def test_a_customer_who_goes_quiet_leaves_active_7d_within_2_s_with_no_new_event
     at_ms = datetime.fromisoformat(exited["at"]).timestamp() * 1000
     assert exit_ms <= at_ms <= exit_ms + 2_000, "evaluated at the boundary, on the worker's clock"
     assert seen_ms - exit_ms <= 2_000, f"the exit reached Kafka {seen_ms - exit_ms:.0f} ms after the boundary"
+
+
+MODEL_SECRET = "segment-sweep-secret-0123"
+
+
+def test_a_new_model_version_re_evaluates_score_segments_with_no_new_event(tmp_path: Path, topics: Topics) -> None:
+    """Quiet customers enter and leave a score segment because the served model changed (published, then
+    a rollback to the first version): each sweep is caused by the models, with ids no other sweep repeats."""
+    namespace = f"seg-{uuid.uuid4().hex[:6]}"
+    define_segments(topics.settings, namespace, {"at_risk": "scores.churn_risk > 0.5"})
+    customers = [f"c-{n}" for n in range(3)]
+    clicks = [_click(pid, f"e-{pid}", int(time.time() * 1000) - HOUR_MS) for pid in customers]
+    env = {
+        "RAPPORT_MODELS__SECRET": MODEL_SECRET,
+        "RAPPORT_MODELS__RELOAD_S": "0.5",
+        "RAPPORT_MODELS__MIN_EXAMPLES": "50",
+        "RAPPORT_MODELS__SEGMENT_SWEEP_S": "0",
+    }
+    worker = Worker(topics, namespace, tmp_path, env)
+    worker.start()
+    try:
+        produce_raw(topics, [orjson.dumps(c) for c in clicks])
+        wait_until_caught_up(topics, namespace, worker)
+        # One click in 30 days: the cold-start heuristic says exp(-1) ≈ 0.37, nobody is at risk.
+        assert asyncio.run(_members(topics, namespace, "at_risk")) == set()
+        first = asyncio.run(_publish_churn_model(topics, namespace, label=1.0))  # predicts ≈ 0.69 for everyone
+        entered = _changes(topics, 3)
+        asyncio.run(_publish_churn_model(topics, namespace, label=0.0))  # ≈ 0.31
+        exited = _changes(topics, 6)[3:]
+        asyncio.run(_rollback(topics, namespace, first))
+        again = _changes(topics, 9)[6:]
+        members = asyncio.run(_members(topics, namespace, "at_risk"))
+        job = asyncio.run(_job(topics, namespace, "at_risk"))
+    finally:
+        worker.stop()
+
+    expected = [(1, entered, "entered", 0.69), (2, exited, "exited", 0.31), (3, again, "entered", 0.69)]
+    for sweep, batch, kind, score in expected:
+        assert {c["customer_id"] for c in batch} == set(customers)
+        assert {c["change"] for c in batch} == {kind}
+        assert all(c["cause"] == {"models": {"churn_risk": first + (sweep == 2)}, "sweep": sweep} for c in batch)
+        assert all(c["excerpt"]["scores"]["churn_risk"] == pytest.approx(score, abs=0.02) for c in batch)
+    assert len({c["change_id"] for c in entered + exited + again}) == 9, "a rollback repeats no change id"
+    assert members == set(customers)
+    assert job is not None
+    assert (job.version, job.sweep, job.models) == (1, 3, {"churn_risk": first})
+    assert job.done(topics.settings.kafka.event_partitions)
+
+
+def _click(customer_id: str, event_id: str, at_ms: int) -> dict[str, str]:
+    at = datetime.fromtimestamp(at_ms / 1000, UTC).isoformat()
+    return {
+        "event_id": event_id, "type": "click", "customer_id": customer_id, "source": "web", "timestamp": at,
+        "session_id": "s-1", "action": "page_view", "url": "https://shop.example/",
+    }  # fmt: skip
+
+
+async def _publish_churn_model(topics: Topics, namespace: str, label: float) -> int:
+    """A churn model that learned ``label`` for 200 examples (past its cold start), signed and made active."""
+    trainer = ModelTrainer(default_specs(min_examples=50)[CHURN_RISK])
+    x = features(ProfileState(profile_id="p"), 0, FoldConfig())
+    for n in range(200):
+        example = Example(
+            example_id=str(n), model=CHURN_RISK, profile_id="p", trigger="census", taken_at_ms=0,
+            horizon_end_ms=0, label_known_ms=0, features=x, label=label,
+        )  # fmt: skip
+        trainer.learn(example)
+    redis = make_redis(topics.settings)
+    try:
+        store = ModelStore(redis, namespace)
+        version = await store.next_version(CHURN_RISK)
+        blob = dump_snapshot(trainer.snapshot_meta(version, int(time.time() * 1000)), trainer, MODEL_SECRET.encode())
+        await store.publish(CHURN_RISK, version, blob, keep=5)
+        return version
+    finally:
+        await redis.aclose()
+
+
+async def _rollback(topics: Topics, namespace: str, version: int) -> None:
+    redis = make_redis(topics.settings)
+    try:
+        assert await ModelStore(redis, namespace).rollback(CHURN_RISK, version)
+    finally:
+        await redis.aclose()
+
+
+async def _members(topics: Topics, namespace: str, segment: str) -> set[str]:
+    redis = make_redis(topics.settings)
+    try:
+        return set(await SegmentStore(redis, namespace).members(segment, None, 1000))
+    finally:
+        await redis.aclose()
+
+
+async def _job(topics: Topics, namespace: str, segment: str) -> Backfill | None:
+    redis = make_redis(topics.settings)
+    try:
+        return await SegmentStore(redis, namespace).backfill(segment)
+    finally:
+        await redis.aclose()
+
+
+def _changes(topics: Topics, expected: int) -> list[dict[str, Any]]:
+    """The first ``expected`` changes (no more), sweep by sweep."""
+    records = topics.read(["segments.changes"], expected=expected, timeout_s=60)
+    assert len(records) == expected, [orjson.loads(r.value) for r in records]
+    return sorted((orjson.loads(r.value) for r in records), key=lambda c: (c["cause"]["sweep"], c["customer_id"]))

@@ -7,7 +7,16 @@ import itertools
 import msgspec
 import pytest
 
-from profiles.segments.changes import Cause, ChangeKind, DefinitionCause, EventCause, TimerCause, change_id, transition
+from profiles.segments.changes import (
+    Cause,
+    ChangeKind,
+    DefinitionCause,
+    EventCause,
+    ModelCause,
+    TimerCause,
+    change_id,
+    transition,
+)
 from profiles.segments.definitions import DefinitionError, SegmentDefinition, save
 from profiles.segments.evaluate import Evaluation, evaluate
 from profiles.segments.rules import RuleError, compile_rule
@@ -49,7 +58,15 @@ def test_only_a_change_of_membership_is_a_transition() -> None:
 
 
 def test_the_same_cause_gives_the_same_id_in_another_process_and_any_difference_gives_another() -> None:
-    causes: list[Cause] = [EventCause("e-1"), EventCause("e-2"), TimerCause(T0), TimerCause(T0 + 1), DefinitionCause(2)]
+    causes: list[Cause] = [
+        *(EventCause("e-1"), EventCause("e-2"), TimerCause(T0), TimerCause(T0 + 1), DefinitionCause(2)),
+        # The same served versions in another sweep (a rollback) is another cause.
+        *(
+            ModelCause((("churn_risk", 3),), 1),
+            ModelCause((("churn_risk", 3),), 2),
+            ModelCause((("churn_risk", None),), 1),
+        ),
+    ]
     kinds: tuple[ChangeKind, ...] = ("entered", "exited")
     ids = {
         (customer, segment, version, kind, cause): change_id(customer, segment, version, kind, cause)

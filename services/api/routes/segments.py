@@ -41,6 +41,16 @@ class SegmentIn(BaseModel):
 
 class Evaluation(BaseModel):
     version: int = Field(description="The version existing profiles are being evaluated against.")
+    sweep: int = Field(
+        0,
+        description="0: the evaluation the definition itself caused; then one more each time the served versions "
+        "of the models the rule reads changed and every existing profile was evaluated again.",
+    )
+    models: dict[str, int | None] = Field(
+        default_factory=dict,
+        description="The served versions of the models the rule reads when this evaluation started (null: none, "
+        "the cold-start heuristic).",
+    )
     profiles_evaluated: int
     complete: bool = Field(description="Every partition's owner went through every existing profile.")
 
@@ -260,5 +270,11 @@ async def _described(store: SegmentStore, definition: SegmentDefinition, ctx: Ap
     evaluation = None
     if job is not None and job.version == definition.version:
         partitions = RESOLVED.partition_count(ctx.settings.kafka.event_partitions)
-        evaluation = Evaluation(version=job.version, profiles_evaluated=job.evaluated, complete=job.done(partitions))
+        evaluation = Evaluation(
+            version=job.version,
+            sweep=job.sweep,
+            models=job.models or {},
+            profiles_evaluated=job.evaluated,
+            complete=job.done(partitions),
+        )
     return _out(definition, (await store.counts([definition.name]))[definition.name], evaluation)
