@@ -349,13 +349,17 @@ class ProfileStore:
         under it, the customer it is an alias of, the customer it is the email of, and its visitor profile
         (loaded at once: an anonymous id not linked to a customer reads its own visitor profile)."""
         for any_id in any_ids:
-            pipe.mget(
-                self.erased_key(any_id),
-                self.profile_key(any_id),
-                self.alias_key(any_id),
-                self.email_key(any_id),
-                self.profile_key(anonymous_profile_id(any_id)),
-            )
+            pipe.mget(self.resolution_keys(any_id))
+
+    def resolution_keys(self, any_id: str) -> list[str]:
+        """The keys whose values (``MGET``, in this order) ``resolution`` reads for one id."""
+        return [
+            self.erased_key(any_id),
+            self.profile_key(any_id),
+            self.alias_key(any_id),
+            self.email_key(any_id),
+            self.profile_key(anonymous_profile_id(any_id)),
+        ]
 
     def resolution(self, any_ids: Sequence[str], replies: Sequence[object]) -> Resolution:
         """The ``Resolution`` of ``any_ids`` from the replies to ``queue_resolution``'s commands."""

@@ -4,7 +4,7 @@ answered beneath FastAPI's router and dependency injection, with one Redis round
 Why: at the 2,500 requests/s one process must serve, a request may cost about 0.4 ms of a core. Routing,
 dependency solving (the key, the path and query validation) and a round trip of its own for the rate limit
 cost more than that before a profile is read (docs/benchmarks.md, "Serving API"). Here the rate limit, the
-id's resolution and the profile's load go to Redis in one pipeline, and the routes' own functions
+id's resolution and the profile's load go to Redis in one command (a script), and the routes' own functions
 (``answer_profile``, ``answer_scores``) compute the answer.
 
 The FastAPI routes stay the definition: they document the contract (OpenAPI) and answer every request this
@@ -29,7 +29,6 @@ from services.api.context import ApiContext
 from services.api.errors import ApiError, error_response, redis_unavailable
 from services.api.keys import ApiKey, parse_token
 from services.api.metrics import ApiMetrics
-from services.api.ratelimit import wait_seconds
 from services.api.responses import JsonResponse
 from services.api.routes.profiles import answer_profile, fields_wanted
 from services.api.routes.scores import answer_scores
@@ -85,14 +84,11 @@ class HotReads:
             if key is None:
                 return None
             served = await ctx.serving.current()
-            async with ctx.redis.pipeline(transaction=False) as pipe:
-                ctx.limiter.queue(pipe, key.key_id, key.rate_per_s)
-                served.store.queue_resolution(pipe, [profile_id])
-                replies = await pipe.execute()
-            wait_s = wait_seconds(replies[0])
+            keys = served.store.resolution_keys(profile_id)
+            wait_s, values = await ctx.limiter.admit_and_read(key.key_id, key.rate_per_s, keys)
             if wait_s > 0:
                 raise rate_limited(key, wait_s)
-            resolution = served.store.resolution([profile_id], replies[1:])
+            resolution = served.store.resolution([profile_id], [values])
             if scores:
                 answer = await answer_scores(ctx, served, profile_id, resolution=resolution)
                 return JsonResponse(answer.model_dump(mode="json"))
