@@ -30,6 +30,9 @@ from profiles.view import stage_of, window_counters
 
 #: Durations longer than this (and "never") are this many days.
 DAY_CAP: Final = 365.0
+# The prior of a customer's activity rate: half an event over one day (a median visitor's pace).
+_PRIOR_EVENTS: Final = 0.5
+_PRIOR_DAYS: Final = 1.0
 #: The windows used as features: the 1h window is too short to say anything about days ahead.
 FEATURE_WINDOWS: Final = ("24h", "7d", "30d", "90d")
 #: The shown window metrics plus the two hidden ones (checkouts, searches) the journey stage uses.
@@ -76,7 +79,7 @@ def features(state: ProfileState, as_of_ms: int, config: FoldConfig, rfm: RfmRan
     >>> f["days_since_last_seen"], f["has_purchased"], f["stage_awareness"], f["w7d_orders"]
     (365.0, 0.0, 1.0, 0.0)
     >>> len(f)
-    66
+    69
     """
     if state.last_event_ms is not None and as_of_ms < state.last_event_ms:
         raise FeaturesBeforeLastEventError(as_of_ms, state.last_event_ms)
@@ -104,6 +107,10 @@ def features(state: ProfileState, as_of_ms: int, config: FoldConfig, rfm: RfmRan
         "negative_share": state.negative_mentions / state.mentions if state.mentions else 0.0,
         "top_affinity": math.log1p(_top_affinity(state, as_of_ms, config)),
     }
+    rate = _activity_rate(state)
+    out["activity_rate"] = math.log(rate)
+    out["silence_surprise"] = min(DAY_CAP, rate * out["days_since_last_seen"])
+    out["log_days_since_last_seen"] = math.log1p(out["days_since_last_seen"])
     for name in FEATURE_WINDOWS:
         sums = windows[name]
         for i, metric in enumerate(WINDOW_FEATURES):
@@ -120,6 +127,26 @@ def features(state: ProfileState, as_of_ms: int, config: FoldConfig, rfm: RfmRan
         out["f_score"] = float(score(rfm.worse_frequency, rfm.buyers)) if buyer else 0.0
         out["m_score"] = float(score(rfm.worse_monetary, rfm.buyers)) if buyer else 0.0
     return out
+
+
+def _activity_rate(state: ProfileState) -> float:
+    """Visits, email opens and mentions per day between the first and the last time the customer was seen,
+    shrunk towards half an event a day for short histories (one event is no rate).
+
+    ``rate × days since last seen`` is how many of them a customer still active would have made during the
+    silence: large when a frequent visitor goes quiet, small when an occasional one does — the recency-and-
+    frequency view of "is this customer still alive" (as in the Pareto/NBD and BG/NBD models), which a
+    linear model cannot form from recency and frequency alone.
+
+    >>> from profiles.state import new_profile
+    >>> _activity_rate(new_profile("c-1", "c-1"))
+    0.5
+    """
+    if state.first_seen_ms is None or state.last_seen_ms is None:
+        return _PRIOR_EVENTS / _PRIOR_DAYS
+    span_days = (state.last_seen_ms - state.first_seen_ms) / DAY_MS
+    events = state.sessions + state.email_actions[_OPENED] + state.mentions
+    return (events + _PRIOR_EVENTS) / (span_days + _PRIOR_DAYS)
 
 
 def _top_affinity(state: ProfileState, as_of_ms: int, config: FoldConfig) -> float:

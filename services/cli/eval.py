@@ -40,6 +40,14 @@ def evaluate(
     seed: Annotated[int, typer.Option()] = 7,
     warmup: Annotated[int, typer.Option(min=0, help="Examples per model learned before scoring starts.")] = 500,
     lag_days: Annotated[float, typer.Option(help="The worker's watermark lag during the run.")] = 3.0,
+    rate: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Events per second streamed in time order while the worker runs, as live traffic arrives; "
+            "0: all of them produced first, then the worker catches up (topics read in an arbitrary interleaving).",
+        ),
+    ] = 5000.0,
     write_docs: Annotated[bool, typer.Option(help=f"Write the table into {DOCS}.")] = True,
 ) -> None:
     """Simulate, stream through Kafka and a real worker, learn the examples progressively, print each
@@ -57,8 +65,9 @@ def evaluate(
     ensure_topics(settings)
     try:
         lines = [line for line in events.read_bytes().splitlines() if line.strip()]
-        summary = produce_lines(lines, settings, progress=True, total=len(lines))
-        typer.echo(f"produced {summary.sent:,} events; running the worker (namespace {namespace})")
+        if not rate:
+            summary = produce_lines(lines, settings, progress=True, total=len(lines))
+            typer.echo(f"produced {summary.sent:,} events; running the worker (namespace {namespace})")
         env = {
             **os.environ,
             "RAPPORT_KAFKA__TOPIC_PREFIX": prefix,
@@ -71,6 +80,9 @@ def evaluate(
                 [sys.executable, "-m", "services.cli.main", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT
             )
             try:
+                if rate:
+                    typer.echo(f"streaming the events at {rate:,.0f}/s into the worker (namespace {namespace})")
+                    produce_lines(lines, settings, rate=rate, progress=True, total=len(lines))
                 _wait_until_done(settings, namespace, worker)
             finally:
                 worker.terminate()
@@ -88,7 +100,7 @@ def evaluate(
     took = time.monotonic() - started
     heading = (
         f"`rapport eval --customers {customers} --days {days} --seed {seed} --warmup {warmup} "
-        f"--lag-days {lag_days:g}` ({len(examples):,} examples, {took:.0f} s)"
+        f"--lag-days {lag_days:g} --rate {rate:g}` ({len(examples):,} examples, {took:.0f} s)"
     )
     _print(rows, heading)
     if write_docs:

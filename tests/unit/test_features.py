@@ -110,3 +110,20 @@ def test_rfm_scores_are_added_only_when_ranks_are_given() -> None:
 def test_an_implausible_birth_year_is_no_age() -> None:
     f = features(folded([identify(1, T0, birth_year=1900)]), T0, CONFIG)
     assert (f["has_age"], f["age_years"]) == (0.0, 0.0)
+
+
+def test_a_frequent_visitor_gone_quiet_is_more_surprising_than_an_occasional_one() -> None:
+    """``silence_surprise`` = visits a day × days of silence: ten days without the daily visitor's visit is
+    news, ten days without the monthly visitor's is not; both have the same recency."""
+    daily = folded([click(n, T0 + n * DAY_MS) for n in range(30)])  # one session a day for 30 days
+    monthly = folded([click(n, T0 + n * 15 * DAY_MS) for n in range(3)])  # one every 15 days
+    f_daily = features(daily, T0 + 29 * DAY_MS + 10 * DAY_MS, CONFIG)
+    f_monthly = features(monthly, T0 + 30 * DAY_MS + 10 * DAY_MS, CONFIG)
+    assert f_daily["days_since_last_seen"] == pytest.approx(10.0)
+    assert f_monthly["days_since_last_seen"] == pytest.approx(10.0)
+    # 30 sessions over 29 days (+ the prior's 0.5 over 1 day) vs 3 over 30 days.
+    assert f_daily["activity_rate"] == pytest.approx(math.log(30.5 / 30.0))
+    assert f_monthly["activity_rate"] == pytest.approx(math.log(3.5 / 31.0))
+    assert f_daily["silence_surprise"] == pytest.approx(10 * 30.5 / 30.0)
+    assert f_monthly["silence_surprise"] == pytest.approx(10 * 3.5 / 31.0)
+    assert f_daily["log_days_since_last_seen"] == pytest.approx(math.log1p(10.0))
