@@ -1,10 +1,10 @@
 """The trainer and the scoring read model against the real broker, Redis and API process.
 
 Profiles come from a replayed simulator history; labelled examples are produced to ``models.examples``
-with those profiles' real features and a label that depends on one of them (recent customers buy), so a
-trained model must rank them better than the cold-start heuristic's flat answer for equal inputs. The
-worker does not produce examples yet (docs/models.md): this covers the trainer, the signed snapshots,
-hot reload, tampering, rollback and the score routes.
+with those profiles' real features 0 to 30 days after their last event and a label that depends on the
+recency (recent customers buy), so a trained model must rank them better than the cold-start heuristic's
+flat answer for equal inputs. This covers the trainer, the signed snapshots, hot reload, tampering,
+rollback and the score routes; the worker's own examples are test_models_pipeline.py's.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from profiles.model_store import ModelStore
 from profiles.models.labels import Example, encode_example
 from profiles.models.snapshots import read_meta
 from profiles.models.specs import PURCHASE_PROPENSITY
+from profiles.state import ProfileState
 from profiles.store import ProfileStore
 from services.kafka_clients import make_producer
 from services.redis_client import make_redis
@@ -145,8 +146,8 @@ def test_trainer_snapshots_are_served_hot_reloaded_refused_when_tampered_and_rol
         assert f'"model_version": {third_version}' in scores_cli.stdout
 
 
-def _profiles(topics: Topics, namespace: str, tmp_path: Path) -> tuple[dict[str, dict[str, float]], dict[str, int]]:
-    """A small replayed history: each customer's features at its last event, and that event's time."""
+def _profiles(topics: Topics, namespace: str, tmp_path: Path) -> tuple[dict[str, ProfileState], dict[str, int]]:
+    """A small replayed history: each customer's profile, and the time of its last event."""
     path = tmp_path / "events.jsonl"
     sim = rapport("simulate", "--customers", "150", "--days", "20", "--seed", "9", "--out", str(path), env={})
     assert sim.returncode == 0, sim.stderr
@@ -154,16 +155,15 @@ def _profiles(topics: Topics, namespace: str, tmp_path: Path) -> tuple[dict[str,
     replayed = rapport("replay", "--into", namespace, "--quiet", env={**topics.env})
     assert replayed.returncode == 0, replayed.stderr
 
-    async def read() -> tuple[dict[str, dict[str, float]], dict[str, int]]:
+    async def read() -> tuple[dict[str, ProfileState], dict[str, int]]:
         redis = make_redis(topics.settings)
         try:
             out, last = {}, {}
-            config = topics.settings.profile.fold_config()
             async for batch in ProfileStore(redis, namespace).scan_profiles():
                 for pid, stored in batch.items():
                     state = stored.state
                     if state and state.merged_into is None and state.customer_id:
-                        out[pid] = features(state, state.last_event_ms or 0, config)
+                        out[pid] = state
                         last[pid] = state.last_event_ms or 0
             return out, last
         finally:
@@ -178,15 +178,17 @@ def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
 
 
-def _produce_examples(topics: Topics, profiles: dict[str, dict[str, float]], n: int, seed: int) -> None:
-    """``n`` examples of purchase propensity: customers quiet for less than 3 days buy (mostly)."""
+def _produce_examples(topics: Topics, profiles: dict[str, ProfileState], n: int, seed: int) -> None:
+    """``n`` examples of purchase propensity: a customer's features 0 to 30 days after its last event, and
+    a label saying that customers quiet for less than 3 days buy (mostly)."""
     rng = random.Random(seed)
+    config = topics.settings.profile.fold_config()
     producer = make_producer(topics.settings)
     try:
         for i in range(n):
             pid = rng.choice(sorted(profiles))
-            x = dict(profiles[pid])
-            x["days_since_last_seen"] = rng.uniform(0, 30)
+            state = profiles[pid]
+            x = features(state, (state.last_event_ms or 0) + int(rng.uniform(0, 30) * 86_400_000), config)
             label = 1.0 if (x["days_since_last_seen"] < 3) != (rng.random() < 0.05) else 0.0
             example = Example(
                 example_id=f"{seed}-{i}",
