@@ -30,14 +30,21 @@ from redis.asyncio import Redis
 from profiles.redis_values import as_text
 from profiles.segments.definitions import SegmentDefinition, save
 
-# Compare-and-set: two workers noticing the same model change start one sweep, not two.
-_NEXT_SWEEP = """
-local held = redis.call('HMGET', KEYS[1], 'version', 'sweep')
-if held[1] ~= ARGV[1] or (held[2] or '0') ~= ARGV[2] then return 0 end
+# Both start a job over (ARGV: version, expected sweep, new sweep, models, started); as one script each, so
+# two workers noticing the same new definition or model change start one job, not two.
+_RESTART_JOB = """
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'version', ARGV[1], 'sweep', ARGV[3], 'models', ARGV[4], 'started', ARGV[5])
 return 1
 """
+_NEW_VERSION = "if redis.call('HGET', KEYS[1], 'version') == ARGV[1] then return 0 end\n" + _RESTART_JOB
+_NEXT_SWEEP = (
+    """
+local held = redis.call('HMGET', KEYS[1], 'version', 'sweep')
+if held[1] ~= ARGV[1] or (held[2] or '0') ~= ARGV[2] then return 0 end
+"""
+    + _RESTART_JOB
+)
 _AT = "@at"  # a field no segment can have: names are slugs
 _ENCODER = msgspec.json.Encoder()
 _DECODER = msgspec.json.Decoder(SegmentDefinition)
@@ -71,6 +78,7 @@ class SegmentStore:
         self.redis = redis
         self.namespace = namespace
         self._base = f"rapport:{namespace}:seg"
+        self._new_version = redis.register_script(_NEW_VERSION)
         self._next_sweep = redis.register_script(_NEXT_SWEEP)
 
     def members_key(self, segment: str) -> str:
@@ -195,22 +203,8 @@ class SegmentStore:
 
     async def start_backfill(self, segment: str, version: int, models: ModelVersions, now_ms: int) -> None:
         """Start over for ``version`` unless it is already the one being (or been) evaluated."""
-        current = await self.backfill(segment)
-        if current is None or current.version != version:
-            fields: list[bytes | str | int] = [
-                "version",
-                version,
-                "sweep",
-                0,
-                "models",
-                _ENCODER.encode(models),
-                "started",
-                now_ms,
-            ]
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.delete(self.backfill_key(segment))
-                pipe.hset(self.backfill_key(segment), items=fields)
-                await pipe.execute()
+        args = (version, 0, 0, _ENCODER.encode(models), now_ms)
+        await self._new_version(keys=[self.backfill_key(segment)], args=args)
 
     async def start_sweep(self, segment: str, after: Backfill, models: ModelVersions, now_ms: int) -> bool:
         """Start the next sweep of ``after``'s segment version for the served ``models`` — unless another
