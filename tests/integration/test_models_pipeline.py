@@ -141,13 +141,12 @@ def _stable(read: Any, quiet_s: float = 3.0, timeout_s: float = 60.0) -> list[Ex
     """What ``read()`` returns once it has stopped growing for ``quiet_s``."""
     deadline = time.monotonic() + timeout_s
     found, since = read(), time.monotonic()
-    while time.monotonic() - since < quiet_s:
-        assert time.monotonic() < deadline, "models.examples kept growing"
+    while not found or time.monotonic() - since < quiet_s:  # nothing yet is not "stopped growing"
+        assert time.monotonic() < deadline, "models.examples kept growing" if found else "no example was released"
         time.sleep(0.5)
         again = read()
         if len(again) != len(found):
             found, since = again, time.monotonic()
-    assert found, "no example was released"
     return list(found)
 
 

@@ -28,6 +28,7 @@ import pytest
 from profiles.config import HOUR_MS
 from profiles.model_store import ModelStore
 from profiles.models.snapshots import SnapshotMeta, load_snapshot
+from profiles.namespaces import Namespaces
 from schemas.validation import Rejection, ValidationLimits, validate_event
 from services.redis_client import make_redis
 from services.settings import Settings
@@ -77,6 +78,30 @@ def namespace_hash(produced: Produced, namespace: str) -> str:
     return result.stdout.split()[0]
 
 
+def kill_midway(produced: Produced, namespace: str, command: list[str], env: dict[str, str], chunks: int) -> None:
+    """Start ``command`` (a replay into ``namespace``) and SIGKILL it once it has checkpointed ``chunks`` more
+    chunks, by the checkpoint in Redis rather than by the clock: a faster machine must not finish first."""
+
+    async def seq() -> int | None:
+        redis = make_redis(produced.topics.settings)
+        try:
+            checkpoint = await Namespaces(redis).checkpoint(namespace)
+            return None if checkpoint is None or checkpoint["done"] else int(checkpoint["seq"])
+        finally:
+            await redis.aclose()
+
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    seen = {asyncio.run(seq())}
+    deadline = time.monotonic() + 120
+    while len(seen) <= chunks:
+        assert proc.poll() is None, "the replay finished before it was killed: make the history longer"
+        assert time.monotonic() < deadline, "the replay made no progress"
+        seen.add(asyncio.run(seq()))
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
 def fresh() -> str:
     return f"r{uuid.uuid4().hex[:8]}"
 
@@ -119,12 +144,8 @@ def test_a_replay_killed_midway_resumes_to_the_same_hash(produced: Produced) -> 
     replay(produced, reference)
     env = {**produced.topics.env, "COLUMNS": "200"}
     command = [sys.executable, "-m", "services.cli.main", "replay", "--into", killed, "--quiet", "--chunk", "2000"]
-    for delay in (4.0, 3.0):  # killed twice, at different points
-        proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(delay)
-        assert proc.poll() is None, "the replay finished before it was killed: make the history longer"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+    for chunks in (2, 3):  # killed twice, at different points
+        kill_midway(produced, killed, command, env, chunks)
     replay(produced, killed)
     assert namespace_hash(produced, killed) == namespace_hash(produced, reference)
 
@@ -217,11 +238,7 @@ def test_retrain_rebuilds_the_models_into_the_namespace_and_resumes_after_a_kill
     assert not diffs, f"{len(diffs)} differences:\n" + "\n".join(diffs[:40])
 
     command = [sys.executable, "-m", "services.cli.main", "replay", "--into", killed, "--quiet", "--chunk", "2000"]
-    proc = subprocess.Popen([*command, "--retrain"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    time.sleep(5.0)
-    assert proc.poll() is None, "the replay finished before it was killed: make the history longer"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_midway(produced, killed, [*command, "--retrain"], env, 2)
     resumed = rapport("replay", "--into", killed, "--quiet", "--chunk", "2000", "--retrain", env=env)
     assert resumed.returncode == 0, resumed.stderr
     assert namespace_hash(produced, killed) == namespace_hash(produced, reference)
