@@ -8,7 +8,10 @@ Keys (``<ns>`` the namespace):
 - ``rapport:<ns>:ml:due:<partition>`` — sorted set: profile → when the watermark must next reach it (its
   next census instant or first expiry);
 - ``rapport:<ns>:ml:progress:<partition>`` — what the progress markers folded in that partition said
-  (``profiles.models.progress``, msgpack): where its watermark may go.
+  (``profiles.models.progress``, msgpack): where its watermark may go;
+- ``rapport:<ns>:ml:features`` — hash: names digest → the feature names (newline-separated) that stored
+  vectors with that digest are in the order of. Every write of snapshots also sets its own entry, in the
+  same pipeline, so a worker of another version can read what this one wrote.
 
 Written in the profile write's pipeline (``ProfileStore.save(before=…)``), after the examples they release
 were acknowledged by Kafka.
@@ -16,21 +19,24 @@ were acknowledged by Kafka.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 
 import msgspec
 from redis.asyncio import Redis
 
-from profiles.config import FoldConfig
-from profiles.features import features
 from profiles.models.labels import Pending, SnapshotTrigger
 from profiles.models.progress import PartitionProgress
+from profiles.models.vectors import FEATURE_DIGEST, FEATURE_NAMES, FeatureVector, names_digest
 from profiles.redis_values import as_bytes, as_text
-from profiles.state import new_profile
 
-#: The feature names in ``features()``'s order: stored vectors are positional in this order.
-FEATURE_NAMES: Final = tuple(features(new_profile("-", "-"), 0, FoldConfig()))
+log = logging.getLogger(__name__)
+
+
+class _Vector(msgspec.Struct, array_like=True, frozen=True):
+    digest: str  # ``names_digest`` of the names the values are in the order of
+    values: bytes  # ``FeatureVector.packed``
 
 
 class _Row(msgspec.Struct, array_like=True, frozen=True):
@@ -43,47 +49,65 @@ class _Row(msgspec.Struct, array_like=True, frozen=True):
     decided: bool
     decided_at_ms: int | None
     spend_cents: int
-    #: An index into the blob's vectors (features in ``FEATURE_NAMES`` order), or the features themselves
-    #: when their names are not those (written by another version).
+    vector: int  # an index into the blob's vectors
+
+
+class _Blob(msgspec.Struct, array_like=True, frozen=True, tag=2):
+    """One customer's pending snapshots. Snapshots taken at one instant share their vector (a customer's
+    activity snapshots of three models); names are not stored per vector, only their digest."""
+
+    vectors: list[_Vector]
+    rows: list[_Row]
+
+
+class _V1Row(msgspec.Struct, array_like=True, frozen=True):
+    snapshot_id: str
+    model: str
+    trigger: SnapshotTrigger
+    taken_at_ms: int
+    horizon_end_ms: int
+    message_id: str | None
+    decided: bool
+    decided_at_ms: int | None
+    spend_cents: int
     features: int | dict[str, float]
 
 
-class _Blob(msgspec.Struct, array_like=True, frozen=True):
-    """One customer's pending snapshots. Snapshots taken at one instant share their features (a customer's
-    activity snapshots of three models), and vectors are positional: about 0.6 KB per instant instead of
-    a 66-key map per snapshot."""
+class _V1Blob(msgspec.Struct, array_like=True, frozen=True):
+    """The first format (untagged): vectors as msgpack floats in the writer's ``FEATURE_NAMES`` order.
+    Still read, so that snapshots pending when a worker is upgraded are not lost (they expire within the
+    longest horizon)."""
 
     vectors: list[list[float]]
-    rows: list[_Row]
+    rows: list[_V1Row]
 
 
 _ENCODER: Final = msgspec.msgpack.Encoder()
 _DECODER: Final = msgspec.msgpack.Decoder(_Blob)
+_V1_DECODER: Final = msgspec.msgpack.Decoder(_V1Blob)
 _PROGRESS_DECODER: Final = msgspec.msgpack.Decoder(PartitionProgress)
 
 
 def encode_pending(pending: Sequence[Pending]) -> bytes:
     """A customer's pending snapshots as stored.
 
-    >>> f = dict.fromkeys(FEATURE_NAMES, 1.0)
+    >>> f = FeatureVector.of(dict.fromkeys(FEATURE_NAMES, 1.0))
     >>> ps = [Pending(snapshot_id=m, model=m, profile_id="c", trigger="census", taken_at_ms=1,
     ...               horizon_end_ms=2, features=f) for m in ("a", "b")]
-    >>> decode_pending("c", encode_pending(ps)) == ps, len(encode_pending(ps)) < 800
-    (True, True)
+    >>> decode_pending("c", encode_pending(ps), {FEATURE_DIGEST: FEATURE_NAMES}) == (ps, set())
+    True
+    >>> len(encode_pending(ps)) < 800
+    True
     """
-    vectors: list[list[float]] = []
-    index: dict[tuple[float, ...], int] = {}
+    vectors: list[_Vector] = []
+    index: dict[tuple[tuple[str, ...], bytes], int] = {}
     rows = []
     for p in pending:
-        feats: int | dict[str, float]
-        if tuple(p.features) == FEATURE_NAMES:
-            values = tuple(p.features.values())
-            feats = index.get(values, -1)
-            if feats < 0:
-                feats = index[values] = len(vectors)
-                vectors.append(list(values))
-        else:
-            feats = dict(p.features)
+        names, values = p.features.names, p.features.packed
+        at = index.get((names, values), -1)
+        if at < 0:
+            at = index[names, values] = len(vectors)
+            vectors.append(_Vector(FEATURE_DIGEST if names is FEATURE_NAMES else names_digest(names), values))
         rows.append(
             _Row(
                 p.snapshot_id,
@@ -95,15 +119,25 @@ def encode_pending(pending: Sequence[Pending]) -> bytes:
                 p.decided,
                 p.decided_at_ms,
                 p.spend_cents,
-                feats,
+                at,
             )
         )
     return _ENCODER.encode(_Blob(vectors, rows))
 
 
-def decode_pending(profile_id: str, blob: bytes) -> list[Pending]:
-    decoded = _DECODER.decode(blob)
-    maps = [dict(zip(FEATURE_NAMES, v, strict=True)) for v in decoded.vectors]
+def decode_pending(
+    profile_id: str, blob: bytes, names: Mapping[str, tuple[str, ...]]
+) -> tuple[list[Pending], set[str]]:
+    """The snapshots of a stored blob whose vectors' names are known (``names``: digest → names), and the
+    digests that were not (their snapshots are left out)."""
+    try:
+        decoded = _DECODER.decode(blob)
+    except msgspec.DecodeError:
+        return _decode_v1(profile_id, blob), set()
+    vectors = [
+        FeatureVector(known, v.values) if (known := names.get(v.digest)) is not None else None for v in decoded.vectors
+    ]
+    unknown = {v.digest for v, vector in zip(decoded.vectors, vectors, strict=True) if vector is None}
     return [
         Pending(
             snapshot_id=r.snapshot_id,
@@ -112,7 +146,29 @@ def decode_pending(profile_id: str, blob: bytes) -> list[Pending]:
             trigger=r.trigger,
             taken_at_ms=r.taken_at_ms,
             horizon_end_ms=r.horizon_end_ms,
-            features=maps[r.features] if isinstance(r.features, int) else r.features,
+            features=vector,
+            message_id=r.message_id,
+            decided=r.decided,
+            decided_at_ms=r.decided_at_ms,
+            spend_cents=r.spend_cents,
+        )
+        for r in decoded.rows
+        if (vector := vectors[r.vector]) is not None
+    ], unknown
+
+
+def _decode_v1(profile_id: str, blob: bytes) -> list[Pending]:
+    decoded = _V1_DECODER.decode(blob)
+    vectors = [FeatureVector.of(dict(zip(FEATURE_NAMES, v, strict=True))) for v in decoded.vectors]
+    return [
+        Pending(
+            snapshot_id=r.snapshot_id,
+            model=r.model,
+            profile_id=profile_id,
+            trigger=r.trigger,
+            taken_at_ms=r.taken_at_ms,
+            horizon_end_ms=r.horizon_end_ms,
+            features=vectors[r.features] if isinstance(r.features, int) else FeatureVector.of(r.features),
             message_id=r.message_id,
             decided=r.decided,
             decided_at_ms=r.decided_at_ms,
@@ -126,6 +182,11 @@ class PendingStore:
     def __init__(self, redis: Redis, namespace: str) -> None:
         self.redis = redis
         self._base = f"rapport:{namespace}:ml"
+        self._names: dict[str, tuple[str, ...]] = {FEATURE_DIGEST: FEATURE_NAMES}
+
+    @property
+    def names_key(self) -> str:
+        return f"{self._base}:features"
 
     def pending_key(self, profile_id: str) -> str:
         return f"{self._base}:p:{{{profile_id}}}"
@@ -149,15 +210,32 @@ class PendingStore:
         blobs = values[: len(profile_ids)]
         marks = values[len(profile_ids) : len(profile_ids) + len(partitions)]
         progress = values[len(profile_ids) + len(partitions) :]
-        pending = {
-            pid: decode_pending(pid, as_bytes(b)) for pid, b in zip(profile_ids, blobs, strict=True) if b is not None
-        }
+        pending = await self._decode({pid: as_bytes(b) for pid, b in zip(profile_ids, blobs, strict=True) if b})
         watermarks = {p: int(v) for p, v in zip(partitions, marks, strict=True) if v is not None}
         known = {
             p: _PROGRESS_DECODER.decode(as_bytes(v)) if v is not None else PartitionProgress()
             for p, v in zip(partitions, progress, strict=True)
         }
         return pending, watermarks, known
+
+    async def _decode(self, blobs: Mapping[str, bytes]) -> dict[str, list[Pending]]:
+        pending: dict[str, list[Pending]] = {}
+        retry: dict[str, bytes] = {}
+        for pid, blob in blobs.items():
+            pending[pid], unknown = decode_pending(pid, blob, self._names)
+            if unknown:
+                retry[pid] = blob
+        if not retry:
+            return pending
+        # Written by another version of the features: their names are in the namespace's registry.
+        wanted = sorted({d for blob in retry.values() for d in decode_pending("-", blob, self._names)[1]})
+        found = await self.redis.hmget(self.names_key, wanted)
+        self._names.update({d: tuple(as_text(n).split("\n")) for d, n in zip(wanted, found, strict=True) if n})
+        for pid, blob in retry.items():
+            pending[pid], unknown = decode_pending(pid, blob, self._names)
+            if unknown:  # the registry lost them: the snapshots cannot become examples any more
+                log.warning("pending snapshots with unregistered feature names %s dropped", sorted(unknown))
+        return pending
 
     async def due(self, until: Mapping[int, int], limit: int) -> dict[int, list[tuple[str, int]]]:
         """Per partition, up to ``limit`` profiles due at or before its watermark, with their due time."""
@@ -180,6 +258,9 @@ class PendingStore:
         progress: Mapping[int, PartitionProgress],
         ttl_s: int,
     ) -> None:
+        names = {p.features.names for snapshots in pending.values() for p in snapshots}
+        for written in names:  # the current names, and those of snapshots another version took
+            pipe.hsetnx(self.names_key, names_digest(written), "\n".join(written))
         for pid, snapshots in pending.items():
             if snapshots:
                 pipe.set(self.pending_key(pid), encode_pending(snapshots), ex=ttl_s)

@@ -33,6 +33,7 @@ from msgspec.structs import replace
 
 from profiles.config import HOUR_MS, FoldConfig
 from profiles.models.specs import ModelSpec
+from profiles.models.vectors import FeatureVector
 from profiles.money import to_cents
 from profiles.timeutil import to_ms
 from schemas.events import AnyEvent, ClickEvent, EmailEvent, IdentifyEvent, PurchaseEvent, SocialMentionEvent
@@ -53,7 +54,7 @@ class Pending(Struct, array_like=True, frozen=True, kw_only=True):
     trigger: SnapshotTrigger
     taken_at_ms: int
     horizon_end_ms: int
-    features: dict[str, float]
+    features: FeatureVector
     message_id: str | None = None  # email_open: the email whose opening is the outcome
     decided: bool = False  # a deciding outcome happened inside the horizon (order, activity, open)
     decided_at_ms: int | None = None  # the earliest such event time
@@ -188,7 +189,7 @@ def expire(
                 taken_at_ms=p.taken_at_ms,
                 horizon_end_ms=p.horizon_end_ms,
                 label_known_ms=known,
-                features=p.features,
+                features=p.features.as_dict(),
                 label=label,
             )
         )

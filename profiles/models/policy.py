@@ -54,6 +54,7 @@ from profiles.features import features
 from profiles.fold import id_hash
 from profiles.models.labels import Pending, SnapshotTrigger, is_activity, snapshot_id
 from profiles.models.specs import ModelSpec
+from profiles.models.vectors import FeatureVector
 from profiles.state import ProfileState
 from profiles.timeutil import to_ms
 from schemas.events import AnyEvent, EmailEvent
@@ -64,7 +65,7 @@ def snapshot(
     spec: ModelSpec,
     trigger: SnapshotTrigger,
     at_ms: int,
-    feats: dict[str, float],
+    feats: FeatureVector,
     *,
     message_id: str | None = None,
 ) -> Pending:
@@ -103,16 +104,16 @@ def take_snapshots(
             if p.trigger == "activity" and p.taken_at_ms > latest_activity.get(p.model, p.taken_at_ms - 1):
                 latest_activity[p.model] = p.taken_at_ms
     out: list[Pending] = []
-    feats: dict[str, float] | None = None
+    feats: FeatureVector | None = None
     for spec in specs.values():
         if spec.trigger == "activity" and activity:
             latest = latest_activity.get(spec.name)
             if latest is not None and latest > ts - spec.activity_gap_ms:
                 continue
-            feats = feats if feats is not None else features(state, ts, config)
+            feats = feats if feats is not None else FeatureVector.of(features(state, ts, config))
             candidate = snapshot(state, spec, "activity", ts, feats)
         elif spec.trigger == "email_sent" and isinstance(event, EmailEvent) and event.action == "sent":
-            feats = feats if feats is not None else features(state, ts, config)
+            feats = feats if feats is not None else FeatureVector.of(features(state, ts, config))
             candidate = snapshot(state, spec, "email_sent", ts, feats, message_id=event.message_id)
         else:
             continue
@@ -141,14 +142,14 @@ def _census(
     state: ProfileState, specs: Mapping[str, ModelSpec], after_ms: int, until_ms: int, config: FoldConfig
 ) -> list[Pending]:
     out: list[Pending] = []
-    by_instant: dict[int, dict[str, float]] = {}
+    by_instant: dict[int, FeatureVector] = {}
     for spec in specs.values():
         if spec.trigger != "activity":
             continue
         for at in census_instants(state.profile_id, spec, after_ms, until_ms):
             feats = by_instant.get(at)
             if feats is None:
-                feats = by_instant[at] = features(state, at, config)
+                feats = by_instant[at] = FeatureVector.of(features(state, at, config))
             out.append(snapshot(state, spec, "census", at, feats))
     return out
 

@@ -13,6 +13,7 @@ from profiles.features import features
 from profiles.models.labels import DEFAULT_LATENESS_MS, Example, Pending, SnapshotTrigger, expire, resolve_on_event
 from profiles.models.policy import census_instants, snapshot, take_snapshots
 from profiles.models.specs import CHURN_RISK, CLV_90D, EMAIL_OPEN, PURCHASE_PROPENSITY, default_specs
+from profiles.models.vectors import FeatureVector
 from profiles.state import new_profile
 from profiles.timeutil import to_ms
 from schemas.events import AnyEvent
@@ -24,7 +25,7 @@ SPECS = default_specs()
 def pending_for(model: str, at: int = T0, message_id: str | None = None) -> Pending:
     state = new_profile(CUSTOMER, CUSTOMER)
     trigger: SnapshotTrigger = "email_sent" if model == EMAIL_OPEN else "activity"
-    return snapshot(state, SPECS[model], trigger, at, {"x": 1.0}, message_id=message_id)
+    return snapshot(state, SPECS[model], trigger, at, FeatureVector.of({"x": 1.0}), message_id=message_id)
 
 
 def settle(p: Pending, events: Sequence[AnyEvent]) -> Example:
@@ -162,7 +163,7 @@ def test_every_census_instant_is_taken_exactly_once_from_the_state_as_it_was(see
         assert taken == census_instants(CUSTOMER, SPECS[name], first - 1, day(300)), name
     for p in worker.snapshots:
         before = folded(e for e in events if to_ms(e.timestamp) <= p.taken_at_ms)
-        assert p.features == features(before, p.taken_at_ms, CONFIG), p.snapshot_id
+        assert p.features.as_dict() == features(before, p.taken_at_ms, CONFIG), p.snapshot_id
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

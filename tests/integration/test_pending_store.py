@@ -1,0 +1,61 @@
+"""Pending snapshots in the real Redis: a worker of another feature version reads what this one wrote."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from profiles.models.labels import Pending
+from profiles.models.vectors import FEATURE_NAMES, FeatureVector
+from profiles.pending_store import PendingStore
+from services.redis_client import make_redis
+from services.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+def snapshot(snapshot_id: str, feats: dict[str, float]) -> Pending:
+    return Pending(
+        snapshot_id=snapshot_id,
+        model="m",
+        profile_id="c-1",
+        trigger="census",
+        taken_at_ms=1_000,
+        horizon_end_ms=2_000,
+        features=FeatureVector.of(feats),
+    )
+
+
+def test_vectors_are_read_back_by_a_store_that_never_saw_their_names(settings: Settings, local_stack: object) -> None:
+    asyncio.run(_check(settings))
+
+
+async def _check(settings: Settings) -> None:
+    redis = make_redis(settings)
+    namespace = f"pending-{uuid.uuid4().hex[:6]}"
+    try:
+        # Snapshots another version took (other names) beside this version's, written by one store ...
+        written = [
+            snapshot("old", {"legacy_a": 1.25, "legacy_b": -3.0}),
+            snapshot("new", dict.fromkeys(FEATURE_NAMES, 2.0)),
+        ]
+        writer = PendingStore(redis, namespace)
+        async with redis.pipeline(transaction=True) as pipe:
+            writer.write(pipe, pending={"c-1": written}, due=[], watermarks={}, progress={}, ttl_s=600)
+            await pipe.execute()
+        # ... and loaded by a fresh one, which knows only the current names until it asks the registry.
+        loaded, _, _ = await PendingStore(redis, namespace).load(["c-1"], [])
+        assert loaded == {"c-1": written}
+        assert loaded["c-1"][0].features.as_dict() == {"legacy_a": 1.25, "legacy_b": -3.0}
+
+        # Without the registry those snapshots cannot be read: they are left out, the others still load.
+        await redis.delete(writer.names_key)
+        loaded, _, _ = await PendingStore(redis, namespace).load(["c-1"], [])
+        assert [p.snapshot_id for p in loaded["c-1"]] == ["new"]
+    finally:
+        keys = [k async for k in redis.scan_iter(match=f"rapport:{namespace}:*")]
+        if keys:
+            await redis.delete(*keys)
+        await redis.aclose()

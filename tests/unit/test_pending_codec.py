@@ -1,0 +1,88 @@
+"""The stored form of pending snapshots: exact round trips, vectors of other feature versions, the first format."""
+
+from __future__ import annotations
+
+import math
+
+import msgspec
+
+from profiles.config import FoldConfig
+from profiles.features import features
+from profiles.models.labels import Pending
+from profiles.models.vectors import FEATURE_DIGEST, FEATURE_NAMES, FeatureVector, names_digest
+from profiles.pending_store import decode_pending, encode_pending
+from profiles.state import new_profile
+
+CURRENT = {FEATURE_DIGEST: FEATURE_NAMES}
+
+
+def pending(snapshot_id: str, feats: dict[str, float], **extra: object) -> Pending:
+    return Pending(
+        snapshot_id=snapshot_id,
+        model="m",
+        profile_id="c-1",
+        trigger="activity",
+        taken_at_ms=1_000,
+        horizon_end_ms=2_000,
+        features=FeatureVector.of(feats),
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def test_values_round_trip_bit_for_bit() -> None:
+    awkward = [0.1, -0.0, 1e-308, 1 / 3, math.pi * 1e12, 2.0**-1074, -7.5]
+    feats = dict(zip(FEATURE_NAMES, awkward * 20, strict=False))
+    feats = {name: feats.get(name, 0.0) for name in FEATURE_NAMES}
+    ps = [pending("a", feats, decided=True, decided_at_ms=1_500, spend_cents=-120, message_id="e-1")]
+    decoded, unknown = decode_pending("c-1", encode_pending(ps), CURRENT)
+    assert unknown == set()
+    assert decoded == ps
+    assert [v.hex() for v in decoded[0].features.as_dict().values()] == [v.hex() for v in feats.values()]
+
+
+def test_snapshots_of_one_instant_share_one_stored_vector() -> None:
+    feats = features(new_profile("c-1", "c-1"), 0, FoldConfig())
+    one = encode_pending([pending("a", feats)])
+    three = encode_pending([pending(i, feats) for i in "abc"])
+    assert len(three) - len(one) < 150  # two more rows, not two more vectors of ~550 bytes
+
+
+def test_vectors_of_other_names_need_their_names_and_say_which() -> None:
+    other = {"only": 1.0, "two": 2.0}
+    ps = [pending("old", other), pending("new", dict.fromkeys(FEATURE_NAMES, 0.5))]
+    blob = encode_pending(ps)
+    decoded, unknown = decode_pending("c-1", blob, CURRENT)
+    assert unknown == {names_digest(("only", "two"))}
+    assert [p.snapshot_id for p in decoded] == ["new"]
+    decoded, unknown = decode_pending("c-1", blob, {**CURRENT, names_digest(("only", "two")): ("only", "two")})
+    assert unknown == set()
+    assert decoded == ps
+    assert decoded[0].features.as_dict() == other
+
+
+class _V1Row(msgspec.Struct, array_like=True):
+    snapshot_id: str
+    model: str
+    trigger: str
+    taken_at_ms: int
+    horizon_end_ms: int
+    message_id: str | None
+    decided: bool
+    decided_at_ms: int | None
+    spend_cents: int
+    features: int | dict[str, float]
+
+
+def test_the_first_format_is_still_read() -> None:
+    """What workers wrote before vectors were packed: floats in ``FEATURE_NAMES`` order, or a map."""
+    values = [float(i) for i in range(len(FEATURE_NAMES))]
+    rows = [
+        _V1Row("a", "m", "census", 1_000, 2_000, None, False, None, 0, 0),
+        _V1Row("b", "m", "activity", 1_000, 2_000, None, True, 1_200, 5, {"x": 3.0}),
+    ]
+    blob = msgspec.msgpack.encode([[values], rows])
+    decoded, unknown = decode_pending("c-1", blob, CURRENT)
+    assert unknown == set()
+    assert decoded[0].features.as_dict() == dict(zip(FEATURE_NAMES, values, strict=True))
+    assert decoded[1].features.as_dict() == {"x": 3.0}
+    assert (decoded[1].decided, decoded[1].decided_at_ms, decoded[1].spend_cents) == (True, 1_200, 5)
