@@ -34,7 +34,7 @@ from profiles.state import (
     ProfileState,
     Trait,
 )
-from profiles.timeutil import bucket_of
+from profiles.timeutil import bucket_of, to_ms
 from schemas.events import (
     AnyEvent,
     ClickEvent,
@@ -78,7 +78,7 @@ def apply(state: ProfileState, event: AnyEvent, config: FoldConfig, link: Link |
     state.recent_ids.append(key)
     if len(state.recent_ids) > config.dedup_memory:
         del state.recent_ids[0]
-    ts = event.timestamp_ms
+    ts = to_ms(event.timestamp)
     state.events_applied += 1
     if state.last_event_ms is None or ts > state.last_event_ms:
         state.last_event_ms = ts

@@ -16,15 +16,13 @@ them to integer minor units of the base currency, so sums are exact and independ
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Any, ClassVar, Final, Literal, get_args
 
 import msgspec
 from msgspec import Meta, Struct
 
 SCHEMA_VERSION: Final = 1
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_MS: Final = timedelta(milliseconds=1)
 
 Id = Annotated[str, Meta(min_length=1, max_length=256)]
 Name = Annotated[str, Meta(min_length=1, max_length=256)]
@@ -49,7 +47,7 @@ PURCHASE_ACTIONS: Final[tuple[str, ...]] = get_args(PurchaseAction)
 EVENT_TYPES: Final[tuple[str, ...]] = get_args(EventType)
 
 
-class Envelope(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True, tag_field="type", dict=True):
+class Envelope(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True, tag_field="type"):
     """Fields every event carries. At least one of ``customer_id`` and ``anonymous_id`` is required."""
 
     event_id: Annotated[str, Meta(min_length=1, max_length=256, description="Unique per event; re-sends keep it.")]
@@ -63,24 +61,6 @@ class Envelope(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True, ta
 
     #: The event's ``type`` tag (msgspec keeps tags out of the fields).
     type: ClassVar[str]
-
-    @property
-    def timestamp_ms(self) -> int:
-        """``timestamp`` in epoch milliseconds, sub-millisecond part truncated (as ``profiles.timeutil.to_ms``).
-
-        Kept beside the timestamp it was computed from (``dict=True`` gives the struct a ``__dict__``): the
-        resolver, the fold, the label scan and the snapshot policy all need it for every event, and with a
-        non-UTC offset the conversion costs ~0.5 µs a time. A copy with another timestamp recomputes it.
-
-        >>> e = ClickEvent(event_id="e", anonymous_id="a", action="page_view", url="/", session_id="s",
-        ...                timestamp=datetime.fromisoformat("1970-01-01T01:00:00.0019+01:00"))
-        >>> e.timestamp_ms, msgspec.structs.replace(e, timestamp=datetime(1970, 1, 1, tzinfo=UTC)).timestamp_ms
-        (1, 0)
-        """
-        cached: tuple[datetime, int] | None = self.__dict__.get("_timestamp_ms")
-        if cached is None or cached[0] is not self.timestamp:
-            cached = self.__dict__["_timestamp_ms"] = (self.timestamp, (self.timestamp - _EPOCH) // _MS)
-        return cached[1]
 
     @property
     def key(self) -> str:

@@ -18,6 +18,7 @@ from profiles import identity
 from profiles.config import FoldConfig
 from profiles.erasure import event_ids, extensions, not_erased
 from profiles.store import ProfileStore
+from profiles.timeutil import to_ms
 from schemas import erasure as erasure_codec
 from schemas.erasure import ErasureRecord
 from schemas.events import PurchaseEvent
@@ -77,7 +78,7 @@ class Resolver:
                 out.refused.append(Refused(record, source, reason))
             else:
                 arrivals.append(identity.Arrival(source, value, event, record.timestamp))
-                name, ts = f"{record.topic}:{record.partition}", event.timestamp_ms
+                name, ts = f"{record.topic}:{record.partition}", to_ms(event.timestamp)
                 if ts > out.event_time.get(name, -1):
                     out.event_time[name] = ts
         # Erasures first: events in the same batch must already see them.

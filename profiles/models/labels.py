@@ -35,6 +35,7 @@ from profiles.config import HOUR_MS, FoldConfig
 from profiles.models.specs import ModelSpec
 from profiles.models.vectors import FeatureVector
 from profiles.money import to_cents
+from profiles.timeutil import to_ms
 from schemas.events import AnyEvent, ClickEvent, EmailEvent, IdentifyEvent, PurchaseEvent, SocialMentionEvent
 
 #: How long after a horizon ends a late outcome event still counts (the pending snapshot's Redis TTL is
@@ -113,7 +114,7 @@ def resolve_on_event(
     models = {name for name, spec in specs.items() if spec.outcome in moved}
     if not models:
         return out
-    ts = event.timestamp_ms
+    ts = to_ms(event.timestamp)
     # open: an open of this very email (a click implies an open the ESP may not have reported)
     opened = event.message_id if "open" in moved and isinstance(event, EmailEvent) else None
     for i, p in enumerate(out):

@@ -56,6 +56,7 @@ from profiles.models.labels import Pending, SnapshotTrigger, is_activity, snapsh
 from profiles.models.specs import ModelSpec
 from profiles.models.vectors import FeatureVector
 from profiles.state import ProfileState
+from profiles.timeutil import to_ms
 from schemas.events import AnyEvent, EmailEvent
 
 
@@ -93,7 +94,7 @@ def take_snapshots(
     Nothing is taken for an event older than the profile's newest (a late event): the state already holds
     what came after it. Taking again for a redelivered event adds nothing (ids are deterministic).
     """
-    ts = event.timestamp_ms
+    ts = to_ms(event.timestamp)
     if state.last_event_ms != ts:
         return []
     activity = is_activity(event)

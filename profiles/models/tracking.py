@@ -32,6 +32,7 @@ from profiles.models.labels import DEFAULT_LATENESS_MS, Example, Pending, expire
 from profiles.models.policy import census_before_event, census_instants, census_on_watermark, take_snapshots
 from profiles.models.specs import ModelSpec
 from profiles.state import ProfileState
+from profiles.timeutil import to_ms
 from schemas.events import AnyEvent
 
 
@@ -64,7 +65,7 @@ class ModelTracking:
     def before(self, state: ProfileState, event: AnyEvent) -> None:
         if not self.tracked(state):
             return
-        ts = event.timestamp_ms
+        ts = to_ms(event.timestamp)
         watermark = self.watermarks.get(self.partition, 0)
         taken = census_before_event(state, ts, watermark, self.specs, self.config)
         if taken:
