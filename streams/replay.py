@@ -51,6 +51,7 @@ from services.erasure_log import read_erasures
 from services.kafka_clients import make_consumer
 from services.settings import Settings
 from streams.handler import RawRecord
+from streams.owned_states import OwnedStates
 from streams.replay_models import ReplayModels, RetrainConflictError
 from streams.resolution import Resolver
 
@@ -258,6 +259,9 @@ class Replay:
         self.partitioner = DefaultPartitioner()
         self.counters = _Counters()
         self.models = models
+        # The profiles this replay wrote last, decoded (the worker's rules, streams/owned_states.py): loading
+        # and decoding every touched profile again for each chunk was the largest single cost of a replay.
+        self.owned = OwnedStates(settings.stream.owned_profiles_cached)
 
     async def plan(self, topics: Sequence[str], from_ms: int | None, to_ms: int | None) -> Plan:
         """What to replay: the unfinished plan of the namespace's checkpoint (resume), or, after a finished
@@ -349,18 +353,25 @@ class Replay:
         self.counters.erased += resolution.erased
         while True:
             tracking = None if self.models is None else await self.models.tracking(partitions)
-            fold, end = await self._fold(resolution.records, seq, partitions, tracking)
-            ops = None
-            if self.models is not None and tracking is not None:
-                ops = await self.models.after_chunk(fold, tracking, seq, self.store)
-            writes = fold.writes(int(time.time() * 1000))
-            # One transaction per chunk: a replay killed meanwhile leaves all of the chunk or none of it. Per
-            # round, a hand-over written without the round that applies it would be lost on resume (the
-            # visitor's tombstone does not hand over twice).
-            refused = await self.store.save(writes, ops, atomic=True)
+            fold = BatchFold({}, {}, self.config, positional=False, hooks=tracking)
+            try:
+                end = await self._fold(fold, resolution.records, seq, partitions, tracking)
+                ops = None
+                if self.models is not None and tracking is not None:
+                    ops = await self.models.after_chunk(fold, tracking, seq, self.store)
+                writes = fold.writes(int(time.time() * 1000))
+                # One transaction per chunk: a replay killed meanwhile leaves all of the chunk or none of it.
+                # Per round, a hand-over written without the round that applies it would be lost on resume
+                # (the visitor's tombstone does not hand over twice).
+                refused = await self.store.save(writes, ops, atomic=True)
+            except BaseException:
+                self.owned.drop(fold.stored)  # changed in place, not written
+                raise
             self.counters.written += len(writes) - len(refused)
             if not refused:
+                self.owned.written(writes)
                 return end
+            self.owned.drop(fold.stored)
             if self.models is not None:
                 raise RetrainConflictError(
                     f"{len(refused)} profiles of {self.store.namespace!r} changed under the replay: retrain into a "
@@ -373,28 +384,29 @@ class Replay:
             log.info("%d profiles changed under the replay; folding the chunk again", len(refused))
 
     async def _fold(
-        self, records: list[Resolved], seq: int, partitions: int, tracking: ModelTracking | None
-    ) -> tuple[BatchFold, int]:
+        self, fold: BatchFold, records: list[Resolved], seq: int, partitions: int, tracking: ModelTracking | None
+    ) -> int:
         """The chunk's records, then what they emit (hand-overs, forwards), in rounds, until nothing is left;
-        numbered from ``seq`` (a forward's origin is its position: a chunk folded again numbers the same)."""
-        fold = BatchFold({}, {}, self.config, positional=False, hooks=tracking)
+        numbered from ``seq`` (a forward's origin is its position: a chunk folded again numbers the same).
+        Returns the next number."""
         pending = records
         while pending:
             todo = [(seq + i + 1, r) for i, r in enumerate(pending)]
             seq += len(pending)
             ids = [pid for pid in dict.fromkeys(r.profile_id for _, r in todo) if pid not in fold.stored]
             handed_to = [r.other_profile for _, r in todo if r.kind == "merge_out" and r.other_profile is not None]
-            stored, erased = await asyncio.gather(
-                self.store.load(ids), self.store.erased(list(dict.fromkeys([*ids, *handed_to])))
+            cached, missing = self.owned.split(ids)
+            loaded, erased = await asyncio.gather(
+                self.store.load(missing), self.store.erased(list(dict.fromkeys([*ids, *handed_to])))
             )
-            fold.include(stored, erased)
+            fold.include({**cached, **loaded}, erased)
             if self.models is not None and tracking is not None:
                 await self.models.load_pending(tracking, ids)
             partition_of = {pid: self._partition(pid, partitions) for pid in {r.profile_id for _, r in todo}}
             pending = []
             for at, record in todo:
                 pending += fold.apply(record, partition_of[record.profile_id], at)
-        return fold, seq
+        return seq
 
     def _partition(self, profile_id: str, partitions: int) -> int:
         """The profile's ``events.resolved`` partition, as the live worker's producer would choose it."""
