@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from profiles.namespaces import Namespaces, ReservedNameError, check_name
 from profiles.store import ProfileStore
 from profiles.timeutil import to_ms
+from services.gc_tuning import tune_gc
 from services.redis_client import make_redis
 from services.settings import Settings, get_settings
 from streams import replay as engine
@@ -64,6 +65,7 @@ def replay(
     if retrain and not settings.models.secret.get_secret_value():
         raise typer.BadParameter("set RAPPORT_MODELS__SECRET: model snapshots are signed", param_hint="--retrain")
     logging.basicConfig(level=logging.WARNING)
+    tune_gc(settings.stream.gc_young_threshold)
     from_ms, to_ms_ = _instant(start, "--from"), _instant(end, "--to")
     try:
         names = engine.raw_topics(settings, topics)
