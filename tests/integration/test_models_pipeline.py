@@ -26,6 +26,7 @@ from pydantic import SecretStr
 from profiles.models.labels import Example, decode_example
 from profiles.money import to_cents
 from profiles.namespaces import Namespaces
+from profiles.pending_store import PendingStore
 from profiles.store import ProfileStore
 from schemas.validation import Rejection, ValidationLimits, validate_event
 from services.kafka_clients import make_consumer, topic_partitions
@@ -68,7 +69,7 @@ def test_worker_examples_have_the_oracle_labels_and_train_served_models(
         try:
             wait_until_caught_up(topics, namespace, worker)
             # Then the raw partitions fall idle and the watermark reaches the newest event time minus the lag.
-            examples = _stable(lambda: _examples(topics))
+            examples = _stable(lambda: _examples(topics), lambda: _progress_report(topics, namespace))
         finally:
             worker.stop()
         by_model = defaultdict(list)
@@ -137,17 +138,46 @@ async def _replayed_examples(settings: Settings, env_extra: dict[str, str]) -> l
     return learned
 
 
-def _stable(read: Any, quiet_s: float = 3.0, timeout_s: float = 60.0) -> list[Example]:
-    """What ``read()`` returns once it has stopped growing for ``quiet_s``."""
+def _stable(read: Any, describe: Any, quiet_s: float = 3.0, timeout_s: float = 60.0) -> list[Example]:
+    """What ``read()`` returns once it has stopped growing for ``quiet_s``; ``describe()`` explains a timeout."""
     deadline = time.monotonic() + timeout_s
     found, since = read(), time.monotonic()
     while not found or time.monotonic() - since < quiet_s:  # nothing yet is not "stopped growing"
-        assert time.monotonic() < deadline, "models.examples kept growing" if found else "no example was released"
+        if time.monotonic() >= deadline:
+            pytest.fail(("models.examples kept growing" if found else "no example was released") + f"; {describe()}")
         time.sleep(0.5)
         again = read()
         if len(again) != len(found):
             found, since = again, time.monotonic()
     return list(found)
+
+
+def _progress_report(topics: Topics, namespace: str) -> str:
+    """What the models' event-time watermark waits for, per events.resolved partition: whether everything
+    sent there was applied (Redis position against the topic's end), how many raw partitions its progress
+    markers counted as idle, and which partitions announced their bound."""
+    consumer = make_consumer(topics.settings, "test-progress")
+    try:
+        tps = topic_partitions(consumer, topics.names["events.resolved"])
+        ends = consumer.end_offsets(tps)
+    finally:
+        consumer.close()
+    return asyncio.run(_progress_in_redis(topics, namespace, {tp.partition: end for tp, end in ends.items()}))
+
+
+async def _progress_in_redis(topics: Topics, namespace: str, ends: dict[int, int]) -> str:
+    redis = make_redis(topics.settings)
+    try:
+        positions = await ProfileStore(redis, namespace).positions(topics.names["events.resolved"], list(ends))
+        pending = PendingStore(redis, namespace)
+        _, watermarks, progress = await pending.load([], sorted(ends))
+    finally:
+        await redis.aclose()
+    return "; ".join(
+        f"p{p}: applied {positions.get(p)} of {end}, raw idle {sum(i for _, i in progress[p].raw.values())}"
+        f"/{len(progress[p].raw)}, upstream {sorted(progress[p].upstream)}, watermark {watermarks.get(p)}"
+        for p, end in sorted(ends.items())
+    )
 
 
 def _examples(topics: Topics) -> list[Example]:
