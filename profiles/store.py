@@ -205,8 +205,10 @@ class ProfileStore:
         write that survives a crash implies its population update did too (and a replay skips the profile's
         events without touching the population again).
         """
-        if not writes:
+        if not writes and before is None:
             return []
+        # ``before`` alone too: a batch of progress markers changes no profile, but the models' progress and
+        # watermarks it moved must be kept (dropping them stalled the event-time watermark for good).
         async with self.redis.pipeline(transaction=atomic) as pipe:
             if before is not None:
                 before(pipe)  # what must survive whenever the profiles do (e.g. segment memberships)
