@@ -133,7 +133,7 @@ def decode_pending(
     try:
         decoded = _DECODER.decode(blob)
     except msgspec.DecodeError:
-        return _decode_v1(profile_id, blob), set()
+        return _decode_v1(profile_id, blob)
     vectors = [
         FeatureVector(known, v.values) if (known := names.get(v.digest)) is not None else None for v in decoded.vectors
     ]
@@ -157,25 +157,38 @@ def decode_pending(
     ], unknown
 
 
-def _decode_v1(profile_id: str, blob: bytes) -> list[Pending]:
+#: What ``decode_pending`` reports for first-format vectors of another length than ``FEATURE_NAMES``: their
+#: writer had other features, and that format did not say which.
+V1_OTHER_FEATURES: Final = "first format, other features"
+
+
+def _decode_v1(profile_id: str, blob: bytes) -> tuple[list[Pending], set[str]]:
     decoded = _V1_DECODER.decode(blob)
-    vectors = [FeatureVector.of(dict(zip(FEATURE_NAMES, v, strict=True))) for v in decoded.vectors]
-    return [
-        Pending(
-            snapshot_id=r.snapshot_id,
-            model=r.model,
-            profile_id=profile_id,
-            trigger=r.trigger,
-            taken_at_ms=r.taken_at_ms,
-            horizon_end_ms=r.horizon_end_ms,
-            features=vectors[r.features] if isinstance(r.features, int) else FeatureVector.of(r.features),
-            message_id=r.message_id,
-            decided=r.decided,
-            decided_at_ms=r.decided_at_ms,
-            spend_cents=r.spend_cents,
-        )
-        for r in decoded.rows
+    vectors = [
+        FeatureVector.of(dict(zip(FEATURE_NAMES, v, strict=True))) if len(v) == len(FEATURE_NAMES) else None
+        for v in decoded.vectors
     ]
+    out = []
+    for r in decoded.rows:
+        vector = FeatureVector.of(r.features) if isinstance(r.features, dict) else vectors[r.features]
+        if vector is None:
+            continue
+        out.append(
+            Pending(
+                snapshot_id=r.snapshot_id,
+                model=r.model,
+                profile_id=profile_id,
+                trigger=r.trigger,
+                taken_at_ms=r.taken_at_ms,
+                horizon_end_ms=r.horizon_end_ms,
+                features=vector,
+                message_id=r.message_id,
+                decided=r.decided,
+                decided_at_ms=r.decided_at_ms,
+                spend_cents=r.spend_cents,
+            )
+        )
+    return out, {V1_OTHER_FEATURES} if len(out) < len(decoded.rows) else set()
 
 
 class PendingStore:

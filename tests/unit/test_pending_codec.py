@@ -10,7 +10,7 @@ from profiles.config import FoldConfig
 from profiles.features import features
 from profiles.models.labels import Pending
 from profiles.models.vectors import FEATURE_DIGEST, FEATURE_NAMES, FeatureVector, names_digest
-from profiles.pending_store import decode_pending, encode_pending
+from profiles.pending_store import V1_OTHER_FEATURES, decode_pending, encode_pending
 from profiles.state import new_profile
 
 CURRENT = {FEATURE_DIGEST: FEATURE_NAMES}
@@ -86,3 +86,14 @@ def test_the_first_format_is_still_read() -> None:
     assert decoded[0].features.as_dict() == dict(zip(FEATURE_NAMES, values, strict=True))
     assert decoded[1].features.as_dict() == {"x": 3.0}
     assert (decoded[1].decided, decoded[1].decided_at_ms, decoded[1].spend_cents) == (True, 1_200, 5)
+
+
+def test_first_format_vectors_of_other_features_are_reported_not_misread() -> None:
+    rows = [
+        _V1Row("a", "m", "census", 1_000, 2_000, None, False, None, 0, 0),
+        _V1Row("b", "m", "census", 1_000, 2_000, None, False, None, 0, 1),
+    ]
+    blob = msgspec.msgpack.encode([[[1.0, 2.0], [0.0] * len(FEATURE_NAMES)], rows])
+    decoded, unknown = decode_pending("c-1", blob, CURRENT)
+    assert unknown == {V1_OTHER_FEATURES}
+    assert [p.snapshot_id for p in decoded] == ["b"]
