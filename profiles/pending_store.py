@@ -138,23 +138,24 @@ def decode_pending(
         FeatureVector(known, v.values) if (known := names.get(v.digest)) is not None else None for v in decoded.vectors
     ]
     unknown = {v.digest for v, vector in zip(decoded.vectors, vectors, strict=True) if vector is None}
-    return [
-        Pending(
-            snapshot_id=r.snapshot_id,
-            model=r.model,
-            profile_id=profile_id,
-            trigger=r.trigger,
-            taken_at_ms=r.taken_at_ms,
-            horizon_end_ms=r.horizon_end_ms,
-            features=vector,
-            message_id=r.message_id,
-            decided=r.decided,
-            decided_at_ms=r.decided_at_ms,
-            spend_cents=r.spend_cents,
-        )
-        for r in decoded.rows
-        if (vector := vectors[r.vector]) is not None
-    ], unknown
+    rows = [(r, vectors[r.vector]) for r in decoded.rows]
+    return [_pending(profile_id, r, vector) for r, vector in rows if vector is not None], unknown
+
+
+def _pending(profile_id: str, r: _Row | _V1Row, vector: FeatureVector) -> Pending:
+    return Pending(
+        snapshot_id=r.snapshot_id,
+        model=r.model,
+        profile_id=profile_id,
+        trigger=r.trigger,
+        taken_at_ms=r.taken_at_ms,
+        horizon_end_ms=r.horizon_end_ms,
+        features=vector,
+        message_id=r.message_id,
+        decided=r.decided,
+        decided_at_ms=r.decided_at_ms,
+        spend_cents=r.spend_cents,
+    )
 
 
 #: What ``decode_pending`` reports for first-format vectors of another length than ``FEATURE_NAMES``: their
@@ -168,26 +169,10 @@ def _decode_v1(profile_id: str, blob: bytes) -> tuple[list[Pending], set[str]]:
         FeatureVector.of(dict(zip(FEATURE_NAMES, v, strict=True))) if len(v) == len(FEATURE_NAMES) else None
         for v in decoded.vectors
     ]
-    out = []
-    for r in decoded.rows:
-        vector = FeatureVector.of(r.features) if isinstance(r.features, dict) else vectors[r.features]
-        if vector is None:
-            continue
-        out.append(
-            Pending(
-                snapshot_id=r.snapshot_id,
-                model=r.model,
-                profile_id=profile_id,
-                trigger=r.trigger,
-                taken_at_ms=r.taken_at_ms,
-                horizon_end_ms=r.horizon_end_ms,
-                features=vector,
-                message_id=r.message_id,
-                decided=r.decided,
-                decided_at_ms=r.decided_at_ms,
-                spend_cents=r.spend_cents,
-            )
-        )
+    rows = [
+        (r, FeatureVector.of(r.features) if isinstance(r.features, dict) else vectors[r.features]) for r in decoded.rows
+    ]
+    out = [_pending(profile_id, r, vector) for r, vector in rows if vector is not None]
     return out, {V1_OTHER_FEATURES} if len(out) < len(decoded.rows) else set()
 
 
