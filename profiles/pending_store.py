@@ -39,7 +39,9 @@ class _Vector(msgspec.Struct, array_like=True, frozen=True):
     values: bytes  # ``FeatureVector.packed``
 
 
-class _Row(msgspec.Struct, array_like=True, frozen=True):
+class _RowBase(msgspec.Struct, array_like=True, frozen=True):
+    """A snapshot's fields but its features, first in both stored formats."""
+
     snapshot_id: str
     model: str
     trigger: SnapshotTrigger
@@ -49,6 +51,9 @@ class _Row(msgspec.Struct, array_like=True, frozen=True):
     decided: bool
     decided_at_ms: int | None
     spend_cents: int
+
+
+class _Row(_RowBase, array_like=True, frozen=True):
     vector: int  # an index into the blob's vectors
 
 
@@ -60,16 +65,7 @@ class _Blob(msgspec.Struct, array_like=True, frozen=True, tag=2):
     rows: list[_Row]
 
 
-class _V1Row(msgspec.Struct, array_like=True, frozen=True):
-    snapshot_id: str
-    model: str
-    trigger: SnapshotTrigger
-    taken_at_ms: int
-    horizon_end_ms: int
-    message_id: str | None
-    decided: bool
-    decided_at_ms: int | None
-    spend_cents: int
+class _V1Row(_RowBase, array_like=True, frozen=True):
     features: int | dict[str, float]
 
 
@@ -142,7 +138,7 @@ def decode_pending(
     return [_pending(profile_id, r, vector) for r, vector in rows if vector is not None], unknown
 
 
-def _pending(profile_id: str, r: _Row | _V1Row, vector: FeatureVector) -> Pending:
+def _pending(profile_id: str, r: _RowBase, vector: FeatureVector) -> Pending:
     return Pending(
         snapshot_id=r.snapshot_id,
         model=r.model,
