@@ -8,7 +8,9 @@ returned records.
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Final, Protocol
 
 from profiles.config import FoldConfig
 from profiles.fold import Link, apply, repeated_id_hash
@@ -26,6 +28,10 @@ class FoldHooks(Protocol):
     def before(self, state: ProfileState, event: AnyEvent) -> None: ...
 
     def after(self, state: ProfileState, event: AnyEvent) -> None: ...
+
+
+#: No event decoded beforehand.
+NOT_DECODED: Final[Mapping[bytes, AnyEvent]] = MappingProxyType({})
 
 
 class CorruptRecordError(ValueError):
@@ -50,21 +56,23 @@ def apply_resolved(
     offset: int,
     config: FoldConfig,
     hooks: FoldHooks | None = None,
+    decoded: Mapping[bytes, AnyEvent] = NOT_DECODED,
 ) -> tuple[ProfileState, list[Resolved]]:
     """Apply ``record`` (at ``offset`` of ``events.resolved`` partition ``partition``) to ``state``.
 
     Returns the state to keep (a merged anonymous profile is replaced by a small tombstone) and the
-    records to send on.
+    records to send on. ``decoded``: events already decoded, by their JSON (a replay resolves and folds in
+    one process); any other event is decoded from the record.
     """
     if record.kind == "merge_in":
-        return _merge_in(state, record, config, hooks), []
+        return _merge_in(state, record, config, hooks, decoded), []
     if record.kind == "merge_out":
         return _merge_out(state, record)
     if state.merged_into is not None:
         # A straggler: resolved to this anonymous profile before its link existed. A restarted resolver can
         # send it here again: the tombstone keeps the stream marks, so it forwards each raw record once.
         if record.source is not None:
-            mark = stream_mark(record.source.topic, record.source.partition, _event(record).key)
+            mark = stream_mark(record.source.topic, record.source.partition, _event(record, decoded).key)
             if record.source.offset <= state.source_marks.get(mark, -1):
                 return state, []
             state.source_marks[mark] = record.source.offset
@@ -78,7 +86,7 @@ def apply_resolved(
             ingested_ms=record.ingested_ms,
         )
         return state, [forward]
-    event = _event(record)
+    event = _event(record, decoded)
     if record.kind == "event" and _before_its_handover(state, event.customer_id, event.key):
         # A restarted resolver can route an anonymous id's event here directly (the link now exists) before
         # the anonymous profile's hand-over, which may already count it: wait for the hand-over, whose
@@ -135,9 +143,12 @@ def _apply_event(
     return []
 
 
-def _event(record: Resolved) -> AnyEvent:
+def _event(record: Resolved, decoded: Mapping[bytes, AnyEvent]) -> AnyEvent:
     if record.event is None:
         raise CorruptRecordError(f"a {record.kind} record without an event")
+    known = decoded.get(record.event)
+    if known is not None:
+        return known
     event = decode_event(record.event)
     if isinstance(event, Rejection):
         raise CorruptRecordError(f"events.resolved carries an invalid event ({event.code.value})")
@@ -159,7 +170,13 @@ def _merge_out(state: ProfileState, record: Resolved) -> tuple[ProfileState, lis
     return tombstone, [handover]
 
 
-def _merge_in(state: ProfileState, record: Resolved, config: FoldConfig, hooks: FoldHooks | None) -> ProfileState:
+def _merge_in(
+    state: ProfileState,
+    record: Resolved,
+    config: FoldConfig,
+    hooks: FoldHooks | None,
+    decoded: Mapping[bytes, AnyEvent],
+) -> ProfileState:
     if record.other_profile is None or record.other_profile in state.absorbed:
         return state
     state.absorbed.append(record.other_profile)
@@ -168,7 +185,7 @@ def _merge_in(state: ProfileState, record: Resolved, config: FoldConfig, hooks: 
     # Release what waited for this hand-over; the merged stream marks skip what the anonymous profile counted.
     waiting, state.held = state.held, []
     for held in waiting:
-        event = _event(held)
+        event = _event(held, decoded)
         if anonymous_profile_id(event.key) == record.other_profile:
             _apply_event(state, held, event, partition=-1, offset=-1, config=config, hooks=hooks)
         else:

@@ -7,16 +7,18 @@ of their ids, feeds the batch's ``events.resolved`` records in order, sends what
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Final
 
 import msgspec
 
-from profiles.apply import apply_resolved, new_state_for
+from profiles.apply import NOT_DECODED, apply_resolved, new_state_for
 from profiles.config import FoldConfig
 from profiles.fold import compact
 from profiles.models.tracking import ModelTracking
 from profiles.state import ProfileState, encode
 from profiles.store import ProfileWrite, Stored, rfm_position
+from schemas.events import AnyEvent
 from schemas.resolved import Resolved
 
 
@@ -38,6 +40,7 @@ class BatchFold:
         causes: bool = False,
         positional: bool = True,
         hooks: ModelTracking | None = None,
+        decoded: Mapping[bytes, AnyEvent] = NOT_DECODED,
     ) -> None:
         """``stored``: every profile the batch's records are keyed by; ``erased``: the erasure receipt of
         those that were erased; ``causes``: keep each changed profile's last event id (``last_event_id``),
@@ -48,11 +51,15 @@ class BatchFold:
         recognised by the stream marks and event ids alone, and ``writes()`` leaves out profiles the batch
         did not change (a replay of what a namespace already holds writes nothing).
 
-        ``hooks`` (the models' snapshots and labels) sees every event the fold applies."""
+        ``hooks`` (the models' snapshots and labels) sees every event the fold applies; ``decoded``: the
+        records' events already decoded, by their JSON (a replay's resolution decoded them)."""
         self.causes = causes
         self.positional = positional
         self.hooks = hooks
-        self.before: dict[str, bytes] = {}  # replay mode: the encoded state each profile had
+        self.decoded = decoded
+        # Replay mode: each profile's encoded state and event count before the batch (its change check).
+        self.before: dict[str, bytes] = {}
+        self.applied_before: dict[str, int] = {}
         self.stored = stored
         self.erased = dict(erased)
         self.config = config
@@ -102,11 +109,11 @@ class BatchFold:
             return []  # applied before: a redelivery after a crash or rebalance
         state = self.states.get(pid) or self.stored[pid].state or new_state_for(pid)
         if not self.positional and pid not in self.before:
-            self.before[pid] = encode(state) if self.stored[pid].state is not None else b""
+            self._note_before(pid, state)
         if self.hooks is not None:
             self.hooks.partition = partition
         state, emitted = apply_resolved(
-            state, record, partition=partition, offset=at, config=self.config, hooks=self.hooks
+            state, record, partition=partition, offset=at, config=self.config, hooks=self.hooks, decoded=self.decoded
         )
         self.states[pid] = state
         if self.positional:
@@ -119,6 +126,16 @@ class BatchFold:
             self.ingested.append(record.ingested_ms)
         return emitted
 
+    def _note_before(self, pid: str, state: ProfileState) -> None:
+        stored = self.stored[pid]
+        if stored.state is None:
+            self.before[pid] = b""
+        else:
+            # The bytes as loaded: encoding the state again would give the same ones (a state written by an
+            # older schema differs, and is then rewritten in the current one).
+            self.before[pid] = stored.encoded if stored.encoded is not None else encode(state)
+        self.applied_before[pid] = state.events_applied
+
     def _note_cause(self, pid: str, record: Resolved) -> None:
         if record.event is not None and record.kind in ("event", "forward"):
             self.last_event_id[pid] = _EVENT_ID.decode(record.event).event_id
@@ -129,13 +146,20 @@ class BatchFold:
         out = []
         for pid, state in self.states.items():
             compact(state, self.config)
-            if not self.positional and encode(state) == self.before[pid]:
+            # An event counted is a change; otherwise only the encodings tell (a merge, a hand-over, marks).
+            if (
+                not self.positional
+                and state.events_applied == self.applied_before[pid]
+                and encode(state) == self.before[pid]
+            ):
                 continue
             state.updated_ms = updated_ms
             moved = rfm_position(state) != self.positions_before[pid]
-            stored = self.stored[pid]
-            partition = self.partition_of.get(pid)
-            out.append(ProfileWrite(pid, stored.expected, self.watermarks[pid], state, moved, partition=partition))
+            expected, partition = self.stored[pid].expected, self.partition_of.get(pid)
+            # A replay keeps what it wrote decoded, with these bytes as the next chunk's ``before``.
+            encoded = None if self.positional else encode(state)
+            watermark = self.watermarks[pid]
+            out.append(ProfileWrite(pid, expected, watermark, state, moved, partition=partition, encoded=encoded))
         for pid, erasure_id in self.deleted.items():
             stored = self.stored[pid]
             dropped = self.positions_before[pid] is not None

@@ -92,6 +92,8 @@ class ProfileWrite:
     erasure_id: str | None = None
     #: The profile's events.resolved partition, to index it there when it is created (None: not indexed).
     partition: int | None = None
+    #: ``state`` encoded, when the caller has it already (a replay encodes to compare): not encoded again.
+    encoded: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +103,8 @@ class Stored:
     watermark: int
     state: ProfileState | None
     expected: bytes
+    #: ``state``'s encoding as stored (None: not kept): what a replay compares its result with.
+    encoded: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +225,11 @@ class ProfileStore:
                     pipe.zadd(self.partition_index_key(write.partition), {write.profile_id: 0})
             first_cas = len(pipe.command_stack)
             for write in writes:
-                blob = b"" if write.state is None else watermark_bytes(write.watermark) + encode(write.state)
+                if write.state is None:
+                    blob = b""
+                else:
+                    body = write.encoded if write.encoded is not None else encode(write.state)
+                    blob = watermark_bytes(write.watermark) + body
                 await self._cas(keys=[self.profile_key(write.profile_id)], args=[write.expected, blob], client=pipe)
             cas_end = len(pipe.command_stack)
             for write in writes:
@@ -447,7 +455,8 @@ def _stored(profile_ids: Sequence[str], blobs: Sequence[bytes | str | None]) -> 
             out[profile_id] = Stored(-1, None, ABSENT)
         else:
             raw = _bytes(blob)
-            out[profile_id] = Stored(_WATERMARK.unpack_from(raw)[0], decode(raw[8:]), raw[:8])
+            body = raw[8:]
+            out[profile_id] = Stored(_WATERMARK.unpack_from(raw)[0], decode(body), raw[:8], body)
     return out
 
 

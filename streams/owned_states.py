@@ -40,7 +40,9 @@ class OwnedStates:
             if write.state is None:  # deleted (erased): Redis holds nothing, the next write starts from ABSENT
                 self._items[write.profile_id] = Stored(-1, None, ABSENT)
             else:
-                self._items[write.profile_id] = Stored(write.watermark, write.state, watermark_bytes(write.watermark))
+                self._items[write.profile_id] = Stored(
+                    write.watermark, write.state, watermark_bytes(write.watermark), write.encoded
+                )
             self._items.move_to_end(write.profile_id)
         while len(self._items) > self.capacity:
             self._items.popitem(last=False)

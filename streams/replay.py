@@ -34,7 +34,8 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from functools import lru_cache
+from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import DefaultPartitioner
@@ -45,6 +46,7 @@ from profiles.config import FoldConfig
 from profiles.models.tracking import ModelTracking
 from profiles.namespaces import Namespaces
 from profiles.store import ProfileStore
+from schemas.events import AnyEvent
 from schemas.resolved import Resolved
 from schemas.topics import ERASURES, MODEL_EXAMPLES, RAW_EVENT_TOPICS, RESOLVED, full_name
 from services.erasure_log import read_erasures
@@ -54,6 +56,8 @@ from streams.handler import RawRecord
 from streams.owned_states import OwnedStates
 from streams.replay_models import ReplayModels, RetrainConflictError
 from streams.resolution import Resolver
+
+_PARTITIONER: Final = DefaultPartitioner()
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +243,14 @@ class _Merged:
         return out
 
 
+@lru_cache(maxsize=1 << 16)
+def resolved_partition(profile_id: str, partitions: int) -> int:
+    """The profile's ``events.resolved`` partition, as the live worker's producer would choose it (murmur2 in
+    pure Python, hence the cache)."""
+    every = list(range(partitions))
+    return int(_PARTITIONER(profile_id.encode(), every, every))
+
+
 class Replay:
     def __init__(
         self,
@@ -256,7 +268,6 @@ class Replay:
         self.chunk = chunk
         self.config: FoldConfig = settings.profile.fold_config()
         self.resolver = Resolver(store, self.config, settings.validation.limits(), full_name(ERASURES, prefix))
-        self.partitioner = DefaultPartitioner()
         self.counters = _Counters()
         self.models = models
         # The profiles this replay wrote last, decoded (the worker's rules, streams/owned_states.py): loading
@@ -347,13 +358,14 @@ class Replay:
             await consumer.stop()
 
     async def _chunk(self, records: list[RawRecord], seq: int, partitions: int) -> int:
-        resolution = await self.resolver.resolve(records, datetime.now(UTC))
+        decoded: dict[bytes, AnyEvent] = {}  # folded next, in this process: not decoded twice
+        resolution = await self.resolver.resolve(records, datetime.now(UTC), decoded)
         self.counters.applied += resolution.kept
         self.counters.rejected += len(resolution.refused)
         self.counters.erased += resolution.erased
         while True:
             tracking = None if self.models is None else await self.models.tracking(partitions)
-            fold = BatchFold({}, {}, self.config, positional=False, hooks=tracking)
+            fold = BatchFold({}, {}, self.config, positional=False, hooks=tracking, decoded=decoded)
             try:
                 end = await self._fold(fold, resolution.records, seq, partitions, tracking)
                 ops = None
@@ -402,16 +414,11 @@ class Replay:
             fold.include({**cached, **loaded}, erased)
             if self.models is not None and tracking is not None:
                 await self.models.load_pending(tracking, ids)
-            partition_of = {pid: self._partition(pid, partitions) for pid in {r.profile_id for _, r in todo}}
+            partition_of = {pid: resolved_partition(pid, partitions) for pid in {r.profile_id for _, r in todo}}
             pending = []
             for at, record in todo:
                 pending += fold.apply(record, partition_of[record.profile_id], at)
         return seq
-
-    def _partition(self, profile_id: str, partitions: int) -> int:
-        """The profile's ``events.resolved`` partition, as the live worker's producer would choose it."""
-        key = profile_id.encode()
-        return int(self.partitioner(key, list(range(partitions)), list(range(partitions))))
 
     def _progress(self, plan: Plan) -> Progress:
         c = self.counters

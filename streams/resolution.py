@@ -21,7 +21,7 @@ from profiles.store import ProfileStore
 from profiles.timeutil import to_ms
 from schemas import erasure as erasure_codec
 from schemas.erasure import ErasureRecord
-from schemas.events import PurchaseEvent
+from schemas.events import AnyEvent, PurchaseEvent
 from schemas.resolved import RawSource, Resolved
 from schemas.validation import Rejection, ValidationLimits, validate_event
 from streams.dead_letters import DeadLetter
@@ -54,9 +54,12 @@ class Resolver:
         self.limits = limits
         self.erasures_topic = erasures_topic
 
-    async def resolve(self, records: Iterable[RawRecord], now: datetime) -> Resolution:
+    async def resolve(
+        self, records: Iterable[RawRecord], now: datetime, decoded: dict[bytes, AnyEvent] | None = None
+    ) -> Resolution:
         """Resolve raw records (in order) of the raw topics and ``erasures``. Writes erasure markers and
-        identity links to Redis; raises on Redis failure (nothing is lost: the caller retries the batch)."""
+        identity links to Redis; raises on Redis failure (nothing is lost: the caller retries the batch).
+        ``decoded`` receives each valid event by its JSON, for a caller that folds them next."""
         out = Resolution()
         arrivals: list[identity.Arrival] = []
         erasures: list[ErasureRecord] = []
@@ -78,6 +81,8 @@ class Resolver:
                 out.refused.append(Refused(record, source, reason))
             else:
                 arrivals.append(identity.Arrival(source, value, event, record.timestamp))
+                if decoded is not None:
+                    decoded[value] = event
                 name, ts = f"{record.topic}:{record.partition}", to_ms(event.timestamp)
                 if ts > out.event_time.get(name, -1):
                     out.event_time[name] = ts
