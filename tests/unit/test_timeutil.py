@@ -1,8 +1,10 @@
-"""``iso`` against the standard library's own formatting of the same instant."""
+"""``iso`` against the standard library's own formatting of the same instant; ``to_ms`` against the
+standard library's timedelta arithmetic, in fixed offsets (cached) and in zones whose offset changes."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -17,3 +19,19 @@ MS = st.integers(min_value=to_ms(datetime(1000, 1, 1, tzinfo=UTC)), max_value=to
 def test_iso_is_the_standard_librarys_rfc_3339_with_milliseconds(ms: int) -> None:
     expected = from_ms(ms).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     assert iso(ms) == expected
+
+
+ZONES = st.one_of(
+    st.integers(min_value=-24 * 60 + 1, max_value=24 * 60 - 1).map(lambda m: timezone(timedelta(minutes=m))),
+    st.integers(min_value=-86399, max_value=86399).map(lambda s: timezone(timedelta(seconds=s))),
+    st.just(timezone(timedelta(microseconds=1))),  # not whole seconds: never cached
+    st.sampled_from([ZoneInfo("Europe/Berlin"), ZoneInfo("America/New_York"), ZoneInfo("Australia/Lord_Howe")]),
+)
+
+
+@given(st.datetimes(min_value=datetime(1000, 1, 2), max_value=datetime(9999, 12, 30)), ZONES)
+def test_to_ms_is_the_exact_epoch_difference_in_any_zone(naive: datetime, zone: timezone | ZoneInfo) -> None:
+    moment = naive.replace(tzinfo=zone)
+    expected = (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+    assert to_ms(moment) == expected
+    assert to_ms(moment) == expected  # again, with the offset now known
