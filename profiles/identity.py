@@ -11,6 +11,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from msgspec import Struct
+
 from profiles.state import anonymous_profile_id
 from schemas.events import AnyEvent, IdentifyEvent
 from schemas.resolved import LinkDecision, RawSource, Resolved
@@ -28,9 +30,9 @@ class Claim:
     owner: str
 
 
-@dataclass(frozen=True, slots=True)
-class Arrival:
-    """A valid event as it arrived on a raw topic."""
+class Arrival(Struct, frozen=True):
+    """A valid event as it arrived on a raw topic (a struct: one per event, created 7x faster than a frozen
+    dataclass)."""
 
     source: RawSource
     raw: bytes
