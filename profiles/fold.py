@@ -126,7 +126,9 @@ def _add_affinity(state: ProfileState, category: str, weight: float, ts: int, co
         for name in state.affinity:
             state.affinity[name] *= factor
         ref = state.affinity_ref_ms = ts
-    state.affinity[category] = state.affinity.get(category, 0.0) + weight * 2.0 ** (-(ref - ts) / half_life)
+    if ts < ref:  # a late contribution, decayed to the reference time (else its factor is exactly 1)
+        weight *= 2.0 ** (-(ref - ts) / half_life)
+    state.affinity[category] = state.affinity.get(category, 0.0) + weight
 
 
 def _click(state: ProfileState, event: ClickEvent, ts: int, config: FoldConfig) -> None:

@@ -63,6 +63,7 @@ class Resolver:
         out = Resolution()
         arrivals: list[identity.Arrival] = []
         erasures: list[ErasureRecord] = []
+        newest: dict[tuple[str, int], int] = {}  # named once per partition below, not once per event
         for record in records:
             value = record.value or b""
             source = RawSource(record.topic, record.partition, record.offset)
@@ -83,9 +84,10 @@ class Resolver:
                 arrivals.append(identity.Arrival(source, value, event, record.timestamp))
                 if decoded is not None:
                     decoded[value] = event
-                name, ts = f"{record.topic}:{record.partition}", to_ms(event.timestamp)
-                if ts > out.event_time.get(name, -1):
-                    out.event_time[name] = ts
+                ts = to_ms(event.timestamp)
+                if ts > newest.get((record.topic, record.partition), -1):
+                    newest[record.topic, record.partition] = ts
+        out.event_time = {f"{topic}:{partition}": ts for (topic, partition), ts in newest.items()}
         # Erasures first: events in the same batch must already see them.
         await self.store.record_erasures(erasures)
         carried = list(dict.fromkeys(i for a in arrivals for i in event_ids(a.event)))
