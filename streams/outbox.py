@@ -23,6 +23,11 @@ Outgoing = tuple[str, int | None, bytes | None, bytes, list[tuple[str, bytes]] |
 _CACHE_LIMIT = 200_000
 
 
+def key_partition(key: bytes, count: int) -> int:
+    """The partition Kafka's default partitioner gives ``key`` among ``count`` (murmur2, as every client)."""
+    return int(murmur2(key) & 0x7FFFFFFF) % count
+
+
 class Outbox:
     def __init__(self, producer: AIOKafkaProducer) -> None:
         self.producer = producer
@@ -72,5 +77,5 @@ class Outbox:
         if cached is None:
             if len(self._partition_of) >= _CACHE_LIMIT:
                 self._partition_of.clear()
-            cached = self._partition_of[(topic, key)] = (murmur2(key) & 0x7FFFFFFF) % count
+            cached = self._partition_of[(topic, key)] = key_partition(key, count)
         return cached

@@ -35,10 +35,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any, Final
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer
-from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import TopicPartition
 
 from profiles.batch import BatchFold
@@ -53,11 +52,10 @@ from services.erasure_log import read_erasures
 from services.kafka_clients import make_consumer
 from services.settings import Settings
 from streams.handler import RawRecord
+from streams.outbox import key_partition
 from streams.owned_states import OwnedStates
 from streams.replay_models import ReplayModels, RetrainConflictError
 from streams.resolution import Resolver
-
-_PARTITIONER: Final = DefaultPartitioner()
 
 log = logging.getLogger(__name__)
 
@@ -249,8 +247,7 @@ class _Merged:
 def resolved_partition(profile_id: str, partitions: int) -> int:
     """The profile's ``events.resolved`` partition, as the live worker's producer would choose it (murmur2 in
     pure Python, hence the cache)."""
-    every = list(range(partitions))
-    return int(_PARTITIONER(profile_id.encode(), every, every))
+    return key_partition(profile_id.encode(), partitions)
 
 
 class Replay:
