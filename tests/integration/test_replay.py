@@ -134,7 +134,10 @@ def test_live_worker_and_replay_agree_and_replaying_into_live_changes_nothing(
     before = namespace_hash(produced, live)
     if before != namespace_hash(produced, rebuilt):
         diff = rapport("namespace", "diff", live, rebuilt, env=produced.topics.env)
-        pytest.fail(f"the live worker's namespace and the replay's differ:\n{diff.stdout}{diff.stderr}")
+        pytest.fail(
+            f"the live worker's namespace and the replay's differ:\n{diff.stdout}{diff.stderr}\n"
+            f"the worker's warnings:\n{worker.troubles()}"
+        )
 
     out = replay(produced, live)
     assert re.search(r", 0 profile writes$", out.strip()), out
