@@ -175,6 +175,7 @@ def _decode_v1(profile_id: str, blob: bytes) -> tuple[list[Pending], set[str]]:
 class PendingStore:
     def __init__(self, redis: Redis, namespace: str) -> None:
         self.redis = redis
+        self.namespace = namespace
         self._base = f"rapport:{namespace}:ml"
         self._names: dict[str, tuple[str, ...]] = {FEATURE_DIGEST: FEATURE_NAMES}
 

@@ -82,6 +82,9 @@ class Envelope(Struct, array_like=True, frozen=True):
     records: list[Resolved]
     sources: SourceMarker | None = None
     applied: ApplyMarker | None = None
+    #: The namespace whose worker sent it ("" in envelopes written before this field existed). Each
+    #: namespace's worker resolves the raw topics itself, so it skips the envelopes of other namespaces.
+    namespace: str = ""
 
 
 #: An envelope holds at most this many records, so (offset, index) packs into one integer.
@@ -93,9 +96,9 @@ ENCODER: Final = msgspec.msgpack.Encoder()
 DECODER: Final = msgspec.msgpack.Decoder(Envelope)
 
 
-def marker(sources: SourceMarker | None = None, applied: ApplyMarker | None = None) -> bytes:
+def marker(namespace: str, *, sources: SourceMarker | None = None, applied: ApplyMarker | None = None) -> bytes:
     """An envelope holding only a progress marker."""
-    return ENCODER.encode(Envelope([], sources, applied))
+    return ENCODER.encode(Envelope([], sources, applied, namespace))
 
 
 def position(offset: int, index: int) -> int:
@@ -107,7 +110,7 @@ def position(offset: int, index: int) -> int:
     return offset * ENVELOPE_SLOTS + index
 
 
-def envelopes(records: list[Resolved]) -> list[bytes]:
+def envelopes(records: list[Resolved], namespace: str) -> list[bytes]:
     """Pack records, in order, into as few envelopes as the limits allow."""
     out: list[bytes] = []
     chunk: list[Resolved] = []
@@ -116,10 +119,10 @@ def envelopes(records: list[Resolved]) -> list[bytes]:
         # An upper bound of the record's encoded size: its two blobs plus generous room for the rest.
         estimate = len(record.event or b"") + len(record.state or b"") + 256
         if chunk and (len(chunk) == ENVELOPE_SLOTS or size + estimate > ENVELOPE_MAX_BYTES):
-            out.append(ENCODER.encode(Envelope(chunk)))
+            out.append(ENCODER.encode(Envelope(chunk, namespace=namespace)))
             chunk, size = [], 0
         chunk.append(record)
         size += estimate
     if chunk:
-        out.append(ENCODER.encode(Envelope(chunk)))
+        out.append(ENCODER.encode(Envelope(chunk, namespace=namespace)))
     return out

@@ -28,7 +28,7 @@ from redis.asyncio import Redis
 
 from profiles.batch import BatchFold
 from profiles.config import DAY_MS, FoldConfig
-from profiles.models.labels import DEFAULT_LATENESS_MS, Example, encode_example
+from profiles.models.labels import DEFAULT_LATENESS_MS, NAMESPACE_HEADER, Example, encode_example
 from profiles.models.progress import PartitionProgress, watermark_target
 from profiles.models.specs import ModelSpec
 from profiles.models.tracking import ModelTracking
@@ -165,7 +165,7 @@ class ModelStage:
             return []
         self.announced_at, self.announcing = now, news
         return [
-            (self.resolved_topic, target, None, marker(applied=ApplyMarker(p, bound)), None)
+            (self.resolved_topic, target, None, marker(self.store.namespace, applied=ApplyMarker(p, bound)), None)
             for p, bound in sorted(news.items())
             for target in range(self.resolved_partitions)
         ]
@@ -181,7 +181,8 @@ class ModelStage:
         }
         changed_progress = {p: batch.progress[p] for p in batch.changed}
         examples, ops = await self.release(fold, batch.tracking, targets, profiles, changed_progress)
-        out: list[Outgoing] = [(self.topic, None, e.model.encode(), encode_example(e), None) for e in examples]
+        sender = [(NAMESPACE_HEADER, self.store.namespace.encode())]
+        out: list[Outgoing] = [(self.topic, None, e.model.encode(), encode_example(e), sender) for e in examples]
         return out, ops, self._announcements(batch, now)
 
     async def release(

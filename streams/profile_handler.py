@@ -45,6 +45,7 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from typing import Final
 
 from faust.types import TP
 from redis.asyncio import Redis
@@ -109,6 +110,7 @@ class ProfileHandler:
             sweep_interval_s=settings.models.segment_sweep_s,
         )
         self.resolved_partitions: set[int] = set()
+        self.foreign: set[str] = set()  # other namespaces whose envelopes were seen (and skipped)
         pending = PendingStore(store.redis, store.namespace)
         self.raw_topics = {full_name(spec, prefix) for spec in RAW_EVENT_TOPICS}
         self.sources = (
@@ -234,7 +236,10 @@ class ProfileHandler:
         if (sources := self.sources.marker(total, now)) is None:
             return
         count = await self.outbox.partition_count(self.resolved_topic)
-        await self.outbox.send([(self.resolved_topic, p, None, marker(sources=sources), None) for p in range(count)])
+        namespace = self.store.namespace
+        await self.outbox.send(
+            [(self.resolved_topic, p, None, marker(namespace, sources=sources), None) for p in range(count)]
+        )
         self.sources.was_sent(sources, now)
 
     async def _announce(self, markers: list[Outgoing]) -> None:
@@ -261,7 +266,7 @@ class ProfileHandler:
         return [
             (self.resolved_topic, partition, None, envelope, None)
             for partition, group in by_partition.items()
-            for envelope in envelopes(group)
+            for envelope in envelopes(group, self.store.namespace)
         ]
 
     def _dead(self, key: bytes | None, value: bytes, source: RawSource, reason: DeadLetter, now: datetime) -> Outgoing:
@@ -270,7 +275,7 @@ class ProfileHandler:
     # Apply stage.
     async def _apply(self, parts: Sequence[PartitionBatch]) -> None:
         records = [(p.tp.partition, r) for p in parts for r in p.records]
-        decoded = [_decode_envelope(r.value or b"") for _, r in records]
+        decoded = [self._own(_decode_envelope(r.value or b"")) for _, r in records]
         ids = (record.profile_id for envelope in decoded if envelope is not None for record in envelope.records)
         profile_ids = list(dict.fromkeys(ids))
         # A hand-over's customer may have been erased since: its marker decides what becomes of the visitor.
@@ -297,6 +302,20 @@ class ProfileHandler:
         except BaseException:
             self.owned.drop(profile_ids)
             raise
+
+    def _own(self, envelope: Envelope | None) -> Envelope | None:
+        """The envelope, or an empty one if another namespace's worker sent it: that worker resolved the same
+        raw records with its own links, at its own times, and this namespace's resolver sends them again.
+        Folding both streams would rely on their repeats being recognised, and they are not always (a
+        visitor's events routed to it by one and to its customer by the other)."""
+        if envelope is None or envelope.namespace in ("", self.store.namespace):
+            return envelope
+        if envelope.namespace not in self.foreign:
+            self.foreign.add(envelope.namespace)
+            log.info(
+                "skipping events.resolved envelopes of namespace %r: its worker shares these topics", envelope.namespace
+            )
+        return _SKIPPED
 
     async def _apply_decoded(
         self,
@@ -362,6 +381,10 @@ def _both(first: PipelineOps, second: PipelineOps | None) -> PipelineOps:
         second(pipe)
 
     return ops
+
+
+#: What another namespace's envelope becomes: nothing to fold, no progress to observe.
+_SKIPPED: Final = Envelope([])
 
 
 def _decode_envelope(value: bytes) -> Envelope | None:

@@ -15,6 +15,9 @@ new examples or ``models.snapshot_every_s`` seconds, whichever comes first; vers
 and never go back; the newest ``models.keep_versions`` are kept. Drift events (``profiles.models.trainer``)
 are logged and kept in Redis (``rapport models list`` shows them).
 
+The topic is shared by every namespace on the same topic prefix (a live namespace, a shadow one): a
+trainer learns only the examples its own namespace's workers sent (header ``rapport-namespace``).
+
 Examples re-sent by a worker that crashed before recording them are skipped by example id (the last
 200,000 ids; a restarted trainer remembers none, and resumes after what its snapshots learned).
 
@@ -29,6 +32,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import asdict
 
 import msgspec
@@ -37,7 +41,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.structs import TopicPartition
 
 from profiles.model_store import ModelStore
-from profiles.models.labels import Example, decode_example
+from profiles.models.labels import NAMESPACE_HEADER, Example, decode_example
 from profiles.models.snapshots import SnapshotRejectedError, dump_snapshot, load_snapshot
 from profiles.models.specs import ModelSpec
 from profiles.models.trainer import ModelTrainer, restore
@@ -154,9 +158,15 @@ class _Seek(ConsumerRebalanceListener):  # type: ignore[misc]
         self.assigned = True
 
 
+def _sender(headers: Sequence[tuple[str, bytes]]) -> str | None:
+    """The namespace whose worker sent an example (None for records older than the header)."""
+    return next((value.decode() for name, value in headers if name == NAMESPACE_HEADER), None)
+
+
 async def run_trainer(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    namespace = settings.profile.namespace
     redis = make_redis(settings)
-    trainers = Trainers(settings, ModelStore(redis, settings.profile.namespace))
+    trainers = Trainers(settings, ModelStore(redis, namespace))
     topic = full_name(MODEL_EXAMPLES, settings.kafka.topic_prefix)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka.bootstrap_servers,
@@ -173,7 +183,8 @@ async def run_trainer(settings: Settings, stop: asyncio.Event | None = None) -> 
             batches = await consumer.getmany(timeout_ms=500, max_records=5000)
             for records in batches.values():
                 for record in records:
-                    await trainers.learn(record.offset, record.value or b"")
+                    if _sender(record.headers) in (None, namespace):
+                        await trainers.learn(record.offset, record.value or b"")
             if listener.assigned:
                 await trainers.snapshot_due()
                 if batches:

@@ -208,6 +208,10 @@ def _label(spec: ModelSpec, p: Pending) -> tuple[float, int]:
 
 
 _EXAMPLE_ENCODER: Final = msgspec.msgpack.Encoder()
+#: The Kafka header naming the namespace whose worker sent an example: every namespace's worker sends its
+#: own, and a namespace's trainer learns only those (records without it predate the header).
+NAMESPACE_HEADER: Final = "rapport-namespace"
+
 _EXAMPLE_DECODER: Final = msgspec.msgpack.Decoder(Example)
 
 

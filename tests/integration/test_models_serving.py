@@ -26,7 +26,7 @@ import pytest
 
 from profiles.features import features
 from profiles.model_store import ModelStore
-from profiles.models.labels import Example, encode_example
+from profiles.models.labels import NAMESPACE_HEADER, Example, encode_example
 from profiles.models.snapshots import read_meta
 from profiles.models.specs import PURCHASE_PROPENSITY
 from profiles.state import ProfileState
@@ -73,7 +73,9 @@ def test_trainer_snapshots_are_served_hot_reloaded_refused_when_tampered_and_rol
             assert before["scores"][PURCHASE_PROPENSITY]["cold_start"] is True
             assert before["scores"][PURCHASE_PROPENSITY]["model_version"] is None
 
-            _produce_examples(topics, profiles, 600, seed=1)
+            # Another namespace's worker shares the topic: its examples are not learned (600, not 650).
+            _produce_examples(topics, profiles, 50, seed=99, sender="another-namespace")
+            _produce_examples(topics, profiles, 600, seed=1, sender=namespace)
             store = _store(topics, namespace)
             first = _wait_for(lambda: _active_having(topics, namespace, 600), 60)
             served_after = _served_within(api, ids[0], first)
@@ -178,9 +180,13 @@ def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
 
 
-def _produce_examples(topics: Topics, profiles: dict[str, ProfileState], n: int, seed: int) -> None:
+def _produce_examples(
+    topics: Topics, profiles: dict[str, ProfileState], n: int, seed: int, sender: str | None = None
+) -> None:
     """``n`` examples of purchase propensity: a customer's features 0 to 30 days after its last event, and
-    a label saying that customers quiet for less than 3 days buy (mostly)."""
+    a label saying that customers quiet for less than 3 days buy (mostly); ``sender``: the namespace header
+    a worker puts on them (None: none, as records older than the header)."""
+    headers = [] if sender is None else [(NAMESPACE_HEADER, sender.encode())]
     rng = random.Random(seed)
     config = topics.settings.profile.fold_config()
     producer = make_producer(topics.settings)
@@ -202,7 +208,10 @@ def _produce_examples(topics: Topics, profiles: dict[str, ProfileState], n: int,
                 label=label,
             )
             producer.send(
-                topics.names["models.examples"], key=PURCHASE_PROPENSITY.encode(), value=encode_example(example)
+                topics.names["models.examples"],
+                key=PURCHASE_PROPENSITY.encode(),
+                value=encode_example(example),
+                headers=headers,
             )
         producer.flush()
     finally:

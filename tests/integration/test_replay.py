@@ -119,29 +119,33 @@ def test_a_replay_equals_the_oracle_and_a_second_replay(produced: Produced) -> N
     assert same.returncode == 0, same.stdout + same.stderr
 
 
-def test_live_worker_and_replay_agree_and_replaying_into_live_changes_nothing(
+def test_live_workers_of_two_namespaces_and_a_replay_agree_and_replaying_into_live_changes_nothing(
     produced: Produced, tmp_path: Path
 ) -> None:
-    live = fresh()
-    worker = Worker(produced.topics, live, tmp_path)
-    worker.start()
-    try:
-        wait_until_caught_up(produced.topics, live, worker)
-    finally:
-        worker.stop()
+    """The second worker starts when ``events.resolved`` already holds everything the first one sent: it
+    must resolve the raw topics itself and leave the other namespace's envelopes alone."""
     rebuilt = fresh()
     replay(produced, rebuilt)
-    before = namespace_hash(produced, live)
-    if before != namespace_hash(produced, rebuilt):
-        diff = rapport("namespace", "diff", live, rebuilt, env=produced.topics.env)
-        pytest.fail(
-            f"the live worker's namespace and the replay's differ:\n{diff.stdout}{diff.stderr}\n"
-            f"the worker's warnings:\n{worker.troubles()}"
-        )
+    expected = namespace_hash(produced, rebuilt)
+    live = [fresh(), fresh()]
+    for n, namespace in enumerate(live):
+        (tmp_path / f"w{n}").mkdir()
+        worker = Worker(produced.topics, namespace, tmp_path / f"w{n}")
+        worker.start()
+        try:
+            wait_until_caught_up(produced.topics, namespace, worker)
+        finally:
+            worker.stop()
+        if namespace_hash(produced, namespace) != expected:
+            diff = rapport("namespace", "diff", namespace, rebuilt, env=produced.topics.env)
+            pytest.fail(
+                f"live worker {n + 1}'s namespace and the replay's differ:\n{diff.stdout}{diff.stderr}\n"
+                f"the worker's warnings:\n{worker.troubles()}"
+            )
 
-    out = replay(produced, live)
+    out = replay(produced, live[0])
     assert re.search(r", 0 profile writes$", out.strip()), out
-    assert namespace_hash(produced, live) == before
+    assert namespace_hash(produced, live[0]) == expected
 
 
 def test_a_replay_killed_midway_resumes_to_the_same_hash(produced: Produced) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from profiles.models.progress import PartitionProgress, watermark_target
-from schemas.resolved import DECODER, ApplyMarker, SourceMarker, marker
+from schemas.resolved import DECODER, ENCODER, ApplyMarker, Resolved, SourceMarker, envelopes, marker
 from streams.model_stage import SourceProgress
 
 
@@ -64,7 +64,16 @@ def test_a_restarted_resolver_reporting_less_does_not_move_the_bound_back() -> N
 
 
 def test_markers_travel_in_envelopes_without_records() -> None:
-    applied = DECODER.decode(marker(applied=ApplyMarker(3, 42)))
-    sources = DECODER.decode(marker(sources=SourceMarker(5, {"t:0": 1}, ["t:1"])))
+    applied = DECODER.decode(marker("ns", applied=ApplyMarker(3, 42)))
+    sources = DECODER.decode(marker("ns", sources=SourceMarker(5, {"t:0": 1}, ["t:1"])))
     assert (applied.records, applied.applied, applied.sources) == ([], ApplyMarker(3, 42), None)
     assert sources.sources == SourceMarker(5, {"t:0": 1}, ["t:1"])
+
+
+def test_envelopes_name_the_namespace_that_sent_them_and_older_ones_name_none() -> None:
+    (packed,) = envelopes([Resolved(kind="merge_out", profile_id="anon:a-1", other_profile="c-1")], "live")
+    assert DECODER.decode(packed).namespace == "live"
+    assert DECODER.decode(marker("shadow", applied=ApplyMarker(0, 1))).namespace == "shadow"
+    # Written before envelopes carried a namespace: three fields.
+    older = DECODER.decode(ENCODER.encode([[], None, ApplyMarker(0, 1)]))
+    assert (older.namespace, older.applied) == ("", ApplyMarker(0, 1))
