@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from redis.asyncio import Redis
 
@@ -98,10 +98,22 @@ async def diff_namespaces(redis: Redis, a: str, b: str, config: FoldConfig) -> N
     return out
 
 
-async def namespace_summary(redis: Redis, namespace: str) -> dict[str, Any]:
-    """Cheap figures for ``namespace list``: indexed profiles (the partition indexes' sizes) and the
-    replay checkpoint's state."""
-    count = 0
-    async for key in redis.scan_iter(match=f"rapport:{namespace}:pp:*", count=100):
-        count += int(await redis.zcard(key))
-    return {"profiles": count}
+async def profile_counts(redis: Redis, namespaces: Sequence[str]) -> dict[str, int]:
+    """Indexed profiles per namespace (the sizes of its partition indexes), for ``namespace list``.
+
+    One ``SCAN`` of the keyspace for all of them, then one pipelined ``ZCARD`` per index: a ``SCAN`` per
+    namespace took 4.5 minutes to list 137 namespaces in a Redis of 838,000 keys."""
+    wanted = set(namespaces)
+    indexes: list[tuple[str, bytes]] = []
+    async for key in redis.scan_iter(match="rapport:*:pp:*", count=5_000):
+        namespace = key.split(b":", 2)[1].decode()
+        if namespace in wanted:
+            indexes.append((namespace, key))
+    counts = dict.fromkeys(namespaces, 0)
+    async with redis.pipeline(transaction=False) as pipe:
+        for _, key in indexes:
+            pipe.zcard(key)
+        sizes = await pipe.execute() if indexes else []
+    for (namespace, _), size in zip(indexes, sizes, strict=True):
+        counts[namespace] += int(size)
+    return counts

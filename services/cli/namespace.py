@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from profiles.namespaces import Namespaces, ReservedNameError, check_name
-from services.namespace_ops import diff_namespaces, hash_namespace, namespace_summary
+from services.namespace_ops import diff_namespaces, hash_namespace, profile_counts
 from services.redis_client import make_redis
 from services.settings import get_settings
 
@@ -44,17 +44,18 @@ def list_namespaces() -> None:
     """Known namespaces: profiles, replay state, and which one the API serves."""
     default = get_settings().profile.namespace
 
-    async def read(redis: Redis) -> tuple[str, list[tuple[str, dict[str, object], dict[str, object] | None]]]:
+    async def read(redis: Redis) -> tuple[str, list[tuple[str, int, dict[str, object] | None]]]:
         namespaces = Namespaces(redis)
         names = sorted({*await namespaces.known(), default})
-        rows = [(n, await namespace_summary(redis, n), await namespaces.checkpoint(n)) for n in names]
+        counts = await profile_counts(redis, names)
+        rows = [(n, counts[n], await namespaces.checkpoint(n)) for n in names]
         return await namespaces.serving(default), rows
 
     serving, rows = _run(read)
     table = Table("namespace", "serving", "profiles", "replay")
-    for name, summary, checkpoint in rows:
+    for name, profiles, checkpoint in rows:
         replay = "-" if checkpoint is None else ("done" if checkpoint["done"] else "unfinished")
-        table.add_row(name, "yes" if name == serving else "", f"{summary['profiles']:,}", replay)
+        table.add_row(name, "yes" if name == serving else "", f"{profiles:,}", replay)
     Console().print(table)
 
 
