@@ -1,6 +1,7 @@
 -- GET load for bench/api.py: a random id from $IDS per request, its profile or (ROUTE=scores) its scores
 -- (or /healthz when $ROUTE is "health"),
--- an optional bearer token, and an optional per-connection pause ($DELAY_MS) that paces a fixed rate.
+-- an optional bearer token, and an optional per-connection pause ($DELAY_MS) that paces a fixed rate:
+-- the same pause every time, or ($ARRIVALS=random) exponentially distributed pauses of that mean.
 local ids = {}
 local route = os.getenv("ROUTE")
 if route ~= "health" then
@@ -18,7 +19,11 @@ request = function()
   return wrk.format("GET", path, headers)
 end
 
-if pause > 0 then
+if pause > 0 and os.getenv("ARRIVALS") == "random" then
+  -- Exponential pauses (rounded to wrk's whole milliseconds, mean kept): the connections drift apart and
+  -- together send like independent visitors (about Poisson), instead of a lock-step cluster per cycle.
+  delay = function() return math.floor(-pause * math.log(1 - math.random()) + 0.5) end
+elseif pause > 0 then
   delay = function() return pause end
 end
 
