@@ -7,12 +7,15 @@ compares every field of every profile with the oracle.
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -118,22 +121,46 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_redis_killed_mid_run_and_restarted_from_its_aof(topics: Topics, history: History, tmp_path: Path) -> None:
-    # A private Redis: killing the session's Redis could kill a stack the user is running.
+@contextmanager
+def private_redis(topics: Topics, tmp_path: Path) -> Iterator[tuple[RedisNode, Topics]]:
+    """A Redis of this test alone: faulting the session's could hit a stack the user is running."""
     redis = RedisNode(StackSettings(state_dir=tmp_path / "redis-stack", redis_port=free_port()))
     redis.start()
     private = topics.settings.model_copy(
         update={"redis": topics.settings.redis.model_copy(update={"url": f"redis://127.0.0.1:{redis.port}/0"})}
     )
-    private_topics = Topics(private, topics.names)
-
-    def crash_redis(_: list[Worker], __: int) -> None:
-        redis.kill()
-        time.sleep(2.0)  # the worker sees Redis gone and backs off
-        redis.start()
-
     try:
-        namespace = run_with_faults(private_topics, history, tmp_path, workers=1, fault=crash_redis, faults=2)
-        assert_exact(private_topics, namespace, history)
+        yield redis, Topics(private, topics.names)
     finally:
         redis.stop()
+
+
+def test_redis_killed_mid_run_and_restarted_from_its_aof(topics: Topics, history: History, tmp_path: Path) -> None:
+    with private_redis(topics, tmp_path) as (redis, private_topics):
+
+        def crash_redis(_: list[Worker], __: int) -> None:
+            redis.kill()
+            time.sleep(2.0)  # the worker sees Redis gone and backs off
+            redis.start()
+
+        namespace = run_with_faults(private_topics, history, tmp_path, workers=1, fault=crash_redis, faults=2)
+        assert_exact(private_topics, namespace, history)
+
+
+def test_redis_unresponsive_mid_run(topics: Topics, history: History, tmp_path: Path) -> None:
+    """Redis stops answering (SIGSTOP) for longer than the worker's 5 s socket timeout, then resumes. The
+    worker gives up on commands Redis may still run once it resumes, possibly after the retry's own reads
+    (the compare-and-set writes must catch that); its batches wait meanwhile."""
+    with private_redis(topics, tmp_path) as (redis, private_topics):
+
+        def freeze_redis(_: list[Worker], __: int) -> None:
+            pid = redis.pid
+            assert pid is not None
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                time.sleep(7.0)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+
+        namespace = run_with_faults(private_topics, history, tmp_path, workers=1, fault=freeze_redis, faults=2)
+        assert_exact(private_topics, namespace, history)
