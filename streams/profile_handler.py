@@ -306,8 +306,8 @@ class ProfileHandler:
     def _own(self, envelope: Envelope | None) -> Envelope | None:
         """The envelope, or an empty one if another namespace's worker sent it: that worker resolved the same
         raw records with its own links, at its own times, and this namespace's resolver sends them again.
-        Folding both streams would rely on their repeats being recognised, and they are not always (a
-        visitor's events routed to it by one and to its customer by the other)."""
+        Folding both streams would leave it to the repeat guards, which are built for one namespace's
+        resolvers (docs/streams.md)."""
         if envelope is None or envelope.namespace in ("", self.store.namespace):
             return envelope
         if envelope.namespace not in self.foreign:
