@@ -101,8 +101,9 @@ async def diff_namespaces(redis: Redis, a: str, b: str, config: FoldConfig) -> N
 async def profile_counts(redis: Redis, namespaces: Sequence[str]) -> dict[str, int]:
     """Indexed profiles per namespace (the sizes of its partition indexes), for ``namespace list``.
 
-    One ``SCAN`` of the keyspace for all of them, then one pipelined ``ZCARD`` per index: a ``SCAN`` per
-    namespace took 4.5 minutes to list 137 namespaces in a Redis of 838,000 keys."""
+    One ``SCAN`` of the keyspace for all of them, then one pipelined ``ZCARD`` per index: with a ``SCAN`` per
+    namespace, listing 137 namespaces in a Redis of 838,000 keys took 4 min 26 s; this way, 2.7 s for the
+    whole command (137 namespaces, 859,000 keys)."""
     wanted = set(namespaces)
     indexes: list[tuple[str, bytes]] = []
     async for key in redis.scan_iter(match="rapport:*:pp:*", count=5_000):
