@@ -78,6 +78,26 @@ def linked_after(
     return out
 
 
+def claim_in_memory(links: dict[str, tuple[str, str]], claimed: Sequence[tuple[str, str, str]]) -> list[Claim]:
+    """The outcomes of ``claims`` against an in-memory link table (anonymous id → (customer, linking event
+    id)), which they update: first claim wins, as ``ProfileStore.link`` decides in Redis.
+
+    >>> links = {}
+    >>> [c.outcome for c in claim_in_memory(links, [("a-1", "c-1", "e1"), ("a-1", "c-2", "e2"), ("a-1", "c-1", "e3")])]
+    ['linked', 'conflict', 'already']
+    >>> claim_in_memory(links, [("a-1", "c-1", "e1")])  # the linking identify again
+    [Claim(outcome='linked', owner='c-1')]
+    """
+    out = []
+    for anonymous_id, customer_id, event_id in claimed:
+        owner, by = links.setdefault(anonymous_id, (customer_id, event_id))
+        if owner != customer_id:
+            out.append(Claim("conflict", owner))
+        else:
+            out.append(Claim("linked" if by == event_id else "already", owner))
+    return out
+
+
 def resolve(arrivals: Sequence[Arrival], outcomes: Sequence[Claim], linked: Mapping[str, str]) -> list[Resolved]:
     """The ``events.resolved`` records for a batch, given its claims' outcomes (in ``claims`` order) and
     the customers linked to its anonymous ids after the claims (``linked_after``)."""

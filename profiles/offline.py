@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from profiles.apply import apply_resolved, new_state_for
 from profiles.config import FoldConfig
 from profiles.fold import compact
-from profiles.identity import Arrival, Claim, anonymous_only, claims, resolve
+from profiles.identity import Arrival, Claim, anonymous_only, claim_in_memory, claims, resolve
 from profiles.state import ProfileState
 from schemas.resolved import Resolved
 
@@ -36,14 +36,7 @@ class OfflineFolder:
         return {pid: s for pid, s in self.states.items() if s.merged_into is None}
 
     def _claim(self, arrival: Arrival) -> list[Claim]:
-        out = []
-        for anonymous_id, customer_id, event_id in claims([arrival]):
-            owner, by = self.links.setdefault(anonymous_id, (customer_id, event_id))
-            if owner != customer_id:
-                out.append(Claim("conflict", owner))
-            else:
-                out.append(Claim("linked" if by == event_id else "already", owner))
-        return out
+        return claim_in_memory(self.links, claims([arrival]))
 
     def _linked(self, arrival: Arrival) -> dict[str, str]:
         return {a: self.links[a][0] for a in anonymous_only([arrival]) if a in self.links}

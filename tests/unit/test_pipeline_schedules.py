@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from profiles.batch import BatchFold
 from profiles.config import HOUR_MS, FoldConfig
-from profiles.identity import Arrival, Claim, ClaimOutcome, anonymous_only, claims, linked_after, resolve
+from profiles.identity import Arrival, anonymous_only, claim_in_memory, claims, linked_after, resolve
 from profiles.offline import OfflineFolder
 from profiles.state import ProfileState, decode, encode
 from profiles.store import ABSENT, Stored, watermark_bytes
@@ -116,11 +116,7 @@ class Pipeline:
             arrivals.append(Arrival(RawSource(*resolver.tp, offset), records[offset], event))
         linked = {a: self.links[a][0] for a in anonymous_only(arrivals) if a in self.links}
         claimed = claims(arrivals)
-        outcomes = []
-        for anonymous_id, customer_id, event_id in claimed:
-            owner, by = self.links.setdefault(anonymous_id, (customer_id, event_id))
-            outcome: ClaimOutcome = "conflict" if owner != customer_id else "linked" if by == event_id else "already"
-            outcomes.append(Claim(outcome, owner))
+        outcomes = claim_in_memory(self.links, claimed)
         resolver.pending = resolve(arrivals, outcomes, linked_after(linked, claimed, outcomes))
         resolver.pending_end = end
 
