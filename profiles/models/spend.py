@@ -7,6 +7,11 @@ a quarter of the oracle's) and a few extrapolated predictions wrecked its MAE. H
 learns *whether* the customer spends (every example), a linear regression on ``log1p`` learns *how much*
 from the spenders' examples only, and the amount never exceeds the largest spend learned: a ranking by
 expected value, with no prediction beyond what was seen.
+
+Both parts learn with Adam: its per-feature step sizes suit features on very different scales (log counts,
+days up to 365, rates) seen once each, where plain SGD with one learning rate moved some weights too far and
+others hardly at all. On the examples of a year-long ``rapport eval`` (seed 7, 35,444 scored) it raised the
+Spearman from 0.683 to 0.735 and cut the MAE from 585 to 448 (docs/models.md).
 """
 
 from __future__ import annotations
@@ -14,7 +19,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from river import base, compose, linear_model, preprocessing
+from river import base, compose, linear_model, optim, preprocessing
+
+#: Adam's step size for both parts: 0.01 and 0.03 ranked worse on the same examples (0.697, 0.696 on
+#: log1p spend), as did SGD's default 0.01 (0.688).
+STEP = 0.003
 
 
 class HurdleSpend(base.Regressor):  # type: ignore[misc]  # River's base classes are untyped
@@ -31,10 +40,11 @@ class HurdleSpend(base.Regressor):  # type: ignore[misc]  # River's base classes
     """
 
     def __init__(self) -> None:
-        self.spends = compose.Pipeline(preprocessing.StandardScaler(), linear_model.LogisticRegression())
-        # Clipped gradients: early on the online scaler divides by tiny deviations (docs/models.md).
+        self.spends = compose.Pipeline(
+            preprocessing.StandardScaler(), linear_model.LogisticRegression(optimizer=optim.Adam(STEP))
+        )
         self.amount = compose.Pipeline(
-            preprocessing.StandardScaler(), linear_model.LinearRegression(intercept_lr=0.05, clip_gradient=1.0)
+            preprocessing.StandardScaler(), linear_model.LinearRegression(optimizer=optim.Adam(STEP))
         )
         self.largest_log = 0.0
 
