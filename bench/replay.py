@@ -66,7 +66,7 @@ def run(base: Settings, events: int) -> tuple[list[Figure], list[Ratio]]:
         total = sum(ends.values())
         raw = raw_consume_rate(settings, ends)
         live = f"bench-{uuid.uuid4().hex[:8]}"
-        worker, _, _, drain_s = worker_throughput(settings, live, logs, total)
+        live_run = worker_throughput(settings, live, logs, total)
         first, second = f"bench-{uuid.uuid4().hex[:8]}", f"bench-{uuid.uuid4().hex[:8]}"
         replayed, writes, wall = _replay(settings, first)
         _replay(settings, second)
@@ -75,7 +75,12 @@ def run(base: Settings, events: int) -> tuple[list[Figure], list[Ratio]]:
     shutil.rmtree(logs)
     figures = [
         Figure("raw aiokafka getmany", raw, "events/s", f"{total:,} simulator lines, {len(ends)} partitions"),
-        Figure("live worker", worker, "events/s", f"{total:,} lines in {drain_s:.1f} s from assignment to caught up"),
+        Figure(
+            "live worker",
+            live_run.rate,
+            "events/s",
+            f"{total:,} lines in {live_run.drain_s:.1f} s from assignment to caught up",
+        ),
         Figure(
             "replay, one process",
             replayed,
