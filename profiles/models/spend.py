@@ -21,8 +21,8 @@ from typing import Any
 
 from river import base, compose, linear_model, optim, preprocessing
 
-#: Adam's step size for both parts: 0.01 and 0.03 ranked worse on the same examples (0.697, 0.696 on
-#: log1p spend), as did SGD's default 0.01 (0.688).
+#: Adam's step size for both parts. A linear regression on log1p spend, on 22 of the features of the same
+#: examples, ranked 0.733 with 0.003, 0.725 with 0.01 and 0.696 with 0.03.
 STEP = 0.003
 
 
