@@ -207,11 +207,11 @@ def _label(spec: ModelSpec, p: Pending) -> tuple[float, int]:
     return (1.0 if p.decided else 0.0), known
 
 
-_EXAMPLE_ENCODER: Final = msgspec.msgpack.Encoder()
 #: The Kafka header naming the namespace whose worker sent an example: every namespace's worker sends its
 #: own, and a namespace's trainer learns only those (records without it predate the header).
 NAMESPACE_HEADER: Final = "rapport-namespace"
 
+_EXAMPLE_ENCODER: Final = msgspec.msgpack.Encoder()
 _EXAMPLE_DECODER: Final = msgspec.msgpack.Decoder(Example)
 
 
