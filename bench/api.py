@@ -23,11 +23,10 @@ import math
 import os
 import subprocess
 import tempfile
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.harness import Figure, Ratio, bench_settings
+from bench.harness import Figure, Ratio, bench_settings, run_namespace
 from bench.models import examples_for
 from deploy.localstack.tools import find_or_install
 from profiles.model_store import ModelStore
@@ -123,7 +122,7 @@ async def _publish_models(settings: Settings, namespace: str, states: list[Profi
 
 def run(base_settings: Settings, customers: int = 2_000) -> tuple[list[Figure], list[Ratio]]:
     with bench_settings(base_settings) as settings, tempfile.TemporaryDirectory() as tmp:
-        namespace = f"bench-api-{uuid.uuid4().hex[:6]}"
+        namespace = run_namespace(settings, "api")
         ids = stored_profiles(settings, namespace, customers)
         ids_file = Path(tmp) / "ids.txt"
         ids_file.write_text("\n".join(ids) + "\n")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import shutil
 import signal
 import statistics
@@ -24,7 +25,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,14 +34,16 @@ import orjson
 from aiokafka import TopicPartition
 from kafka import KafkaAdminClient
 
-from bench.harness import Figure, Ratio, bench_settings, raw_consume_rate
+from bench.harness import Figure, Ratio, bench_settings, raw_consume_rate, run_namespace
 from profiles.store import ProfileStore
 from schemas.topics import CATALOGUE, RAW_EVENT_TOPICS, full_name
+from services import worker_metrics
 from services.kafka_clients import make_consumer, topic_partitions
 from services.producer import produce_lines
 from services.redis_client import make_redis
 from services.settings import Settings
 from services.simulator import Simulation, SimulationConfig
+from services.worker_metrics import FRESHNESS_BOUNDS_MS, WorkerTotals
 from tests.kafka_support import Topics, produce_raw
 from tests.worker_support import CatchUpProbe, Worker
 
@@ -208,7 +210,7 @@ def live_stamped(lines: Iterable[bytes]) -> Iterator[bytes]:
 def freshness(base: Settings, lines: Iterable[bytes], logs: Path, name: str) -> tuple[dict[str, float], float, int]:
     """Worker stats windows while lines arrive at ``OFFERED_RATE``: (figures, offered rate, windows used)."""
     with bench_settings(base) as settings:
-        namespace = f"bench-fresh-{uuid.uuid4().hex[:8]}"
+        namespace = run_namespace(settings, "fresh")
         log_dir = logs / name
         log_dir.mkdir()
         worker = Worker(
@@ -225,6 +227,7 @@ def freshness(base: Settings, lines: Iterable[bytes], logs: Path, name: str) -> 
             time.sleep(1.0)
         finally:
             worker.stop()
+        totals = asyncio.run(_published_totals(settings, namespace))
         windows = [s for s in stats_lines(log, start, end) if s["freshness_ms"]["n"] > 0][1:]
         if not windows:
             raise RuntimeError(f"no stats windows while producing; log in {log}")
@@ -234,8 +237,49 @@ def freshness(base: Settings, lines: Iterable[bytes], logs: Path, name: str) -> 
             "p99 median": statistics.median(s["freshness_ms"]["p99"] for s in windows),
             "max": max(s["freshness_ms"]["max"] for s in windows),
             "applied/s": statistics.median(s["applied_per_s"] for s in windows),
+            # Over every event the worker applied while the lines arrived, warm-up included: the worker's
+            # /metrics histogram (published to Redis; its last figures at the graceful stop).
+            "events": sum(totals.freshness),
+            "p99 all": quantile_bound(totals.freshness, 0.99),
+            "within target": within(totals.freshness, TARGET_FRESHNESS_P99_MS),
         }
         return figures, summary.rate, len(windows)
+
+
+async def _published_totals(settings: Settings, namespace: str) -> WorkerTotals:
+    redis = make_redis(settings)
+    try:
+        return await worker_metrics.read(redis, namespace)
+    finally:
+        await redis.aclose()
+
+
+def quantile_bound(buckets: list[int], q: float) -> float:
+    """The smallest histogram bound (ms) at or below which at least ``q`` of the samples are: the ``q``
+    quantile is at most this (infinite when it lies in the last, unbounded bucket).
+
+    >>> quantile_bound([90, 9, 1] + [0] * 10, 0.99)  # 90 within 5 ms, 9 more within 10, 1 within 25
+    10.0
+    >>> quantile_bound([0] * 12 + [1], 0.5)
+    inf
+    """
+    needed = q * sum(buckets)
+    seen = 0
+    for bound, count in zip((*FRESHNESS_BOUNDS_MS, math.inf), buckets, strict=True):
+        seen += count
+        if seen >= needed:
+            return float(bound)
+    return math.inf
+
+
+def within(buckets: list[int], bound_ms: float) -> float:
+    """The share of samples at or below ``bound_ms``, which must be one of the histogram's bounds.
+
+    >>> within([90, 9, 1] + [0] * 10, 10)
+    0.99
+    """
+    last = FRESHNESS_BOUNDS_MS.index(int(bound_ms))
+    return sum(buckets[: last + 1]) / sum(buckets)
 
 
 # 5. Memory.
@@ -276,7 +320,7 @@ def run(base: Settings, events: int) -> tuple[list[Figure], list[Ratio]]:
         ends = raw_ends(settings)
         total = sum(ends.values())
         raw = raw_consume_rate(settings, ends)
-        namespace = f"bench-{uuid.uuid4().hex[:8]}"
+        namespace = run_namespace(settings, "worker")
         throughput = worker_throughput(settings, namespace, logs, total)
         live, all_bytes, live_count = asyncio.run(_memory(settings, namespace))
         naive, naive_events, naive_span, naive_startup = naive_rate(settings, namespace, logs, total)
@@ -311,11 +355,19 @@ def run(base: Settings, events: int) -> tuple[list[Figure], list[Ratio]]:
         ),
         Figure("target: profile worker", TARGET, "events/s", "per process"),
         Figure(
+            "freshness p99, all events",
+            live_fresh["p99 all"],
+            "ms",
+            f"live traffic at {offered:,.0f} events/s offered (validated producer), raw Kafka timestamp -> profile "
+            f"written; a bound of the worker's /metrics histogram: {live_fresh['within target']:.2%} of "
+            f"{live_fresh['events']:,.0f} events within {TARGET_FRESHNESS_P99_MS:.0f} ms (warm-up included)",
+        ),
+        Figure(
             "freshness p99 (worst window)",
             live_fresh["p99"],
             "ms",
-            f"live traffic: {windows} windows of {STATS_INTERVAL_S} s at {offered:,.0f} events/s offered (validated "
-            f"producer); median window p99 {live_fresh['p99 median']:.0f} ms; raw Kafka timestamp -> profile written",
+            f"the highest p99 of {windows} windows of {STATS_INTERVAL_S} s (the first one left out); "
+            f"median window p99 {live_fresh['p99 median']:.0f} ms",
         ),
         Figure("freshness p50 (median window)", live_fresh["p50"], "ms", f"max {live_fresh['max']:.0f} ms"),
         Figure("freshness: worker applied", live_fresh["applied/s"], "applied/s", "median window while paced"),
@@ -324,7 +376,8 @@ def run(base: Settings, events: int) -> tuple[list[Figure], list[Ratio]]:
             fresh["p99"],
             "ms",
             f"the simulation's 60 days played at {history_offered:,.0f} events/s, worst of {history_windows} windows;"
-            f" median window p99 {fresh['p99 median']:.0f} ms, p50 {fresh['p50']:.0f} ms",
+            f" median window p99 {fresh['p99 median']:.0f} ms, p50 {fresh['p50']:.0f} ms; all events: p99 <= "
+            f"{fresh['p99 all']:.0f} ms, {fresh['within target']:.2%} within {TARGET_FRESHNESS_P99_MS:.0f} ms",
         ),
         Figure("target: freshness p99", TARGET_FRESHNESS_P99_MS, "ms", "at 5,000 events/s"),
         Figure(
@@ -353,7 +406,9 @@ def run(base: Settings, events: int) -> tuple[list[Figure], list[Ratio]]:
         Ratio("profile worker, from assignment / naive Faust", "profile worker", "naive Faust agent"),
         Ratio("profile worker / target", "profile worker", "target: profile worker", target=1.0),
         Ratio("profile worker / raw getmany", "profile worker", "raw aiokafka getmany"),
-        Ratio("freshness target / p99", "target: freshness p99", "freshness p99 (worst window)", target=1.0),
+        # p99 is a quantile over events; the worst window's p99 (a quantile of the tail's tail) is shown beside.
+        Ratio("freshness target / p99", "target: freshness p99", "freshness p99, all events", target=1.0),
+        Ratio("freshness target / worst window's p99", "target: freshness p99", "freshness p99 (worst window)"),
         Ratio("memory target / profile key", "target: memory", "profile key, mean", target=1.0),
         Ratio("memory target / namespace per profile", "target: memory", "namespace / live profile", target=1.0),
     ]

@@ -16,10 +16,9 @@ import re
 import shutil
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
-from bench.harness import Figure, Ratio, bench_settings, raw_consume_rate
+from bench.harness import Figure, Ratio, bench_settings, raw_consume_rate, run_namespace
 from bench.profile_worker import corpus, raw_ends, topics_of, worker_throughput
 from services.namespace_ops import NamespaceHash, hash_namespace
 from services.redis_client import make_redis
@@ -65,9 +64,9 @@ def run(base: Settings, events: int) -> tuple[list[Figure], list[Ratio]]:
         ends = raw_ends(settings)
         total = sum(ends.values())
         raw = raw_consume_rate(settings, ends)
-        live = f"bench-{uuid.uuid4().hex[:8]}"
+        live = run_namespace(settings, "live")
         live_run = worker_throughput(settings, live, logs, total)
-        first, second = f"bench-{uuid.uuid4().hex[:8]}", f"bench-{uuid.uuid4().hex[:8]}"
+        first, second = run_namespace(settings, "replay"), run_namespace(settings, "replay")
         replayed, writes, wall = _replay(settings, first)
         _replay(settings, second)
         again, noop_writes, _ = _replay(settings, live)

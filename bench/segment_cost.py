@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
-from bench.harness import Figure, Ratio, bench_settings, best_us, folded_states
+from bench.harness import Figure, Ratio, bench_settings, best_us, folded_states, run_namespace
 from bench.profile_worker import corpus, raw_ends, topics_of, worker_throughput
 from profiles.config import FoldConfig
 from profiles.segments.changes import EventCause
@@ -96,10 +95,10 @@ def run(base: Settings, events: int) -> tuple[list[Figure], list[Ratio]]:
         topics = topics_of(settings)
         produce_raw(topics, lines)
         total = sum(raw_ends(settings).values())
-        plain = f"bench-{uuid.uuid4().hex[:8]}"
+        plain = run_namespace(settings, "plain")
         (logs / "plain").mkdir()
         plain_run = worker_throughput(settings, plain, logs / "plain", total)
-        defined = f"bench-{uuid.uuid4().hex[:8]}"
+        defined = run_namespace(settings, "segments")
         define_segments(settings, defined, rules)
         (logs / "segments").mkdir()
         defined_run = worker_throughput(settings, defined, logs / "segments", total)

@@ -21,7 +21,6 @@ import asyncio
 import statistics
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +28,7 @@ from tempfile import TemporaryDirectory
 
 import orjson
 
-from bench.harness import Figure, Ratio, bench_settings
+from bench.harness import Figure, Ratio, bench_settings, run_namespace
 from bench.profile_worker import topics_of, wait_for_log
 from profiles.config import HOUR_MS
 from profiles.segment_store import SegmentStore
@@ -60,7 +59,7 @@ def _measure(base: Settings, *, load_rate: int) -> tuple[list[float], list[float
     """(entry delays, exit delays) in ms, with ``load_rate`` clicks/s of other customers meanwhile."""
     with bench_settings(base) as settings, TemporaryDirectory() as logs:
         topics = topics_of(settings)
-        namespace = f"bench-seg-{uuid.uuid4().hex[:6]}"
+        namespace = run_namespace(settings, "seg")
         asyncio.run(_define(settings, namespace))
         hour = int(time.time() * 1000) // HOUR_MS - 300
         click_ms = hour * HOUR_MS + 1_800_000
