@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
@@ -297,7 +298,7 @@ def test_profiles_posted_over_http_are_served_as_the_offline_fold_computes_them(
     # stopped; the API caches them for a few seconds).
     deadline = time.monotonic() + 45
     while True:
-        families = {f.name: f for f in text_string_to_metric_families(api.call("GET", "/metrics").text)}
+        families = _metric_families(api)
         events_by_outcome = {s.labels["outcome"]: s.value for s in families["rapport_worker_events"].samples}
         if events_by_outcome["applied"] >= len(events) or time.monotonic() > deadline:
             break
@@ -309,9 +310,12 @@ def test_profiles_posted_over_http_are_served_as_the_offline_fold_computes_them(
     assert freshness["rapport_event_freshness_seconds_count"] == events_by_outcome["applied"]
 
 
+def _metric_families(api: Api) -> dict[str, Metric]:
+    return {f.name: f for f in text_string_to_metric_families(api.call("GET", "/metrics").text)}
+
+
 def _consumer_lag(api: Api) -> list[Sample] | None:
-    families = {f.name: f for f in text_string_to_metric_families(api.call("GET", "/metrics").text)}
-    lag = families.get("rapport_consumer_lag")
+    lag = _metric_families(api).get("rapport_consumer_lag")
     return None if lag is None else list(lag.samples)
 
 
