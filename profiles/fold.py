@@ -33,6 +33,7 @@ from profiles.state import (
     Merge,
     ProfileState,
     Trait,
+    recent_event_ids,
 )
 from profiles.timeutil import bucket_of, to_ms
 from schemas.events import (
@@ -73,11 +74,12 @@ repeated_id_hash = lru_cache(maxsize=1 << 16)(id_hash)
 def apply(state: ProfileState, event: AnyEvent, config: FoldConfig, link: Link | None = None) -> bool:
     """Fold ``event`` into ``state``; False if it is a duplicate of a recently applied event."""
     key = id_hash(event.event_id)
-    if key in state.recent_ids:
+    recent = recent_event_ids(state)
+    if key in recent:
         return False
-    state.recent_ids.append(key)
-    if len(state.recent_ids) > config.dedup_memory:
-        del state.recent_ids[0]
+    recent[key] = None
+    if len(recent) > config.dedup_memory:
+        del recent[next(iter(recent))]
     ts = to_ms(event.timestamp)
     state.events_applied += 1
     if state.last_event_ms is None or ts > state.last_event_ms:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Final
 
 from profiles.config import FoldConfig
-from profiles.state import ProfileState
+from profiles.state import ProfileState, recent_event_ids
 
 
 def _min(a: int | None, b: int | None) -> int | None:
@@ -81,9 +81,10 @@ def merge_into(target: ProfileState, source: ProfileState, config: FoldConfig) -
     # Both memories are kept whole (the fold then replaces one id per event, so the size stays): a hand-over
     # that arrives late — its partition's worker was down — must not push out the customer's own recent ids,
     # whose duplicates may still be on their way (the crash tests once counted one twice that way).
-    known = set(target.recent_ids)
-    absorbed = [i for i in source.recent_ids if i not in known]
-    target.recent_ids = [*absorbed, *target.recent_ids][-MERGED_MEMORY_FACTOR * config.dedup_memory :]
+    known = recent_event_ids(target)
+    absorbed = [i for i in recent_event_ids(source) if i not in known]
+    memory = [*absorbed, *known][-MERGED_MEMORY_FACTOR * config.dedup_memory :]
+    target.recent_event_ids = dict.fromkeys(memory)
     for stream, offset in source.source_marks.items():
         target.source_marks[stream] = max(offset, target.source_marks.get(stream, offset))
     target.events_applied += source.events_applied

@@ -99,7 +99,8 @@ class ProfileState(Struct, array_like=True, kw_only=True):
     affinity_ref_ms: int | None = None
     # hourly window buckets: bucket → counters in WINDOW_METRICS order
     buckets: dict[int, list[int]] = field(default_factory=dict)
-    # bounded memory of recently applied event ids (64-bit hashes), oldest first
+    # The recent event ids' first form, a list: a membership test scanned it on every event. Read only to
+    # move a state written before ``recent_event_ids`` into it (``recent_event_ids`` below).
     recent_ids: list[int] = field(default_factory=list)
     # metadata
     events_applied: int = 0
@@ -120,6 +121,9 @@ class ProfileState(Struct, array_like=True, kw_only=True):
     # Hash of an anonymous raw stream → lowest offset applied from it directly (not forwarded): a forwarded
     # straggler at or above it was also routed here directly by a restarted resolver (``profiles.apply``).
     direct_floors: dict[int, int] = field(default_factory=dict)
+    # Bounded memory of recently applied event ids (64-bit hashes), oldest first: an insertion-ordered dict
+    # (values unused) finds a duplicate in one lookup and forgets the oldest id in one step.
+    recent_event_ids: dict[int, None] = field(default_factory=dict)
 
 
 _ENCODER: Final = msgspec.msgpack.Encoder()
@@ -132,6 +136,19 @@ def encode(state: ProfileState) -> bytes:
 
 def decode(blob: bytes) -> ProfileState:
     return _DECODER.decode(blob)
+
+
+def recent_event_ids(state: ProfileState) -> dict[int, None]:
+    """The state's recent event ids, moving those of a state written in the list form into the dict first.
+
+    >>> old = ProfileState(profile_id="c-1", recent_ids=[7, 9])
+    >>> list(recent_event_ids(old)), old.recent_ids
+    ([7, 9], [])
+    """
+    if state.recent_ids:
+        state.recent_event_ids = dict.fromkeys([*state.recent_ids, *state.recent_event_ids])
+        state.recent_ids = []
+    return state.recent_event_ids
 
 
 def new_profile(profile_id: str, customer_id: str | None) -> ProfileState:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import orjson
 
 from profiles.apply import apply_resolved, new_state_for
@@ -20,6 +21,8 @@ from schemas.resolved import LinkDecision, RawSource, Resolved
 from schemas.validation import Rejection, decode_event
 
 CONFIG = FoldConfig()
+#: Position of ``recent_ids`` in a stored state (positional msgpack).
+_RECENT_IDS = list(ProfileState.__struct_fields__).index("recent_ids")
 T0 = 1_740_000_000_000  # 2025-02-19T21:20:00Z
 
 
@@ -116,6 +119,25 @@ def test_duplicates_are_recognised_within_the_last_64_events_and_not_beyond() ->
     assert not apply(state, first, CONFIG)  # 63 events in between: recognised
     apply(state, parsed(event(n=999, customer_id="c-1")), CONFIG)
     assert apply(state, first, CONFIG)  # 64 in between: documented limit, counted again
+
+
+def test_a_state_stored_with_the_list_form_of_the_recent_ids_still_recognises_their_duplicates() -> None:
+    # States written before ``recent_event_ids`` existed end at ``direct_floors`` and hold the ids in a list.
+    state = new_state_for("c-1")
+    first, second = parsed(event(n=1, customer_id="c-1")), parsed(event(n=2, customer_id="c-1"))
+    assert apply(state, first, CONFIG)
+    assert apply(state, second, CONFIG)
+    old = msgspec.msgpack.decode(encode(state))[:-1]  # without the trailing dict: the earlier layout
+    old[_RECENT_IDS] = list(state.recent_event_ids)
+    stored = decode(msgspec.msgpack.encode(old))
+    assert stored.recent_ids == list(state.recent_event_ids)
+    assert not stored.recent_event_ids
+    assert not apply(stored, first, CONFIG)
+    assert not apply(stored, second, CONFIG)
+    assert stored.events_applied == 2
+    assert stored.recent_ids == []  # moved on first use
+    assert list(stored.recent_event_ids) == list(state.recent_event_ids)
+    assert decode(encode(stored)) == stored
 
 
 def test_a_late_handover_keeps_the_customers_own_duplicate_memory() -> None:
