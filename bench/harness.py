@@ -19,7 +19,7 @@ from rich.table import Table
 from deploy.localstack import LocalStack, Outcome
 from profiles.config import FoldConfig
 from profiles.identity import Arrival
-from profiles.namespaces import Namespaces
+from profiles.namespaces import Namespaces, unlink_matching
 from profiles.offline import OfflineFolder
 from profiles.state import ProfileState
 from schemas.resolved import RawSource
@@ -91,9 +91,8 @@ async def _drop_namespaces(settings: Settings) -> None:
             async for _ in namespaces.drop(name):
                 pass
         # The naive agent's counters (bench/naive_faust.py) live outside the namespace layout.
-        naive = [key async for key in redis.scan_iter(match=f"naive:{run}-*", count=1000)]
-        for first in range(0, len(naive), 1000):
-            await redis.unlink(*naive[first : first + 1000])
+        async for _ in unlink_matching(redis, f"naive:{run}-*", 1000):
+            pass
     finally:
         await redis.aclose()
 

@@ -72,17 +72,25 @@ class Namespaces:
         await self.redis.set(f"rapport:{namespace}:replay", orjson.dumps(checkpoint))
 
     async def drop(self, namespace: str, batch: int = 500) -> AsyncIterator[int]:
-        """Delete every key of ``namespace`` a batch at a time (``SCAN`` + ``UNLINK``: Redis frees the
-        memory in the background and no command blocks it); yields the running count of keys deleted."""
+        """Delete every key of ``namespace`` (``unlink_matching``); yields the running count of keys deleted."""
         deleted = 0
-        keys: list[bytes | str] = []
-        async for key in self.redis.scan_iter(match=key_pattern(namespace), count=batch):
-            keys.append(key)
-            if len(keys) >= batch:
-                deleted += await self.redis.unlink(*keys)
-                keys = []
-                yield deleted
-        if keys:
-            deleted += await self.redis.unlink(*keys)
+        async for deleted in unlink_matching(self.redis, key_pattern(namespace), batch):
+            yield deleted
         await self.redis.srem(KNOWN, namespace)
+        yield deleted
+
+
+async def unlink_matching(redis: Redis, pattern: str, batch: int = 500) -> AsyncIterator[int]:
+    """Delete the keys matching ``pattern`` a batch at a time (``SCAN`` + ``UNLINK``: Redis frees the memory
+    in the background and no command blocks it); yields the running count of keys deleted."""
+    deleted = 0
+    keys: list[bytes | str] = []
+    async for key in redis.scan_iter(match=pattern, count=batch):
+        keys.append(key)
+        if len(keys) >= batch:
+            deleted += await redis.unlink(*keys)
+            keys = []
+            yield deleted
+    if keys:
+        deleted += await redis.unlink(*keys)
         yield deleted
