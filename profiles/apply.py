@@ -22,12 +22,15 @@ from schemas.validation import Rejection, decode_event
 
 
 class FoldHooks(Protocol):
-    """What reacts to each event the fold applies (the models' snapshots and labels): ``before`` just
-    before an event is folded into a profile, ``after`` once it was applied (not a duplicate)."""
+    """What reacts to each event the fold applies (the models' views): ``before`` just before an event is
+    folded into a profile, ``after`` once it was applied (not a duplicate), with its JSON; ``handed_over``
+    just before a visitor's encoded state is merged into a profile."""
 
     def before(self, state: ProfileState, event: AnyEvent) -> None: ...
 
-    def after(self, state: ProfileState, event: AnyEvent) -> None: ...
+    def after(self, state: ProfileState, event: AnyEvent, payload: bytes) -> None: ...
+
+    def handed_over(self, state: ProfileState, visitor_id: str, visitor_state: bytes) -> None: ...
 
 
 #: No event decoded beforehand.
@@ -138,8 +141,8 @@ def _apply_event(
     link = Link(record.link.anonymous_id, record.link.conflict_with) if record.link is not None else None
     if hooks is not None:
         hooks.before(state, event)
-    if apply(state, event, config, link) and hooks is not None:
-        hooks.after(state, event)
+    if apply(state, event, config, link) and hooks is not None and record.event is not None:
+        hooks.after(state, event, record.event)
     return []
 
 
@@ -181,6 +184,8 @@ def _merge_in(
         return state
     state.absorbed.append(record.other_profile)
     if record.state is not None:
+        if hooks is not None:
+            hooks.handed_over(state, record.other_profile, record.state)
         merge_into(state, decode(record.state), config)
     # Release what waited for this hand-over; the merged stream marks skip what the anonymous profile counted.
     waiting, state.held = state.held, []

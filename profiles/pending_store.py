@@ -4,6 +4,9 @@ Keys (``<ns>`` the namespace):
 
 - ``rapport:<ns>:ml:p:{<profile_id>}`` — the customer's pending snapshots (msgpack list), with a TTL of the
   longest horizon plus lateness plus a day: a snapshot whose label never resolves cannot stay forever;
+- ``rapport:<ns>:ml:v:{<profile_id>}`` — the customer's models view (``profiles.models.view``: the profile
+  folded in event-time order up to the watermark, and the events after it), with the same TTL: a view gone
+  with a long silence starts again from the live profile;
 - ``rapport:<ns>:ml:w:<partition>`` — the event-time watermark of one ``events.resolved`` partition (ms);
 - ``rapport:<ns>:ml:due:<partition>`` — sorted set: profile → when the watermark must next reach it (its
   next census instant or first expiry);
@@ -29,6 +32,7 @@ from redis.asyncio import Redis
 from profiles.models.labels import Pending, SnapshotTrigger
 from profiles.models.progress import PartitionProgress
 from profiles.models.vectors import FEATURE_DIGEST, FEATURE_NAMES, FeatureVector, names_digest
+from profiles.models.view import ModelView, decode_view, encode_view
 from profiles.redis_values import as_bytes, as_text
 
 log = logging.getLogger(__name__)
@@ -186,6 +190,9 @@ class PendingStore:
     def pending_key(self, profile_id: str) -> str:
         return f"{self._base}:p:{{{profile_id}}}"
 
+    def view_key(self, profile_id: str) -> str:
+        return f"{self._base}:v:{{{profile_id}}}"
+
     def watermark_key(self, partition: int) -> str:
         return f"{self._base}:w:{partition}"
 
@@ -197,21 +204,24 @@ class PendingStore:
 
     async def load(
         self, profile_ids: Sequence[str], partitions: Sequence[int]
-    ) -> tuple[dict[str, list[Pending]], dict[int, int], dict[int, PartitionProgress]]:
-        """The profiles' pending snapshots, the partitions' watermarks and progress, in one round trip."""
-        keys = [self.pending_key(p) for p in profile_ids]
+    ) -> tuple[dict[str, list[Pending]], dict[str, ModelView], dict[int, int], dict[int, PartitionProgress]]:
+        """The profiles' pending snapshots and views, the partitions' watermarks and progress, in one round
+        trip."""
+        n = len(profile_ids)
+        keys = [self.pending_key(p) for p in profile_ids] + [self.view_key(p) for p in profile_ids]
         keys += [self.watermark_key(p) for p in partitions] + [self.progress_key(p) for p in partitions]
         values = await self.redis.mget(keys) if keys else []
-        blobs = values[: len(profile_ids)]
-        marks = values[len(profile_ids) : len(profile_ids) + len(partitions)]
-        progress = values[len(profile_ids) + len(partitions) :]
+        blobs, view_blobs = values[:n], values[n : 2 * n]
+        marks = values[2 * n : 2 * n + len(partitions)]
+        progress = values[2 * n + len(partitions) :]
         pending = await self._decode({pid: as_bytes(b) for pid, b in zip(profile_ids, blobs, strict=True) if b})
+        views = {pid: decode_view(as_bytes(b)) for pid, b in zip(profile_ids, view_blobs, strict=True) if b}
         watermarks = {p: int(v) for p, v in zip(partitions, marks, strict=True) if v is not None}
         known = {
             p: _PROGRESS_DECODER.decode(as_bytes(v)) if v is not None else PartitionProgress()
             for p, v in zip(partitions, progress, strict=True)
         }
-        return pending, watermarks, known
+        return pending, views, watermarks, known
 
     async def _decode(self, blobs: Mapping[str, bytes]) -> dict[str, list[Pending]]:
         pending: dict[str, list[Pending]] = {}
@@ -248,6 +258,7 @@ class PendingStore:
         pipe: Redis,
         *,
         pending: Mapping[str, Sequence[Pending]],
+        views: Mapping[str, ModelView | None],
         due: Iterable[tuple[int, str, int | None]],
         watermarks: Mapping[int, int],
         progress: Mapping[int, PartitionProgress],
@@ -261,6 +272,11 @@ class PendingStore:
                 pipe.set(self.pending_key(pid), encode_pending(snapshots), ex=ttl_s)
             else:
                 pipe.delete(self.pending_key(pid))
+        for pid, view in views.items():
+            if view is not None:
+                pipe.set(self.view_key(pid), encode_view(view), ex=ttl_s)
+            else:
+                pipe.delete(self.view_key(pid))
         for partition, pid, at in due:
             if at is None:
                 pipe.zrem(self.due_key(partition), pid)

@@ -32,8 +32,9 @@ from profiles.models.labels import DEFAULT_LATENESS_MS, NAMESPACE_HEADER, Exampl
 from profiles.models.progress import PartitionProgress, watermark_target
 from profiles.models.specs import ModelSpec
 from profiles.models.tracking import ModelTracking
+from profiles.models.view import view_of
 from profiles.pending_store import PendingStore
-from profiles.state import ANON_PREFIX, ProfileState
+from profiles.state import ANON_PREFIX
 from profiles.store import ProfileStore
 from schemas.resolved import ApplyMarker, Envelope, SourceMarker, marker
 from streams.outbox import Outgoing
@@ -141,9 +142,9 @@ class ModelStage:
 
     async def prepare(self, profile_ids: Sequence[str], partitions: Sequence[int]) -> ModelBatch:
         customers = [pid for pid in profile_ids if not pid.startswith(ANON_PREFIX)]
-        pending, stored, progress = await self.store.load(customers, partitions)
+        pending, views, stored, progress = await self.store.load(customers, partitions)
         watermarks = {p: stored.get(p, 0) for p in partitions}
-        return ModelBatch(ModelTracking(self.specs, self.config, pending, watermarks), progress)
+        return ModelBatch(ModelTracking(self.specs, self.config, pending, watermarks, views=views), progress)
 
     async def tick(
         self, profiles: ProfileStore, partitions: Sequence[int], now: float
@@ -201,43 +202,53 @@ class ModelStage:
         watermarks = {**tracking.watermarks, **{p: new for p, (_, new) in advanced.items()}}
         due = await self.store.due({p: watermarks[p] for p in advanced}, DUE_PER_BATCH)
         waiting = {pid: (p, at) for p, found in due.items() for pid, at in found if pid not in fold.states}
-        states: dict[str, ProfileState] = dict(fold.states)
         if waiting:
-            loaded = await profiles.load(list(waiting))
-            states.update({pid: s.state for pid, s in loaded.items() if s.state is not None})
-            extra, _, _ = await self.store.load([pid for pid in waiting if pid in states], [])
-            tracking.pending.update(extra)
+            await self._load_quiet(tracking, waiting, profiles)
         examples: list[Example] = []
         next_due: list[tuple[int, str, int | None]] = []
+        # Also when the watermark stays: what arrived at or before it is folded now, and a snapshot it passed
+        # earlier is released, so that what is due is always after the watermark.
         for pid, partition in tracking.touched.items():
-            state = states.get(pid)
-            if state is None:
-                continue  # erased in this batch (below)
-            # Also when the watermark stays: a snapshot it passed earlier is released now, so that what is
-            # due is always after the watermark (the due path starts from the due time).
-            current = watermarks.get(partition, 0)
-            old, new = advanced.get(partition, (current, current))
-            examples += tracking.advance(state, old, new)
-            next_due.append((partition, pid, tracking.next_due(state, new)))
-        for pid, (partition, due_at) in waiting.items():
-            quiet = states.get(pid)
-            if quiet is None:  # erased or gone: nothing more is due
-                tracking.pending[pid] = []
+            if pid in fold.states:  # else erased in this batch (below)
+                examples += tracking.advance(pid, watermarks.get(partition, 0))
+                next_due.append((partition, pid, tracking.next_due(pid)))
+        for pid, (partition, _) in waiting.items():
+            if pid not in tracking.views:  # erased or gone: nothing more is due
+                tracking.forget(pid)
                 next_due.append((partition, pid, None))
                 continue
-            # Everything before its due time was handled when it was set.
-            examples += tracking.advance(quiet, due_at - 1, watermarks[partition])
-            next_due.append((partition, pid, tracking.next_due(quiet, watermarks[partition])))
+            examples += tracking.advance(pid, watermarks[partition])
+            next_due.append((partition, pid, tracking.next_due(pid)))
         for pid in fold.deleted:
-            tracking.pending[pid] = []
-            tracking.dirty.add(pid)
+            tracking.forget(pid)
             if pid in fold.partition_of:
                 next_due.append((fold.partition_of[pid], pid, None))
         moved = {p: new for p, (_, new) in advanced.items()}
         changed = {pid: tracking.pending.get(pid, []) for pid in tracking.dirty}
+        views = {pid: tracking.views.get(pid) for pid in tracking.dirty}
         progress = dict(progress or {})
 
         def ops(pipe: Redis) -> None:
-            self.store.write(pipe, pending=changed, due=next_due, watermarks=moved, progress=progress, ttl_s=self.ttl_s)
+            self.store.write(
+                pipe, pending=changed, views=views, due=next_due, watermarks=moved, progress=progress, ttl_s=self.ttl_s
+            )
 
         return sorted(examples, key=lambda e: (e.horizon_end_ms, e.example_id)), ops
+
+    async def _load_quiet(
+        self, tracking: ModelTracking, waiting: Mapping[str, tuple[int, int]], profiles: ProfileStore
+    ) -> None:
+        """The pending snapshots and views of due customers the batch did not touch. A customer without a
+        view (tracked before views existed) starts one from its live profile; one without either is gone."""
+        pending, views, _, _ = await self.store.load(list(waiting), [])
+        tracking.pending.update(pending)
+        tracking.views.update(views)
+        missing = [pid for pid in waiting if pid not in views]
+        if not missing:
+            return
+        loaded = await profiles.load(missing)
+        for pid in missing:
+            state = loaded[pid].state if pid in loaded else None
+            if state is not None and tracking.tracked(state) and state.last_event_ms is not None:
+                _, due_at = waiting[pid]
+                tracking.views[pid] = view_of(state, max(due_at - 1, state.last_event_ms - 1))

@@ -83,11 +83,12 @@ class ReplayModels:
         return batch.tracking
 
     async def load_pending(self, tracking: ModelTracking, profile_ids: Iterable[str]) -> None:
-        """The pending snapshots of the customers a round of the fold is about to touch."""
+        """The pending snapshots and views of the customers a round of the fold is about to touch."""
         customers = [p for p in profile_ids if not p.startswith(ANON_PREFIX) and p not in tracking.pending]
         if customers:
-            pending, _, _ = await self.stage.store.load(customers, [])
+            pending, views, _, _ = await self.stage.store.load(customers, [])
             tracking.pending.update({pid: pending.get(pid, []) for pid in customers})
+            tracking.views.update(views)
 
     async def after_chunk(
         self, fold: BatchFold, tracking: ModelTracking, seq: int, profiles: ProfileStore

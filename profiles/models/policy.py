@@ -15,29 +15,21 @@ Three kinds of moments, all in event time:
 
 Whether a snapshot is taken depends only on what is known at its instant (never on what follows), so the
 selection cannot bias the label given the features. A snapshot is only taken from a state that holds no
-event after its instant (``features`` refuses otherwise), which is why snapshots are taken at the newest
-event, and why a census instant is taken by whichever comes first:
-
-- ``census_before_event``: before folding a customer's event later than the instant (the state still
-  ends before it), for instants after the watermark;
-- ``census_on_watermark``: when the event-time watermark passes the instant, for customers whose latest
-  event is at or before it.
-
-For a watermark that only grows, and a worker that runs ``census_on_watermark`` for every watermark
-advance before folding events with the new watermark, each instant is taken exactly once, by one path.
-The worker's loop, per event of a customer (``pending``: the customer's pending snapshots):
+event after its instant (``features`` refuses otherwise): the worker takes them from the customer's models
+view (``profiles.models.view``), which folds the customer's events in event-time order as the watermark
+passes them, census instants between them, so that which snapshots are taken, and from what, does not
+depend on the order the events arrived in. Per event of a customer, in event-time order
+(``pending``: the customer's pending snapshots):
 
 >>> from datetime import datetime, UTC
 >>> from profiles.fold import apply
 >>> from profiles.state import new_profile
 >>> from profiles.models.specs import default_specs
 >>> from profiles.models.labels import resolve_on_event
->>> from profiles.timeutil import to_ms
 >>> from schemas.events import PurchaseEvent
->>> specs, config, state, pending, watermark = default_specs(), FoldConfig(), new_profile("c", "c"), [], 0
+>>> specs, config, state, pending = default_specs(), FoldConfig(), new_profile("c", "c"), []
 >>> event = PurchaseEvent(event_id="o-1", customer_id="c", timestamp=datetime(2025, 3, 1, tzinfo=UTC),
 ...                       action="order", order_id="o-1", currency="EUR", total=20.0)
->>> pending += census_before_event(state, to_ms(event.timestamp), watermark, specs, config)
 >>> if apply(state, event, config):
 ...     pending = resolve_on_event(pending, event, specs, config)
 ...     pending += take_snapshots(state, event, pending, specs, config)
@@ -138,9 +130,11 @@ def census_instants(profile_id: str, spec: ModelSpec, after_ms: int, until_ms: i
     return list(range(first, until_ms + 1, every))
 
 
-def _census(
-    state: ProfileState, specs: Mapping[str, ModelSpec], after_ms: int, until_ms: int, config: FoldConfig
+def census_between(
+    state: ProfileState, after_ms: int, until_ms: int, specs: Mapping[str, ModelSpec], config: FoldConfig
 ) -> list[Pending]:
+    """Census snapshots of ``state`` at its instants in ``(after_ms, until_ms]`` (the caller makes sure none
+    is before the state's latest event)."""
     out: list[Pending] = []
     by_instant: dict[int, FeatureVector] = {}
     for spec in specs.values():
@@ -152,26 +146,3 @@ def _census(
                 feats = by_instant[at] = FeatureVector.of(features(state, at, config))
             out.append(snapshot(state, spec, "census", at, feats))
     return out
-
-
-def census_before_event(
-    state: ProfileState, event_ms: int, watermark_ms: int, specs: Mapping[str, ModelSpec], config: FoldConfig
-) -> list[Pending]:
-    """Census snapshots to take before folding an event at ``event_ms`` into ``state``: the instants
-    after both the profile's latest event and the watermark, and before the event."""
-    last = state.last_event_ms
-    if last is None or event_ms <= last:
-        return []
-    return _census(state, specs, max(last, watermark_ms), event_ms - 1, config)
-
-
-def census_on_watermark(
-    state: ProfileState, previous_ms: int, watermark_ms: int, specs: Mapping[str, ModelSpec], config: FoldConfig
-) -> list[Pending]:
-    """Census snapshots for a watermark advance from ``previous_ms`` to ``watermark_ms``: the instants in
-    ``(previous_ms, watermark_ms]`` at or after the profile's latest event (the earlier ones were taken before
-    folding the event that followed them)."""
-    last = state.last_event_ms
-    if last is None:
-        return []
-    return _census(state, specs, max(previous_ms, last - 1), watermark_ms, config)

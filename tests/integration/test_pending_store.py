@@ -43,16 +43,16 @@ async def _check(settings: Settings) -> None:
         ]
         writer = PendingStore(redis, namespace)
         async with redis.pipeline(transaction=True) as pipe:
-            writer.write(pipe, pending={"c-1": written}, due=[], watermarks={}, progress={}, ttl_s=600)
+            writer.write(pipe, pending={"c-1": written}, views={}, due=[], watermarks={}, progress={}, ttl_s=600)
             await pipe.execute()
         # ... and loaded by a fresh one, which knows only the current names until it asks the registry.
-        loaded, _, _ = await PendingStore(redis, namespace).load(["c-1"], [])
+        loaded, _, _, _ = await PendingStore(redis, namespace).load(["c-1"], [])
         assert loaded == {"c-1": written}
         assert loaded["c-1"][0].features.as_dict() == {"legacy_a": 1.25, "legacy_b": -3.0}
 
         # Without the registry those snapshots cannot be read: they are left out, the others still load.
         await redis.delete(writer.names_key)
-        loaded, _, _ = await PendingStore(redis, namespace).load(["c-1"], [])
+        loaded, _, _, _ = await PendingStore(redis, namespace).load(["c-1"], [])
         assert [p.snapshot_id for p in loaded["c-1"]] == ["new"]
     finally:
         keys = [k async for k in redis.scan_iter(match=f"rapport:{namespace}:*")]

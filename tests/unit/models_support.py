@@ -6,10 +6,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from profiles.config import DAY_MS, FoldConfig
+from profiles.features import features
 from profiles.fold import apply
 from profiles.models.labels import Example, Pending, expire, resolve_on_event
-from profiles.models.policy import census_before_event, census_on_watermark, take_snapshots
+from profiles.models.policy import census_instants, snapshot, take_snapshots
 from profiles.models.specs import ModelSpec
+from profiles.models.vectors import FeatureVector
 from profiles.state import ProfileState, new_profile
 from profiles.timeutil import from_ms, to_ms
 from schemas.events import (
@@ -81,49 +83,41 @@ def folded(events: Iterable[AnyEvent]) -> ProfileState:
 
 @dataclass
 class Worker:
-    """The owning worker's per-customer loop, as ``profiles.models.policy`` documents it.
-
-    The watermark trails the newest event time seen by ``lag_ms``; each advance runs the census timer and
-    releases expired examples before the next event is folded.
-    """
+    """The reference loop the worker must match, written from the definition in ``profiles.models.policy``:
+    the customer's events folded in event-time order; before each event, the census instants since the
+    previous one, from the state as it was; after it, the activity and email snapshots and the labels it
+    decides; at the end, the examples whose horizon (plus lateness) ``until_ms`` passed."""
 
     specs: Mapping[str, ModelSpec]
-    lag_ms: int
     state: ProfileState = field(default_factory=lambda: new_profile(CUSTOMER, CUSTOMER))
     pending: list[Pending] = field(default_factory=list)
-    examples: list[Example] = field(default_factory=list)
     snapshots: list[Pending] = field(default_factory=list)
-    watermark: int = 0
-    newest: int = 0
+    census_done: int | None = None  # every census instant at or before it was taken
 
-    def advance(self, watermark: int) -> None:
-        if watermark <= self.watermark:
-            return
-        taken = census_on_watermark(self.state, self.watermark, watermark, self.specs, CONFIG)
-        self.snapshots += taken
-        self.pending += taken
-        released, self.pending = expire(self.pending, watermark, self.specs)
-        self.examples += released
-        self.watermark = watermark
-
-    def feed(self, event: AnyEvent) -> None:
-        ts = to_ms(event.timestamp)
-        self.newest = max(self.newest, ts)
-        self.advance(self.newest - self.lag_ms)
-        taken = census_before_event(self.state, ts, self.watermark, self.specs, CONFIG)
-        self.snapshots += taken
-        self.pending += taken
-        if apply(self.state, event, CONFIG):
-            self.pending = resolve_on_event(self.pending, event, self.specs, CONFIG)
-            new = take_snapshots(self.state, event, self.pending, self.specs, CONFIG)
-            self.snapshots += new
-            self.pending += new
+    def census(self, until_ms: int) -> None:
+        last = self.state.last_event_ms
+        if last is not None:
+            after = last - 1 if self.census_done is None else max(self.census_done, last - 1)
+            for spec in self.specs.values():
+                if spec.trigger != "activity":
+                    continue
+                for at in census_instants(CUSTOMER, spec, after, until_ms):
+                    feats = FeatureVector.of(features(self.state, at, CONFIG))
+                    self.snapshots.append(snapshot(self.state, spec, "census", at, feats))
+                    self.pending.append(self.snapshots[-1])
+        self.census_done = until_ms if self.census_done is None else max(self.census_done, until_ms)
 
     def run(self, events: Sequence[AnyEvent], until_ms: int) -> list[Example]:
-        for event in events:
-            self.feed(event)
-        self.advance(until_ms)
-        return self.examples
+        for event in sorted(events, key=lambda e: (to_ms(e.timestamp), e.event_id)):
+            self.census(to_ms(event.timestamp) - 1)
+            if apply(self.state, event, CONFIG):
+                self.pending = resolve_on_event(self.pending, event, self.specs, CONFIG)
+                new = take_snapshots(self.state, event, self.pending, self.specs, CONFIG)
+                self.snapshots += new
+                self.pending += new
+        self.census(until_ms)
+        examples, self.pending = expire(self.pending, until_ms, self.specs)
+        return examples
 
 
 def day(n: float) -> int:

@@ -1,65 +1,156 @@
 """``ModelTracking`` (what the worker runs around each batch) against the reference loop of
-``profiles.models.policy``: the same customer history, cut into batches of various sizes with the watermark
-moving only between batches (some batches are re-sent events that move nothing), and quiet spells handled
-by the due time alone, must release exactly the reference loop's examples."""
+``tests.unit.models_support``, which folds the history in event-time order: the same customer history,
+arriving out of order (within the watermark lag) in batches of various sizes, with the watermark moving
+only between batches, some batches re-sent events that move nothing, quiet spells handled by the due time
+alone and the views stored and loaded between batches, must release exactly the reference's examples —
+whatever the arrival order and the watermark's pace."""
 
 from __future__ import annotations
 
+import math
 import random
 
+import msgspec
 import pytest
 
-from profiles.config import DAY_MS
-from profiles.fold import apply
+from profiles.config import DAY_MS, HOUR_MS
+from profiles.fold import Link, apply
+from profiles.merge import merge_into
 from profiles.models.labels import Example, Pending
 from profiles.models.tracking import ModelTracking
-from profiles.state import new_profile
-from profiles.timeutil import to_ms
-from schemas.events import AnyEvent
-from tests.unit.models_support import CONFIG, CUSTOMER, Worker, day
+from profiles.models.view import ModelView, decode_view, encode_view
+from profiles.state import ProfileState, anonymous_profile_id, encode, new_profile
+from profiles.timeutil import from_ms, to_ms
+from schemas.events import AnyEvent, ClickEvent, IdentifyEvent
+from tests.unit.models_support import CONFIG, CUSTOMER, Worker, day, identify
 from tests.unit.test_models_labels import SPECS, customer_history
 
-LAG = 2 * DAY_MS
+
+def arrival_order(events: list[AnyEvent], disorder_ms: int, rng: random.Random) -> list[AnyEvent]:
+    """The events as a worker might read them: each up to ``disorder_ms`` after the ones that follow it."""
+    return sorted(events, key=lambda e: to_ms(e.timestamp) + rng.uniform(0, disorder_ms))
 
 
-def tracked_run(events: list[AnyEvent], until_ms: int, rng: random.Random) -> list[Example]:
-    """The worker's use of ``ModelTracking``: per batch, fold with the hooks, then advance to the target;
-    between batches, a due profile is advanced from its due time (``streams.model_stage``)."""
-    state = new_profile(CUSTOMER, CUSTOMER)
-    pending: dict[str, list[Pending]] = {}
-    watermark, due, newest, released = 0, None, 0, []
+class Run:
+    """The worker's use of ``ModelTracking`` for one customer (``streams.model_stage``): per batch, fold with
+    the hooks, then advance to the target; between batches, a due customer is advanced alone."""
+
+    def __init__(self, lag_ms: int) -> None:
+        self.lag_ms = lag_ms
+        self.live = new_profile(CUSTOMER, CUSTOMER)
+        self.pending: dict[str, list[Pending]] = {}
+        self.views: dict[str, ModelView] = {}
+        self.watermark, self.newest = 0, 0
+        self.due: int | None = None
+        self.released: list[Example] = []
+
+    def tracking(self, target: int) -> ModelTracking:
+        # Stored and loaded between batches, as Redis holds them.
+        views = {pid: decode_view(encode_view(v)) for pid, v in self.views.items()}
+        return ModelTracking(SPECS, CONFIG, self.pending, {0: self.watermark}, views=views, targets={0: target})
+
+    def finish(self, tracking: ModelTracking) -> None:
+        _, new = tracking.advanced().get(0, (self.watermark, self.watermark))
+        self.released += tracking.advance(CUSTOMER, new)
+        self.watermark, self.due = new, tracking.next_due(CUSTOMER)
+        self.views = tracking.views
+
+    def tick(self) -> None:
+        if self.due is not None and self.due <= self.watermark:
+            self.finish(self.tracking(self.watermark))
+
+    def batch(self, events: list[AnyEvent], handovers: list[tuple[str, ProfileState]] | None = None) -> None:
+        self.tick()
+        self.newest = max([self.newest, *(to_ms(e.timestamp) for e in events)])
+        tracking = self.tracking(max(self.watermark, self.newest - self.lag_ms))
+        for event in events:
+            tracking.before(self.live, event)
+            identifies = isinstance(event, IdentifyEvent) and event.anonymous_id is not None
+            link = Link(event.anonymous_id, None) if identifies and event.anonymous_id else None
+            if apply(self.live, event, CONFIG, link):
+                tracking.after(self.live, event, msgspec.json.encode(event))
+        for visitor_id, visitor in handovers or []:
+            tracking.handed_over(self.live, visitor_id, encode(visitor))
+            merge_into(self.live, visitor, CONFIG)
+        self.finish(tracking)
+
+    def end(self, until_ms: int) -> list[Example]:
+        self.tick()
+        self.finish(self.tracking(until_ms))
+        return sorted(self.released, key=lambda e: (e.horizon_end_ms, e.example_id))
+
+
+def tracked_run(events: list[AnyEvent], until_ms: int, lag_ms: int, rng: random.Random) -> list[Example]:
+    run = Run(lag_ms)
+    arrived = arrival_order(events, lag_ms // 2, rng)
     i = 0
-    while i < len(events):
+    while i < len(arrived):
         if i and rng.random() < 0.2:
-            batch = [events[rng.randrange(i)]]  # a re-sent earlier event: the watermark stays
-        else:
-            batch = events[i : i + rng.randint(1, 6)]
-            i += len(batch)
-        target = max(watermark, max(to_ms(e.timestamp) for e in batch) - LAG)
-        # the due path first, as a tick between batches would run it
-        if due is not None and due <= watermark:
-            quiet = ModelTracking(SPECS, CONFIG, pending, {0: watermark}, targets={0: watermark})
-            released += quiet.advance(state, due - 1, watermark)
-            due = quiet.next_due(state, watermark)
-        tracking = ModelTracking(SPECS, CONFIG, pending, {0: watermark}, targets={0: target})
-        for event in batch:
-            newest = max(newest, to_ms(event.timestamp))
-            tracking.before(state, event)
-            if apply(state, event, CONFIG):
-                tracking.after(state, event)
-        old, new = tracking.advanced().get(0, (watermark, watermark))
-        released += tracking.advance(state, old, new)
-        watermark, due = new, tracking.next_due(state, new)
-    final = ModelTracking(SPECS, CONFIG, pending, {0: watermark}, targets={0: until_ms})
-    old, new = final.advanced()[0]
-    released += final.advance(state, old, new)
-    return sorted(released, key=lambda e: (e.horizon_end_ms, e.example_id))
+            run.batch([arrived[rng.randrange(i)]])  # a re-sent earlier event: applied before, it moves nothing
+            continue
+        batch = arrived[i : i + rng.randint(1, 6)]
+        i += len(batch)
+        run.batch(batch)
+    return run.end(until_ms)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
-def test_batches_and_a_per_batch_watermark_release_the_reference_loops_examples(seed: int) -> None:
+@pytest.mark.parametrize("lag_ms", [2 * HOUR_MS, 2 * DAY_MS, 40 * DAY_MS])
+def test_any_arrival_order_and_watermark_pace_release_the_reference_examples(seed: int, lag_ms: int) -> None:
     events = customer_history(seed)
-    reference = Worker(SPECS, lag_ms=LAG).run(events, until_ms=day(300))
-    tracked = tracked_run(events, day(300), random.Random(seed))
+    reference = Worker(SPECS).run(events, until_ms=day(300))
+    tracked = tracked_run(events, day(300), lag_ms, random.Random(seed))
     assert [e.example_id for e in tracked] == [e.example_id for e in reference]
     assert tracked == reference
+    for model in SPECS:
+        assert len({e.label for e in reference if e.model == model}) > 1, model  # the comparison says something
+
+
+def visitor_click(n: int, ms: int) -> ClickEvent:
+    return ClickEvent(
+        event_id=f"v-{n}", anonymous_id="a-1", timestamp=from_ms(ms), action="product_view", url="/p",
+        session_id=f"vs-{n}", category="bags",
+    )  # fmt: skip
+
+
+def test_a_visitor_enters_the_customer_at_its_link_whenever_its_hand_over_arrives() -> None:
+    """Live, a hand-over reaches the customer tens of milliseconds after the identify; a replay folds it
+    after the rest of its chunk, past later events of the customer: the examples must not differ."""
+    visitor = new_profile(anonymous_profile_id("a-1"), None)
+    for n, at in enumerate([day(0.1), day(0.5), day(1.0)]):
+        apply(visitor, visitor_click(n, at), CONFIG)
+    link = identify(100, day(2))
+    link = msgspec.structs.replace(link, anonymous_id="a-1")
+    own = [
+        msgspec.structs.replace(e, event_id=f"c-{e.event_id}")
+        for e in customer_history(5)
+        if to_ms(e.timestamp) > day(2)
+    ]
+    # Routed to the customer after the link: they enter at it, one sorting before the identify, one after.
+    stragglers: list[AnyEvent] = [
+        msgspec.structs.replace(visitor_click(n, day(at)), event_id=f"{key}-late")
+        for n, at, key in ((8, 1.5, "a"), (9, 1.6, "z"))
+    ]
+
+    def run(order: str) -> list[Example]:
+        r = Run(30 * DAY_MS)  # the customer's next events are three weeks later: within the lag
+        r.batch([link])
+        if order == "at once":
+            r.batch([], [(visitor.profile_id, visitor)])
+            r.batch([*stragglers, *own[:2]])
+        else:  # the hand-over after the customer's next events, the stragglers after that
+            r.batch(own[:2], [(visitor.profile_id, visitor)])
+            r.batch(stragglers)
+        for i in range(2, len(own), 4):
+            r.batch(own[i : i + 4])
+        return r.end(day(300))
+
+    at_once, later = run("at once"), run("later")
+    assert len(at_once) > 20
+    assert at_once == later
+    # No snapshot before the link (the stragglers take none); the one the identify takes holds the visitor's
+    # history, stragglers included, whatever their order at that instant.
+    first = min(at_once, key=lambda e: e.taken_at_ms)
+    assert first.taken_at_ms == day(2)
+    assert first.features["sessions"] == pytest.approx(math.log1p(5))
+    assert first.features["days_since_first_seen"] == pytest.approx((day(2) - day(0.1)) / DAY_MS)

@@ -1,0 +1,237 @@
+"""The models' view of a customer: the profile folded in event-time order up to a clock, and the entries
+after it. Pure: the caller loads and stores views (``profiles.pending_store``).
+
+The live profile folds events as they arrive, and a snapshot taken from it can only be taken at its
+newest event: which events take a snapshot, and which events a census snapshot's features hold, would then
+depend on the order the events arrived in — live traffic, a catch-up reading five topics unevenly and a
+replay reading them merged by record time would each train on other examples. The view makes snapshots a
+function of the events alone. Each event the live fold applies to a customer also enters the customer's
+view as an ``Entry`` at its *entry time*; the view folds its entries in ``(entry time, order, key)`` order
+only when the event-time watermark passes them (``fold_until``), taking the census snapshots between
+them and the activity and email snapshots at them. Every snapshot then comes from a state that holds
+exactly the entries up to its instant, whatever order they arrived in.
+
+Entry times:
+
+- a customer's own event enters at its event time;
+- an event of a linked visitor id routed to the customer (after the link, or held until the hand-over)
+  enters at ``max(event time, link time)``: before the identify, the customer was not known to have made it;
+- a visitor's hand-over enters as one block, the visitor's folded state, at ``max(link time, the
+  visitor's newest event)``.
+
+An entry at or before the clock (later than the watermark lag allows) is folded at once, out of order,
+and takes no snapshot: the lateness limit of the labels too (``docs/models.md``).
+
+The view keeps no identity or exactly-once bookkeeping (``strip``): the live fold decided which events
+count, and only they enter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from itertools import groupby
+from typing import Final
+
+import msgspec
+from msgspec import Struct, field
+
+from profiles.config import FoldConfig
+from profiles.fold import apply, compact
+from profiles.merge import merge_into
+from profiles.models.labels import Pending, resolve_on_event
+from profiles.models.policy import census_between, take_snapshots
+from profiles.models.specs import ModelSpec
+from profiles.state import ProfileState, anonymous_profile_id, decode, encode, new_profile
+from profiles.timeutil import to_ms
+from schemas.events import AnyEvent
+from schemas.validation import Rejection, decode_event
+
+#: Entry order at one instant: a hand-over first, so that the snapshot the identify takes at the link
+#: already holds the visitor's history.
+HANDOVER: Final = 0
+EVENT: Final = 1
+
+
+class Entry(Struct, array_like=True, frozen=True):
+    at_ms: int  # entry time
+    order: int  # HANDOVER or EVENT
+    key: str  # the event id, or the visitor's profile id
+    payload: bytes  # the event's JSON as resolved, or the visitor's encoded state
+
+
+class ModelView(Struct, array_like=True, kw_only=True):
+    state: ProfileState
+    clock_ms: int | None = None  # every entry at or before it is folded, every census instant taken
+    buffer: list[Entry] = field(default_factory=list)  # entries after the clock, in arrival order
+
+
+_ENCODER: Final = msgspec.msgpack.Encoder()
+_DECODER: Final = msgspec.msgpack.Decoder(ModelView)
+
+
+def encode_view(view: ModelView) -> bytes:
+    """The view as stored, without what the features never read (``strip``)."""
+    strip(view.state)
+    return _ENCODER.encode(view)
+
+
+def decode_view(blob: bytes) -> ModelView:
+    return _DECODER.decode(blob)
+
+
+def new_view(profile_id: str) -> ModelView:
+    return ModelView(state=new_profile(profile_id, profile_id))
+
+
+def view_of(state: ProfileState, clock_ms: int | None) -> ModelView:
+    """A view starting from the live profile as it is (a customer tracked before views existed, or whose
+    view expired with its pending snapshots): what it holds counts as folded up to ``clock_ms``."""
+    return ModelView(state=strip(decode(encode(state))), clock_ms=clock_ms)
+
+
+def strip(state: ProfileState) -> ProfileState:
+    """Drop what the features never read: identities, merge history and the exactly-once bookkeeping.
+
+    >>> from profiles.state import new_profile
+    >>> s = new_profile("c-1", "c-1"); s.emails.append("a@b.c"); s.source_marks[1] = 2
+    >>> stripped = strip(s)
+    >>> stripped.emails, stripped.source_marks
+    ([], {})
+    """
+    state.anonymous_ids, state.emails, state.merged_from, state.conflicts = [], [], [], []
+    state.recent_ids, state.recent_event_ids = [], {}
+    state.source_marks, state.forward_marks, state.direct_floors = {}, {}, {}
+    state.absorbed, state.held = [], []
+    return state
+
+
+def link_time(state: ProfileState, anonymous_id: str | None) -> int | None:
+    """When ``anonymous_id`` was linked to the customer of ``state`` (its identify's event time)."""
+    if anonymous_id is None:
+        return None
+    return next((m.at_ms for m in state.merged_from if m.anonymous_id == anonymous_id), None)
+
+
+def event_entry(live: ProfileState, event: AnyEvent, payload: bytes) -> Entry:
+    """The entry of an event the live fold applied to the customer profile ``live``."""
+    ts = to_ms(event.timestamp)
+    linked = link_time(live, event.anonymous_id) if event.customer_id is None else None
+    return Entry(ts if linked is None else max(ts, linked), EVENT, event.event_id, payload)
+
+
+def handover_entry(live: ProfileState, visitor_id: str, visitor_state: bytes) -> Entry:
+    """The entry of a visitor's hand-over to the customer profile ``live`` (before the merge)."""
+    visitor = decode(visitor_state)
+    linked = next((m.at_ms for m in live.merged_from if anonymous_profile_id(m.anonymous_id) == visitor_id), None)
+    times = [t for t in (linked, visitor.last_event_ms) if t is not None]
+    return Entry(max(times, default=live.last_event_ms or 0), HANDOVER, visitor_id, visitor_state)
+
+
+def _sort_key(entry: Entry) -> tuple[int, int, str]:
+    return entry.at_ms, entry.order, entry.key
+
+
+def _decoded(entry: Entry) -> AnyEvent:
+    event = decode_event(entry.payload)
+    if isinstance(event, Rejection):  # it was valid when the live fold applied it
+        raise ValueError(f"a view entry holds an invalid event ({event.problems[0].code.value})")
+    return event
+
+
+def census_after(view: ModelView) -> int | None:
+    """The census instants still to take are after this: the clock, and not before the latest event."""
+    last = view.state.last_event_ms
+    if last is None:
+        return None
+    return last - 1 if view.clock_ms is None else max(view.clock_ms, last - 1)
+
+
+def _census_to(view: ModelView, until_ms: int, specs: Mapping[str, ModelSpec], config: FoldConfig) -> list[Pending]:
+    """The census snapshots in ``(clock, until_ms]`` at or after the view's latest event; the clock moves on."""
+    after = census_after(view)
+    taken = [] if after is None else census_between(view.state, after, until_ms, specs, config)
+    view.clock_ms = until_ms if view.clock_ms is None else max(view.clock_ms, until_ms)
+    return taken
+
+
+def _fold(
+    view: ModelView, entry: Entry, pending: list[Pending], specs: Mapping[str, ModelSpec], config: FoldConfig
+) -> tuple[list[Pending], AnyEvent | None]:
+    """Fold one entry; returns the pending snapshots and the event if it is one the customer made at its
+    entry time (a moment that may take snapshots)."""
+    if entry.order == HANDOVER:
+        merge_into(view.state, decode(entry.payload), config)
+        return pending, None
+    event = _decoded(entry)
+    if not apply(view.state, event, config):
+        return pending, None
+    if entry.at_ms != to_ms(event.timestamp):
+        # A visitor's event entering at its link, like the visitor's history handed over in one block, is
+        # not a moment of the customer's: it takes no snapshot and decides no label.
+        return pending, None
+    return resolve_on_event(pending, event, specs, config), event
+
+
+def add(
+    view: ModelView, entry: Entry, pending: list[Pending], specs: Mapping[str, ModelSpec], config: FoldConfig
+) -> list[Pending]:
+    """An entry arrives: kept for ``fold_until``, or, at or before the clock, folded at once without
+    snapshots (its labels still resolve). Returns the pending snapshots."""
+    if view.clock_ms is None or entry.at_ms > view.clock_ms:
+        view.buffer.append(entry)
+        return pending
+    return _fold(view, entry, pending, specs, config)[0]
+
+
+def fold_until(
+    view: ModelView, until_ms: int, pending: list[Pending], specs: Mapping[str, ModelSpec], config: FoldConfig
+) -> list[Pending]:
+    """The watermark reached ``until_ms``: fold the entries up to it in order, with the census snapshots
+    between them, and the activity and email snapshots of each instant once all its entries are folded.
+    Returns the pending snapshots.
+
+    The result does not depend on the order the entries arrived in:
+
+    >>> from datetime import datetime, UTC
+    >>> from profiles.models.specs import default_specs
+    >>> from schemas.events import ClickEvent
+    >>> specs, config = default_specs(), FoldConfig()
+    >>> def click(n, day):
+    ...     event = ClickEvent(event_id=f"e-{n}", customer_id="c", timestamp=datetime(2025, 3, day, tzinfo=UTC),
+    ...                        action="page_view", url="/", session_id=f"s-{n}")
+    ...     return Entry(to_ms(event.timestamp), EVENT, event.event_id, msgspec.json.encode(event))
+    >>> def run(entries):
+    ...     view, pending = new_view("c"), []
+    ...     for entry in entries:
+    ...         pending = add(view, entry, pending, specs, config)
+    ...     return fold_until(view, to_ms(datetime(2025, 3, 20, tzinfo=UTC)), pending, specs, config)
+    >>> forward = run([click(1, 1), click(2, 5), click(3, 9)])
+    >>> forward == run([click(3, 9), click(1, 1), click(2, 5)])
+    True
+    >>> sorted({p.trigger for p in forward})
+    ['activity', 'census']
+    """
+    ready = sorted((e for e in view.buffer if e.at_ms <= until_ms), key=_sort_key)
+    if ready:
+        view.buffer = [e for e in view.buffer if e.at_ms > until_ms]
+    for at, entries in groupby(ready, key=_entry_time):
+        pending = pending + _census_to(view, at - 1, specs, config)
+        moments: list[AnyEvent] = []
+        for entry in entries:
+            pending, moment = _fold(view, entry, pending, specs, config)
+            if moment is not None:
+                moments.append(moment)
+        for event in moments:
+            pending += take_snapshots(view.state, event, pending, specs, config)
+    pending = pending + _census_to(view, until_ms, specs, config)
+    compact(view.state, config)
+    return pending
+
+
+def _entry_time(entry: Entry) -> int:
+    return entry.at_ms
+
+
+def next_entry_ms(view: ModelView) -> int | None:
+    """When the watermark must reach the view for its next entry."""
+    return min((e.at_ms for e in view.buffer), default=None)
