@@ -5,11 +5,13 @@ Keys (``<ns>`` the namespace):
 - ``rapport:<ns>:ml:p:{<profile_id>}`` — the customer's pending snapshots (msgpack list), with a TTL of the
   longest horizon plus lateness plus a day: a snapshot whose label never resolves cannot stay forever;
 - ``rapport:<ns>:ml:v:{<profile_id>}`` — the customer's models view (``profiles.models.view``: the profile
-  folded in event-time order up to the watermark, and the events after it), with the same TTL: a view gone
-  with a long silence starts again from the live profile;
+  folded in event-time order up to a clock), without a TTL: like the profile, it lives until the customer is
+  erased (an expiry measured by the wall clock would make a live run and a replay of it differ);
+- ``rapport:<ns>:ml:e:{<profile_id>}`` — list: the customer's entries not folded into the view yet, appended
+  by every batch that touches the customer without loading anything;
 - ``rapport:<ns>:ml:w:<partition>`` — the event-time watermark of one ``events.resolved`` partition (ms);
-- ``rapport:<ns>:ml:due:<partition>`` — sorted set: profile → when the watermark must next reach it (its
-  next census instant or first expiry);
+- ``rapport:<ns>:ml:due:<partition>`` — sorted set: profile → when the watermark must next reach it
+  (``profiles.models.view.next_due``);
 - ``rapport:<ns>:ml:progress:<partition>`` — what the progress markers folded in that partition said
   (``profiles.models.progress``, msgpack): where its watermark may go;
 - ``rapport:<ns>:ml:features`` — hash: names digest → the feature names (newline-separated) that stored
@@ -32,7 +34,7 @@ from redis.asyncio import Redis
 from profiles.models.labels import Pending, SnapshotTrigger
 from profiles.models.progress import PartitionProgress
 from profiles.models.vectors import FEATURE_DIGEST, FEATURE_NAMES, FeatureVector, names_digest
-from profiles.models.view import ModelView, decode_view, encode_view
+from profiles.models.view import Entry, ModelView, decode_entry, decode_view, encode_entry, encode_view
 from profiles.redis_values import as_bytes, as_text
 
 log = logging.getLogger(__name__)
@@ -193,6 +195,9 @@ class PendingStore:
     def view_key(self, profile_id: str) -> str:
         return f"{self._base}:v:{{{profile_id}}}"
 
+    def entries_key(self, profile_id: str) -> str:
+        return f"{self._base}:e:{{{profile_id}}}"
+
     def watermark_key(self, partition: int) -> str:
         return f"{self._base}:w:{partition}"
 
@@ -202,26 +207,37 @@ class PendingStore:
     def progress_key(self, partition: int) -> str:
         return f"{self._base}:progress:{partition}"
 
-    async def load(
-        self, profile_ids: Sequence[str], partitions: Sequence[int]
-    ) -> tuple[dict[str, list[Pending]], dict[str, ModelView], dict[int, int], dict[int, PartitionProgress]]:
-        """The profiles' pending snapshots and views, the partitions' watermarks and progress, in one round
-        trip."""
-        n = len(profile_ids)
-        keys = [self.pending_key(p) for p in profile_ids] + [self.view_key(p) for p in profile_ids]
-        keys += [self.watermark_key(p) for p in partitions] + [self.progress_key(p) for p in partitions]
+    async def load(self, partitions: Sequence[int]) -> tuple[dict[int, int], dict[int, PartitionProgress]]:
+        """The partitions' watermarks and progress, in one round trip."""
+        keys = [self.watermark_key(p) for p in partitions] + [self.progress_key(p) for p in partitions]
         values = await self.redis.mget(keys) if keys else []
-        blobs, view_blobs = values[:n], values[n : 2 * n]
-        marks = values[2 * n : 2 * n + len(partitions)]
-        progress = values[2 * n + len(partitions) :]
-        pending = await self._decode({pid: as_bytes(b) for pid, b in zip(profile_ids, blobs, strict=True) if b})
-        views = {pid: decode_view(as_bytes(b)) for pid, b in zip(profile_ids, view_blobs, strict=True) if b}
+        marks, progress = values[: len(partitions)], values[len(partitions) :]
         watermarks = {p: int(v) for p, v in zip(partitions, marks, strict=True) if v is not None}
         known = {
             p: _PROGRESS_DECODER.decode(as_bytes(v)) if v is not None else PartitionProgress()
             for p, v in zip(partitions, progress, strict=True)
         }
-        return pending, views, watermarks, known
+        return watermarks, known
+
+    async def load_customers(
+        self, profile_ids: Sequence[str]
+    ) -> tuple[dict[str, list[Pending]], dict[str, ModelView], dict[str, list[Entry]]]:
+        """The customers' pending snapshots, views and unfolded entries, in one round trip."""
+        if not profile_ids:
+            return {}, {}, {}
+        n = len(profile_ids)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.mget([self.pending_key(p) for p in profile_ids] + [self.view_key(p) for p in profile_ids])
+            for pid in profile_ids:
+                pipe.lrange(self.entries_key(pid), 0, -1)
+            replies = await pipe.execute()
+        blobs, view_blobs = replies[0][:n], replies[0][n:]
+        pending = await self._decode({pid: as_bytes(b) for pid, b in zip(profile_ids, blobs, strict=True) if b})
+        views = {pid: decode_view(as_bytes(b)) for pid, b in zip(profile_ids, view_blobs, strict=True) if b}
+        entries = {
+            pid: [decode_entry(as_bytes(e)) for e in found] for pid, found in zip(profile_ids, replies[1:], strict=True)
+        }
+        return pending, views, entries
 
     async def _decode(self, blobs: Mapping[str, bytes]) -> dict[str, list[Pending]]:
         pending: dict[str, list[Pending]] = {}
@@ -259,9 +275,37 @@ class PendingStore:
         *,
         pending: Mapping[str, Sequence[Pending]],
         views: Mapping[str, ModelView | None],
+        entries: Mapping[str, Sequence[Entry]],
+        appended: Mapping[str, Sequence[Entry]],
         due: Iterable[tuple[int, str, int | None]],
+        due_by: Iterable[tuple[int, str, int]],
         watermarks: Mapping[int, int],
         progress: Mapping[int, PartitionProgress],
+        ttl_s: int,
+    ) -> None:
+        """``entries`` replace a customer's stored entries, ``appended`` are added to them; ``due`` sets (or
+        with None removes) a due time, ``due_by`` only brings one forward."""
+        self._write_customers(pipe, pending=pending, views=views, entries=entries, appended=appended, ttl_s=ttl_s)
+        for partition, pid, at in due:
+            if at is None:
+                pipe.zrem(self.due_key(partition), pid)
+            else:
+                pipe.zadd(self.due_key(partition), {pid: at})
+        for partition, pid, at in due_by:
+            pipe.zadd(self.due_key(partition), {pid: at}, lt=True)
+        for partition, watermark in watermarks.items():
+            pipe.set(self.watermark_key(partition), watermark)
+        for partition, known in progress.items():
+            pipe.set(self.progress_key(partition), _ENCODER.encode(known))
+
+    def _write_customers(
+        self,
+        pipe: Redis,
+        *,
+        pending: Mapping[str, Sequence[Pending]],
+        views: Mapping[str, ModelView | None],
+        entries: Mapping[str, Sequence[Entry]],
+        appended: Mapping[str, Sequence[Entry]],
         ttl_s: int,
     ) -> None:
         names = {p.features.names for snapshots in pending.values() for p in snapshots}
@@ -274,15 +318,13 @@ class PendingStore:
                 pipe.delete(self.pending_key(pid))
         for pid, view in views.items():
             if view is not None:
-                pipe.set(self.view_key(pid), encode_view(view), ex=ttl_s)
+                pipe.set(self.view_key(pid), encode_view(view))
             else:
                 pipe.delete(self.view_key(pid))
-        for partition, pid, at in due:
-            if at is None:
-                pipe.zrem(self.due_key(partition), pid)
-            else:
-                pipe.zadd(self.due_key(partition), {pid: at})
-        for partition, watermark in watermarks.items():
-            pipe.set(self.watermark_key(partition), watermark)
-        for partition, known in progress.items():
-            pipe.set(self.progress_key(partition), _ENCODER.encode(known))
+        for pid, kept in entries.items():
+            pipe.delete(self.entries_key(pid))
+            if kept:
+                pipe.rpush(self.entries_key(pid), *map(encode_entry, kept))
+        for pid, added in appended.items():
+            if added:
+                pipe.rpush(self.entries_key(pid), *map(encode_entry, added))

@@ -5,18 +5,19 @@ partition after the records it covers were acknowledged (``profiles.models.progr
 watermark is built from markers). Around each apply batch (``streams.profile_handler``), in the batch's
 order of effects:
 
-1. ``prepare``: the batch's customers' pending snapshots, the partitions' watermarks and their progress
-   (one round trip), as a ``ModelBatch``: the fold calls its ``tracking`` for each applied event and its
-   ``observe`` for each marker;
+1. ``prepare``: the partitions' watermarks and their progress (one round trip), as a ``ModelBatch``: the
+   fold calls its ``tracking`` for each applied event, which turns it into an entry of the customer's, and
+   its ``observe`` for each marker;
 2. ``after_batch``: each partition's watermark target from the markers folded so far, the partitions whose
-   watermark moves, the profiles due there (one round trip, plus one to load the states of due profiles
-   the batch did not touch), census snapshots and expired snapshots turned into examples
-   (``profiles.models.tracking``); returns the examples, to send to ``models.examples`` with the batch's
-   other records (acknowledged before anything is written), the Redis writes to add to the profile write's
-   pipeline, and this worker's ``ApplyMarker``s, to send once the batch's records were acknowledged.
+   watermark moves, the customers due there (one round trip), their pending snapshots, views and entries
+   (one more), each folded up to the watermark (``profiles.models.tracking``); returns the examples, to
+   send to ``models.examples`` with the batch's other records (acknowledged before anything is written),
+   the Redis writes to add to the profile write's pipeline (the other customers' new entries are appended,
+   nothing of theirs is loaded), and this worker's ``ApplyMarker``s, to send once the batch's records were
+   acknowledged.
 
 A crash after the examples were sent and before the pipeline ran sends them again: the trainer recognises
-them by example id. Erased profiles lose their pending snapshots with the profile.
+them by example id. Erased customers lose their pending snapshots, view and entries with the profile.
 """
 
 from __future__ import annotations
@@ -28,13 +29,12 @@ from redis.asyncio import Redis
 
 from profiles.batch import BatchFold
 from profiles.config import DAY_MS, FoldConfig
-from profiles.models.labels import DEFAULT_LATENESS_MS, NAMESPACE_HEADER, Example, encode_example
+from profiles.models.labels import DEFAULT_LATENESS_MS, NAMESPACE_HEADER, Example, Pending, encode_example
 from profiles.models.progress import PartitionProgress, watermark_target
 from profiles.models.specs import ModelSpec
-from profiles.models.tracking import ModelTracking
-from profiles.models.view import view_of
+from profiles.models.tracking import Folded, ModelTracking
+from profiles.models.view import Entry, ModelView, view_of
 from profiles.pending_store import PendingStore
-from profiles.state import ANON_PREFIX
 from profiles.store import ProfileStore
 from schemas.resolved import ApplyMarker, Envelope, SourceMarker, marker
 from streams.outbox import Outgoing
@@ -140,18 +140,18 @@ class ModelStage:
         self.announced_at = -float("inf")
         self.announcing: dict[int, int] = {}
 
-    async def prepare(self, profile_ids: Sequence[str], partitions: Sequence[int]) -> ModelBatch:
-        customers = [pid for pid in profile_ids if not pid.startswith(ANON_PREFIX)]
-        pending, views, stored, progress = await self.store.load(customers, partitions)
+    async def prepare(self, partitions: Sequence[int]) -> ModelBatch:
+        """The partitions' watermarks and progress (nothing per customer: the fold only appends entries)."""
+        stored, progress = await self.store.load(partitions)
         watermarks = {p: stored.get(p, 0) for p in partitions}
-        return ModelBatch(ModelTracking(self.specs, self.config, pending, watermarks, views=views), progress)
+        return ModelBatch(ModelTracking(self.specs, self.config, watermarks), progress)
 
     async def tick(
         self, profiles: ProfileStore, partitions: Sequence[int], now: float
     ) -> tuple[list[Outgoing], PipelineOps, list[Outgoing]]:
         """The watermark advance of the owned partitions without a batch: a quiet stream (or the end of a
         catch-up) still releases what is due, and announces what a batch held back."""
-        batch = await self.prepare([], partitions)
+        batch = await self.prepare(partitions)
         return await self.after_batch(BatchFold({}, {}, self.config), batch, profiles, now)
 
     def announced_ok(self) -> None:
@@ -194,61 +194,104 @@ class ModelStage:
         profiles: ProfileStore,
         progress: Mapping[int, PartitionProgress] | None = None,
     ) -> tuple[list[Example], PipelineOps]:
-        """The partitions' watermarks move to ``targets``: the census snapshots and labelled examples that
-        releases, in a fixed order (horizon end, example id), and the Redis writes that record it (pending
-        snapshots, due index, watermarks, and the partitions' ``progress`` if given)."""
+        """The partitions' watermarks move to ``targets``: the customers due by then are folded; returns the
+        labelled examples that releases, in a fixed order (horizon end, example id), and the Redis writes
+        that record the batch (entries, views, pending snapshots, due index, watermarks, and the partitions'
+        ``progress`` if given)."""
         tracking.targets = targets
         advanced = tracking.advanced()
         watermarks = {**tracking.watermarks, **{p: new for p, (_, new) in advanced.items()}}
-        due = await self.store.due({p: watermarks[p] for p in advanced}, DUE_PER_BATCH)
-        waiting = {pid: (p, at) for p, found in due.items() for pid, at in found if pid not in fold.states}
-        if waiting:
-            await self._load_quiet(tracking, waiting, profiles)
+        found = await self.store.due({p: watermarks[p] for p in advanced}, DUE_PER_BATCH)
+        erased = set(fold.deleted)
+        due = {pid: p for p, listed in found.items() for pid, _ in listed if pid not in erased}
+        for pid, partition in tracking.touched.items():  # entries already due (late ones)
+            at = tracking.entry_due(pid)
+            if pid not in erased and at is not None and at <= watermarks.get(partition, 0):
+                due[pid] = partition
+        pending, views, entries = await self.store.load_customers(list(due))
+        views.update({pid: v for pid, v in tracking.new_views.items() if pid in due and pid not in views})
+        missing = [pid for pid in due if pid not in views]
+        if missing:
+            await self._views_from_profiles(
+                missing, views=views, entries=entries, profiles=profiles, watermarks=watermarks, due=due
+            )
         examples: list[Example] = []
-        next_due: list[tuple[int, str, int | None]] = []
-        # Also when the watermark stays: what arrived at or before it is folded now, and a snapshot it passed
-        # earlier is released, so that what is due is always after the watermark.
-        for pid, partition in tracking.touched.items():
-            if pid in fold.states:  # else erased in this batch (below)
-                examples += tracking.advance(pid, watermarks.get(partition, 0))
-                next_due.append((partition, pid, tracking.next_due(pid)))
-        for pid, (partition, _) in waiting.items():
-            if pid not in tracking.views:  # erased or gone: nothing more is due
-                tracking.forget(pid)
-                next_due.append((partition, pid, None))
+        writes = _Writes()
+        for pid, partition in due.items():
+            view = views.get(pid)
+            if view is None:  # gone: nothing more is due
+                writes.forget(partition, pid)
                 continue
-            examples += tracking.advance(pid, watermarks[partition])
-            next_due.append((partition, pid, tracking.next_due(pid)))
-        for pid in fold.deleted:
-            tracking.forget(pid)
-            if pid in fold.partition_of:
-                next_due.append((fold.partition_of[pid], pid, None))
+            done = tracking.fold(view, entries.get(pid, []), pending.get(pid, []), watermarks[partition])
+            examples += done.examples
+            writes.folded(partition, pid, done)
+        for pid, partition in tracking.touched.items():
+            if pid in due or pid in erased:
+                continue
+            if pid in tracking.new_views:
+                writes.views[pid] = tracking.new_views[pid]
+            writes.appended[pid] = tracking.entries.get(pid, [])
+            if (at := tracking.entry_due(pid)) is not None:
+                writes.due_by.append((partition, pid, at))
+        for pid in erased:
+            writes.forget(fold.partition_of.get(pid), pid)
         moved = {p: new for p, (_, new) in advanced.items()}
-        changed = {pid: tracking.pending.get(pid, []) for pid in tracking.dirty}
-        views = {pid: tracking.views.get(pid) for pid in tracking.dirty}
         progress = dict(progress or {})
 
         def ops(pipe: Redis) -> None:
             self.store.write(
-                pipe, pending=changed, views=views, due=next_due, watermarks=moved, progress=progress, ttl_s=self.ttl_s
+                pipe,
+                pending=writes.pending,
+                views=writes.views,
+                entries=writes.entries,
+                appended=writes.appended,
+                due=writes.due,
+                due_by=writes.due_by,
+                watermarks=moved,
+                progress=progress,
+                ttl_s=self.ttl_s,
             )
 
         return sorted(examples, key=lambda e: (e.horizon_end_ms, e.example_id)), ops
 
-    async def _load_quiet(
-        self, tracking: ModelTracking, waiting: Mapping[str, tuple[int, int]], profiles: ProfileStore
+    async def _views_from_profiles(
+        self,
+        missing: Sequence[str],
+        *,
+        views: dict[str, ModelView],
+        entries: dict[str, list[Entry]],
+        profiles: ProfileStore,
+        watermarks: Mapping[int, int],
+        due: Mapping[str, int],
     ) -> None:
-        """The pending snapshots and views of due customers the batch did not touch. A customer without a
-        view (tracked before views existed) starts one from its live profile; one without either is gone."""
-        pending, views, _, _ = await self.store.load(list(waiting), [])
-        tracking.pending.update(pending)
-        tracking.views.update(views)
-        missing = [pid for pid in waiting if pid not in views]
-        if not missing:
-            return
-        loaded = await profiles.load(missing)
+        """Due customers without a view: tracked before views existed. Their view starts from the live
+        profile, which already holds their stored entries (those take no snapshot)."""
+        loaded = await profiles.load(list(missing))
         for pid in missing:
             state = loaded[pid].state if pid in loaded else None
-            if state is not None and tracking.tracked(state) and state.last_event_ms is not None:
-                _, due_at = waiting[pid]
-                tracking.views[pid] = view_of(state, max(due_at - 1, state.last_event_ms - 1))
+            if state is not None and state.customer_id is not None and state.last_event_ms is not None:
+                clock = max(watermarks.get(due[pid], 0), state.last_event_ms)
+                views[pid] = view_of(state, clock)
+                entries[pid] = []
+
+
+@dataclass
+class _Writes:
+    """What one batch stores for the models' customers."""
+
+    pending: dict[str, list[Pending]] = field(default_factory=dict)
+    views: dict[str, ModelView | None] = field(default_factory=dict)
+    entries: dict[str, list[Entry]] = field(default_factory=dict)
+    appended: dict[str, list[Entry]] = field(default_factory=dict)
+    due: list[tuple[int, str, int | None]] = field(default_factory=list)
+    due_by: list[tuple[int, str, int]] = field(default_factory=list)
+
+    def folded(self, partition: int, pid: str, done: Folded) -> None:
+        self.pending[pid], self.views[pid], self.entries[pid] = done.pending, done.view, done.entries
+        self.due.append((partition, pid, done.due))
+
+    def forget(self, partition: int | None, pid: str) -> None:
+        """An erased or vanished customer: its snapshots, view and entries go."""
+        self.pending[pid], self.views[pid], self.entries[pid] = [], None, []
+        if partition is not None:
+            self.due.append((partition, pid, None))

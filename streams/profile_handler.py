@@ -328,7 +328,7 @@ class ProfileHandler:
         live_segments = await self.segments.live(self._clock_ms())
         models = None
         if self.models is not None:
-            models = await self.models.prepare(list(stored), [p.tp.partition for p in parts])
+            models = await self.models.prepare([p.tp.partition for p in parts])
         hooks = models.tracking if models is not None else None
         fold = BatchFold(stored, erased, self.config, causes=bool(live_segments.by_name), hooks=hooks)
         emitted: list[Resolved] = []

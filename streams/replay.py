@@ -411,8 +411,6 @@ class Replay:
                 self.store.load(missing), self.store.erased(list(dict.fromkeys([*ids, *handed_to])))
             )
             fold.include({**cached, **loaded}, erased)
-            if self.models is not None and tracking is not None:
-                await self.models.load_pending(tracking, ids)
             partition_of = {pid: resolved_partition(pid, partitions) for pid in {r.profile_id for _, r in todo}}
             pending = []
             for at, record in todo:

@@ -32,8 +32,6 @@ was kept.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from redis.asyncio import Redis
 
 from profiles.batch import BatchFold
@@ -41,7 +39,6 @@ from profiles.config import FoldConfig
 from profiles.model_store import ModelStore
 from profiles.models.tracking import ModelTracking
 from profiles.pending_store import PendingStore
-from profiles.state import ANON_PREFIX
 from profiles.store import ProfileStore
 from schemas.topics import MODEL_EXAMPLES, RESOLVED, full_name
 from services.settings import Settings
@@ -79,16 +76,8 @@ class ReplayModels:
 
     async def tracking(self, partitions: int) -> ModelTracking:
         """The tracking a chunk's fold calls, with every partition's watermark."""
-        batch = await self.stage.prepare([], range(partitions))
+        batch = await self.stage.prepare(range(partitions))
         return batch.tracking
-
-    async def load_pending(self, tracking: ModelTracking, profile_ids: Iterable[str]) -> None:
-        """The pending snapshots and views of the customers a round of the fold is about to touch."""
-        customers = [p for p in profile_ids if not p.startswith(ANON_PREFIX) and p not in tracking.pending]
-        if customers:
-            pending, views, _, _ = await self.stage.store.load(customers, [])
-            tracking.pending.update({pid: pending.get(pid, []) for pid in customers})
-            tracking.views.update(views)
 
     async def after_chunk(
         self, fold: BatchFold, tracking: ModelTracking, seq: int, profiles: ProfileStore

@@ -5,11 +5,16 @@ The live profile folds events as they arrive, and a snapshot taken from it can o
 newest event: which events take a snapshot, and which events a census snapshot's features hold, would then
 depend on the order the events arrived in — live traffic, a catch-up reading five topics unevenly and a
 replay reading them merged by record time would each train on other examples. The view makes snapshots a
-function of the events alone. Each event the live fold applies to a customer also enters the customer's
-view as an ``Entry`` at its *entry time*; the view folds its entries in ``(entry time, order, key)`` order
-only when the event-time watermark passes them (``fold_until``), taking the census snapshots between
-them and the activity and email snapshots at them. Every snapshot then comes from a state that holds
-exactly the entries up to its instant, whatever order they arrived in.
+function of the events alone. Each event the live fold applies to a customer also becomes an ``Entry`` of
+the customer's at its *entry time*, appended to the customer's entry list; the view folds the entries in
+``(entry time, order, key)`` order once the event-time watermark has passed them (``fold_until``), taking
+the census snapshots between them and the activity and email snapshots at them. Every snapshot then comes
+from a state that holds exactly the entries up to its instant, whatever order they arrived in.
+
+Folding may wait: a snapshot only has to exist before the watermark passes its horizon's end, so a
+customer's view is folded when the watermark is ``fold_delay`` (the shortest horizon) past its first
+unfolded entry or census instant, or past its first expiry (``next_due``) — not on every batch that
+touches the customer, which would decode and store the view each time.
 
 Entry times:
 
@@ -19,8 +24,8 @@ Entry times:
 - a visitor's hand-over enters as one block, the visitor's folded state, at ``max(link time, the
   visitor's newest event)``.
 
-An entry at or before the clock (later than the watermark lag allows) is folded at once, out of order,
-and takes no snapshot: the lateness limit of the labels too (``docs/models.md``).
+An entry at or before the clock (later than the watermark lag allows) is folded out of order, and takes no
+snapshot: the lateness limit of the labels too (``docs/models.md``).
 
 The view keeps no identity or exactly-once bookkeeping (``strip``): the live fold decided which events
 count, and only they enter.
@@ -28,18 +33,18 @@ count, and only they enter.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from itertools import groupby
 from typing import Final
 
 import msgspec
-from msgspec import Struct, field
+from msgspec import Struct
 
 from profiles.config import FoldConfig
 from profiles.fold import apply, compact
 from profiles.merge import merge_into
 from profiles.models.labels import Pending, resolve_on_event
-from profiles.models.policy import census_between, take_snapshots
+from profiles.models.policy import census_between, census_instants, take_snapshots
 from profiles.models.specs import ModelSpec
 from profiles.state import ProfileState, anonymous_profile_id, decode, encode, new_profile
 from profiles.timeutil import to_ms
@@ -62,11 +67,19 @@ class Entry(Struct, array_like=True, frozen=True):
 class ModelView(Struct, array_like=True, kw_only=True):
     state: ProfileState
     clock_ms: int | None = None  # every entry at or before it is folded, every census instant taken
-    buffer: list[Entry] = field(default_factory=list)  # entries after the clock, in arrival order
 
 
 _ENCODER: Final = msgspec.msgpack.Encoder()
 _DECODER: Final = msgspec.msgpack.Decoder(ModelView)
+_ENTRY_DECODER: Final = msgspec.msgpack.Decoder(Entry)
+
+
+def encode_entry(entry: Entry) -> bytes:
+    return _ENCODER.encode(entry)
+
+
+def decode_entry(blob: bytes) -> Entry:
+    return _ENTRY_DECODER.decode(blob)
 
 
 def encode_view(view: ModelView) -> bytes:
@@ -172,23 +185,19 @@ def _fold(
     return resolve_on_event(pending, event, specs, config), event
 
 
-def add(
-    view: ModelView, entry: Entry, pending: list[Pending], specs: Mapping[str, ModelSpec], config: FoldConfig
-) -> list[Pending]:
-    """An entry arrives: kept for ``fold_until``, or, at or before the clock, folded at once without
-    snapshots (its labels still resolve). Returns the pending snapshots."""
-    if view.clock_ms is None or entry.at_ms > view.clock_ms:
-        view.buffer.append(entry)
-        return pending
-    return _fold(view, entry, pending, specs, config)[0]
-
-
 def fold_until(
-    view: ModelView, until_ms: int, pending: list[Pending], specs: Mapping[str, ModelSpec], config: FoldConfig
-) -> list[Pending]:
+    view: ModelView,
+    entries: Sequence[Entry],
+    pending: list[Pending],
+    *,
+    until_ms: int,
+    specs: Mapping[str, ModelSpec],
+    config: FoldConfig,
+) -> tuple[list[Pending], list[Entry]]:
     """The watermark reached ``until_ms``: fold the entries up to it in order, with the census snapshots
     between them, and the activity and email snapshots of each instant once all its entries are folded.
-    Returns the pending snapshots.
+    Entries at or before the clock came too late: folded first, out of order. Returns the pending snapshots
+    and the entries after ``until_ms``.
 
     The result does not depend on the order the entries arrived in:
 
@@ -200,24 +209,25 @@ def fold_until(
     ...     event = ClickEvent(event_id=f"e-{n}", customer_id="c", timestamp=datetime(2025, 3, day, tzinfo=UTC),
     ...                        action="page_view", url="/", session_id=f"s-{n}")
     ...     return Entry(to_ms(event.timestamp), EVENT, event.event_id, msgspec.json.encode(event))
+    >>> until = to_ms(datetime(2025, 3, 20, tzinfo=UTC))
     >>> def run(entries):
-    ...     view, pending = new_view("c"), []
-    ...     for entry in entries:
-    ...         pending = add(view, entry, pending, specs, config)
-    ...     return fold_until(view, to_ms(datetime(2025, 3, 20, tzinfo=UTC)), pending, specs, config)
+    ...     return fold_until(new_view("c"), entries, [], until_ms=until, specs=specs, config=config)[0]
     >>> forward = run([click(1, 1), click(2, 5), click(3, 9)])
     >>> forward == run([click(3, 9), click(1, 1), click(2, 5)])
     True
     >>> sorted({p.trigger for p in forward})
     ['activity', 'census']
     """
-    ready = sorted((e for e in view.buffer if e.at_ms <= until_ms), key=_sort_key)
-    if ready:
-        view.buffer = [e for e in view.buffer if e.at_ms > until_ms]
-    for at, entries in groupby(ready, key=_entry_time):
+    clock = view.clock_ms
+    late = [e for e in entries if clock is not None and e.at_ms <= clock]
+    for entry in sorted(late, key=_sort_key):
+        pending = _fold(view, entry, pending, specs, config)[0]
+    ready = sorted((e for e in entries if e.at_ms <= until_ms and (clock is None or e.at_ms > clock)), key=_sort_key)
+    rest = [e for e in entries if e.at_ms > until_ms]
+    for at, group in groupby(ready, key=_entry_time):
         pending = pending + _census_to(view, at - 1, specs, config)
         moments: list[AnyEvent] = []
-        for entry in entries:
+        for entry in group:
             pending, moment = _fold(view, entry, pending, specs, config)
             if moment is not None:
                 moments.append(moment)
@@ -225,13 +235,32 @@ def fold_until(
             pending += take_snapshots(view.state, event, pending, specs, config)
     pending = pending + _census_to(view, until_ms, specs, config)
     compact(view.state, config)
-    return pending
+    return pending, rest
 
 
 def _entry_time(entry: Entry) -> int:
     return entry.at_ms
 
 
-def next_entry_ms(view: ModelView) -> int | None:
-    """When the watermark must reach the view for its next entry."""
-    return min((e.at_ms for e in view.buffer), default=None)
+def next_due(
+    view: ModelView | None,
+    entries: Sequence[Entry],
+    pending: Sequence[Pending],
+    *,
+    specs: Mapping[str, ModelSpec],
+    fold_delay_ms: int,
+    lateness_ms: int,
+) -> int | None:
+    """When the watermark must next reach the customer: its first expiry, or ``fold_delay_ms`` after its
+    first unfolded entry or census instant (the snapshots taken then expire no earlier)."""
+    due = [p.horizon_end_ms + lateness_ms for p in pending]
+    due += [e.at_ms + fold_delay_ms for e in entries]
+    after = None if view is None else census_after(view)
+    if view is not None and after is not None:
+        for spec in specs.values():
+            if spec.trigger == "activity":
+                due += [
+                    at + fold_delay_ms
+                    for at in census_instants(view.state.profile_id, spec, after, after + spec.census_every_ms)[:1]
+                ]
+    return min(due, default=None)

@@ -192,7 +192,7 @@ async def _progress_in_redis(topics: Topics, namespace: str, ends: dict[int, int
     try:
         positions = await ProfileStore(redis, namespace).positions(topics.names["events.resolved"], list(ends))
         pending = PendingStore(redis, namespace)
-        _, _, watermarks, progress = await pending.load([], sorted(ends))
+        watermarks, progress = await pending.load(sorted(ends))
     finally:
         await redis.aclose()
     return "; ".join(

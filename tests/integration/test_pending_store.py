@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import pytest
 
 from profiles.models.labels import Pending
 from profiles.models.vectors import FEATURE_NAMES, FeatureVector
+from profiles.models.view import EVENT, Entry, new_view
 from profiles.pending_store import PendingStore
 from services.redis_client import make_redis
 from services.settings import Settings
@@ -43,19 +45,71 @@ async def _check(settings: Settings) -> None:
         ]
         writer = PendingStore(redis, namespace)
         async with redis.pipeline(transaction=True) as pipe:
-            writer.write(pipe, pending={"c-1": written}, views={}, due=[], watermarks={}, progress={}, ttl_s=600)
+            writer.write(
+                pipe, pending={"c-1": written}, views={}, entries={}, appended={}, due=[], due_by=[], watermarks={},
+                progress={}, ttl_s=600,
+            )  # fmt: skip
             await pipe.execute()
         # ... and loaded by a fresh one, which knows only the current names until it asks the registry.
-        loaded, _, _, _ = await PendingStore(redis, namespace).load(["c-1"], [])
+        loaded, _, _ = await PendingStore(redis, namespace).load_customers(["c-1"])
         assert loaded == {"c-1": written}
         assert loaded["c-1"][0].features.as_dict() == {"legacy_a": 1.25, "legacy_b": -3.0}
 
         # Without the registry those snapshots cannot be read: they are left out, the others still load.
         await redis.delete(writer.names_key)
-        loaded, _, _, _ = await PendingStore(redis, namespace).load(["c-1"], [])
+        loaded, _, _ = await PendingStore(redis, namespace).load_customers(["c-1"])
         assert [p.snapshot_id for p in loaded["c-1"]] == ["new"]
     finally:
         keys = [k async for k in redis.scan_iter(match=f"rapport:{namespace}:*")]
+        if keys:
+            await redis.delete(*keys)
+        await redis.aclose()
+
+
+def test_entries_append_and_are_replaced_and_due_times_only_move_forward_with_due_by(
+    settings: Settings, local_stack: object
+) -> None:
+    asyncio.run(_check_views(settings))
+
+
+async def _check_views(settings: Settings) -> None:
+    redis = make_redis(settings)
+    store = PendingStore(redis, f"pending-{uuid.uuid4().hex[:6]}")
+    entries = [Entry(at, EVENT, f"e-{at}", b'{"x": 1}') for at in (5, 3, 9)]
+    view = new_view("c-1")
+
+    async def write(**changes: Any) -> None:
+        fields: dict[str, Any] = {
+            "pending": {},
+            "views": {},
+            "entries": {},
+            "appended": {},
+            "due": [],
+            "due_by": [],
+            "watermarks": {},
+            "progress": {},
+            "ttl_s": 600,
+        }
+        async with redis.pipeline(transaction=True) as pipe:
+            store.write(pipe, **{**fields, **changes})
+            await pipe.execute()
+
+    try:
+        await write(views={"c-1": view}, appended={"c-1": entries[:2]}, due=[(0, "c-1", 100)])
+        await write(appended={"c-1": entries[2:]}, due_by=[(0, "c-1", 200)])  # later: the due time stays
+        _, views, found = await store.load_customers(["c-1"])
+        assert views == {"c-1": view}
+        assert found == {"c-1": entries}
+        assert await store.due({0: 1_000}, 10) == {0: [("c-1", 100)]}
+        await write(entries={"c-1": entries[2:]}, due_by=[(0, "c-1", 50)])  # replaced; earlier: it moves
+        _, _, found = await store.load_customers(["c-1"])
+        assert found == {"c-1": entries[2:]}
+        assert await store.due({0: 1_000}, 10) == {0: [("c-1", 50)]}
+        await write(views={"c-1": None}, entries={"c-1": []}, due=[(0, "c-1", None)])  # erased
+        assert await store.load_customers(["c-1"]) == ({}, {}, {"c-1": []})
+        assert await store.due({0: 1_000}, 10) == {0: []}
+    finally:
+        keys = [k async for k in redis.scan_iter(match=f"rapport:{store.namespace}:*")]
         if keys:
             await redis.delete(*keys)
         await redis.aclose()

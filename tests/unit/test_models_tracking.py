@@ -16,14 +16,18 @@ import pytest
 from profiles.config import DAY_MS, HOUR_MS
 from profiles.fold import Link, apply
 from profiles.merge import merge_into
-from profiles.models.labels import Example, Pending
+from profiles.models.labels import Example
 from profiles.models.tracking import ModelTracking
-from profiles.models.view import ModelView, decode_view, encode_view
+from profiles.models.vectors import FEATURE_DIGEST, FEATURE_NAMES
+from profiles.models.view import decode_entry, decode_view, encode_entry, encode_view
+from profiles.pending_store import decode_pending, encode_pending
 from profiles.state import ProfileState, anonymous_profile_id, encode, new_profile
 from profiles.timeutil import from_ms, to_ms
 from schemas.events import AnyEvent, ClickEvent, IdentifyEvent
 from tests.unit.models_support import CONFIG, CUSTOMER, Worker, day, identify
 from tests.unit.test_models_labels import SPECS, customer_history
+
+NAMES = {FEATURE_DIGEST: FEATURE_NAMES}
 
 
 def arrival_order(events: list[AnyEvent], disorder_ms: int, rng: random.Random) -> list[AnyEvent]:
@@ -32,35 +36,50 @@ def arrival_order(events: list[AnyEvent], disorder_ms: int, rng: random.Random) 
 
 
 class Run:
-    """The worker's use of ``ModelTracking`` for one customer (``streams.model_stage``): per batch, fold with
-    the hooks, then advance to the target; between batches, a due customer is advanced alone."""
+    """The worker's use of ``ModelTracking`` for one customer, as ``streams.model_stage`` stores and loads
+    it: per batch the hooks turn events into entries; the customer is folded only when the watermark passes
+    its due time, else its entries are appended; the stored forms go through their codecs."""
 
     def __init__(self, lag_ms: int) -> None:
         self.lag_ms = lag_ms
         self.live = new_profile(CUSTOMER, CUSTOMER)
-        self.pending: dict[str, list[Pending]] = {}
-        self.views: dict[str, ModelView] = {}
-        self.watermark, self.newest = 0, 0
+        # What Redis holds between batches.
+        self.pending = encode_pending([])
+        self.view: bytes | None = None
+        self.entries: list[bytes] = []
         self.due: int | None = None
+        self.watermark, self.newest = 0, 0
         self.released: list[Example] = []
+        self.folds = 0
 
     def tracking(self, target: int) -> ModelTracking:
-        # Stored and loaded between batches, as Redis holds them.
-        views = {pid: decode_view(encode_view(v)) for pid, v in self.views.items()}
-        return ModelTracking(SPECS, CONFIG, self.pending, {0: self.watermark}, views=views, targets={0: target})
+        return ModelTracking(SPECS, CONFIG, {0: self.watermark}, targets={0: target})
 
     def finish(self, tracking: ModelTracking) -> None:
         _, new = tracking.advanced().get(0, (self.watermark, self.watermark))
-        self.released += tracking.advance(CUSTOMER, new)
-        self.watermark, self.due = new, tracking.next_due(CUSTOMER)
-        self.views = tracking.views
+        added = tracking.entry_due(CUSTOMER)
+        if (self.due is not None and self.due <= new) or (added is not None and added <= new):
+            view = decode_view(self.view) if self.view is not None else tracking.new_views[CUSTOMER]
+            stored = [decode_entry(e) for e in self.entries]
+            done = tracking.fold(view, stored, decode_pending(CUSTOMER, self.pending, NAMES)[0], new)
+            self.released += done.examples
+            self.pending, self.view = encode_pending(done.pending), encode_view(done.view)
+            self.entries, self.due = [encode_entry(e) for e in done.entries], done.due
+            self.folds += 1
+        else:
+            if CUSTOMER in tracking.new_views:
+                self.view = encode_view(tracking.new_views[CUSTOMER])
+            self.entries += [encode_entry(e) for e in tracking.entries.get(CUSTOMER, [])]
+            if added is not None:
+                self.due = added if self.due is None else min(self.due, added)
+        self.watermark = new
 
-    def tick(self) -> None:
-        if self.due is not None and self.due <= self.watermark:
-            self.finish(self.tracking(self.watermark))
+    def idle(self, target: int) -> None:
+        """The partition's watermark moves on with other customers' events."""
+        if target > self.watermark:
+            self.finish(self.tracking(target))
 
     def batch(self, events: list[AnyEvent], handovers: list[tuple[str, ProfileState]] | None = None) -> None:
-        self.tick()
         self.newest = max([self.newest, *(to_ms(e.timestamp) for e in events)])
         tracking = self.tracking(max(self.watermark, self.newest - self.lag_ms))
         for event in events:
@@ -75,8 +94,7 @@ class Run:
         self.finish(tracking)
 
     def end(self, until_ms: int) -> list[Example]:
-        self.tick()
-        self.finish(self.tracking(until_ms))
+        self.idle(until_ms)
         return sorted(self.released, key=lambda e: (e.horizon_end_ms, e.example_id))
 
 
@@ -85,6 +103,8 @@ def tracked_run(events: list[AnyEvent], until_ms: int, lag_ms: int, rng: random.
     arrived = arrival_order(events, lag_ms // 2, rng)
     i = 0
     while i < len(arrived):
+        if rng.random() < 0.3:  # quiet: the watermark moves on with other customers' events
+            run.idle(min(to_ms(e.timestamp) for e in arrived[i:]) - 1)
         if i and rng.random() < 0.2:
             run.batch([arrived[rng.randrange(i)]])  # a re-sent earlier event: applied before, it moves nothing
             continue
