@@ -58,6 +58,8 @@ EVENT: Final = 1
 
 
 class Entry(Struct, array_like=True, frozen=True):
+    """One thing that happened to the customer, as the view folds it."""
+
     at_ms: int  # entry time
     order: int  # HANDOVER or EVENT
     key: str  # the event id, or the visitor's profile id
@@ -65,6 +67,8 @@ class Entry(Struct, array_like=True, frozen=True):
 
 
 class ModelView(Struct, array_like=True, kw_only=True):
+    """The customer's profile as the models see it: folded in event-time order, up to the clock."""
+
     state: ProfileState
     clock_ms: int | None = None  # every entry at or before it is folded, every census instant taken
 
@@ -97,8 +101,8 @@ def new_view(profile_id: str) -> ModelView:
 
 
 def view_of(state: ProfileState, clock_ms: int | None) -> ModelView:
-    """A view starting from the live profile as it is (a customer tracked before views existed, or whose
-    view expired with its pending snapshots): what it holds counts as folded up to ``clock_ms``."""
+    """A view starting from the live profile as it is (a customer tracked before views existed): what it
+    holds counts as folded up to ``clock_ms``."""
     return ModelView(state=strip(decode(encode(state))), clock_ms=clock_ms)
 
 
