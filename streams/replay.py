@@ -42,7 +42,6 @@ from aiokafka.structs import TopicPartition
 
 from profiles.batch import BatchFold
 from profiles.config import FoldConfig
-from profiles.models.tracking import ModelTracking
 from profiles.namespaces import Namespaces
 from profiles.store import ProfileStore
 from schemas.events import AnyEvent
@@ -366,7 +365,7 @@ class Replay:
             tracking = None if self.models is None else await self.models.tracking(partitions)
             fold = BatchFold({}, {}, self.config, positional=False, hooks=tracking, decoded=decoded)
             try:
-                end = await self._fold(fold, resolution.records, seq, partitions, tracking)
+                end = await self._fold(fold, resolution.records, seq, partitions)
                 ops = None
                 if self.models is not None and tracking is not None:
                     ops = await self.models.after_chunk(fold, tracking, seq, self.store)
@@ -394,9 +393,7 @@ class Replay:
             # a fresh namespace, the documented path, never meets a refusal).
             log.info("%d profiles changed under the replay; folding the chunk again", len(refused))
 
-    async def _fold(
-        self, fold: BatchFold, records: list[Resolved], seq: int, partitions: int, tracking: ModelTracking | None
-    ) -> int:
+    async def _fold(self, fold: BatchFold, records: list[Resolved], seq: int, partitions: int) -> int:
         """The chunk's records, then what they emit (hand-overs, forwards), in rounds, until nothing is left;
         numbered from ``seq`` (a forward's origin is its position: a chunk folded again numbers the same).
         Returns the next number."""

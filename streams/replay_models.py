@@ -1,16 +1,18 @@
 """``rapport replay --retrain``: the models rebuilt from the replayed history, as the namespace's own versions.
 
-One definition each, shared with live processing: the snapshot policy, labels and census
-(``profiles.models.tracking``, called by the fold), the release of examples when the event-time watermark
-moves (``streams.model_stage.ModelStage.release``), the pending snapshots and watermarks in the namespace
-(``profiles.pending_store``), and the trainer (``streams.trainer.Trainers``: progressive validation, so a
-model's metrics are measured over the replayed history). What differs: examples go straight to the trainers
-in this process instead of through ``models.examples``, and the watermark comes from the replay's order.
+One definition each, shared with live processing: the customers' models views, the snapshot policy, labels
+and census (``profiles.models.tracking``, called by the fold), the release of examples when the event-time
+watermark moves (``streams.model_stage.ModelStage.release``), the pending snapshots, views, entries and
+watermarks in the namespace (``profiles.pending_store``), and the trainer (``streams.trainer.Trainers``:
+progressive validation, so a model's metrics are measured over the replayed history). What differs:
+examples go straight to the trainers in this process instead of through ``models.examples``, and the
+watermark comes from the replay's order.
 
 **Event-time watermark.** A replay reads the raw topics in one order, merged by record time, so after each
 chunk every partition's watermark target is the newest event time replayed so far minus
 ``models.watermark_lag_s``: an event more than that lag late arrives after its label may have been decided,
-as it would live. A chunk, not an event, is the step: labels resolve at chunk boundaries.
+as it would live. A chunk, not an event, is the step; since snapshots come from the views, folded in
+event-time order, the examples do not depend on it (nor on the order the live worker read the topics in).
 
 **Versions and activation.** The models that learned in a chunk are published (signed) in the replayed
 namespace's model store. The API serves a namespace's models only while it serves that namespace, so the new
@@ -23,7 +25,7 @@ from then on, and nothing from before. A catch-up replay resumes from that versi
 position again (every replay position is larger than any topic offset).
 
 **Kill and resume.** A chunk's examples are learned and the models published, with the chunk's position as
-their resume point, *before* the chunk's profiles, pending snapshots and watermarks are written (one
+their resume point, *before* the chunk's profiles, the models' state and watermarks are written (one
 transaction) and its checkpoint saved. A replay killed in between folds the chunk again on resume and gets
 the same examples, which the trainers restored from those snapshots skip by position (``POSITIONS`` per
 record sequence number). A replay killed before the publication loses nothing either: nothing of the chunk

@@ -1,8 +1,9 @@
 """Feature vectors of pending snapshots: values packed as float64 bytes beside a shared tuple of names.
 
-Why: a customer holds a few dozen pending snapshots, and every batch that touches the customer loads and
-stores them. As name → float maps they cost ~70 µs to decode and ~55 µs to encode per customer (msgpack
-floats become Python floats, then 69-key dicts), a sixth of the worker's time with the models' stage on.
+Why: a customer holds a few dozen pending snapshots, and every fold of the customer's models view loads
+and stores them (until 2026-12-03, every batch that touched the customer did). As name → float maps they
+cost ~70 µs to decode and ~55 µs to encode per customer (msgpack floats become Python floats, then 69-key
+dicts), a sixth of the worker's time with the models' stage on then.
 Packed, the values stay bytes until an example is released: storing and loading copy bytes, and the map
 is built once per example. float64 keeps every value exact, so a replay releases the same examples.
 
