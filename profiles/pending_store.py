@@ -25,7 +25,8 @@ were acknowledged by Kafka.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Final
 
 import msgspec
@@ -273,58 +274,62 @@ class PendingStore:
         self,
         pipe: Redis,
         *,
-        pending: Mapping[str, Sequence[Pending]],
-        views: Mapping[str, ModelView | None],
-        entries: Mapping[str, Sequence[Entry]],
-        appended: Mapping[str, Sequence[Entry]],
-        due: Iterable[tuple[int, str, int | None]],
-        due_by: Iterable[tuple[int, str, int]],
+        customers: CustomerWrites,
         watermarks: Mapping[int, int],
         progress: Mapping[int, PartitionProgress],
         ttl_s: int,
     ) -> None:
-        """``entries`` replace a customer's stored entries, ``appended`` are added to them; ``due`` sets (or
-        with None removes) a due time, ``due_by`` only brings one forward."""
-        self._write_customers(pipe, pending=pending, views=views, entries=entries, appended=appended, ttl_s=ttl_s)
-        for partition, pid, at in due:
+        self._write_customers(pipe, customers, ttl_s)
+        for partition, pid, at in customers.due:
             if at is None:
                 pipe.zrem(self.due_key(partition), pid)
             else:
                 pipe.zadd(self.due_key(partition), {pid: at})
-        for partition, pid, at in due_by:
+        for partition, pid, at in customers.due_by:
             pipe.zadd(self.due_key(partition), {pid: at}, lt=True)
         for partition, watermark in watermarks.items():
             pipe.set(self.watermark_key(partition), watermark)
         for partition, known in progress.items():
             pipe.set(self.progress_key(partition), _ENCODER.encode(known))
 
-    def _write_customers(
-        self,
-        pipe: Redis,
-        *,
-        pending: Mapping[str, Sequence[Pending]],
-        views: Mapping[str, ModelView | None],
-        entries: Mapping[str, Sequence[Entry]],
-        appended: Mapping[str, Sequence[Entry]],
-        ttl_s: int,
-    ) -> None:
-        names = {p.features.names for snapshots in pending.values() for p in snapshots}
+    def _write_customers(self, pipe: Redis, customers: CustomerWrites, ttl_s: int) -> None:
+        names = {p.features.names for snapshots in customers.pending.values() for p in snapshots}
         for written in names:  # the current names, and those of snapshots another version took
             pipe.hsetnx(self.names_key, names_digest(written), "\n".join(written))
-        for pid, snapshots in pending.items():
+        for pid, snapshots in customers.pending.items():
             if snapshots:
                 pipe.set(self.pending_key(pid), encode_pending(snapshots), ex=ttl_s)
             else:
                 pipe.delete(self.pending_key(pid))
-        for pid, view in views.items():
+        for pid, view in customers.views.items():
             if view is not None:
                 pipe.set(self.view_key(pid), encode_view(view))
             else:
                 pipe.delete(self.view_key(pid))
-        for pid, kept in entries.items():
+        for pid, kept in customers.entries.items():
             pipe.delete(self.entries_key(pid))
             if kept:
                 pipe.rpush(self.entries_key(pid), *map(encode_entry, kept))
-        for pid, added in appended.items():
+        for pid, added in customers.appended.items():
             if added:
                 pipe.rpush(self.entries_key(pid), *map(encode_entry, added))
+
+
+@dataclass
+class CustomerWrites:
+    """What one batch stores for the models' customers: ``entries`` replace a customer's stored entries,
+    ``appended`` are added to them; ``due`` sets (or with None removes) a due time, ``due_by`` only brings
+    one forward."""
+
+    pending: dict[str, list[Pending]] = field(default_factory=dict)
+    views: dict[str, ModelView | None] = field(default_factory=dict)
+    entries: dict[str, list[Entry]] = field(default_factory=dict)
+    appended: dict[str, list[Entry]] = field(default_factory=dict)
+    due: list[tuple[int, str, int | None]] = field(default_factory=list)
+    due_by: list[tuple[int, str, int]] = field(default_factory=list)
+
+    def forget(self, partition: int | None, pid: str) -> None:
+        """An erased or vanished customer: its snapshots, view and entries go."""
+        self.pending[pid], self.views[pid], self.entries[pid] = [], None, []
+        if partition is not None:
+            self.due.append((partition, pid, None))

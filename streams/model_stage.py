@@ -29,12 +29,12 @@ from redis.asyncio import Redis
 
 from profiles.batch import BatchFold
 from profiles.config import DAY_MS, FoldConfig
-from profiles.models.labels import DEFAULT_LATENESS_MS, NAMESPACE_HEADER, Example, Pending, encode_example
+from profiles.models.labels import DEFAULT_LATENESS_MS, NAMESPACE_HEADER, Example, encode_example
 from profiles.models.progress import PartitionProgress, watermark_target
 from profiles.models.specs import ModelSpec
-from profiles.models.tracking import Folded, ModelTracking
+from profiles.models.tracking import ModelTracking
 from profiles.models.view import Entry, ModelView, view_of
-from profiles.pending_store import PendingStore
+from profiles.pending_store import CustomerWrites, PendingStore
 from profiles.store import ProfileStore
 from schemas.resolved import ApplyMarker, Envelope, SourceMarker, marker
 from streams.outbox import Outgoing
@@ -216,7 +216,7 @@ class ModelStage:
                 missing, views=views, entries=entries, profiles=profiles, watermarks=watermarks, due=due
             )
         examples: list[Example] = []
-        writes = _Writes()
+        writes = CustomerWrites()
         for pid, partition in due.items():
             view = views.get(pid)
             if view is None:  # gone: nothing more is due
@@ -224,7 +224,8 @@ class ModelStage:
                 continue
             done = tracking.fold(view, entries.get(pid, []), pending.get(pid, []), watermarks[partition])
             examples += done.examples
-            writes.folded(partition, pid, done)
+            writes.pending[pid], writes.views[pid], writes.entries[pid] = done.pending, done.view, done.entries
+            writes.due.append((partition, pid, done.due))
         for pid, partition in tracking.touched.items():
             if pid in due or pid in erased:
                 continue
@@ -239,18 +240,7 @@ class ModelStage:
         progress = dict(progress or {})
 
         def ops(pipe: Redis) -> None:
-            self.store.write(
-                pipe,
-                pending=writes.pending,
-                views=writes.views,
-                entries=writes.entries,
-                appended=writes.appended,
-                due=writes.due,
-                due_by=writes.due_by,
-                watermarks=moved,
-                progress=progress,
-                ttl_s=self.ttl_s,
-            )
+            self.store.write(pipe, customers=writes, watermarks=moved, progress=progress, ttl_s=self.ttl_s)
 
         return sorted(examples, key=lambda e: (e.horizon_end_ms, e.example_id)), ops
 
@@ -273,25 +263,3 @@ class ModelStage:
                 clock = max(watermarks.get(due[pid], 0), state.last_event_ms)
                 views[pid] = view_of(state, clock)
                 entries[pid] = []
-
-
-@dataclass
-class _Writes:
-    """What one batch stores for the models' customers."""
-
-    pending: dict[str, list[Pending]] = field(default_factory=dict)
-    views: dict[str, ModelView | None] = field(default_factory=dict)
-    entries: dict[str, list[Entry]] = field(default_factory=dict)
-    appended: dict[str, list[Entry]] = field(default_factory=dict)
-    due: list[tuple[int, str, int | None]] = field(default_factory=list)
-    due_by: list[tuple[int, str, int]] = field(default_factory=list)
-
-    def folded(self, partition: int, pid: str, done: Folded) -> None:
-        self.pending[pid], self.views[pid], self.entries[pid] = done.pending, done.view, done.entries
-        self.due.append((partition, pid, done.due))
-
-    def forget(self, partition: int | None, pid: str) -> None:
-        """An erased or vanished customer: its snapshots, view and entries go."""
-        self.pending[pid], self.views[pid], self.entries[pid] = [], None, []
-        if partition is not None:
-            self.due.append((partition, pid, None))

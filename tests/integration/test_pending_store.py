@@ -11,7 +11,7 @@ import pytest
 from profiles.models.labels import Pending
 from profiles.models.vectors import FEATURE_NAMES, FeatureVector
 from profiles.models.view import EVENT, Entry, new_view
-from profiles.pending_store import PendingStore
+from profiles.pending_store import CustomerWrites, PendingStore
 from services.redis_client import make_redis
 from services.settings import Settings
 
@@ -46,9 +46,8 @@ async def _check(settings: Settings) -> None:
         writer = PendingStore(redis, namespace)
         async with redis.pipeline(transaction=True) as pipe:
             writer.write(
-                pipe, pending={"c-1": written}, views={}, entries={}, appended={}, due=[], due_by=[], watermarks={},
-                progress={}, ttl_s=600,
-            )  # fmt: skip
+                pipe, customers=CustomerWrites(pending={"c-1": written}), watermarks={}, progress={}, ttl_s=600
+            )
             await pipe.execute()
         # ... and loaded by a fresh one, which knows only the current names until it asks the registry.
         loaded, _, _ = await PendingStore(redis, namespace).load_customers(["c-1"])
@@ -79,19 +78,8 @@ async def _check_views(settings: Settings) -> None:
     view = new_view("c-1")
 
     async def write(**changes: Any) -> None:
-        fields: dict[str, Any] = {
-            "pending": {},
-            "views": {},
-            "entries": {},
-            "appended": {},
-            "due": [],
-            "due_by": [],
-            "watermarks": {},
-            "progress": {},
-            "ttl_s": 600,
-        }
         async with redis.pipeline(transaction=True) as pipe:
-            store.write(pipe, **{**fields, **changes})
+            store.write(pipe, customers=CustomerWrites(**changes), watermarks={}, progress={}, ttl_s=600)
             await pipe.execute()
 
     try:
