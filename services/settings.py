@@ -55,7 +55,16 @@ class StreamSettings(BaseModel):
 
     max_poll_records: int = Field(3000, ge=1, description="Most records handed to one batch.")
     fetch_max_wait_ms: int = Field(
-        20, ge=0, le=1500, description="Longest time the broker holds a fetch for partitions with no new records."
+        10,
+        ge=0,
+        le=1500,
+        description="Longest time the broker holds a fetch that has not gathered fetch_min_bytes (docs/streams.md).",
+    )
+    fetch_min_bytes: int = Field(
+        16 * 1024,
+        ge=1,
+        description="Bytes the broker gathers before answering a fetch: fewer, fuller batches under load, at the "
+        "price of up to fetch_max_wait_ms per hop at low rates (docs/streams.md).",
     )
     commit_interval_s: float = Field(1.0, gt=0, description="How often applied offsets are committed to Kafka.")
     tick_interval_s: float = Field(

@@ -89,6 +89,7 @@ class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         consumer = super()._create_worker_consumer(transport)
         # Read by AIOKafkaConsumer.start() when it builds its fetcher; Faust offers no setting for it.
         consumer._fetch_max_wait_ms = cast("BatchApp", self.app).settings.stream.fetch_max_wait_ms
+        consumer._fetch_min_bytes = cast("BatchApp", self.app).settings.stream.fetch_min_bytes
         return consumer
 
 
