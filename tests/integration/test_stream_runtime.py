@@ -130,8 +130,6 @@ def test_worker_killed_at_random_moments_loses_and_duplicates_nothing(run: Run) 
 def test_two_workers_rebalancing_mid_run_lose_and_duplicate_nothing(run: Run) -> None:
     keys = keyed_load(200_000, seed=3)
     load = BackgroundLoad(run.settings, run.topic, keys, rate=8_000)
-    a = run.worker("a", **FAST_FAILOVER)
-    b = run.worker("b", **FAST_FAILOVER)
 
     def every_partition_assigned(times: int) -> None:
         wait_until(
@@ -142,6 +140,11 @@ def test_two_workers_rebalancing_mid_run_lose_and_duplicate_nothing(run: Run) ->
         before = run.store.checkpoints()
         wait_until(lambda: all(run.store.checkpoints()[p] > before[p] for p in before), 30, "all partitions advancing")
 
+    a = run.worker("a", **FAST_FAILOVER)
+    # b starts once a owns everything: two workers joining together can form one generation between them,
+    # and then no partition is ever assigned a second time (a likely cause of this wait's rare timeouts).
+    every_partition_assigned(1)
+    b = run.worker("b", **FAST_FAILOVER)
     every_partition_assigned(2)  # a alone, then a and b
     a.kill()
     every_partition_advancing()  # b took a's partitions over once a's session expired
