@@ -128,7 +128,8 @@ def test_worker_killed_at_random_moments_loses_and_duplicates_nothing(run: Run) 
 
 
 def test_two_workers_rebalancing_mid_run_lose_and_duplicate_nothing(run: Run) -> None:
-    keys = keyed_load(200_000, seed=3)
+    # 35 s of records: the four rebalances below, one after another, must all happen while they arrive.
+    keys = keyed_load(280_000, seed=3)
     load = BackgroundLoad(run.settings, run.topic, keys, rate=8_000)
 
     def every_partition_assigned(times: int) -> None:
