@@ -103,13 +103,15 @@ def encode_pending(pending: Sequence[Pending]) -> bytes:
     True
     """
     vectors: list[_Vector] = []
-    index: dict[tuple[tuple[str, ...], bytes], int] = {}
+    # Keyed by the names' identity: they are one shared tuple (hashing its 69 names per snapshot was most
+    # of this function), and equal tuples that are not shared only cost a vector stored twice.
+    index: dict[tuple[int, bytes], int] = {}
     rows = []
     for p in pending:
         names, values = p.features.names, p.features.packed
-        at = index.get((names, values), -1)
+        at = index.get((id(names), values), -1)
         if at < 0:
-            at = index[names, values] = len(vectors)
+            at = index[id(names), values] = len(vectors)
             vectors.append(_Vector(FEATURE_DIGEST if names is FEATURE_NAMES else names_digest(names), values))
         rows.append(
             _Row(

@@ -39,7 +39,8 @@ depend on the order the events arrived in. Per event of a customer, in event-tim
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
 
 from profiles.config import FoldConfig
 from profiles.features import features
@@ -50,6 +51,9 @@ from profiles.models.vectors import FeatureVector
 from profiles.state import ProfileState
 from profiles.timeutil import to_ms
 from schemas.events import AnyEvent, EmailEvent
+
+#: A customer's census instants are looked up at every run of its events folded: hash each id once.
+_profile_hash = lru_cache(maxsize=1 << 14)(id_hash)
 
 
 def snapshot(
@@ -74,36 +78,47 @@ def snapshot(
     )
 
 
+def latest_activity(pending: Iterable[Pending]) -> dict[str, int]:
+    """Per model, the instant of its newest activity snapshot among ``pending``."""
+    latest: dict[str, int] = {}
+    for p in pending:
+        if p.trigger == "activity" and p.taken_at_ms > latest.get(p.model, p.taken_at_ms - 1):
+            latest[p.model] = p.taken_at_ms
+    return latest
+
+
 def take_snapshots(
     state: ProfileState,
     event: AnyEvent,
     pending: Sequence[Pending],
     specs: Mapping[str, ModelSpec],
     config: FoldConfig,
+    *,
+    latest: dict[str, int] | None = None,
 ) -> list[Pending]:
     """The activity and email snapshots due after the fold applied ``event`` to ``state``.
 
     Nothing is taken for an event older than the profile's newest (a late event): the state already holds
     what came after it. Taking again for a redelivered event adds nothing (ids are deterministic).
+    ``latest`` is ``latest_activity(pending)``, kept by a caller taking snapshots event after event (this
+    updates it), so that the pending snapshots are not scanned for every event.
     """
     ts = to_ms(event.timestamp)
     if state.last_event_ms != ts:
         return []
     activity = is_activity(event)
-    latest_activity: dict[str, int] = {}  # per model, its newest activity snapshot
-    if activity:
-        for p in pending:
-            if p.trigger == "activity" and p.taken_at_ms > latest_activity.get(p.model, p.taken_at_ms - 1):
-                latest_activity[p.model] = p.taken_at_ms
+    if latest is None:
+        latest = latest_activity(pending) if activity else {}
     out: list[Pending] = []
     feats: FeatureVector | None = None
     for spec in specs.values():
         if spec.trigger == "activity" and activity:
-            latest = latest_activity.get(spec.name)
-            if latest is not None and latest > ts - spec.activity_gap_ms:
+            newest = latest.get(spec.name)
+            if newest is not None and newest > ts - spec.activity_gap_ms:
                 continue
             feats = feats if feats is not None else FeatureVector.of(features(state, ts, config))
             candidate = snapshot(state, spec, "activity", ts, feats)
+            latest[spec.name] = max(ts, newest) if newest is not None else ts
         elif spec.trigger == "email_sent" and isinstance(event, EmailEvent) and event.action == "sent":
             feats = feats if feats is not None else FeatureVector.of(features(state, ts, config))
             candidate = snapshot(state, spec, "email_sent", ts, feats, message_id=event.message_id)
@@ -125,9 +140,8 @@ def census_instants(profile_id: str, spec: ModelSpec, after_ms: int, until_ms: i
     (3, True)
     """
     every = spec.census_every_ms
-    phase = id_hash(profile_id) % every
-    first = after_ms + 1 + (phase - after_ms - 1) % every
-    return list(range(first, until_ms + 1, every))
+    first = after_ms + 1 + (_profile_hash(profile_id) % every - after_ms - 1) % every
+    return list(range(first, until_ms + 1, every)) if first <= until_ms else []
 
 
 def census_between(

@@ -43,8 +43,8 @@ from msgspec import Struct
 from profiles.config import FoldConfig
 from profiles.fold import apply, compact
 from profiles.merge import merge_into
-from profiles.models.labels import Pending, resolve_on_event
-from profiles.models.policy import census_between, census_instants, take_snapshots
+from profiles.models.labels import Pending, resolve_on_events
+from profiles.models.policy import census_between, census_instants, latest_activity, take_snapshots
 from profiles.models.specs import ModelSpec
 from profiles.state import ProfileState, anonymous_profile_id, decode, encode, new_profile
 from profiles.timeutil import to_ms
@@ -171,22 +171,20 @@ def _census_to(view: ModelView, until_ms: int, specs: Mapping[str, ModelSpec], c
     return taken
 
 
-def _fold(
-    view: ModelView, entry: Entry, pending: list[Pending], specs: Mapping[str, ModelSpec], config: FoldConfig
-) -> tuple[list[Pending], AnyEvent | None]:
-    """Fold one entry; returns the pending snapshots and the event if it is one the customer made at its
-    entry time (a moment that may take snapshots)."""
+def _fold(view: ModelView, entry: Entry, config: FoldConfig) -> AnyEvent | None:
+    """Fold one entry; returns the event if it is one the customer made at its entry time (a moment that
+    may decide labels and take snapshots)."""
     if entry.order == HANDOVER:
         merge_into(view.state, decode(entry.payload), config)
-        return pending, None
+        return None
     event = _decoded(entry)
     if not apply(view.state, event, config):
-        return pending, None
+        return None
     if entry.at_ms != to_ms(event.timestamp):
         # A visitor's event entering at its link, like the visitor's history handed over in one block, is
         # not a moment of the customer's: it takes no snapshot and decides no label.
-        return pending, None
-    return resolve_on_event(pending, event, specs, config), event
+        return None
+    return event
 
 
 def fold_until(
@@ -201,7 +199,9 @@ def fold_until(
     """The watermark reached ``until_ms``: fold the entries up to it in order, with the census snapshots
     between them, and the activity and email snapshots of each instant once all its entries are folded.
     Entries at or before the clock came too late: folded first, out of order. Returns the pending snapshots
-    and the entries after ``until_ms``.
+    and the entries after ``until_ms``. The labels are resolved once, by every moment folded, at the end:
+    a snapshot is only decided by moments after its instant, so this is the same as resolving event by
+    event (``resolve_on_events``).
 
     The result does not depend on the order the entries arrived in:
 
@@ -223,27 +223,46 @@ def fold_until(
     ['activity', 'census']
     """
     clock = view.clock_ms
-    late = [e for e in entries if clock is not None and e.at_ms <= clock]
-    for entry in sorted(late, key=_sort_key):
-        pending = _fold(view, entry, pending, specs, config)[0]
+    pending = list(pending)
+    decided_by: list[AnyEvent] = []
+    for entry in sorted((e for e in entries if clock is not None and e.at_ms <= clock), key=_sort_key):
+        if (moment := _fold(view, entry, config)) is not None:
+            decided_by.append(moment)
     ready = sorted((e for e in entries if e.at_ms <= until_ms and (clock is None or e.at_ms > clock)), key=_sort_key)
     rest = [e for e in entries if e.at_ms > until_ms]
+    latest = latest_activity(pending)
+    census_at = next_census(view, specs)
     for at, group in groupby(ready, key=_entry_time):
-        pending = pending + _census_to(view, at - 1, specs, config)
-        moments: list[AnyEvent] = []
-        for entry in group:
-            pending, moment = _fold(view, entry, pending, specs, config)
-            if moment is not None:
-                moments.append(moment)
+        if census_at is None or census_at < at:  # else no census instant is due before this one
+            pending += _census_to(view, at - 1, specs, config)
+        moments = [moment for entry in group if (moment := _fold(view, entry, config)) is not None]
+        if census_at is None or census_at < at:
+            census_at = next_census(view, specs)
         for event in moments:
-            pending += take_snapshots(view.state, event, pending, specs, config)
-    pending = pending + _census_to(view, until_ms, specs, config)
+            pending += take_snapshots(view.state, event, pending, specs, config, latest=latest)
+        decided_by += moments
+    pending += _census_to(view, until_ms, specs, config)
     compact(view.state, config)
-    return pending, rest
+    return resolve_on_events(pending, decided_by, specs, config), rest
 
 
 def _entry_time(entry: Entry) -> int:
     return entry.at_ms
+
+
+def next_census(view: ModelView, specs: Mapping[str, ModelSpec]) -> int | None:
+    """The view's next census instant (the earliest over the models), None before its first event.
+
+    The latest event only moves it later, so a fold can skip looking for census snapshots until then."""
+    after = census_after(view)
+    if after is None:
+        return None
+    instants = [
+        census_instants(view.state.profile_id, spec, after, after + spec.census_every_ms)[0]
+        for spec in specs.values()
+        if spec.trigger == "activity"
+    ]
+    return min(instants, default=None)
 
 
 def next_due(
@@ -259,12 +278,7 @@ def next_due(
     first unfolded entry or census instant (the snapshots taken then expire no earlier)."""
     due = [p.horizon_end_ms + lateness_ms for p in pending]
     due += [e.at_ms + fold_delay_ms for e in entries]
-    after = None if view is None else census_after(view)
-    if view is not None and after is not None:
-        for spec in specs.values():
-            if spec.trigger == "activity":
-                due += [
-                    at + fold_delay_ms
-                    for at in census_instants(view.state.profile_id, spec, after, after + spec.census_every_ms)[:1]
-                ]
+    census_at = None if view is None else next_census(view, specs)
+    if census_at is not None:
+        due.append(census_at + fold_delay_ms)
     return min(due, default=None)

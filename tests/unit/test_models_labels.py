@@ -10,13 +10,21 @@ import pytest
 
 from profiles.config import DAY_MS, HOUR_MS
 from profiles.features import features
-from profiles.models.labels import DEFAULT_LATENESS_MS, Example, Pending, SnapshotTrigger, expire, resolve_on_event
+from profiles.models.labels import (
+    DEFAULT_LATENESS_MS,
+    Example,
+    Pending,
+    SnapshotTrigger,
+    expire,
+    resolve_on_event,
+    resolve_on_events,
+)
 from profiles.models.policy import census_instants, snapshot, take_snapshots
 from profiles.models.specs import CHURN_RISK, CLV_90D, EMAIL_OPEN, PURCHASE_PROPENSITY, default_specs
 from profiles.models.vectors import FeatureVector
 from profiles.state import new_profile
 from profiles.timeutil import to_ms
-from schemas.events import AnyEvent
+from schemas.events import AnyEvent, EmailEvent, PurchaseEvent
 from tests.unit.models_support import CONFIG, CUSTOMER, T0, Worker, click, day, email, folded, order
 
 SPECS = default_specs()
@@ -74,6 +82,61 @@ def test_only_an_open_or_click_of_the_snapshotted_email_within_48h_is_a_positive
     assert settle(sent, [email(1, T0 + HOUR_MS, "opened", message="m-2")]).label == 0.0
     assert settle(sent, [email(1, T0 + 49 * HOUR_MS, "opened")]).label == 0.0
     assert settle(sent, [email(1, T0 + 47 * HOUR_MS, "clicked")]).label == 1.0
+
+
+def expected_label(p: Pending, events: Sequence[AnyEvent]) -> tuple[bool, int | None, int]:
+    """The label rules read literally, event by event: (decided, earliest deciding time, spend in cents)."""
+    inside = [e for e in events if p.taken_at_ms < to_ms(e.timestamp) <= p.horizon_end_ms]
+    outcome = SPECS[p.model].outcome
+    if outcome == "net_spend":
+        purchases = [e for e in inside if isinstance(e, PurchaseEvent)]
+        return False, None, sum(round(e.total * 100) * (1 if e.action == "order" else -1) for e in purchases)
+    if outcome == "order":
+        deciding = [e for e in inside if isinstance(e, PurchaseEvent) and e.action == "order"]
+    elif outcome == "open":
+        deciding = [
+            e
+            for e in inside
+            if isinstance(e, EmailEvent) and e.action in ("opened", "clicked") and e.message_id == p.message_id
+        ]
+    else:  # no_activity: any customer-initiated event
+        deciding = [
+            e
+            for e in inside
+            if (e.action in ("opened", "clicked") if isinstance(e, EmailEvent) else True)
+            and not (isinstance(e, PurchaseEvent) and e.action == "refund")
+        ]
+    times = [to_ms(e.timestamp) for e in deciding]
+    return bool(times), min(times, default=None), 0
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_resolving_events_at_once_in_any_order_follows_the_label_rules(seed: int) -> None:
+    rng = random.Random(seed)
+    models = [PURCHASE_PROPENSITY, CHURN_RISK, CLV_90D, EMAIL_OPEN]
+    pending = [
+        pending_for(rng.choice(models), at=day(rng.uniform(0, 40)), message_id=rng.choice(["m-1", "m-2"]))
+        for _ in range(30)
+    ]
+    makers = [
+        click,
+        lambda n, ms: order(n, ms, total=rng.choice([9.99, 40.0, 120.5])),
+        lambda n, ms: order(n, ms, total=rng.choice([9.99, 40.0]), action="refund"),
+        lambda n, ms: email(n, ms, rng.choice(["sent", "opened", "clicked", "complained"]), rng.choice(["m-1", "m-2"])),
+    ]
+    # Half of the events fall on a snapshot's instant or its horizon's last instant: the bounds.
+    bounds = [t for p in pending for t in (p.taken_at_ms, p.horizon_end_ms)]
+    events = [rng.choice(makers)(n, rng.choice(bounds) if n % 2 else day(rng.uniform(0, 130))) for n in range(60)]
+    rng.shuffle(events)
+    split = rng.randrange(len(events))
+    first_run = resolve_on_events(pending, events[:split], SPECS, CONFIG)
+    in_two_runs = resolve_on_events(first_run, events[split:], SPECS, CONFIG)
+    assert in_two_runs == resolve_on_events(pending, events, SPECS, CONFIG)
+    for p, resolved in zip(pending, in_two_runs, strict=True):
+        decided, at, cents = expected_label(p, events)
+        assert (resolved.decided, resolved.decided_at_ms, resolved.spend_cents) == (decided, at, cents), p.model
+        if (decided, cents) == (False, 0):
+            assert resolved is p  # unchanged snapshots are not rewritten
 
 
 def test_nothing_is_released_before_its_horizon_and_lateness_have_passed() -> None:
