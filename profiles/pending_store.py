@@ -7,8 +7,12 @@ Keys (``<ns>`` the namespace):
 - ``rapport:<ns>:ml:v:{<profile_id>}`` — the customer's models view (``profiles.models.view``: the profile
   folded in event-time order up to a clock), without a TTL: like the profile, it lives until the customer is
   erased (an expiry measured by the wall clock would make a live run and a replay of it differ);
-- ``rapport:<ns>:ml:e:{<profile_id>}`` — list: the customer's entries not folded into the view yet, appended
-  by every batch that touches the customer without loading anything;
+- ``rapport:<ns>:ml:t:{<profile_id>}`` — sorted set: the customer's entries not folded into the view yet,
+  scored by entry time; added by every batch that touches the customer without loading anything, and read
+  only up to the watermark: the entries ahead of it (days of them while a worker catches up on unevenly read
+  partitions) are neither loaded nor written again until the watermark reaches them;
+- ``rapport:<ns>:ml:e:{<profile_id>}`` — list: the entries as stored before 2026-12-04 (all of them loaded
+  and written again at every fold); still read, and moved to the sorted set at the customer's next fold;
 - ``rapport:<ns>:ml:w:<partition>`` — the event-time watermark of one ``events.resolved`` partition (ms);
 - ``rapport:<ns>:ml:due:<partition>`` — sorted set: profile → when the watermark must next reach it
   (``profiles.models.view.next_due``);
@@ -199,6 +203,9 @@ class PendingStore:
         return f"{self._base}:v:{{{profile_id}}}"
 
     def entries_key(self, profile_id: str) -> str:
+        return f"{self._base}:t:{{{profile_id}}}"
+
+    def listed_entries_key(self, profile_id: str) -> str:
         return f"{self._base}:e:{{{profile_id}}}"
 
     def watermark_key(self, partition: int) -> str:
@@ -222,25 +229,31 @@ class PendingStore:
         }
         return watermarks, known
 
-    async def load_customers(
-        self, profile_ids: Sequence[str]
-    ) -> tuple[dict[str, list[Pending]], dict[str, ModelView], dict[str, list[Entry]]]:
-        """The customers' pending snapshots, views and unfolded entries, in one round trip."""
-        if not profile_ids:
-            return {}, {}, {}
+    async def load_customers(self, until: Mapping[str, int]) -> LoadedCustomers:
+        """The customers' pending snapshots, views, and entries up to ``until`` (per customer: its partition's
+        watermark), in one round trip."""
+        if not until:
+            return LoadedCustomers({}, {}, {}, {})
+        profile_ids = list(until)
         n = len(profile_ids)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.mget([self.pending_key(p) for p in profile_ids] + [self.view_key(p) for p in profile_ids])
-            for pid in profile_ids:
-                pipe.lrange(self.entries_key(pid), 0, -1)
+            for pid, at in until.items():
+                pipe.lrange(self.listed_entries_key(pid), 0, -1)
+                pipe.zrange(self.entries_key(pid), "-inf", at, byscore=True)
+                pipe.zrange(self.entries_key(pid), f"({at}", "+inf", byscore=True, offset=0, num=1, withscores=True)
             replies = await pipe.execute()
         blobs, view_blobs = replies[0][:n], replies[0][n:]
         pending = await self._decode({pid: as_bytes(b) for pid, b in zip(profile_ids, blobs, strict=True) if b})
         views = {pid: decode_view(as_bytes(b)) for pid, b in zip(profile_ids, view_blobs, strict=True) if b}
-        entries = {
-            pid: [decode_entry(as_bytes(e)) for e in found] for pid, found in zip(profile_ids, replies[1:], strict=True)
-        }
-        return pending, views, entries
+        entries: dict[str, list[Entry]] = {}
+        later: dict[str, int] = {}
+        for i, pid in enumerate(profile_ids):
+            listed, scored, first_after = replies[1 + 3 * i : 4 + 3 * i]
+            entries[pid] = [decode_entry(as_bytes(e)) for e in (*listed, *scored)]
+            if first_after:
+                later[pid] = int(first_after[0][1])
+        return LoadedCustomers(pending, views, entries, later)
 
     async def _decode(self, blobs: Mapping[str, bytes]) -> dict[str, list[Pending]]:
         pending: dict[str, list[Pending]] = {}
@@ -295,8 +308,9 @@ class PendingStore:
             pipe.set(self.progress_key(partition), _ENCODER.encode(known))
 
     def _write_customers(self, pipe: Redis, customers: CustomerWrites, ttl_s: int) -> None:
-        names = {p.features.names for snapshots in customers.pending.values() for p in snapshots}
-        for written in names:  # the current names, and those of snapshots another version took
+        # By identity: the names are one shared tuple, and hashing its 69 names per snapshot is not free.
+        names = {id(p.features.names): p.features.names for snapshots in customers.pending.values() for p in snapshots}
+        for written in names.values():  # the current names, and those of snapshots another version took
             pipe.hsetnx(self.names_key, names_digest(written), "\n".join(written))
         for pid, snapshots in customers.pending.items():
             if snapshots:
@@ -308,30 +322,48 @@ class PendingStore:
                 pipe.set(self.view_key(pid), encode_view(view))
             else:
                 pipe.delete(self.view_key(pid))
-        for pid, kept in customers.entries.items():
-            pipe.delete(self.entries_key(pid))
-            if kept:
-                pipe.rpush(self.entries_key(pid), *map(encode_entry, kept))
+        self._write_entries(pipe, customers)
+
+    def _write_entries(self, pipe: Redis, customers: CustomerWrites) -> None:
+        for pid, (until, rest) in customers.folded.items():
+            pipe.delete(self.listed_entries_key(pid))
+            if until is None:
+                pipe.delete(self.entries_key(pid))
+            else:
+                pipe.zremrangebyscore(self.entries_key(pid), "-inf", until)
+            if rest:
+                pipe.zadd(self.entries_key(pid), {encode_entry(e): e.at_ms for e in rest})
         for pid, added in customers.appended.items():
             if added:
-                pipe.rpush(self.entries_key(pid), *map(encode_entry, added))
+                pipe.zadd(self.entries_key(pid), {encode_entry(e): e.at_ms for e in added})
+
+
+@dataclass
+class LoadedCustomers:
+    """What a fold of due customers starts from: their pending snapshots, views and entries up to the
+    watermark, and when the first of their stored entries after it is (those stay in Redis)."""
+
+    pending: dict[str, list[Pending]]
+    views: dict[str, ModelView]
+    entries: dict[str, list[Entry]]
+    later: dict[str, int]
 
 
 @dataclass
 class CustomerWrites:
-    """What one batch stores for the models' customers: ``entries`` replace a customer's stored entries,
-    ``appended`` are added to them; ``due`` sets (or with None removes) a due time, ``due_by`` only brings
-    one forward."""
+    """What one batch stores for the models' customers: ``folded`` customers were folded up to a time (their
+    stored entries up to it go, all of them with None) and keep the given entries after it; ``appended``
+    entries are added; ``due`` sets (or with None removes) a due time, ``due_by`` only brings one forward."""
 
     pending: dict[str, list[Pending]] = field(default_factory=dict)
     views: dict[str, ModelView | None] = field(default_factory=dict)
-    entries: dict[str, list[Entry]] = field(default_factory=dict)
+    folded: dict[str, tuple[int | None, list[Entry]]] = field(default_factory=dict)
     appended: dict[str, list[Entry]] = field(default_factory=dict)
     due: list[tuple[int, str, int | None]] = field(default_factory=list)
     due_by: list[tuple[int, str, int]] = field(default_factory=list)
 
     def forget(self, partition: int | None, pid: str) -> None:
         """An erased or vanished customer: its snapshots, view and entries go."""
-        self.pending[pid], self.views[pid], self.entries[pid] = [], None, []
+        self.pending[pid], self.views[pid], self.folded[pid] = [], None, (None, [])
         if partition is not None:
             self.due.append((partition, pid, None))

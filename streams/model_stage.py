@@ -33,7 +33,7 @@ from profiles.models.labels import DEFAULT_LATENESS_MS, NAMESPACE_HEADER, Exampl
 from profiles.models.progress import PartitionProgress, watermark_target
 from profiles.models.specs import ModelSpec
 from profiles.models.tracking import ModelTracking
-from profiles.models.view import Entry, ModelView, view_of
+from profiles.models.view import ModelView, view_of
 from profiles.pending_store import CustomerWrites, PendingStore
 from profiles.store import ProfileStore
 from schemas.resolved import ApplyMarker, Envelope, SourceMarker, marker
@@ -208,13 +208,12 @@ class ModelStage:
             at = tracking.entry_due(pid)
             if pid not in erased and at is not None and at <= watermarks.get(partition, 0):
                 due[pid] = partition
-        pending, views, entries = await self.store.load_customers(list(due))
+        loaded = await self.store.load_customers({pid: watermarks[partition] for pid, partition in due.items()})
+        views, entries = loaded.views, loaded.entries
         views.update({pid: v for pid, v in tracking.new_views.items() if pid in due and pid not in views})
-        missing = [pid for pid in due if pid not in views]
-        if missing:
-            await self._views_from_profiles(
-                missing, views=views, entries=entries, profiles=profiles, watermarks=watermarks, due=due
-            )
+        rebuilt = [pid for pid in due if pid not in views]
+        if rebuilt:
+            await self._views_from_profiles(rebuilt, views=views, profiles=profiles, watermarks=watermarks, due=due)
         examples: list[Example] = []
         writes = CustomerWrites()
         for pid, partition in due.items():
@@ -222,9 +221,17 @@ class ModelStage:
             if view is None:  # gone: nothing more is due
                 writes.forget(partition, pid)
                 continue
-            done = tracking.fold(view, entries.get(pid, []), pending.get(pid, []), watermarks[partition])
+            watermark = watermarks[partition]
+            if pid in rebuilt:  # its view holds every stored entry already
+                done = tracking.fold(view, [], loaded.pending.get(pid, []), watermark)
+                writes.folded[pid] = (None, done.entries)
+            else:
+                done = tracking.fold(
+                    view, entries.get(pid, []), loaded.pending.get(pid, []), watermark, later_ms=loaded.later.get(pid)
+                )
+                writes.folded[pid] = (watermark, done.entries)
             examples += done.examples
-            writes.pending[pid], writes.views[pid], writes.entries[pid] = done.pending, done.view, done.entries
+            writes.pending[pid], writes.views[pid] = done.pending, done.view
             writes.due.append((partition, pid, done.due))
         for pid, partition in tracking.touched.items():
             if pid in due or pid in erased:
@@ -249,7 +256,6 @@ class ModelStage:
         missing: Sequence[str],
         *,
         views: dict[str, ModelView],
-        entries: dict[str, list[Entry]],
         profiles: ProfileStore,
         watermarks: Mapping[int, int],
         due: Mapping[str, int],
@@ -262,4 +268,3 @@ class ModelStage:
             if state is not None and state.customer_id is not None and state.last_event_ms is not None:
                 clock = max(watermarks.get(due[pid], 0), state.last_event_ms)
                 views[pid] = view_of(state, clock)
-                entries[pid] = []

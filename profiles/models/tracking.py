@@ -48,7 +48,7 @@ class Folded:
     examples: list[Example]
     pending: list[Pending]
     view: ModelView
-    entries: list[Entry]  # the entries still after the watermark
+    entries: list[Entry]  # the entries given to ``fold`` that are still after the watermark
     due: int | None
 
 
@@ -113,13 +113,23 @@ class ModelTracking:
         found = self.entries.get(profile_id)
         return min(e.at_ms for e in found) + self.fold_delay_ms if found else None
 
-    def fold(self, view: ModelView, stored: Sequence[Entry], pending: list[Pending], watermark_ms: int) -> Folded:
+    def fold(
+        self,
+        view: ModelView,
+        stored: Sequence[Entry],
+        pending: list[Pending],
+        watermark_ms: int,
+        *,
+        later_ms: int | None = None,
+    ) -> Folded:
         """The watermark of the customer's partition is at ``watermark_ms``: its view folds its stored
-        entries and this batch's up to there, then the examples whose horizon has passed are released."""
+        entries and this batch's up to there, then the examples whose horizon has passed are released.
+        ``later_ms``: the entry time of the first stored entry after the watermark, if it was not loaded."""
         entries = [*stored, *self.entries.get(view.state.profile_id, [])]
         pending, rest = fold_until(view, entries, pending, until_ms=watermark_ms, specs=self.specs, config=self.config)
         examples, kept = expire(pending, watermark_ms, self.specs, self.lateness_ms)
+        entry_times = [e.at_ms for e in rest] + ([] if later_ms is None else [later_ms])
         due = next_due(
-            view, rest, kept, specs=self.specs, fold_delay_ms=self.fold_delay_ms, lateness_ms=self.lateness_ms
+            view, entry_times, kept, specs=self.specs, fold_delay_ms=self.fold_delay_ms, lateness_ms=self.lateness_ms
         )
         return Folded(examples, kept, view, rest, due)

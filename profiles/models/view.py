@@ -267,7 +267,7 @@ def next_census(view: ModelView, specs: Mapping[str, ModelSpec]) -> int | None:
 
 def next_due(
     view: ModelView | None,
-    entries: Sequence[Entry],
+    entry_times: Sequence[int],
     pending: Sequence[Pending],
     *,
     specs: Mapping[str, ModelSpec],
@@ -275,9 +275,9 @@ def next_due(
     lateness_ms: int,
 ) -> int | None:
     """When the watermark must next reach the customer: its first expiry, or ``fold_delay_ms`` after its
-    first unfolded entry or census instant (the snapshots taken then expire no earlier)."""
+    first unfolded entry (``entry_times``) or census instant (the snapshots taken then expire no earlier)."""
     due = [p.horizon_end_ms + lateness_ms for p in pending]
-    due += [e.at_ms + fold_delay_ms for e in entries]
+    due += [at + fold_delay_ms for at in entry_times]
     census_at = None if view is None else next_census(view, specs)
     if census_at is not None:
         due.append(census_at + fold_delay_ms)

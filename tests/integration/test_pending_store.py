@@ -10,7 +10,7 @@ import pytest
 
 from profiles.models.labels import Pending
 from profiles.models.vectors import FEATURE_NAMES, FeatureVector
-from profiles.models.view import EVENT, Entry, new_view
+from profiles.models.view import EVENT, Entry, encode_entry, new_view
 from profiles.pending_store import CustomerWrites, PendingStore
 from services.redis_client import make_redis
 from services.settings import Settings
@@ -50,13 +50,13 @@ async def _check(settings: Settings) -> None:
             )
             await pipe.execute()
         # ... and loaded by a fresh one, which knows only the current names until it asks the registry.
-        loaded, _, _ = await PendingStore(redis, namespace).load_customers(["c-1"])
+        loaded = (await PendingStore(redis, namespace).load_customers({"c-1": 0})).pending
         assert loaded == {"c-1": written}
         assert loaded["c-1"][0].features.as_dict() == {"legacy_a": 1.25, "legacy_b": -3.0}
 
         # Without the registry those snapshots cannot be read: they are left out, the others still load.
         await redis.delete(writer.names_key)
-        loaded, _, _ = await PendingStore(redis, namespace).load_customers(["c-1"])
+        loaded = (await PendingStore(redis, namespace).load_customers({"c-1": 0})).pending
         assert [p.snapshot_id for p in loaded["c-1"]] == ["new"]
     finally:
         keys = [k async for k in redis.scan_iter(match=f"rapport:{namespace}:*")]
@@ -65,7 +65,7 @@ async def _check(settings: Settings) -> None:
         await redis.aclose()
 
 
-def test_entries_append_and_are_replaced_and_due_times_only_move_forward_with_due_by(
+def test_entries_are_loaded_up_to_the_watermark_and_due_times_only_move_forward_with_due_by(
     settings: Settings, local_stack: object
 ) -> None:
     asyncio.run(_check_views(settings))
@@ -74,7 +74,7 @@ def test_entries_append_and_are_replaced_and_due_times_only_move_forward_with_du
 async def _check_views(settings: Settings) -> None:
     redis = make_redis(settings)
     store = PendingStore(redis, f"pending-{uuid.uuid4().hex[:6]}")
-    entries = [Entry(at, EVENT, f"e-{at}", b'{"x": 1}') for at in (5, 3, 9)]
+    entries = [Entry(at, EVENT, f"e-{at}", b'{"x": 1}') for at in (5, 3, 9, 7)]
     view = new_view("c-1")
 
     async def write(**changes: Any) -> None:
@@ -85,16 +85,28 @@ async def _check_views(settings: Settings) -> None:
     try:
         await write(views={"c-1": view}, appended={"c-1": entries[:2]}, due=[(0, "c-1", 100)])
         await write(appended={"c-1": entries[2:]}, due_by=[(0, "c-1", 200)])  # later: the due time stays
-        _, views, found = await store.load_customers(["c-1"])
-        assert views == {"c-1": view}
-        assert found == {"c-1": entries}
+        loaded = await store.load_customers({"c-1": 100})
+        assert loaded.views == {"c-1": view}
+        assert loaded.entries == {"c-1": sorted(entries, key=lambda e: e.at_ms)}  # in entry time order
+        assert loaded.later == {}
+        loaded = await store.load_customers({"c-1": 6})  # only up to the watermark; of the rest, the first time
+        assert (loaded.entries, loaded.later) == ({"c-1": [entries[1], entries[0]]}, {"c-1": 7})
         assert await store.due({0: 1_000}, 10) == {0: [("c-1", 100)]}
-        await write(entries={"c-1": entries[2:]}, due_by=[(0, "c-1", 50)])  # replaced; earlier: it moves
-        _, _, found = await store.load_customers(["c-1"])
-        assert found == {"c-1": entries[2:]}
+        extra = Entry(8, EVENT, "e-8", b"{}")
+        await write(folded={"c-1": (6, [extra])}, due_by=[(0, "c-1", 50)])  # folded up to 6; earlier: it moves
+        loaded = await store.load_customers({"c-1": 100})
+        assert loaded.entries == {"c-1": [entries[3], extra, entries[2]]}
         assert await store.due({0: 1_000}, 10) == {0: [("c-1", 50)]}
-        await write(views={"c-1": None}, entries={"c-1": []}, due=[(0, "c-1", None)])  # erased
-        assert await store.load_customers(["c-1"]) == ({}, {}, {"c-1": []})
+        # Entries stored as a list before 2026-12-04 are still read, and moved over at the next fold.
+        await redis.rpush(store.listed_entries_key("c-1"), encode_entry(Entry(1, EVENT, "e-1", b"{}")))
+        loaded = await store.load_customers({"c-1": 7})
+        assert [e.key for e in loaded.entries["c-1"]] == ["e-1", "e-7"]
+        await write(folded={"c-1": (7, [])})
+        assert await redis.exists(store.listed_entries_key("c-1")) == 0
+        assert [e.key for e in (await store.load_customers({"c-1": 100})).entries["c-1"]] == ["e-8", "e-9"]
+        await write(views={"c-1": None}, folded={"c-1": (None, [])}, due=[(0, "c-1", None)])  # erased
+        loaded = await store.load_customers({"c-1": 1_000})
+        assert (loaded.pending, loaded.views, loaded.entries) == ({}, {}, {"c-1": []})
         assert await store.due({0: 1_000}, 10) == {0: []}
     finally:
         keys = [k async for k in redis.scan_iter(match=f"rapport:{store.namespace}:*")]

@@ -46,7 +46,7 @@ class Run:
         # What Redis holds between batches.
         self.pending = encode_pending([])
         self.view: bytes | None = None
-        self.entries: list[bytes] = []
+        self.entries: dict[bytes, int] = {}  # encoded entry → entry time, as in the sorted set
         self.due: int | None = None
         self.watermark, self.newest = 0, 0
         self.released: list[Example] = []
@@ -60,19 +60,27 @@ class Run:
         added = tracking.entry_due(CUSTOMER)
         if (self.due is not None and self.due <= new) or (added is not None and added <= new):
             view = decode_view(self.view) if self.view is not None else tracking.new_views[CUSTOMER]
-            stored = [decode_entry(e) for e in self.entries]
-            done = tracking.fold(view, stored, decode_pending(CUSTOMER, self.pending, NAMES)[0], new)
+            # Only the stored entries up to the watermark are loaded; of the others, the first one's time.
+            stored = [decode_entry(e) for e, at in sorted(self.entries.items(), key=lambda kv: kv[1]) if at <= new]
+            later = min((at for at in self.entries.values() if at > new), default=None)
+            pending = decode_pending(CUSTOMER, self.pending, NAMES)[0]
+            done = tracking.fold(view, stored, pending, new, later_ms=later)
             self.released += done.examples
             self.pending, self.view = encode_pending(done.pending), encode_view(done.view)
-            self.entries, self.due = [encode_entry(e) for e in done.entries], done.due
+            self.entries = {e: at for e, at in self.entries.items() if at > new}
+            self.entries.update({encode_entry(e): e.at_ms for e in done.entries})
+            self.due = done.due
             self.folds += 1
         else:
             if CUSTOMER in tracking.new_views:
                 self.view = encode_view(tracking.new_views[CUSTOMER])
-            self.entries += [encode_entry(e) for e in tracking.entries.get(CUSTOMER, [])]
+            self.entries.update({encode_entry(e): e.at_ms for e in tracking.entries.get(CUSTOMER, [])})
             if added is not None:
                 self.due = added if self.due is None else min(self.due, added)
         self.watermark = new
+        if self.entries:  # the due index brings the customer back for its first unfolded entry, loaded or not
+            assert self.due is not None
+            assert self.due <= min(self.entries.values()) + tracking.fold_delay_ms
 
     def idle(self, target: int) -> None:
         """The partition's watermark moves on with other customers' events."""
