@@ -1,0 +1,38 @@
+"""hiredis packs the worker's commands: the bytes on the wire must be the ones redis-py would send."""
+
+from __future__ import annotations
+
+import pytest
+from redis.asyncio.connection import Connection, UnixDomainSocketConnection
+from redis.exceptions import DataError
+
+from services.redis_client import hiredis_packing
+
+COMMANDS = [
+    ("SET", "rapport:live:p:{c-1}", b"\x93\x01\x02", "EX", 600),
+    ("CONFIG GET", "maxmemory"),
+    (b"EVALSHA", "f" * 40, 2, "k1", "k2", 1.5, bytearray(b"x"), memoryview(b"yz")),
+    ("ZADD", "z", 1_734_000_000_000, b"m", 0.1 + 0.2, "n", float("inf"), "o", 1e20, "p"),
+    ("SET", "h\u00e9llo", "w\u00f6rld"),
+    ("SET", "big", b"v" * 100_000),
+]
+
+
+@pytest.mark.parametrize("args", COMMANDS)
+def test_commands_are_packed_as_redis_py_packs_them(args: tuple[object, ...]) -> None:
+    packed = b"".join(hiredis_packing(Connection)().pack_command(*args))
+    assert packed == b"".join(bytes(chunk) for chunk in Connection().pack_command(*args))
+
+
+@pytest.mark.parametrize("value", [None, True])
+def test_values_redis_cannot_take_are_refused_the_same_way(value: object) -> None:
+    with pytest.raises(DataError):
+        Connection().pack_command("SET", "k", value)
+    with pytest.raises(DataError):
+        hiredis_packing(Connection)().pack_command("SET", "k", value)
+
+
+def test_the_url_chooses_the_connection_and_hiredis_only_packs() -> None:
+    unix = hiredis_packing(UnixDomainSocketConnection)
+    assert issubclass(unix, UnixDomainSocketConnection)
+    assert hiredis_packing(UnixDomainSocketConnection) is unix  # one class per kind, not one per client
