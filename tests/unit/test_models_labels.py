@@ -4,7 +4,7 @@ example stream owes the learner: no leakage, and the same stream whatever the wa
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pytest
 
@@ -24,7 +24,7 @@ from profiles.models.specs import CHURN_RISK, CLV_90D, EMAIL_OPEN, PURCHASE_PROP
 from profiles.models.vectors import FeatureVector
 from profiles.state import new_profile
 from profiles.timeutil import to_ms
-from schemas.events import AnyEvent, EmailEvent, PurchaseEvent
+from schemas.events import AnyEvent, EmailAction, EmailEvent, PurchaseEvent
 from tests.unit.models_support import CONFIG, CUSTOMER, T0, Worker, click, day, email, folded, order
 
 SPECS = default_specs()
@@ -91,6 +91,7 @@ def expected_label(p: Pending, events: Sequence[AnyEvent]) -> tuple[bool, int | 
     if outcome == "net_spend":
         purchases = [e for e in inside if isinstance(e, PurchaseEvent)]
         return False, None, sum(round(e.total * 100) * (1 if e.action == "order" else -1) for e in purchases)
+    deciding: list[AnyEvent]
     if outcome == "order":
         deciding = [e for e in inside if isinstance(e, PurchaseEvent) and e.action == "order"]
     elif outcome == "open":
@@ -118,11 +119,12 @@ def test_resolving_events_at_once_in_any_order_follows_the_label_rules(seed: int
         pending_for(rng.choice(models), at=day(rng.uniform(0, 40)), message_id=rng.choice(["m-1", "m-2"]))
         for _ in range(30)
     ]
-    makers = [
+    email_actions: list[EmailAction] = ["sent", "opened", "clicked", "complained"]
+    makers: list[Callable[[int, int], AnyEvent]] = [
         click,
         lambda n, ms: order(n, ms, total=rng.choice([9.99, 40.0, 120.5])),
         lambda n, ms: order(n, ms, total=rng.choice([9.99, 40.0]), action="refund"),
-        lambda n, ms: email(n, ms, rng.choice(["sent", "opened", "clicked", "complained"]), rng.choice(["m-1", "m-2"])),
+        lambda n, ms: email(n, ms, rng.choice(email_actions), rng.choice(["m-1", "m-2"])),
     ]
     # Half of the events fall on a snapshot's instant or its horizon's last instant: the bounds.
     bounds = [t for p in pending for t in (p.taken_at_ms, p.horizon_end_ms)]

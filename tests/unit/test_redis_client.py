@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from redis.asyncio.connection import Connection, UnixDomainSocketConnection
 from redis.exceptions import DataError
+from redis.typing import EncodableT
 
 from services.redis_client import hiredis_packing
 
-COMMANDS = [
+COMMANDS: list[tuple[EncodableT, ...]] = [
     ("SET", "rapport:live:p:{c-1}", b"\x93\x01\x02", "EX", 600),
     ("CONFIG GET", "maxmemory"),
     (b"EVALSHA", "f" * 40, 2, "k1", "k2", 1.5, bytearray(b"x"), memoryview(b"yz")),
@@ -19,17 +22,18 @@ COMMANDS = [
 
 
 @pytest.mark.parametrize("args", COMMANDS)
-def test_commands_are_packed_as_redis_py_packs_them(args: tuple[object, ...]) -> None:
+def test_commands_are_packed_as_redis_py_packs_them(args: tuple[EncodableT, ...]) -> None:
     packed = b"".join(hiredis_packing(Connection)().pack_command(*args))
     assert packed == b"".join(bytes(chunk) for chunk in Connection().pack_command(*args))
 
 
 @pytest.mark.parametrize("value", [None, True])
 def test_values_redis_cannot_take_are_refused_the_same_way(value: object) -> None:
+    wrong: Any = value  # what a caller's bug would pass
     with pytest.raises(DataError):
-        Connection().pack_command("SET", "k", value)
+        Connection().pack_command("SET", "k", wrong)
     with pytest.raises(DataError):
-        hiredis_packing(Connection)().pack_command("SET", "k", value)
+        hiredis_packing(Connection)().pack_command("SET", "k", wrong)
 
 
 def test_the_url_chooses_the_connection_and_hiredis_only_packs() -> None:
