@@ -233,10 +233,11 @@ def fold_until(
     latest = latest_activity(pending)
     census_at = next_census(view, specs)
     for at, group in groupby(ready, key=_entry_time):
-        if census_at is None or census_at < at:  # else no census instant is due before this one
+        census_due = census_at is None or census_at < at  # else no census instant is due before this one
+        if census_due:
             pending += _census_to(view, at - 1, specs, config)
         moments = [moment for entry in group if (moment := _fold(view, entry, config)) is not None]
-        if census_at is None or census_at < at:
+        if census_due:  # its events only move the next one later: it stands until it is reached
             census_at = next_census(view, specs)
         for event in moments:
             pending += take_snapshots(view.state, event, pending, specs, config, latest=latest)
