@@ -18,6 +18,7 @@ COMMANDS: list[tuple[EncodableT, ...]] = [
     ("ZADD", "z", 1_734_000_000_000, b"m", 0.1 + 0.2, "n", float("inf"), "o", 1e20, "p"),
     ("SET", "h\u00e9llo", "w\u00f6rld"),
     ("SET", "big", b"v" * 100_000),
+    ("MGET", *(f"rapport:live:p:{{c-{i}}}" for i in range(500))),  # long: redis-py's own path
 ]
 
 
