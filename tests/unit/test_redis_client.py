@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
-from redis.asyncio.connection import Connection, UnixDomainSocketConnection
+from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
 from redis.exceptions import DataError
 from redis.typing import EncodableT
 
-from services.redis_client import hiredis_packing
+from services.redis_client import hiredis_packing, make_redis
+from services.settings import Settings
 
 COMMANDS: list[tuple[EncodableT, ...]] = [
     ("SET", "rapport:live:p:{c-1}", b"\x93\x01\x02", "EX", 600),
@@ -37,7 +39,20 @@ def test_values_redis_cannot_take_are_refused_the_same_way(value: object) -> Non
         hiredis_packing(Connection)().pack_command("SET", "k", wrong)
 
 
-def test_the_url_chooses_the_connection_and_hiredis_only_packs() -> None:
-    unix = hiredis_packing(UnixDomainSocketConnection)
-    assert issubclass(unix, UnixDomainSocketConnection)
-    assert hiredis_packing(UnixDomainSocketConnection) is unix  # one class per kind, not one per client
+@pytest.mark.parametrize(
+    ("url", "kind"),
+    [
+        ("redis://127.0.0.1:6379/0", Connection),
+        ("rediss://127.0.0.1:6380/0", SSLConnection),
+        ("unix:///tmp/redis.sock", UnixDomainSocketConnection),
+    ],
+)
+def test_the_url_chooses_the_connection_and_hiredis_packs_its_commands(url: str, kind: type) -> None:
+    settings = Settings()
+    client = make_redis(settings.model_copy(update={"redis": settings.redis.model_copy(update={"url": url})}))
+    try:
+        chosen = client.connection_pool.connection_class
+        assert issubclass(chosen, kind)
+        assert chosen is hiredis_packing(kind)  # one class per kind, not one per client
+    finally:
+        asyncio.run(client.aclose())  # nothing was connected: this only releases the pool
