@@ -6,11 +6,21 @@ import argparse
 import platform
 from datetime import UTC, datetime
 
-from bench import api, foundation, models, profile_worker, replay, segment_cost, segments, stream_runtime
+from bench import api, foundation, models, profile_worker, redis_client, replay, segment_cost, segments, stream_runtime
 from bench.harness import report
 from services.settings import Settings
 
-SUITES = ("foundation", "stream_runtime", "profile_worker", "api", "segments", "segment_cost", "models", "replay")
+SUITES = (
+    "foundation",
+    "stream_runtime",
+    "redis_client",
+    "profile_worker",
+    "api",
+    "segments",
+    "segment_cost",
+    "models",
+    "replay",
+)
 
 
 def main() -> None:
@@ -25,6 +35,8 @@ def main() -> None:
         report("foundation", *foundation.run(settings, args.events))
     if "stream_runtime" in suites:
         report("stream runtime", *stream_runtime.run(settings, args.events))
+    if "redis_client" in suites:
+        report("Redis client: pipelined commands", *redis_client.run(settings))
     if "profile_worker" in suites:
         report("profile worker", *profile_worker.run(settings, args.events))
     if "api" in suites:
