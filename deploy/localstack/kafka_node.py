@@ -24,6 +24,7 @@ LOG4J_CONFIG = Path(__file__).resolve().parent.parent / "kafka" / "log4j.propert
 MAIN_CLASS = "kafka.Kafka"
 STORAGE_TOOL = "kafka.tools.StorageTool"
 PROBE_TIMEOUT_MS = 3000
+PROBE_GROUP = "rapport-stack-probe"  # never joined: only its coordinator is looked up
 
 
 class KafkaNode(ManagedNode):
@@ -98,13 +99,19 @@ class KafkaNode(ManagedNode):
         return "java" in cmdline and MAIN_CLASS in cmdline and str(self.config_file) in cmdline
 
     def probe(self) -> bool:
-        """A real metadata request: the broker is registered and a controller is known."""
+        """Real requests: the broker is registered, a controller is known, and a consumer group's coordinator
+        answers. A fresh broker creates its offsets topic on the first coordinator lookup and refuses
+        lookups until its partitions have leaders; every Rapport process joins a consumer group, and would
+        otherwise meet that refusal (logged as an error by aiokafka, then retried) on its first start."""
         try:
             with _quiet_kafka_client(), _admin(self.address) as admin:
                 cluster = admin.describe_cluster()
+                if not cluster.get("brokers") or cluster.get("controller_id", -1) == -1:
+                    return False
+                admin.list_group_offsets(PROBE_GROUP)
         except (KafkaError, OSError):
             return False
-        return bool(cluster.get("brokers")) and cluster.get("controller_id", -1) != -1
+        return True
 
 
 @contextlib.contextmanager

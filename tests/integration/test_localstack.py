@@ -6,6 +6,8 @@ ports picked at random, and teardown stops exactly the PIDs it started.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import signal
 import socket
 import subprocess
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from typer.testing import CliRunner
@@ -85,6 +88,33 @@ def test_up_starts_both_and_a_second_up_reuses_them(first_up: tuple[LocalStack, 
 
     assert stack.up() == {"redis": Outcome.REUSED, "kafka": Outcome.REUSED}
     assert {node.name: node.pid for node in stack.nodes} == pids
+
+
+def test_after_the_first_up_a_consumer_group_joins_without_an_error(
+    first_up: tuple[LocalStack, dict[str, Outcome]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fresh broker creates its offsets topic on the first coordinator lookup and refuses lookups until it
+    has leaders: ``up`` waits for that, so the first group join does not meet the refusal (which aiokafka
+    logs as an error before retrying). Run first among the tests that touch Kafka: later, the offsets
+    topic exists anyway."""
+    stack, _ = first_up
+    ensure_probe_topic(stack)
+
+    async def join() -> set[TopicPartition]:
+        consumer = AIOKafkaConsumer(TOPIC, bootstrap_servers=stack.kafka.address, group_id="localstack-first-join")
+        await consumer.start()
+        try:
+            deadline = time.monotonic() + 30
+            while not consumer.assignment() and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            return set(consumer.assignment())
+        finally:
+            await consumer.stop()
+
+    with caplog.at_level(logging.INFO, logger="aiokafka"):
+        assigned = asyncio.run(join())
+    assert assigned == {TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)}
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 def kafka_admin(stack: LocalStack) -> KafkaAdminClient:
