@@ -6,7 +6,7 @@ part of its cost per event. Measured against the local Redis on loopback, 2,000 
 
 1. redis-py's client as it comes: commands packed in Python, each reply read under its own timeout;
 2. ``make_redis``: hiredis packs, one deadline for the pipeline's replies (``services/redis_client.py``);
-3. the same pipelines without any timeout: the floor of the replies' parsing and callbacks.
+3. redis-py's client without any timeout (commands still packed in Python): what its timeouts cost it.
 
 CPU-bound on the client side (Redis answers 2,000 SETs in well under a millisecond), so best of a few passes.
 """
