@@ -228,7 +228,7 @@ def test_every_census_instant_is_taken_exactly_once_from_the_state_as_it_was(see
         assert taken == census_instants(CUSTOMER, SPECS[name], first - 1, day(300)), name
     for p in worker.snapshots:
         before = folded(e for e in events if to_ms(e.timestamp) <= p.taken_at_ms)
-        assert p.features.as_dict() == features(before, p.taken_at_ms, CONFIG), p.snapshot_id
+        assert p.features == FeatureVector.of(features(before, p.taken_at_ms, CONFIG)), p.snapshot_id
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import struct
 
 import msgspec
 
@@ -29,15 +30,39 @@ def pending(snapshot_id: str, feats: dict[str, float], **extra: object) -> Pendi
     )
 
 
-def test_values_round_trip_bit_for_bit() -> None:
-    awkward = [0.1, -0.0, 1e-308, 1 / 3, math.pi * 1e12, 2.0**-1074, -7.5]
-    feats = dict(zip(FEATURE_NAMES, awkward * 20, strict=False))
+AWKWARD = [0.1, -0.0, 1e-308, 1 / 3, math.pi * 1e12, 2.0**-1074, -7.5, 3e38, 1e-45]
+
+
+def as_float32(value: float) -> float:
+    """The float32 nearest ``value``, by the C library rather than the code under test."""
+    return float(struct.unpack("<f", struct.pack("<f", value))[0])
+
+
+def test_values_round_trip_bit_for_bit_at_float32() -> None:
+    feats = dict(zip(FEATURE_NAMES, AWKWARD * 20, strict=False))
     feats = {name: feats.get(name, 0.0) for name in FEATURE_NAMES}
     ps = [pending("a", feats, decided=True, decided_at_ms=1_500, spend_cents=-120, message_id="e-1")]
     decoded, unknown = decode_pending("c-1", encode_pending(ps), CURRENT)
     assert unknown == set()
     assert decoded == ps
-    assert [v.hex() for v in decoded[0].features.as_dict().values()] == [v.hex() for v in feats.values()]
+    stored = [v.hex() for v in decoded[0].features.as_dict().values()]
+    assert stored == [as_float32(v).hex() for v in feats.values()]
+
+
+class _V2Vector(msgspec.Struct, array_like=True):
+    digest: str
+    values: bytes
+
+
+def test_float64_vectors_of_the_second_format_are_still_read_bit_for_bit() -> None:
+    """What workers wrote from 2026-12-03 to 2026-12-04: the same blob, float64 vectors."""
+    values = [AWKWARD[i % len(AWKWARD)] for i in range(len(FEATURE_NAMES))]
+    float32 = encode_pending([pending("a", dict(zip(FEATURE_NAMES, values, strict=True)))])
+    blob = msgspec.msgpack.decode(float32)
+    blob[1][0] = _V2Vector(FEATURE_DIGEST, struct.pack(f"<{len(values)}d", *values))
+    decoded, unknown = decode_pending("c-1", msgspec.msgpack.encode(blob), CURRENT)
+    assert unknown == set()
+    assert [v.hex() for v in decoded[0].features.as_dict().values()] == [v.hex() for v in values]
 
 
 def test_snapshots_of_one_instant_share_one_stored_vector() -> None:
