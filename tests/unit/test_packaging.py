@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import re
 import shlex
 import tomllib
 from collections.abc import Iterator, Mapping
@@ -22,6 +23,7 @@ import typer
 import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from services.api.app import create_app
 from services.cli.main import app
 from services.settings import Settings, StackSettings
 
@@ -34,6 +36,15 @@ K8S_DIR = ROOT / "deploy" / "k8s"
 ENV_PREFIX = "RAPPORT_"
 PINNED_IMAGES = {"kafka": "apache/kafka:3.9.1", "redis": "redis:7"}
 DEPENDS_ON_CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
+#: The processes that run until stopped: each is a compose service and a Kubernetes Deployment.
+LONG_RUNNING = ("worker", "api", "trainer", "deliver")
+#: The ones that sign or verify model snapshots (``RAPPORT_MODELS__SECRET``).
+NEED_MODELS_SECRET = ("api", "trainer")
+MODELS_SECRET = "RAPPORT_MODELS__SECRET"
+K8S_README = K8S_DIR / "README.md"
+#: ``kubectl create secret generic NAME ... --from-literal=KEY=...`` in the README (a command may span lines).
+CREATE_SECRET = re.compile(r"kubectl create secret generic (?P<name>[a-z0-9-]+)(?P<args>(?:\\\n|[^\n])*)")
+FROM_LITERAL = re.compile(r"--from-literal=(?P<key>[A-Z0-9_]+)=")
 K8S_API_VERSIONS = {
     "ConfigMap": "v1",
     "Secret": "v1",
@@ -209,6 +220,46 @@ def doc_name(doc: Mapping[str, Any]) -> str:
     return f"{doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
 
 
+def container_argv(container: Mapping[str, Any]) -> list[str]:
+    """The ``rapport`` arguments a container runs (the image's entrypoint is ``rapport``)."""
+    command = [str(c) for c in container.get("command", [])]
+    return command[1:] + [str(a) for a in container.get("args", [])]
+
+
+def documented_secrets() -> dict[str, set[str]]:
+    """Secret name → its keys, as the Kubernetes README tells the operator to create them."""
+    found: dict[str, set[str]] = {}
+    for match in CREATE_SECRET.finditer(K8S_README.read_text()):
+        found.setdefault(match["name"], set()).update(m["key"] for m in FROM_LITERAL.finditer(match["args"]))
+    return found
+
+
+def secret_names(container: Mapping[str, Any]) -> set[str]:
+    names = {source["secretRef"]["name"] for source in container.get("envFrom", []) if "secretRef" in source}
+    names |= {
+        var["valueFrom"]["secretKeyRef"]["name"]
+        for var in container.get("env", [])
+        if "secretKeyRef" in (var.get("valueFrom") or {})
+    }
+    return names
+
+
+def deployed_commands(k8s_docs: list[dict[str, Any]]) -> dict[str, tuple[dict[str, Any], Mapping[str, Any]]]:
+    """First ``rapport`` word → (Deployment, container) for every container of every Deployment."""
+    found: dict[str, tuple[dict[str, Any], Mapping[str, Any]]] = {}
+    for doc in k8s_docs:
+        if doc["kind"] == "Deployment":
+            for container in containers(doc):
+                argv = container_argv(container)
+                assert argv, f"{doc_name(doc)}: a container without a rapport command"
+                found[argv[0]] = (doc, container)
+    return found
+
+
+def option(argv: list[str], name: str) -> str | None:
+    return argv[argv.index(name) + 1] if name in argv[:-1] else None
+
+
 # --------------------------------------------------------------------------------------------- image
 
 
@@ -330,6 +381,18 @@ def test_compose_named_volumes_are_declared(compose: dict[str, Any]) -> None:
     assert used == declared, f"declared but unused volumes: {sorted(declared - used)}"
 
 
+def test_compose_runs_every_long_running_process(compose: dict[str, Any]) -> None:
+    by_command = {
+        compose_command(s)[0]: s for s in compose["services"].values() if is_rapport_service(s) and compose_command(s)
+    }
+    for command in LONG_RUNNING:
+        assert command in by_command, f"no compose service runs `rapport {command}`"
+        assert by_command[command].get("restart") == "unless-stopped", f"`rapport {command}` is not restarted"
+    for command in NEED_MODELS_SECRET:
+        env = compose_env(by_command[command])
+        assert env.get(MODELS_SECRET), f"`rapport {command}` gets no {MODELS_SECRET}"
+
+
 def test_compose_rapport_env_maps_to_settings(compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     for name, service in compose["services"].items():
         env = compose_env(service)
@@ -397,3 +460,56 @@ def test_k8s_rapport_env_maps_to_settings(k8s_docs: list[dict[str, Any]], monkey
             for name in literal:
                 if name.startswith(ENV_PREFIX):
                     settings_field_annotation(name)
+
+
+def test_k8s_deploys_every_long_running_process(k8s_docs: list[dict[str, Any]]) -> None:
+    deployed = deployed_commands(k8s_docs)
+    assert set(LONG_RUNNING) <= set(deployed), f"no Deployment for {sorted(set(LONG_RUNNING) - set(deployed))}"
+    for doc in k8s_docs:
+        if doc["kind"] == "Deployment":
+            selector = doc["spec"]["selector"]["matchLabels"]
+            labels = doc["spec"]["template"]["metadata"]["labels"]
+            assert selector.items() <= labels.items(), f"{doc_name(doc)}: the selector does not match its pods"
+
+
+def test_k8s_secrets_are_documented_and_reach_who_needs_them(k8s_docs: list[dict[str, Any]]) -> None:
+    documented = documented_secrets()
+    assert documented, f"{K8S_README.name} tells how to create no Secret"
+    for name, keys in documented.items():
+        assert keys, f"secret {name!r}: no --from-literal keys"
+        for key in keys:
+            settings_field_annotation(key)
+    shipped = {doc["metadata"]["name"] for doc in k8s_docs if doc["kind"] == "Secret"}
+    for doc in k8s_docs:
+        for container in containers(doc):
+            for name in secret_names(container):
+                assert name in documented or name in shipped, f"{doc_name(doc)}: Secret {name!r} is never created"
+    deployed = deployed_commands(k8s_docs)
+    for command in NEED_MODELS_SECRET:
+        _, container = deployed[command]
+        keys = set().union(*(documented.get(n, set()) for n in secret_names(container)))
+        assert MODELS_SECRET in keys, f"`rapport {command}` gets no {MODELS_SECRET}"
+
+
+def test_k8s_api_ports_probes_and_service_agree(k8s_docs: list[dict[str, Any]]) -> None:
+    deployment, container = deployed_commands(k8s_docs)["api"]
+    argv = container_argv(container)
+    assert option(argv, "--host") == "0.0.0.0", "the API must listen beyond the pod's loopback"
+    ports = {p.get("name"): p["containerPort"] for p in container.get("ports", [])}
+    assert str(option(argv, "--port")) in {str(p) for p in ports.values()}, f"--port is not a container port: {ports}"
+    paths = create_app(Settings(_env_file=None)).openapi()["paths"]
+    routes = {path for path, operations in paths.items() if "get" in operations}
+    probes = [container[k] for k in ("readinessProbe", "livenessProbe", "startupProbe") if k in container]
+    assert len(probes) >= 2, "the API needs readiness and liveness probes"
+    for probe in probes:
+        get = probe["httpGet"]
+        assert get["path"] in routes, f"probe path {get['path']} is not a GET route of the API"
+        assert get["port"] in ports or get["port"] in ports.values(), f"probe port {get['port']} is not declared"
+    services = [doc for doc in k8s_docs if doc["kind"] == "Service"]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    exposing = [svc for svc in services if svc["spec"]["selector"].items() <= pod_labels.items()]
+    assert exposing, "no Service selects the API's pods"
+    for svc in exposing:
+        for port in svc["spec"]["ports"]:
+            target = port.get("targetPort", port["port"])
+            assert target in ports or target in ports.values(), f"{doc_name(svc)}: targetPort {target} is not declared"
