@@ -2,11 +2,13 @@
 
 Keys (``<ns>`` the namespace):
 
-- ``rapport:<ns>:ml:p:{<profile_id>}`` — the customer's pending snapshots (msgpack list), with a TTL of the
-  longest horizon plus lateness plus a day: a snapshot whose label never resolves cannot stay forever;
+- ``rapport:<ns>:ml:p:{<profile_id>}`` — the customer's pending snapshots (msgpack, zstd-compressed by
+  ``profiles.compression``), with a TTL of the longest horizon plus lateness plus a day: a snapshot whose
+  label never resolves cannot stay forever;
 - ``rapport:<ns>:ml:v:{<profile_id>}`` — the customer's models view (``profiles.models.view``: the profile
-  folded in event-time order up to a clock), without a TTL: like the profile, it lives until the customer is
-  erased (an expiry measured by the wall clock would make a live run and a replay of it differ);
+  folded in event-time order up to a clock; compressed likewise), without a TTL: like the profile, it lives
+  until the customer is erased (an expiry measured by the wall clock would make a live run and a replay of
+  it differ);
 - ``rapport:<ns>:ml:t:{<profile_id>}`` — sorted set: the customer's entries not folded into the view yet,
   scored by entry time; added by every batch that touches the customer without loading anything, and read
   only up to the watermark: the entries ahead of it (days of them while a worker catches up on unevenly read
@@ -36,6 +38,7 @@ from typing import Final
 import msgspec
 from redis.asyncio import Redis
 
+from profiles.compression import compress, decompress
 from profiles.models.labels import Pending, SnapshotTrigger
 from profiles.models.progress import PartitionProgress
 from profiles.models.vectors import FEATURE_DIGEST, FEATURE_NAMES, FeatureVector, names_digest
@@ -131,14 +134,15 @@ def encode_pending(pending: Sequence[Pending]) -> bytes:
                 at,
             )
         )
-    return _ENCODER.encode(_Blob(vectors, rows))
+    return compress(_ENCODER.encode(_Blob(vectors, rows)))
 
 
 def decode_pending(
     profile_id: str, blob: bytes, names: Mapping[str, tuple[str, ...]]
 ) -> tuple[list[Pending], set[str]]:
     """The snapshots of a stored blob whose vectors' names are known (``names``: digest → names), and the
-    digests that were not (their snapshots are left out)."""
+    digests that were not (their snapshots are left out). Blobs written before compression are read too."""
+    blob = decompress(blob)
     try:
         decoded = _DECODER.decode(blob)
     except msgspec.DecodeError:

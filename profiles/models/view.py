@@ -40,6 +40,7 @@ from typing import Final
 import msgspec
 from msgspec import Struct
 
+from profiles.compression import compress, decompress
 from profiles.config import FoldConfig
 from profiles.fold import apply, compact
 from profiles.merge import merge_into
@@ -87,13 +88,13 @@ def decode_entry(blob: bytes) -> Entry:
 
 
 def encode_view(view: ModelView) -> bytes:
-    """The view as stored, without what the features never read (``strip``)."""
+    """The view as stored (zstd, ``profiles.compression``), without what the features never read (``strip``)."""
     strip(view.state)
-    return _ENCODER.encode(view)
+    return compress(_ENCODER.encode(view))
 
 
 def decode_view(blob: bytes) -> ModelView:
-    return _DECODER.decode(blob)
+    return _DECODER.decode(decompress(blob))
 
 
 def new_view(profile_id: str) -> ModelView:

@@ -1,4 +1,5 @@
-"""The stored form of pending snapshots: exact round trips, vectors of other feature versions, the first format."""
+"""The stored form of pending snapshots: exact round trips, vectors of other feature versions, the earlier
+formats (the first one, float64 vectors, uncompressed blobs)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import struct
 
 import msgspec
 
+from profiles.compression import ZSTD_MAGIC, decompress
 from profiles.config import FoldConfig
 from profiles.features import features
 from profiles.models.labels import Pending
@@ -58,7 +60,7 @@ def test_float64_vectors_of_the_second_format_are_still_read_bit_for_bit() -> No
     """What workers wrote from 2026-12-03 to 2026-12-04: the same blob, float64 vectors."""
     values = [AWKWARD[i % len(AWKWARD)] for i in range(len(FEATURE_NAMES))]
     float32 = encode_pending([pending("a", dict(zip(FEATURE_NAMES, values, strict=True)))])
-    blob = msgspec.msgpack.decode(float32)
+    blob = msgspec.msgpack.decode(decompress(float32))
     blob[1][0] = _V2Vector(FEATURE_DIGEST, struct.pack(f"<{len(values)}d", *values))
     decoded, unknown = decode_pending("c-1", msgspec.msgpack.encode(blob), CURRENT)
     assert unknown == set()
@@ -67,9 +69,9 @@ def test_float64_vectors_of_the_second_format_are_still_read_bit_for_bit() -> No
 
 def test_snapshots_of_one_instant_share_one_stored_vector() -> None:
     feats = features(new_profile("c-1", "c-1"), 0, FoldConfig())
-    one = encode_pending([pending("a", feats)])
-    three = encode_pending([pending(i, feats) for i in "abc"])
-    assert len(three) - len(one) < 150  # two more rows, not two more vectors of ~550 bytes
+    one = decompress(encode_pending([pending("a", feats)]))
+    three = decompress(encode_pending([pending(i, feats) for i in "abc"]))
+    assert len(three) - len(one) < 150  # two more rows, not two more vectors of ~280 bytes
 
 
 def test_vectors_of_other_names_need_their_names_and_say_which() -> None:
@@ -122,3 +124,17 @@ def test_first_format_vectors_of_other_features_are_reported_not_misread() -> No
     decoded, unknown = decode_pending("c-1", blob, CURRENT)
     assert unknown == {V1_OTHER_FEATURES}
     assert [p.snapshot_id for p in decoded] == ["b"]
+
+
+def test_blobs_are_stored_compressed_and_uncompressed_ones_are_still_read() -> None:
+    """Workers wrote the same msgpack uncompressed until 2026-12-04; a customer's vectors taken days apart
+    repeat most of their values, which is what the compression is for."""
+    state = new_profile("c-1", "c-1")
+    day = 86_400_000
+    ps = [pending(f"s-{d}", features(state, d * day, FoldConfig())) for d in range(1, 18)]
+    blob = encode_pending(ps)
+    raw = decompress(blob)
+    assert blob.startswith(ZSTD_MAGIC)
+    assert not raw.startswith(ZSTD_MAGIC)
+    assert len(blob) < len(raw) / 3
+    assert decode_pending("c-1", blob, CURRENT) == decode_pending("c-1", raw, CURRENT) == (ps, set())
