@@ -181,6 +181,11 @@ class WebhookSettings(BaseModel):
     start_from: Literal["latest", "earliest"] = Field(
         "latest", description="Where a deliverer with no committed position starts in segments.changes."
     )
+    private_targets: bool = Field(
+        False,
+        description="Let webhooks reach loopback, private and link-local addresses (receivers inside the "
+        "deployment); off, only public ones (services/webhooks/targets.py).",
+    )
 
 
 class ModelSettings(BaseModel):

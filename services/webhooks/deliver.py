@@ -20,6 +20,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -29,9 +30,10 @@ from redis.exceptions import RedisError
 
 from schemas.topics import SEGMENT_CHANGES, full_name
 from services.redis_client import make_redis
-from services.settings import Settings
+from services.settings import Settings, WebhookSettings
 from services.webhooks.signature import sign
 from services.webhooks.store import Delivery, Webhook, WebhookStore
+from services.webhooks.targets import PublicResolver, literal_refusal
 from streams.backoff import Backoff
 
 log = logging.getLogger(__name__)
@@ -58,9 +60,10 @@ class Deliverer:
     async def _one(self, hook: Webhook, change: Change) -> Delivery:
         change_id, segment, body = change
         status: int | None = None
+        error: str | None = None
         pauses = Backoff(self.settings.backoff_base_s, self.settings.backoff_max_s).pauses()
         for attempt in range(1, self.settings.max_attempts + 1):
-            status = await self._post(hook, change_id, body)
+            status, error = await self._post(hook, change_id, body)
             if status is not None and 200 <= status < 300:
                 return Delivery(
                     change_id=change_id,
@@ -79,10 +82,17 @@ class Deliverer:
             status="dead_lettered",
             attempts=self.settings.max_attempts,
             last_status_code=status,
+            last_error=error,
             at_ms=int(time.time() * 1000),
         )
 
-    async def _post(self, hook: Webhook, change_id: str, body: bytes) -> int | None:
+    async def _post(self, hook: Webhook, change_id: str, body: bytes) -> tuple[int | None, str | None]:
+        """The endpoint's status code, or None and why there was no answer."""
+        if not self.settings.private_targets:
+            host = urlsplit(hook.url).hostname or ""
+            refused = literal_refusal(host)
+            if refused is not None:
+                return None, refused
         headers = {
             "Content-Type": "application/json",
             "Rapport-Change-Id": change_id,
@@ -91,10 +101,22 @@ class Deliverer:
         }
         try:
             timeout = aiohttp.ClientTimeout(total=self.settings.timeout_s)
-            async with self.session.post(hook.url, data=body, headers=headers, timeout=timeout) as response:
-                return response.status
-        except (aiohttp.ClientError, TimeoutError, OSError):
-            return None
+            # Not following redirects: a receiver could send the deliverer on to an address it may not reach.
+            async with self.session.post(
+                hook.url, data=body, headers=headers, timeout=timeout, allow_redirects=False
+            ) as response:
+                return response.status, None if 200 <= response.status < 300 else f"HTTP {response.status}"
+        except TimeoutError:
+            return None, f"no answer within {self.settings.timeout_s} s"
+        except (aiohttp.ClientError, OSError) as exc:
+            return None, str(exc) or type(exc).__name__
+
+
+def client_session(settings: WebhookSettings) -> aiohttp.ClientSession:
+    """The deliverer's HTTP client: it connects only to public addresses unless private targets are allowed
+    (``services.webhooks.targets``). Created in a running event loop."""
+    resolver = None if settings.private_targets else PublicResolver()
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=resolver))
 
 
 def parse(value: bytes | None) -> Change | None:
@@ -120,7 +142,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     redis = make_redis(settings)
     await consumer.start()
     try:
-        async with aiohttp.ClientSession() as session:
+        async with client_session(settings.webhooks) as session:
             deliverer = Deliverer(settings, WebhookStore(redis, settings.profile.namespace), session)
             while not stop.is_set():
                 batches = await consumer.getmany(timeout_ms=500, max_records=500)

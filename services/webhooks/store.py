@@ -34,7 +34,8 @@ class Delivery(msgspec.Struct, frozen=True, kw_only=True):
     segment: str
     status: Literal["delivered", "dead_lettered"]
     attempts: int
-    last_status_code: int | None  # None: no HTTP answer (connection error, timeout)
+    last_status_code: int | None  # None: no HTTP answer (connection error, timeout, refused target)
+    last_error: str | None = None  # why the last attempt failed; None when it was delivered
     at_ms: int
 
 

@@ -73,6 +73,7 @@ def test_changes_reach_webhooks_signed_in_order_retried_and_dead_lettered(tmp_pa
         "RAPPORT_WEBHOOKS__START_FROM": "earliest",
         "RAPPORT_WEBHOOKS__MAX_ATTEMPTS": "3",
         "RAPPORT_WEBHOOKS__BACKOFF_BASE_S": "0.05",
+        "RAPPORT_WEBHOOKS__PRIVATE_TARGETS": "true",  # the receivers are on loopback
     }
     token = create_key(env, "--name", "wh", "--scopes", "segments:admin", "--rate-limit", "1000")
     flaky, down = Receiver(200, fail_first=2), Receiver(503)
@@ -124,11 +125,28 @@ def test_changes_reach_webhooks_signed_in_order_retried_and_dead_lettered(tmp_pa
             assert list(dict.fromkeys(got)) == expected
 
         delivered = http.get(f"/v1/webhooks/{vip_hook['webhook_id']}/deliveries").json()["deliveries"]
-        assert {d["status"] for d in delivered} == {"delivered"}
+        assert {(d["status"], d["last_error"]) for d in delivered} == {("delivered", None)}
         assert sum(d["attempts"] for d in delivered) == len(vip) + 2, "two refusals, retried"
-        assert {(d["status"], d["attempts"], d["last_status_code"]) for d in dead["deliveries"]} == {
-            ("dead_lettered", 3, 503)
+        assert {(d["status"], d["attempts"], d["last_status_code"], d["last_error"]) for d in dead["deliveries"]} == {
+            ("dead_lettered", 3, 503, "HTTP 503")
         }
         assert down.requests == 3 * len(changes)
         assert http.delete(f"/v1/webhooks/{all_hook['webhook_id']}").status_code == 204
         assert http.get(f"/v1/webhooks/{all_hook['webhook_id']}/deliveries").status_code == 404
+
+
+def test_webhooks_to_addresses_that_are_not_public_are_refused_at_registration(tmp_path: Path, topics: Topics) -> None:
+    """The default: only public targets. Names are judged where the deliverer connects, not here
+    (tests/unit/test_webhook_targets.py)."""
+    env = {**topics.env, "RAPPORT_PROFILE__NAMESPACE": f"wh-{uuid.uuid4().hex[:6]}", "RAPPORT_API__KEY_CACHE_S": "0"}
+    token = create_key(env, "--name", "wh", "--scopes", "segments:admin")
+    with running_api(env, tmp_path / "api.log") as base:
+        http = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        for url in ("http://127.0.0.1:8080/hook", "http://[::1]/hook", "http://169.254.169.254/x", "http://localhost/"):
+            answer = http.post("/v1/webhooks", json={"url": url})
+            assert answer.status_code == 422, url
+            error = answer.json()["error"]
+            assert error["code"] == "webhook_target_not_public"
+            assert error["details"] == {"url": url}
+        assert http.get("/v1/webhooks").json()["webhooks"] == []
+        assert http.post("/v1/webhooks", json={"url": "https://crm.example/hook"}).status_code == 201

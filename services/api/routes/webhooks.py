@@ -15,6 +15,7 @@ from services.api.context import ApiContext
 from services.api.errors import ApiError, responses
 from services.api.keys import ApiKey
 from services.webhooks.store import Webhook, WebhookStore
+from services.webhooks.targets import literal_refusal
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 Admin = Annotated[ApiKey, Depends(require("segments:admin"))]
@@ -51,6 +52,7 @@ class DeliveryOut(BaseModel):
     status: Literal["delivered", "dead_lettered"]
     attempts: int
     last_status_code: int | None
+    last_error: str | None = Field(description="Why the last attempt failed (e.g. `HTTP 503`); null once delivered.")
     at: str
 
 
@@ -71,6 +73,15 @@ def _store(request: Request) -> WebhookStore:
     responses=responses(401, 403, 422, 429),
 )
 async def register(request: Request, _: Admin, body: WebhookIn) -> WebhookCreated:
+    ctx: ApiContext = request.app.state.ctx
+    refused = None if ctx.settings.webhooks.private_targets else literal_refusal(body.url.host or "")
+    if refused is not None:
+        raise ApiError(
+            422,
+            "webhook_target_not_public",
+            f"{refused}: the deliverer only reaches public addresses unless webhooks.private_targets is set",
+            {"url": str(body.url)},
+        )
     hook = await _store(request).register(str(body.url), body.segments)
     return WebhookCreated(**_out(hook).model_dump(), secret=hook.secret)
 
@@ -114,6 +125,7 @@ async def deliveries(
                 status=d.status,
                 attempts=d.attempts,
                 last_status_code=d.last_status_code,
+                last_error=d.last_error,
                 at=iso(d.at_ms) or "",
             )
             for d in entries
