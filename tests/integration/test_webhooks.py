@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import httpx
@@ -22,6 +22,7 @@ import pytest
 from services.kafka_clients import make_producer
 from services.webhooks.signature import verify
 from tests.api_support import create_key, running_api
+from tests.http_support import loopback_server
 from tests.kafka_support import Topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -55,14 +56,8 @@ def serving(receiver: Receiver) -> Iterator[str]:
         def log_message(self, *_: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/hook"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with loopback_server(Handler) as port:
+        yield f"http://127.0.0.1:{port}/hook"
 
 
 def test_changes_reach_webhooks_signed_in_order_retried_and_dead_lettered(tmp_path: Path, topics: Topics) -> None:

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -19,6 +18,7 @@ from services.settings import Settings, WebhookSettings
 from services.webhooks.deliver import Deliverer, client_session
 from services.webhooks.store import Webhook
 from services.webhooks.targets import PublicResolver, TargetRefusedError, literal_refusal, refusal
+from tests.http_support import loopback_server
 
 PUBLIC = ["93.184.216.34", "8.8.8.8", "2606:2800:220:1::1", "2001:4860:4860::8888"]
 NOT_PUBLIC = [
@@ -99,14 +99,8 @@ def _serving(receiver: _Receiver) -> Iterator[int]:
         def log_message(self, *_: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
+    with loopback_server(Handler) as port:
+        yield port
 
 
 def _hook(url: str) -> Webhook:
