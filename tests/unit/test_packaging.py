@@ -53,6 +53,7 @@ K8S_API_VERSIONS = {
     "CronJob": "batch/v1",
     "Deployment": "apps/v1",
     "StatefulSet": "apps/v1",
+    "PodDisruptionBudget": "policy/v1",
 }
 
 
@@ -470,6 +471,15 @@ def test_k8s_deploys_every_long_running_process(k8s_docs: list[dict[str, Any]]) 
             selector = doc["spec"]["selector"]["matchLabels"]
             labels = doc["spec"]["template"]["metadata"]["labels"]
             assert selector.items() <= labels.items(), f"{doc_name(doc)}: the selector does not match its pods"
+
+
+def test_k8s_disruption_budgets_select_deployed_pods(k8s_docs: list[dict[str, Any]]) -> None:
+    pods = [doc["spec"]["template"]["metadata"]["labels"] for doc in k8s_docs if doc["kind"] == "Deployment"]
+    for doc in k8s_docs:
+        if doc["kind"] == "PodDisruptionBudget":
+            selector = doc["spec"]["selector"]["matchLabels"]
+            assert any(selector.items() <= labels.items() for labels in pods), f"{doc_name(doc)} selects no pods"
+            assert ("minAvailable" in doc["spec"]) != ("maxUnavailable" in doc["spec"]), doc_name(doc)
 
 
 def test_k8s_secrets_are_documented_and_reach_who_needs_them(k8s_docs: list[dict[str, Any]]) -> None:
