@@ -1,11 +1,12 @@
 """zstd for the models' per-customer blobs in Redis: pending snapshots and models views.
 
 Why: a customer's pending snapshots hold ~17 feature vectors taken days apart, and ~70% of a vector's
-values equal the previous one's; with the models view they were two thirds of a namespace's memory per
-live profile (``docs/benchmarks.md``). zstd at level 1 stores them in about a quarter of the bytes (views
-in two thirds) for ~16 µs to compress and ~8 µs to decompress a 7 KB blob, and a worker catching up on
-240,000 events writes such blobs ~1,400 times, so its CPU barely moves. zlib at its fastest level
-compressed less and took four times as long; lz4 was faster but kept a third more bytes.
+values equal the previous one's; with the models views they were ~60% of a namespace's memory
+(``docs/benchmarks.md``). zstd at level 1 stores pending snapshots in about a quarter of the bytes and
+views in two thirds, for ~16 µs to compress and ~8 µs to decompress a 7 KB blob; a worker catching up on
+240,000 events wrote 900–1,400 pending blobs and ~1,800 views, so its CPU barely moves. zlib at its
+fastest level compressed less and took four times as long; lz4 was faster but kept a third more bytes
+(``docs/decisions.md``).
 
 Blobs stored before compression are read as they are: a zstd frame starts with a magic number that no
 msgpack array (the blobs' encoding) starts with.
