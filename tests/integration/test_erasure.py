@@ -21,6 +21,7 @@ import pytest
 from profiles.config import HOUR_MS
 from profiles.pending_store import PendingStore
 from profiles.read import read_profiles
+from profiles.segment_store import SegmentStore
 from profiles.state import anonymous_profile_id
 from profiles.store import ProfileStore
 from schemas.topics import ERASURES, RAW_EVENT_TOPICS
@@ -29,10 +30,11 @@ from services.redis_client import make_redis
 from tests.api_support import create_key, running_api
 from tests.kafka_support import Topics, copy_topics, created_topics, produce_raw, rapport
 from tests.oracle import OracleSettings, build_profiles, diff_profiles
-from tests.worker_support import Worker, stored_views, wait_until_caught_up
+from tests.worker_support import Worker, define_segments, stored_views, wait_until_caught_up
 
 pytestmark = pytest.mark.timeout(900)
 ERASED = 100
+SEGMENTS = {"buyers": "transactions.orders >= 1", "active": 'windows["90d"].clicks >= 1'}
 
 
 def test_erased_customers_never_come_back_live_or_in_a_rebuild(tmp_path: Path, topics: Topics) -> None:
@@ -68,6 +70,7 @@ def test_erased_customers_never_come_back_live_or_in_a_rebuild(tmp_path: Path, t
     live = f"live-{uuid.uuid4().hex[:6]}"
     env = {**topics.env, "RAPPORT_PROFILE__NAMESPACE": live, "RAPPORT_API__KEY_CACHE_S": "0"}
     token = create_key(env, "--name", "eraser", "--scopes", "admin", "--rate-limit", "1000")
+    define_segments(topics.settings, live, SEGMENTS)  # memberships name their members: they must go too
     worker = Worker(topics, live, tmp_path / "live")
     (tmp_path / "live").mkdir()
     worker.start()
@@ -125,12 +128,22 @@ def test_erased_customers_never_come_back_live_or_in_a_rebuild(tmp_path: Path, t
     for namespace in (live, rebuilt, replayed):
         left = asyncio.run(_traces(topics, namespace, their_ids, profile_ids))
         assert left == [], f"{namespace}: {left[:5]}"
-    assert asyncio.run(_model_views(topics, live)) > 50  # the others' are kept: the check above can fail
+    # The others' are kept: the checks above can fail.
+    assert asyncio.run(_model_views(topics, live)) > 50
+    assert asyncio.run(_members(topics, live, "active")) > 50
     untouched = {pid: view for pid, view in stored_views(topics, live, as_of).items() if not _mentions(view, their_ids)}
     assert len(untouched) > 250
     for namespace in (rebuilt, replayed):
         views = {pid: v for pid, v in stored_views(topics, namespace, as_of).items() if pid in untouched}
         assert diff_profiles(untouched, views) == [], namespace
+
+
+async def _members(topics: Topics, namespace: str, segment: str) -> int:
+    redis = make_redis(topics.settings)
+    try:
+        return int(await redis.zcard(SegmentStore(redis, namespace).members_key(segment)))
+    finally:
+        await redis.aclose()
 
 
 async def _model_views(topics: Topics, namespace: str) -> int:
@@ -146,18 +159,25 @@ def _mentions(view: dict[str, Any], ids: set[str]) -> bool:
 
 
 async def _traces(topics: Topics, namespace: str, ids: set[str], profile_ids: set[str]) -> list[str]:
-    """Everything of ``ids`` a namespace still holds: profile keys, the models' snapshots and views (which
-    hold raw events), identity links, RFM members, reads."""
+    """Everything of ``ids`` a namespace still holds: profile keys, the models' snapshots, views and unfolded
+    entries (which hold raw events), segment memberships, identity links, RFM members, reads."""
     redis = make_redis(topics.settings)
     try:
         store = ProfileStore(redis, namespace)
         models = PendingStore(redis, namespace)
+        segments = SegmentStore(redis, namespace)
         out = []
         for pid in profile_ids:
             if await redis.exists(store.profile_key(pid)):
                 out.append(f"profile {pid}")
-            if await redis.exists(models.pending_key(pid), models.view_key(pid)):
+            model_keys = (models.pending_key(pid), models.view_key(pid), models.entries_key(pid))
+            if await redis.exists(*model_keys, models.listed_entries_key(pid)):
                 out.append(f"models {pid}")
+            if await redis.exists(segments.profile_segments_key(pid)):
+                out.append(f"segments of {pid}")
+            for segment in SEGMENTS:
+                if await redis.zscore(segments.members_key(segment), pid) is not None:
+                    out.append(f"member of {segment}: {pid}")
             for dimension in ("r", "f", "m"):
                 if await redis.zscore(store.rfm_key(dimension), pid) is not None:
                     out.append(f"rfm {dimension} {pid}")
