@@ -2,9 +2,10 @@
 
 After a batch, every changed profile is re-evaluated against the live segments
 (``profiles.segments.membership``) at ``max(its latest event, its last evaluation)``, caused by the last
-event applied to it in the batch; a merged-away profile exits everything; an erased one is forgotten with
-no event. The changes go to ``segments.changes`` (keyed by profile, so ordered per profile) with the batch's
-other output — sent and acknowledged before the profile write — and the memberships and the next timer are
+event applied to it in the batch; a merged-away profile exits everything, and so does an erased one (cause
+``{"erasure": receipt}``, empty excerpt), whose memberships are then forgotten. The changes go to
+``segments.changes`` (keyed by profile, so ordered per profile) with the batch's other output — sent and
+acknowledged before the profile write — and the memberships and the next timer are
 written in the profile write's pipeline, before its compare-and-set (a surviving profile implies surviving
 memberships; a batch retried after a crash recomputes the same changes with the same ids).
 
@@ -38,7 +39,15 @@ from profiles.config import FoldConfig
 from profiles.models.scoring import score_values
 from profiles.models.specs import ModelSpec
 from profiles.segment_store import Backfill, Membership, ModelVersions, SegmentStore
-from profiles.segments.changes import Cause, DefinitionCause, EventCause, ModelCause, SegmentChange, TimerCause
+from profiles.segments.changes import (
+    Cause,
+    DefinitionCause,
+    EventCause,
+    ModelCause,
+    SegmentChange,
+    TimerCause,
+    erasure_exits,
+)
 from profiles.segments.membership import LiveSegment, Segments, reevaluate
 from profiles.state import ProfileState
 from profiles.store import ProfileStore
@@ -226,8 +235,12 @@ class SegmentStage:
             )
             out += [self._record(change) for change in result.changes]
             writes.append((pid, membership, result.memberships, at, result.timer_ms))
-        for pid in fold.deleted:
-            writes.append((pid, before[pid], {}, None, None))  # erased: forgotten, no event
+        for pid, erasure_id in fold.deleted.items():
+            membership = before[pid]
+            at = max(now_ms, membership.evaluated_at_ms or 0)
+            exits = erasure_exits(pid, membership.segments, erasure_id=erasure_id, at_ms=at)
+            out += [self._record(change) for change in exits]
+            writes.append((pid, membership, {}, None, None))
 
         def ops(pipe: Redis) -> None:
             for pid, membership, now_in, at, timer in writes:

@@ -48,6 +48,22 @@ class Topics:
         finally:
             consumer.close()
 
+    def read_to_end(self, logical: Iterable[str]) -> list[ConsumerRecord]:
+        """Every record the given topics hold now, each partition in offset order."""
+        consumer = make_consumer(self.settings, "test-readback")
+        try:
+            partitions = [tp for name in logical for tp in topic_partitions(consumer, self.names[name])]
+            consumer.assign(partitions)
+            consumer.seek_to_beginning()
+            ends = consumer.end_offsets(partitions)
+            records: list[ConsumerRecord] = []
+            while any(consumer.position(tp) < end for tp, end in ends.items()):
+                for batch in consumer.poll(timeout_ms=500, max_records=10_000).values():
+                    records.extend(batch)
+            return records
+        finally:
+            consumer.close()
+
 
 def _drain(consumer: KafkaConsumer, expected: int, timeout_s: float) -> list[ConsumerRecord]:
     records: list[ConsumerRecord] = []
@@ -108,29 +124,22 @@ def produce_raw(topics: Topics, lines: Iterable[bytes]) -> int:
 def copy_topics(source: Topics, target: Topics, logical: Iterable[str]) -> int:
     """Copy every record of the given topics into ``target``'s, partition for partition, in order, with
     keys, values, headers and timestamps: the same history under other topic names."""
-    consumer = make_consumer(source.settings, "test-copy")
+    logical = list(logical)
+    renamed = {source.names[name]: target.names[name] for name in logical}
     producer = make_producer(target.settings)
     copied = 0
     try:
-        partitions = [tp for name in logical for tp in topic_partitions(consumer, source.names[name])]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning()
-        ends = consumer.end_offsets(partitions)
-        renamed = {source.names[name]: target.names[name] for name in logical}
-        while any(consumer.position(tp) < end for tp, end in ends.items()):
-            for tp, records in consumer.poll(timeout_ms=500, max_records=10_000).items():
-                for r in records:
-                    producer.send(
-                        renamed[tp.topic],
-                        key=r.key,
-                        value=r.value,
-                        headers=r.headers,
-                        partition=tp.partition,
-                        timestamp_ms=r.timestamp,
-                    )
-                    copied += 1
+        for r in source.read_to_end(logical):
+            producer.send(
+                renamed[r.topic],
+                key=r.key,
+                value=r.value,
+                headers=r.headers,
+                partition=r.partition,
+                timestamp_ms=r.timestamp,
+            )
+            copied += 1
         producer.flush()
     finally:
         producer.close()
-        consumer.close()
     return copied

@@ -18,6 +18,7 @@ True
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -79,7 +80,18 @@ class ModelCause:
         return {"models": dict(self.versions), "sweep": self.sweep}
 
 
-Cause = EventCause | TimerCause | DefinitionCause | ModelCause
+@dataclass(frozen=True, slots=True)
+class ErasureCause:
+    """The customer was erased (``erasure_id``: the receipt): every segment it was in is exited, so that
+    each subscriber learns that it must forget the customer too."""
+
+    erasure_id: str
+
+    def as_record(self) -> dict[str, Any]:
+        return {"erasure": self.erasure_id}
+
+
+Cause = EventCause | TimerCause | DefinitionCause | ModelCause | ErasureCause
 
 
 class SegmentChange(Struct, kw_only=True, frozen=True):
@@ -137,3 +149,31 @@ def transition(
         cause=cause.as_record(),
         excerpt=evaluation.excerpt,
     )
+
+
+def erasure_exits(
+    customer_id: str, memberships: Mapping[str, int], *, erasure_id: str, at_ms: int
+) -> list[SegmentChange]:
+    """The exits of an erased customer from the segments it was in (name → the version it entered under),
+    in name order; the excerpt is empty: the profile is gone.
+
+    >>> [(c.segment, c.change, c.cause, c.excerpt) for c in erasure_exits("c-1", {"vip": 2, "buyers": 1},
+    ...                                                                     erasure_id="er_1", at_ms=0)]
+    [('buyers', 'exited', {'erasure': 'er_1'}, {}), ('vip', 'exited', {'erasure': 'er_1'}, {})]
+    """
+    cause = ErasureCause(erasure_id)
+    at = iso(at_ms)
+    assert at is not None
+    return [
+        SegmentChange(
+            change_id=change_id(customer_id, segment, version, "exited", cause),
+            customer_id=customer_id,
+            segment=segment,
+            segment_version=version,
+            change="exited",
+            at=at,
+            cause=cause.as_record(),
+            excerpt={},
+        )
+        for segment, version in sorted(memberships.items())
+    ]

@@ -34,7 +34,7 @@ from tests.worker_support import Worker, define_segments, stored_views, wait_unt
 
 pytestmark = pytest.mark.timeout(900)
 ERASED = 100
-SEGMENTS = {"buyers": "transactions.orders >= 1", "active": 'windows["90d"].clicks >= 1'}
+SEGMENTS = {"buyers": "transactions.orders >= 1", "visitors": "behaviour.sessions >= 1"}  # not moved by the clock
 
 
 def test_erased_customers_never_come_back_live_or_in_a_rebuild(tmp_path: Path, topics: Topics) -> None:
@@ -102,6 +102,18 @@ def test_erased_customers_never_come_back_live_or_in_a_rebuild(tmp_path: Path, t
             assert http.get(f"/v1/erasures/er_{'0' * 32}").status_code == 404
             answers = {i: http.get(f"/v1/profiles/{i}").status_code for i in sorted(their_ids)}
             assert {i: s for i, s in answers.items() if s != 404} == {}
+
+            # Subscribers learn it: each segment an erased profile was in ends with its exit, caused by the
+            # erasure, with nothing of the profile in it.
+            changes = [orjson.loads(r.value) for r in topics.read_to_end(["segments.changes"])]
+            last = {(c["customer_id"], c["segment"]): c for c in changes}  # per customer in topic order
+            still_in = sorted(k for k, c in last.items() if k[0] in profile_ids and c["change"] == "entered")
+            assert still_in == []
+            by_erasure = [c for c in changes if "erasure" in c["cause"]]
+            assert len(by_erasure) >= ERASED // 2, "most of them were in a segment: the check above can fail"
+            assert {c["customer_id"] for c in by_erasure} <= profile_ids
+            assert {c["cause"]["erasure"] for c in by_erasure} <= set(receipts)
+            assert {(c["change"], orjson.dumps(c["excerpt"])) for c in by_erasure} == {("exited", b"{}")}
     finally:
         worker.stop()
 
@@ -130,7 +142,7 @@ def test_erased_customers_never_come_back_live_or_in_a_rebuild(tmp_path: Path, t
         assert left == [], f"{namespace}: {left[:5]}"
     # The others' are kept: the checks above can fail.
     assert asyncio.run(_model_views(topics, live)) > 50
-    assert asyncio.run(_members(topics, live, "active")) > 50
+    assert asyncio.run(_members(topics, live, "visitors")) > 50
     untouched = {pid: view for pid, view in stored_views(topics, live, as_of).items() if not _mentions(view, their_ids)}
     assert len(untouched) > 250
     for namespace in (rebuilt, replayed):

@@ -11,10 +11,12 @@ from profiles.segments.changes import (
     Cause,
     ChangeKind,
     DefinitionCause,
+    ErasureCause,
     EventCause,
     ModelCause,
     TimerCause,
     change_id,
+    erasure_exits,
     transition,
 )
 from profiles.segments.definitions import DefinitionError, SegmentDefinition, save
@@ -60,6 +62,7 @@ def test_only_a_change_of_membership_is_a_transition() -> None:
 def test_the_same_cause_gives_the_same_id_in_another_process_and_any_difference_gives_another() -> None:
     causes: list[Cause] = [
         *(EventCause("e-1"), EventCause("e-2"), TimerCause(T0), TimerCause(T0 + 1), DefinitionCause(2)),
+        *(ErasureCause("er_1"), ErasureCause("er_2")),
         # The same served versions in another sweep (a rollback) is another cause.
         *(
             ModelCause((("churn_risk", 3),), 1),
@@ -83,6 +86,21 @@ def test_the_same_cause_gives_the_same_id_in_another_process_and_any_difference_
     assert change_id("c-1|x", "y", 1, "entered", EventCause("e")) != change_id(
         "c-1", "x|y", 1, "entered", EventCause("e")
     )
+
+
+def test_an_erased_customer_exits_each_segment_it_was_in_under_the_version_it_entered() -> None:
+    exits = erasure_exits("c-1", {"vip": 3, "buyers": 1}, erasure_id="er_9", at_ms=T0)
+    assert [(c.segment, c.segment_version, c.change, c.cause, c.excerpt) for c in exits] == [
+        ("buyers", 1, "exited", {"erasure": "er_9"}, {}),
+        ("vip", 3, "exited", {"erasure": "er_9"}, {}),
+    ]
+    assert {c.customer_id for c in exits} == {"c-1"}
+    assert exits[1].change_id == change_id("c-1", "vip", 3, "exited", ErasureCause("er_9"))
+    # A worker that crashed before its write erases again later, by its clock: the same ids.
+    again = erasure_exits("c-1", {"buyers": 1, "vip": 3}, erasure_id="er_9", at_ms=T0 + 5_000)
+    assert [c.change_id for c in again] == [c.change_id for c in exits]
+    assert again[0].at != exits[0].at
+    assert erasure_exits("c-1", {}, erasure_id="er_9", at_ms=T0) == []
 
 
 def test_a_re_evaluation_after_a_crash_repeats_the_change_exactly() -> None:
