@@ -8,10 +8,12 @@ change the answer, ``definitions`` names and versions rules. See ``docs/segments
 from profiles.segments.changes import (
     Cause,
     DefinitionCause,
+    ErasureCause,
     EventCause,
     ModelCause,
     SegmentChange,
     TimerCause,
+    erasure_exits,
     transition,
 )
 from profiles.segments.definitions import DefinitionError, SegmentDefinition, save
@@ -24,6 +26,7 @@ __all__ = [
     "CompiledRule",
     "DefinitionCause",
     "DefinitionError",
+    "ErasureCause",
     "Evaluation",
     "EventCause",
     "ModelCause",
@@ -33,6 +36,7 @@ __all__ = [
     "TimerCause",
     "compile_rule",
     "context",
+    "erasure_exits",
     "evaluate",
     "evaluate_in",
     "next_time_change",
