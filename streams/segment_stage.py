@@ -5,9 +5,9 @@ After a batch, every changed profile is re-evaluated against the live segments
 event applied to it in the batch; a merged-away profile exits everything, and so does an erased one (cause
 ``{"erasure": receipt}``, empty excerpt), whose memberships are then forgotten. The changes go to
 ``segments.changes`` (keyed by profile, so ordered per profile) with the batch's other output — sent and
-acknowledged before the profile write — and the memberships and the next timer are
-written in the profile write's pipeline, before its compare-and-set (a surviving profile implies surviving
-memberships; a batch retried after a crash recomputes the same changes with the same ids).
+acknowledged before the profile write — and the memberships and the next timer are written in the profile
+write's pipeline, before its compare-and-set (a surviving profile implies surviving memberships; a batch
+retried after a crash recomputes the same changes with the same ids).
 
 Timers: each profile whose answers can change with time alone has an entry in its partition's timer set.
 The worker's ``tick`` evaluates the due ones of the partitions it owns *at the worker's clock* (wall time
