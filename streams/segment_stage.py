@@ -218,14 +218,17 @@ class SegmentStage:
         """The changes a batch causes, and what to add to its profile write's pipeline (``now_ms``: the
         worker's clock, for a definition noticed now)."""
         segments = await self.live(now_ms)
-        if not segments.by_name:
+        # Erased profiles exit, and are forgotten, even when no segment is live any more: deleting a segment
+        # leaves the memberships that name it until their profile is evaluated again.
+        evaluated = fold.states if segments.by_name else {}
+        pids = [*evaluated, *fold.deleted]
+        if not pids:
             return [], _nothing
-        pids = [*fold.states, *fold.deleted]
         scoring = await self._scoring(segments)
         before = await self.store.memberships(pids)
         out: list[Outgoing] = []
         writes: list[tuple[str, Membership, Mapping[str, int], int | None, int | None]] = []
-        for pid, state in fold.states.items():
+        for pid, state in evaluated.items():
             membership = before[pid]
             at = max(state.last_event_ms or 0, membership.evaluated_at_ms or 0)
             cause = EventCause(fold.last_event_id.get(pid, ""))

@@ -1,0 +1,67 @@
+"""An erased profile leaves its segments in the real Redis, and its exits are published, also when the
+segments it was in have been deleted since (none is live: the stage must still forget it)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import msgspec
+import pytest
+
+from profiles.batch import BatchFold
+from profiles.config import FoldConfig
+from profiles.segment_store import Membership, SegmentStore
+from profiles.segments import SegmentChange
+from services.redis_client import make_redis
+from services.settings import Settings
+from streams.segment_stage import SegmentStage
+
+pytestmark = pytest.mark.integration
+NOW_MS = 1_764_000_000_000
+
+
+def test_an_erased_member_of_deleted_segments_exits_them_and_is_forgotten(
+    settings: Settings, local_stack: object
+) -> None:
+    asyncio.run(_check(settings))
+
+
+async def _check(settings: Settings) -> None:
+    redis = make_redis(settings)
+    namespace = f"segerase-{uuid.uuid4().hex[:6]}"
+    store = SegmentStore(redis, namespace)
+    try:
+        # c-1 entered "vip" (version 2) and "buyers" (1); both definitions were deleted since, and c-2, never
+        # erased, is still in "buyers".
+        async with redis.pipeline(transaction=True) as pipe:
+            store.write_membership(pipe, "c-1", Membership({}, None), {"vip": 2, "buyers": 1}, NOW_MS - 10)
+            store.write_membership(pipe, "c-2", Membership({}, None), {"buyers": 1}, NOW_MS - 10)
+            await pipe.execute()
+        assert await store.definitions() == {}
+
+        stage = SegmentStage(store, FoldConfig(), "segments.changes", partitions=6)
+        fold = BatchFold({}, {}, FoldConfig())
+        fold.deleted["c-1"] = "er_" + "1" * 32
+        fold.partition_of["c-1"] = 3
+        out, ops = await stage.after_batch(fold, NOW_MS)
+        async with redis.pipeline(transaction=True) as pipe:
+            ops(pipe)
+            await pipe.execute()
+
+        changes = [msgspec.json.decode(value, type=SegmentChange) for _, _, _, value, _ in out]
+        assert [(c.customer_id, c.segment, c.segment_version, c.change) for c in changes] == [
+            ("c-1", "buyers", 1, "exited"),
+            ("c-1", "vip", 2, "exited"),
+        ]
+        assert {str(c.cause["erasure"]) for c in changes} == {"er_" + "1" * 32}
+        assert [key for _, _, key, _, _ in out] == [b"c-1", b"c-1"]  # keyed by the customer, like every change
+        assert not await redis.exists(store.profile_segments_key("c-1"))
+        assert await redis.zscore(store.members_key("vip"), "c-1") is None
+        assert await redis.zscore(store.members_key("buyers"), "c-1") is None
+        assert (await store.memberships(["c-2"]))["c-2"].segments == {"buyers": 1}  # the others stay
+    finally:
+        keys = [k async for k in redis.scan_iter(match=f"rapport:{namespace}:*")]
+        if keys:
+            await redis.delete(*keys)
+        await redis.aclose()
