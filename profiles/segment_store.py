@@ -107,7 +107,8 @@ class SegmentStore:
         current = await self.definition(name)
         saved = save(current, name, description, rule, now_ms=now_ms)
         if current is None:
-            saved = msgspec.structs.replace(saved, version=await self.last_version(name) + 1)
+            version = await self.last_version(name) + 1
+            saved = msgspec.structs.replace(saved, version=version, first_version=version)
         if saved is not current:
             await self.put(saved)
         return saved
@@ -167,8 +168,11 @@ class SegmentStore:
         key = self.profile_segments_key(profile_id)
         for name in before.segments.keys() - segments.keys():
             pipe.zrem(self.members_key(name), profile_id)
-        for name in segments.keys() - before.segments.keys():
-            pipe.zadd(self.members_key(name), {profile_id: 0})
+        for name, version in segments.items():
+            # Another version than before: it entered, or it entered a segment created again under a name
+            # it was a member of before the deletion (whose member set went with it).
+            if before.segments.get(name) != version:
+                pipe.zadd(self.members_key(name), {profile_id: 0})
         pipe.delete(key)
         if at_ms is not None:
             pipe.hset(key, _AT, at_ms, items=[x for pair in segments.items() for x in pair])

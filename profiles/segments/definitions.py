@@ -8,8 +8,9 @@ then: saving the same description and rule again is a no-op, which keeps an API 
 (1, '1970-01-01T00:00:00.000Z')
 >>> save(first, "active_7d", "Bought twice this week", 'windows["7d"].orders >= 2', now_ms=5) is first
 True
->>> save(first, "active_7d", "Bought twice this week", 'windows["7d"].orders >= 3', now_ms=5).version
-2
+>>> edited = save(first, "active_7d", "Bought twice this week", 'windows["7d"].orders >= 3', now_ms=5)
+>>> edited.version, edited.first_version
+(2, 1)
 """
 
 from __future__ import annotations
@@ -38,6 +39,19 @@ class SegmentDefinition(Struct, kw_only=True, frozen=True, forbid_unknown_fields
     rule: str
     version: Annotated[int, Meta(ge=1)]
     updated_at: Annotated[str, Meta(description="When this version was saved (RFC 3339 UTC).")]
+    #: The version this segment was created at. A name deleted and created again keeps counting versions,
+    #: and a membership entered under a version before this one belongs to the deleted segment.
+    first_version: Annotated[int, Meta(ge=1)] = 1
+
+    def holds(self, entered_version: int) -> bool:
+        """Whether a membership entered under ``entered_version`` is one of this segment's.
+
+        >>> again = SegmentDefinition(name="vip", description="", rule="true", version=4, updated_at="",
+        ...                           first_version=3)
+        >>> again.holds(2), again.holds(3)
+        (False, True)
+        """
+        return entered_version >= self.first_version
 
 
 def validate_name(name: str) -> str:
@@ -75,4 +89,11 @@ def save(
     version = 1 if current is None else current.version + 1
     updated_at = iso(now_ms)
     assert updated_at is not None
-    return SegmentDefinition(name=name, description=description, rule=rule, version=version, updated_at=updated_at)
+    return SegmentDefinition(
+        name=name,
+        description=description,
+        rule=rule,
+        version=version,
+        updated_at=updated_at,
+        first_version=version if current is None else current.first_version,
+    )

@@ -86,7 +86,7 @@ def reevaluate(
     changes: list[SegmentChange] = []
     for name, segment in segments.by_name.items():
         member = segment.rule.matches(root)
-        was = name in previous
+        was = name in previous and segment.definition.holds(previous[name])
         if member != was:
             change = transition(
                 was,
@@ -105,14 +105,32 @@ def reevaluate(
     return Reevaluation(memberships, changes, timer)
 
 
+def current_memberships(entered: Mapping[str, int], definitions: Mapping[str, SegmentDefinition]) -> dict[str, int]:
+    """The memberships (segment → version entered under) that belong to live segments: a deleted segment's,
+    or its earlier incarnation's when the name was created again, stay stored until the profile is evaluated
+    again, and are not shown.
+
+    >>> from profiles.segments.definitions import save
+    >>> vip = save(None, "vip", "", "true", now_ms=0)
+    >>> again = SegmentDefinition(name="vip", description="", rule="true", version=3, updated_at="", first_version=3)
+    >>> current_memberships({"vip": 1, "gone": 2}, {"vip": vip}), current_memberships({"vip": 1}, {"vip": again})
+    ({'vip': 1}, {})
+    """
+    return {
+        name: version
+        for name, version in entered.items()
+        if (definition := definitions.get(name)) is not None and definition.holds(version)
+    }
+
+
 def _exit_all(
     profile_id: str, previous: Mapping[str, int], segments: Segments, *, at_ms: int, cause: Cause
 ) -> Reevaluation:
     changes = []
     for name in sorted(previous):
         segment = segments.by_name.get(name)
-        if segment is None:
-            continue
+        if segment is None or not segment.definition.holds(previous[name]):
+            continue  # a deleted segment's membership: nothing to exit
         change = transition(
             True,
             Evaluation(False, {}),

@@ -21,6 +21,7 @@ from prometheus_client.samples import Sample
 
 from profiles.identity import Arrival
 from profiles.offline import OfflineFolder
+from profiles.segment_store import Membership, SegmentStore
 from profiles.state import new_profile
 from profiles.store import ABSENT, ProfileStore, ProfileWrite
 from profiles.timeutil import to_ms
@@ -360,6 +361,34 @@ async def _seed_buyers(api: Api, ids: list[str], orders: int) -> None:
             state.orders, state.gross_cents, state.last_purchase_ms, state.last_event_ms = orders, 100, 0, 0
             states.append(state)
         await ProfileStore(redis, api.namespace).save([ProfileWrite(s.profile_id, ABSENT, 0, s, True) for s in states])
+    finally:
+        await redis.aclose()
+
+
+def test_a_profiles_segments_are_those_of_live_segments_it_entered(api: Api) -> None:
+    """Memberships stay stored past their segment's deletion (until the profile is evaluated again): the
+    route shows only the live segments' and never an earlier incarnation's of a name created again."""
+    key = api.keys["all"]
+    asyncio.run(_seed_buyers(api, ["c-member"], orders=3))
+    made = api.call("PUT", "/v1/segments/route-seg", key, json={"rule": "transactions.orders >= 1"}).json()
+    asyncio.run(_enter(api, "c-member", {"route-seg": made["version"]}))
+    listed = api.call("GET", "/v1/profiles/c-member/segments", key).json()
+    assert listed == {"profile_id": "c-member", "segments": [{"name": "route-seg", "version": made["version"]}]}
+    assert api.call("DELETE", "/v1/segments/route-seg", key).status_code == 204
+    assert api.call("GET", "/v1/profiles/c-member/segments", key).json()["segments"] == []
+    again = api.call("PUT", "/v1/segments/route-seg", key, json={"rule": "transactions.orders >= 1"}).json()
+    assert again["version"] > made["version"]
+    assert api.call("GET", "/v1/profiles/c-member/segments", key).json()["segments"] == []
+
+
+async def _enter(api: Api, pid: str, segments: dict[str, int]) -> None:
+    """Record ``pid`` in ``segments`` as a worker's evaluation would."""
+    redis = make_redis(api.topics.settings)
+    try:
+        store = SegmentStore(redis, api.namespace)
+        async with redis.pipeline(transaction=True) as pipe:
+            store.write_membership(pipe, pid, Membership({}, None), segments, 0)
+            await pipe.execute()
     finally:
         await redis.aclose()
 

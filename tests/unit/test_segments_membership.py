@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import random
 
+import msgspec
+
 from profiles.segments import EventCause, TimerCause, evaluate
 from profiles.segments.definitions import save
 from profiles.segments.membership import Segments, reevaluate
@@ -83,3 +85,28 @@ def test_a_merged_away_profile_exits_everything_and_a_deleted_segment_is_forgott
     state.merged_into = None
     fewer = Segments.of({})
     assert reevaluate(state, before.memberships, fewer, at_ms=at, cause=EventCause("e-3"), config=CONFIG).changes == []
+
+
+def test_a_segment_created_again_under_a_deleted_ones_name_is_entered_afresh() -> None:
+    """Memberships of the deleted segment stay stored until the profile is evaluated again; they must not
+    count as memberships of the new one (its member set starts empty, and subscribers must hear `entered`)."""
+    state = random_profile(random.Random(5))
+    state.orders = max(state.orders, 1)
+    at = state.last_event_ms or 0
+    edited = msgspec.structs.replace(save(None, "buyers", "", "transactions.orders >= 1", now_ms=0), version=2)
+    again = msgspec.structs.replace(edited, version=3, first_version=3)
+    for definition, previous, changes, memberships in (
+        (edited, {"buyers": 1}, [], {"buyers": 1}),  # an edit: still the member it was, under its version
+        (again, {"buyers": 1}, [("entered", 3)], {"buyers": 3}),  # created again: entered under the new one
+        (again, {"buyers": 3}, [], {"buyers": 3}),
+    ):
+        result = reevaluate(
+            state, previous, Segments.of({"buyers": definition}), at_ms=at, cause=EventCause("e-1"), config=CONFIG
+        )
+        assert [(c.change, c.segment_version) for c in result.changes] == changes
+        assert result.memberships == memberships
+    state.merged_into = "c-elsewhere"  # merged away: nothing to exit from a membership of the deleted one
+    merged = reevaluate(
+        state, {"buyers": 1}, Segments.of({"buyers": again}), at_ms=at, cause=EventCause("e-2"), config=CONFIG
+    )
+    assert (merged.changes, merged.memberships) == ([], {})

@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from typing import Annotated, Any
+from typing import Annotated
 
-import msgspec
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
@@ -15,6 +15,7 @@ from profiles.read import canonical_state
 from profiles.segment_store import SegmentStore
 from profiles.segments import DefinitionError, RuleError, SegmentDefinition, compile_rule, evaluate
 from profiles.segments.definitions import MAX_DESCRIPTION, NAME_PATTERN
+from profiles.segments.membership import current_memberships
 from profiles.store import rfm_position
 from profiles.view import render
 from schemas.topics import RESOLVED
@@ -240,7 +241,8 @@ async def profile_segments(
     if state is None:
         raise ApiError(404, "profile_not_found", "no profile has this id")
     canonical = state.profile_id
-    entered = await served.segments.segments_of(canonical)
+    stored, definitions = await asyncio.gather(served.segments.segments_of(canonical), served.segments.definitions())
+    entered = current_memberships(stored, definitions)
     return ProfileSegments(
         profile_id=canonical,
         segments=[ProfileSegment(name=name, version=version) for name, version in sorted(entered.items())],
@@ -260,8 +262,15 @@ async def _existing(store: SegmentStore, name: str) -> SegmentDefinition:
 
 
 def _out(definition: SegmentDefinition, members: int, evaluation: Evaluation | None = None) -> SegmentOut:
-    fields: dict[str, Any] = msgspec.structs.asdict(definition)
-    return SegmentOut(**fields, members=members, evaluation=evaluation)
+    return SegmentOut(
+        name=definition.name,
+        description=definition.description,
+        rule=definition.rule,
+        version=definition.version,
+        updated_at=definition.updated_at,
+        members=members,
+        evaluation=evaluation,
+    )
 
 
 async def _described(store: SegmentStore, definition: SegmentDefinition, ctx: ApiContext) -> SegmentOut:

@@ -1,5 +1,6 @@
-"""An erased profile leaves its segments in the real Redis, and its exits are published, also when the
-segments it was in have been deleted since (none is live: the stage must still forget it)."""
+"""Segment memberships across a segment's and a profile's end, in the real Redis: an erased profile exits
+and is forgotten, also when the segments it was in have been deleted since; a segment deleted and created
+again under the same name is entered afresh by its members (its member set starts empty)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from profiles.batch import BatchFold
 from profiles.config import FoldConfig
 from profiles.segment_store import Membership, SegmentStore
 from profiles.segments import SegmentChange
+from profiles.state import new_profile
 from services.redis_client import make_redis
 from services.settings import Settings
 from streams.segment_stage import SegmentStage
@@ -60,6 +62,50 @@ async def _check(settings: Settings) -> None:
         assert await redis.zscore(store.members_key("vip"), "c-1") is None
         assert await redis.zscore(store.members_key("buyers"), "c-1") is None
         assert (await store.memberships(["c-2"]))["c-2"].segments == {"buyers": 1}  # the others stay
+    finally:
+        keys = [k async for k in redis.scan_iter(match=f"rapport:{namespace}:*")]
+        if keys:
+            await redis.delete(*keys)
+        await redis.aclose()
+
+
+def test_a_segment_created_again_is_entered_afresh_and_lists_its_new_members(
+    settings: Settings, local_stack: object
+) -> None:
+    asyncio.run(_check_recreated(settings))
+
+
+async def _check_recreated(settings: Settings) -> None:
+    redis = make_redis(settings)
+    namespace = f"segagain-{uuid.uuid4().hex[:6]}"
+    store = SegmentStore(redis, namespace)
+    try:
+        first = await store.save("loyal", "", "transactions.orders >= 1", now_ms=NOW_MS)
+        async with redis.pipeline(transaction=True) as pipe:  # c-1 entered it, as a worker would record
+            store.write_membership(pipe, "c-1", Membership({}, None), {"loyal": first.version}, NOW_MS - 10)
+            await pipe.execute()
+        assert await store.delete("loyal")
+        again = await store.save("loyal", "", "transactions.orders >= 1", now_ms=NOW_MS)
+        assert (first.version, again.version, again.first_version) == (1, 2, 2)
+
+        state = new_profile("c-1", "c-1")
+        state.orders, state.last_event_ms = 2, NOW_MS - 5
+        fold = BatchFold({}, {}, FoldConfig())
+        fold.states["c-1"] = state
+        fold.partition_of["c-1"] = 0
+        fold.last_event_id["c-1"] = "e-7"
+        stage = SegmentStage(store, FoldConfig(), "segments.changes", partitions=6)
+        out, ops = await stage.after_batch(fold, NOW_MS)
+        async with redis.pipeline(transaction=True) as pipe:
+            ops(pipe)
+            await pipe.execute()
+
+        changes = [msgspec.json.decode(value, type=SegmentChange) for _, _, _, value, _ in out]
+        assert [(c.customer_id, c.segment, c.segment_version, c.change) for c in changes] == [
+            ("c-1", "loyal", 2, "entered")
+        ]
+        assert await store.members("loyal", None, 10) == ["c-1"]
+        assert (await store.memberships(["c-1"]))["c-1"].segments == {"loyal": 2}
     finally:
         keys = [k async for k in redis.scan_iter(match=f"rapport:{namespace}:*")]
         if keys:
