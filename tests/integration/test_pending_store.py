@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from typing import Any
 
 import pytest
@@ -12,8 +11,8 @@ from profiles.models.labels import Pending
 from profiles.models.vectors import FEATURE_NAMES, FeatureVector
 from profiles.models.view import EVENT, Entry, encode_entry, new_view
 from profiles.pending_store import CustomerWrites, PendingStore
-from services.redis_client import make_redis
 from services.settings import Settings
+from tests.redis_support import scratch_namespace
 
 pytestmark = pytest.mark.integration
 
@@ -35,9 +34,7 @@ def test_vectors_are_read_back_by_a_store_that_never_saw_their_names(settings: S
 
 
 async def _check(settings: Settings) -> None:
-    redis = make_redis(settings)
-    namespace = f"pending-{uuid.uuid4().hex[:6]}"
-    try:
+    async with scratch_namespace(settings, "pending") as (redis, namespace):
         # Snapshots another version took (other names) beside this version's, written by one store ...
         written = [
             snapshot("old", {"legacy_a": 1.25, "legacy_b": -3.0}),
@@ -58,11 +55,6 @@ async def _check(settings: Settings) -> None:
         await redis.delete(writer.names_key)
         loaded = (await PendingStore(redis, namespace).load_customers({"c-1": 0})).pending
         assert [p.snapshot_id for p in loaded["c-1"]] == ["new"]
-    finally:
-        keys = [k async for k in redis.scan_iter(match=f"rapport:{namespace}:*")]
-        if keys:
-            await redis.delete(*keys)
-        await redis.aclose()
 
 
 def test_entries_are_loaded_up_to_the_watermark_and_due_times_only_move_forward_with_due_by(
@@ -72,17 +64,16 @@ def test_entries_are_loaded_up_to_the_watermark_and_due_times_only_move_forward_
 
 
 async def _check_views(settings: Settings) -> None:
-    redis = make_redis(settings)
-    store = PendingStore(redis, f"pending-{uuid.uuid4().hex[:6]}")
-    entries = [Entry(at, EVENT, f"e-{at}", b'{"x": 1}') for at in (5, 3, 9, 7)]
-    view = new_view("c-1")
+    async with scratch_namespace(settings, "pending") as (redis, namespace):
+        store = PendingStore(redis, namespace)
+        entries = [Entry(at, EVENT, f"e-{at}", b'{"x": 1}') for at in (5, 3, 9, 7)]
+        view = new_view("c-1")
 
-    async def write(**changes: Any) -> None:
-        async with redis.pipeline(transaction=True) as pipe:
-            store.write(pipe, customers=CustomerWrites(**changes), watermarks={}, progress={}, ttl_s=600)
-            await pipe.execute()
+        async def write(**changes: Any) -> None:
+            async with redis.pipeline(transaction=True) as pipe:
+                store.write(pipe, customers=CustomerWrites(**changes), watermarks={}, progress={}, ttl_s=600)
+                await pipe.execute()
 
-    try:
         await write(views={"c-1": view}, appended={"c-1": entries[:2]}, due=[(0, "c-1", 100)])
         await write(appended={"c-1": entries[2:]}, due_by=[(0, "c-1", 200)])  # later: the due time stays
         loaded = await store.load_customers({"c-1": 100})
@@ -108,8 +99,3 @@ async def _check_views(settings: Settings) -> None:
         loaded = await store.load_customers({"c-1": 1_000})
         assert (loaded.pending, loaded.views, loaded.entries) == ({}, {}, {"c-1": []})
         assert await store.due({0: 1_000}, 10) == {0: []}
-    finally:
-        keys = [k async for k in redis.scan_iter(match=f"rapport:{store.namespace}:*")]
-        if keys:
-            await redis.delete(*keys)
-        await redis.aclose()

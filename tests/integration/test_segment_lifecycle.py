@@ -5,7 +5,6 @@ again under the same name is entered afresh by its members (its member set start
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import msgspec
 import pytest
@@ -15,9 +14,9 @@ from profiles.config import FoldConfig
 from profiles.segment_store import Membership, SegmentStore
 from profiles.segments import SegmentChange
 from profiles.state import new_profile
-from services.redis_client import make_redis
 from services.settings import Settings
 from streams.segment_stage import SegmentStage
+from tests.redis_support import scratch_namespace
 
 pytestmark = pytest.mark.integration
 NOW_MS = 1_764_000_000_000
@@ -30,10 +29,8 @@ def test_an_erased_member_of_deleted_segments_exits_them_and_is_forgotten(
 
 
 async def _check(settings: Settings) -> None:
-    redis = make_redis(settings)
-    namespace = f"segerase-{uuid.uuid4().hex[:6]}"
-    store = SegmentStore(redis, namespace)
-    try:
+    async with scratch_namespace(settings, "segerase") as (redis, namespace):
+        store = SegmentStore(redis, namespace)
         # c-1 entered "vip" (version 2) and "buyers" (1); both definitions were deleted since, and c-2, never
         # erased, is still in "buyers".
         async with redis.pipeline(transaction=True) as pipe:
@@ -62,11 +59,6 @@ async def _check(settings: Settings) -> None:
         assert await redis.zscore(store.members_key("vip"), "c-1") is None
         assert await redis.zscore(store.members_key("buyers"), "c-1") is None
         assert (await store.memberships(["c-2"]))["c-2"].segments == {"buyers": 1}  # the others stay
-    finally:
-        keys = [k async for k in redis.scan_iter(match=f"rapport:{namespace}:*")]
-        if keys:
-            await redis.delete(*keys)
-        await redis.aclose()
 
 
 def test_a_segment_created_again_is_entered_afresh_and_lists_its_new_members(
@@ -76,10 +68,8 @@ def test_a_segment_created_again_is_entered_afresh_and_lists_its_new_members(
 
 
 async def _check_recreated(settings: Settings) -> None:
-    redis = make_redis(settings)
-    namespace = f"segagain-{uuid.uuid4().hex[:6]}"
-    store = SegmentStore(redis, namespace)
-    try:
+    async with scratch_namespace(settings, "segagain") as (redis, namespace):
+        store = SegmentStore(redis, namespace)
         first = await store.save("loyal", "", "transactions.orders >= 1", now_ms=NOW_MS)
         async with redis.pipeline(transaction=True) as pipe:  # c-1 entered it, as a worker would record
             store.write_membership(pipe, "c-1", Membership({}, None), {"loyal": first.version}, NOW_MS - 10)
@@ -106,8 +96,3 @@ async def _check_recreated(settings: Settings) -> None:
         ]
         assert await store.members("loyal", None, 10) == ["c-1"]
         assert (await store.memberships(["c-1"]))["c-1"].segments == {"loyal": 2}
-    finally:
-        keys = [k async for k in redis.scan_iter(match=f"rapport:{namespace}:*")]
-        if keys:
-            await redis.delete(*keys)
-        await redis.aclose()
