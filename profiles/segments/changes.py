@@ -162,18 +162,16 @@ def erasure_exits(
     [('buyers', 'exited', {'erasure': 'er_1'}, {}), ('vip', 'exited', {'erasure': 'er_1'}, {})]
     """
     cause = ErasureCause(erasure_id)
-    at = iso(at_ms)
-    assert at is not None
-    return [
-        SegmentChange(
-            change_id=change_id(customer_id, segment, version, "exited", cause),
+    exits = [
+        transition(
+            True,
+            Evaluation(False, {}),
             customer_id=customer_id,
             segment=segment,
             segment_version=version,
-            change="exited",
-            at=at,
-            cause=cause.as_record(),
-            excerpt={},
+            at_ms=at_ms,
+            cause=cause,
         )
         for segment, version in sorted(memberships.items())
     ]
+    return [change for change in exits if change is not None]  # every one: membership goes from in to out

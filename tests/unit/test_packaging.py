@@ -425,12 +425,9 @@ def test_k8s_commands_are_rapport_commands(k8s_docs: list[dict[str, Any]], cli: 
     for doc in k8s_docs:
         for container in containers(doc):
             where = f"{doc_name(doc)} container {container.get('name')!r}"
-            args = [str(a) for a in container.get("args", [])]
-            if "command" in container:
-                command = [str(c) for c in container["command"]]
-                assert command[:1] == ["rapport"], f"{where}: command {command} is not rapport"
-                args = command[1:] + args
-            check_rapport_args(cli, args, where)
+            command = [str(c) for c in container.get("command", ["rapport"])]
+            assert command[:1] == ["rapport"], f"{where}: command {command} is not rapport"
+            check_rapport_args(cli, container_argv(container), where)
             checked += 1
     assert checked, "no containers in the manifests"
 
