@@ -9,7 +9,8 @@ Keys (``<ns>`` the namespace, ``<m>`` the model name):
 - ``rapport:<ns>:models:{<m>}:active`` — the version serving processes load. Each new snapshot becomes
   active, unless ``…:pinned`` is set by a rollback: then the pinned version is served while training goes
   on, until ``release``;
-- ``rapport:<ns>:models:{<m>}:drift`` — the latest drift events, newest first (JSON).
+- ``rapport:<ns>:models:{<m>}:drift`` — the latest drift events, newest first (JSON);
+- ``rapport:<ns>:models:{<m>}:adopted`` — the version a replay copied from the served namespace (``adopt``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from profiles.models.snapshots import retain
 from profiles.redis_values import as_bytes
 
 DRIFT_KEPT = 100
+_AT_LEAST = """
+if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+"""
 
 
 class ModelStore:
@@ -93,6 +97,34 @@ class ModelStore:
                 pipe.set(self._key(name, "active"), newest)
             await pipe.execute()
         return newest
+
+    async def adopt(self, source: ModelStore, name: str) -> int | None:
+        """Serve here the version ``source`` serves of model ``name``, unless this namespace trained its own
+        (a retrain, or its trainer since): a rebuilt namespace must not fall back to cold-start scores when
+        promoted. The snapshot is copied as signed; version numbers go on from it here. Returns the version
+        adopted now (None: nothing to do)."""
+        version = await source.active_version(name)
+        if version is None:
+            return None
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(self._key(name, "active"))
+            pipe.get(self._key(name, "adopted"))
+            active, adopted = await pipe.execute()
+        if active is not None and (adopted is None or int(active) != int(adopted) or int(active) == version):
+            return None
+        blob = await source.snapshot(name, version)
+        if blob is None:
+            return None
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self._key(name, "v"), str(version), blob)
+            pipe.set(self._key(name, "active"), version)
+            pipe.set(self._key(name, "adopted"), version)
+            if adopted is not None:
+                pipe.hdel(self._key(name, "v"), str(int(adopted)))
+            # Versions here never go back: the next one trained here comes after the adopted one.
+            pipe.eval(_AT_LEAST, 1, self._key(name, "next"), version)
+            await pipe.execute()
+        return version
 
     async def record_drift(self, name: str, event_json: bytes) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:

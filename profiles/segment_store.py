@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import msgspec
 from redis.asyncio import Redis
 
-from profiles.redis_values import as_text
+from profiles.redis_values import as_bytes, as_text
 from profiles.segments.definitions import SegmentDefinition, save
 
 # Both start a job over (ARGV: version, expected sweep, new sweep, models, started); as one script each, so
@@ -126,6 +126,31 @@ class SegmentStore:
             pipe.unlink(self.members_key(name))
             removed, _ = await pipe.execute()
         return bool(removed)
+
+    async def adopt_definitions(self, source: SegmentStore) -> None:
+        """Make this namespace's definitions those of ``source`` (a replay's, from the served namespace):
+        versions as they are there, so memberships and change events keep meaning the same versions; version
+        counters never go down, so a name created again here still never reuses a version."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(f"{source._base}:defs")
+            pipe.hgetall(f"{source._base}:versions")
+            pipe.hgetall(f"{self._base}:defs")
+            pipe.hgetall(f"{self._base}:versions")
+            theirs, their_versions, ours, our_versions = await pipe.execute()
+        wanted = {as_text(name): as_bytes(blob) for name, blob in theirs.items()}
+        held = {as_text(name): as_bytes(blob) for name, blob in ours.items()}
+        counters = {as_text(name): int(v) for name, v in our_versions.items()}
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for name, blob in wanted.items():
+                if held.get(name) != blob:
+                    pipe.hset(f"{self._base}:defs", name, blob)
+            for name in held.keys() - wanted.keys():
+                pipe.hdel(f"{self._base}:defs", name)
+                pipe.unlink(self.members_key(name))
+            for name, version in ((as_text(n), int(v)) for n, v in their_versions.items()):
+                if counters.get(name, 0) < version:
+                    pipe.hset(f"{self._base}:versions", name, version)
+            await pipe.execute()
 
     # memberships
     async def counts(self, names: Sequence[str]) -> dict[str, int]:

@@ -48,7 +48,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from faust.types import TP
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from profiles.apply import CorruptRecordError
@@ -72,7 +71,7 @@ from streams.model_stage import ModelStage, SourceProgress
 from streams.outbox import Outbox, Outgoing
 from streams.owned_states import OwnedStates
 from streams.resolution import Resolver
-from streams.segment_stage import PipelineOps, SegmentScores, SegmentStage
+from streams.segment_stage import PipelineOps, SegmentScores, SegmentStage, chained
 from streams.stats import WorkerStats
 from streams.tasks import all_or_none
 
@@ -355,7 +354,7 @@ class ProfileHandler:
             examples, model_writes, markers = await self.models.after_batch(fold, models, self.store, time.monotonic())
         await self.outbox.send(out + segment_changes + examples)
         writes = fold.writes(int(time.time() * 1000))
-        refused = await self.store.save(writes, before=_both(segment_writes, model_writes))
+        refused = await self.store.save(writes, before=chained(segment_writes, model_writes))
         if refused:
             raise FencedError(f"{len(refused)} profiles changed under this worker, e.g. {refused[0]}")
         moved = await self.store.move_positions(self.resolved_topic, {p.tp.partition: (p.start, p.end) for p in parts})
@@ -370,17 +369,6 @@ class ProfileHandler:
 
 def _raw_name(tp: TP) -> str:
     return f"{tp.topic}:{tp.partition}"
-
-
-def _both(first: PipelineOps, second: PipelineOps | None) -> PipelineOps:
-    if second is None:
-        return first
-
-    def ops(pipe: Redis) -> None:
-        first(pipe)
-        second(pipe)
-
-    return ops
 
 
 #: What another namespace's envelope becomes: nothing to fold, no progress to observe.

@@ -14,8 +14,9 @@ Redis layout (``profiles.store``). What differs:
 - watermarks are not used (``BatchFold(positional=False)``): duplicates are recognised by the stream marks
   and event ids, so replaying what a namespace already holds changes nothing, and the live worker's
   positions in it stay valid;
-- rejected records are counted, not dead-lettered again (the live worker did that); segment changes are not
-  published (marketing tools must not hear history again).
+- rejected records are counted, not dead-lettered again (the live worker did that); segment memberships
+  are evaluated with the served namespace's definitions and models, but their changes are not published
+  (marketing tools must not hear history again; ``streams.replay_segments``).
 
 **Checkpoint and resume.** After each chunk's profiles are written, the checkpoint records the next offset
 of every partition and the record sequence (``profiles.namespaces``). A replay killed at any point resumes
@@ -54,7 +55,9 @@ from streams.handler import RawRecord
 from streams.outbox import key_partition
 from streams.owned_states import OwnedStates
 from streams.replay_models import ReplayModels, RetrainConflictError
+from streams.replay_segments import ReplaySegments
 from streams.resolution import Resolver
+from streams.segment_stage import chained
 
 log = logging.getLogger(__name__)
 
@@ -256,9 +259,13 @@ class Replay:
         store: ProfileStore,
         namespaces: Namespaces,
         chunk: int,
+        *,
         models: ReplayModels | None = None,
+        segments: ReplaySegments | None = None,
     ) -> None:
-        """``models``: rebuild the models too (``--retrain``, ``streams.replay_models``)."""
+        """``models``: rebuild the models too (``--retrain``, ``streams.replay_models``); ``segments``: adopt
+        the served namespace's segments (and models, without ``models``) and evaluate the memberships (None:
+        a replay into the served namespace, whose workers own them)."""
         prefix = settings.kafka.topic_prefix
         self.settings = settings
         self.store = store
@@ -268,6 +275,7 @@ class Replay:
         self.resolver = Resolver(store, self.config, settings.validation.limits(), full_name(ERASURES, prefix))
         self.counters = _Counters()
         self.models = models
+        self.segments = segments
         # The profiles this replay wrote last, decoded (the worker's rules, streams/owned_states.py): loading
         # and decoding every touched profile again for each chunk was the largest single cost of a replay.
         self.owned = OwnedStates(settings.stream.owned_profiles_cached)
@@ -300,12 +308,16 @@ class Replay:
         else:
             next_offsets = dict(plan.start)
         await self.namespaces.register(namespace)
+        if self.segments is not None:
+            await self.segments.adopt(models=self.models is None)
         if self.models is not None:
             await self.models.start()
         self.counters.consumed = sum(next_offsets[tp] - plan.start[tp] for tp in plan.start)
         # Every erasure first, as the live worker does: a rebuilt namespace must never hold them.
         await self.store.record_erasures(await asyncio.to_thread(read_erasures, self.settings))
         await self._consume(plan, next_offsets, seq, on_progress)
+        if self.segments is not None:
+            await self.segments.settle(self.store)
         await self._hand_over()
         if self.models is not None:
             examples = full_name(MODEL_EXAMPLES, self.settings.kafka.topic_prefix)
@@ -361,14 +373,17 @@ class Replay:
         self.counters.applied += resolution.kept
         self.counters.rejected += len(resolution.refused)
         self.counters.erased += resolution.erased
+        causes = self.segments is not None and await self.segments.tracks_causes()
         while True:
             tracking = None if self.models is None else await self.models.tracking(partitions)
-            fold = BatchFold({}, {}, self.config, positional=False, hooks=tracking, decoded=decoded)
+            fold = BatchFold({}, {}, self.config, positional=False, causes=causes, hooks=tracking, decoded=decoded)
             try:
                 end = await self._fold(fold, resolution.records, seq, partitions)
                 ops = None
                 if self.models is not None and tracking is not None:
                     ops = await self.models.after_chunk(fold, tracking, seq, self.store)
+                if self.segments is not None:
+                    ops = chained(await self.segments.after_chunk(fold), ops)
                 writes = fold.writes(int(time.time() * 1000))
                 # One transaction per chunk: a replay killed meanwhile leaves all of the chunk or none of it.
                 # Per round, a hand-over written without the round that applies it would be lost on resume

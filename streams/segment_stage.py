@@ -297,6 +297,18 @@ def _nothing(_: Redis) -> None:
     pass
 
 
+def chained(first: PipelineOps, second: PipelineOps | None) -> PipelineOps:
+    """``first``'s operations, then ``second``'s, in one pipeline."""
+    if second is None:
+        return first
+
+    def ops(pipe: Redis) -> None:
+        first(pipe)
+        second(pipe)
+
+    return ops
+
+
 def _cause_of(job: Backfill) -> Cause:
     if job.sweep == 0:
         return DefinitionCause(job.version)

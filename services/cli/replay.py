@@ -18,6 +18,7 @@ from services.redis_client import make_redis
 from services.settings import Settings, get_settings
 from streams import replay as engine
 from streams.replay_models import ReplayModels, RetrainConflictError
+from streams.replay_segments import ReplaySegments
 
 
 def _instant(value: str, name: str) -> int | None:
@@ -108,7 +109,10 @@ async def _run(
     redis = make_redis(settings)
     try:
         models = ReplayModels(settings, redis, into, settings.profile.fold_config()) if retrain else None
-        runner = engine.Replay(settings, ProfileStore(redis, into), Namespaces(redis), chunk, models)
+        namespaces = Namespaces(redis)
+        served = await namespaces.serving(settings.profile.namespace)
+        segments = ReplaySegments(settings, redis, into, served) if into != served else None
+        runner = engine.Replay(settings, ProfileStore(redis, into), namespaces, chunk, models=models, segments=segments)
         plan = await runner.plan(topics, from_ms, to_ms)
         if quiet:
             return await runner.run(plan)

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from profiles.namespaces import Namespaces
 from profiles.segment_store import SegmentStore
 from profiles.segments import DefinitionError, RuleError, SegmentDefinition
 from services.redis_client import make_redis
@@ -27,7 +28,8 @@ def _run(action: Callable[[SegmentStore], Awaitable[T]]) -> T:
     async def run() -> T:
         redis = make_redis(settings)
         try:
-            return await action(SegmentStore(redis, settings.profile.namespace))
+            # The served namespace's, like the API's (a promoted namespace's after ``namespace promote``).
+            return await action(SegmentStore(redis, await Namespaces(redis).serving(settings.profile.namespace)))
         finally:
             await redis.aclose()
 

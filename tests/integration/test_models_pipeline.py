@@ -154,7 +154,7 @@ async def _replayed_examples(settings: Settings, env_extra: dict[str, str]) -> l
             await learn(offset, example)
 
         retrain.trainers.learn_example = spy  # type: ignore[method-assign]
-        runner = Replay(own, ProfileStore(redis, namespace), Namespaces(redis), 2_000, retrain)
+        runner = Replay(own, ProfileStore(redis, namespace), Namespaces(redis), 2_000, models=retrain)
         await runner.run(await runner.plan(raw_topics(own, None), None, None))
     finally:
         await redis.aclose()

@@ -28,15 +28,19 @@ import pytest
 from profiles.config import HOUR_MS
 from profiles.model_store import ModelStore
 from profiles.models.snapshots import SnapshotMeta, load_snapshot
+from profiles.models.specs import CHURN_RISK
 from profiles.namespaces import Namespaces
+from profiles.segment_store import SegmentStore
+from schemas.topics import RESOLVED, SEGMENT_CHANGES
 from schemas.validation import Rejection, ValidationLimits, validate_event
 from services.redis_client import make_redis
 from services.settings import Settings
 from streams.replay_models import POSITIONS
 from tests.api_support import create_key, running_api
 from tests.kafka_support import Topics, created_topics, produce_raw, rapport
+from tests.model_support import publish_churn_model
 from tests.oracle import OracleSettings, build_profiles, diff_profiles
-from tests.worker_support import Worker, stored_views, wait_until_caught_up
+from tests.worker_support import Worker, define_segments, stored_views, wait_until_caught_up
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -219,6 +223,114 @@ def test_promote_under_read_load_never_errs_nor_mixes_namespaces(produced: Produ
     assert not failures, failures[:5]
     assert "mixed" not in seen
     assert {half, full} <= set(seen), "both namespaces were served"
+
+
+#: Rules over fields, over time (the history is old: at the clock, nobody clicked in the last 7 days, so
+#: every member at its last event must have left by timer) and over a served model's score.
+SEGMENTS = {
+    "buyers": "transactions.orders >= 1",
+    "active_7d": 'windows["7d"].clicks >= 1',
+    # The cold-start heuristic says exactly 1 to anyone idle for 30 days, the served model (a logistic
+    # regression that learned 0s) less.
+    "staying": "scores.churn_risk < 0.99",
+}
+MODEL_SECRET = "replay-segments-secret-0123"
+
+
+def test_a_replay_adopts_the_served_segments_and_models_and_a_promotion_serves_them(
+    produced: Produced, tmp_path: Path
+) -> None:
+    """A namespace replayed next to a live one ends with the live one's definitions, models and memberships
+    (same hash), publishes no segment change, and once promoted the API serves its segments and scores."""
+    live, rebuilt = fresh(), fresh()
+    settings = produced.topics.settings
+    models = {"RAPPORT_MODELS__SECRET": MODEL_SECRET, "RAPPORT_MODELS__MIN_EXAMPLES": "50"}
+    env = {**produced.topics.env, "RAPPORT_PROFILE__NAMESPACE": live, **models}
+    define_segments(settings, live, SEGMENTS)
+    version = asyncio.run(publish_churn_model(settings, live, 0.0, MODEL_SECRET))
+    worker = Worker(produced.topics, live, tmp_path, extra_env=models)
+    worker.start()
+    try:
+        wait_until_caught_up(produced.topics, live, worker)
+        _wait_for_timers(settings, live)
+    finally:
+        worker.stop()
+    changes = len(produced.topics.read_to_end([SEGMENT_CHANGES.name]))
+    assert changes > 0
+
+    # The first half, then a catch-up: memberships of profiles the catch-up does not touch move by timer.
+    middle = datetime.fromtimestamp((produced.as_of_ms - 25 * 24 * HOUR_MS) / 1000, UTC).isoformat()
+    for args in (["--to", middle], []):
+        result = rapport("replay", "--into", rebuilt, "--quiet", *args, env=env)
+        assert result.returncode == 0, result.stderr
+    assert namespace_hash(produced, rebuilt) == namespace_hash(produced, live), rapport(
+        "namespace", "diff", live, rebuilt, env=env
+    ).stdout
+    counts, definitions, model = asyncio.run(_segments_and_model(settings, rebuilt))
+    assert definitions == asyncio.run(_segments_and_model(settings, live))[1]
+    assert counts["buyers"] > 0, counts
+    assert counts["staying"] > 0, counts
+    assert counts["active_7d"] == 0, "members at their last event left by timer at the replay's clock"
+    assert model == version
+    assert len(produced.topics.read_to_end([SEGMENT_CHANGES.name])) == changes, "the replay published changes"
+
+    key = create_key(env, "--name", "adopt-test", "--scopes", "profiles:read,scores:read,segments:admin")
+    buyer = asyncio.run(_a_member(settings, live, "buyers"))
+    with running_api(env, tmp_path / "api.log") as base:
+        promoted = rapport("namespace", "promote", rebuilt, env=env)
+        assert promoted.returncode == 0, promoted.stderr
+        time.sleep(1.5)  # the API re-reads what it serves every api.serving_refresh_s
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=10) as client:
+            listed = {s["name"]: s["members"] for s in client.get("/v1/segments").json()["segments"]}
+            assert listed == counts
+            entered = {s["name"] for s in client.get(f"/v1/profiles/{buyer}/segments").json()["segments"]}
+            assert "buyers" in entered
+            scores = client.get(f"/v1/profiles/{buyer}/scores")
+            assert scores.status_code == 200, scores.text
+            churn = scores.json()["scores"]["churn_risk"]
+            assert (churn["model_version"], churn["cold_start"]) == (version, False), churn
+            saved = client.put("/v1/segments/late", json={"rule": "transactions.orders >= 2"})
+            assert saved.status_code == 200, saved.text
+    # Saved where the promoted namespace's workers will read it, not in the namespace no longer served.
+    assert "late" in asyncio.run(_segments_and_model(settings, rebuilt))[1]
+    assert "late" not in asyncio.run(_segments_and_model(settings, live))[1]
+
+
+def _wait_for_timers(settings: Settings, namespace: str, timeout_s: float = 60) -> None:
+    """Until the live worker has evaluated every segment timer due by now."""
+
+    async def due() -> list[tuple[int, str]]:
+        redis = make_redis(settings)
+        try:
+            partitions = range(RESOLVED.partition_count(settings.kafka.event_partitions))
+            return await SegmentStore(redis, namespace).due(list(partitions), int(time.time() * 1000), 1)
+        finally:
+            await redis.aclose()
+
+    deadline = time.monotonic() + timeout_s
+    while asyncio.run(due()):
+        assert time.monotonic() < deadline, "the worker left segment timers due"
+        time.sleep(0.5)
+
+
+async def _segments_and_model(settings: Settings, namespace: str) -> tuple[dict[str, int], dict[str, str], int | None]:
+    redis = make_redis(settings)
+    try:
+        store = SegmentStore(redis, namespace)
+        definitions = await store.definitions()
+        counts = await store.counts(list(definitions))
+        version = await ModelStore(redis, namespace).active_version(CHURN_RISK)
+        return counts, {name: d.rule for name, d in definitions.items()}, version
+    finally:
+        await redis.aclose()
+
+
+async def _a_member(settings: Settings, namespace: str, segment: str) -> str:
+    redis = make_redis(settings)
+    try:
+        return (await SegmentStore(redis, namespace).members(segment, None, 1))[0]
+    finally:
+        await redis.aclose()
 
 
 def _applied(result: dict[str, object]) -> int | None:

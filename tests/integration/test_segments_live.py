@@ -15,21 +15,17 @@ from typing import Any
 import orjson
 import pytest
 
-from profiles.config import HOUR_MS, FoldConfig
-from profiles.features import features
+from profiles.config import HOUR_MS
 from profiles.model_store import ModelStore
-from profiles.models.labels import Example
-from profiles.models.snapshots import dump_snapshot
-from profiles.models.specs import CHURN_RISK, default_specs
-from profiles.models.trainer import ModelTrainer
+from profiles.models.specs import CHURN_RISK
 from profiles.segment_store import Backfill, SegmentStore
 from profiles.segments import compile_rule, evaluate
-from profiles.state import ProfileState
 from profiles.timeutil import bucket_of
 from schemas.validation import Rejection, ValidationLimits, validate_event
 from services.kafka_clients import make_consumer
 from services.redis_client import make_redis
 from tests.kafka_support import Topics, produce_raw, rapport
+from tests.model_support import publish_churn_model
 from tests.oracle import OracleSettings, build_profiles
 from tests.worker_support import Worker, define_segments, wait_until_caught_up
 
@@ -218,9 +214,10 @@ def test_a_new_model_version_re_evaluates_score_segments_with_no_new_event(tmp_p
         wait_until_caught_up(topics, namespace, worker)
         # One click in 30 days: the cold-start heuristic says exp(-1) ≈ 0.37, nobody is at risk.
         assert asyncio.run(_members(topics, namespace, "at_risk")) == set()
-        first = asyncio.run(_publish_churn_model(topics, namespace, label=1.0))  # predicts ≈ 0.69 for everyone
+        # Predicts ≈ 0.69 for everyone.
+        first = asyncio.run(publish_churn_model(topics.settings, namespace, 1.0, MODEL_SECRET))
         entered = _changes(topics, 3)
-        asyncio.run(_publish_churn_model(topics, namespace, label=0.0))  # ≈ 0.31
+        asyncio.run(publish_churn_model(topics.settings, namespace, 0.0, MODEL_SECRET))  # ≈ 0.31
         exited = _changes(topics, 6)[3:]
         asyncio.run(_rollback(topics, namespace, first))
         again = _changes(topics, 9)[6:]
@@ -248,27 +245,6 @@ def _click(customer_id: str, event_id: str, at_ms: int) -> dict[str, str]:
         "event_id": event_id, "type": "click", "customer_id": customer_id, "source": "web", "timestamp": at,
         "session_id": "s-1", "action": "page_view", "url": "https://shop.example/",
     }  # fmt: skip
-
-
-async def _publish_churn_model(topics: Topics, namespace: str, label: float) -> int:
-    """A churn model that learned ``label`` for 200 examples (past its cold start), signed and made active."""
-    trainer = ModelTrainer(default_specs(min_examples=50)[CHURN_RISK])
-    x = features(ProfileState(profile_id="p"), 0, FoldConfig())
-    for n in range(200):
-        example = Example(
-            example_id=str(n), model=CHURN_RISK, profile_id="p", trigger="census", taken_at_ms=0,
-            horizon_end_ms=0, label_known_ms=0, features=x, label=label,
-        )  # fmt: skip
-        trainer.learn(example)
-    redis = make_redis(topics.settings)
-    try:
-        store = ModelStore(redis, namespace)
-        version = await store.next_version(CHURN_RISK)
-        blob = dump_snapshot(trainer.snapshot_meta(version, int(time.time() * 1000)), trainer, MODEL_SECRET.encode())
-        await store.publish(CHURN_RISK, version, blob, keep=5)
-        return version
-    finally:
-        await redis.aclose()
 
 
 async def _rollback(topics: Topics, namespace: str, version: int) -> None:

@@ -101,8 +101,10 @@ class ProfileSegments(BaseModel):
     segments: list[ProfileSegment]
 
 
-def _store(ctx: ApiContext) -> SegmentStore:
-    return SegmentStore(ctx.redis, ctx.settings.profile.namespace)
+async def _store(ctx: ApiContext) -> SegmentStore:
+    """The served namespace's: after a promotion, definitions are read and saved where the profiles are
+    (its workers evaluate them after the hand-over, docs/replay.md)."""
+    return (await ctx.serving.current()).segments
 
 
 @router.put(
@@ -114,7 +116,7 @@ def _store(ctx: ApiContext) -> SegmentStore:
 async def put_segment(request: Request, _: Admin, name: SegmentName, body: SegmentIn) -> SegmentOut:
     """The rule is type-checked against the profile schema: an error names its position and field (422
     `invalid_rule`). Saving the same description and rule again changes nothing (same version)."""
-    store = _store(request.app.state.ctx)
+    store = await _store(request.app.state.ctx)
     try:
         saved = await store.save(name, body.description, body.rule, now_ms=int(time.time() * 1000))
     except RuleError as exc:
@@ -131,7 +133,7 @@ async def put_segment(request: Request, _: Admin, name: SegmentName, body: Segme
     responses=responses(401, 403, 429),
 )
 async def list_segments(request: Request, _: Admin) -> SegmentList:
-    store = _store(request.app.state.ctx)
+    store = await _store(request.app.state.ctx)
     definitions = await store.definitions()
     counts = await store.counts(list(definitions))
     return SegmentList(segments=[_out(d, counts[name]) for name, d in definitions.items()])
@@ -144,7 +146,7 @@ async def list_segments(request: Request, _: Admin) -> SegmentList:
     responses=responses(401, 403, 404, 422, 429),
 )
 async def get_segment(request: Request, _: Admin, name: SegmentName) -> SegmentOut:
-    store = _store(request.app.state.ctx)
+    store = await _store(request.app.state.ctx)
     return await _described(store, await _existing(store, name), request.app.state.ctx)
 
 
@@ -157,7 +159,7 @@ async def get_segment(request: Request, _: Admin, name: SegmentName) -> SegmentO
 )
 async def delete_segment(request: Request, _: Admin, name: SegmentName) -> Response:
     """Members get no exit events: the segment itself is gone (docs/segments.md)."""
-    if not await _store(request.app.state.ctx).delete(name):
+    if not await (await _store(request.app.state.ctx)).delete(name):
         raise ApiError(404, "segment_not_found", "no segment has this name")
     return Response(status_code=204)
 
@@ -175,7 +177,7 @@ async def segment_members(
     cursor: Annotated[str | None, Query(max_length=256, description="`next_cursor` of the previous page.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> MembersPage:
-    store = _store(request.app.state.ctx)
+    store = await _store(request.app.state.ctx)
     await _existing(store, name)
     members = await store.members(name, cursor, limit)
     return MembersPage(members=members, next_cursor=members[-1] if len(members) == limit else None)
