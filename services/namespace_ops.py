@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from profiles.canonical import canonical_view, field_differences, is_canonical, namespace_digest, profile_digest
 from profiles.config import FoldConfig
 from profiles.segment_store import SegmentStore
+from profiles.segments import PromotionCause, SegmentChange, promotion_changes
 from profiles.store import ProfileStore
 
 _EXAMPLES = 3
@@ -96,6 +97,15 @@ async def diff_namespaces(redis: Redis, a: str, b: str, config: FoldConfig) -> N
     out.only_in_a.sort()
     out.only_in_b.sort()
     return out
+
+
+async def promotion_announcements(redis: Redis, served: str, promoted: str, at_ms: int) -> list[SegmentChange]:
+    """The changes that tell subscribers how ``promoted``'s memberships differ from ``served``'s
+    (``profiles.segments.promotion_changes``)."""
+    definitions = await SegmentStore(redis, promoted).definitions()
+    before, after = await memberships(redis, served), await memberships(redis, promoted)
+    versions = {name: d.version for name, d in definitions.items()}
+    return promotion_changes(before, after, versions, PromotionCause(served, promoted, at_ms))
 
 
 async def profile_counts(redis: Redis, namespaces: Sequence[str]) -> dict[str, int]:

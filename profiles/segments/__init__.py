@@ -11,9 +11,11 @@ from profiles.segments.changes import (
     ErasureCause,
     EventCause,
     ModelCause,
+    PromotionCause,
     SegmentChange,
     TimerCause,
     erasure_exits,
+    promotion_changes,
     transition,
 )
 from profiles.segments.definitions import DefinitionError, SegmentDefinition, save
@@ -30,6 +32,7 @@ __all__ = [
     "Evaluation",
     "EventCause",
     "ModelCause",
+    "PromotionCause",
     "RuleError",
     "SegmentChange",
     "SegmentDefinition",
@@ -40,6 +43,7 @@ __all__ = [
     "evaluate",
     "evaluate_in",
     "next_time_change",
+    "promotion_changes",
     "save",
     "transition",
 ]

@@ -91,7 +91,20 @@ class ErasureCause:
         return {"erasure": self.erasure_id}
 
 
-Cause = EventCause | TimerCause | DefinitionCause | ModelCause | ErasureCause
+@dataclass(frozen=True, slots=True)
+class PromotionCause:
+    """``rapport namespace promote`` made ``promoted`` served in place of ``previous``, whose memberships
+    differed; ``at_ms`` (the promoting clock) keeps a later promotion back and forth from repeating ids."""
+
+    previous: str
+    promoted: str
+    at_ms: int
+
+    def as_record(self) -> dict[str, Any]:
+        return {"promotion": {"from": self.previous, "to": self.promoted, "at": iso(self.at_ms)}}
+
+
+Cause = EventCause | TimerCause | DefinitionCause | ModelCause | ErasureCause | PromotionCause
 
 
 class SegmentChange(Struct, kw_only=True, frozen=True):
@@ -175,3 +188,40 @@ def erasure_exits(
         for segment, version in sorted(memberships.items())
     ]
     return [change for change in exits if change is not None]  # every one: membership goes from in to out
+
+
+def promotion_changes(
+    served: Mapping[str, set[str]],
+    promoted: Mapping[str, set[str]],
+    versions: Mapping[str, int],
+    cause: PromotionCause,
+) -> list[SegmentChange]:
+    """What subscribers must hear when ``promoted``'s members (segment → profile ids) replace ``served``'s:
+    an entry for each member only ``promoted`` has, an exit for each one only ``served`` has, for the
+    promoted namespace's segments (``versions``: segment → its version there). A segment only the served
+    namespace has is gone, as if deleted: no exits. The excerpt is empty: the change comes from a rebuild,
+    not from evaluating the rule at ``at``.
+
+    >>> cause = PromotionCause("live", "rebuild-1", 0)
+    >>> changes = promotion_changes({"vip": {"a", "b"}, "old": {"a"}}, {"vip": {"b", "c"}}, {"vip": 2}, cause)
+    >>> [(c.customer_id, c.segment, c.segment_version, c.change) for c in changes]
+    [('a', 'vip', 2, 'exited'), ('c', 'vip', 2, 'entered')]
+    >>> changes[0].cause
+    {'promotion': {'from': 'live', 'to': 'rebuild-1', 'at': '1970-01-01T00:00:00.000Z'}}
+    """
+    changes: list[SegmentChange] = []
+    for segment, version in sorted(versions.items()):
+        before, after = served.get(segment, set()), promoted.get(segment, set())
+        for customer_id in sorted(before ^ after):
+            change = transition(
+                customer_id in before,
+                Evaluation(customer_id in after, {}),
+                customer_id=customer_id,
+                segment=segment,
+                segment_version=version,
+                at_ms=cause.at_ms,
+                cause=cause,
+            )
+            assert change is not None  # membership differs, so there is a change
+            changes.append(change)
+    return changes

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
 
+import msgspec
 import typer
+from kafka.errors import KafkaError
 from redis.asyncio import Redis
 from rich.console import Console
 from rich.table import Table
 
 from profiles.namespaces import Namespaces, ReservedNameError, check_name
-from services.namespace_ops import diff_namespaces, hash_namespace, profile_counts
+from profiles.segments import SegmentChange
+from schemas.topics import SEGMENT_CHANGES, full_name
+from services.kafka_clients import make_producer
+from services.namespace_ops import diff_namespaces, hash_namespace, profile_counts, promotion_announcements
 from services.redis_client import make_redis
-from services.settings import get_settings
+from services.settings import Settings, get_settings
 
 app = typer.Typer(help="Namespaces: live and replayed profile sets; compare, promote, drop.", no_args_is_help=True)
 T = TypeVar("T")
@@ -92,18 +98,57 @@ def diff(
 
 
 @app.command("promote")
-def promote(name: NameArg) -> None:
+def promote(
+    name: NameArg,
+    announce: Annotated[
+        bool,
+        typer.Option(
+            help="Publish to segments.changes how NAME's memberships differ from the served namespace's, "
+            "before switching (nothing is switched if that fails)."
+        ),
+    ] = True,
+) -> None:
     """Serve NAME from the API (configured with the current `profile.namespace`) from now on: one atomic
-    switch; API processes see it within `api.serving_refresh_s`."""
+    switch; API processes see it within `api.serving_refresh_s`. Subscribers first hear what changes in the
+    segments' memberships (docs/replay.md)."""
+    settings = get_settings()
+    configured = settings.profile.namespace
 
-    async def run(redis: Redis) -> str | None:
+    async def plan(redis: Redis) -> tuple[str, list[SegmentChange]]:
         namespaces = Namespaces(redis)
-        if _name(name) not in await namespaces.known() and name != get_settings().profile.namespace:
+        if _name(name) not in await namespaces.known() and name != configured:
             raise typer.BadParameter(f"no namespace {name!r} (see `rapport namespace list`)")
-        return await namespaces.promote(get_settings().profile.namespace, name)
+        served = await namespaces.serving(configured)
+        if not announce or served == name:
+            return served, []
+        return served, await promotion_announcements(redis, served, name, int(time.time() * 1000))
 
-    previous = _run(run)
-    typer.echo(f"serving {name!r} (was {previous or get_settings().profile.namespace!r})")
+    served, changes = _run(plan)
+    if changes:
+        try:
+            _publish(settings, changes)
+        except KafkaError as exc:
+            typer.echo(f"could not announce the membership changes ({exc}); {served!r} is still served", err=True)
+            raise typer.Exit(1) from exc
+    previous = _run(lambda redis: Namespaces(redis).promote(configured, name))
+    entered = sum(c.change == "entered" for c in changes)
+    typer.echo(
+        f"serving {name!r} (was {previous or configured!r}); announced {entered:,} entries and "
+        f"{len(changes) - entered:,} exits"
+    )
+
+
+def _publish(settings: Settings, changes: list[SegmentChange]) -> None:
+    """Every change, acknowledged by the broker (keyed by profile, like the workers' changes)."""
+    topic = full_name(SEGMENT_CHANGES, settings.kafka.topic_prefix)
+    producer = make_producer(settings)
+    try:
+        sent = [producer.send(topic, key=c.customer_id.encode(), value=msgspec.json.encode(c)) for c in changes]
+        producer.flush()
+        for future in sent:
+            future.get(timeout=30)
+    finally:
+        producer.close()
 
 
 @app.command("drop")

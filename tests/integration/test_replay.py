@@ -33,6 +33,7 @@ from profiles.namespaces import Namespaces
 from profiles.segment_store import SegmentStore
 from schemas.topics import RESOLVED, SEGMENT_CHANGES
 from schemas.validation import Rejection, ValidationLimits, validate_event
+from services.namespace_ops import memberships
 from services.redis_client import make_redis
 from services.settings import Settings
 from streams.replay_models import POSITIONS
@@ -279,6 +280,7 @@ def test_a_replay_adopts_the_served_segments_and_models_and_a_promotion_serves_t
     with running_api(env, tmp_path / "api.log") as base:
         promoted = rapport("namespace", "promote", rebuilt, env=env)
         assert promoted.returncode == 0, promoted.stderr
+        assert "announced 0 entries and 0 exits" in promoted.stdout  # the same memberships
         time.sleep(1.5)  # the API re-reads what it serves every api.serving_refresh_s
         with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=10) as client:
             listed = {s["name"]: s["members"] for s in client.get("/v1/segments").json()["segments"]}
@@ -294,6 +296,37 @@ def test_a_replay_adopts_the_served_segments_and_models_and_a_promotion_serves_t
     # Saved where the promoted namespace's workers will read it, not in the namespace no longer served.
     assert "late" in asyncio.run(_segments_and_model(settings, rebuilt))[1]
     assert "late" not in asyncio.run(_segments_and_model(settings, live))[1]
+
+    # A rebuild whose memberships differ: promoting it tells subscribers each difference, once.
+    early = fresh()
+    result = rapport("replay", "--into", early, "--quiet", "--to", middle, env=env)
+    assert result.returncode == 0, result.stderr
+    served = asyncio.run(memberships_of(settings, rebuilt))
+    promoted_members = asyncio.run(memberships_of(settings, early))
+    expected = {
+        (pid, segment, "entered" if pid in promoted_members[segment] else "exited")
+        for segment in promoted_members
+        for pid in served.get(segment, set()) ^ promoted_members[segment]
+    }
+    assert expected, "the first half's memberships differ from the whole history's"
+    promoted = rapport("namespace", "promote", early, env=env)
+    assert promoted.returncode == 0, promoted.stderr
+    announced = [
+        orjson.loads(r.value)
+        for r in produced.topics.read_to_end([SEGMENT_CHANGES.name])
+        if orjson.loads(r.value)["cause"].get("promotion", {}).get("to") == early
+    ]
+    assert len(announced) == len(expected)
+    assert {(c["customer_id"], c["segment"], c["change"]) for c in announced} == expected
+    assert all(c["segment_version"] == 1 and c["cause"]["promotion"]["from"] == rebuilt for c in announced)
+
+
+async def memberships_of(settings: Settings, namespace: str) -> dict[str, set[str]]:
+    redis = make_redis(settings)
+    try:
+        return await memberships(redis, namespace)
+    finally:
+        await redis.aclose()
 
 
 def _wait_for_timers(settings: Settings, namespace: str, timeout_s: float = 60) -> None:
