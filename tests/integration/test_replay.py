@@ -37,7 +37,7 @@ from services.namespace_ops import memberships
 from services.redis_client import make_redis
 from services.settings import Settings
 from streams.replay_models import POSITIONS
-from tests.api_support import create_key, running_api
+from tests.api_support import create_key, free_port, running_api
 from tests.kafka_support import Topics, created_topics, produce_raw, rapport
 from tests.model_support import publish_churn_model
 from tests.oracle import OracleSettings, build_profiles, diff_profiles
@@ -301,14 +301,19 @@ def test_a_replay_adopts_the_served_segments_and_models_and_a_promotion_serves_t
     early = fresh()
     result = rapport("replay", "--into", early, "--quiet", "--to", middle, env=env)
     assert result.returncode == 0, result.stderr
-    served = asyncio.run(memberships_of(settings, rebuilt))
-    promoted_members = asyncio.run(memberships_of(settings, early))
+    served = asyncio.run(_memberships_of(settings, rebuilt))
+    promoted_members = asyncio.run(_memberships_of(settings, early))
     expected = {
         (pid, segment, "entered" if pid in promoted_members[segment] else "exited")
         for segment in promoted_members
         for pid in served.get(segment, set()) ^ promoted_members[segment]
     }
     assert expected, "the first half's memberships differ from the whole history's"
+    no_kafka = {**env, "RAPPORT_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}"}
+    refused = rapport("namespace", "promote", early, env=no_kafka)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert f"{rebuilt!r} is still served" in refused.stderr
+    assert asyncio.run(_served(settings, live)) == rebuilt
     promoted = rapport("namespace", "promote", early, env=env)
     assert promoted.returncode == 0, promoted.stderr
     announced = [
@@ -321,7 +326,15 @@ def test_a_replay_adopts_the_served_segments_and_models_and_a_promotion_serves_t
     assert all(c["segment_version"] == 1 and c["cause"]["promotion"]["from"] == rebuilt for c in announced)
 
 
-async def memberships_of(settings: Settings, namespace: str) -> dict[str, set[str]]:
+async def _served(settings: Settings, configured: str) -> str:
+    redis = make_redis(settings)
+    try:
+        return await Namespaces(redis).serving(configured)
+    finally:
+        await redis.aclose()
+
+
+async def _memberships_of(settings: Settings, namespace: str) -> dict[str, set[str]]:
     redis = make_redis(settings)
     try:
         return await memberships(redis, namespace)
