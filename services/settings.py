@@ -95,6 +95,11 @@ class StreamSettings(BaseModel):
         description="Allocations between two young-generation garbage collections in a worker (CPython's "
         "default is 700; see docs/streams.md).",
     )
+    liveness_file: str = Field(
+        "",
+        description="A file the worker, trainer and deliverer touch every second while their main loop goes "
+        "round, retry pauses included (streams/liveness.py): for an exec liveness probe. Empty: none.",
+    )
     clock_offset_s: float = Field(
         0.0,
         description="Added to the worker's clock (validation's 'now', segment timers). For tests and demos that "

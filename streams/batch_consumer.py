@@ -59,6 +59,7 @@ from mode import Service, ServiceT
 
 from streams.backoff import Backoff
 from streams.handler import Batch, BatchHandler, PartitionBatch, StalePosition
+from streams.liveness import Liveness
 
 if TYPE_CHECKING:
     from streams.app import BatchApp
@@ -142,6 +143,10 @@ class BatchConsumer(faust_aiokafka.Consumer):
         stream = self._batch_app.settings.stream
         return Backoff(stream.retry_initial_s, stream.retry_max_s)
 
+    @functools.cached_property
+    def _alive(self) -> Liveness:
+        return Liveness(self._batch_app.settings.stream.liveness_file)
+
     @property
     def _tick_interval_s(self) -> float:
         return self._batch_app.settings.stream.tick_interval_s
@@ -155,6 +160,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         fetch_timeout_s = min(1.0, self._tick_interval_s)
         try:
             while not (self.should_stop or fetcher_stopped()):
+                self._alive()
                 generation = self.app.consumer_generation_id
                 records, _ = await self._wait_next_records(fetch_timeout_s)
                 if not self._may_process(generation):
@@ -307,6 +313,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 if failures:
                     log.info("%s succeeded after %d failed attempts", what, failures)
                 return result
+            self._alive()  # waiting out an outage is backpressure, not a hang
             if not self._may_process(generation):
                 return ABANDONED
             # A revocation stops the flow: stop waiting at once so that it is not held up.

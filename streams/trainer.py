@@ -48,6 +48,7 @@ from profiles.models.trainer import ModelTrainer, restore
 from schemas.topics import MODEL_EXAMPLES, full_name
 from services.redis_client import make_redis
 from services.settings import Settings
+from streams.liveness import Liveness
 
 log = logging.getLogger(__name__)
 RECENT_IDS = 200_000
@@ -178,8 +179,10 @@ async def run_trainer(settings: Settings, stop: asyncio.Event | None = None) -> 
     await consumer.start()
     listener = _Seek(trainers, consumer)
     consumer.subscribe([topic], listener=listener)
+    alive = Liveness(settings.stream.liveness_file)
     try:
         while stop is None or not stop.is_set():
+            alive()
             batches = await consumer.getmany(timeout_ms=500, max_records=5000)
             for records in batches.values():
                 for record in records:

@@ -35,6 +35,7 @@ from services.webhooks.signature import sign
 from services.webhooks.store import Delivery, Webhook, WebhookStore
 from services.webhooks.targets import PublicResolver, literal_refusal
 from streams.backoff import Backoff
+from streams.liveness import Liveness
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +44,14 @@ Change = tuple[str, str, bytes]
 
 
 class Deliverer:
-    def __init__(self, settings: Settings, store: WebhookStore, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self, settings: Settings, store: WebhookStore, session: aiohttp.ClientSession, alive: Liveness | None = None
+    ) -> None:
+        """``alive``: beaten at every attempt, since one batch can take minutes of retries to slow endpoints."""
         self.settings = settings.webhooks
         self.store = store
         self.session = session
+        self.alive = alive or Liveness("")
 
     async def deliver(self, changes: Sequence[Change]) -> None:
         """Every change to every webhook that wants it; returns when each is delivered or dead-lettered."""
@@ -63,6 +68,7 @@ class Deliverer:
         error: str | None = None
         pauses = Backoff(self.settings.backoff_base_s, self.settings.backoff_max_s).pauses()
         for attempt in range(1, self.settings.max_attempts + 1):
+            self.alive()
             status, error = await self._post(hook, change_id, body)
             if status is not None and 200 <= status < 300:
                 return Delivery(
@@ -143,8 +149,10 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     await consumer.start()
     try:
         async with client_session(settings.webhooks) as session:
-            deliverer = Deliverer(settings, WebhookStore(redis, settings.profile.namespace), session)
+            alive = Liveness(settings.stream.liveness_file)
+            deliverer = Deliverer(settings, WebhookStore(redis, settings.profile.namespace), session, alive)
             while not stop.is_set():
+                alive()
                 batches = await consumer.getmany(timeout_ms=500, max_records=500)
                 records = [r for _, rs in sorted(batches.items(), key=lambda b: b[0].partition) for r in rs]
                 changes = []
@@ -162,6 +170,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                             await consumer.commit()
                         break
                     except (RedisError, KafkaError, OSError) as exc:
+                        alive()  # an outage is backpressure, not a hang
                         delay = next(pauses)
                         log.warning("delivery paused %.1f s: %r", delay, exc)
                         await asyncio.sleep(delay)

@@ -164,3 +164,31 @@ def test_redis_unresponsive_mid_run(topics: Topics, history: History, tmp_path: 
 
         namespace = run_with_faults(private_topics, history, tmp_path, workers=1, fault=freeze_redis, faults=2)
         assert_exact(private_topics, namespace, history)
+
+
+def test_a_worker_waiting_out_a_redis_outage_keeps_its_liveness_file_fresh(
+    topics: Topics, history: History, tmp_path: Path
+) -> None:
+    """Backpressure is not a hang: while Redis is down for 20 s the worker's batches retry, and the file its
+    liveness probe reads keeps being touched (an orchestrator must not restart a worker for an outage a
+    restart cannot cure)."""
+    alive = tmp_path / "run" / "alive"
+    with private_redis(topics, tmp_path) as (redis, private_topics):
+        namespace = f"t{uuid.uuid4().hex[:8]}"
+        worker = Worker(private_topics, namespace, tmp_path, {"RAPPORT_STREAM__LIVENESS_FILE": str(alive)})
+        worker.start()
+        try:
+            produce_raw(private_topics, history.lines[:2_000])
+            wait_until_caught_up(private_topics, namespace, worker)
+            redis.kill()
+            produce_raw(private_topics, history.lines[2_000:4_000])  # batches that cannot be written
+            ages = []
+            for _ in range(20):
+                time.sleep(1.0)
+                ages.append(time.time() - alive.stat().st_mtime)
+            redis.start()
+            wait_until_caught_up(private_topics, namespace, worker)
+        finally:
+            worker.stop()
+        assert max(ages) < 10, f"the liveness file went {max(ages):.1f} s untouched during the outage"
+        assert "consumption paused" in worker.troubles(), "the worker never waited on Redis"

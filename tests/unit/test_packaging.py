@@ -13,6 +13,8 @@ import json
 import os
 import re
 import shlex
+import subprocess
+import time
 import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -26,6 +28,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from services.api.app import create_app
 from services.cli.main import app
 from services.settings import Settings, StackSettings
+from streams.liveness import Liveness
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -520,3 +523,35 @@ def test_k8s_api_ports_probes_and_service_agree(k8s_docs: list[dict[str, Any]]) 
         for port in svc["spec"]["ports"]:
             target = port.get("targetPort", port["port"])
             assert target in ports or target in ports.values(), f"{doc_name(svc)}: targetPort {target} is not declared"
+
+
+#: The processes with no HTTP server: their liveness is a file their main loop touches (streams/liveness.py).
+LIVENESS_FILE = "RAPPORT_STREAM__LIVENESS_FILE"
+
+
+@pytest.mark.parametrize("command", ["worker", "trainer", "deliver"])
+def test_k8s_liveness_probes_read_the_file_the_process_touches(
+    k8s_docs: list[dict[str, Any]], command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The probes name the file the container's settings say to touch, and their shell command passes on a
+    fresh file and fails on a stale or missing one (run here, as the kubelet would in the container)."""
+    _, container = deployed_commands(k8s_docs)[command]
+    env = {e["name"]: e["value"] for e in container.get("env", [])}
+    assert LIVENESS_FILE in env, f"`rapport {command}` is not told to touch a liveness file"
+    check_settings_env(env, f"`rapport {command}`", monkeypatch)
+    path = env[LIVENESS_FILE]
+    for kind in ("startupProbe", "livenessProbe"):
+        argv = container[kind]["exec"]["command"]
+        assert path in argv[-1], f"{kind} of `rapport {command}` reads another file than {path}"
+        local = tmp_path / "alive"
+        probe = [*argv[:-1], argv[-1].replace(path, str(local))]
+        assert not passes(probe), "passes with no file"
+        Liveness(str(local))()
+        assert passes(probe), "fails on a fresh file"
+        stale = time.time() - 120
+        os.utime(local, (stale, stale))
+        assert not passes(probe), "passes on a file 2 minutes old"
+
+
+def passes(probe: list[str]) -> bool:
+    return subprocess.run(probe, check=False, capture_output=True).returncode == 0
