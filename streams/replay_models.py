@@ -92,7 +92,7 @@ class ReplayModels:
         target = self.newest_ms - self.stage.lag_ms
         examples, ops = await self.stage.release(fold, tracking, dict.fromkeys(tracking.watermarks, target), profiles)
         for i, example in enumerate(examples):
-            await self.trainers.learn_example(seq * POSITIONS + i, example)
+            self.trainers.learn_example(seq * POSITIONS + i, example)
         self.learned += len(examples)
         await self.trainers.snapshot_due(force=True)
         return ops

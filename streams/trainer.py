@@ -13,7 +13,7 @@ training goes on.
 **When it snapshots.** A model that learned something is snapshotted after ``models.snapshot_every_examples``
 new examples or ``models.snapshot_every_s`` seconds, whichever comes first; versions come from a counter
 and never go back; the newest ``models.keep_versions`` are kept. Drift events (``profiles.models.trainer``)
-are logged and kept in Redis (``rapport models list`` shows them).
+are logged and kept in Redis (``rapport models list`` shows them), written with the next snapshots.
 
 The topic is shared by every namespace on the same topic prefix (a live namespace, a shadow one): a
 trainer learns only the examples its own namespace's workers sent (header ``rapport-namespace``).
@@ -22,23 +22,29 @@ Examples re-sent by a worker that crashed before recording them are skipped by e
 200,000 ids; a restarted trainer remembers none, and resumes after what its snapshots learned).
 
 An undecodable record is logged and skipped: examples are produced by Rapport's own worker, so one that
-does not decode is a bug to look at, not input to dead-letter. Redis or Kafka failures propagate: the
-process exits and its restart resumes from the snapshots, losing nothing.
+does not decode is a bug to look at, not input to dead-letter.
+
+**Outages are backpressure.** Learning touches no I/O; what a batch leaves to write (snapshots due, drift
+events, the commit) is retried with backoff while Redis or Kafka is unavailable, and nothing more is
+fetched meanwhile. A trainer killed instead resumes from its snapshots, losing nothing either.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 
 import msgspec
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
+from redis.exceptions import RedisError
 
 from profiles.model_store import ModelStore
 from profiles.models.labels import NAMESPACE_HEADER, Example, decode_example
@@ -48,6 +54,7 @@ from profiles.models.trainer import ModelTrainer, restore
 from schemas.topics import MODEL_EXAMPLES, full_name
 from services.redis_client import make_redis
 from services.settings import Settings
+from streams.backoff import Backoff
 from streams.liveness import Liveness
 
 log = logging.getLogger(__name__)
@@ -76,6 +83,7 @@ class Trainers:
         # A worker that crashed after sending examples sends them again: recognised by id, recently seen.
         self.recent: deque[str] = deque(maxlen=RECENT_IDS)
         self.recent_set: set[str] = set()
+        self.drifts: list[tuple[str, bytes]] = []  # (model, event JSON) not yet written
 
     async def restore_all(self) -> int:
         """Each model from its newest loadable snapshot (or new); returns the offset to read from."""
@@ -97,15 +105,15 @@ class Trainers:
             return trainer, snapshot.meta.source_offset or 0
         return ModelTrainer(spec, window=self.settings.metrics_window), 0
 
-    async def learn(self, offset: int, value: bytes) -> None:
+    def learn(self, offset: int, value: bytes) -> None:
         try:
             example = decode_example(value)
         except msgspec.MsgspecError as exc:
             log.error("skipping an undecodable models.examples record at offset %d: %s", offset, exc)
             return
-        await self.learn_example(offset, example)
+        self.learn_example(offset, example)
 
-    async def learn_example(self, offset: int, example: Example) -> None:
+    def learn_example(self, offset: int, example: Example) -> None:
         """Learn ``example``, found at ``offset`` (where a model restored from a snapshot resumes)."""
         trainer = self.trainers.get(example.model)
         if trainer is None or offset < self.resume_at[example.model]:
@@ -121,9 +129,14 @@ class Trainers:
         self.unsaved[example.model] += 1
         if step.drift is not None:
             log.warning("drift in %s: %s", example.model, step.drift)
-            await self.store.record_drift(example.model, orjson.dumps(asdict(step.drift)))
+            self.drifts.append((example.model, orjson.dumps(asdict(step.drift))))
 
     async def snapshot_due(self, *, force: bool = False) -> None:
+        """The drift events not yet written, then a snapshot of each model that is due one (``force``: of
+        each that learned anything since its last one). Raises on Redis failure; calling again resumes."""
+        while self.drifts:
+            await self.store.record_drift(*self.drifts[0])
+            self.drifts.pop(0)
         now = time.monotonic()
         for name, trainer in self.trainers.items():
             waited = now - self.saved_at[name] >= self.settings.snapshot_every_s
@@ -187,13 +200,42 @@ async def run_trainer(settings: Settings, stop: asyncio.Event | None = None) -> 
             for records in batches.values():
                 for record in records:
                     if _sender(record.headers) in (None, namespace):
-                        await trainers.learn(record.offset, record.value or b"")
+                        trainers.learn(record.offset, record.value or b"")
             if listener.assigned:
-                await trainers.snapshot_due()
-                if batches:
-                    await consumer.commit()
+                pauses = Backoff(settings.stream.retry_initial_s, settings.stream.retry_max_s).pauses()
+                await _persist(trainers, consumer, commit=bool(batches), pauses=pauses, alive=alive, stop=stop)
     finally:
         if listener.assigned:
             await trainers.snapshot_due(force=True)
         await consumer.stop()
         await redis.aclose()
+
+
+async def _persist(
+    trainers: Trainers,
+    consumer: AIOKafkaConsumer,
+    *,
+    commit: bool,
+    pauses: Iterator[float],
+    alive: Liveness,
+    stop: asyncio.Event | None,
+) -> None:
+    """What learning left to write, retried while Redis or Kafka is unavailable (given up at ``stop``: the
+    final snapshot is attempted once more on the way out)."""
+    while True:
+        try:
+            await trainers.snapshot_due()
+            if commit:
+                await consumer.commit()
+            return
+        except (RedisError, KafkaError, OSError) as exc:
+            alive()  # an outage is backpressure, not a hang
+            delay = next(pauses)
+            log.warning("saving paused %.1f s, nothing fetched meanwhile: %r", delay, exc)
+            if stop is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                if stop.is_set():
+                    return
+            else:
+                await asyncio.sleep(delay)

@@ -1,15 +1,19 @@
-"""A namespace of a test's own in the real Redis, removed afterwards."""
+"""A namespace of a test's own in the real Redis, removed afterwards; a Redis server of a test's own."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 
 from redis.asyncio import Redis
 
+from deploy.localstack import RedisNode
 from services.redis_client import make_redis
-from services.settings import Settings
+from services.settings import Settings, StackSettings
+from tests.api_support import free_port
+from tests.kafka_support import Topics
 
 
 @asynccontextmanager
@@ -24,3 +28,18 @@ async def scratch_namespace(settings: Settings, tag: str) -> AsyncIterator[tuple
         if keys:
             await redis.delete(*keys)
         await redis.aclose()
+
+
+@contextmanager
+def private_redis(topics: Topics, tmp_path: Path) -> Iterator[tuple[RedisNode, Topics]]:
+    """A Redis of this test alone, and ``topics`` configured to use it: faulting the session's Redis could
+    hit a stack the user is running."""
+    redis = RedisNode(StackSettings(state_dir=tmp_path / "redis-stack", redis_port=free_port()))
+    redis.start()
+    private = topics.settings.model_copy(
+        update={"redis": topics.settings.redis.model_copy(update={"url": f"redis://127.0.0.1:{redis.port}/0"})}
+    )
+    try:
+        yield redis, Topics(private, topics.names)
+    finally:
+        redis.stop()

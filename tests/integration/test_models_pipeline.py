@@ -149,9 +149,9 @@ async def _replayed_examples(settings: Settings, env_extra: dict[str, str]) -> l
         learned: list[Example] = []
         learn = retrain.trainers.learn_example
 
-        async def spy(offset: int, example: Example) -> None:
+        def spy(offset: int, example: Example) -> None:
             learned.append(example)
-            await learn(offset, example)
+            learn(offset, example)
 
         retrain.trainers.learn_example = spy  # type: ignore[method-assign]
         runner = Replay(own, ProfileStore(redis, namespace), Namespaces(redis), 2_000, models=retrain)

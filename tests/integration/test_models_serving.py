@@ -36,6 +36,7 @@ from services.redis_client import make_redis
 from services.settings import Settings
 from tests.api_support import create_key, running_api
 from tests.kafka_support import Topics, created_topics, produce_raw, rapport
+from tests.redis_support import private_redis
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 SECRET = "test-secret-0123456789"
@@ -287,3 +288,38 @@ def _active_having(topics: Topics, namespace: str, examples: int) -> int | None:
             await redis.aclose()
 
     return asyncio.run(read())
+
+
+def test_a_trainer_waits_out_a_redis_outage_and_loses_no_example(
+    settings: Settings, local_stack: object, tmp_path: Path
+) -> None:
+    """Redis killed while the trainer has examples to snapshot: it keeps running (and its liveness file
+    fresh), retries, and once Redis is back from its AOF publishes a version that learned every example."""
+    prefix = f"{settings.kafka.topic_prefix}outage-{uuid.uuid4().hex[:6]}."
+    own = settings.model_copy(update={"kafka": settings.kafka.model_copy(update={"topic_prefix": prefix})})
+    namespace = f"m{uuid.uuid4().hex[:8]}"
+    alive = tmp_path / "alive"
+    customer = ProfileState(profile_id="c-1", customer_id="c-1", last_event_ms=0)
+    with created_topics(own) as shared, private_redis(shared, tmp_path) as (redis, topics):
+        env = {
+            **topics.env,
+            "RAPPORT_PROFILE__NAMESPACE": namespace,
+            "RAPPORT_MODELS__SECRET": SECRET,
+            "RAPPORT_MODELS__SNAPSHOT_EVERY_S": "0.5",
+            "RAPPORT_STREAM__LIVENESS_FILE": str(alive),
+        }
+        with _trainer(env, tmp_path / "trainer.log") as trainer:
+            _produce_examples(topics, {"c-1": customer}, 300, seed=1)
+            before = _wait_for(lambda: _active_having(topics, namespace, 300), 60)
+            time.sleep(1.5)  # past appendfsync everysec: the snapshot is in the AOF
+            redis.kill()
+            _produce_examples(topics, {"c-1": customer}, 300, seed=2)
+            for _ in range(8):
+                time.sleep(1.0)
+                assert trainer.poll() is None, "the trainer exited on the outage"
+                assert time.time() - alive.stat().st_mtime < 7, "the trainer looked hung during the outage"
+            redis.start()
+            after = _wait_for(lambda: _active_having(topics, namespace, 600), 60)
+            assert trainer.poll() is None
+        assert after > before
+        assert "saving paused" in (tmp_path / "trainer.log").read_text()

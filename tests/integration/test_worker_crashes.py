@@ -10,12 +10,10 @@ from __future__ import annotations
 import os
 import random
 import signal
-import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,12 +21,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from deploy.localstack import RedisNode
 from profiles.config import HOUR_MS
 from schemas.validation import Rejection, ValidationLimits, validate_event
-from services.settings import StackSettings
 from tests.kafka_support import Topics, produce_raw, rapport
 from tests.oracle import OracleSettings, build_profiles, diff_profiles
+from tests.redis_support import private_redis
 from tests.worker_support import Worker, caught_up, stored_views, wait_until_caught_up
 
 pytestmark = pytest.mark.integration
@@ -113,26 +110,6 @@ def test_two_workers_one_killed_and_restarted(topics: Topics, history: History, 
 
     namespace = run_with_faults(topics, history, tmp_path, workers=2, fault=kill_one, faults=3)
     assert_exact(topics, namespace, history)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def private_redis(topics: Topics, tmp_path: Path) -> Iterator[tuple[RedisNode, Topics]]:
-    """A Redis of this test alone: faulting the session's could hit a stack the user is running."""
-    redis = RedisNode(StackSettings(state_dir=tmp_path / "redis-stack", redis_port=free_port()))
-    redis.start()
-    private = topics.settings.model_copy(
-        update={"redis": topics.settings.redis.model_copy(update={"url": f"redis://127.0.0.1:{redis.port}/0"})}
-    )
-    try:
-        yield redis, Topics(private, topics.names)
-    finally:
-        redis.stop()
 
 
 def test_redis_killed_mid_run_and_restarted_from_its_aof(topics: Topics, history: History, tmp_path: Path) -> None:
