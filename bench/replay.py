@@ -6,7 +6,9 @@
 4. ``rapport replay --into`` a fresh namespace (one process): records / seconds from its own summary line
    (plan made, erasures read), and the wall time of the whole command;
 5. a second replay into another fresh namespace, and the same replay into the worker's namespace, which
-   must write nothing; then the canonical hashes of the three namespaces (they must be equal).
+   must write nothing; then the canonical hashes of the three namespaces (they must be equal);
+6. the replay again, adopting five segments from the namespace it takes as served, whose memberships it
+   then evaluates (the other replays adopt from the worker's namespace, which has none).
 """
 
 from __future__ import annotations
@@ -24,10 +26,21 @@ from services.namespace_ops import NamespaceHash, hash_namespace
 from services.redis_client import make_redis
 from services.settings import Settings
 from tests.kafka_support import produce_raw, rapport
+from tests.worker_support import define_segments
 
 TARGET = 60_000.0
 TARGET_VS_WORKER = 4.0
 _SUMMARY = re.compile(r"replayed ([\d,]+) records .* in ([\d.]+) s \(([\d,]+) records/s\).*, ([\d,]+) profile writes")
+
+
+#: The segments of tests/integration/test_segments_live.py that read the profile alone.
+SEGMENTS = {
+    "buyers": "transactions.orders >= 1",
+    "active_7d": 'windows["7d"].clicks >= 1',
+    "recent_buyers": "rfm.recency_days < 10",
+    "engaged": 'journey_stage == "consideration" || journey_stage == "decision"',
+    "big_month": 'windows["30d"].spend > 100.0',
+}
 
 
 def _replay(settings: Settings, namespace: str, live: str) -> tuple[float, int, float]:
@@ -74,6 +87,10 @@ def run(base: Settings, events: int) -> tuple[list[Figure], list[Ratio]]:
         _replay(settings, second, live)
         again, noop_writes, _ = _replay(settings, live, live)
         hashes = {ns: asyncio.run(_hash(settings, ns)) for ns in (live, first, second)}
+        # The same replay adopting served segments, whose memberships it evaluates (streams/replay_segments.py).
+        served = run_namespace(settings, "served")
+        define_segments(settings, served, SEGMENTS)
+        with_segments, _, segments_wall = _replay(settings, run_namespace(settings, "replay"), served)
     shutil.rmtree(logs)
     figures = [
         Figure("raw aiokafka getmany", raw, "events/s", f"{total:,} simulator lines, {len(ends)} partitions"),
@@ -90,6 +107,12 @@ def run(base: Settings, events: int) -> tuple[list[Figure], list[Ratio]]:
             f"{total:,} records into a fresh namespace, {writes:,} profile writes; whole command {wall:.1f} s "
             "(interpreter, plan, erasures included)",
         ),
+        Figure(
+            "replay, 5 served segments",
+            with_segments,
+            "events/s",
+            f"the same, memberships evaluated (whole command {segments_wall:.1f} s)",
+        ),
         Figure("replay into the live namespace", again, "events/s", f"{noop_writes:,} profile writes (expected 0)"),
         Figure(
             "namespaces with the live worker's hash",
@@ -104,5 +127,6 @@ def run(base: Settings, events: int) -> tuple[list[Figure], list[Ratio]]:
         Ratio("replay / live worker", "replay, one process", "live worker", target=TARGET_VS_WORKER),
         Ratio("replay / target", "replay, one process", "target: replay", target=1.0),
         Ratio("replay / raw getmany", "replay, one process", "raw aiokafka getmany"),
+        Ratio("replay with segments / without", "replay, 5 served segments", "replay, one process"),
     ]
     return figures, ratios

@@ -373,7 +373,7 @@ class Replay:
         self.counters.applied += resolution.kept
         self.counters.rejected += len(resolution.refused)
         self.counters.erased += resolution.erased
-        causes = self.segments is not None and await self.segments.tracks_causes()
+        causes = self.segments is not None and await self.segments.before_chunk()
         while True:
             tracking = None if self.models is None else await self.models.tracking(partitions)
             fold = BatchFold({}, {}, self.config, positional=False, causes=causes, hooks=tracking, decoded=decoded)

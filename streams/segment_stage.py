@@ -147,6 +147,19 @@ class SegmentStage:
                 )
         return [], _nothing
 
+    async def unevaluated(self, now_ms: int, *, not_begun: bool = False) -> set[str]:
+        """The live segments whose current version has not been evaluated against every existing profile
+        yet (``backfill_step`` will reach each of them); ``not_begun``: only those whose evaluation has not
+        reached any profile yet (so it will reach every one that changes from now on)."""
+        pending = set()
+        for name, segment in (await self.live(now_ms)).by_name.items():
+            job = await self.store.backfill(name)
+            if job is None or job.version != segment.definition.version or job.done(self.partitions):
+                continue
+            if not (not_begun and job.cursors):
+                pending.add(name)
+        return pending
+
     async def _next_sweep(self, name: str, segment: LiveSegment, done: Backfill, now_ms: int) -> Backfill | None:
         """The sweep started now because the served versions of the models the rule reads differ from the
         last evaluation's (and that one started ``sweep_interval_s`` ago or more), or None."""
@@ -214,13 +227,16 @@ class SegmentStage:
 
         return out, ops
 
-    async def after_batch(self, fold: BatchFold, now_ms: int) -> tuple[list[Outgoing], PipelineOps]:
+    async def after_batch(
+        self, fold: BatchFold, now_ms: int, *, changed: bool = True
+    ) -> tuple[list[Outgoing], PipelineOps]:
         """The changes a batch causes, and what to add to its profile write's pipeline (``now_ms``: the
-        worker's clock, for a definition noticed now)."""
+        worker's clock, for a definition noticed now). ``changed=False``: the erased profiles only, the
+        changed ones being left to an evaluation of every profile that is pending (a replay's)."""
         segments = await self.live(now_ms)
         # Erased profiles exit, and are forgotten, even when no segment is live any more: deleting a segment
         # leaves the memberships that name it until their profile is evaluated again.
-        evaluated = fold.states if segments.by_name else {}
+        evaluated = fold.states if segments.by_name and changed else {}
         pids = [*evaluated, *fold.deleted]
         if not pids:
             return [], _nothing
