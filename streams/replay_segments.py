@@ -15,7 +15,8 @@ workers would evaluate nothing. So each replay run into a namespace other than t
    and the scores, so the namespace ends with the memberships live processing would have now. While every
    live segment still awaits that evaluation of every profile and it has not begun (a first run), the
    chunks evaluate only their erased profiles: evaluating the changed ones too cost 40% of the replay's
-   speed, for results the end of the run replaces.
+   speed, for results the end of the run replaces. That evaluation goes through each page of profiles once
+   for all the segments (``backfill_step`` groups them).
 
 The changes this computes are **not published**: subscribers heard them from the live namespace already.
 What a rebuild changes in the memberships is what ``rapport namespace diff`` reports (docs/replay.md).

@@ -120,8 +120,11 @@ class SegmentStage:
         budget: int = 1000,
     ) -> tuple[list[Outgoing], PipelineOps]:
         """One step (a page of one owned partition's profiles, in id order) of evaluating existing profiles
-        against a segment version, or against served models, they were not evaluated against yet."""
+        against a segment version, or against served models, they were not evaluated against yet. Segments
+        whose evaluations stand at the same place in that partition (definitions published together, a
+        replay's namespace) are evaluated together: each profile is rendered once for all of them."""
         segments = await self.live(now_ms)
+        jobs: dict[str, Backfill] = {}
         for name, segment in segments.by_name.items():
             job = await self.store.backfill(name)
             if job is None or job.version != segment.definition.version:
@@ -130,21 +133,22 @@ class SegmentStage:
                 job = await self._next_sweep(name, segment, job, now_ms)
                 if job is None:
                     continue
-            for partition in sorted(partitions):
-                cursor = job.cursors.get(partition)
-                if cursor == "done":
-                    continue
-                page = await profiles.partition_profiles(partition, cursor[1:] if cursor else None, budget)
-                return await self._evaluate_existing(
-                    profiles,
-                    name=name,
-                    segment=segment,
-                    cause=_cause_of(job),
-                    partition=partition,
-                    pids=page,
-                    last=page[-1] if len(page) == budget else None,
-                    now_ms=now_ms,
-                )
+            jobs[name] = job
+        for partition in sorted(partitions):
+            at = {name: job.cursors.get(partition) for name, job in jobs.items()}
+            first = next((cursor for cursor in at.values() if cursor != "done"), "done")
+            if first == "done":
+                continue
+            group = {name: (segments.by_name[name], _cause_of(jobs[name])) for name, c in at.items() if c == first}
+            page = await profiles.partition_profiles(partition, first[1:] if first else None, budget)
+            return await self._evaluate_existing(
+                profiles,
+                group,
+                partition=partition,
+                pids=page,
+                last=page[-1] if len(page) == budget else None,
+                now_ms=now_ms,
+            )
         return [], _nothing
 
     async def unevaluated(self, now_ms: int, *, not_begun: bool = False) -> set[str]:
@@ -192,10 +196,8 @@ class SegmentStage:
     async def _evaluate_existing(
         self,
         profiles: ProfileStore,
+        group: Mapping[str, tuple[LiveSegment, Cause]],
         *,
-        name: str,
-        segment: LiveSegment,
-        cause: Cause,
         partition: int,
         pids: list[str],
         last: str | None,
@@ -203,7 +205,11 @@ class SegmentStage:
     ) -> tuple[list[Outgoing], PipelineOps]:
         states = await profiles.load(pids)
         before = await self.store.memberships(pids)
-        only = Segments({name: segment}, frozenset(segment.rule.reads))
+        only = Segments(
+            {n: segment for n, (segment, _) in group.items()},
+            frozenset().union(*(segment.rule.reads for segment, _ in group.values())),
+        )
+        causes = {n: cause for n, (_, cause) in group.items()}
         scoring = await self._scoring(only)
         out: list[Outgoing] = []
         writes: list[tuple[str, Membership, dict[str, int], int, int | None]] = []
@@ -212,18 +218,19 @@ class SegmentStage:
             if state is None:
                 continue
             at = max(now_ms, membership.evaluated_at_ms or 0, state.last_event_ms or 0)
-            previous = {name: membership.segments[name]} if name in membership.segments else {}
+            previous = {n: v for n, v in membership.segments.items() if n in group}
             scores = scoring(state, at)
-            result = reevaluate(state, previous, only, at_ms=at, cause=cause, config=self.config, scores=scores)
+            result = reevaluate(state, previous, only, at_ms=at, cause=causes, config=self.config, scores=scores)
             out += [self._record(change) for change in result.changes]
-            others = {n: v for n, v in membership.segments.items() if n != name}
+            others = {n: v for n, v in membership.segments.items() if n not in group}
             writes.append((pid, membership, {**others, **result.memberships}, at, result.timer_ms))
 
         def ops(pipe: Redis) -> None:
             for pid, membership, now_in, at, timer in writes:
                 self.store.write_membership(pipe, pid, membership, now_in, at)
                 self.store.set_timer(pipe, partition, pid, timer, earlier_only=True)
-            self.store.advance_backfill(pipe, name, partition, last, len(writes))
+            for name in group:
+                self.store.advance_backfill(pipe, name, partition, last, len(writes))
 
         return out, ops
 

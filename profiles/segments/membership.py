@@ -60,12 +60,14 @@ def reevaluate(
     segments: Segments,
     *,
     at_ms: int,
-    cause: Cause,
+    cause: Cause | Mapping[str, Cause],
     config: FoldConfig,
     scores: Mapping[str, float] | None = None,
     rfm: RfmScores | None = None,
 ) -> Reevaluation:
-    """``state``'s memberships at ``at_ms`` (event time, ≥ its latest event) given the ``previous`` ones.
+    """``state``'s memberships at ``at_ms`` (event time, ≥ its latest event) given the ``previous`` ones;
+    ``cause``: of every change, or per segment (several segments' evaluations of existing profiles at once,
+    each caused by its own definition version: the profile is rendered once for all of them).
 
     >>> from profiles.segments.changes import EventCause
     >>> from profiles.segments.definitions import save
@@ -79,8 +81,9 @@ def reevaluate(
     >>> reevaluate(state, first.memberships, buyers, at_ms=0, cause=EventCause("e-2"), config=FoldConfig()).changes
     []
     """
+    causes = cause if isinstance(cause, Mapping) else dict.fromkeys(segments.by_name, cause)
     if state.merged_into is not None:
-        return _exit_all(state.profile_id, previous, segments, at_ms=at_ms, cause=cause)
+        return _exit_all(state.profile_id, previous, segments, at_ms=at_ms, causes=causes)
     root = context(render(state, at_ms, config, rfm=rfm), scores or {})
     memberships: dict[str, int] = {}
     changes: list[SegmentChange] = []
@@ -95,7 +98,7 @@ def reevaluate(
                 segment=name,
                 segment_version=segment.definition.version,
                 at_ms=at_ms,
-                cause=cause,
+                cause=causes[name],
             )
             assert change is not None  # membership differs, so there is a change
             changes.append(change)
@@ -124,7 +127,7 @@ def current_memberships(entered: Mapping[str, int], definitions: Mapping[str, Se
 
 
 def _exit_all(
-    profile_id: str, previous: Mapping[str, int], segments: Segments, *, at_ms: int, cause: Cause
+    profile_id: str, previous: Mapping[str, int], segments: Segments, *, at_ms: int, causes: Mapping[str, Cause]
 ) -> Reevaluation:
     changes = []
     for name in sorted(previous):
@@ -138,7 +141,7 @@ def _exit_all(
             segment=name,
             segment_version=segment.definition.version,
             at_ms=at_ms,
-            cause=cause,
+            cause=causes[name],
         )
         if change is not None:
             changes.append(change)

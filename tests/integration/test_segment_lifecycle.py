@@ -1,10 +1,12 @@
 """Segment memberships across a segment's and a profile's end, in the real Redis: an erased profile exits
 and is forgotten, also when the segments it was in have been deleted since; a segment deleted and created
-again under the same name is entered afresh by its members (its member set starts empty)."""
+again under the same name is entered afresh by its members (its member set starts empty); segments
+published together are evaluated against the existing profiles in one pass."""
 
 from __future__ import annotations
 
 import asyncio
+from unittest.mock import ANY
 
 import msgspec
 import pytest
@@ -14,6 +16,7 @@ from profiles.config import FoldConfig
 from profiles.segment_store import Membership, SegmentStore
 from profiles.segments import SegmentChange
 from profiles.state import new_profile
+from profiles.store import ABSENT, ProfileStore, ProfileWrite
 from services.settings import Settings
 from streams.segment_stage import SegmentStage
 from tests.redis_support import scratch_namespace
@@ -96,3 +99,40 @@ async def _check_recreated(settings: Settings) -> None:
         ]
         assert await store.members("loyal", None, 10) == ["c-1"]
         assert (await store.memberships(["c-1"]))["c-1"].segments == {"loyal": 2}
+
+
+def test_segments_published_together_are_evaluated_in_one_pass_each_with_its_own_cause(
+    settings: Settings, local_stack: object
+) -> None:
+    asyncio.run(_check_grouped(settings))
+
+
+async def _check_grouped(settings: Settings) -> None:
+    async with scratch_namespace(settings, "seggroup") as (redis, namespace):
+        store = SegmentStore(redis, namespace)
+        await store.save("buyers", "", "transactions.orders >= 5", now_ms=NOW_MS)
+        await store.save("buyers", "", "transactions.orders >= 1", now_ms=NOW_MS)  # version 2
+        await store.save("repeat", "", "transactions.orders >= 2", now_ms=NOW_MS)
+        states = []
+        for n, orders in enumerate((1, 3, 0), start=1):
+            state = new_profile(f"c-{n}", f"c-{n}")
+            state.orders, state.last_event_ms = orders, NOW_MS - 5
+            states.append(state)
+        profiles = ProfileStore(redis, namespace)
+        await profiles.save([ProfileWrite(s.profile_id, ABSENT, 0, s, True, partition=0) for s in states])
+
+        stage = SegmentStage(store, FoldConfig(), "segments.changes", partitions=1)
+        out, ops = await stage.backfill_step(profiles, {0}, NOW_MS)
+        async with redis.pipeline(transaction=True) as pipe:
+            ops(pipe)
+            await pipe.execute()
+
+        changes = [msgspec.json.decode(value, type=SegmentChange) for _, _, _, value, _ in out]
+        assert sorted((c.customer_id, c.segment, c.change, c.cause["definition"]) for c in changes) == [
+            ("c-1", "buyers", "entered", 2),
+            ("c-2", "buyers", "entered", 2),
+            ("c-2", "repeat", "entered", 1),
+        ]
+        assert await stage.unevaluated(NOW_MS) == set(), "one step evaluated both segments"
+        assert (await store.memberships(["c-2"]))["c-2"].segments == {"buyers": 2, "repeat": 1}
+        assert await stage.backfill_step(profiles, {0}, NOW_MS) == ([], ANY)
