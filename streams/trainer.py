@@ -26,7 +26,9 @@ does not decode is a bug to look at, not input to dead-letter.
 
 **Outages are backpressure.** Learning touches no I/O; what a batch leaves to write (snapshots due, drift
 events, the commit) is retried with backoff while Redis or Kafka is unavailable, and nothing more is
-fetched meanwhile. A trainer killed instead resumes from its snapshots, losing nothing either.
+fetched meanwhile. Reading the snapshots on assignment is retried the same way, and nothing is learned
+until it succeeds (the records fetched meanwhile are read again from the snapshots' offsets). A trainer
+killed instead resumes from its snapshots, losing nothing either.
 """
 
 from __future__ import annotations
@@ -86,9 +88,11 @@ class Trainers:
         self.drifts: list[tuple[str, bytes]] = []  # (model, event JSON) not yet written
 
     async def restore_all(self) -> int:
-        """Each model from its newest loadable snapshot (or new); returns the offset to read from."""
-        for name, spec in self.specs.items():
-            self.trainers[name], self.resume_at[name] = await self._restored(name, spec)
+        """Each model from its newest loadable snapshot (or new); returns the offset to read from. All or
+        nothing: a Redis failure midway leaves the trainers as they were."""
+        restored = {name: await self._restored(name, spec) for name, spec in self.specs.items()}
+        for name, (trainer, resume_at) in restored.items():
+            self.trainers[name], self.resume_at[name] = trainer, resume_at
             self.unsaved[name] = 0
             self.saved_at[name] = time.monotonic()
         return min(self.resume_at.values(), default=0)
@@ -152,9 +156,11 @@ class Trainers:
 
 
 class _Seek(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, trainers: Trainers, consumer: AIOKafkaConsumer) -> None:
+    def __init__(self, trainers: Trainers, consumer: AIOKafkaConsumer, backoff: Backoff, alive: Liveness) -> None:
         self.trainers = trainers
         self.consumer = consumer
+        self.backoff = backoff
+        self.alive = alive
         self.assigned = False
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
@@ -165,7 +171,18 @@ class _Seek(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         if not assigned:
             return
-        start = await self.trainers.restore_all()
+        # Until the snapshots are read, nothing may be learned (examples fetched meanwhile would be skipped
+        # for good): a Redis outage here is waited out too. aiokafka holds the assignment while this runs.
+        pauses = self.backoff.pauses()
+        while True:
+            try:
+                start = await self.trainers.restore_all()
+                break
+            except (RedisError, OSError) as exc:
+                self.alive()
+                delay = next(pauses)
+                log.warning("restoring the models paused %.1f s: %r", delay, exc)
+                await asyncio.sleep(delay)
         for tp in assigned:
             self.consumer.seek(tp, start)
         log.info("training from offset %d", start)
@@ -190,20 +207,22 @@ async def run_trainer(settings: Settings, stop: asyncio.Event | None = None) -> 
         auto_offset_reset="earliest",
     )
     await consumer.start()
-    listener = _Seek(trainers, consumer)
-    consumer.subscribe([topic], listener=listener)
     alive = Liveness(settings.stream.liveness_file)
+    backoff = Backoff(settings.stream.retry_initial_s, settings.stream.retry_max_s)
+    listener = _Seek(trainers, consumer, backoff, alive)
+    consumer.subscribe([topic], listener=listener)
     try:
         while stop is None or not stop.is_set():
             alive()
             batches = await consumer.getmany(timeout_ms=500, max_records=5000)
+            if not listener.assigned:
+                continue  # still restoring: the listener seeks back to the snapshots' offsets, then they come again
             for records in batches.values():
                 for record in records:
                     if _sender(record.headers) in (None, namespace):
                         trainers.learn(record.offset, record.value or b"")
-            if listener.assigned:
-                pauses = Backoff(settings.stream.retry_initial_s, settings.stream.retry_max_s).pauses()
-                await _persist(trainers, consumer, commit=bool(batches), pauses=pauses, alive=alive, stop=stop)
+            pauses = backoff.pauses()
+            await _persist(trainers, consumer, commit=bool(batches), pauses=pauses, alive=alive, stop=stop)
     finally:
         if listener.assigned:
             await trainers.snapshot_due(force=True)

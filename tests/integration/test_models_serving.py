@@ -323,3 +323,30 @@ def test_a_trainer_waits_out_a_redis_outage_and_loses_no_example(
             assert trainer.poll() is None
         assert after > before
         assert "saving paused" in (tmp_path / "trainer.log").read_text()
+
+
+def test_a_trainer_started_while_redis_is_down_waits_and_learns_everything(
+    settings: Settings, local_stack: object, tmp_path: Path
+) -> None:
+    """Assigned its partition while Redis is down, the trainer cannot read its snapshots: it waits (learning
+    nothing it could not resume from), and once Redis is up learns every example sent meanwhile."""
+    prefix = f"{settings.kafka.topic_prefix}cold-{uuid.uuid4().hex[:6]}."
+    own = settings.model_copy(update={"kafka": settings.kafka.model_copy(update={"topic_prefix": prefix})})
+    namespace = f"m{uuid.uuid4().hex[:8]}"
+    customer = ProfileState(profile_id="c-1", customer_id="c-1", last_event_ms=0)
+    with created_topics(own) as shared, private_redis(shared, tmp_path) as (redis, topics):
+        env = {
+            **topics.env,
+            "RAPPORT_PROFILE__NAMESPACE": namespace,
+            "RAPPORT_MODELS__SECRET": SECRET,
+            "RAPPORT_MODELS__SNAPSHOT_EVERY_S": "0.5",
+        }
+        redis.kill()
+        with _trainer(env, tmp_path / "trainer.log") as trainer:
+            _produce_examples(topics, {"c-1": customer}, 300, seed=1)
+            time.sleep(8.0)  # assigned, and restoring in vain
+            assert trainer.poll() is None, "the trainer exited"
+            redis.start()
+            _wait_for(lambda: _active_having(topics, namespace, 300), 60)
+            assert trainer.poll() is None
+        assert "restoring the models paused" in (tmp_path / "trainer.log").read_text()
