@@ -19,7 +19,8 @@ workers would evaluate nothing. So each replay run into a namespace other than t
    for all the segments (``backfill_step`` groups them).
 
 The changes this computes are **not published**: subscribers heard them from the live namespace already.
-What a rebuild changes in the memberships is what ``rapport namespace diff`` reports (docs/replay.md).
+What a rebuild changes in the memberships is what ``rapport namespace diff`` reports and what ``rapport
+namespace promote`` announces (docs/replay.md).
 """
 
 from __future__ import annotations
