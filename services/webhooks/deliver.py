@@ -11,7 +11,8 @@ that — jitter, so endpoints recovering from an outage are not hit by every del
 endpoint retries, the others finish their part of the batch; the next batch waits for the slowest endpoint
 (bounded by its retry budget).
 
-Redis or Kafka failing is backpressure: the batch is retried after a pause, nothing is committed.
+Redis or Kafka failing is backpressure: the batch is retried after a pause (the worker's, `stream.retry_*`),
+nothing is committed.
 """
 
 from __future__ import annotations
@@ -162,7 +163,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                         log.warning("skipping a record that is not a segment change at %s", record.offset)
                     else:
                         changes.append(change)
-                pauses = Backoff(0.5, 30.0).pauses()
+                pauses = Backoff(settings.stream.retry_initial_s, settings.stream.retry_max_s).pauses()
                 while True:
                     try:
                         await deliverer.deliver(changes)
