@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import random
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Final, TypeVar
+
+from aiokafka.errors import KafkaError
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: What an unavailable Redis or Kafka raises: waited out, never skipped.
+OUTAGES: Final = (RedisError, KafkaError, OSError)
 
 
 @dataclass(frozen=True)
@@ -28,3 +41,30 @@ class Backoff:
         while True:
             yield self.rng.uniform(ceiling / 2, ceiling)
             ceiling = min(ceiling * 2, self.max_s)
+
+
+async def through_outages(
+    attempt: Callable[[], Awaitable[T]],
+    backoff: Backoff,
+    what: str,
+    *,
+    alive: Callable[[], None],
+    stop: asyncio.Event | None = None,
+) -> T | None:
+    """``attempt()`` until it succeeds, pausing between failures caused by an outage (``OUTAGES``), with
+    ``alive`` beaten at each pause: backpressure, not a hang. None if ``stop`` is set during a pause."""
+    pauses = backoff.pauses()
+    while True:
+        try:
+            return await attempt()
+        except OUTAGES as exc:
+            alive()
+            delay = next(pauses)
+            log.warning("%s paused %.1f s: %r", what, delay, exc)
+            if stop is None:
+                await asyncio.sleep(delay)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            if stop.is_set():
+                return None

@@ -34,19 +34,17 @@ killed instead resumes from its snapshots, losing nothing either.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
 
 import msgspec
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
-from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
-from redis.exceptions import RedisError
 
 from profiles.model_store import ModelStore
 from profiles.models.labels import NAMESPACE_HEADER, Example, decode_example
@@ -56,7 +54,7 @@ from profiles.models.trainer import ModelTrainer, restore
 from schemas.topics import MODEL_EXAMPLES, full_name
 from services.redis_client import make_redis
 from services.settings import Settings
-from streams.backoff import Backoff
+from streams.backoff import Backoff, through_outages
 from streams.liveness import Liveness
 
 log = logging.getLogger(__name__)
@@ -173,16 +171,8 @@ class _Seek(ConsumerRebalanceListener):  # type: ignore[misc]
             return
         # Until the snapshots are read, nothing may be learned (examples fetched meanwhile would be skipped
         # for good): a Redis outage here is waited out too. aiokafka holds the assignment while this runs.
-        pauses = self.backoff.pauses()
-        while True:
-            try:
-                start = await self.trainers.restore_all()
-                break
-            except (RedisError, OSError) as exc:
-                self.alive()
-                delay = next(pauses)
-                log.warning("restoring the models paused %.1f s: %r", delay, exc)
-                await asyncio.sleep(delay)
+        start = await through_outages(self.trainers.restore_all, self.backoff, "restoring the models", alive=self.alive)
+        assert start is not None  # no stop event: it returns only once restored
         for tp in assigned:
             self.consumer.seek(tp, start)
         log.info("training from offset %d", start)
@@ -221,8 +211,9 @@ async def run_trainer(settings: Settings, stop: asyncio.Event | None = None) -> 
                 for record in records:
                     if _sender(record.headers) in (None, namespace):
                         trainers.learn(record.offset, record.value or b"")
-            pauses = backoff.pauses()
-            await _persist(trainers, consumer, commit=bool(batches), pauses=pauses, alive=alive, stop=stop)
+            # Given up only at ``stop``: the final snapshot is attempted once more on the way out.
+            saving = functools.partial(_persist, trainers, consumer, commit=bool(batches))
+            await through_outages(saving, backoff, "saving", alive=alive, stop=stop)
     finally:
         if listener.assigned:
             await trainers.snapshot_due(force=True)
@@ -230,31 +221,8 @@ async def run_trainer(settings: Settings, stop: asyncio.Event | None = None) -> 
         await redis.aclose()
 
 
-async def _persist(
-    trainers: Trainers,
-    consumer: AIOKafkaConsumer,
-    *,
-    commit: bool,
-    pauses: Iterator[float],
-    alive: Liveness,
-    stop: asyncio.Event | None,
-) -> None:
-    """What learning left to write, retried while Redis or Kafka is unavailable (given up at ``stop``: the
-    final snapshot is attempted once more on the way out)."""
-    while True:
-        try:
-            await trainers.snapshot_due()
-            if commit:
-                await consumer.commit()
-            return
-        except (RedisError, KafkaError, OSError) as exc:
-            alive()  # an outage is backpressure, not a hang
-            delay = next(pauses)
-            log.warning("saving paused %.1f s, nothing fetched meanwhile: %r", delay, exc)
-            if stop is not None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
-                if stop.is_set():
-                    return
-            else:
-                await asyncio.sleep(delay)
+async def _persist(trainers: Trainers, consumer: AIOKafkaConsumer, *, commit: bool) -> None:
+    """What learning left to write: the snapshots due, the drift events, the commit."""
+    await trainers.snapshot_due()
+    if commit:
+        await consumer.commit()

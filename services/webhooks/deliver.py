@@ -18,6 +18,7 @@ nothing is committed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -26,8 +27,6 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer
-from aiokafka.errors import KafkaError
-from redis.exceptions import RedisError
 
 from schemas.topics import SEGMENT_CHANGES, full_name
 from services.redis_client import make_redis
@@ -35,7 +34,7 @@ from services.settings import Settings, WebhookSettings
 from services.webhooks.signature import sign
 from services.webhooks.store import Delivery, Webhook, WebhookStore
 from services.webhooks.targets import PublicResolver, literal_refusal
-from streams.backoff import Backoff
+from streams.backoff import Backoff, through_outages
 from streams.liveness import Liveness
 
 log = logging.getLogger(__name__)
@@ -151,6 +150,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     try:
         async with client_session(settings.webhooks) as session:
             alive = Liveness(settings.stream.liveness_file)
+            backoff = Backoff(settings.stream.retry_initial_s, settings.stream.retry_max_s)
             deliverer = Deliverer(settings, WebhookStore(redis, settings.profile.namespace), session, alive)
             while not stop.is_set():
                 alive()
@@ -163,18 +163,20 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                         log.warning("skipping a record that is not a segment change at %s", record.offset)
                     else:
                         changes.append(change)
-                pauses = Backoff(settings.stream.retry_initial_s, settings.stream.retry_max_s).pauses()
-                while True:
-                    try:
-                        await deliverer.deliver(changes)
-                        if records:
-                            await consumer.commit()
-                        break
-                    except (RedisError, KafkaError, OSError) as exc:
-                        alive()  # an outage is backpressure, not a hang
-                        delay = next(pauses)
-                        log.warning("delivery paused %.1f s: %r", delay, exc)
-                        await asyncio.sleep(delay)
+                await through_outages(
+                    functools.partial(_delivered, deliverer, changes, consumer, commit=bool(records)),
+                    backoff,
+                    "delivery",
+                    alive=alive,
+                )
     finally:
         await consumer.stop()
         await redis.aclose()
+
+
+async def _delivered(
+    deliverer: Deliverer, changes: Sequence[Change], consumer: AIOKafkaConsumer, *, commit: bool
+) -> None:
+    await deliverer.deliver(changes)
+    if commit:
+        await consumer.commit()

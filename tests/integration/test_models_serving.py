@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
+from deploy.localstack import RedisNode
 from profiles.features import features
 from profiles.model_store import ModelStore
 from profiles.models.labels import NAMESPACE_HEADER, Example, encode_example
@@ -290,35 +292,53 @@ def _active_having(topics: Topics, namespace: str, examples: int) -> int | None:
     return asyncio.run(read())
 
 
-def test_a_trainer_waits_out_a_redis_outage_and_loses_no_example(
-    settings: Settings, local_stack: object, tmp_path: Path
-) -> None:
-    """Redis killed while the trainer has examples to snapshot: it keeps running (and its liveness file
-    fresh), retries, and once Redis is back from its AOF publishes a version that learned every example."""
+@dataclass(frozen=True)
+class Outage:
+    """A trainer's world of its own: topics, a Redis it may kill, its namespace and environment."""
+
+    redis: RedisNode
+    topics: Topics
+    namespace: str
+    env: dict[str, str]
+    examples: dict[str, ProfileState]  # whose features the examples carry
+
+
+@contextmanager
+def _outage_world(settings: Settings, tmp_path: Path, **extra_env: str) -> Iterator[Outage]:
     prefix = f"{settings.kafka.topic_prefix}outage-{uuid.uuid4().hex[:6]}."
     own = settings.model_copy(update={"kafka": settings.kafka.model_copy(update={"topic_prefix": prefix})})
     namespace = f"m{uuid.uuid4().hex[:8]}"
-    alive = tmp_path / "alive"
-    customer = ProfileState(profile_id="c-1", customer_id="c-1", last_event_ms=0)
     with created_topics(own) as shared, private_redis(shared, tmp_path) as (redis, topics):
         env = {
             **topics.env,
             "RAPPORT_PROFILE__NAMESPACE": namespace,
             "RAPPORT_MODELS__SECRET": SECRET,
             "RAPPORT_MODELS__SNAPSHOT_EVERY_S": "0.5",
-            "RAPPORT_STREAM__LIVENESS_FILE": str(alive),
+            **extra_env,
         }
-        with _trainer(env, tmp_path / "trainer.log") as trainer:
-            _produce_examples(topics, {"c-1": customer}, 300, seed=1)
+        customer = ProfileState(profile_id="c-1", customer_id="c-1", last_event_ms=0)
+        yield Outage(redis, topics, namespace, env, {"c-1": customer})
+
+
+def test_a_trainer_waits_out_a_redis_outage_and_loses_no_example(
+    settings: Settings, local_stack: object, tmp_path: Path
+) -> None:
+    """Redis killed while the trainer has examples to snapshot: it keeps running (and its liveness file
+    fresh), retries, and once Redis is back from its AOF publishes a version that learned every example."""
+    alive = tmp_path / "alive"
+    with _outage_world(settings, tmp_path, RAPPORT_STREAM__LIVENESS_FILE=str(alive)) as world:
+        topics, namespace = world.topics, world.namespace
+        with _trainer(world.env, tmp_path / "trainer.log") as trainer:
+            _produce_examples(topics, world.examples, 300, seed=1)
             before = _wait_for(lambda: _active_having(topics, namespace, 300), 60)
             time.sleep(1.5)  # past appendfsync everysec: the snapshot is in the AOF
-            redis.kill()
-            _produce_examples(topics, {"c-1": customer}, 300, seed=2)
+            world.redis.kill()
+            _produce_examples(topics, world.examples, 300, seed=2)
             for _ in range(8):
                 time.sleep(1.0)
                 assert trainer.poll() is None, "the trainer exited on the outage"
                 assert time.time() - alive.stat().st_mtime < 7, "the trainer looked hung during the outage"
-            redis.start()
+            world.redis.start()
             after = _wait_for(lambda: _active_having(topics, namespace, 600), 60)
             assert trainer.poll() is None
         assert after > before
@@ -330,23 +350,13 @@ def test_a_trainer_started_while_redis_is_down_waits_and_learns_everything(
 ) -> None:
     """Assigned its partition while Redis is down, the trainer cannot read its snapshots: it waits (learning
     nothing it could not resume from), and once Redis is up learns every example sent meanwhile."""
-    prefix = f"{settings.kafka.topic_prefix}cold-{uuid.uuid4().hex[:6]}."
-    own = settings.model_copy(update={"kafka": settings.kafka.model_copy(update={"topic_prefix": prefix})})
-    namespace = f"m{uuid.uuid4().hex[:8]}"
-    customer = ProfileState(profile_id="c-1", customer_id="c-1", last_event_ms=0)
-    with created_topics(own) as shared, private_redis(shared, tmp_path) as (redis, topics):
-        env = {
-            **topics.env,
-            "RAPPORT_PROFILE__NAMESPACE": namespace,
-            "RAPPORT_MODELS__SECRET": SECRET,
-            "RAPPORT_MODELS__SNAPSHOT_EVERY_S": "0.5",
-        }
-        redis.kill()
-        with _trainer(env, tmp_path / "trainer.log") as trainer:
-            _produce_examples(topics, {"c-1": customer}, 300, seed=1)
+    with _outage_world(settings, tmp_path) as world:
+        world.redis.kill()
+        with _trainer(world.env, tmp_path / "trainer.log") as trainer:
+            _produce_examples(world.topics, world.examples, 300, seed=1)
             time.sleep(8.0)  # assigned, and restoring in vain
             assert trainer.poll() is None, "the trainer exited"
-            redis.start()
-            _wait_for(lambda: _active_having(topics, namespace, 300), 60)
+            world.redis.start()
+            _wait_for(lambda: _active_having(world.topics, world.namespace, 300), 60)
             assert trainer.poll() is None
         assert "restoring the models paused" in (tmp_path / "trainer.log").read_text()

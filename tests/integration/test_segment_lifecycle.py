@@ -10,6 +10,7 @@ from unittest.mock import ANY
 
 import msgspec
 import pytest
+from redis.asyncio import Redis
 
 from profiles.batch import BatchFold
 from profiles.config import FoldConfig
@@ -18,7 +19,8 @@ from profiles.segments import SegmentChange
 from profiles.state import new_profile
 from profiles.store import ABSENT, ProfileStore, ProfileWrite
 from services.settings import Settings
-from streams.segment_stage import SegmentStage
+from streams.outbox import Outgoing
+from streams.segment_stage import PipelineOps, SegmentStage
 from tests.redis_support import scratch_namespace
 
 pytestmark = pytest.mark.integration
@@ -47,11 +49,9 @@ async def _check(settings: Settings) -> None:
         fold.deleted["c-1"] = "er_" + "1" * 32
         fold.partition_of["c-1"] = 3
         out, ops = await stage.after_batch(fold, NOW_MS)
-        async with redis.pipeline(transaction=True) as pipe:
-            ops(pipe)
-            await pipe.execute()
+        await _write(redis, ops)
 
-        changes = [msgspec.json.decode(value, type=SegmentChange) for _, _, _, value, _ in out]
+        changes = _decoded(out)
         assert [(c.customer_id, c.segment, c.segment_version, c.change) for c in changes] == [
             ("c-1", "buyers", 1, "exited"),
             ("c-1", "vip", 2, "exited"),
@@ -89,11 +89,9 @@ async def _check_recreated(settings: Settings) -> None:
         fold.last_event_id["c-1"] = "e-7"
         stage = SegmentStage(store, FoldConfig(), "segments.changes", partitions=6)
         out, ops = await stage.after_batch(fold, NOW_MS)
-        async with redis.pipeline(transaction=True) as pipe:
-            ops(pipe)
-            await pipe.execute()
+        await _write(redis, ops)
 
-        changes = [msgspec.json.decode(value, type=SegmentChange) for _, _, _, value, _ in out]
+        changes = _decoded(out)
         assert [(c.customer_id, c.segment, c.segment_version, c.change) for c in changes] == [
             ("c-1", "loyal", 2, "entered")
         ]
@@ -123,11 +121,9 @@ async def _check_grouped(settings: Settings) -> None:
 
         stage = SegmentStage(store, FoldConfig(), "segments.changes", partitions=1)
         out, ops = await stage.backfill_step(profiles, {0}, NOW_MS)
-        async with redis.pipeline(transaction=True) as pipe:
-            ops(pipe)
-            await pipe.execute()
+        await _write(redis, ops)
 
-        changes = [msgspec.json.decode(value, type=SegmentChange) for _, _, _, value, _ in out]
+        changes = _decoded(out)
         assert sorted((c.customer_id, c.segment, c.change, c.cause["definition"]) for c in changes) == [
             ("c-1", "buyers", "entered", 2),
             ("c-2", "buyers", "entered", 2),
@@ -136,3 +132,14 @@ async def _check_grouped(settings: Settings) -> None:
         assert await stage.unevaluated(NOW_MS) == set(), "one step evaluated both segments"
         assert (await store.memberships(["c-2"]))["c-2"].segments == {"buyers": 2, "repeat": 1}
         assert await stage.backfill_step(profiles, {0}, NOW_MS) == ([], ANY)
+
+
+async def _write(redis: Redis, ops: PipelineOps) -> None:
+    """A stage's membership writes, as the worker runs them in its profile write's pipeline."""
+    async with redis.pipeline(transaction=True) as pipe:
+        ops(pipe)
+        await pipe.execute()
+
+
+def _decoded(out: list[Outgoing]) -> list[SegmentChange]:
+    return [msgspec.json.decode(value, type=SegmentChange) for _, _, _, value, _ in out]
