@@ -386,9 +386,7 @@ def test_compose_named_volumes_are_declared(compose: dict[str, Any]) -> None:
 
 
 def test_compose_runs_every_long_running_process(compose: dict[str, Any]) -> None:
-    by_command = {
-        compose_command(s)[0]: s for s in compose["services"].values() if is_rapport_service(s) and compose_command(s)
-    }
+    by_command = compose_services(compose)
     for command in LONG_RUNNING:
         assert command in by_command, f"no compose service runs `rapport {command}`"
         assert by_command[command].get("restart") == "unless-stopped", f"`rapport {command}` is not restarted"
@@ -539,18 +537,54 @@ def test_k8s_liveness_probes_read_the_file_the_process_touches(
     env = {e["name"]: e["value"] for e in container.get("env", [])}
     assert LIVENESS_FILE in env, f"`rapport {command}` is not told to touch a liveness file"
     check_settings_env(env, f"`rapport {command}`", monkeypatch)
-    path = env[LIVENESS_FILE]
     for kind in ("startupProbe", "livenessProbe"):
-        argv = container[kind]["exec"]["command"]
-        assert path in argv[-1], f"{kind} of `rapport {command}` reads another file than {path}"
-        local = tmp_path / "alive"
-        probe = [*argv[:-1], argv[-1].replace(path, str(local))]
-        assert not passes(probe), "passes with no file"
-        Liveness(str(local))()
-        assert passes(probe), "fails on a fresh file"
-        stale = time.time() - 120
-        os.utime(local, (stale, stale))
-        assert not passes(probe), "passes on a file 2 minutes old"
+        check_liveness_probe(container[kind]["exec"]["command"], env[LIVENESS_FILE], tmp_path / kind)
+
+
+@pytest.mark.parametrize("command", ["worker", "trainer", "deliver"])
+def test_compose_healthchecks_read_the_file_the_process_touches(
+    compose: dict[str, Any], command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = compose_services(compose)[command]
+    env = compose_env(service)
+    assert LIVENESS_FILE in env, f"compose's `rapport {command}` is not told to touch a liveness file"
+    check_settings_env(env, f"compose's `rapport {command}`", monkeypatch)
+    test = service["healthcheck"]["test"]
+    assert test[0] == "CMD", f"{command}'s healthcheck: {test}"
+    # Compose turns `$$` into `$` before the container sees the command.
+    probe = [part.replace("$$", "$") for part in test[1:]]
+    check_liveness_probe(probe, str(env[LIVENESS_FILE]), tmp_path)
+
+
+def test_compose_api_healthcheck_asks_a_get_route_on_its_port(compose: dict[str, Any]) -> None:
+    service = compose_services(compose)["api"]
+    test = " ".join(service["healthcheck"]["test"])
+    found = re.search(r"http://127\.0\.0\.1:(?P<port>\d+)(?P<path>/[\w/]*)", test)
+    assert found, f"the API's healthcheck asks no local URL: {test}"
+    paths = create_app(Settings(_env_file=None)).openapi()["paths"]
+    assert "get" in paths.get(found["path"], {}), f"{found['path']} is not a GET route of the API"
+    assert found["port"] == option(compose_command(service), "--port"), "the healthcheck asks another port"
+
+
+def compose_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """First ``rapport`` word → the compose service running it."""
+    return {
+        compose_command(s)[0]: s for s in compose["services"].values() if is_rapport_service(s) and compose_command(s)
+    }
+
+
+def check_liveness_probe(argv: list[str], path: str, tmp_path: Path) -> None:
+    """The probe names ``path``, and (run here, as the orchestrator would in the container) passes on a
+    fresh file and fails on a stale or missing one."""
+    assert path in argv[-1], f"the probe {argv} reads another file than {path}"
+    local = tmp_path / "alive"
+    probe = [*argv[:-1], argv[-1].replace(path, str(local))]
+    assert not passes(probe), "passes with no file"
+    Liveness(str(local))()
+    assert passes(probe), "fails on a fresh file"
+    stale = time.time() - 120
+    os.utime(local, (stale, stale))
+    assert not passes(probe), "passes on a file 2 minutes old"
 
 
 def passes(probe: list[str]) -> bool:
