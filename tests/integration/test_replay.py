@@ -31,12 +31,16 @@ from profiles.models.snapshots import SnapshotMeta, load_snapshot
 from profiles.models.specs import CHURN_RISK
 from profiles.namespaces import Namespaces
 from profiles.segment_store import SegmentStore
+from profiles.store import ProfileStore
 from schemas.topics import RESOLVED, SEGMENT_CHANGES
 from schemas.validation import Rejection, ValidationLimits, validate_event
 from services.namespace_ops import memberships
 from services.redis_client import make_redis
 from services.settings import Settings
+from streams.replay import Replay, raw_topics
 from streams.replay_models import POSITIONS
+from streams.replay_segments import ReplaySegments
+from streams.segment_stage import PipelineOps
 from tests.api_support import create_key, free_port, running_api
 from tests.kafka_support import Topics, created_topics, produce_raw, rapport
 from tests.model_support import publish_churn_model
@@ -162,6 +166,61 @@ def test_a_replay_killed_midway_resumes_to_the_same_hash(produced: Produced) -> 
         kill_midway(produced, killed, command, env, chunks)
     replay(produced, killed)
     assert namespace_hash(produced, killed) == namespace_hash(produced, reference)
+
+
+class _Interrupted(Exception):
+    """The failure injected into a replay's end-of-run evaluation of the memberships."""
+
+
+class _FailingSettle(ReplaySegments):
+    """Dies (as a killed process would: nothing after it runs) at its ``fail_at``-th write of evaluated
+    pages, once the earlier pages' memberships are written."""
+
+    fail_at = 2
+    writes = 0
+
+    async def _write(self, ops: PipelineOps) -> None:
+        self.writes += 1
+        if self.writes == self.fail_at:
+            raise _Interrupted
+        await super()._write(ops)
+
+
+async def _replay_dying_while_it_settles(settings: Settings, into: str) -> set[str]:
+    """A replay of everything into ``into`` that dies while it evaluates the memberships at the end of the run;
+    the segments whose evaluation it left unfinished."""
+    redis = make_redis(settings)
+    try:
+        namespaces = Namespaces(redis)
+        segments = _FailingSettle(settings, redis, into, await namespaces.serving(settings.profile.namespace))
+        runner = Replay(settings, ProfileStore(redis, into), namespaces, 20_000, segments=segments)
+        plan = await runner.plan(raw_topics(settings, None), None, None)
+        with pytest.raises(_Interrupted):
+            await runner.run(plan)
+        return await segments.stage.unevaluated(int(time.time() * 1000))
+    finally:
+        await redis.aclose()
+
+
+def test_a_replay_dying_while_it_evaluates_memberships_resumes_to_the_same_namespace(produced: Produced) -> None:
+    """The end of a run (every profile against each adopted definition) is resumable too: the run that
+    follows finishes the evaluation where it stopped, and the namespace equals an uninterrupted replay's."""
+    live, reference, interrupted = fresh(), fresh(), fresh()
+    settings = produced.topics.settings
+    define_segments(settings, live, {k: v for k, v in SEGMENTS.items() if not v.startswith("scores.")})
+    env = {**produced.topics.env, "RAPPORT_PROFILE__NAMESPACE": live}
+    assert rapport("replay", "--into", reference, "--quiet", env=env).returncode == 0
+    serving_live = settings.model_copy(update={"profile": settings.profile.model_copy(update={"namespace": live})})
+    unfinished = asyncio.run(_replay_dying_while_it_settles(serving_live, interrupted))
+    assert unfinished, "the failure came after the evaluation: nothing was left to resume"
+    assert namespace_hash(produced, interrupted) != namespace_hash(produced, reference)
+
+    resumed = rapport("replay", "--into", interrupted, "--quiet", env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "replayed 0 records" in resumed.stdout  # a catch-up with nothing new: only the evaluation was left
+    assert namespace_hash(produced, interrupted) == namespace_hash(produced, reference), rapport(
+        "namespace", "diff", reference, interrupted, env=env
+    ).stdout
 
 
 def test_namespace_commands_list_promote_and_drop(produced: Produced) -> None:
