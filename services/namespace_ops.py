@@ -1,20 +1,29 @@
-"""Reading whole namespaces for ``rapport namespace hash | diff | list``: SCAN-based, never blocking Redis."""
+"""Reading whole namespaces for ``rapport namespace hash | diff | list | promote``: SCAN-based, never blocking
+Redis."""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from redis.asyncio import Redis
 
 from profiles.canonical import canonical_view, field_differences, is_canonical, namespace_digest, profile_digest
 from profiles.config import FoldConfig
+from profiles.model_store import ModelStore
+from profiles.models.scoring import ServedModel, score_values
 from profiles.segment_store import SegmentStore
 from profiles.segments import PromotionCause, SegmentChange, promotion_changes
+from profiles.segments.changes import promoted_differences
+from profiles.segments.membership import Segments, excerpts
 from profiles.store import ProfileStore
+from services.model_cache import ModelCache
+from services.settings import Settings
 
 _EXAMPLES = 3
+_PAGE = 1000  # profiles loaded per round trip
 
 
 async def memberships(redis: Redis, namespace: str) -> dict[str, set[str]]:
@@ -99,13 +108,38 @@ async def diff_namespaces(redis: Redis, a: str, b: str, config: FoldConfig) -> N
     return out
 
 
-async def promotion_announcements(redis: Redis, served: str, promoted: str, at_ms: int) -> list[SegmentChange]:
+async def promotion_announcements(
+    redis: Redis, settings: Settings, served: str, promoted: str, at_ms: int
+) -> list[SegmentChange]:
     """The changes that tell subscribers how ``promoted``'s memberships differ from ``served``'s
-    (``profiles.segments.promotion_changes``)."""
+    (``profiles.segments.promotion_changes``), each with the fields its rule reads in ``promoted``'s profile
+    at ``at_ms`` (scores from ``promoted``'s models, as its workers will compute them)."""
     definitions = await SegmentStore(redis, promoted).definitions()
     before, after = await memberships(redis, served), await memberships(redis, promoted)
     versions = {name: d.version for name, d in definitions.items()}
-    return promotion_changes(before, after, versions, PromotionCause(served, promoted, at_ms))
+    differing = promoted_differences(before, after, versions)
+    ids = sorted({pid for pids in differing.values() for pid in pids})
+    excerpts = await _excerpts(redis, settings, promoted, Segments.of(definitions), ids, at_ms=at_ms)
+    return promotion_changes(before, after, versions, PromotionCause(served, promoted, at_ms), excerpts)
+
+
+async def _excerpts(
+    redis: Redis, settings: Settings, namespace: str, segments: Segments, ids: list[str], *, at_ms: int
+) -> dict[str, dict[str, dict[str, Any]]]:
+    config, specs = settings.profile.fold_config(), settings.models.specs()
+    models: dict[str, ServedModel] = {}
+    if any(path[0] == "scores" for path in segments.reads):
+        secret = settings.models.secret.get_secret_value().encode()
+        models = await ModelCache(ModelStore(redis, namespace), specs, secret, settings.models.reload_s).current()
+    store, out = ProfileStore(redis, namespace), {}
+    for start in range(0, len(ids), _PAGE):
+        page = ids[start : start + _PAGE]
+        for pid, stored in (await store.load(page)).items():
+            if (state := stored.state) is not None:
+                at = max(at_ms, state.last_event_ms or at_ms)
+                scores = score_values(state, at, config, specs, models) if models else None
+                out[pid] = excerpts(state, segments, at_ms=at, config=config, scores=scores)
+    return out
 
 
 async def profile_counts(redis: Redis, namespaces: Sequence[str]) -> dict[str, int]:

@@ -190,32 +190,48 @@ def erasure_exits(
     return [change for change in exits if change is not None]  # every one: membership goes from in to out
 
 
+def promoted_differences(
+    served: Mapping[str, set[str]], promoted: Mapping[str, set[str]], versions: Mapping[str, int]
+) -> dict[str, list[str]]:
+    """Per segment of the promoted namespace (``versions``: segment → its version there), the profile ids
+    whose membership differs between ``served``'s and ``promoted``'s members, in id order. A segment only
+    the served namespace has is gone, as if deleted: it has none.
+
+    >>> promoted_differences({"vip": {"a", "b"}, "old": {"a"}}, {"vip": {"b", "c"}}, {"vip": 2})
+    {'vip': ['a', 'c']}
+    """
+    return {segment: sorted(served.get(segment, set()) ^ promoted.get(segment, set())) for segment in sorted(versions)}
+
+
 def promotion_changes(
     served: Mapping[str, set[str]],
     promoted: Mapping[str, set[str]],
     versions: Mapping[str, int],
     cause: PromotionCause,
+    excerpts: Mapping[str, Mapping[str, dict[str, Any]]] | None = None,
 ) -> list[SegmentChange]:
     """What subscribers must hear when ``promoted``'s members (segment → profile ids) replace ``served``'s:
     an entry for each member only ``promoted`` has, an exit for each one only ``served`` has, for the
-    promoted namespace's segments (``versions``: segment → its version there). A segment only the served
-    namespace has is gone, as if deleted: no exits. The excerpt is empty: the change comes from a rebuild,
-    not from evaluating the rule at ``at``.
+    promoted namespace's segments (``promoted_differences``). ``excerpts``: profile id → segment → the
+    fields the rule reads in the promoted namespace's profile at the promotion (none: empty, e.g. for a
+    profile the promoted namespace does not hold).
 
     >>> cause = PromotionCause("live", "rebuild-1", 0)
-    >>> changes = promotion_changes({"vip": {"a", "b"}, "old": {"a"}}, {"vip": {"b", "c"}}, {"vip": 2}, cause)
-    >>> [(c.customer_id, c.segment, c.segment_version, c.change) for c in changes]
-    [('a', 'vip', 2, 'exited'), ('c', 'vip', 2, 'entered')]
+    >>> excerpts = {"c": {"vip": {"rfm": {"monetary": 900.0}}}}
+    >>> changes = promotion_changes({"vip": {"a", "b"}, "old": {"a"}}, {"vip": {"b", "c"}}, {"vip": 2}, cause, excerpts)
+    >>> [(c.customer_id, c.segment, c.segment_version, c.change, c.excerpt) for c in changes]
+    [('a', 'vip', 2, 'exited', {}), ('c', 'vip', 2, 'entered', {'rfm': {'monetary': 900.0}})]
     >>> changes[0].cause
     {'promotion': {'from': 'live', 'to': 'rebuild-1', 'at': '1970-01-01T00:00:00.000Z'}}
     """
     changes: list[SegmentChange] = []
-    for segment, version in sorted(versions.items()):
-        before, after = served.get(segment, set()), promoted.get(segment, set())
-        for customer_id in sorted(before ^ after):
+    known = excerpts or {}
+    for segment, differing in promoted_differences(served, promoted, versions).items():
+        before, after, version = served.get(segment, set()), promoted.get(segment, set()), versions[segment]
+        for customer_id in differing:
             change = transition(
                 customer_id in before,
-                Evaluation(customer_id in after, {}),
+                Evaluation(customer_id in after, known.get(customer_id, {}).get(segment, {})),
                 customer_id=customer_id,
                 segment=segment,
                 segment_version=version,

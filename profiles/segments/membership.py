@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from profiles.config import FoldConfig
 from profiles.rfm import RfmScores
 from profiles.segments.changes import Cause, SegmentChange, transition
 from profiles.segments.definitions import SegmentDefinition
-from profiles.segments.evaluate import Evaluation, context, evaluate_in
+from profiles.segments.evaluate import Evaluation, context, evaluate_in, excerpt
 from profiles.segments.fields import Path
 from profiles.segments.rules import CompiledRule, compile_rule
 from profiles.segments.timing import next_time_change
@@ -106,6 +107,31 @@ def reevaluate(
             memberships[name] = previous[name] if was else segment.definition.version
     timer = next_time_change(state, at_ms, config, segments.reads) if segments.by_name else None
     return Reevaluation(memberships, changes, timer)
+
+
+def excerpts(
+    state: ProfileState,
+    segments: Segments,
+    *,
+    at_ms: int,
+    config: FoldConfig,
+    scores: Mapping[str, float] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Per segment, the fields its rule reads in ``state`` at ``at_ms`` (the profile rendered once); none for
+    a merged-away profile, which has no fields of its own.
+
+    >>> from profiles.segments.definitions import save
+    >>> from profiles.state import new_profile
+    >>> buyers = Segments.of({"buyers": save(None, "buyers", "", "transactions.orders >= 1", now_ms=0)})
+    >>> state = new_profile("c-1", "c-1")
+    >>> state.orders, state.last_event_ms = 2, 0
+    >>> excerpts(state, buyers, at_ms=0, config=FoldConfig())
+    {'buyers': {'transactions': {'orders': 2}}}
+    """
+    if state.merged_into is not None:
+        return {}
+    root = context(render(state, max(at_ms, state.last_event_ms or at_ms), config), scores or {})
+    return {name: excerpt(segment.rule, root) for name, segment in segments.by_name.items()}
 
 
 def current_memberships(entered: Mapping[str, int], definitions: Mapping[str, SegmentDefinition]) -> dict[str, int]:

@@ -121,7 +121,7 @@ def promote(
         served = await namespaces.serving(configured)
         if not announce or served == name:
             return served, []
-        return served, await promotion_announcements(redis, served, name, int(time.time() * 1000))
+        return served, await promotion_announcements(redis, settings, served, name, int(time.time() * 1000))
 
     served, changes = _run(plan)
     if changes:

@@ -31,8 +31,9 @@ from profiles.models.snapshots import SnapshotMeta, load_snapshot
 from profiles.models.specs import CHURN_RISK
 from profiles.namespaces import Namespaces
 from profiles.segment_store import SegmentStore
+from profiles.segments import compile_rule
 from profiles.store import ProfileStore
-from schemas.topics import RESOLVED, SEGMENT_CHANGES
+from schemas.topics import RAW_EVENT_TOPICS, RESOLVED, SEGMENT_CHANGES
 from schemas.validation import Rejection, ValidationLimits, validate_event
 from services.namespace_ops import memberships
 from services.redis_client import make_redis
@@ -56,6 +57,9 @@ class Produced:
     lines: int
     as_of_ms: int
     expected: dict[str, dict[str, object]]
+    #: ``--to`` for the first half of the history: the median record timestamp (``--from``/``--to`` select by
+    #: the records' timestamps, here when they were produced, not by the events' times).
+    middle: str
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +76,10 @@ def produced(settings: Settings, local_stack: object, tmp_path_factory: pytest.T
     as_of = (-(-latest // HOUR_MS) + 1) * HOUR_MS
     with created_topics(topic_settings) as topics:
         produce_raw(topics, lines)
-        yield Produced(topics, len(lines), as_of, build_profiles(valid, as_of_ms=as_of, settings=OracleSettings()))
+        stamps = sorted(r.timestamp for r in topics.read_to_end([spec.name for spec in RAW_EVENT_TOPICS]))
+        middle = datetime.fromtimestamp(stamps[len(stamps) // 2] / 1000, UTC).isoformat()
+        expected = build_profiles(valid, as_of_ms=as_of, settings=OracleSettings())
+        yield Produced(topics, len(lines), as_of, expected, middle)
 
 
 def replay(produced: Produced, namespace: str, *args: str) -> str:
@@ -244,8 +251,9 @@ def test_promote_under_read_load_never_errs_nor_mixes_namespaces(produced: Produ
     of the other."""
     configured = fresh()
     half, full = fresh(), fresh()
-    middle = datetime.fromtimestamp((produced.as_of_ms - 25 * 24 * HOUR_MS) / 1000, UTC).isoformat()
-    replay(produced, half, "--to", middle)
+    halved = re.search(r"replayed ([\d,]+) records", replay(produced, half, "--to", produced.middle))
+    assert halved is not None
+    assert 0.4 < int(halved[1].replace(",", "")) / produced.lines < 0.6, halved
     replay(produced, full)
     env = {**produced.topics.env, "RAPPORT_PROFILE__NAMESPACE": configured, "RAPPORT_API__SERVING_REFRESH_S": "0.05"}
     key = create_key(env, "--name", "promote-test", "--scopes", "profiles:read", "--rate-limit", "100000")
@@ -319,8 +327,7 @@ def test_a_replay_adopts_the_served_segments_and_models_and_a_promotion_serves_t
     assert changes > 0
 
     # The first half, then a catch-up: memberships of profiles the catch-up does not touch move by timer.
-    middle = datetime.fromtimestamp((produced.as_of_ms - 25 * 24 * HOUR_MS) / 1000, UTC).isoformat()
-    for args in (["--to", middle], []):
+    for args in (["--to", produced.middle], []):
         result = rapport("replay", "--into", rebuilt, "--quiet", *args, env=env)
         assert result.returncode == 0, result.stderr
     assert namespace_hash(produced, rebuilt) == namespace_hash(produced, live), rapport(
@@ -358,7 +365,7 @@ def test_a_replay_adopts_the_served_segments_and_models_and_a_promotion_serves_t
 
     # A rebuild whose memberships differ: promoting it tells subscribers each difference, once.
     early = fresh()
-    result = rapport("replay", "--into", early, "--quiet", "--to", middle, env=env)
+    result = rapport("replay", "--into", early, "--quiet", "--to", produced.middle, env=env)
     assert result.returncode == 0, result.stderr
     served = asyncio.run(_memberships_of(settings, rebuilt))
     promoted_members = asyncio.run(_memberships_of(settings, early))
@@ -383,6 +390,16 @@ def test_a_replay_adopts_the_served_segments_and_models_and_a_promotion_serves_t
     assert len(announced) == len(expected)
     assert {(c["customer_id"], c["segment"], c["change"]) for c in announced} == expected
     assert all(c["segment_version"] == 1 and c["cause"]["promotion"]["from"] == rebuilt for c in announced)
+    # Each says why, from the promoted profile: the fields its rule reads, which decide the change on their own.
+    views = stored_views(produced.topics, early, produced.as_of_ms)
+    rules = asyncio.run(_segments_and_model(settings, early))[1]
+    for change in announced:
+        pid, segment = change["customer_id"], change["segment"]
+        assert bool(change["excerpt"]) == (pid in views), change
+        assert compile_rule(rules[segment]).matches(change["excerpt"]) == (change["change"] == "entered"), change
+        if segment == "buyers" and pid in views:
+            assert change["excerpt"] == {"transactions": {"orders": views[pid]["transactions"]["orders"]}}  # type: ignore[index]
+    assert {c["segment"] for c in announced if c["excerpt"]} >= {"buyers"}
 
 
 async def _served(settings: Settings, configured: str) -> str:
