@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -24,6 +24,7 @@ from services.webhooks.signature import verify
 from tests.api_support import create_key, running_api
 from tests.http_support import loopback_server
 from tests.kafka_support import Topics
+from tests.redis_support import private_redis
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -60,6 +61,21 @@ def serving(receiver: Receiver) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}/hook"
 
 
+def send(topics: Topics, changes: list[dict[str, str]]) -> None:
+    producer = make_producer(topics.settings)
+    for change in changes:
+        producer.send(topics.names["segments.changes"], key=change["customer_id"].encode(), value=orjson.dumps(change))
+    producer.flush()
+    producer.close()
+
+
+def start_deliverer(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "services.cli.main", "deliver"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+
+
 def test_changes_reach_webhooks_signed_in_order_retried_and_dead_lettered(tmp_path: Path, topics: Topics) -> None:
     env = {
         **topics.env,
@@ -83,19 +99,10 @@ def test_changes_reach_webhooks_signed_in_order_retried_and_dead_lettered(tmp_pa
             {"change_id": f"ch-{i}", "customer_id": f"c-{i % 3}", "segment": "vip" if i % 4 else "other"}
             for i in range(16)
         ]
-        producer = make_producer(topics.settings)
-        for change in changes:
-            producer.send(
-                topics.names["segments.changes"], key=change["customer_id"].encode(), value=orjson.dumps(change)
-            )
-        producer.flush()
-        producer.close()
+        send(topics, changes)
         vip = [c for c in changes if c["segment"] == "vip"]
 
-        log = (tmp_path / "deliver.log").open("wb")
-        deliverer = subprocess.Popen(
-            [sys.executable, "-m", "services.cli.main", "deliver"], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
+        deliverer = start_deliverer(env, tmp_path / "deliver.log")
         try:
             deadline = time.monotonic() + 120
             while True:
@@ -145,3 +152,55 @@ def test_webhooks_to_addresses_that_are_not_public_are_refused_at_registration(t
             assert error["details"] == {"url": url}
         assert http.get("/v1/webhooks").json()["webhooks"] == []
         assert http.post("/v1/webhooks", json={"url": "https://crm.example/hook"}).status_code == 201
+
+
+def test_a_deliverer_waits_out_a_redis_outage_and_skips_no_change(tmp_path: Path, topics: Topics) -> None:
+    """Redis killed (SIGKILL) while changes keep coming: the deliverer keeps running with a fresh liveness file,
+    pauses instead of skipping or dead-lettering, and once Redis is back from its AOF every change reaches
+    the endpoint (at least once)."""
+    alive = tmp_path / "alive"
+    with private_redis(topics, tmp_path) as (redis, own):
+        env = {
+            **own.env,
+            "RAPPORT_PROFILE__NAMESPACE": f"wh-{uuid.uuid4().hex[:6]}",
+            "RAPPORT_WEBHOOKS__START_FROM": "earliest",
+            "RAPPORT_WEBHOOKS__PRIVATE_TARGETS": "true",
+            "RAPPORT_STREAM__LIVENESS_FILE": str(alive),
+        }
+        token = create_key(env, "--name", "wh", "--scopes", "segments:admin")
+        receiver = Receiver(200)
+        with serving(receiver) as url:
+            with running_api(env, tmp_path / "api.log") as base:
+                created = httpx.post(
+                    f"{base}/v1/webhooks", json={"url": url}, headers={"Authorization": f"Bearer {token}"}, timeout=30
+                )
+                assert created.status_code == 201, created.text
+            time.sleep(1.5)  # past appendfsync everysec: the registration is in the AOF
+            changes = [{"change_id": f"ch-{i}", "customer_id": f"c-{i % 3}", "segment": "vip"} for i in range(30)]
+            send(own, changes[:10])
+            deliverer = start_deliverer(env, tmp_path / "deliver.log")
+            try:
+                wait_for(lambda: len(receiver.received) >= 10, deliverer, tmp_path / "deliver.log")
+                redis.kill()
+                send(own, changes[10:])
+                for _ in range(8):
+                    time.sleep(1.0)
+                    assert deliverer.poll() is None, "the deliverer exited on the outage"
+                    assert time.time() - alive.stat().st_mtime < 7, "the deliverer looked hung during the outage"
+                redis.start()
+                expected = {c["change_id"] for c in changes}
+                wait_for(lambda: {c for c, _, _ in receiver.received} == expected, deliverer, tmp_path / "deliver.log")
+            finally:
+                deliverer.send_signal(signal.SIGTERM)
+                assert deliverer.wait(timeout=30) == 0
+    log = (tmp_path / "deliver.log").read_text()
+    assert "delivery paused" in log
+    assert "dead-lettered" not in log
+
+
+def wait_for(done: Callable[[], bool], process: subprocess.Popen[bytes], log: Path, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        assert process.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.2)
