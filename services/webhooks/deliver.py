@@ -168,6 +168,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                     backoff,
                     "delivery",
                     alive=alive,
+                    stop=stop,  # stopped during an outage: the batch is not committed, so it is sent again
                 )
     finally:
         await consumer.stop()

@@ -155,9 +155,9 @@ def test_webhooks_to_addresses_that_are_not_public_are_refused_at_registration(t
 
 
 def test_a_deliverer_waits_out_a_redis_outage_and_skips_no_change(tmp_path: Path, topics: Topics) -> None:
-    """Redis killed (SIGKILL) while changes keep coming: the deliverer keeps running with a fresh liveness file,
-    pauses instead of skipping or dead-lettering, and once Redis is back from its AOF every change reaches
-    the endpoint (at least once)."""
+    """Redis killed (SIGKILL) while changes keep coming: the deliverer keeps running with a fresh liveness file
+    and pauses instead of skipping or dead-lettering; stopped during the outage, it exits at once; once Redis
+    is back from its AOF, a new deliverer sends every change (at least once: nothing unsent was committed)."""
     alive = tmp_path / "alive"
     with private_redis(topics, tmp_path) as (redis, own):
         env = {
@@ -187,15 +187,20 @@ def test_a_deliverer_waits_out_a_redis_outage_and_skips_no_change(tmp_path: Path
                     time.sleep(1.0)
                     assert deliverer.poll() is None, "the deliverer exited on the outage"
                     assert time.time() - alive.stat().st_mtime < 7, "the deliverer looked hung during the outage"
+                deliverer.send_signal(signal.SIGTERM)
+                assert deliverer.wait(timeout=10) == 0, "not stopped while waiting out the outage"
+                assert len(receiver.received) < len(changes), "everything was delivered before the outage"
                 redis.start()
+                deliverer = start_deliverer(env, tmp_path / "deliver-again.log")
                 expected = {c["change_id"] for c in changes}
-                wait_for(lambda: {c for c, _, _ in receiver.received} == expected, deliverer, tmp_path / "deliver.log")
+                again = tmp_path / "deliver-again.log"
+                wait_for(lambda: {c for c, _, _ in receiver.received} == expected, deliverer, again)
             finally:
                 deliverer.send_signal(signal.SIGTERM)
                 assert deliverer.wait(timeout=30) == 0
-    log = (tmp_path / "deliver.log").read_text()
-    assert "delivery paused" in log
-    assert "dead-lettered" not in log
+    logs = (tmp_path / "deliver.log").read_text() + (tmp_path / "deliver-again.log").read_text()
+    assert "delivery paused" in logs
+    assert "dead-lettered" not in logs
 
 
 def wait_for(done: Callable[[], bool], process: subprocess.Popen[bytes], log: Path, timeout_s: float = 60) -> None:
