@@ -128,7 +128,8 @@ async def _excerpts(
 ) -> dict[str, dict[str, dict[str, Any]]]:
     config, specs = settings.profile.fold_config(), settings.models.specs()
     models: dict[str, ServedModel] = {}
-    if any(path[0] == "scores" for path in segments.reads):
+    reads_scores = any(path[0] == "scores" for path in segments.reads)
+    if reads_scores:
         secret = settings.models.secret.get_secret_value().encode()
         models = await ModelCache(ModelStore(redis, namespace), specs, secret, settings.models.reload_s).current()
     store, out = ProfileStore(redis, namespace), {}
@@ -137,7 +138,8 @@ async def _excerpts(
         for pid, stored in (await store.load(page)).items():
             if (state := stored.state) is not None:
                 at = max(at_ms, state.last_event_ms or at_ms)
-                scores = score_values(state, at, config, specs, models) if models else None
+                # No model served yet: the cold-start heuristic's scores, as the workers' rules read them.
+                scores = score_values(state, at, config, specs, models) if reads_scores else None
                 out[pid] = excerpts(state, segments, at_ms=at, config=config, scores=scores)
     return out
 
