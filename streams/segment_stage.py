@@ -23,10 +23,18 @@ come every few seconds while a trainer learns, and each sweep scores every profi
 
 Granularity: a batch evaluates each profile once, after all its events in the batch; a customer entering
 and leaving within one batch (milliseconds apart) produces no change.
+
+Superseded namespace: once ``rapport namespace promote`` serves another namespace where this one is
+configured (``profiles.namespaces``), the stage keeps evaluating and writing this namespace's memberships
+but publishes no change. The promotion announced how the new namespace's memberships differ, and from the
+hand-over its workers publish; changes computed here from the old memberships would contradict them.
+Served again (a promotion back), it publishes again. The pointer is read with the definitions, at most
+every ``refresh_s``.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -38,6 +46,7 @@ from profiles.batch import BatchFold
 from profiles.config import FoldConfig
 from profiles.models.scoring import score_values
 from profiles.models.specs import ModelSpec
+from profiles.namespaces import Namespaces
 from profiles.segment_store import Backfill, Membership, ModelVersions, SegmentStore
 from profiles.segments.changes import (
     Cause,
@@ -55,6 +64,7 @@ from services.model_cache import ModelCache
 from streams.outbox import Outgoing
 
 _ENCODER = msgspec.json.Encoder()
+log = logging.getLogger(__name__)
 
 PipelineOps = Callable[[Redis], None]
 #: A profile's scores at an instant (event time), for the rules that read them.
@@ -95,6 +105,8 @@ class SegmentStage:
         self._segments = Segments.of({})
         self._versions: dict[str, int] = {}
         self._loaded_at = float("-inf")
+        self._namespaces = Namespaces(store.redis)
+        self._superseded_by: str | None = None  # the namespace served in this one's place
 
     async def live(self, now_ms: int) -> Segments:
         """The live segments, re-read at most every ``refresh_s`` and recompiled only when they changed; a
@@ -109,8 +121,25 @@ class SegmentStage:
                         models = await self._served(segments.by_name[name])
                         await self.store.start_backfill(name, version, models, now_ms)
                 self._segments, self._versions = segments, versions
+            await self._check_served()
             self._loaded_at = time.monotonic()
         return self._segments
+
+    async def _check_served(self) -> None:
+        own = self.store.namespace
+        served = await self._namespaces.serving(own)
+        superseded_by = None if served == own else served
+        if superseded_by != self._superseded_by:
+            if superseded_by is None:
+                log.warning("namespace %r is served again: publishing its segment changes", own)
+            else:
+                log.warning(
+                    "namespace %r is no longer served (%r is, promoted in its place): its segment changes are not "
+                    "published; hand over to that namespace's workers (docs/replay.md)",
+                    own,
+                    superseded_by,
+                )
+            self._superseded_by = superseded_by
 
     async def backfill_step(
         self,
@@ -221,7 +250,7 @@ class SegmentStage:
             previous = {n: v for n, v in membership.segments.items() if n in group}
             scores = scoring(state, at)
             result = reevaluate(state, previous, only, at_ms=at, cause=causes, config=self.config, scores=scores)
-            out += [self._record(change) for change in result.changes]
+            out += self._records(result.changes)
             others = {n: v for n, v in membership.segments.items() if n not in group}
             writes.append((pid, membership, {**others, **result.memberships}, at, result.timer_ms))
 
@@ -259,13 +288,13 @@ class SegmentStage:
             result = reevaluate(
                 state, membership.segments, segments, at_ms=at, cause=cause, config=self.config, scores=scores
             )
-            out += [self._record(change) for change in result.changes]
+            out += self._records(result.changes)
             writes.append((pid, membership, result.memberships, at, result.timer_ms))
         for pid, erasure_id in fold.deleted.items():
             membership = before[pid]
             at = max(now_ms, membership.evaluated_at_ms or 0)
             exits = erasure_exits(pid, membership.segments, erasure_id=erasure_id, at_ms=at)
-            out += [self._record(change) for change in exits]
+            out += self._records(exits)
             writes.append((pid, membership, {}, None, None))
 
         def ops(pipe: Redis) -> None:
@@ -302,7 +331,7 @@ class SegmentStage:
             result = reevaluate(
                 state, membership.segments, segments, at_ms=at, cause=cause, config=self.config, scores=scores
             )
-            out += [self._record(change) for change in result.changes]
+            out += self._records(result.changes)
             writes.append((partition, pid, membership, result.memberships, at, result.timer_ms))
 
         def ops(pipe: Redis) -> None:
@@ -312,8 +341,10 @@ class SegmentStage:
 
         return out, ops, len(due) >= limit
 
-    def _record(self, change: SegmentChange) -> Outgoing:
-        return (self.changes_topic, None, change.customer_id.encode(), _ENCODER.encode(change), None)
+    def _records(self, changes: list[SegmentChange]) -> list[Outgoing]:
+        if self._superseded_by is not None:
+            return []
+        return [(self.changes_topic, None, c.customer_id.encode(), _ENCODER.encode(c), None) for c in changes]
 
 
 def _nothing(_: Redis) -> None:

@@ -1,7 +1,8 @@
 """Segment memberships across a segment's and a profile's end, in the real Redis: an erased profile exits
 and is forgotten, also when the segments it was in have been deleted since; a segment deleted and created
 again under the same name is entered afresh by its members (its member set starts empty); segments
-published together are evaluated against the existing profiles in one pass."""
+published together are evaluated against the existing profiles in one pass; a namespace another one was
+promoted in place of keeps its memberships but publishes no change."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from redis.asyncio import Redis
 
 from profiles.batch import BatchFold
 from profiles.config import FoldConfig
+from profiles.namespaces import SERVING, Namespaces
 from profiles.segment_store import Membership, SegmentStore
 from profiles.segments import SegmentChange
 from profiles.state import new_profile
@@ -132,6 +134,37 @@ async def _check_grouped(settings: Settings) -> None:
         assert await stage.unevaluated(NOW_MS) == set(), "one step evaluated both segments"
         assert (await store.memberships(["c-2"]))["c-2"].segments == {"buyers": 2, "repeat": 1}
         assert await stage.backfill_step(profiles, {0}, NOW_MS) == ([], ANY)
+
+
+def test_a_namespace_no_longer_served_keeps_its_memberships_but_publishes_no_change(
+    settings: Settings, local_stack: object
+) -> None:
+    asyncio.run(_check_superseded(settings))
+
+
+async def _check_superseded(settings: Settings) -> None:
+    """Served, then superseded by a promoted rebuild, then served again (a promotion back): one new buyer each
+    time. The memberships are kept throughout; only the served namespace's changes are published."""
+    async with scratch_namespace(settings, "segold") as (redis, namespace):
+        store = SegmentStore(redis, namespace)
+        await store.save("buyers", "", "transactions.orders >= 1", now_ms=NOW_MS)
+        stage = SegmentStage(store, FoldConfig(), "segments.changes", partitions=1, refresh_s=0.0)
+        namespaces = Namespaces(redis)
+        published = []
+        try:
+            for n, served in enumerate((namespace, f"{namespace}-rebuilt", namespace), start=1):
+                await namespaces.promote(namespace, served)
+                buyer = new_profile(f"c-{n}", f"c-{n}")
+                buyer.orders, buyer.last_event_ms = 1, NOW_MS - 5
+                fold = BatchFold({}, {}, FoldConfig())
+                fold.states[buyer.profile_id], fold.partition_of[buyer.profile_id] = buyer, 0
+                out, ops = await stage.after_batch(fold, NOW_MS)
+                await _write(redis, ops)
+                published.append([c.customer_id for c in _decoded(out)])
+        finally:
+            await redis.delete(f"{SERVING}:{namespace}")
+        assert published == [["c-1"], [], ["c-3"]]
+        assert await store.members("buyers", None, 10) == ["c-1", "c-2", "c-3"]
 
 
 async def _write(redis: Redis, ops: PipelineOps) -> None:
