@@ -7,6 +7,9 @@ Keys (outside every namespace):
   serves (absent: that one). Promotion is one ``SET``: atomic, and each API request reads the pointer
   once, so no response mixes two namespaces. Keyed by the configured namespace so that deployments (and
   test runs) sharing one Redis do not switch each other.
+- ``rapport:ns:superseded:<ns>`` — the namespace promoted in the place of ``<ns>`` while ``<ns>`` was
+  served (absent: ``<ns>`` was never replaced, or is served again). Workers of ``<ns>`` read it to stop
+  publishing segment changes (``streams.segment_stage``). Written with the pointer, in one transaction.
 
 And in a namespace: ``rapport:<ns>:replay`` — the replay's checkpoint (JSON: the plan, the next offset of
 each raw partition, the record sequence, done or not), written after the profiles of each chunk.
@@ -19,11 +22,13 @@ from typing import Any, Final
 
 import orjson
 from redis.asyncio import Redis
+from redis.exceptions import WatchError
 
 from profiles.redis_values import as_text
 
 KNOWN: Final = "rapport:ns:known"
 SERVING: Final = "rapport:ns:serving"
+SUPERSEDED: Final = "rapport:ns:superseded"
 #: Prefixes of keys that belong to no namespace: no namespace may take these names.
 RESERVED: Final = frozenset({"ns", "keys", "rl"})
 
@@ -60,9 +65,28 @@ class Namespaces:
 
     async def promote(self, configured: str, namespace: str) -> str | None:
         """Serve ``namespace`` where ``configured`` is configured; returns the one served before (None: the
-        configured one)."""
-        previous = await self.redis.set(f"{SERVING}:{configured}", check_name(namespace), get=True)
-        return previous if isinstance(previous, str) else previous.decode() if isinstance(previous, bytes) else None
+        configured one), now superseded by ``namespace``."""
+        pointer = f"{SERVING}:{configured}"
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(pointer)  # a concurrent promotion makes this one start again
+                    value = await pipe.get(pointer)
+                    previous = None if value is None else as_text(value)
+                    pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+                    pipe.set(pointer, check_name(namespace))
+                    pipe.delete(f"{SUPERSEDED}:{namespace}")
+                    if (previous or configured) != namespace:
+                        pipe.set(f"{SUPERSEDED}:{previous or configured}", namespace)
+                    await pipe.execute()
+                    return previous
+                except WatchError:
+                    continue
+
+    async def superseded_by(self, namespace: str) -> str | None:
+        """The namespace promoted in ``namespace``'s place while it was served, if it is not served again."""
+        value = await self.redis.get(f"{SUPERSEDED}:{namespace}")
+        return None if value is None else as_text(value)
 
     async def checkpoint(self, namespace: str) -> dict[str, Any] | None:
         raw = await self.redis.get(f"rapport:{namespace}:replay")
@@ -77,6 +101,7 @@ class Namespaces:
         async for deleted in unlink_matching(self.redis, key_pattern(namespace), batch):
             yield deleted
         await self.redis.srem(KNOWN, namespace)
+        await self.redis.delete(f"{SUPERSEDED}:{namespace}")
         yield deleted
 
 

@@ -24,12 +24,13 @@ come every few seconds while a trainer learns, and each sweep scores every profi
 Granularity: a batch evaluates each profile once, after all its events in the batch; a customer entering
 and leaving within one batch (milliseconds apart) produces no change.
 
-Superseded namespace: once ``rapport namespace promote`` serves another namespace where this one is
-configured (``profiles.namespaces``), the stage keeps evaluating and writing this namespace's memberships
-but publishes no change. The promotion announced how the new namespace's memberships differ, and from the
-hand-over its workers publish; changes computed here from the old memberships would contradict them.
-Served again (a promotion back), it publishes again. The pointer is read with the definitions, at most
-every ``refresh_s``.
+Superseded namespace: once ``rapport namespace promote`` has served another namespace in the place of this
+one (``profiles.namespaces``: the first rebuild promoted over the configured namespace, or the next one over
+a promoted rebuild whose workers now run), the stage keeps evaluating and writing this namespace's
+memberships but publishes no change. The promotion announced how the new namespace's memberships differ,
+and from the hand-over its workers publish; changes computed here from the old memberships would
+contradict them. Served again (a promotion back), it publishes again. The mark is read with the
+definitions, at most every ``refresh_s``.
 """
 
 from __future__ import annotations
@@ -127,8 +128,7 @@ class SegmentStage:
 
     async def _check_served(self) -> None:
         own = self.store.namespace
-        served = await self._namespaces.serving(own)
-        superseded_by = None if served == own else served
+        superseded_by = await self._namespaces.superseded_by(own)
         if superseded_by != self._superseded_by:
             if superseded_by is None:
                 log.warning("namespace %r is served again: publishing its segment changes", own)

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from profiles.batch import BatchFold
 from profiles.config import FoldConfig
-from profiles.namespaces import SERVING, Namespaces
+from profiles.namespaces import SERVING, SUPERSEDED, Namespaces
 from profiles.segment_store import Membership, SegmentStore
 from profiles.segments import SegmentChange
 from profiles.state import new_profile
@@ -143,28 +143,45 @@ def test_a_namespace_no_longer_served_keeps_its_memberships_but_publishes_no_cha
 
 
 async def _check_superseded(settings: Settings) -> None:
-    """Served, then superseded by a promoted rebuild, then served again (a promotion back): one new buyer each
-    time. The memberships are kept throughout; only the served namespace's changes are published."""
-    async with scratch_namespace(settings, "segold") as (redis, namespace):
-        store = SegmentStore(redis, namespace)
-        await store.save("buyers", "", "transactions.orders >= 1", now_ms=NOW_MS)
-        stage = SegmentStage(store, FoldConfig(), "segments.changes", partitions=1, refresh_s=0.0)
-        namespaces = Namespaces(redis)
-        published = []
+    """The configured namespace served, then a rebuild promoted over it (whose workers now run), then a second
+    rebuild over that one, then the configured one served again: each round, one new buyer in each of the
+    first two namespaces. Memberships are kept throughout; only a namespace not superseded publishes."""
+    async with scratch_namespace(settings, "segold") as (redis, old), scratch_namespace(settings, "segnew") as (_, new):
+        stages = {}
+        for namespace in (old, new):
+            store = SegmentStore(redis, namespace)
+            await store.save("buyers", "", "transactions.orders >= 1", now_ms=NOW_MS)
+            stages[namespace] = SegmentStage(store, FoldConfig(), "segments.changes", partitions=1, refresh_s=0.0)
+        namespaces, newer = Namespaces(redis), f"{new}-again"
+        published: list[dict[str, list[str]]] = []
         try:
-            for n, served in enumerate((namespace, f"{namespace}-rebuilt", namespace), start=1):
-                await namespaces.promote(namespace, served)
-                buyer = new_profile(f"c-{n}", f"c-{n}")
-                buyer.orders, buyer.last_event_ms = 1, NOW_MS - 5
-                fold = BatchFold({}, {}, FoldConfig())
-                fold.states[buyer.profile_id], fold.partition_of[buyer.profile_id] = buyer, 0
-                out, ops = await stage.after_batch(fold, NOW_MS)
-                await _write(redis, ops)
-                published.append([c.customer_id for c in _decoded(out)])
+            for n, served in enumerate((old, new, newer, old), start=1):
+                if n > 1:
+                    await namespaces.promote(old, served)  # the API is configured with the first namespace
+                published.append({})
+                for namespace, stage in stages.items():
+                    out, ops = await stage.after_batch(_a_buyer(f"{namespace}-c{n}"), NOW_MS)
+                    await _write(redis, ops)
+                    published[-1][namespace] = [c.customer_id for c in _decoded(out)]
         finally:
-            await redis.delete(f"{SERVING}:{namespace}")
-        assert published == [["c-1"], [], ["c-3"]]
-        assert await store.members("buyers", None, 10) == ["c-1", "c-2", "c-3"]
+            await redis.delete(f"{SERVING}:{old}", *(f"{SUPERSEDED}:{ns}" for ns in (old, new, newer)))
+        assert published == [
+            {old: [f"{old}-c1"], new: [f"{new}-c1"]},  # nothing promoted yet (a namespace no API serves)
+            {old: [], new: [f"{new}-c2"]},
+            {old: [], new: []},
+            {old: [f"{old}-c4"], new: []},
+        ]
+        for namespace, stage in stages.items():
+            assert await stage.store.members("buyers", None, 10) == [f"{namespace}-c{n}" for n in range(1, 5)]
+
+
+def _a_buyer(pid: str) -> BatchFold:
+    """A batch in which ``pid`` placed its first order."""
+    buyer = new_profile(pid, pid)
+    buyer.orders, buyer.last_event_ms = 1, NOW_MS - 5
+    fold = BatchFold({}, {}, FoldConfig())
+    fold.states[pid], fold.partition_of[pid] = buyer, 0
+    return fold
 
 
 async def _write(redis: Redis, ops: PipelineOps) -> None:
