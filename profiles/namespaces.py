@@ -4,9 +4,9 @@ Keys (outside every namespace):
 
 - ``rapport:ns:known`` — a set of the namespaces that replays or workers have written;
 - ``rapport:ns:serving:<configured>`` — the namespace an API configured with namespace ``<configured>``
-  serves (absent: that one). Promotion is one ``SET``: atomic, and each API request reads the pointer
-  once, so no response mixes two namespaces. Keyed by the configured namespace so that deployments (and
-  test runs) sharing one Redis do not switch each other.
+  serves (absent: that one). A promotion sets it in one transaction with the mark below, and each API
+  request reads the pointer once, so no response mixes two namespaces. Keyed by the configured namespace
+  so that deployments (and test runs) sharing one Redis do not switch each other.
 - ``rapport:ns:superseded:<ns>`` — the namespace promoted in the place of ``<ns>`` while ``<ns>`` was
   served (absent: ``<ns>`` was never replaced, or is served again). Workers of ``<ns>`` read it to stop
   publishing segment changes (``streams.segment_stage``). Written with the pointer, in one transaction.

@@ -122,20 +122,20 @@ class SegmentStage:
                         models = await self._served(segments.by_name[name])
                         await self.store.start_backfill(name, version, models, now_ms)
                 self._segments, self._versions = segments, versions
-            await self._check_served()
+            await self._check_superseded()
             self._loaded_at = time.monotonic()
         return self._segments
 
-    async def _check_served(self) -> None:
+    async def _check_superseded(self) -> None:
         own = self.store.namespace
         superseded_by = await self._namespaces.superseded_by(own)
         if superseded_by != self._superseded_by:
             if superseded_by is None:
-                log.warning("namespace %r is served again: publishing its segment changes", own)
+                log.info("namespace %r is served again: publishing its segment changes", own)
             else:
                 log.warning(
-                    "namespace %r is no longer served (%r is, promoted in its place): its segment changes are not "
-                    "published; hand over to that namespace's workers (docs/replay.md)",
+                    "namespace %r was replaced by %r (`rapport namespace promote`): its segment changes are not "
+                    "published; hand over to the promoted namespace's workers (docs/replay.md)",
                     own,
                     superseded_by,
                 )
