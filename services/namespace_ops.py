@@ -113,7 +113,8 @@ async def promotion_announcements(
 ) -> list[SegmentChange]:
     """The changes that tell subscribers how ``promoted``'s memberships differ from ``served``'s
     (``profiles.segments.promotion_changes``), each with the fields its rule reads in ``promoted``'s profile
-    at ``at_ms`` (scores from ``promoted``'s models, as its workers will compute them)."""
+    when ``promoted`` decided that membership (``at_ms`` if it never evaluated the profile), with scores from
+    ``promoted``'s models."""
     definitions = await SegmentStore(redis, promoted).definitions()
     before, after = await memberships(redis, served), await memberships(redis, promoted)
     versions = {name: d.version for name, d in definitions.items()}
@@ -132,12 +133,15 @@ async def _excerpts(
     if reads_scores:
         secret = settings.models.secret.get_secret_value().encode()
         models = await ModelCache(ModelStore(redis, namespace), specs, secret, settings.models.reload_s).current()
-    store, out = ProfileStore(redis, namespace), {}
+    store, decided, out = ProfileStore(redis, namespace), SegmentStore(redis, namespace), {}
     for start in range(0, len(ids), _PAGE):
         page = ids[start : start + _PAGE]
+        evaluated = await decided.memberships(page)
         for pid, stored in (await store.load(page)).items():
             if (state := stored.state) is not None:
-                at = max(at_ms, state.last_event_ms or at_ms)
+                # When the namespace decided the membership announced: the excerpt then explains that decision,
+                # even if a window's boundary has passed since (its workers re-evaluate it once started).
+                at = max(evaluated[pid].evaluated_at_ms or at_ms, state.last_event_ms or 0)
                 # No model served yet: the cold-start heuristic's scores, as the workers' rules read them.
                 scores = score_values(state, at, config, specs, models) if reads_scores else None
                 out[pid] = excerpts(state, segments, at_ms=at, config=config, scores=scores)
