@@ -47,21 +47,22 @@ def _name(name: str) -> str:
 
 @app.command("list")
 def list_namespaces() -> None:
-    """Known namespaces: profiles, replay state, and which one the API serves."""
+    """Known namespaces: profiles, replay state, which one the API serves, and which were replaced by a
+    promotion (their workers publish no segment change)."""
     default = get_settings().profile.namespace
 
-    async def read(redis: Redis) -> tuple[str, list[tuple[str, int, dict[str, object] | None]]]:
+    async def read(redis: Redis) -> tuple[str, list[tuple[str, int, dict[str, object] | None, str | None]]]:
         namespaces = Namespaces(redis)
         names = sorted({*await namespaces.known(), default})
         counts = await profile_counts(redis, names)
-        rows = [(n, counts[n], await namespaces.checkpoint(n)) for n in names]
+        rows = [(n, counts[n], await namespaces.checkpoint(n), await namespaces.superseded_by(n)) for n in names]
         return await namespaces.serving(default), rows
 
     serving, rows = _run(read)
-    table = Table("namespace", "serving", "profiles", "replay")
-    for name, profiles, checkpoint in rows:
+    table = Table("namespace", "serving", "profiles", "replay", "replaced by")
+    for name, profiles, checkpoint, replaced_by in rows:
         replay = "-" if checkpoint is None else ("done" if checkpoint["done"] else "unfinished")
-        table.add_row(name, "yes" if name == serving else "", f"{profiles:,}", replay)
+        table.add_row(name, "yes" if name == serving else "", f"{profiles:,}", replay, replaced_by or "")
     Console().print(table)
 
 

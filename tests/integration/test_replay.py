@@ -231,18 +231,40 @@ def test_a_replay_dying_while_it_evaluates_memberships_resumes_to_the_same_names
 
 
 def test_namespace_commands_list_promote_and_drop(produced: Produced) -> None:
-    name = fresh()
+    configured, name = fresh(), fresh()
+    env = {**produced.topics.env, "RAPPORT_PROFILE__NAMESPACE": configured, "COLUMNS": "200"}
     replay(produced, name)
-    listed = rapport("namespace", "list", env=produced.topics.env)
-    assert name in listed.stdout
-    bad = rapport("namespace", "diff", name, "nothing-here", env=produced.topics.env)
+    serving, profiles, replayed, replaced_by = _listed(env, name)
+    assert (serving, replayed, replaced_by) == ("", "done", "")
+    assert int(profiles.replace(",", "")) >= len(produced.expected)  # customers, and visitors never identified
+    bad = rapport("namespace", "diff", name, "nothing-here", env=env)
     assert bad.returncode == 1
     assert "only in nothing-here: 0" in bad.stdout
-    refused = rapport("replay", "--into", "keys", "--quiet", env=produced.topics.env)
+    refused = rapport("replay", "--into", "keys", "--quiet", env=env)
     assert refused.returncode == 2
-    dropped = rapport("namespace", "drop", name, "--yes", env=produced.topics.env)
+
+    assert rapport("namespace", "promote", name, env=env).returncode == 0
+    assert (_listed(env, name)[0], _listed(env, configured)[3]) == ("yes", name)
+    assert rapport("namespace", "drop", name, "--yes", env=env).returncode == 1, "the served one was dropped"
+    assert rapport("namespace", "promote", configured, env=env).returncode == 0  # back
+    assert (_listed(env, configured)[::3], _listed(env, name)[3]) == (["yes", ""], configured)
+
+    dropped = rapport("namespace", "drop", name, "--yes", env=env)
     assert dropped.returncode == 0, dropped.stderr
     assert namespace_hash(produced, name) == namespace_hash(produced, fresh())  # nothing left
+    assert name not in rapport("namespace", "list", env=env).stdout
+
+
+def _listed(env: dict[str, str], namespace: str) -> list[str]:
+    """``namespace``'s cells in ``rapport namespace list``, after its name: serving, profiles, replay,
+    replaced by."""
+    listed = rapport("namespace", "list", env=env)
+    assert listed.returncode == 0, listed.stderr
+    for line in listed.stdout.splitlines():
+        cells = [cell.strip() for cell in line.split("│")[1:-1]]
+        if cells and cells[0] == namespace:
+            return cells[1:]
+    raise AssertionError(f"{namespace} not listed:\n{listed.stdout}")
 
 
 def test_promote_under_read_load_never_errs_nor_mixes_namespaces(produced: Produced, tmp_path: Path) -> None:
