@@ -1,55 +1,80 @@
-"""The ``rapport`` command line: one entry point for the stack, topics, traffic and (later) workers."""
+"""The ``rapport`` command line: one entry point for the stack, topics, traffic, workers and operations.
+
+Each subcommand's module is imported only when that subcommand runs. Importing them all (River, SciPy,
+FastAPI, Faust) took ~2 s before anything happened, on every invocation: `rapport keys create` or
+`rapport segments list` paid for the models and the API server. ``rapport --help`` still imports every
+module, to show each command's help line.
+"""
 
 from __future__ import annotations
 
-import typer
+import importlib
+from typing import Final
 
-from services.cli import (
-    api,
-    deliver,
-    demo,
-    eval,
-    keys,
-    models,
-    namespace,
-    produce,
-    profile,
-    replay,
-    schemas,
-    scores,
-    segments,
-    simulate,
-    stack,
-    tail,
-    topics,
-    worker,
-)
+import typer
+from typer._click.core import Command, Context  # Typer vendors its own click
+from typer.core import TyperGroup
+
+#: command → (module under ``services.cli``, attribute): a Typer app (a group of commands) or a function.
+#: In the order ``rapport --help`` lists them.
+COMMANDS: Final = {
+    "stack": ("stack", "app"),
+    "topics": ("topics", "app"),
+    "schemas": ("schemas", "app"),
+    "demo": ("demo", "app"),
+    "profile": ("profile", "app"),
+    "simulate": ("simulate", "simulate"),
+    "produce": ("produce", "produce"),
+    "tail": ("tail", "tail"),
+    "worker": ("worker", "worker"),
+    "api": ("api", "api"),
+    "deliver": ("deliver", "deliver"),
+    "keys": ("keys", "app"),
+    "segments": ("segments", "app"),
+    "namespace": ("namespace", "app"),
+    "models": ("models", "app"),
+    "scores": ("scores", "app"),
+    "trainer": ("models", "trainer"),
+    "eval": ("eval", "evaluate"),
+    "replay": ("replay", "replay"),
+}
+
+
+def load_command(name: str) -> Command:
+    """The click command ``rapport NAME`` runs, built as ``add_typer`` / ``command`` would build it."""
+    module, attribute = COMMANDS[name]
+    target = getattr(importlib.import_module(f"services.cli.{module}"), attribute)
+    holder = typer.Typer(add_completion=False, callback=lambda: None)
+    if isinstance(target, typer.Typer):
+        holder.add_typer(target, name=name)
+    else:
+        holder.command(name)(target)
+    group = typer.main.get_command(holder)
+    assert isinstance(group, TyperGroup)  # a holder with a callback is always a group
+    return group.commands[name]
+
+
+class _LazyGroup(TyperGroup):
+    def list_commands(self, ctx: Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
+        if cmd_name in COMMANDS and cmd_name not in self.commands:
+            self.add_command(load_command(cmd_name), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
 
 app = typer.Typer(
     name="rapport",
-    help="Rapport: real-time customer profiles on Kafka, Faust, Redis and River.",
+    cls=_LazyGroup,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-app.add_typer(stack.app, name="stack")
-app.add_typer(topics.app, name="topics")
-app.add_typer(schemas.app, name="schemas")
-app.add_typer(demo.app, name="demo")
-app.add_typer(profile.app, name="profile")
-app.command("simulate")(simulate.simulate)
-app.command("produce")(produce.produce)
-app.command("tail")(tail.tail)
-app.command("worker")(worker.worker)
-app.command("api")(api.api)
-app.command("deliver")(deliver.deliver)
-app.add_typer(keys.app, name="keys")
-app.add_typer(segments.app, name="segments")
-app.add_typer(namespace.app, name="namespace")
-app.add_typer(models.app, name="models")
-app.add_typer(scores.app, name="scores")
-app.command("trainer")(models.trainer)
-app.command("eval")(eval.evaluate)
-app.command("replay")(replay.replay)
+
+
+@app.callback()
+def rapport() -> None:
+    """Rapport: real-time customer profiles on Kafka, Faust, Redis and River."""
 
 
 if __name__ == "__main__":

@@ -72,9 +72,12 @@ def cli() -> Any:
 
 
 def subcommands(command: Any) -> Mapping[str, Any] | None:
-    """The subcommands of a group, None for a leaf command."""
-    commands = getattr(command, "commands", None)
-    return commands if isinstance(commands, Mapping) else None
+    """The subcommands of a group, loaded as an invocation loads them (the CLI imports a subcommand's module
+    only when it runs); None for a leaf command."""
+    if not hasattr(command, "list_commands"):
+        return None
+    ctx = typer.Context(command)
+    return {name: command.get_command(ctx, name) for name in command.list_commands(ctx)}
 
 
 @pytest.fixture(scope="module")
