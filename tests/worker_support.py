@@ -141,16 +141,20 @@ async def _positions(topics: Topics, namespace: str, partitions: list[int]) -> d
 
 
 def wait_until_caught_up(topics: Topics, namespace: str, worker: Worker, timeout_s: float = 300) -> None:
-    """Until the worker has applied everything, twice in a row (a forward can still be in flight once)."""
+    """Until the worker has applied everything, in two checks half a second apart (a forward can still be
+    in flight at the first)."""
     deadline = time.monotonic() + timeout_s
     streak = 0
-    while streak < 2:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"worker did not catch up in {timeout_s} s; logs in {worker.log_dir}")
-        if not worker.alive():
-            raise RuntimeError(f"worker exited; logs in {worker.log_dir}")
-        streak = streak + 1 if caught_up(topics, namespace) else 0
-        time.sleep(1.0)
+    with CatchUpProbe(topics, namespace) as probe:
+        while True:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"worker did not catch up in {timeout_s} s; logs in {worker.log_dir}")
+            if not worker.alive():
+                raise RuntimeError(f"worker exited; logs in {worker.log_dir}")
+            streak = streak + 1 if probe() else 0
+            if streak == 2:
+                return
+            time.sleep(0.5)
 
 
 def stored_views(topics: Topics, namespace: str, as_of_ms: int) -> dict[str, dict[str, object]]:
