@@ -263,7 +263,11 @@ class Settings(BaseSettings):
     @property
     def profile_group_id(self) -> str:
         """The consumer group of the profile workers of this namespace."""
-        return f"{self.kafka.topic_prefix}rapport-profiles-{self.profile.namespace}"
+        return self.profile_group_of(self.profile.namespace)
+
+    def profile_group_of(self, namespace: str) -> str:
+        """The consumer group of the profile workers of ``namespace``."""
+        return f"{self.kafka.topic_prefix}rapport-profiles-{namespace}"
 
 
 @lru_cache(maxsize=1)

@@ -396,7 +396,8 @@ async def profile_handler(settings: Settings) -> AsyncIterator[ProfileHandler]:
         log.info("honouring %d erasures", len(erasures))
         handler = ProfileHandler(settings, store, Outbox(producer))
         yield handler
-        await handler.publish_figures()  # the last ones, after the final batch
+        handler.stats.log_and_reset()  # the last window's figures, after the final batch
+        await handler.publish_figures()
     finally:
         await producer.stop()
         await redis.aclose()

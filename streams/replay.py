@@ -18,6 +18,9 @@ Redis layout (``profiles.store``). What differs:
   are evaluated with the served namespace's definitions and models, but their changes are not published
   (marketing tools must not hear history again; ``streams.replay_segments``).
 
+**Hand-over.** A finished replay commits its plan's end offsets for the namespace's workers' consumer group
+(``commit_for_workers``), so that they start where it ended rather than re-reading the retained history.
+
 **Checkpoint and resume.** After each chunk's profiles are written, the checkpoint records the next offset
 of every partition and the record sequence (``profiles.namespaces``). A replay killed at any point resumes
 from its checkpoint with the same plan. A chunk's profiles are written in one transaction, so the chunk
@@ -32,14 +35,17 @@ import heapq
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
+from kafka import KafkaAdminClient
+from kafka.errors import KafkaError, NoError
+from kafka.structs import OffsetAndMetadata
 
 from profiles.batch import BatchFold
 from profiles.config import FoldConfig
@@ -96,6 +102,8 @@ class Progress:
     written: int  # profile writes (a profile rewritten by several chunks counts each time)
     elapsed_s: float
     examples: int = 0  # labelled examples the models learned (--retrain), in this run
+    #: raw partitions where the namespace's workers will start reading where the replay ended
+    handed_over: int = 0
 
     @property
     def rate(self) -> float:
@@ -134,6 +142,40 @@ def make_plan(settings: Settings, topics: Sequence[str], from_ms: int | None, to
         )
     finally:
         consumer.close()
+
+
+#: The metadata of the raw offsets a replay commits for its namespace's workers: a later replay (a catch-up)
+#: moves offsets that carry it, never an offset a worker committed (Faust commits an empty one).
+REPLAY_COMMIT: Final = "rapport-replay"
+
+
+def commit_for_workers(settings: Settings, group: str, offsets: Mapping[str, int]) -> dict[str, int]:
+    """Commit ``offsets`` (``"topic:partition"`` → next offset) for the workers' consumer group ``group``,
+    on each partition where it has no offset yet or one a replay committed, so that the namespace's workers
+    start reading the raw topics where the replay ended instead of from the oldest retained record. Kafka
+    refuses the commit while the group has members: running workers own their offsets. Returns what was
+    committed. Blocking (kafka-python)."""
+    admin = KafkaAdminClient(
+        bootstrap_servers=settings.kafka.bootstrap_servers, client_id=f"{settings.kafka.client_id}-replay-hand-over"
+    )
+    try:
+        tps = [_tp(name) for name in offsets]
+        committed = admin.list_group_offsets({group: tps}).get(group, {})
+        wanted = {
+            tp: OffsetAndMetadata(offsets[_name(tp)], REPLAY_COMMIT, -1)
+            for tp in tps
+            if (found := committed.get(tp)) is None or found.offset < 0 or found.metadata == REPLAY_COMMIT
+        }
+        if not wanted:
+            return {}
+        try:
+            errors = admin.alter_group_offsets(group, wanted)
+        except KafkaError as exc:
+            log.info("group %s keeps its offsets (%s): its workers are running", group, exc)
+            return {}
+        return {_name(tp): wanted[tp].offset for tp, error in errors.items() if error is NoError}
+    finally:
+        admin.close()
 
 
 def _end_offsets(settings: Settings, topic: str) -> dict[int, int]:
@@ -279,6 +321,7 @@ class Replay:
         # The profiles this replay wrote last, decoded (the worker's rules, streams/owned_states.py): loading
         # and decoding every touched profile again for each chunk was the largest single cost of a replay.
         self.owned = OwnedStates(settings.stream.owned_profiles_cached)
+        self.handed_over = 0
 
     async def plan(self, topics: Sequence[str], from_ms: int | None, to_ms: int | None) -> Plan:
         """What to replay: the unfinished plan of the namespace's checkpoint (resume), or, after a finished
@@ -319,6 +362,8 @@ class Replay:
         if self.segments is not None:
             await self.segments.settle(self.store)
         await self._hand_over()
+        group = self.settings.profile_group_of(namespace)
+        self.handed_over = len(await asyncio.to_thread(commit_for_workers, self.settings, group, plan.end))
         if self.models is not None:
             examples = full_name(MODEL_EXAMPLES, self.settings.kafka.topic_prefix)
             ends = await asyncio.to_thread(_end_offsets, self.settings, examples)
@@ -433,5 +478,13 @@ class Replay:
         c = self.counters
         examples = 0 if self.models is None else self.models.learned
         return Progress(
-            c.consumed, plan.total, c.applied, c.rejected, c.erased, c.written, time.monotonic() - c.started, examples
+            c.consumed,
+            plan.total,
+            c.applied,
+            c.rejected,
+            c.erased,
+            c.written,
+            time.monotonic() - c.started,
+            examples,
+            self.handed_over,
         )

@@ -93,6 +93,11 @@ def replay(
         f"{result.applied:,} events applied, {result.rejected:,} rejected, {result.erased:,} erased, "
         f"{result.written:,} profile writes" + (f", {result.examples:,} model examples learned" if retrain else "")
     )
+    if result.handed_over:
+        typer.echo(
+            f"workers of {into!r} (consumer group {settings.profile_group_of(into)}) will start reading "
+            f"{result.handed_over} raw partitions where this replay ended"
+        )
 
 
 async def _run(

@@ -24,6 +24,8 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+from kafka import KafkaAdminClient, TopicPartition
+from kafka.structs import OffsetAndMetadata
 
 from profiles.config import HOUR_MS
 from profiles.model_store import ModelStore
@@ -38,7 +40,7 @@ from schemas.validation import Rejection, ValidationLimits, validate_event
 from services.namespace_ops import memberships
 from services.redis_client import make_redis
 from services.settings import Settings
-from streams.replay import Replay, raw_topics
+from streams.replay import REPLAY_COMMIT, Replay, commit_for_workers, raw_topics
 from streams.replay_models import POSITIONS
 from streams.replay_segments import ReplaySegments
 from streams.segment_stage import PipelineOps
@@ -46,7 +48,7 @@ from tests.api_support import create_key, free_port, running_api
 from tests.kafka_support import Topics, created_topics, produce_raw, rapport
 from tests.model_support import publish_churn_model
 from tests.oracle import OracleSettings, build_profiles, diff_profiles
-from tests.worker_support import Worker, define_segments, stored_views, wait_until_caught_up
+from tests.worker_support import Worker, define_segments, group_id, stored_views, wait_until_caught_up
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -160,7 +162,7 @@ def test_live_workers_of_two_namespaces_and_a_replay_agree_and_replaying_into_li
             )
 
     out = replay(produced, live[0])
-    assert re.search(r", 0 profile writes$", out.strip()), out
+    assert re.search(r", 0 profile writes$", out, re.MULTILINE), out
     assert namespace_hash(produced, live[0]) == expected
 
 
@@ -173,6 +175,90 @@ def test_a_replay_killed_midway_resumes_to_the_same_hash(produced: Produced) -> 
         kill_midway(produced, killed, command, env, chunks)
     replay(produced, killed)
     assert namespace_hash(produced, killed) == namespace_hash(produced, reference)
+
+
+def test_the_workers_of_a_replayed_namespace_start_where_the_replay_ended(produced: Produced, tmp_path: Path) -> None:
+    """A replay commits its end offsets for the namespace's workers (hand-over step 4): they read the raw
+    topics from there, not the whole retained history again; a catch-up replay moves them on, and the
+    namespace ends as a full replay's."""
+    half, caught_up = fresh(), fresh()
+    replayed = {}
+    for namespace in (half, caught_up):
+        out = replay(produced, namespace, "--to", produced.middle)
+        found = re.search(r"replayed ([\d,]+) records", out)
+        assert found is not None, out
+        replayed[namespace] = int(found[1].replace(",", ""))
+        assert f"workers of {namespace!r}" in out, out
+    raw = [spec.name for spec in RAW_EVENT_TOPICS]
+    ends = {(r.topic, r.partition): r.offset + 1 for r in produced.topics.read_to_end(raw)}
+    committed = _worker_offsets(produced, half)
+    assert sum(committed.values()) == replayed[half] < produced.lines  # the offsets start at 0 in these topics
+    replay(produced, caught_up)  # a catch-up moves the offsets a replay committed
+    assert {tp: offset for tp, offset in _worker_offsets(produced, caught_up).items() if offset} == ends
+
+    worker = Worker(produced.topics, half, tmp_path)
+    worker.start()
+    try:
+        wait_until_caught_up(produced.topics, half, worker)
+    finally:
+        worker.stop()
+    # Each raw record the worker read was resolved or dead-lettered once: the second half, not the history.
+    assert _raw_records_read(tmp_path) == produced.lines - replayed[half]
+    assert namespace_hash(produced, half) == namespace_hash(produced, caught_up), rapport(
+        "namespace", "diff", caught_up, half, env=produced.topics.env
+    ).stdout
+
+
+def test_a_replay_moves_no_offset_a_worker_committed(produced: Produced) -> None:
+    """Offsets a worker committed (Faust's, with empty metadata) are the worker's own: a replay moves only
+    those a replay committed, and fills in the partitions that have none."""
+    group = f"{produced.topics.settings.kafka.topic_prefix}group-{uuid.uuid4().hex[:6]}"
+    clicks = produced.topics.names["events.clicks"]
+    worker_s, replay_s, none = (TopicPartition(clicks, p) for p in range(3))
+    admin = KafkaAdminClient(bootstrap_servers=produced.topics.settings.kafka.bootstrap_servers)
+    try:
+        admin.alter_group_offsets(
+            group, {worker_s: OffsetAndMetadata(3, "", -1), replay_s: OffsetAndMetadata(4, REPLAY_COMMIT, -1)}
+        )
+        wanted = {f"{clicks}:{p}": 10 + p for p in range(3)}
+        committed = commit_for_workers(produced.topics.settings, group, wanted)
+        assert committed == {f"{clicks}:1": 11, f"{clicks}:2": 12}
+        found = admin.list_group_offsets({group: [worker_s, replay_s, none]})[group]
+        assert [(found[tp].offset, found[tp].metadata) for tp in (worker_s, replay_s, none)] == [
+            (3, ""),
+            (11, REPLAY_COMMIT),
+            (12, REPLAY_COMMIT),
+        ]
+    finally:
+        admin.delete_groups([group])
+        admin.close()
+
+
+def _raw_records_read(log_dir: Path) -> int:
+    """The raw records the worker's stats lines (logged every window and when it stops) say it handled."""
+    total = 0
+    for path in log_dir.glob("worker-*.log"):
+        for line in path.read_text().splitlines():
+            if " streams.stats: stats " in line:
+                stats = orjson.loads(line.split(" streams.stats: stats ", 1)[1])
+                total += stats["resolved"] + stats["dead_lettered"] + stats["erased_refused"]
+    return total
+
+
+def _worker_offsets(produced: Produced, namespace: str) -> dict[tuple[str, int], int]:
+    """The raw-topic offsets committed for ``namespace``'s workers (0 where none)."""
+    group = group_id(produced.topics, namespace)
+    admin = KafkaAdminClient(bootstrap_servers=produced.topics.settings.kafka.bootstrap_servers)
+    try:
+        tps = [
+            TopicPartition(produced.topics.names[spec.name], p)
+            for spec in RAW_EVENT_TOPICS
+            for p in range(spec.partition_count(produced.topics.settings.kafka.event_partitions))
+        ]
+        found = admin.list_group_offsets({group: tps}).get(group, {})
+        return {(tp.topic, tp.partition): max(found[tp].offset, 0) if tp in found else 0 for tp in tps}
+    finally:
+        admin.close()
 
 
 class _Interrupted(Exception):
