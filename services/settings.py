@@ -85,7 +85,9 @@ class StreamSettings(BaseModel):
         "without a rebalance. Empty: dynamic membership.",
     )
     log_level: str = "INFO"
-    stats_interval_s: float = Field(10.0, gt=0, description="How often a worker logs its throughput and freshness.")
+    stats_interval_s: float = Field(
+        10.0, gt=0, description="How often a worker logs its throughput and freshness (and once more when it stops)."
+    )
     owned_profiles_cached: int = Field(
         50_000, ge=0, description="Profiles a worker keeps decoded between batches (see streams/owned_states.py)."
     )
