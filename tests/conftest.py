@@ -2,12 +2,13 @@
 
 The stack fixture reuses a stack that is already running on the configured ports (for instance the one
 `make demo` started) and otherwise starts one in `.rapport/test-stack`, stopping at the end exactly what
-it started. Each session gets its own topic prefix, so it never reads or writes a user's topics, and
-deletes its topics when it ends.
+it started. Each session gets its own topic prefix and Redis database (15), so it never reads or writes a
+user's topics or profiles, and deletes its topics and the keys it wrote when it ends.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from deploy.localstack import LocalStack, Outcome
+from services.redis_client import make_redis
 from services.settings import Settings
 from tests.kafka_support import Topics, created_topics
 
@@ -27,27 +29,64 @@ def session_id() -> str:
     return uuid.uuid4().hex[:8]
 
 
+#: The Redis database the suite writes on the stack it uses: a stack it reuses (``make demo``'s) keeps its
+#: data in database 0, where the suite would otherwise read its ``live`` namespace's segments and models
+#: and leave every namespace it made.
+TEST_REDIS_DB = 15
+
+
 @pytest.fixture(scope="session")
 def settings(session_id: str) -> Settings:
-    """Settings of this test session: the configured stack, a topic prefix of its own."""
+    """Settings of this test session: the configured stack, a topic prefix and a Redis database of its own."""
     base = Settings(_env_file=None)
     stack = base.stack
     if "RAPPORT_STACK__STATE_DIR" not in os.environ:
         stack = stack.model_copy(update={"state_dir": REPO / ".rapport" / "test-stack"})
     kafka = base.kafka.model_copy(update={"topic_prefix": f"test-{session_id}."})
-    return base.model_copy(update={"stack": stack, "kafka": kafka})
+    redis = base.redis
+    if "RAPPORT_REDIS__URL" not in os.environ:
+        redis = redis.model_copy(update={"url": f"redis://127.0.0.1:{stack.redis_port}/{TEST_REDIS_DB}"})
+    return base.model_copy(update={"stack": stack, "kafka": kafka, "redis": redis})
 
 
 @pytest.fixture(scope="session")
 def local_stack(settings: Settings) -> Iterator[LocalStack]:
+    """The stack, with the session's Redis database as it found it afterwards (every key the session wrote
+    there is removed)."""
     stack = LocalStack(settings)
     outcomes = stack.up()
     try:
+        found = asyncio.run(_keys(settings))
         yield stack
+        asyncio.run(_unlink_all_but(settings, found))
     finally:
         for node in stack.nodes:
             if outcomes[node.name] is Outcome.STARTED:
                 node.stop()
+
+
+async def _keys(settings: Settings) -> set[bytes]:
+    redis = make_redis(settings)
+    try:
+        return {key async for key in redis.scan_iter(count=1000)}
+    finally:
+        await redis.aclose()
+
+
+async def _unlink_all_but(settings: Settings, kept: set[bytes]) -> None:
+    redis = make_redis(settings)
+    try:
+        batch: list[bytes] = []
+        async for key in redis.scan_iter(count=1000):
+            if key not in kept:
+                batch.append(key)
+            if len(batch) >= 1000:
+                await redis.unlink(*batch)
+                batch = []
+        if batch:
+            await redis.unlink(*batch)
+    finally:
+        await redis.aclose()
 
 
 @pytest.fixture
