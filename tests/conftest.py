@@ -74,17 +74,11 @@ async def _keys(settings: Settings) -> set[bytes]:
 
 
 async def _unlink_all_but(settings: Settings, kept: set[bytes]) -> None:
+    written = sorted(await _keys(settings) - kept)
     redis = make_redis(settings)
     try:
-        batch: list[bytes] = []
-        async for key in redis.scan_iter(count=1000):
-            if key not in kept:
-                batch.append(key)
-            if len(batch) >= 1000:
-                await redis.unlink(*batch)
-                batch = []
-        if batch:
-            await redis.unlink(*batch)
+        for start in range(0, len(written), 1000):
+            await redis.unlink(*written[start : start + 1000])
     finally:
         await redis.aclose()
 
