@@ -75,7 +75,7 @@ def apply_resolved(
         # A straggler: resolved to this anonymous profile before its link existed. A restarted resolver can
         # send it here again: the tombstone keeps the stream marks, so it forwards each raw record once.
         if record.source is not None:
-            mark = stream_mark(record.source.topic, record.source.partition, _event(record, decoded).key)
+            mark = stream_mark(record.source.topic, record.source.partition, event_of(record, decoded).key)
             if record.source.offset <= state.source_marks.get(mark, -1):
                 return state, []
             state.source_marks[mark] = record.source.offset
@@ -89,7 +89,7 @@ def apply_resolved(
             ingested_ms=record.ingested_ms,
         )
         return state, [forward]
-    event = _event(record, decoded)
+    event = event_of(record, decoded)
     if record.kind == "event" and _before_its_handover(state, event.customer_id, event.key):
         # A restarted resolver can route an anonymous id's event here directly (the link now exists) before
         # the anonymous profile's hand-over, which may already count it: wait for the hand-over, whose
@@ -146,7 +146,8 @@ def _apply_event(
     return []
 
 
-def _event(record: Resolved, decoded: Mapping[bytes, AnyEvent]) -> AnyEvent:
+def event_of(record: Resolved, decoded: Mapping[bytes, AnyEvent] = NOT_DECODED) -> AnyEvent:
+    """The event an ``event`` or ``forward`` record carries (from ``decoded`` when it is there)."""
     if record.event is None:
         raise CorruptRecordError(f"a {record.kind} record without an event")
     known = decoded.get(record.event)
@@ -190,7 +191,7 @@ def _merge_in(
     # Release what waited for this hand-over; the merged stream marks skip what the anonymous profile counted.
     waiting, state.held = state.held, []
     for held in waiting:
-        event = _event(held, decoded)
+        event = event_of(held, decoded)
         if anonymous_profile_id(event.key) == record.other_profile:
             _apply_event(state, held, event, partition=-1, offset=-1, config=config, hooks=hooks)
         else:

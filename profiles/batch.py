@@ -12,8 +12,9 @@ from typing import Final
 
 import msgspec
 
-from profiles.apply import NOT_DECODED, apply_resolved, new_state_for
+from profiles.apply import NOT_DECODED, apply_resolved, event_of, new_state_for
 from profiles.config import FoldConfig
+from profiles.erasure import event_ids
 from profiles.fold import compact
 from profiles.models.tracking import ModelTracking
 from profiles.state import ProfileState, encode
@@ -67,6 +68,7 @@ class BatchFold:
         self.watermarks = {pid: s.watermark for pid, s in stored.items()}
         self.positions_before = {pid: rfm_position(s.state) if s.state else None for pid, s in stored.items()}
         self.deleted: dict[str, str] = {}  # profile id → erasure receipt
+        self.forget: dict[str, set[str]] = {}  # erased profile id → ids whose links to it go (``_erase``)
         self.ingested: list[int] = []
         #: Per changed profile: its events.resolved partition, and the id of the last event applied to it
         #: (the cause of what its change triggers, e.g. segment transitions).
@@ -95,16 +97,7 @@ class BatchFold:
             # visitor's profile goes with the customer instead of being handed over to nobody.
             self.erased.setdefault(pid, self.erased[record.other_profile])
         if pid in self.erased:
-            # Erased: nothing more is applied, and the profile goes (also when only in-flight events remain).
-            self.states.pop(pid, None)
-            self.partition_of[pid] = partition
-            if record.kind == "erase" or self.stored[pid].state is not None:
-                self.deleted[pid] = self.erased[pid]
-            if record.kind == "merge_in" and record.other_profile is not None:
-                # A visitor handed over before the erasure but after its record was written (the erasure did
-                # not know the link yet): its tombstone goes too.
-                return [Resolved(kind="erase", profile_id=record.other_profile, other_profile=self.erased[pid])]
-            return []
+            return self._erase(pid, record, partition)
         if self.positional and at <= self.watermarks[pid]:
             return []  # applied before: a redelivery after a crash or rebalance
         state = self.states.get(pid) or self.stored[pid].state or new_state_for(pid)
@@ -125,6 +118,35 @@ class BatchFold:
         if record.ingested_ms is not None and record.kind in ("event", "forward") and not forwarded:
             self.ingested.append(record.ingested_ms)
         return emitted
+
+    def _erase(self, pid: str, record: Resolved, partition: int) -> list[Resolved]:
+        """A record for an erased profile: nothing more is applied, and the profile goes (also when only
+        in-flight events remain), with every id that it or its refused events tie to it.
+
+        The erasure record names the ids the customer had when it was requested. An identify resolved while
+        the API recorded it can still link more (a visitor id, an email) and be applied on either side of
+        the erasure: what the profile knows when it goes and what its refused events carry are forgotten
+        here, under the same receipt (docs/erasure.md)."""
+        receipt = self.erased[pid]
+        known = self.states.pop(pid, None) or self.stored[pid].state
+        self.partition_of[pid] = partition
+        forget = self.forget.setdefault(pid, set())
+        out: list[Resolved] = []
+        if known is not None and pid not in self.deleted:
+            forget.update(known.anonymous_ids, known.emails)
+            # The visitors it absorbed leave tombstones keyed by their own ids: they go too.
+            out += [Resolved(kind="erase", profile_id=v, other_profile=receipt) for v in known.absorbed]
+        if record.kind in ("event", "forward"):
+            forget.update(event_ids(event_of(record, self.decoded)))
+        forget.discard(pid)
+        # A visitor handed over to an erased customer goes even if it has no profile: its link must go.
+        if record.kind in ("erase", "merge_out") or known is not None or forget:
+            self.deleted[pid] = receipt
+        if record.kind == "merge_in" and record.other_profile is not None:
+            # A visitor handed over before the erasure but after its record was written (the erasure did
+            # not know the link yet): its tombstone goes too.
+            out.append(Resolved(kind="erase", profile_id=record.other_profile, other_profile=receipt))
+        return out
 
     def _note_before(self, pid: str, state: ProfileState) -> None:
         stored = self.stored[pid]
@@ -163,9 +185,17 @@ class BatchFold:
         for pid, erasure_id in self.deleted.items():
             stored = self.stored[pid]
             dropped = self.positions_before[pid] is not None
+            forget = tuple(sorted(self.forget.get(pid, ())))
             out.append(
                 ProfileWrite(
-                    pid, stored.expected, stored.watermark, None, dropped, erasure_id, self.partition_of.get(pid)
+                    pid,
+                    stored.expected,
+                    stored.watermark,
+                    None,
+                    dropped,
+                    erasure_id,
+                    self.partition_of.get(pid),
+                    forget=forget,
                 )
             )
         return out

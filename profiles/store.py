@@ -54,6 +54,14 @@ if redis.call('GETRANGE', KEYS[1], 0, 7) ~= ARGV[1] then return 0 end
 if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], ARGV[2]) end
 return 1
 """
+# Deletes an identity link (an alias "customer<US>event id", or an email's "customer") owned by ARGV[1].
+_UNLINK: Final = """
+local current = redis.call('GET', KEYS[1])
+if current and (current == ARGV[1] or string.sub(current, 1, #ARGV[1] + 1) == ARGV[1] .. '\\31') then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
 _MOVE_POSITION: Final = """
 local current = redis.call('GET', KEYS[1])
 if current and tonumber(current) ~= tonumber(ARGV[1]) then return 0 end
@@ -94,6 +102,9 @@ class ProfileWrite:
     partition: int | None = None
     #: ``state`` encoded, when the caller has it already (a replay encodes to compare): not encoded again.
     encoded: bytes | None = None
+    #: Ids a deleted profile was known by (anonymous ids, emails): erased under ``erasure_id`` too, and their
+    #: identity links forgotten where they still point at this profile.
+    forget: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +135,7 @@ class ProfileStore:
         self._cas = redis.register_script(_CAS_PROFILE)
         self._move = redis.register_script(_MOVE_POSITION)
         self._claim = redis.register_script(_CLAIM_LINK)
+        self._unlink = redis.register_script(_UNLINK)
 
     # keys
     def profile_key(self, profile_id: str) -> str:
@@ -234,17 +246,25 @@ class ProfileStore:
             cas_end = len(pipe.command_stack)
             for write in writes:
                 if write.erasure_id is not None:
-                    # The marker again: Redis may have lost it since the resolver set it (its AOF keeps a prefix).
-                    pipe.set(self.erased_key(write.profile_id), write.erasure_id, nx=True)
-                    pipe.sadd(self.erasure_done_key(write.erasure_id), write.profile_id)
-                    if write.profile_id.startswith(ANON_PREFIX):
-                        # A visitor erased with its customer after the erasure record was written (linked just
-                        # before it): its id is refused from now on, and its link is forgotten.
-                        visitor = write.profile_id.removeprefix(ANON_PREFIX)
-                        pipe.set(self.erased_key(visitor), write.erasure_id, nx=True)
-                        pipe.delete(self.alias_key(visitor))
+                    await self._erased(pipe, write, write.erasure_id)
             results = await pipe.execute()
         return [w.profile_id for w, ok in zip(writes, results[first_cas:cas_end], strict=True) if not ok]
+
+    async def _erased(self, pipe: Pipeline, write: ProfileWrite, erasure_id: str) -> None:
+        # The marker again: Redis may have lost it since the resolver set it (its AOF keeps a prefix).
+        pipe.set(self.erased_key(write.profile_id), erasure_id, nx=True)
+        pipe.sadd(self.erasure_done_key(erasure_id), write.profile_id)
+        if write.profile_id.startswith(ANON_PREFIX):
+            # A visitor erased with its customer after the erasure record was written (linked just before
+            # it): its id is refused from now on, and its link is forgotten.
+            visitor = write.profile_id.removeprefix(ANON_PREFIX)
+            pipe.set(self.erased_key(visitor), erasure_id, nx=True)
+            pipe.delete(self.alias_key(visitor))
+        for any_id in write.forget:
+            pipe.set(self.erased_key(any_id), erasure_id, nx=True)
+            # An id is an anonymous id or an email: both kinds of link are tried, only one pointing here goes.
+            for link in (self.alias_key(any_id), self.email_key(any_id)):
+                await self._unlink(keys=[link], args=[write.profile_id], client=pipe)
 
     def _population(self, pipe: Redis, profile_id: str, state: ProfileState | None) -> None:
         position = None if state is None else rfm_position(state)

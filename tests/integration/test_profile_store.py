@@ -8,9 +8,10 @@ import uuid
 import pytest
 from redis.asyncio import Redis
 
-from profiles.store import ProfileStore
+from profiles.store import ABSENT, ProfileStore, ProfileWrite
 from services.redis_client import make_redis
 from services.settings import Settings
+from tests.redis_support import scratch_namespace
 
 pytestmark = pytest.mark.integration
 
@@ -37,3 +38,25 @@ async def _check(settings: Settings) -> None:
     finally:
         await redis.delete(key)
         await redis.aclose()
+
+
+def test_a_deleted_profile_forgets_only_the_links_that_point_at_it(settings: Settings, local_stack: object) -> None:
+    asyncio.run(_forget(settings))
+
+
+async def _forget(settings: Settings) -> None:
+    receipt = "er_" + "3" * 32
+    async with scratch_namespace(settings, "forget") as (redis, namespace):
+        store = ProfileStore(redis, namespace)
+        await store.link([("a-mine", "c-1", "e1"), ("a-theirs", "c-2", "e2")], {"me@x.org": "c-1", "them@x.org": "c-2"})
+        forget = ("a-mine", "a-theirs", "me@x.org", "them@x.org")
+        gone = ProfileWrite("c-1", ABSENT, -1, None, False, receipt, forget=forget)
+        assert await store.save([gone]) == []
+        keys = {i: store.email_key(i) if "@" in i else store.alias_key(i) for i in forget}
+        assert {i: await redis.exists(k) for i, k in keys.items()} == {
+            "a-mine": 0,
+            "a-theirs": 1,
+            "me@x.org": 0,
+            "them@x.org": 1,
+        }
+        assert await store.erased(list(forget)) == dict.fromkeys(forget, receipt)

@@ -3,11 +3,13 @@ batch deleting an erased profile while refusing everything still in flight for i
 
 from __future__ import annotations
 
+import msgspec
+
 from profiles.apply import new_state_for
 from profiles.batch import BatchFold
 from profiles.erasure import erasure_record, extensions
 from profiles.store import ABSENT, Stored, watermark_bytes
-from schemas.resolved import Resolved
+from schemas.resolved import LinkDecision, Resolved
 from tests.unit.test_apply import CONFIG, event, parsed, resolved, run
 
 RECEIPT = "er_" + "1" * 32
@@ -76,3 +78,35 @@ def test_a_hand_over_reaching_an_erased_customer_erases_the_visitor_it_came_from
     handover = Resolved(kind="merge_in", profile_id="c-1", other_profile="anon:a-late")
     (erase,) = fold.apply(handover, 0, 100)
     assert (erase.kind, erase.profile_id, erase.other_profile) == ("erase", "anon:a-late", RECEIPT)
+
+
+def test_a_visitor_without_a_profile_handed_over_to_an_erased_customer_is_erased_too() -> None:
+    """Its identify was its first event: no profile, but a link to forget and an id to refuse from now on."""
+    fold = BatchFold({"anon:a-new": Stored(-1, None, ABSENT)}, {"c-1": RECEIPT}, CONFIG)
+    fold.apply(Resolved(kind="merge_out", profile_id="anon:a-new", other_profile="c-1"), 0, 100)
+    (write,) = fold.writes(0)
+    assert (write.profile_id, write.state, write.erasure_id) == ("anon:a-new", None, RECEIPT)
+
+
+def test_an_identify_refused_for_an_erased_customer_forgets_the_ids_it_linked() -> None:
+    """Resolved (and its links claimed) just before the erasure's markers were set, applied after them."""
+    fold = BatchFold({"c-1": Stored(-1, None, ABSENT)}, {"c-1": RECEIPT}, CONFIG)
+    identify = event("identify", n=4, customer_id="c-1", anonymous_id="a-new")
+    assert fold.apply(resolved(identify, "c-1", offset=4), 0, 100) == []
+    (write,) = fold.writes(0)
+    assert (write.state, write.erasure_id, write.forget) == (None, RECEIPT, ("a-new", "jo@example.com"))
+
+
+def test_an_erased_profile_goes_with_every_id_it_knows_beyond_its_erasure_record() -> None:
+    """An identify applied before the erasure record (which did not know it): the state knows more."""
+    stored = buyer()
+    fold = BatchFold({"c-1": stored}, {}, CONFIG)
+    identify = resolved(event("identify", n=4, customer_id="c-1", anonymous_id="a-new"), "c-1", offset=4)
+    fold.apply(msgspec.structs.replace(identify, link=LinkDecision("a-new")), 0, 100)
+    handover = Resolved(kind="merge_in", profile_id="c-1", other_profile="anon:a-new")
+    assert fold.apply(handover, 0, 101) == []
+    emitted = fold.apply(Resolved(kind="erase", profile_id="c-1", other_profile=RECEIPT), 0, 102)
+    assert [(r.kind, r.profile_id, r.other_profile) for r in emitted] == [("erase", "anon:a-new", RECEIPT)]
+    assert fold.apply(resolved(event(n=5, customer_id="c-1"), "c-1", offset=5), 0, 103) == [], "only once"
+    (write,) = fold.writes(0)
+    assert (write.state, write.expected, write.forget) == (None, watermark_bytes(10), ("a-new", "jo@example.com"))
