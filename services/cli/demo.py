@@ -53,7 +53,10 @@ def _ensure_process(name: str, argv: list[str], marker: str, stack: LocalStack) 
 def up(
     customers: Annotated[int, typer.Option(help="Simulated customers.")] = 2000,
     days: Annotated[int, typer.Option(help="Days of history, ending now.")] = 30,
-    rate: Annotated[float, typer.Option(help="Events per second streamed into Kafka.")] = 1000.0,
+    rate: Annotated[float, typer.Option(help="Events per second streamed into Kafka (the history).")] = 1000.0,
+    live_days: Annotated[
+        int, typer.Option(min=0, help="Days of traffic after the history, each event sent when it happens.")
+    ] = 7,
     seed: Annotated[int, typer.Option()] = 42,
 ) -> None:
     """Start (or reuse) the stack, create the topics and stream simulated traffic in the background."""
@@ -72,9 +75,9 @@ def up(
     start = (datetime.now(UTC) - timedelta(days=days)).replace(microsecond=0)
     simulator = [
         sys.executable, "-m", "services.cli.main", "simulate",
-        "--customers", str(customers), "--days", str(days), "--seed", str(seed),
+        "--customers", str(customers), "--days", str(days + live_days), "--seed", str(seed),
         "--start", start.isoformat().replace("+00:00", "Z"),
-        "--to-kafka", "--rate", str(rate),
+        "--to-kafka", "--rate", str(rate), "--real-time",
         *_simulator_marker(stack).split(),
     ]  # fmt: skip
     _ensure_process("simulator", simulator, _simulator_marker(stack), stack)
@@ -87,7 +90,9 @@ def up(
     if example is None:
         console.print(f"[red]no profile appeared in Redis within 120 s[/]; see {_demo_dir(stack) / 'worker.log'}")
         raise typer.Exit(1)
-    _where_to_look(settings, stack, log_file, example, key_file)
+    live = f", then {live_days} days live: each event sent when it happens" if live_days else ""
+    traffic = f"{customers:,} simulated customers: {days} days of history at {rate:,.0f} events/s{live}"
+    _where_to_look(settings, stack, log_file, example, key_file, traffic=traffic)
 
 
 @app.command("down")
@@ -185,10 +190,13 @@ async def _demo_key(settings: Settings, stack: LocalStack) -> Path:
     return key_file
 
 
-def _where_to_look(settings: Settings, stack: LocalStack, log_file: Path, example: str, key_file: Path) -> None:
+def _where_to_look(
+    settings: Settings, stack: LocalStack, log_file: Path, example: str, key_file: Path, *, traffic: str
+) -> None:
     console.print(
         f"""
 [bold green]Rapport demo is running.[/]
+  traffic {traffic}
   Kafka   {settings.kafka.bootstrap_servers}  (topics: rapport topics list)
   Redis   {settings.redis.url}
   logs    {stack.state_dir}/kafka/logs, {stack.state_dir}/redis/logs, {log_file}

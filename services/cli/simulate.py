@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -49,6 +49,14 @@ def simulate(
     malformed_rate: Annotated[
         float, typer.Option(min=0.0, max=0.5, help="Extra malformed lines per event (every rejection class).")
     ] = 0.005,
+    real_time: Annotated[
+        bool,
+        typer.Option(
+            "--real-time",
+            help="Hold each line until its arrival time (received_at) comes: a history ending now, then a live "
+            "feed of the days after it.",
+        ),
+    ] = False,
 ) -> None:
     """Generate seeded customer traffic (clicks, emails, purchases, mentions, identifies) and its ground truth."""
     console = Console(stderr=True)
@@ -77,15 +85,16 @@ def simulate(
     gc.set_threshold(50_000, 20, 20)
     started = time.monotonic()
     failed = 0
+    lines = held_until_arrival(sim.timed_lines()) if real_time else sim.lines()
     try:
         if out is not None:
             out.parent.mkdir(parents=True, exist_ok=True)
-            write_lines(out, _paced(sim.lines(), rate) if rate else sim.lines())
+            write_lines(out, _paced(lines, rate) if rate else lines)
         else:
             from services.producer import produce_lines  # noqa: PLC0415 - Kafka clients load only when needed
             from services.settings import get_settings  # noqa: PLC0415
 
-            summary = produce_lines(sim.lines(), get_settings(), rate=rate, progress=True)
+            summary = produce_lines(lines, get_settings(), rate=rate, progress=True)
             failed = summary.failed
             console.print(
                 f"kafka: sent {summary.sent:,}, rejected {sum(summary.rejected.values()):,}"
@@ -122,6 +131,26 @@ def write_lines(path: Path, lines: Iterable[bytes]) -> None:
                 size = 0
         if batch:
             fh.write(b"\n".join(batch) + b"\n")
+
+
+def held_until_arrival(
+    timed: Iterable[tuple[int, bytes]],
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Iterator[bytes]:
+    """Each line once the wall clock reaches its arrival time (epoch ms): lines of the past at once.
+
+    >>> slept = []
+    >>> list(held_until_arrival([(1_000, b"past"), (5_000, b"future")], clock=lambda: 2.0, sleep=slept.append))
+    [b'past', b'future']
+    >>> slept
+    [3.0]
+    """
+    for arrival_ms, line in timed:
+        wait = arrival_ms / 1000 - clock()
+        if wait > 0:
+            sleep(wait)
+        yield line
 
 
 def _paced(lines: Iterable[bytes], rate: float) -> Iterator[bytes]:

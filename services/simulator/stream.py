@@ -135,8 +135,8 @@ class Emitter:
             buf.append((arrival, seq + 1, faults.malform(event, reason, serial)))
             self._seq = seq + 2
 
-    def release(self, until_ms: int | None) -> list[bytes]:
-        """Lines that arrived before ``until_ms`` (all when None), in arrival order."""
+    def release(self, until_ms: int | None) -> list[tuple[int, bytes]]:
+        """Lines that arrived before ``until_ms`` (all when None), in arrival order, with their arrival (ms)."""
         pending = self._pending
         ready: list[tuple[int, int, bytes]] = []
         for item in self._buffer:
@@ -151,7 +151,7 @@ class Emitter:
         if ready:
             self.stats.lines += len(ready)
             self.stats.last_received_at = format_ts(ready[-1][0], UTC_Z)
-        return [item[2] for item in ready]
+        return [(arrival, line) for arrival, _, line in ready]
 
 
 class Simulation:
@@ -185,6 +185,10 @@ class Simulation:
 
     def lines(self) -> Iterator[bytes]:
         """Every line of the stream (JSON, no trailing newline) in arrival order; single use."""
+        return (line for _, line in self.timed_lines())
+
+    def timed_lines(self) -> Iterator[tuple[int, bytes]]:
+        """``lines`` with each line's arrival time (epoch ms, its ``received_at``); single use."""
         if self._started:
             raise RuntimeError("a Simulation can be iterated only once")
         self._started = True

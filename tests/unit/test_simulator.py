@@ -439,3 +439,18 @@ def test_invalid_configurations_are_refused() -> None:
     sim = Simulation(SimulationConfig(customers=1, days=1))
     with pytest.raises(RuntimeError):
         next(sim.truth_lines())
+
+
+def test_each_timed_line_comes_with_its_received_at_in_arrival_order() -> None:
+    """What ``--real-time`` holds each line until (``held_until_arrival``): its arrival, as the line says."""
+    config = SimulationConfig(customers=15, days=4, seed=3, late_rate=0.2, duplicate_rate=0.1, malformed_rate=0.0)
+    timed = list(Simulation(config).timed_lines())
+    assert [arrival for arrival, _ in timed] == sorted(arrival for arrival, _ in timed)
+    seen: set[bytes] = set()
+    for arrival, line in timed:
+        received = round(datetime.fromisoformat(orjson.loads(line)["received_at"]).timestamp() * 1000)
+        # A duplicate is the same bytes sent again later: its received_at is the first one's.
+        assert arrival > received if line in seen else arrival == received
+        seen.add(line)
+    assert len(seen) < len(timed), "duplicates are in it: the check above can fail"
+    assert [line for _, line in timed] == list(Simulation(config).lines())
