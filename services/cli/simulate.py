@@ -89,7 +89,7 @@ def simulate(
     try:
         if out is not None:
             out.parent.mkdir(parents=True, exist_ok=True)
-            write_lines(out, _paced(lines, rate) if rate else lines)
+            write_lines(out, _paced(lines, rate) if rate else lines, batch_bytes=0 if real_time else _WRITE_BATCH_BYTES)
         else:
             from services.producer import produce_lines  # noqa: PLC0415 - Kafka clients load only when needed
             from services.settings import get_settings  # noqa: PLC0415
@@ -117,16 +117,18 @@ def default_truth_path(out: Path) -> Path:
     return out.with_name(f"{stem}.truth.jsonl")
 
 
-def write_lines(path: Path, lines: Iterable[bytes]) -> None:
-    """Write newline-terminated lines in batches of about a megabyte."""
+def write_lines(path: Path, lines: Iterable[bytes], batch_bytes: int = _WRITE_BATCH_BYTES) -> None:
+    """Write newline-terminated lines in batches of about ``batch_bytes`` (0: each line as it comes, for a
+    reader following the file)."""
     with path.open("wb") as fh:
         batch: list[bytes] = []
         size = 0
         for line in lines:
             batch.append(line)
             size += len(line)
-            if size >= _WRITE_BATCH_BYTES:
+            if size >= batch_bytes:
                 fh.write(b"\n".join(batch) + b"\n")
+                fh.flush()
                 batch.clear()
                 size = 0
         if batch:

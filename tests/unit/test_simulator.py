@@ -454,3 +454,10 @@ def test_each_timed_line_comes_with_its_received_at_in_arrival_order() -> None:
         seen.add(line)
     assert len(seen) < len(timed), "duplicates are in it: the check above can fail"
     assert [line for _, line in timed] == list(Simulation(config).lines())
+
+
+def test_real_time_writes_the_lines_of_the_past_unchanged(tmp_path: Path) -> None:
+    """2025 is past: nothing is held (``held_until_arrival``'s doctest holds lines of the future)."""
+    simulate(customers=15, days=4, seed=3, out=tmp_path / "live.jsonl", real_time=True)
+    simulate(customers=15, days=4, seed=3, out=tmp_path / "plain.jsonl")
+    assert (tmp_path / "live.jsonl").read_bytes() == (tmp_path / "plain.jsonl").read_bytes()
