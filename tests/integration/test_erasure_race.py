@@ -125,9 +125,9 @@ async def _traces(redis: Redis, store: ProfileStore, ids: list[str]) -> list[str
     """The profiles and identity links of ``ids`` (a profile keyed by any of them, or by a visitor's id)."""
     out = []
     for any_id in ids:
-        for kind, key in (("link", store.alias_key(any_id)), ("link", store.email_key(any_id))):
+        for key in (store.alias_key(any_id), store.email_key(any_id)):
             if await redis.exists(key):
-                out.append(f"{kind} {any_id}")
+                out.append(f"link {any_id}")
         for pid in (any_id, f"anon:{any_id}"):
             if await redis.exists(store.profile_key(pid)):
                 out.append(f"profile {pid}")
