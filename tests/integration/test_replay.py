@@ -8,6 +8,7 @@ resume, and replayed into a namespace that already holds it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import signal
@@ -25,8 +26,10 @@ import httpx
 import orjson
 import pytest
 from kafka import KafkaAdminClient, TopicPartition
+from kafka.errors import KafkaTimeoutError
 from kafka.structs import OffsetAndMetadata
 
+import streams.replay
 from profiles.config import HOUR_MS
 from profiles.model_store import ModelStore
 from profiles.models.snapshots import SnapshotMeta, load_snapshot
@@ -40,7 +43,7 @@ from schemas.validation import Rejection, ValidationLimits, validate_event
 from services.namespace_ops import memberships
 from services.redis_client import make_redis
 from services.settings import Settings
-from streams.replay import REPLAY_COMMIT, Replay, commit_for_workers, raw_topics
+from streams.replay import REPLAY_COMMIT, Progress, Replay, commit_for_workers, raw_topics
 from streams.replay_models import POSITIONS
 from streams.replay_segments import ReplaySegments
 from streams.segment_stage import PipelineOps
@@ -232,6 +235,40 @@ def test_a_replay_moves_no_offset_a_worker_committed(produced: Produced) -> None
     finally:
         admin.delete_groups([group])
         admin.close()
+
+
+def test_a_replay_whose_hand_over_commit_fails_ends_and_the_next_catch_up_commits_it(
+    produced: Produced, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Kafka failing when the replay commits its end offsets for the workers (the last step) is not a failed
+    replay: everything is applied, it says what is missing, and running it again commits them."""
+    namespace = fresh()
+
+    def unreachable(*_: object) -> dict[str, int]:
+        raise KafkaTimeoutError("injected: the admin client's request timed out")
+
+    monkeypatch.setattr(streams.replay, "commit_for_workers", unreachable)
+    with caplog.at_level(logging.WARNING, logger="streams.replay"):
+        progress = asyncio.run(_replay_in_process(produced.topics.settings, namespace))
+    assert (progress.done, progress.handed_over) == (produced.lines, 0)
+    assert "run the replay again to retry" in caplog.text
+    assert sum(_worker_offsets(produced, namespace).values()) == 0
+    monkeypatch.undo()
+
+    out = replay(produced, namespace)  # a catch-up: nothing new to read, the offsets committed
+    assert "replayed 0 records" in out, out
+    raw = [spec.name for spec in RAW_EVENT_TOPICS]
+    ends = {(r.topic, r.partition): r.offset + 1 for r in produced.topics.read_to_end(raw)}
+    assert {tp: offset for tp, offset in _worker_offsets(produced, namespace).items() if offset} == ends
+
+
+async def _replay_in_process(settings: Settings, into: str) -> Progress:
+    redis = make_redis(settings)
+    try:
+        runner = Replay(settings, ProfileStore(redis, into), Namespaces(redis), 20_000)
+        return await runner.run(await runner.plan(raw_topics(settings, None), None, None))
+    finally:
+        await redis.aclose()
 
 
 def _raw_records_read(log_dir: Path) -> int:
