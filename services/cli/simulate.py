@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 
 from services.simulator import Simulation, SimulationConfig, SimulationStats
+from services.simulator.clock import UTC_Z, format_ts
 
 DEFAULT_KAFKA_TRUTH = Path(".rapport/truth.jsonl")
 _WRITE_BATCH_BYTES = 1 << 20
@@ -85,7 +86,7 @@ def simulate(
     gc.set_threshold(50_000, 20, 20)
     started = time.monotonic()
     failed = 0
-    lines = held_until_arrival(sim.timed_lines()) if real_time else sim.lines()
+    lines = held_until_arrival(reported(sim.timed_lines(), console.print)) if real_time else sim.lines()
     try:
         if out is not None:
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -94,7 +95,8 @@ def simulate(
             from services.producer import produce_lines  # noqa: PLC0415 - Kafka clients load only when needed
             from services.settings import get_settings  # noqa: PLC0415
 
-            summary = produce_lines(lines, get_settings(), rate=rate, progress=True)
+            # A live feed reports in lines of its own (``reported``): a progress bar would never finish.
+            summary = produce_lines(lines, get_settings(), rate=rate, progress=not real_time)
             failed = summary.failed
             console.print(
                 f"kafka: sent {summary.sent:,}, rejected {sum(summary.rejected.values()):,}"
@@ -153,6 +155,34 @@ def held_until_arrival(
         if wait > 0:
             sleep(wait)
         yield line
+
+
+def reported(
+    timed: Iterable[tuple[int, bytes]],
+    say: Callable[[str], None],
+    *,
+    every_s: float = 60.0,
+    clock: Callable[[], float] = time.time,
+) -> Iterator[tuple[int, bytes]]:
+    """``timed`` as it is, saying when the lines of the past are all out and then, at most every
+    ``every_s``, how many went out: a live feed's log shows it is alive.
+
+    >>> now = iter([10.0, 10.0, 20.0, 80.0]).__next__
+    >>> _ = list(reported([(5_000, b"a"), (15_000, b"b"), (70_000, b"c"), (75_000, b"d")], print, clock=now))
+    sent the lines of the past (1); each next line goes out when it happens
+    sent 3 lines, the last received at 1970-01-01T00:01:10.000Z
+    """
+    live, said_at, last_ms = False, 0.0, 0
+    for sent, (arrival_ms, line) in enumerate(timed):
+        now = clock()
+        if not live and arrival_ms / 1000 > now:
+            live, said_at = True, now
+            say(f"sent the lines of the past ({sent:,}); each next line goes out when it happens")
+        elif live and now - said_at >= every_s:
+            said_at = now
+            say(f"sent {sent:,} lines, the last received at {format_ts(last_ms, UTC_Z)}")
+        yield arrival_ms, line
+        last_ms = arrival_ms
 
 
 def _paced(lines: Iterable[bytes], rate: float) -> Iterator[bytes]:
