@@ -192,12 +192,10 @@ def test_the_workers_of_a_replayed_namespace_start_where_the_replay_ended(produc
         assert found is not None, out
         replayed[namespace] = int(found[1].replace(",", ""))
         assert f"workers of {namespace!r}" in out, out
-    raw = [spec.name for spec in RAW_EVENT_TOPICS]
-    ends = {(r.topic, r.partition): r.offset + 1 for r in produced.topics.read_to_end(raw)}
     committed = _worker_offsets(produced, half)
     assert sum(committed.values()) == replayed[half] < produced.lines  # the offsets start at 0 in these topics
     replay(produced, caught_up)  # a catch-up moves the offsets a replay committed
-    assert {tp: offset for tp, offset in _worker_offsets(produced, caught_up).items() if offset} == ends
+    assert {tp: offset for tp, offset in _worker_offsets(produced, caught_up).items() if offset} == _raw_ends(produced)
 
     worker = Worker(produced.topics, half, tmp_path)
     worker.start()
@@ -257,9 +255,7 @@ def test_a_replay_whose_hand_over_commit_fails_ends_and_the_next_catch_up_commit
 
     out = replay(produced, namespace)  # a catch-up: nothing new to read, the offsets committed
     assert "replayed 0 records" in out, out
-    raw = [spec.name for spec in RAW_EVENT_TOPICS]
-    ends = {(r.topic, r.partition): r.offset + 1 for r in produced.topics.read_to_end(raw)}
-    assert {tp: offset for tp, offset in _worker_offsets(produced, namespace).items() if offset} == ends
+    assert {tp: offset for tp, offset in _worker_offsets(produced, namespace).items() if offset} == _raw_ends(produced)
 
 
 async def _replay_in_process(settings: Settings, into: str) -> Progress:
@@ -280,6 +276,12 @@ def _raw_records_read(log_dir: Path) -> int:
                 stats = orjson.loads(line.split(" streams.stats: stats ", 1)[1])
                 total += stats["resolved"] + stats["dead_lettered"] + stats["erased_refused"]
     return total
+
+
+def _raw_ends(produced: Produced) -> dict[tuple[str, int], int]:
+    """The next offset of every raw partition that holds records."""
+    raw = [spec.name for spec in RAW_EVENT_TOPICS]
+    return {(r.topic, r.partition): r.offset + 1 for r in produced.topics.read_to_end(raw)}
 
 
 def _worker_offsets(produced: Produced, namespace: str) -> dict[tuple[str, int], int]:
