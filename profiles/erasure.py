@@ -19,9 +19,17 @@ T = TypeVar("T")
 
 
 def erasure_record(
-    erasure_id: str, requested_id: str, state: ProfileState | None, *, requested_at_ms: int
+    erasure_id: str,
+    requested_id: str,
+    state: ProfileState | None,
+    *,
+    requested_at_ms: int,
+    owners: Mapping[str, str] | None = None,
 ) -> ErasureRecord:
     """The record of erasing ``requested_id``, whose canonical profile is ``state`` (None if no profile has it).
+
+    ``owners``: the customer each of the state's anonymous ids and emails is linked to. An id linked to
+    another customer is that customer's (a shared email they claimed first): it is not erased.
 
     >>> from profiles.state import new_profile
     >>> state = new_profile("c-1", "c-1")
@@ -29,12 +37,19 @@ def erasure_record(
     >>> record = erasure_record("er_" + "0" * 32, "ann@example.com", state, requested_at_ms=0)
     >>> record.profile_ids, record.ids
     (['c-1', 'anon:a-9'], ['ann@example.com', 'c-1', 'a-9'])
+    >>> state.emails.append("home@example.com")
+    >>> erasure_record("er_" + "0" * 32, "c-1", state, requested_at_ms=0, owners={"home@example.com": "c-2"}).ids
+    ['c-1', 'a-9', 'ann@example.com']
     """
     ids = [requested_id]
     profile_ids: list[str] = []
     if state is not None:
+        theirs = {i for i, owner in (owners or {}).items() if owner != state.customer_id}
         profile_ids = [state.profile_id, *(anonymous_profile_id(a) for a in state.anonymous_ids), *state.absorbed]
-        ids += [*([state.customer_id] if state.customer_id else []), *state.anonymous_ids, *state.emails]
+        ids += [
+            *([state.customer_id] if state.customer_id else []),
+            *(i for i in [*state.anonymous_ids, *state.emails] if i not in theirs),
+        ]
     return ErasureRecord(
         erasure_id=erasure_id,
         requested_id=requested_id,
@@ -59,27 +74,39 @@ def event_ids(event: AnyEvent) -> list[str]:
     return out
 
 
-def extensions(events: Iterable[AnyEvent], erased: Mapping[str, str], *, at_ms: int) -> list[ErasureRecord]:
+def extending(events: Iterable[AnyEvent], erased: Collection[str]) -> list[str]:
+    """The ids not erased yet that events of erased customers carry: ``extensions`` needs their owners."""
+    return list(dict.fromkeys(i for e in events if e.customer_id in erased for i in event_ids(e) if i not in erased))
+
+
+def extensions(
+    events: Iterable[AnyEvent], erased: Mapping[str, str], *, at_ms: int, owners: Mapping[str, str] | None = None
+) -> list[ErasureRecord]:
     """What events of erased customers add to their erasures: the anonymous ids and emails they carry.
 
     An event naming an erased customer is refused; the other ids it carries are that customer's too (an
     identify linking a new visitor id, a new email), so they are erased under the same receipt, and the
-    visitor's anonymous profile with them. An event carrying only an erased anonymous id or email erases
-    nothing more: its customer id may be someone else's (a conflicting claim).
+    visitor's anonymous profile with them — unless ``owners`` (id → the customer it is linked to) says
+    another customer has the id (a shared email they claimed first). An event carrying only an erased
+    anonymous id or email erases nothing more: its customer id may be someone else's (a conflicting claim).
 
     >>> from schemas.validation import decode_event
     >>> identify = decode_event(b'{"type": "identify", "event_id": "e1", "timestamp": "2026-01-01T00:00:00Z",'
-    ...     b' "source": "web", "customer_id": "c-1", "anonymous_id": "a-9", "traits": {}}')
+    ...     b' "source": "web", "customer_id": "c-1", "anonymous_id": "a-9", "traits": {"email": "Home@x.org"}}')
     >>> [(r.profile_ids, r.ids) for r in extensions([identify], {"c-1": "er_" + "0" * 32}, at_ms=0)]
+    [(['anon:a-9'], ['a-9', 'home@x.org'])]
+    >>> shared = {"home@x.org": "c-2"}
+    >>> [(r.profile_ids, r.ids) for r in extensions([identify], {"c-1": "er_" + "0" * 32}, at_ms=0, owners=shared)]
     [(['anon:a-9'], ['a-9'])]
     """
     out: list[ErasureRecord] = []
     known = dict(erased)
+    owners = owners or {}
     for event in events:
         receipt = known.get(event.customer_id or "")
         if receipt is None:
             continue
-        new = [i for i in event_ids(event) if i not in known]
+        new = [i for i in event_ids(event) if i not in known and owners.get(i, event.customer_id) == event.customer_id]
         if not new:
             continue
         known.update(dict.fromkeys(new, receipt))

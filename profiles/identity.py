@@ -50,12 +50,13 @@ def claims(arrivals: Sequence[Arrival]) -> list[tuple[str, str, str]]:
 
 
 def emails(arrivals: Sequence[Arrival]) -> dict[str, str]:
-    """Lower-cased email → customer, from identify traits."""
-    return {
-        a.event.traits.email.lower(): a.event.customer_id
-        for a in arrivals
-        if isinstance(a.event, IdentifyEvent) and a.event.traits.email is not None
-    }
+    """Lower-cased email → customer, from identify traits: the first in the batch to name it (an email
+    keeps its first owner, so batching must not decide who that is)."""
+    out: dict[str, str] = {}
+    for a in arrivals:
+        if isinstance(a.event, IdentifyEvent) and a.event.traits.email is not None:
+            out.setdefault(a.event.traits.email.lower(), a.event.customer_id)
+    return out
 
 
 def anonymous_only(arrivals: Sequence[Arrival]) -> list[str]:

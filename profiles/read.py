@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from profiles.config import FoldConfig
+from profiles.erasure import erasure_record
 from profiles.models.scoring import Score, ServedModel, score_all
 from profiles.models.specs import ModelSpec
 from profiles.rfm import RfmScores, RfmThresholds
@@ -20,6 +21,7 @@ from profiles.state import ProfileState
 from profiles.store import ProfileStore, Resolution, Stored, rfm_position
 from profiles.timeutil import iso
 from profiles.view import render
+from schemas.erasure import ErasureRecord
 
 
 class AsOfBeforeLastEventError(ValueError):
@@ -141,6 +143,14 @@ async def canonical_states(store: ProfileStore, any_ids: Sequence[str]) -> dict[
 async def canonical_state(store: ProfileStore, any_id: str) -> ProfileState | None:
     """``canonical_states`` of one id."""
     return (await canonical_states(store, [any_id]))[any_id]
+
+
+async def erasure_of(store: ProfileStore, erasure_id: str, requested_id: str, *, requested_at_ms: int) -> ErasureRecord:
+    """The record of erasing ``requested_id`` now: the customer it resolves to with its ids, less the ids
+    linked to another customer (``erasure_record``)."""
+    state = await canonical_state(store, requested_id)
+    owners = await store.link_owners([*state.anonymous_ids, *state.emails]) if state is not None else {}
+    return erasure_record(erasure_id, requested_id, state, requested_at_ms=requested_at_ms, owners=owners)
 
 
 async def _canonical(

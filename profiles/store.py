@@ -54,13 +54,24 @@ if redis.call('GETRANGE', KEYS[1], 0, 7) ~= ARGV[1] then return 0 end
 if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], ARGV[2]) end
 return 1
 """
-# Deletes an identity link (an alias "customer<US>event id", or an email's "customer") owned by ARGV[1].
-_UNLINK: Final = """
-local current = redis.call('GET', KEYS[1])
-if current and (current == ARGV[1] or string.sub(current, 1, #ARGV[1] + 1) == ARGV[1] .. '\\31') then
-  return redis.call('DEL', KEYS[1])
+# Forgets an id of the erased profile ARGV[2]: its links (an alias "customer<US>event id", an email's
+# "customer") go if they point at it, and the id is marked with the receipt ARGV[1] unless a link of
+# another customer remains (a shared email that customer claimed first stays theirs).
+_FORGET: Final = """
+local foreign = false
+for i = 1, 2 do
+  local current = redis.call('GET', KEYS[i])
+  if current then
+    if current == ARGV[2] or string.sub(current, 1, #ARGV[2] + 1) == ARGV[2] .. '\\31' then
+      redis.call('DEL', KEYS[i])
+    else
+      foreign = true
+    end
+  end
 end
-return 0
+if foreign then return 0 end
+redis.call('SET', KEYS[3], ARGV[1], 'NX')
+return 1
 """
 _MOVE_POSITION: Final = """
 local current = redis.call('GET', KEYS[1])
@@ -135,7 +146,7 @@ class ProfileStore:
         self._cas = redis.register_script(_CAS_PROFILE)
         self._move = redis.register_script(_MOVE_POSITION)
         self._claim = redis.register_script(_CLAIM_LINK)
-        self._unlink = redis.register_script(_UNLINK)
+        self._forget = redis.register_script(_FORGET)
 
     # keys
     def profile_key(self, profile_id: str) -> str:
@@ -261,10 +272,9 @@ class ProfileStore:
             pipe.set(self.erased_key(visitor), erasure_id, nx=True)
             pipe.delete(self.alias_key(visitor))
         for any_id in write.forget:
-            pipe.set(self.erased_key(any_id), erasure_id, nx=True)
-            # An id is an anonymous id or an email: both kinds of link are tried, only one pointing here goes.
-            for link in (self.alias_key(any_id), self.email_key(any_id)):
-                await self._unlink(keys=[link], args=[write.profile_id], client=pipe)
+            # An id is an anonymous id or an email: both kinds of link are tried.
+            keys = [self.alias_key(any_id), self.email_key(any_id), self.erased_key(any_id)]
+            await self._forget(keys=keys, args=[erasure_id, write.profile_id], client=pipe)
 
     def _population(self, pipe: Redis, profile_id: str, state: ProfileState | None) -> None:
         position = None if state is None else rfm_position(state)
@@ -325,6 +335,17 @@ class ProfileStore:
         erased = _present(ids, next(replies)) if ids else {}
         aliases = _present(anonymous_ids, next(replies)) if anonymous_ids else {}
         return erased, {a: owner.split("\x1f", 1)[0] for a, owner in aliases.items()}
+
+    async def link_owners(self, ids: Sequence[str]) -> dict[str, str]:
+        """The customer each of ``ids`` (anonymous ids, emails) is linked to, for those that are linked."""
+        if not ids:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.mget([self.alias_key(i) for i in ids])
+            pipe.mget([self.email_key(i) for i in ids])
+            aliases, emails = await pipe.execute()
+        owners = {i: owner.split("\x1f", 1)[0] for i, owner in _present(ids, aliases).items()}
+        return {**_present(ids, emails), **owners}
 
     async def link(self, claims: Sequence[tuple[str, str, str]], emails: Mapping[str, str]) -> list[Claim]:
         """In one round trip: link each ``(anonymous_id, customer_id, event_id)`` unless already linked (in

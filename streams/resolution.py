@@ -16,7 +16,7 @@ import msgspec
 
 from profiles import identity
 from profiles.config import FoldConfig
-from profiles.erasure import event_ids, extensions, not_erased
+from profiles.erasure import event_ids, extending, extensions, not_erased
 from profiles.store import ProfileStore
 from profiles.timeutil import to_ms
 from schemas import erasure as erasure_codec
@@ -92,7 +92,10 @@ class Resolver:
         await self.store.record_erasures(erasures)
         carried = list(dict.fromkeys(i for a in arrivals for i in event_ids(a.event)))
         erased, linked = await self.store.lookup(carried, identity.anonymous_only(arrivals))
-        extended = extensions((a.event for a in arrivals), erased, at_ms=int(now.timestamp() * 1000))
+        suspects = extending((a.event for a in arrivals), erased.keys())
+        owners = await self.store.link_owners(suspects) if suspects else {}
+        at_ms = int(now.timestamp() * 1000)
+        extended = extensions((a.event for a in arrivals), erased, at_ms=at_ms, owners=owners)
         if extended:
             await self.store.record_erasures(extended)
             erasures += extended

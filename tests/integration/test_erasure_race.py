@@ -10,17 +10,11 @@ nothing of the customer may remain (fresh-clone CI caught this once in four runs
 from __future__ import annotations
 
 import asyncio
-from collections import deque
+import itertools
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
-from typing import Any
 
-import orjson
 import pytest
-from aiokafka.structs import ConsumerRecord
-from redis.asyncio import Redis
 
-from profiles.batch import BatchFold
 from profiles.erasure import erasure_record
 from profiles.identity import Claim
 from profiles.read import canonical_state
@@ -28,13 +22,12 @@ from profiles.store import ProfileStore
 from schemas.erasure import ErasureRecord
 from schemas.resolved import Resolved
 from services.settings import Settings
-from streams.handler import RawRecord
 from streams.resolution import Resolver
+from tests.erasure_support import NOW, apply_in_turn, identify, purchase, raw, traces
 from tests.redis_support import scratch_namespace
 
 pytestmark = pytest.mark.integration
 RECEIPT = "er_" + "7" * 32
-NOW = datetime.now(UTC)
 
 
 class ErasedMeanwhile(ProfileStore):
@@ -66,98 +59,43 @@ def test_ids_linked_while_an_erasure_is_recorded_are_erased_with_the_customer(
 async def _race(settings: Settings, order: str) -> None:
     async with scratch_namespace(settings, "erasure-race") as (redis, namespace):
         store = ErasedMeanwhile(redis, namespace)
+        offsets = itertools.count(1)
         resolver = Resolver(store, settings.profile.fold_config(), settings.validation.limits(), "erasures")
         # Before: c-1 known by a visitor id and an email; c-2, who must keep everything.
         before = await resolver.resolve(
             [
-                _raw(1, _identify("e1", "c-1", "a-old", "old@example.com")),
-                _raw(2, _purchase("e2", "c-1")),
-                _raw(3, _identify("e3", "c-2", "a-2", "two@example.com")),
+                raw(1, identify("e1", "c-1", "a-old", "old@example.com")),
+                raw(2, purchase("e2", "c-1")),
+                raw(3, identify("e3", "c-2", "a-2", "two@example.com")),
             ],
             NOW,
         )
-        await _apply(store, settings, before.records)
+        await apply_in_turn(store, settings, offsets, before.records)
 
         # The API reads c-1 and records its erasure while a resolve stage is between its lookup and its claims.
         state = await canonical_state(store, "c-1")
         record = erasure_record(RECEIPT, "c-1", state, requested_at_ms=0)
         assert record.ids == ["c-1", "a-old", "old@example.com"]
         store.meanwhile = record
-        during = await resolver.resolve([_raw(4, _identify("e4", "c-1", "a-new", "new@example.com"))], NOW)
+        during = await resolver.resolve([raw(4, identify("e4", "c-1", "a-new", "new@example.com"))], NOW)
         assert during.kept == 1, "the lookup came before the markers: the identify went through"
         # What the resolve stage sends when it reads the erasure record from its topic.
         erase = [Resolved(kind="erase", profile_id=p, other_profile=RECEIPT) for p in record.profile_ids]
         if order.startswith("identify, hand-over"):
-            await _apply(store, settings, during.records)  # and what it emits: the hand-over
-            await _apply(store, settings, erase)
+            await apply_in_turn(store, settings, offsets, during.records)  # and what it emits: the hand-over
+            await apply_in_turn(store, settings, offsets, erase)
         elif order.startswith("identify"):
-            await _apply(store, settings, [*during.records, *erase])
+            await apply_in_turn(store, settings, offsets, [*during.records, *erase])
         else:
-            await _apply(store, settings, [*erase, *during.records])
+            await apply_in_turn(store, settings, offsets, [*erase, *during.records])
 
         customer = ["c-1", "a-old", "a-new", "old@example.com", "new@example.com"]
-        assert await _traces(redis, store, customer) == []
+        assert await traces(redis, store, customer) == []
         assert await store.erased(customer) == dict.fromkeys(customer, RECEIPT), "their events are refused"
         # The other customer keeps its profile and links (the checks above can fail).
-        assert await _traces(redis, store, ["c-2", "a-2", "two@example.com"]) == [
+        assert await traces(redis, store, ["c-2", "a-2", "two@example.com"]) == [
             "link a-2",
             "link two@example.com",
             "profile anon:a-2",
             "profile c-2",
         ]
-
-
-async def _apply(store: ProfileStore, settings: Settings, records: list[Resolved]) -> None:
-    """Each record in a batch of its own, in order, then what they emit (events.resolved is a queue)."""
-    queue, at = deque(records), 0
-    while queue:
-        record = queue.popleft()
-        at += 1
-        pids = [record.profile_id]
-        handed_to = [record.other_profile] if record.kind == "merge_out" and record.other_profile else []
-        stored, erased = await asyncio.gather(store.load(pids), store.erased([*pids, *handed_to]))
-        fold = BatchFold(stored, erased, settings.profile.fold_config())
-        queue.extend(fold.apply(record, 0, at))
-        assert await store.save(fold.writes(0)) == []
-
-
-async def _traces(redis: Redis, store: ProfileStore, ids: list[str]) -> list[str]:
-    """The profiles and identity links of ``ids`` (a profile keyed by any of them, or by a visitor's id)."""
-    out = []
-    for any_id in ids:
-        for key in (store.alias_key(any_id), store.email_key(any_id)):
-            if await redis.exists(key):
-                out.append(f"link {any_id}")
-        for pid in (any_id, f"anon:{any_id}"):
-            if await redis.exists(store.profile_key(pid)):
-                out.append(f"profile {pid}")
-    return sorted(out)
-
-
-def _raw(offset: int, event: dict[str, Any]) -> RawRecord:
-    value = orjson.dumps(event)
-    return ConsumerRecord("events.identify", 0, offset, 0, 0, None, value, None, 0, len(value), ())
-
-
-def _identify(event_id: str, customer: str, visitor: str, email: str) -> dict[str, Any]:
-    return {
-        "type": "identify",
-        "event_id": event_id,
-        "timestamp": NOW.isoformat(),
-        "customer_id": customer,
-        "anonymous_id": visitor,
-        "traits": {"email": email},
-    }
-
-
-def _purchase(event_id: str, customer: str) -> dict[str, Any]:
-    return {
-        "type": "purchase",
-        "event_id": event_id,
-        "timestamp": NOW.isoformat(),
-        "customer_id": customer,
-        "action": "order",
-        "order_id": f"o-{event_id}",
-        "currency": "EUR",
-        "total": 10.0,
-    }

@@ -13,8 +13,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, Field
 
-from profiles.erasure import erasure_record
-from profiles.read import canonical_state
+from profiles.read import erasure_of
 from profiles.store import ProfileStore
 from profiles.timeutil import iso
 from schemas import erasure as erasure_codec
@@ -74,9 +73,7 @@ async def erase_profile(
     earlier = (await store.erased([profile_id])).get(profile_id)
     if earlier is not None:
         return await _receipt(store, earlier)
-    record = erasure_record(
-        f"er_{uuid.uuid4().hex}", profile_id, await canonical_state(store, profile_id), requested_at_ms=_now_ms()
-    )
+    record = await erasure_of(store, f"er_{uuid.uuid4().hex}", profile_id, requested_at_ms=_now_ms())
     key = (record.profile_ids[0] if record.profile_ids else profile_id).encode()
     try:
         await ctx.collector.send(

@@ -1,0 +1,89 @@
+"""An email two customers share, and one of them erased, against the real Redis.
+
+The email index keeps an email's first owner; both customers' profiles list it. Erasing the customer who
+claimed it second must leave it to the first: the API's erasure record, the worker deleting the profile
+(it forgets every id the state knows) and the resolve stage refusing the erased customer's later identify
+(it erases the new ids that identify carries) each skip an id linked to another customer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import pytest
+
+from profiles.read import canonical_state, erasure_of
+from profiles.store import ProfileStore
+from schemas.resolved import Resolved
+from services.settings import Settings
+from streams.resolution import Resolver
+from tests.erasure_support import NOW, apply_in_turn, identify, purchase, raw, traces
+from tests.redis_support import scratch_namespace
+
+pytestmark = pytest.mark.integration
+RECEIPT = "er_" + "8" * 32
+HOME = "home@example.com"
+
+
+@pytest.mark.parametrize("first", ["the other customer", "the erased customer"])
+def test_a_shared_email_is_erased_only_with_the_customer_who_claimed_it_first(
+    settings: Settings, local_stack: object, first: str
+) -> None:
+    asyncio.run(_shared(settings, first))
+
+
+async def _shared(settings: Settings, first: str) -> None:
+    async with scratch_namespace(settings, "erasure-shared") as (redis, namespace):
+        store = ProfileStore(redis, namespace)
+        offsets = itertools.count(1)
+        resolver = Resolver(store, settings.profile.fold_config(), settings.validation.limits(), "erasures")
+        claims = [identify("e1", "c-2", "a-2", HOME), identify("e2", "c-1", "a-1", HOME)]
+        if first == "the erased customer":
+            claims.reverse()
+        before = await resolver.resolve(
+            [raw(1, claims[0]), raw(2, claims[1]), raw(3, identify("e3", "c-1", "a-1b", "one@example.com"))], NOW
+        )
+        await apply_in_turn(store, settings, offsets, before.records)
+        owner = "c-2" if first == "the other customer" else "c-1"
+        assert await store.link_owners([HOME]) == {HOME: owner}
+        for customer in ("c-1", "c-2"):
+            state = await canonical_state(store, customer)
+            assert state is not None
+            assert HOME in state.emails, "both profiles list the shared email"
+
+        # The API erases c-1; the worker deletes its profiles; then c-1's identify carrying the email
+        # (refused) and c-2's events come.
+        record = await erasure_of(store, RECEIPT, "c-1", requested_at_ms=0)
+        await store.record_erasures([record])
+        erase = [Resolved(kind="erase", profile_id=p, other_profile=RECEIPT) for p in record.profile_ids]
+        after = await resolver.resolve(
+            [
+                raw(4, identify("e4", "c-1", "a-1c", HOME)),
+                raw(5, identify("e5", "c-2", "a-2", HOME)),
+                raw(6, purchase("e6", "c-2")),
+            ],
+            NOW,
+        )
+        await apply_in_turn(store, settings, offsets, [*erase, *after.records])
+
+        erased_customer = ["c-1", "a-1", "a-1b", "a-1c", "one@example.com"]
+        assert await traces(redis, store, erased_customer) == []
+        assert await store.erased(erased_customer) == dict.fromkeys(erased_customer, RECEIPT)
+        other = await canonical_state(store, "c-2")
+        assert other is not None
+        assert other.orders == 1
+        if first == "the other customer":
+            assert HOME not in record.ids
+            assert after.erased == 1, "only c-1's identify is refused"
+            assert await store.erased([HOME]) == {}
+            assert await store.link_owners([HOME]) == {HOME: "c-2"}
+            assert other.events_applied == 3
+        else:
+            # The email was c-1's: it goes with c-1, and c-2's events carrying it are refused from then on
+            # (docs/erasure.md, "Limits").
+            assert HOME in record.ids
+            assert after.erased == 2
+            assert await store.erased([HOME]) == {HOME: RECEIPT}
+            assert await store.link_owners([HOME]) == {}
+            assert other.events_applied == 2
