@@ -2,20 +2,19 @@
 
 An erasure names one id; it covers the customer that id resolves to and every id that customer is known
 by: the customer id, the anonymous ids linked to it, its emails, and the anonymous profiles merged into
-it. Events carrying any of those ids are refused from then on, by the live worker and by every replay
-(docs/erasure.md).
+it. The customer's events are refused from then on, by the live worker and by every replay; another
+customer's events carrying one of those ids are applied without it (docs/erasure.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from typing import TypeVar
+from collections.abc import Collection, Iterable, Mapping
+
+import msgspec
 
 from profiles.state import ProfileState, anonymous_profile_id
 from schemas.erasure import ErasureRecord
 from schemas.events import AnyEvent, IdentifyEvent
-
-T = TypeVar("T")
 
 
 def erasure_record(
@@ -87,8 +86,8 @@ def extensions(
     An event naming an erased customer is refused; the other ids it carries are that customer's too (an
     identify linking a new visitor id, a new email), so they are erased under the same receipt, and the
     visitor's anonymous profile with them — unless ``owners`` (id → the customer it is linked to) says
-    another customer has the id (a shared email they claimed first). An event carrying only an erased
-    anonymous id or email erases nothing more: its customer id may be someone else's (a conflicting claim).
+    another customer has the id (a shared email they claimed first). An event of a customer not erased
+    that carries an erased anonymous id or email erases nothing more (``without_erased`` takes the id out).
 
     >>> from schemas.validation import decode_event
     >>> identify = decode_event(b'{"type": "identify", "event_id": "e1", "timestamp": "2026-01-01T00:00:00Z",'
@@ -120,12 +119,30 @@ def extensions(
     return out
 
 
-def not_erased(events: Sequence[T], erased: Collection[str], ids: Callable[[T], list[str]]) -> list[T]:
-    """The items whose ids (``ids(item)``) include no erased id, in order.
+def without_erased(event: AnyEvent, erased: Collection[str]) -> AnyEvent | None:
+    """``event`` as it may be applied while ``erased`` ids are erased: None if it is an erased customer's
+    (its customer id is erased, or, having none, its anonymous id); otherwise the event itself, or a copy
+    without the erased anonymous id or email it carries. Those are another customer's data on this
+    customer's event (a shared device, a shared email): the event keeps its customer's data and holds
+    nothing of the erased one's, so it links nothing to them.
 
-    >>> not_erased(["c-1", "c-2"], {"c-2"}, lambda i: [i])
-    ['c-1']
+    >>> from schemas.validation import decode_event
+    >>> identify = decode_event(b'{"type": "identify", "event_id": "e1", "timestamp": "2026-01-01T00:00:00Z",'
+    ...     b' "customer_id": "c-2", "anonymous_id": "a-9", "traits": {"email": "Home@x.org", "city": "Lyon"}}')
+    >>> without_erased(identify, {"c-1"}) is identify
+    True
+    >>> kept = without_erased(identify, {"a-9", "home@x.org"})
+    >>> kept.customer_id, kept.anonymous_id, kept.traits.email, kept.traits.city
+    ('c-2', None, None, 'Lyon')
+    >>> without_erased(identify, {"c-2"}) is None
+    True
     """
-    if not erased:
-        return list(events)
-    return [e for e in events if not any(i in erased for i in ids(e))]
+    if event.customer_id is None:
+        return None if event.anonymous_id in erased else event
+    if event.customer_id in erased:
+        return None
+    if event.anonymous_id in erased:
+        event = msgspec.structs.replace(event, anonymous_id=None)
+    if isinstance(event, IdentifyEvent) and event.traits.email is not None and event.traits.email.lower() in erased:
+        event = msgspec.structs.replace(event, traits=msgspec.structs.replace(event.traits, email=None))
+    return event

@@ -8,7 +8,7 @@ replay applies them in the same process and only counts the rejects (they were d
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -16,7 +16,7 @@ import msgspec
 
 from profiles import identity
 from profiles.config import FoldConfig
-from profiles.erasure import event_ids, extending, extensions, not_erased
+from profiles.erasure import event_ids, extending, extensions, without_erased
 from profiles.store import ProfileStore
 from profiles.timeutil import to_ms
 from schemas import erasure as erasure_codec
@@ -100,7 +100,7 @@ class Resolver:
             await self.store.record_erasures(extended)
             erasures += extended
             erased.update({i: r.erasure_id for r in extended for i in r.ids})
-        kept = not_erased(arrivals, erased.keys(), lambda a: event_ids(a.event))
+        kept = _without_erased(arrivals, erased.keys(), decoded)
         claimed = identity.claims(kept)
         outcomes = await self.store.link(claimed, identity.emails(kept))
         out.records = identity.resolve(kept, outcomes, identity.linked_after(linked, claimed, outcomes))
@@ -112,6 +112,28 @@ class Resolver:
         out.kept = len(kept)
         out.erased = len(arrivals) - len(kept)
         return out
+
+
+def _without_erased(
+    arrivals: list[identity.Arrival], erased: Collection[str], decoded: dict[bytes, AnyEvent] | None
+) -> list[identity.Arrival]:
+    """The arrivals to resolve: erased customers' events out, erased ids taken out of the others' (their
+    JSON encoded again: it is what ``events.resolved`` carries)."""
+    if not erased:
+        return arrivals
+    kept: list[identity.Arrival] = []
+    for arrival in arrivals:
+        event = without_erased(arrival.event, erased)
+        if event is None:
+            continue
+        if event is arrival.event:
+            kept.append(arrival)
+            continue
+        raw = msgspec.json.encode(event)
+        kept.append(identity.Arrival(arrival.source, raw, event, arrival.ingested_ms))
+        if decoded is not None:
+            decoded[raw] = event
+    return kept
 
 
 def _decode_erasure(value: bytes) -> ErasureRecord | DeadLetter:
