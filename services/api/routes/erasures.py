@@ -65,9 +65,10 @@ async def erase_profile(
     _: Admin,
     profile_id: Annotated[str, Path(min_length=1, max_length=256, examples=["c-1001"])],
 ) -> ErasureReceipt:
-    """Any id (customer id, anonymous id, email) erases the customer it resolves to, with all its ids; an id
-    no profile has yet is erased too, so its future events are refused. Erasing again returns the first
-    receipt."""
+    """Any id (customer id, anonymous id, email) erases the customer it resolves to, with all its ids but
+    those linked to another customer (a shared email they claimed first); an id no profile has yet is
+    erased too. From then on the customer's events are refused, and other customers' events are applied
+    without the erased ids they carry. Erasing again returns the first receipt."""
     ctx: ApiContext = request.app.state.ctx
     store = (await ctx.serving.current()).store
     earlier = (await store.erased([profile_id])).get(profile_id)
