@@ -55,6 +55,7 @@ TARGET_BYTES_PER_PROFILE = 3072.0
 OFFERED_RATE = 5_000  # events/s for the freshness run
 FRESHNESS_S = 40
 NAIVE_BUDGET_S = 60.0
+ROUNDS = 3  # worker and naive runs, interleaved; the medians are reported
 STATS_INTERVAL_S = 2
 DAYS = 60
 
@@ -307,51 +308,79 @@ async def _memory(settings: Settings, namespace: str) -> tuple[list[int], int, i
         await redis.aclose()
 
 
+def rounded(rates: Iterable[float]) -> str:
+    """Each round's rate, in order."""
+    return ", ".join(f"{r:,.0f}" for r in rates)
+
+
+def naive_span(naives: list[tuple[float, int, float, float]]) -> str:
+    spans = sorted(n[2] for n in naives)
+    return f"{spans[0]:.0f} s" if spans[0] == spans[-1] else f"{spans[0]:.0f}-{spans[-1]:.0f} s"
+
+
 def percentile(values: list[int], q: float) -> float:
     ordered = sorted(values)
     return float(ordered[min(len(ordered) - 1, int(q * len(ordered)))])
 
 
-def run(base: Settings, events: int) -> tuple[list[Figure], list[Ratio]]:
+def run(base: Settings, events: int, rounds: int = ROUNDS) -> tuple[list[Figure], list[Ratio]]:
+    """The worker's throughput and the naive agent's rate are measured ``rounds`` times, interleaved (worker,
+    naive, worker, naive …), each round on topics of its own (a worker's apply stage reads all of
+    ``events.resolved``, including what earlier rounds' workers sent), and their medians reported: on
+    this VM one process's rate moves by a third between runs minutes apart, so a single pair is a coin
+    toss."""
     lines = corpus(events)
     logs = Path(tempfile.mkdtemp(prefix="bench-profile-worker-"))  # kept when a step fails, for post-mortems
-    with bench_settings(base) as settings:
-        topics = topics_of(settings)
-        produce_raw(topics, lines)
-        ends = raw_ends(settings)
-        total = sum(ends.values())
-        raw = raw_consume_rate(settings, ends)
-        namespace = run_namespace(settings, "worker")
-        throughput = worker_throughput(settings, namespace, logs, total)
-        live, all_bytes, live_count = asyncio.run(_memory(settings, namespace))
-        naive, naive_events, naive_span, naive_startup = naive_rate(settings, namespace, logs, total)
+    throughputs: list[Throughput] = []
+    naives: list[tuple[float, int, float, float]] = []
+    with bench_settings(base):  # the stack stays up across the rounds
+        for i in range(rounds):
+            with bench_settings(base) as settings:
+                produce_raw(topics_of(settings), lines)
+                if i == 0:
+                    ends = raw_ends(settings)
+                    total = sum(ends.values())
+                    raw = raw_consume_rate(settings, ends)
+                namespace = run_namespace(settings, "worker")
+                round_logs = logs / f"round{i}"
+                round_logs.mkdir()
+                throughputs.append(worker_throughput(settings, namespace, round_logs, total))
+                if i == 0:
+                    live, all_bytes, live_count = asyncio.run(_memory(settings, namespace))
+                naives.append(naive_rate(settings, namespace, round_logs, total))
         live_fresh, offered, windows = freshness(base, live_stamped(lines), logs, "fresh-live")
         fresh, history_offered, history_windows = freshness(base, lines, logs, "fresh-history")
     shutil.rmtree(logs)
+    throughput = Throughput(*(statistics.median(field) for field in zip(*throughputs, strict=True)))
+    naive = statistics.median(n[0] for n in naives)
+    naive_startup = statistics.median(n[3] for n in naives)
     partitions = f"{len(ends)} partitions over 5 raw topics"
-    naive_scope = f"{naive_events:,} of {total:,} events over {naive_span:.0f} s"
+    naive_scope = f"{statistics.median(n[1] for n in naives):,.0f} of {total:,} events over {naive_span(naives)}"
+    of_rounds = f"median of {rounds} rounds"
     figures = [
         Figure("raw aiokafka getmany", raw, "events/s", f"{total:,} simulator lines, {partitions}, no processing"),
         Figure(
             "profile worker",
             throughput.rate,
             "events/s",
-            f"{total:,} lines / {throughput.drain_s:.1f} s from 'assigned' log line to caught_up (raw offsets "
-            f"committed and events.resolved applied; polled every 0.1 s); {throughput.startup_s:.1f} s start-up "
-            "excluded",
+            f"{of_rounds} ({rounded(t.rate for t in throughputs)}); {total:,} lines / {throughput.drain_s:.1f} s "
+            "from 'assigned' log line to caught_up (raw offsets committed and events.resolved applied; polled every "
+            f"0.1 s); {throughput.startup_s:.1f} s start-up excluded",
         ),
         Figure(
             "profile worker, sustained",
             throughput.sustained,
             "applied/s",
-            f"applied / time over the {STATS_INTERVAL_S} s stats windows between the first busy one (start-up) and "
-            f"the last (drain); their median {throughput.steady:,.0f}/s",
+            f"{of_rounds} ({rounded(t.sustained for t in throughputs)}); applied / time over the {STATS_INTERVAL_S} s "
+            "stats windows between the first busy one (start-up) and the last (drain); their median "
+            f"{throughput.steady:,.0f}/s",
         ),
         Figure(
             "naive Faust agent",
             naive,
             "events/s",
-            f"{naive_scope} (budget {NAIVE_BUDGET_S:.0f} s), committed-offset delta from its first commit; "
+            f"{of_rounds} ({rounded(n[0] for n in naives)}); {naive_scope} (budget {NAIVE_BUDGET_S:.0f} s), "
+            "committed-offset delta from its first commit; "
             f"{naive_startup:.1f} s start-up excluded; loads + 2 awaited Redis writes/event",
         ),
         Figure("target: profile worker", TARGET, "events/s", "per process"),

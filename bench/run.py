@@ -27,6 +27,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("suites", nargs="*", choices=[*SUITES, []], help=f"default: all of {', '.join(SUITES)}")
     parser.add_argument("--events", type=int, default=200_000, help="events per run")
+    parser.add_argument(
+        "--rounds", type=int, default=profile_worker.ROUNDS, help="profile_worker: worker and naive runs (medians)"
+    )
     args = parser.parse_args()
     suites = args.suites or list(SUITES)
     settings = Settings()
@@ -38,7 +41,7 @@ def main() -> None:
     if "redis_client" in suites:
         report("Redis client: pipelined commands", *redis_client.run(settings))
     if "profile_worker" in suites:
-        report("profile worker", *profile_worker.run(settings, args.events))
+        report("profile worker", *profile_worker.run(settings, args.events, args.rounds))
     if "api" in suites:
         report("serving API (one uvicorn worker)", *api.run(settings))
     if "segments" in suites:
