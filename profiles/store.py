@@ -54,12 +54,12 @@ if redis.call('GETRANGE', KEYS[1], 0, 7) ~= ARGV[1] then return 0 end
 if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], ARGV[2]) end
 return 1
 """
-# Forgets an id of the erased profile ARGV[2]: its links (an alias "customer<US>event id", an email's
-# "customer") go if they point at it, and the id is marked with the receipt ARGV[1] unless a link of
-# another customer remains (a shared email that customer claimed first stays theirs).
+# Forgets an id of the erased profile ARGV[2]: its links (KEYS but the last: an alias "customer<US>event
+# id", an email's "customer") go if they point at it, and the id is marked (the last key) with the receipt
+# ARGV[1] unless a link of another customer remains (a shared email that customer claimed first stays theirs).
 _FORGET: Final = """
 local foreign = false
-for i = 1, 2 do
+for i = 1, #KEYS - 1 do
   local current = redis.call('GET', KEYS[i])
   if current then
     if current == ARGV[2] or string.sub(current, 1, #ARGV[2] + 1) == ARGV[2] .. '\\31' then
@@ -70,7 +70,7 @@ for i = 1, 2 do
   end
 end
 if foreign then return 0 end
-redis.call('SET', KEYS[3], ARGV[1], 'NX')
+redis.call('SET', KEYS[#KEYS], ARGV[1], 'NX')
 return 1
 """
 _MOVE_POSITION: Final = """
@@ -272,9 +272,10 @@ class ProfileStore:
             pipe.set(self.erased_key(visitor), erasure_id, nx=True)
             pipe.delete(self.alias_key(visitor))
         for any_id in write.forget:
-            # An id is an anonymous id or an email: both kinds of link are tried.
-            keys = [self.alias_key(any_id), self.email_key(any_id), self.erased_key(any_id)]
-            await self._forget(keys=keys, args=[erasure_id, write.profile_id], client=pipe)
+            # An id is an anonymous id or an email (lower-cased): both kinds of link are tried, the email's
+            # only when its key shares the id's hash tag, so that the script stays in one cluster slot.
+            links = [self.alias_key(any_id), *([self.email_key(any_id)] if any_id == any_id.lower() else [])]
+            await self._forget(keys=[*links, self.erased_key(any_id)], args=[erasure_id, write.profile_id], client=pipe)
 
     def _population(self, pipe: Redis, profile_id: str, state: ProfileState | None) -> None:
         position = None if state is None else rfm_position(state)
