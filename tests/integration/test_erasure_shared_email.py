@@ -3,7 +3,9 @@
 The email index keeps an email's first owner; both customers' profiles list it. Erasing the customer who
 claimed it second must leave it to the first: the API's erasure record, the worker deleting the profile
 (it forgets every id the state knows) and the resolve stage refusing the erased customer's later identify
-(it erases the new ids that identify carries) each skip an id linked to another customer.
+(it erases the new ids that identify carries) each skip an id linked to another customer. And the other
+customer's events that carry an erased id (the email, when the erased customer claimed it first; the erased
+customer's visitor id, on a shared device) are applied without it, not refused.
 """
 
 from __future__ import annotations
