@@ -18,8 +18,14 @@ from profiles.store import ProfileStore
 from schemas.resolved import Resolved
 from services.settings import Settings
 from streams.handler import RawRecord
+from streams.resolution import Resolver
 
 NOW = datetime.now(UTC)
+
+
+def resolver_of(store: ProfileStore, settings: Settings) -> Resolver:
+    """A resolve stage over ``store``, with the configured fold and limits (erasure records on ``erasures``)."""
+    return Resolver(store, settings.profile.fold_config(), settings.validation.limits(), "erasures")
 
 
 async def apply_in_turn(

@@ -22,8 +22,7 @@ from profiles.store import ProfileStore
 from schemas.erasure import ErasureRecord
 from schemas.resolved import Resolved
 from services.settings import Settings
-from streams.resolution import Resolver
-from tests.erasure_support import NOW, apply_in_turn, identify, purchase, raw, traces
+from tests.erasure_support import NOW, apply_in_turn, identify, purchase, raw, resolver_of, traces
 from tests.redis_support import scratch_namespace
 
 pytestmark = pytest.mark.integration
@@ -60,7 +59,7 @@ async def _race(settings: Settings, order: str) -> None:
     async with scratch_namespace(settings, "erasure-race") as (redis, namespace):
         store = ErasedMeanwhile(redis, namespace)
         offsets = itertools.count(1)
-        resolver = Resolver(store, settings.profile.fold_config(), settings.validation.limits(), "erasures")
+        resolver = resolver_of(store, settings)
         # Before: c-1 known by a visitor id and an email; c-2, who must keep everything.
         before = await resolver.resolve(
             [

@@ -21,8 +21,7 @@ from profiles.state import CLICK_ACTION_INDEX
 from profiles.store import ProfileStore
 from schemas.resolved import Resolved
 from services.settings import Settings
-from streams.resolution import Resolver
-from tests.erasure_support import NOW, apply_in_turn, identify, purchase, raw, traces
+from tests.erasure_support import NOW, apply_in_turn, identify, purchase, raw, resolver_of, traces
 from tests.redis_support import scratch_namespace
 
 pytestmark = pytest.mark.integration
@@ -41,7 +40,7 @@ async def _shared(settings: Settings, first: str) -> None:
     async with scratch_namespace(settings, "erasure-shared") as (redis, namespace):
         store = ProfileStore(redis, namespace)
         offsets = itertools.count(1)
-        resolver = Resolver(store, settings.profile.fold_config(), settings.validation.limits(), "erasures")
+        resolver = resolver_of(store, settings)
         claims = [identify("e1", "c-2", "a-2", HOME), identify("e2", "c-1", "a-1", HOME)]
         if first == "the erased customer":
             claims.reverse()
