@@ -12,7 +12,8 @@ Keys (outside every namespace):
   publishing segment changes (``streams.segment_stage``). Written with the pointer, in one transaction.
 
 And in a namespace: ``rapport:<ns>:replay`` — the replay's checkpoint (JSON: the plan, the next offset of
-each raw partition, the record sequence, done or not), written after the profiles of each chunk.
+each raw partition, the record sequence, done or not, the chunk size), written after the profiles of each
+chunk.
 """
 
 from __future__ import annotations

@@ -348,6 +348,7 @@ class Replay:
             if checkpoint["plan"] != plan.as_json():
                 raise PlanMismatchError(f"namespace {namespace!r} holds an unfinished replay of another plan")
             next_offsets = dict(checkpoint["next"])
+            self._resume_chunk(int(checkpoint.get("chunk", self.chunk)))
         else:
             next_offsets = dict(plan.start)
         await self.namespaces.register(namespace)
@@ -379,6 +380,19 @@ class Replay:
             ends = await asyncio.to_thread(_end_offsets, self.settings, examples)
             await self.models.hand_over(ends.get(0, 0))
         return self._progress(plan)
+
+    def _resume_chunk(self, interrupted: int) -> None:
+        """A resumed replay cuts its chunks as the interrupted run did: a retrain's labels resolve and its
+        examples are numbered per chunk, so other boundaries would train other models than an uninterrupted
+        run (the profiles would not differ)."""
+        if interrupted != self.chunk:
+            log.warning(
+                "resuming %s with the interrupted replay's chunk of %d records, not %d",
+                self.store.namespace,
+                interrupted,
+                self.chunk,
+            )
+            self.chunk = interrupted
 
     async def _hand_over(self) -> None:
         """A namespace the live worker has never written starts its ``events.resolved`` partitions at their
@@ -413,7 +427,8 @@ class Replay:
                     self.counters.consumed += len(records)
                 done = all(merged.finished(tp) for tp in plan.start)
                 await self.namespaces.save_checkpoint(
-                    self.store.namespace, {"plan": plan.as_json(), "next": merged.next, "seq": seq, "done": done}
+                    self.store.namespace,
+                    {"plan": plan.as_json(), "next": merged.next, "seq": seq, "done": done, "chunk": self.chunk},
                 )
                 if on_progress is not None:
                     on_progress(self._progress(plan))

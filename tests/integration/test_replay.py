@@ -617,7 +617,8 @@ def test_retrain_rebuilds_the_models_into_the_namespace_and_resumes_after_a_kill
 ) -> None:
     """The same history retrained twice, once killed midway and resumed: the oracle's profiles (retraining
     changes none), models that learned from it published in the namespace, and the same models
-    (examples seen and progressive-validation metrics) after the kill as without it."""
+    (examples seen and progressive-validation metrics) after the kill as without it, even when the resume
+    asks for another chunk size."""
     env = {**produced.topics.env, "RAPPORT_MODELS__SECRET": "retrain-secret", "COLUMNS": "200"}
     reference, killed = fresh(), fresh()
     out = rapport("replay", "--into", reference, "--quiet", "--chunk", "2000", "--retrain", env=env)
@@ -629,8 +630,10 @@ def test_retrain_rebuilds_the_models_into_the_namespace_and_resumes_after_a_kill
 
     command = [sys.executable, "-m", "services.cli.main", "replay", "--into", killed, "--quiet", "--chunk", "2000"]
     kill_midway(produced, killed, [*command, "--retrain"], env, 2)
-    resumed = rapport("replay", "--into", killed, "--quiet", "--chunk", "2000", "--retrain", env=env)
+    # Resumed with other chunk boundaries asked for: it keeps the interrupted run's, whose examples it repeats.
+    resumed = rapport("replay", "--into", killed, "--quiet", "--chunk", "700", "--retrain", env=env)
     assert resumed.returncode == 0, resumed.stderr
+    assert "with the interrupted replay's chunk of 2000 records, not 700" in resumed.stderr
     assert namespace_hash(produced, killed) == namespace_hash(produced, reference)
 
     newest = asyncio.run(_newest_models(settings, [reference, killed]))
