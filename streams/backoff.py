@@ -50,14 +50,15 @@ async def through_outages(
     *,
     alive: Callable[[], None],
     stop: asyncio.Event | None = None,
+    outages: tuple[type[BaseException], ...] = OUTAGES,
 ) -> T | None:
-    """``attempt()`` until it succeeds, pausing between failures caused by an outage (``OUTAGES``), with
+    """``attempt()`` until it succeeds, pausing between failures caused by an outage (``outages``), with
     ``alive`` beaten at each pause: backpressure, not a hang. None if ``stop`` is set during a pause."""
     pauses = backoff.pauses()
     while True:
         try:
             return await attempt()
-        except OUTAGES as exc:
+        except outages as exc:
             alive()
             delay = next(pauses)
             log.warning("%s paused %.1f s: %r", what, delay, exc)

@@ -42,10 +42,13 @@ from functools import lru_cache
 from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError as AsyncKafkaError
 from aiokafka.structs import TopicPartition
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError, NoError
 from kafka.structs import OffsetAndMetadata
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from profiles.batch import BatchFold
 from profiles.config import FoldConfig
@@ -66,6 +69,11 @@ from streams.resolution import Resolver
 from streams.segment_stage import chained
 
 log = logging.getLogger(__name__)
+
+
+#: What an unavailable Redis or Kafka raises in a replay: the command waits it out and resumes from its
+#: checkpoint (``services.cli.replay``). Redis's other errors (a script's, a wrong type) are not outages.
+OUTAGES: Final = (RedisConnectionError, RedisTimeoutError, AsyncKafkaError, KafkaError, OSError)
 
 
 class PlanMismatchError(RuntimeError):
@@ -111,11 +119,15 @@ class Progress:
 
 
 @dataclass
-class _Counters:
+class Counters:
+    """What a replay did, counted once a chunk is written (a chunk redone after an outage counts once), kept
+    across the attempts of one command (``OUTAGES``)."""
+
     applied: int = 0
     rejected: int = 0
     erased: int = 0
     written: int = 0
+    examples: int = 0
     consumed: int = 0
     started: float = field(default_factory=time.monotonic)
 
@@ -304,10 +316,12 @@ class Replay:
         *,
         models: ReplayModels | None = None,
         segments: ReplaySegments | None = None,
+        counters: Counters | None = None,
     ) -> None:
         """``models``: rebuild the models too (``--retrain``, ``streams.replay_models``); ``segments``: adopt
         the served namespace's segments (and models, without ``models``) and evaluate the memberships (None:
-        a replay into the served namespace, whose workers own them)."""
+        a replay into the served namespace, whose workers own them); ``counters``: those of an earlier
+        attempt of the same command."""
         prefix = settings.kafka.topic_prefix
         self.settings = settings
         self.store = store
@@ -315,7 +329,7 @@ class Replay:
         self.chunk = chunk
         self.config: FoldConfig = settings.profile.fold_config()
         self.resolver = Resolver(store, self.config, settings.validation.limits(), full_name(ERASURES, prefix))
-        self.counters = _Counters()
+        self.counters = counters or Counters()
         self.models = models
         self.segments = segments
         # The profiles this replay wrote last, decoded (the worker's rules, streams/owned_states.py): loading
@@ -440,12 +454,10 @@ class Replay:
     async def _chunk(self, records: list[RawRecord], seq: int, partitions: int) -> int:
         decoded: dict[bytes, AnyEvent] = {}  # folded next, in this process: not decoded twice
         resolution = await self.resolver.resolve(records, datetime.now(UTC), decoded)
-        self.counters.applied += resolution.kept
-        self.counters.rejected += len(resolution.refused)
-        self.counters.erased += resolution.erased
         causes = self.segments is not None and await self.segments.before_chunk()
         while True:
             tracking = None if self.models is None else await self.models.tracking(partitions)
+            learned = 0 if self.models is None else self.models.learned
             fold = BatchFold({}, {}, self.config, positional=False, causes=causes, hooks=tracking, decoded=decoded)
             try:
                 end = await self._fold(fold, resolution.records, seq, partitions)
@@ -465,6 +477,10 @@ class Replay:
             self.counters.written += len(writes) - len(refused)
             if not refused:
                 self.owned.written(writes)
+                c = self.counters
+                c.applied, c.rejected = c.applied + resolution.kept, c.rejected + len(resolution.refused)
+                c.erased += resolution.erased
+                c.examples += 0 if self.models is None else self.models.learned - learned
                 return end
             self.owned.drop(fold.stored)
             if self.models is not None:
@@ -501,7 +517,6 @@ class Replay:
 
     def _progress(self, plan: Plan) -> Progress:
         c = self.counters
-        examples = 0 if self.models is None else self.models.learned
         return Progress(
             c.consumed,
             plan.total,
@@ -510,6 +525,6 @@ class Replay:
             c.erased,
             c.written,
             time.monotonic() - c.started,
-            examples,
+            c.examples,
             self.handed_over,
         )

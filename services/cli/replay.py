@@ -17,6 +17,7 @@ from services.gc_tuning import tune_gc
 from services.redis_client import make_redis
 from services.settings import Settings, get_settings
 from streams import replay as engine
+from streams.backoff import Backoff, through_outages
 from streams.replay_models import ReplayModels, RetrainConflictError
 from streams.replay_segments import ReplaySegments
 
@@ -111,29 +112,49 @@ async def _run(
     quiet: bool,
     retrain: bool,
 ) -> engine.Progress:
+    """The replay, resumed from its checkpoint after each outage of Redis or Kafka, as a new process would
+    resume it (the kill/resume path the tests check), until it completes."""
     redis = make_redis(settings)
+    counters = engine.Counters()
+    backoff = Backoff(settings.stream.retry_initial_s, settings.stream.retry_max_s)
+    columns = (
+        TextColumn("[bold]replay[/] {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:>9,.0f} records/s"),
+        TimeRemainingColumn(),
+    )
     try:
-        models = ReplayModels(settings, redis, into, settings.profile.fold_config()) if retrain else None
-        namespaces = Namespaces(redis)
-        served = await namespaces.serving(settings.profile.namespace)
-        segments = ReplaySegments(settings, redis, into, served) if into != served else None
-        runner = engine.Replay(settings, ProfileStore(redis, into), namespaces, chunk, models=models, segments=segments)
-        plan = await runner.plan(topics, from_ms, to_ms)
-        if quiet:
-            return await runner.run(plan)
-        columns = (
-            TextColumn("[bold]replay[/] {task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]:>9,.0f} records/s"),
-            TimeRemainingColumn(),
-        )
-        with Progress(*columns) as bar:
-            task = bar.add_task(into, total=plan.total, rate=0.0)
+        with Progress(*columns, disable=quiet) as bar:
+            task = bar.add_task(into, total=None, rate=0.0)
 
             def show(p: engine.Progress) -> None:
-                bar.update(task, completed=p.done, rate=p.rate)
+                bar.update(task, total=p.total, completed=p.done, rate=p.rate)
 
-            return await runner.run(plan, show)
+            async def attempt() -> engine.Progress:
+                models = ReplayModels(settings, redis, into, settings.profile.fold_config()) if retrain else None
+                namespaces = Namespaces(redis)
+                served = await namespaces.serving(settings.profile.namespace)
+                segments = ReplaySegments(settings, redis, into, served) if into != served else None
+                runner = engine.Replay(
+                    settings,
+                    ProfileStore(redis, into),
+                    namespaces,
+                    chunk,
+                    models=models,
+                    segments=segments,
+                    counters=counters,
+                )
+                return await runner.run(await runner.plan(topics, from_ms, to_ms), show)
+
+            done = await through_outages(
+                attempt,
+                backoff,
+                f"replay into {into!r} (resumes from its checkpoint)",
+                alive=lambda: None,
+                outages=engine.OUTAGES,
+            )
+            assert done is not None  # None only when stopped, and nothing stops it
+            return done
     finally:
         await redis.aclose()

@@ -51,6 +51,7 @@ from tests.api_support import create_key, free_port, running_api
 from tests.kafka_support import Topics, created_topics, produce_raw, rapport
 from tests.model_support import publish_churn_model
 from tests.oracle import OracleSettings, build_profiles, diff_profiles
+from tests.redis_support import private_redis
 from tests.worker_support import Worker, define_segments, group_id, stored_views, wait_until_caught_up
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -101,26 +102,32 @@ def namespace_hash(produced: Produced, namespace: str) -> str:
 
 def kill_midway(produced: Produced, namespace: str, command: list[str], env: dict[str, str], chunks: int) -> None:
     """Start ``command`` (a replay into ``namespace``) and SIGKILL it once it has checkpointed ``chunks`` more
-    chunks, by the checkpoint in Redis rather than by the clock: a faster machine must not finish first."""
+    chunks."""
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    checkpointed(produced.topics.settings, namespace, proc, chunks)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def checkpointed(settings: Settings, namespace: str, proc: subprocess.Popen[bytes], chunks: int) -> None:
+    """Return once the replay ``proc`` into ``namespace`` has checkpointed ``chunks`` more chunks, by the
+    checkpoint in Redis rather than by the clock: a faster machine must not finish first."""
 
     async def seq() -> int | None:
-        redis = make_redis(produced.topics.settings)
+        redis = make_redis(settings)
         try:
             checkpoint = await Namespaces(redis).checkpoint(namespace)
             return None if checkpoint is None or checkpoint["done"] else int(checkpoint["seq"])
         finally:
             await redis.aclose()
 
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     seen = {asyncio.run(seq())}
     deadline = time.monotonic() + 120
     while len(seen) <= chunks:
-        assert proc.poll() is None, "the replay finished before it was killed: make the history longer"
+        assert proc.poll() is None, "the replay finished first: make the history longer"
         assert time.monotonic() < deadline, "the replay made no progress"
         seen.add(asyncio.run(seq()))
         time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
 
 
 def fresh() -> str:
@@ -178,6 +185,35 @@ def test_a_replay_killed_midway_resumes_to_the_same_hash(produced: Produced) -> 
         kill_midway(produced, killed, command, env, chunks)
     replay(produced, killed)
     assert namespace_hash(produced, killed) == namespace_hash(produced, reference)
+
+
+def test_a_replay_waits_out_a_redis_outage_and_ends_as_an_uninterrupted_one(produced: Produced, tmp_path: Path) -> None:
+    """Redis killed after the replay's second checkpoint and restarted from its AOF 2 s later: the replay says
+    it paused, resumes from its checkpoint by itself, and ends with the oracle's profiles and an
+    uninterrupted replay's hash and counts. (Before 2026-12-05 it died with a traceback.)"""
+    with private_redis(produced.topics, tmp_path) as (redis, topics):
+        reference, interrupted = fresh(), fresh()
+        command = [sys.executable, "-m", "services.cli.main", "replay", "--quiet", "--chunk", "2000", "--into"]
+        uninterrupted = rapport(*command[3:], reference, env=topics.env)
+        assert uninterrupted.returncode == 0, uninterrupted.stderr
+
+        proc = subprocess.Popen([*command, interrupted], env=topics.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        checkpointed(topics.settings, interrupted, proc, 2)
+        redis.kill()
+        time.sleep(2.0)
+        redis.start()
+        out, err = (stream.decode() for stream in proc.communicate(timeout=300))
+        assert proc.returncode == 0, err
+        assert f"replay into {interrupted!r} (resumes from its checkpoint) paused" in err, err
+
+        def counts(summary: str) -> str:  # what was replayed, without the time it took
+            return summary.split("records/s): ", 1)[1].splitlines()[0]
+
+        assert counts(out) == counts(uninterrupted.stdout)
+        diffs = diff_profiles(produced.expected, stored_views(topics, interrupted, produced.as_of_ms))
+        assert not diffs, f"{len(diffs)} differences:\n" + "\n".join(diffs[:40])
+        hashes = {rapport("namespace", "hash", ns, env=topics.env).stdout.split()[0] for ns in (reference, interrupted)}
+        assert len(hashes) == 1, hashes
 
 
 def test_the_workers_of_a_replayed_namespace_start_where_the_replay_ended(produced: Produced, tmp_path: Path) -> None:
