@@ -9,6 +9,7 @@ module, to show each command's help line.
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import Final
 
 import typer
@@ -77,5 +78,42 @@ def rapport() -> None:
     """Rapport: real-time customer profiles on Kafka, Faust, Redis and River."""
 
 
+#: The exit status of a command that could not reach Redis or Kafka (sysexits' EX_TEMPFAIL: try again later).
+UNREACHABLE: Final = 75
+
+
+def main() -> None:
+    """The ``rapport`` script. A command that cannot reach Redis or Kafka says so in one line and exits with
+    ``UNREACHABLE``, instead of a traceback. (The long-running processes wait such outages out themselves.)"""
+    try:
+        app()
+    except Exception as exc:
+        what = unreachable(exc)
+        if what is None:
+            raise
+        why = str(exc).rstrip(".")
+        print(
+            f"rapport: {what} is unreachable ({why}); is it running? `rapport stack up` starts the local one",
+            file=sys.stderr,
+        )
+        raise SystemExit(UNREACHABLE) from None
+
+
+def unreachable(exc: BaseException) -> str | None:
+    """``"Redis"`` or ``"Kafka"`` when ``exc`` says that one cannot be reached, else None."""
+    # Imported here: the three clients' packages take ~0.2 s, which a command that never fails (or a light one,
+    # like `rapport keys`) would pay at every start.
+    from aiokafka.errors import KafkaConnectionError as AsyncKafkaConnectionError  # noqa: PLC0415
+    from kafka.errors import KafkaConnectionError, KafkaTimeoutError  # noqa: PLC0415
+    from redis.exceptions import ConnectionError as RedisConnectionError  # noqa: PLC0415
+    from redis.exceptions import TimeoutError as RedisTimeoutError  # noqa: PLC0415
+
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        return "Redis"
+    if isinstance(exc, AsyncKafkaConnectionError | KafkaConnectionError | KafkaTimeoutError):
+        return "Kafka"
+    return None
+
+
 if __name__ == "__main__":
-    app()
+    main()

@@ -1,13 +1,18 @@
-"""The ``rapport`` entry point loads a subcommand's module only when that subcommand runs."""
+"""The ``rapport`` entry point loads a subcommand's module only when that subcommand runs, and says in one line
+when Redis or Kafka cannot be reached."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 import pytest
+from kafka.errors import KafkaTimeoutError
+from redis.exceptions import ResponseError
 
-from services.cli.main import COMMANDS, load_command
+from services.cli.main import COMMANDS, UNREACHABLE, load_command, unreachable
+from tests.api_support import free_port
 
 HEAVY = ("river", "scipy", "fastapi", "faust", "uvicorn")
 
@@ -33,3 +38,26 @@ def test_a_light_command_imports_neither_the_models_nor_the_servers() -> None:
     assert done.returncode == 0, done.stderr
     assert "create" in done.stdout, "the keys group's help was not shown"
     assert done.stdout.splitlines()[-1] == "imported: ", done.stdout.splitlines()[-1]
+
+
+def test_a_command_that_cannot_reach_redis_says_so_in_one_line() -> None:
+    """Nothing listens on the port: one line naming Redis and its address, and exit status 75 (try again
+    later), not a traceback."""
+    env = {**os.environ, "RAPPORT_REDIS__URL": f"redis://127.0.0.1:{free_port()}/0"}
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli.main", "profile", "get", "c-1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == UNREACHABLE, done.stderr
+    assert done.stderr.startswith("rapport: Redis is unreachable (Error 111 connecting to 127.0.0.1:"), done.stderr
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+
+
+def test_only_unreachable_clients_are_named() -> None:
+    assert unreachable(KafkaTimeoutError("Unable to bootstrap from 127.0.0.1:9")) == "Kafka"
+    assert unreachable(ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value")) is None
+    assert unreachable(ValueError("not an outage")) is None

@@ -272,7 +272,7 @@ def option(argv: list[str], name: str) -> str | None:
 
 def test_pyproject_script_is_the_app_the_image_runs() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert project["scripts"]["rapport"] == "services.cli.main:app"
+    assert project["scripts"]["rapport"] == "services.cli.main:main"
 
 
 def test_dockerfile_entrypoint_is_rapport() -> None:
