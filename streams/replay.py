@@ -121,7 +121,7 @@ class Progress:
 @dataclass
 class Counters:
     """What a replay did, counted once a chunk is written (a chunk redone after an outage counts once), kept
-    across the attempts of one command (``OUTAGES``)."""
+    across the attempts of one command (``services.cli.replay`` starts one after each outage)."""
 
     applied: int = 0
     rejected: int = 0
@@ -354,15 +354,16 @@ class Replay:
         return Plan(ended, {tp: max(fresh.end[tp], ended[tp]) for tp in ended}, fresh.resolved_partitions)
 
     async def run(self, plan: Plan, on_progress: Callable[[Progress], None] | None = None) -> Progress:
-        """Replay ``plan`` into the store's namespace, resuming from its checkpoint."""
+        """Replay ``plan`` into the store's namespace, resuming from its checkpoint. A plan whose records are
+        all applied (an outage hit the steps after them) only runs those steps again."""
         namespace = self.store.namespace
         checkpoint = await self.namespaces.checkpoint(namespace)
         seq = 0 if checkpoint is None else int(checkpoint["seq"])
-        if checkpoint is not None and not checkpoint["done"]:
-            if checkpoint["plan"] != plan.as_json():
-                raise PlanMismatchError(f"namespace {namespace!r} holds an unfinished replay of another plan")
+        if checkpoint is not None and checkpoint["plan"] == plan.as_json():
             next_offsets = dict(checkpoint["next"])
             self._resume_chunk(int(checkpoint.get("chunk", self.chunk)))
+        elif checkpoint is not None and not checkpoint["done"]:
+            raise PlanMismatchError(f"namespace {namespace!r} holds an unfinished replay of another plan")
         else:
             next_offsets = dict(plan.start)
         await self.namespaces.register(namespace)
@@ -478,7 +479,8 @@ class Replay:
             if not refused:
                 self.owned.written(writes)
                 c = self.counters
-                c.applied, c.rejected = c.applied + resolution.kept, c.rejected + len(resolution.refused)
+                c.applied += resolution.kept
+                c.rejected += len(resolution.refused)
                 c.erased += resolution.erased
                 c.examples += 0 if self.models is None else self.models.learned - learned
                 return end

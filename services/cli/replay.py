@@ -75,7 +75,7 @@ def replay(
         raise typer.BadParameter(str(exc), param_hint="--topics") from exc
     try:
         result = asyncio.run(
-            _run(
+            replay_through_outages(
                 settings,
                 into=into,
                 topics=names,
@@ -101,7 +101,7 @@ def replay(
         )
 
 
-async def _run(
+async def replay_through_outages(
     settings: Settings,
     *,
     into: str,
@@ -131,7 +131,10 @@ async def _run(
             def show(p: engine.Progress) -> None:
                 bar.update(task, total=p.total, completed=p.done, rate=p.rate)
 
+            plan: engine.Plan | None = None  # fixed by the first attempt that gets one: the one to complete
+
             async def attempt() -> engine.Progress:
+                nonlocal plan
                 models = ReplayModels(settings, redis, into, settings.profile.fold_config()) if retrain else None
                 namespaces = Namespaces(redis)
                 served = await namespaces.serving(settings.profile.namespace)
@@ -145,7 +148,8 @@ async def _run(
                     segments=segments,
                     counters=counters,
                 )
-                return await runner.run(await runner.plan(topics, from_ms, to_ms), show)
+                plan = plan or await runner.plan(topics, from_ms, to_ms)
+                return await runner.run(plan, show)
 
             done = await through_outages(
                 attempt,

@@ -28,6 +28,7 @@ import pytest
 from kafka import KafkaAdminClient, TopicPartition
 from kafka.errors import KafkaTimeoutError
 from kafka.structs import OffsetAndMetadata
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 import streams.replay
 from profiles.config import HOUR_MS
@@ -40,9 +41,11 @@ from profiles.segments import compile_rule
 from profiles.store import ProfileStore
 from schemas.topics import RAW_EVENT_TOPICS, RESOLVED, SEGMENT_CHANGES
 from schemas.validation import Rejection, ValidationLimits, validate_event
+from services.cli.replay import replay_through_outages
 from services.namespace_ops import memberships
 from services.redis_client import make_redis
 from services.settings import Settings
+from streams.handler import RawRecord
 from streams.replay import REPLAY_COMMIT, Progress, Replay, commit_for_workers, raw_topics
 from streams.replay_models import POSITIONS
 from streams.replay_segments import ReplaySegments
@@ -214,6 +217,54 @@ def test_a_replay_waits_out_a_redis_outage_and_ends_as_an_uninterrupted_one(prod
         assert not diffs, f"{len(diffs)} differences:\n" + "\n".join(diffs[:40])
         hashes = {rapport("namespace", "hash", ns, env=topics.env).stdout.split()[0] for ns in (reference, interrupted)}
         assert len(hashes) == 1, hashes
+
+
+def test_an_outage_after_the_last_chunk_runs_only_the_end_of_the_replay_again(
+    produced: Produced, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis fails (injected) once every record is applied, in the hand-over that follows: the command waits,
+    runs the end of the replay again without re-reading a record, and reports the whole replay, as an
+    uninterrupted one does."""
+    settings = produced.topics.settings
+
+    def run(namespace: str) -> Progress:
+        return asyncio.run(
+            replay_through_outages(
+                settings,
+                into=namespace,
+                topics=raw_topics(settings, None),
+                from_ms=None,
+                to_ms=None,
+                chunk=20_000,
+                quiet=True,
+                retrain=False,
+            )
+        )
+
+    reference, interrupted = fresh(), fresh()
+    uninterrupted = run(reference)
+    hand_overs: list[int] = []
+    consumed: list[int] = []
+    original_hand_over, original_chunk = Replay._hand_over, Replay._chunk
+
+    async def failing_once(self: Replay) -> None:
+        hand_overs.append(self.counters.consumed)
+        if len(hand_overs) == 1:
+            raise RedisConnectionError("injected")
+        await original_hand_over(self)
+
+    async def counted(self: Replay, records: list[RawRecord], seq: int, partitions: int) -> int:
+        consumed.append(len(records))
+        return await original_chunk(self, records, seq, partitions)
+
+    monkeypatch.setattr(Replay, "_hand_over", failing_once)
+    monkeypatch.setattr(Replay, "_chunk", counted)
+    resumed = run(interrupted)
+    assert hand_overs == [uninterrupted.total, uninterrupted.total]
+    assert sum(consumed) == uninterrupted.total  # the second attempt read nothing
+    fields = ("done", "total", "applied", "rejected", "erased", "written")
+    assert [getattr(resumed, f) for f in fields] == [getattr(uninterrupted, f) for f in fields]
+    assert namespace_hash(produced, interrupted) == namespace_hash(produced, reference)
 
 
 def test_the_workers_of_a_replayed_namespace_start_where_the_replay_ended(produced: Produced, tmp_path: Path) -> None:
