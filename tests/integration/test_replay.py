@@ -190,17 +190,23 @@ def test_a_replay_killed_midway_resumes_to_the_same_hash(produced: Produced) -> 
     assert namespace_hash(produced, killed) == namespace_hash(produced, reference)
 
 
-def test_a_replay_waits_out_a_redis_outage_and_ends_as_an_uninterrupted_one(produced: Produced, tmp_path: Path) -> None:
+@pytest.mark.parametrize("retrain", [False, True], ids=["profiles", "retrain"])
+def test_a_replay_waits_out_a_redis_outage_and_ends_as_an_uninterrupted_one(
+    produced: Produced, tmp_path: Path, retrain: bool
+) -> None:
     """Redis killed after the replay's second checkpoint and restarted from its AOF 2 s later: the replay says
     it paused, resumes from its checkpoint by itself, and ends with the oracle's profiles and an
-    uninterrupted replay's hash and counts. (Before 2026-12-05 it died with a traceback.)"""
+    uninterrupted replay's hash and counts, and with ``--retrain`` its models. (Before 2026-12-05 it died with
+    a traceback.)"""
     with private_redis(produced.topics, tmp_path) as (redis, topics):
+        env = {**topics.env, "RAPPORT_MODELS__SECRET": "retrain-secret"}
         reference, interrupted = fresh(), fresh()
-        command = [sys.executable, "-m", "services.cli.main", "replay", "--quiet", "--chunk", "2000", "--into"]
-        uninterrupted = rapport(*command[3:], reference, env=topics.env)
+        options = ["--quiet", "--chunk", "2000", *(["--retrain"] if retrain else [])]
+        command = [sys.executable, "-m", "services.cli.main", "replay", *options, "--into"]
+        uninterrupted = rapport(*command[3:], reference, env=env)
         assert uninterrupted.returncode == 0, uninterrupted.stderr
 
-        proc = subprocess.Popen([*command, interrupted], env=topics.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.Popen([*command, interrupted], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         checkpointed(topics.settings, interrupted, proc, 2)
         redis.kill()
         time.sleep(2.0)
@@ -217,6 +223,10 @@ def test_a_replay_waits_out_a_redis_outage_and_ends_as_an_uninterrupted_one(prod
         assert not diffs, f"{len(diffs)} differences:\n" + "\n".join(diffs[:40])
         hashes = {rapport("namespace", "hash", ns, env=topics.env).stdout.split()[0] for ns in (reference, interrupted)}
         assert len(hashes) == 1, hashes
+        if retrain:
+            newest = asyncio.run(_newest_models(topics.settings, [reference, interrupted]))
+            assert learned_state(newest[interrupted]) == learned_state(newest[reference])
+            assert any(state is not None and state[0] > 0 for state in learned_state(newest[reference]).values())
 
 
 def test_an_outage_after_the_last_chunk_runs_only_the_end_of_the_replay_again(
@@ -728,15 +738,17 @@ def test_retrain_rebuilds_the_models_into_the_namespace_and_resumes_after_a_kill
     assert {"purchase_propensity", "churn_risk", "email_open"} <= trained, newest[reference]
     assert sum(m.examples_seen for m in newest[reference].values() if m is not None) == learned
 
-    def learned_state(namespace: str) -> dict[str, tuple[int, dict[str, float | None], int | None] | None]:
-        return {
-            name: None if m is None else (m.examples_seen, m.metrics, m.source_offset)
-            for name, m in newest[namespace].items()
-        }
-
-    assert learned_state(killed) == learned_state(reference)
+    assert learned_state(newest[killed]) == learned_state(newest[reference])
     # The last versions hand over to a live trainer: they resume at a models.examples offset, not a replay position.
     assert all(m is None or (m.source_offset or 0) < POSITIONS for m in newest[reference].values())
+
+
+def learned_state(
+    newest: dict[str, SnapshotMeta | None],
+) -> dict[str, tuple[int, dict[str, float | None], int | None] | None]:
+    """What each model learned (examples seen, progressive-validation metrics, resume point), by its newest
+    snapshot."""
+    return {name: None if m is None else (m.examples_seen, m.metrics, m.source_offset) for name, m in newest.items()}
 
 
 async def _newest_models(settings: Settings, namespaces: list[str]) -> dict[str, dict[str, SnapshotMeta | None]]:
