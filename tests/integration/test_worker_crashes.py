@@ -1,4 +1,4 @@
-"""The profile worker survives crashes, rebalances and a Redis crash with exact profiles.
+"""The profile worker survives crashes, rebalances, a Redis crash and a Kafka broker crash with exact profiles.
 
 One simulated history of more than 200,000 events (duplicates, late and malformed events included) and
 its oracle profiles are shared by the tests; each test runs it through its own topics and namespace and
@@ -20,13 +20,14 @@ from pathlib import Path
 
 import orjson
 import pytest
+from kafka import KafkaAdminClient
 
 from profiles.config import HOUR_MS
 from schemas.validation import Rejection, ValidationLimits, validate_event
 from tests.kafka_support import Topics, produce_raw, rapport
 from tests.oracle import OracleSettings, build_profiles, diff_profiles
-from tests.redis_support import private_redis
-from tests.worker_support import Worker, caught_up, stored_views, wait_until_caught_up
+from tests.redis_support import private_kafka, private_redis
+from tests.worker_support import Worker, caught_up, group_id, stored_views, wait_until_caught_up
 
 pytestmark = pytest.mark.integration
 
@@ -169,3 +170,43 @@ def test_a_worker_waiting_out_a_redis_outage_keeps_its_liveness_file_fresh(
             worker.stop()
         assert max(ages) < 10, f"the liveness file went {max(ages):.1f} s untouched during the outage"
         assert "consumption paused" in worker.troubles(), "the worker never waited on Redis"
+
+
+def test_kafka_killed_mid_run_and_restarted_on_its_storage(topics: Topics, history: History, tmp_path: Path) -> None:
+    """The broker (the worker's only one, so every topic it reads and writes, and its group's coordinator) is
+    SIGKILLed while the worker is midway through the history, and restarted on its storage 2 s later: the
+    worker waits, rejoins, and ends with the oracle's profiles. The history is produced first: the producer
+    is not under test here."""
+    with private_kafka(topics.settings, tmp_path) as (kafka, private_topics):
+        produce_raw(private_topics, history.lines)
+        namespace = f"t{uuid.uuid4().hex[:8]}"
+        (tmp_path / "w").mkdir()
+        worker = Worker(private_topics, namespace, tmp_path / "w")
+        worker.start()
+        try:
+            wait_for_progress(private_topics, namespace, worker, at_least=20_000)
+            assert not caught_up(private_topics, namespace), "the worker finished first: make the history longer"
+            kafka.kill()
+            time.sleep(2.0)
+            kafka.start()
+            wait_until_caught_up(private_topics, namespace, worker)
+        finally:
+            worker.stop()
+        assert_exact(private_topics, namespace, history)
+
+
+def wait_for_progress(topics: Topics, namespace: str, worker: Worker, at_least: int) -> None:
+    """Until the worker's group has committed ``at_least`` raw records."""
+    admin = KafkaAdminClient(bootstrap_servers=topics.settings.kafka.bootstrap_servers)
+    deadline = time.monotonic() + 120
+    try:
+        while True:
+            group = group_id(topics, namespace)
+            committed = admin.list_group_offsets({group: None}).get(group, {})
+            if sum(o.offset for tp, o in committed.items() if tp.topic != topics.names["events.resolved"]) >= at_least:
+                return
+            assert worker.alive(), f"worker exited; logs in {worker.log_dir}"
+            assert time.monotonic() < deadline, f"no progress; logs in {worker.log_dir}"
+            time.sleep(0.1)
+    finally:
+        admin.close()
