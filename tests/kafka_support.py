@@ -1,4 +1,5 @@
-"""Helpers for tests that talk to the real broker: private topic sets and reading topics back."""
+"""Helpers for tests that talk to the real broker: private topic sets, reading topics back, a broker of a
+test's own."""
 
 from __future__ import annotations
 
@@ -9,15 +10,18 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import orjson
 from kafka import KafkaConsumer
 from kafka.consumer.fetcher import ConsumerRecord
 
+from deploy.localstack import KafkaNode
 from schemas.topics import CATALOGUE, TOPIC_BY_EVENT_TYPE, full_name
 from services.kafka_clients import make_consumer, make_producer, topic_partitions
-from services.settings import Settings
+from services.settings import Settings, StackSettings
 from services.topics_admin import admin_client, ensure_topics
+from tests.api_support import free_port
 
 
 @dataclass(frozen=True)
@@ -143,3 +147,30 @@ def copy_topics(source: Topics, target: Topics, logical: Iterable[str]) -> int:
     finally:
         producer.close()
     return copied
+
+
+@contextmanager
+def private_kafka(settings: Settings, tmp_path: Path) -> Iterator[tuple[KafkaNode, Topics]]:
+    """A Kafka broker of this test alone, to fault without touching the session's (its jars from the shared
+    cache), with the catalogue's topics under ``settings``' prefix, and those topics."""
+    kafka_port, controller_port = free_port(), free_port()
+    while controller_port == kafka_port:
+        controller_port = free_port()
+    stack = StackSettings(
+        state_dir=tmp_path / "kafka-stack",
+        cache_dir=settings.stack.cache_dir,
+        kafka_port=kafka_port,
+        kafka_controller_port=controller_port,
+        kafka_heap="512m",
+        start_timeout_s=180,
+    )
+    kafka = KafkaNode(stack)
+    kafka.start()
+    private = settings.model_copy(
+        update={"kafka": settings.kafka.model_copy(update={"bootstrap_servers": f"127.0.0.1:{kafka_port}"})}
+    )
+    try:
+        with created_topics(private) as topics:
+            yield kafka, topics
+    finally:
+        kafka.stop()

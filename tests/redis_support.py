@@ -1,5 +1,4 @@
-"""A namespace of a test's own in the real Redis, removed afterwards; a Redis server, or a Kafka broker, of a
-test's own (to fault without touching the session's)."""
+"""A namespace of a test's own in the real Redis, removed afterwards; a Redis server of a test's own."""
 
 from __future__ import annotations
 
@@ -10,11 +9,11 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from deploy.localstack import KafkaNode, RedisNode
+from deploy.localstack import RedisNode
 from services.redis_client import make_redis
 from services.settings import Settings, StackSettings
 from tests.api_support import free_port
-from tests.kafka_support import Topics, created_topics
+from tests.kafka_support import Topics
 
 
 @asynccontextmanager
@@ -44,30 +43,3 @@ def private_redis(topics: Topics, tmp_path: Path) -> Iterator[tuple[RedisNode, T
         yield redis, Topics(private, topics.names)
     finally:
         redis.stop()
-
-
-@contextmanager
-def private_kafka(settings: Settings, tmp_path: Path) -> Iterator[tuple[KafkaNode, Topics]]:
-    """A Kafka broker of this test alone (its jars from the shared cache), with the catalogue's topics under
-    ``settings``' prefix, and those topics."""
-    kafka_port, controller_port = free_port(), free_port()
-    while controller_port == kafka_port:
-        controller_port = free_port()
-    stack = StackSettings(
-        state_dir=tmp_path / "kafka-stack",
-        cache_dir=settings.stack.cache_dir,
-        kafka_port=kafka_port,
-        kafka_controller_port=controller_port,
-        kafka_heap="512m",
-        start_timeout_s=180,
-    )
-    kafka = KafkaNode(stack)
-    kafka.start()
-    private = settings.model_copy(
-        update={"kafka": settings.kafka.model_copy(update={"bootstrap_servers": f"127.0.0.1:{kafka_port}"})}
-    )
-    try:
-        with created_topics(private) as topics:
-            yield kafka, topics
-    finally:
-        kafka.stop()

@@ -24,9 +24,9 @@ from kafka import KafkaAdminClient
 
 from profiles.config import HOUR_MS
 from schemas.validation import Rejection, ValidationLimits, validate_event
-from tests.kafka_support import Topics, produce_raw, rapport
+from tests.kafka_support import Topics, private_kafka, produce_raw, rapport
 from tests.oracle import OracleSettings, build_profiles, diff_profiles
-from tests.redis_support import private_kafka, private_redis
+from tests.redis_support import private_redis
 from tests.worker_support import Worker, caught_up, group_id, stored_views, wait_until_caught_up
 
 pytestmark = pytest.mark.integration
