@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Final, Protocol
 
+import msgspec
+
 from profiles.config import FoldConfig
 from profiles.fold import Link, apply, repeated_id_hash
 from profiles.merge import merge_into
@@ -67,6 +69,9 @@ def apply_resolved(
     records to send on. ``decoded``: events already decoded, by their JSON (a replay resolves and folds in
     one process); any other event is decoded from the record.
     """
+    if record.kind == "erase":
+        # An erase with its receipt never gets here (``BatchFold`` deletes the profile).
+        raise CorruptRecordError("an erase record without its erasure receipt")
     if record.kind == "merge_in":
         return _merge_in(state, record, config, hooks, decoded), []
     if record.kind == "merge_out":
@@ -114,7 +119,8 @@ def _apply_event(
     hooks: FoldHooks | None = None,
 ) -> list[Resolved]:
     if record.kind == "forward":
-        assert record.origin_partition is not None and record.origin_offset is not None  # noqa: PT018
+        if record.origin_partition is None or record.origin_offset is None:
+            raise CorruptRecordError("a forward record without the position it was forwarded from")
         if record.origin_offset <= state.forward_marks.get(record.origin_partition, -1):
             return []  # the tombstone's batch was applied again after a crash
         state.forward_marks[record.origin_partition] = record.origin_offset
@@ -183,11 +189,16 @@ def _merge_in(
 ) -> ProfileState:
     if record.other_profile is None or record.other_profile in state.absorbed:
         return state
+    # Decoded before anything changes: a record refused as corrupt leaves the profile as it was.
+    try:
+        visitor = None if record.state is None else decode(record.state)
+    except msgspec.MsgspecError as exc:
+        raise CorruptRecordError(f"a merge_in record whose state does not decode: {exc}") from exc
     state.absorbed.append(record.other_profile)
-    if record.state is not None:
+    if visitor is not None and record.state is not None:
         if hooks is not None:
             hooks.handed_over(state, record.other_profile, record.state)
-        merge_into(state, decode(record.state), config)
+        merge_into(state, visitor, config)
     # Release what waited for this hand-over; the merged stream marks skip what the anonymous profile counted.
     waiting, state.held = state.held, []
     for held in waiting:

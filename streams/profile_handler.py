@@ -57,7 +57,7 @@ from profiles.model_store import ModelStore
 from profiles.pending_store import PendingStore
 from profiles.segment_store import SegmentStore
 from profiles.store import ProfileStore, Stored
-from schemas.resolved import DECODER, Envelope, RawSource, Resolved, envelopes, marker, position
+from schemas.resolved import DECODER, ENCODER, Envelope, RawSource, Resolved, envelopes, marker, position
 from schemas.topics import DLQ, ERASURES, MODEL_EXAMPLES, RAW_EVENT_TOPICS, RESOLVED, SEGMENT_CHANGES, full_name
 from services import worker_metrics
 from services.erasure_log import read_erasures
@@ -334,17 +334,21 @@ class ProfileHandler:
         out: list[Outgoing] = []
         now = datetime.now(UTC)
         for (partition, raw), envelope in zip(records, decoded, strict=True):
-            try:
-                if envelope is None:
-                    raise CorruptRecordError("undecodable events.resolved record")
-                for index, record in enumerate(envelope.records):
-                    emitted.extend(fold.apply(record, partition, position(raw.offset, index)))
-                if models is not None and (envelope.sources is not None or envelope.applied is not None):
-                    models.observe(partition, envelope)
-            except CorruptRecordError as exc:
-                source = RawSource(self.resolved_topic, partition, raw.offset)
-                reason = DeadLetter("corrupt_resolved_record", "", str(exc))
+            source = RawSource(self.resolved_topic, partition, raw.offset)
+            if envelope is None:
+                reason = DeadLetter("corrupt_resolved_record", "", "undecodable events.resolved record")
                 out.append(self._dead(raw.key, raw.value or b"", source, reason, now))
+                continue
+            for index, record in enumerate(envelope.records):
+                try:
+                    emitted.extend(fold.apply(record, partition, position(raw.offset, index)))
+                except CorruptRecordError as exc:
+                    # Only this record, as a one-record envelope: the envelope's other records are applied.
+                    reason = DeadLetter("corrupt_resolved_record", f"records[{index}]", str(exc))
+                    alone = ENCODER.encode(Envelope([record], namespace=envelope.namespace))
+                    out.append(self._dead(raw.key, alone, source, reason, now))
+            if models is not None and (envelope.sources is not None or envelope.applied is not None):
+                models.observe(partition, envelope)
         out.extend(await self._enveloped(emitted))
         segment_changes, segment_writes = await self.segments.after_batch(fold, self._clock_ms())
         examples: list[Outgoing] = []

@@ -1,5 +1,5 @@
 """The apply stage's decisions: replays skipped, merges handed over once, stragglers forwarded once,
-conflicts recorded, and the two bounded memories behaving as documented."""
+conflicts recorded, the two bounded memories behaving as documented, and corrupt records refused."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from typing import Any
 
 import msgspec
 import orjson
+import pytest
 
-from profiles.apply import apply_resolved, new_state_for
+from profiles.apply import CorruptRecordError, apply_resolved, new_state_for
 from profiles.config import DAY_MS, FoldConfig
 from profiles.fold import apply
 from profiles.identity import Arrival, resolve
@@ -260,3 +261,19 @@ def test_the_tombstone_forwards_a_record_sent_to_it_twice_once_and_what_it_count
     for record in (handover, *sent):
         customer, _ = run(customer, record)
     assert customer.events_applied == 2
+
+
+def test_records_the_resolver_cannot_have_written_are_refused_as_corrupt_and_change_nothing() -> None:
+    customer = new_state_for("c-1")
+    run(customer, resolved(event(n=1, customer_id="c-1"), "c-1", 1))
+    before = encode(customer)
+    corrupt = [
+        Resolved(kind="merge_in", profile_id="c-1", other_profile="anon:a-9", state=b"\x01not a state"),
+        Resolved(kind="forward", profile_id="c-1", event=event(n=2, customer_id="c-1")),  # from where?
+        Resolved(kind="erase", profile_id="c-1"),  # without its receipt
+        Resolved(kind="event", profile_id="c-1", event=b"{", source=RawSource("events.clicks", 3, 2)),
+    ]
+    for record in corrupt:
+        with pytest.raises(CorruptRecordError):
+            run(customer, record, offset=5)
+        assert encode(customer) == before, record.kind
