@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Context, Decimal
 from typing import Final
 
 from profiles.config import FoldConfig
 
 _HUNDRED: Final = Decimal(100)
 _ONE: Final = Decimal(1)
+#: Wide enough for the product of any amount the contract accepts (17 significant digits, at most 1e15), a
+#: line's quantity and a rate, kept exact: the default context's 28 digits made a total of 1e26 raise
+#: ``InvalidOperation`` in the fold, which the worker retried without end.
+_EXACT: Final = Context(prec=80, rounding=ROUND_HALF_UP)
 
 
 class UnsupportedCurrencyError(ValueError):
@@ -40,13 +44,15 @@ def line_cents(quantity: int, unit_price: float, currency: str, config: FoldConf
 
     >>> line_cents(3, 0.335, "EUR", FoldConfig())
     101
+    >>> line_cents(1_000_000, 1e15, "IRR", FoldConfig(fx_rates={"IRR": 123456.789}))
+    12345678900000000000000000000
     """
     try:
         rate = config.fx_rates[currency]
     except KeyError:
         raise UnsupportedCurrencyError(currency) from None
-    exact = Decimal(repr(unit_price)) * quantity * Decimal(repr(rate)) * _HUNDRED
-    return int(exact.quantize(_ONE, rounding=ROUND_HALF_UP))
+    exact = _EXACT.multiply(_EXACT.multiply(Decimal(repr(unit_price)), quantity), Decimal(repr(rate)))
+    return int(_EXACT.multiply(exact, _HUNDRED).quantize(_ONE, context=_EXACT))
 
 
 def div_round(numerator: int, denominator: int) -> int:

@@ -28,7 +28,10 @@ Id = Annotated[str, Meta(min_length=1, max_length=256)]
 Name = Annotated[str, Meta(min_length=1, max_length=256)]
 Text = Annotated[str, Meta(max_length=2048)]
 Url = Annotated[str, Meta(min_length=1, max_length=4096)]
-Money = Annotated[float, Meta(ge=0)]
+#: The largest amount an event may carry, in its currency: far above any real order, and small enough that
+#: every amount converts to base-currency cents exactly (``profiles.money``).
+MAX_AMOUNT: Final = 1e15
+Money = Annotated[float, Meta(ge=0, le=MAX_AMOUNT)]
 Timestamp = Annotated[
     datetime, Meta(tz=True, description="RFC 3339 with an explicit offset, e.g. 2025-03-14T19:02:11.520+01:00.")
 ]

@@ -11,7 +11,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from schemas.events import EVENT_TYPES, ClickEvent, IdentifyEvent, PurchaseEvent
+from profiles.apply import new_state_for
+from profiles.config import FoldConfig
+from profiles.fold import apply
+from schemas.events import EVENT_TYPES, MAX_AMOUNT, ClickEvent, IdentifyEvent, PurchaseEvent
 from schemas.export import JSON_DIR, event_schemas, render
 from schemas.validation import Reason, Rejection, ValidationLimits, validate_event
 
@@ -143,6 +146,13 @@ MALFORMED: list[tuple[str, bytes, Reason, str]] = [
     ),
     ("string total", orjson.dumps({**ORDER, "total": "12.50"}), Reason.WRONG_TYPE, "total"),
     ("negative total", orjson.dumps({**ORDER, "total": -1}), Reason.INVALID_VALUE, "total"),
+    ("total above the maximum", orjson.dumps({**ORDER, "total": 1e26}), Reason.INVALID_VALUE, "total"),
+    (
+        "unit price above the maximum",
+        orjson.dumps({**ORDER, "items": [{**ITEM, "unit_price": 2 * MAX_AMOUNT}]}),
+        Reason.INVALID_VALUE,
+        "items[0].unit_price",
+    ),
     (
         "zero quantity",
         orjson.dumps({**ORDER, "items": [{**ITEM, "quantity": 0}]}),
@@ -221,3 +231,22 @@ def test_no_mutation_of_a_valid_event_makes_the_validator_raise() -> None:
         outcomes["valid" if not isinstance(result, Rejection) else result.code.value] += 1
     assert outcomes["malformed_json"] > 0
     assert len(outcomes) > 5, outcomes
+
+
+def test_the_largest_amounts_the_contract_accepts_fold_exactly() -> None:
+    """The contract's bound and the fold's arithmetic agree: an order at the largest total, with a line at the
+    largest quantity and unit price, in a currency whose rate is large, folds without raising, to the exact
+    cents. (Before 2026-12-05 a total of 1e26 passed validation and made the fold raise: the worker retried
+    it for ever.)"""
+    order = {
+        **ORDER,
+        "currency": "IRR",
+        "total": MAX_AMOUNT,
+        "items": [{**ITEM, "quantity": 1_000_000, "unit_price": MAX_AMOUNT}],
+    }
+    event = validate_event(orjson.dumps(order), now=NOW, limits=LIMITS)
+    assert isinstance(event, PurchaseEvent), event
+    state = new_state_for(str(event.customer_id))
+    apply(state, event, FoldConfig(fx_rates={"EUR": 1.0, "IRR": 600_000.5}), None)
+    assert state.gross_cents == 10**15 * 60_000_050
+    assert state.category_cents == {ITEM["category"]: 10**21 * 60_000_050}
