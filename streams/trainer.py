@@ -22,7 +22,9 @@ Examples re-sent by a worker that crashed before recording them are skipped by e
 200,000 ids; a restarted trainer remembers none, and resumes after what its snapshots learned).
 
 An undecodable record is logged and skipped: examples are produced by Rapport's own worker, so one that
-does not decode is a bug to look at, not input to dead-letter.
+does not decode is a bug to look at, not input to dead-letter. So is an example its model must not learn
+(``profiles.models.trainer.unlearnable``: a NaN or infinite value, which would make every later score NaN;
+a label a binary model cannot have; no recency feature, which the baseline reads).
 
 **Outages are backpressure.** Learning touches no I/O; what a batch leaves to write (snapshots due, drift
 events, the commit) is retried with backoff while Redis or Kafka is unavailable, and nothing more is
@@ -50,7 +52,7 @@ from profiles.model_store import ModelStore
 from profiles.models.labels import NAMESPACE_HEADER, Example, decode_example
 from profiles.models.snapshots import SnapshotRejectedError, dump_snapshot, load_snapshot
 from profiles.models.specs import ModelSpec
-from profiles.models.trainer import ModelTrainer, restore
+from profiles.models.trainer import ModelTrainer, restore, unlearnable
 from schemas.topics import MODEL_EXAMPLES, full_name
 from services.redis_client import make_redis
 from services.settings import Settings
@@ -120,6 +122,10 @@ class Trainers:
         trainer = self.trainers.get(example.model)
         if trainer is None or offset < self.resume_at[example.model]:
             return  # a model not configured here, or learned before the snapshot it resumed from
+        defect = unlearnable(example, trainer.spec)
+        if defect is not None:
+            log.error("skipping %s example %s at offset %d: %s", example.model, example.example_id, offset, defect)
+            return
         if example.example_id in self.recent_set:
             return
         if len(self.recent) == self.recent.maxlen:

@@ -63,6 +63,35 @@ def _learn(task: Task, model: Any, x: dict[str, float], label: float) -> None:
     model.learn_one(x, bool(label) if task == "binary" else label)
 
 
+def unlearnable(example: Example, spec: ModelSpec) -> str | None:
+    """Why ``spec``'s model must not learn ``example`` (None: it may). One NaN or infinite value would make a
+    linear model's weights NaN, and every score after it; Rapport's own features are finite, so such an
+    example comes from another producer or a bug, and the trainer skips it with this reason.
+
+    >>> from profiles.models.specs import default_specs
+    >>> churn = default_specs()["churn_risk"]
+    >>> def example(features: dict[str, float], label: float) -> Example:
+    ...     return Example(example_id="e", model="churn_risk", profile_id="c-1", trigger="census", taken_at_ms=0,
+    ...                    horizon_end_ms=1, label_known_ms=1, features=features, label=label)
+    >>> unlearnable(example({"days_since_last_seen": 3.0}, 1.0), churn) is None
+    True
+    >>> unlearnable(example({"days_since_last_seen": float("nan")}, 1.0), churn)
+    'non-finite features: days_since_last_seen'
+    >>> unlearnable(example({"days_since_last_seen": 3.0}, 0.5), churn)
+    'label 0.5 for a binary model'
+    >>> unlearnable(example({"sessions": 1.0}, 0.0), churn)
+    'no days_since_last_seen feature'
+    """
+    if spec.recency_feature not in example.features:
+        return f"no {spec.recency_feature} feature"
+    if not math.isfinite(example.label) or (spec.task == "binary" and example.label not in (0.0, 1.0)):
+        return f"label {example.label!r} for a {spec.task} model"
+    bad = sorted(name for name, value in example.features.items() if not math.isfinite(value))
+    if bad:
+        return f"non-finite features: {', '.join(bad[:5])}"
+    return None
+
+
 class ModelTrainer:
     """Progressive validation of one model and its baselines, with drift detection and counters."""
 

@@ -10,6 +10,7 @@ rollback and the score routes; the worker's own examples are test_models_pipelin
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import subprocess
 import sys
@@ -189,27 +190,37 @@ def _produce_examples(
     """``n`` examples of purchase propensity: a customer's features 0 to 30 days after its last event, and
     a label saying that customers quiet for less than 3 days buy (mostly); ``sender``: the namespace header
     a worker puts on them (None: none, as records older than the header)."""
-    headers = [] if sender is None else [(NAMESPACE_HEADER, sender.encode())]
     rng = random.Random(seed)
     config = topics.settings.profile.fold_config()
+    examples = []
+    for i in range(n):
+        pid = rng.choice(sorted(profiles))
+        state = profiles[pid]
+        x = features(state, (state.last_event_ms or 0) + int(rng.uniform(0, 30) * 86_400_000), config)
+        label = 1.0 if (x["days_since_last_seen"] < 3) != (rng.random() < 0.05) else 0.0
+        examples.append(_example(f"{seed}-{i}", pid, i, x, label))
+    _send(topics, examples, sender)
+
+
+def _example(example_id: str, profile_id: str, at: int, x: dict[str, float], label: float) -> Example:
+    return Example(
+        example_id=example_id,
+        model=PURCHASE_PROPENSITY,
+        profile_id=profile_id,
+        trigger="activity",
+        taken_at_ms=at,
+        horizon_end_ms=at + 1,
+        label_known_ms=at + 1,
+        features=x,
+        label=label,
+    )
+
+
+def _send(topics: Topics, examples: list[Example], sender: str | None = None) -> None:
+    headers = [] if sender is None else [(NAMESPACE_HEADER, sender.encode())]
     producer = make_producer(topics.settings)
     try:
-        for i in range(n):
-            pid = rng.choice(sorted(profiles))
-            state = profiles[pid]
-            x = features(state, (state.last_event_ms or 0) + int(rng.uniform(0, 30) * 86_400_000), config)
-            label = 1.0 if (x["days_since_last_seen"] < 3) != (rng.random() < 0.05) else 0.0
-            example = Example(
-                example_id=f"{seed}-{i}",
-                model=PURCHASE_PROPENSITY,
-                profile_id=pid,
-                trigger="activity",
-                taken_at_ms=i,
-                horizon_end_ms=i + 1,
-                label_known_ms=i + 1,
-                features=x,
-                label=label,
-            )
+        for example in examples:
             producer.send(
                 topics.names["models.examples"],
                 key=PURCHASE_PROPENSITY.encode(),
@@ -360,3 +371,33 @@ def test_a_trainer_started_while_redis_is_down_waits_and_learns_everything(
             _wait_for(lambda: _active_having(world.topics, world.namespace, 300), 60)
             assert trainer.poll() is None
         assert "restoring the models paused" in (tmp_path / "trainer.log").read_text()
+
+
+def test_a_trainer_skips_examples_its_model_must_not_learn_and_stays_finite(
+    settings: Settings, local_stack: object, tmp_path: Path
+) -> None:
+    """Examples with a NaN or infinite feature, a label a binary model cannot have, or no recency feature,
+    between good ones: each is skipped with its reason in the log, and the model learns the good ones with
+    finite metrics. (Before 2026-12-05 one NaN feature made the model predict NaN from then on.)"""
+    with _outage_world(settings, tmp_path) as world:
+        topics, namespace = world.topics, world.namespace
+        x = features(world.examples["c-1"], 86_400_000, topics.settings.profile.fold_config())
+        poisoned = [
+            _example("nan", "c-1", 0, {**x, "sessions": float("nan")}, 1.0),
+            _example("inf", "c-1", 0, {**x, "monetary": float("inf")}, 0.0),
+            _example("half", "c-1", 0, x, 0.5),
+            _example("no-recency", "c-1", 0, {k: v for k, v in x.items() if k != "days_since_last_seen"}, 1.0),
+        ]
+        with _trainer(world.env, tmp_path / "trainer.log") as trainer:
+            _produce_examples(topics, world.examples, 300, seed=1)
+            _send(topics, poisoned)
+            _produce_examples(topics, world.examples, 300, seed=2)
+            version = _wait_for(lambda: _active_having(topics, namespace, 600), 60)
+            assert trainer.poll() is None
+        blob = asyncio.run(_store(topics, namespace)("snapshot", PURCHASE_PROPENSITY, version))
+        metrics = read_meta(blob, SECRET.encode()).metrics
+        assert metrics["roc_auc"] is not None, metrics
+        assert all(v is None or math.isfinite(v) for v in metrics.values()), metrics
+        log = (tmp_path / "trainer.log").read_text()
+        for example_id in ("nan", "inf", "half", "no-recency"):
+            assert f"skipping {PURCHASE_PROPENSITY} example {example_id} at offset" in log, example_id
