@@ -6,7 +6,6 @@ included."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -72,7 +71,6 @@ def test_corrupt_resolved_records_are_dead_lettered_one_by_one_and_the_worker_go
 
         produce_raw(topics, [click("ev-after", now, None, "a-after")])
         wait_until_caught_up(topics, namespace, worker)
-        time.sleep(1.0)  # the dead letters were sent with the batch; let a slow broker show them
         assert worker.alive()
     finally:
         worker.stop()
