@@ -27,7 +27,7 @@ from profiles.config import DAY_MS, FoldConfig
 from profiles.models.labels import Example
 from profiles.models.metrics import spearman
 from profiles.models.specs import ModelSpec
-from profiles.models.trainer import BASELINES, ModelTrainer, predict
+from profiles.models.trainer import BASELINES, ModelTrainer, predict, unlearnable
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,8 @@ def progressive(
     for example in sorted(examples, key=lambda e: (e.horizon_end_ms, e.example_id)):
         trainer = trainers.get(example.model)
         oracle = truth.oracle(example, config)
-        if trainer is None or oracle is None:
+        # As the live trainer does (streams.trainer): what it would skip is not learned here either.
+        if trainer is None or oracle is None or unlearnable(example, trainer.spec) is not None:
             continue
         spec = trainer.spec
         guesses = {"model": trainer.predict(example.features), "oracle": oracle}
