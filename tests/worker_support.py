@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from kafka import KafkaAdminClient
+from kafka import KafkaAdminClient, TopicPartition
 from kafka.errors import KafkaError
 
 from profiles.rfm import RfmRanks, RfmScores
@@ -116,17 +116,24 @@ class CatchUpProbe:
         self.consumer.close()
         self.admin.close()
 
-    def __call__(self) -> bool:
-        ends = self.consumer.end_offsets(self.raw + self.resolved)
+    def committed(self) -> dict[TopicPartition, int] | None:
+        """The worker group's committed offsets on the raw partitions (None: the broker cannot say yet)."""
         group = group_id(self.topics, self.namespace)
         try:
-            committed = self.admin.list_group_offsets(group).get(group, {})
+            found = self.admin.list_group_offsets(group).get(group, {})
         except KafkaError as exc:
-            # A freshly started broker creates its offsets topic on first use: not caught up yet.
+            # A freshly started broker creates its offsets topic on first use.
             if exc.retriable:
-                return False
+                return None
             raise
-        if any(ends[tp] and (committed.get(tp) is None or committed[tp].offset < ends[tp]) for tp in self.raw):
+        return {tp: found[tp].offset for tp in self.raw if tp in found}
+
+    def __call__(self) -> bool:
+        ends = self.consumer.end_offsets(self.raw + self.resolved)
+        committed = self.committed()
+        if committed is None:
+            return False
+        if any(ends[tp] and committed.get(tp, -1) < ends[tp] for tp in self.raw):
             return False
         positions = asyncio.run(_positions(self.topics, self.namespace, [tp.partition for tp in self.resolved]))
         return all(positions.get(tp.partition, 0) >= ends[tp] for tp in self.resolved)

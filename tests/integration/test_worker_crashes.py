@@ -20,14 +20,13 @@ from pathlib import Path
 
 import orjson
 import pytest
-from kafka import KafkaAdminClient
 
 from profiles.config import HOUR_MS
 from schemas.validation import Rejection, ValidationLimits, validate_event
 from tests.kafka_support import Topics, private_kafka, produce_raw, rapport
 from tests.oracle import OracleSettings, build_profiles, diff_profiles
 from tests.redis_support import private_redis
-from tests.worker_support import Worker, caught_up, group_id, stored_views, wait_until_caught_up
+from tests.worker_support import CatchUpProbe, Worker, caught_up, stored_views, wait_until_caught_up
 
 pytestmark = pytest.mark.integration
 
@@ -197,16 +196,9 @@ def test_kafka_killed_mid_run_and_restarted_on_its_storage(topics: Topics, histo
 
 def wait_for_progress(topics: Topics, namespace: str, worker: Worker, at_least: int) -> None:
     """Until the worker's group has committed ``at_least`` raw records."""
-    admin = KafkaAdminClient(bootstrap_servers=topics.settings.kafka.bootstrap_servers)
     deadline = time.monotonic() + 120
-    try:
-        while True:
-            group = group_id(topics, namespace)
-            committed = admin.list_group_offsets({group: None}).get(group, {})
-            if sum(o.offset for tp, o in committed.items() if tp.topic != topics.names["events.resolved"]) >= at_least:
-                return
+    with CatchUpProbe(topics, namespace) as probe:
+        while sum((probe.committed() or {}).values()) < at_least:
             assert worker.alive(), f"worker exited; logs in {worker.log_dir}"
             assert time.monotonic() < deadline, f"no progress; logs in {worker.log_dir}"
             time.sleep(0.1)
-    finally:
-        admin.close()
