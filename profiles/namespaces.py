@@ -12,8 +12,9 @@ Keys (outside every namespace):
   publishing segment changes (``streams.segment_stage``). Written with the pointer, in one transaction.
 
 And in a namespace: ``rapport:<ns>:replay`` — the replay's checkpoint (JSON: the plan, the next offset of
-each raw partition, the record sequence, done or not, the chunk size), written after the profiles of each
-chunk.
+each raw partition, the record sequence, done or not, the chunk size, the counts so far), written in each
+chunk's transaction, and ``rapport:<ns>:replay:refused``, set in that transaction while a profile write is
+refused so that the checkpoint is not (it never outlives the transaction).
 """
 
 from __future__ import annotations
@@ -89,12 +90,17 @@ class Namespaces:
         value = await self.redis.get(f"{SUPERSEDED}:{namespace}")
         return None if value is None else as_text(value)
 
+    @staticmethod
+    def checkpoint_key(namespace: str) -> str:
+        """Where a replay keeps its checkpoint (written with each chunk, ``streams.replay``)."""
+        return f"rapport:{namespace}:replay"
+
     async def checkpoint(self, namespace: str) -> dict[str, Any] | None:
-        raw = await self.redis.get(f"rapport:{namespace}:replay")
+        raw = await self.redis.get(self.checkpoint_key(namespace))
         return None if raw is None else dict(orjson.loads(raw))
 
     async def save_checkpoint(self, namespace: str, checkpoint: dict[str, Any]) -> None:
-        await self.redis.set(f"rapport:{namespace}:replay", orjson.dumps(checkpoint))
+        await self.redis.set(self.checkpoint_key(namespace), orjson.dumps(checkpoint))
 
     async def drop(self, namespace: str, batch: int = 500) -> AsyncIterator[int]:
         """Delete every key of ``namespace`` (``unlink_matching``); yields the running count of keys deleted."""

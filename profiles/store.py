@@ -48,10 +48,20 @@ def watermark_bytes(watermark: int) -> bytes:
     return _WATERMARK.pack(watermark)
 
 
-# An empty new value deletes the profile (an erasure).
+# An empty new value deletes the profile (an erasure). A refusal sets the optional second key, which
+# ``_SET_IF_ALL_WRITTEN`` reads (and clears) later in the same transaction.
 _CAS_PROFILE: Final = """
-if redis.call('GETRANGE', KEYS[1], 0, 7) ~= ARGV[1] then return 0 end
+if redis.call('GETRANGE', KEYS[1], 0, 7) ~= ARGV[1] then
+  if KEYS[2] then redis.call('SET', KEYS[2], 1) end
+  return 0
+end
 if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], ARGV[2]) end
+return 1
+"""
+# KEYS[2] = ARGV[1] unless a compare-and-set of the transaction was refused (KEYS[1], the refusal mark).
+_SET_IF_ALL_WRITTEN: Final = """
+if redis.call('DEL', KEYS[1]) == 1 then return 0 end
+redis.call('SET', KEYS[2], ARGV[1])
 return 1
 """
 # Forgets an id of the erased profile ARGV[2]: its links (KEYS but the last: an alias "customer<US>event
@@ -144,6 +154,7 @@ class ProfileStore:
         self.namespace = namespace
         self._base = f"rapport:{namespace}"
         self._cas = redis.register_script(_CAS_PROFILE)
+        self._set_if_all_written = redis.register_script(_SET_IF_ALL_WRITTEN)
         self._move = redis.register_script(_MOVE_POSITION)
         self._claim = redis.register_script(_CLAIM_LINK)
         self._forget = redis.register_script(_FORGET)
@@ -222,30 +233,34 @@ class ProfileStore:
             yield await self.load(ids)
 
     async def save(
-        self, writes: Sequence[ProfileWrite], before: Callable[[Redis], None] | None = None, *, atomic: bool = False
+        self,
+        writes: Sequence[ProfileWrite],
+        before: Callable[[Redis], None] | None = None,
+        *,
+        atomic: bool = False,
+        if_all_written: tuple[str, bytes] | None = None,
     ) -> list[str]:
         """Compare-and-set each profile, pipelined; returns the ids whose stored watermark was not the
         expected one (left untouched). ``atomic``: in one MULTI/EXEC, so that a writer that dies while
         sending leaves nothing of it (a replay's chunk); otherwise Redis may apply a prefix.
+        ``if_all_written``: (key, value) set in the same transaction if no profile was refused (a replay's
+        checkpoint, which must not pass a profile that missed the chunk).
 
         Population updates go first in the pipeline: Redis's AOF keeps a prefix of the writes, so a profile
         write that survives a crash implies its population update did too (and a replay skips the profile's
         events without touching the population again).
         """
-        if not writes and before is None:
+        if not writes and before is None and if_all_written is None:
             return []
+        if if_all_written is not None and not atomic:
+            raise ValueError("if_all_written needs atomic=True: the mark is read in the same transaction")
+        marks = [] if if_all_written is None else [f"{if_all_written[0]}:refused"]
         # ``before`` alone too: a batch of progress markers changes no profile, but the models' progress and
         # watermarks it moved must be kept (dropping them stalled the event-time watermark for good).
         async with self.redis.pipeline(transaction=atomic) as pipe:
             if before is not None:
                 before(pipe)  # what must survive whenever the profiles do (e.g. segment memberships)
-            for write in writes:
-                if write.population_changed:
-                    self._population(pipe, write.profile_id, write.state)
-                if write.partition is not None and write.state is None:
-                    pipe.zrem(self.partition_index_key(write.partition), write.profile_id)
-                elif write.partition is not None and write.expected == ABSENT:
-                    pipe.zadd(self.partition_index_key(write.partition), {write.profile_id: 0})
+            self._indexes(pipe, writes)
             first_cas = len(pipe.command_stack)
             for write in writes:
                 if write.state is None:
@@ -253,13 +268,26 @@ class ProfileStore:
                 else:
                     body = write.encoded if write.encoded is not None else encode(write.state)
                     blob = watermark_bytes(write.watermark) + body
-                await self._cas(keys=[self.profile_key(write.profile_id)], args=[write.expected, blob], client=pipe)
+                keys = [self.profile_key(write.profile_id), *marks]
+                await self._cas(keys=keys, args=[write.expected, blob], client=pipe)
             cas_end = len(pipe.command_stack)
             for write in writes:
                 if write.erasure_id is not None:
                     await self._erased(pipe, write, write.erasure_id)
+            if if_all_written is not None:
+                key, value = if_all_written
+                await self._set_if_all_written(keys=[*marks, key], args=[value], client=pipe)
             results = await pipe.execute()
         return [w.profile_id for w, ok in zip(writes, results[first_cas:cas_end], strict=True) if not ok]
+
+    def _indexes(self, pipe: Redis, writes: Sequence[ProfileWrite]) -> None:
+        for write in writes:
+            if write.population_changed:
+                self._population(pipe, write.profile_id, write.state)
+            if write.partition is not None and write.state is None:
+                pipe.zrem(self.partition_index_key(write.partition), write.profile_id)
+            elif write.partition is not None and write.expected == ABSENT:
+                pipe.zadd(self.partition_index_key(write.partition), {write.profile_id: 0})
 
     async def _erased(self, pipe: Pipeline, write: ProfileWrite, erasure_id: str) -> None:
         # The marker again: Redis may have lost it since the resolver set it (its AOF keeps a prefix).

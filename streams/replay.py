@@ -21,11 +21,11 @@ Redis layout (``profiles.store``). What differs:
 **Hand-over.** A finished replay commits its plan's end offsets for the namespace's workers' consumer group
 (``commit_for_workers``), so that they start where it ended rather than re-reading the retained history.
 
-**Checkpoint and resume.** After each chunk's profiles are written, the checkpoint records the next offset
-of every partition and the record sequence (``profiles.namespaces``). A replay killed at any point resumes
-from its checkpoint with the same plan. A chunk's profiles are written in one transaction, so the chunk
-in flight was written entirely (its repeats are then skipped by the stream marks and event ids) or not at
-all, and the end state is the same.
+**Checkpoint and resume.** The checkpoint records the next offset of every partition, the record sequence
+and the counts so far (``profiles.namespaces``). It is written in the transaction of each chunk's profiles,
+and only if none of them was refused (``ProfileStore.save(if_all_written=…)``), so a replay killed or cut
+off from Redis at any point resumes from its checkpoint with the same plan and neither loses nor counts
+twice a chunk: the chunk in flight was written entirely with its checkpoint, or not at all.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, Final
 
+import orjson
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError as AsyncKafkaError
 from aiokafka.structs import TopicPartition
@@ -102,26 +103,34 @@ class Plan:
 
 @dataclass
 class Progress:
+    """Where a replay is. The counts are of its plan, a resumed run's included."""
+
     done: int  # records consumed (valid, rejected or erased)
     total: int
     applied: int  # events resolved and folded
     rejected: int
     erased: int
     written: int  # profile writes (a profile rewritten by several chunks counts each time)
-    elapsed_s: float
-    examples: int = 0  # labelled examples the models learned (--retrain), in this run
+    elapsed_s: float  # by this command
+    examples: int = 0  # labelled examples the models learned (--retrain)
     #: raw partitions where the namespace's workers will start reading where the replay ended
     handed_over: int = 0
+    resumed_at: int = 0  # records this command found done: its rate counts only its own
 
     @property
     def rate(self) -> float:
-        return self.done / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        return (self.done - self.resumed_at) / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+#: The counts a checkpoint keeps.
+TALLIED: Final = ("applied", "rejected", "erased", "written", "examples")
 
 
 @dataclass
 class Counters:
-    """What a replay did, counted once a chunk is written (a chunk redone after an outage counts once), kept
-    across the attempts of one command (``services.cli.replay`` starts one after each outage)."""
+    """What a replay's plan has done so far: restored from the checkpoint by each attempt, so a chunk redone
+    after an outage or a kill counts once. One object across the attempts of one command (``services.cli
+    .replay`` starts one after each outage) keeps when it started and where it resumed."""
 
     applied: int = 0
     rejected: int = 0
@@ -130,6 +139,14 @@ class Counters:
     examples: int = 0
     consumed: int = 0
     started: float = field(default_factory=time.monotonic)
+    resumed_at: int | None = None
+
+    def tally(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in TALLIED}
+
+    def restore(self, tally: Mapping[str, int]) -> None:
+        for name in TALLIED:
+            setattr(self, name, int(tally.get(name, 0)))
 
 
 def make_plan(settings: Settings, topics: Sequence[str], from_ms: int | None, to_ms: int | None) -> Plan:
@@ -362,16 +379,20 @@ class Replay:
         if checkpoint is not None and checkpoint["plan"] == plan.as_json():
             next_offsets = dict(checkpoint["next"])
             self._resume_chunk(int(checkpoint.get("chunk", self.chunk)))
+            self.counters.restore(checkpoint.get("counts", {}))
         elif checkpoint is not None and not checkpoint["done"]:
             raise PlanMismatchError(f"namespace {namespace!r} holds an unfinished replay of another plan")
         else:
             next_offsets = dict(plan.start)
+            self.counters.restore({})
         await self.namespaces.register(namespace)
         if self.segments is not None:
             await self.segments.adopt(models=self.models is None)
         if self.models is not None:
             await self.models.start()
         self.counters.consumed = sum(next_offsets[tp] - plan.start[tp] for tp in plan.start)
+        if self.counters.resumed_at is None:
+            self.counters.resumed_at = self.counters.consumed
         # Every erasure first, as the live worker does: a rebuilt namespace must never hold them.
         await self.store.record_erasures(await asyncio.to_thread(read_erasures, self.settings))
         await self._consume(plan, next_offsets, seq, on_progress)
@@ -437,14 +458,23 @@ class Replay:
             merged = _Merged(consumer, next_offsets, plan.end)
             while True:
                 records = await merged.take(self.chunk)
-                if records:
-                    seq = await self._chunk(records, seq, plan.resolved_partitions)
-                    self.counters.consumed += len(records)
                 done = all(merged.finished(tp) for tp in plan.start)
-                await self.namespaces.save_checkpoint(
-                    self.store.namespace,
-                    {"plan": plan.as_json(), "next": merged.next, "seq": seq, "done": done, "chunk": self.chunk},
-                )
+
+                def checkpoint(seq: int, counts: dict[str, int], done: bool = done) -> dict[str, Any]:
+                    return {
+                        "plan": plan.as_json(),
+                        "next": merged.next,
+                        "seq": seq,
+                        "done": done,
+                        "chunk": self.chunk,
+                        "counts": counts,
+                    }
+
+                if records:
+                    seq = await self._chunk(records, seq, plan.resolved_partitions, checkpoint)
+                    self.counters.consumed += len(records)
+                else:  # the end of the plan: nothing to write but that it is done
+                    await self.namespaces.save_checkpoint(self.store.namespace, checkpoint(seq, self.counters.tally()))
                 if on_progress is not None:
                     on_progress(self._progress(plan))
                 if done or not records:
@@ -452,7 +482,15 @@ class Replay:
         finally:
             await consumer.stop()
 
-    async def _chunk(self, records: list[RawRecord], seq: int, partitions: int) -> int:
+    async def _chunk(
+        self,
+        records: list[RawRecord],
+        seq: int,
+        partitions: int,
+        checkpoint: Callable[[int, dict[str, int]], dict[str, Any]],
+    ) -> int:
+        """Resolve, fold and write one chunk with the checkpoint after it (``checkpoint(seq, counts)``);
+        returns the next sequence number."""
         decoded: dict[bytes, AnyEvent] = {}  # folded next, in this process: not decoded twice
         resolution = await self.resolver.resolve(records, datetime.now(UTC), decoded)
         causes = self.segments is not None and await self.segments.before_chunk()
@@ -468,22 +506,27 @@ class Replay:
                 if self.segments is not None:
                     ops = chained(await self.segments.after_chunk(fold), ops)
                 writes = fold.writes(int(time.time() * 1000))
-                # One transaction per chunk: a replay killed meanwhile leaves all of the chunk or none of it.
-                # Per round, a hand-over written without the round that applies it would be lost on resume
-                # (the visitor's tombstone does not hand over twice).
-                refused = await self.store.save(writes, ops, atomic=True)
+                counts = self.counters.tally()
+                counts["applied"] += resolution.kept
+                counts["rejected"] += len(resolution.refused)
+                counts["erased"] += resolution.erased
+                counts["written"] += len(writes)
+                counts["examples"] += 0 if self.models is None else self.models.learned - learned
+                # One transaction per chunk: a replay killed meanwhile leaves all of the chunk and its
+                # checkpoint, or none of it. Per round, a hand-over written without the round that applies it
+                # would be lost on resume (the visitor's tombstone does not hand over twice).
+                key = self.namespaces.checkpoint_key(self.store.namespace)
+                refused = await self.store.save(
+                    writes, ops, atomic=True, if_all_written=(key, orjson.dumps(checkpoint(end, counts)))
+                )
             except BaseException:
                 self.owned.drop(fold.stored)  # changed in place, not written
                 raise
-            self.counters.written += len(writes) - len(refused)
             if not refused:
                 self.owned.written(writes)
-                c = self.counters
-                c.applied += resolution.kept
-                c.rejected += len(resolution.refused)
-                c.erased += resolution.erased
-                c.examples += 0 if self.models is None else self.models.learned - learned
+                self.counters.restore(counts)
                 return end
+            self.counters.written += len(writes) - len(refused)
             self.owned.drop(fold.stored)
             if self.models is not None:
                 raise RetrainConflictError(
@@ -529,4 +572,5 @@ class Replay:
             time.monotonic() - c.started,
             c.examples,
             self.handed_over,
+            c.resumed_at or 0,
         )

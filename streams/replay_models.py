@@ -25,8 +25,8 @@ from then on, and nothing from before. A catch-up replay resumes from that versi
 position again (every replay position is larger than any topic offset).
 
 **Kill and resume.** A chunk's examples are learned and the models published, with the chunk's position as
-their resume point, *before* the chunk's profiles, the models' state and watermarks are written (one
-transaction) and its checkpoint saved. A replay killed in between folds the chunk again on resume and gets
+their resume point, *before* the chunk's profiles, the models' state and watermarks and its checkpoint are
+written (one transaction). A replay killed in between folds the chunk again on resume and gets
 the same examples, which the trainers restored from those snapshots skip by position (``POSITIONS`` per
 record sequence number). A replay killed before the publication loses nothing either: nothing of the chunk
 was kept.

@@ -8,7 +8,8 @@ import uuid
 import pytest
 from redis.asyncio import Redis
 
-from profiles.store import ABSENT, ProfileStore, ProfileWrite
+from profiles.state import new_profile
+from profiles.store import ABSENT, ProfileStore, ProfileWrite, watermark_bytes
 from services.redis_client import make_redis
 from services.settings import Settings
 from tests.redis_support import scratch_namespace
@@ -63,3 +64,38 @@ async def _forget(settings: Settings) -> None:
         }
         # Another customer's ids stay theirs: their events must not be refused.
         assert await store.erased(list(forget)) == dict.fromkeys(("a-mine", "A-Mine-Too", "me@x.org"), receipt)
+
+
+def test_a_key_set_if_all_written_is_set_with_the_profiles_and_never_when_one_is_refused(
+    settings: Settings, local_stack: object
+) -> None:
+    """A replay's checkpoint goes with its chunk: set in the chunk's transaction when every profile is
+    written, and not at all when one is refused (the rest is written; the refusal leaves no mark behind)."""
+    asyncio.run(_set_if_all_written(settings))
+
+
+async def _set_if_all_written(settings: Settings) -> None:
+    async with scratch_namespace(settings, "allw") as (redis, namespace):
+        store = ProfileStore(redis, namespace)
+        key = f"rapport:{namespace}:replay"
+
+        def write(pid: str, expected: bytes, watermark: int) -> ProfileWrite:
+            return ProfileWrite(pid, expected, watermark, new_profile(pid, pid), False)
+
+        refused = await store.save(
+            [write("c-1", ABSENT, 1), write("c-2", watermark_bytes(7), 8)], atomic=True, if_all_written=(key, b"one")
+        )
+        assert refused == ["c-2"]
+        assert await redis.get(key) is None
+        assert await redis.exists(store.profile_key("c-1"), store.profile_key("c-2")) == 1
+        assert await redis.exists(f"{key}:refused") == 0
+
+        refused = await store.save(
+            [write("c-1", watermark_bytes(1), 2), write("c-2", ABSENT, 1)], atomic=True, if_all_written=(key, b"two")
+        )
+        assert refused == []
+        assert await redis.get(key) == b"two"
+        assert await redis.exists(store.profile_key("c-1"), store.profile_key("c-2")) == 2
+
+        with pytest.raises(ValueError, match="atomic"):
+            await store.save([], if_all_written=(key, b"three"))

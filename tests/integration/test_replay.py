@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -137,6 +138,40 @@ def fresh() -> str:
     return f"r{uuid.uuid4().hex[:8]}"
 
 
+def counts(summary: str) -> str:
+    """What a replay's summary line says was replayed, without the time it took."""
+    return summary.split("records/s): ", 1)[1].splitlines()[0]
+
+
+def replay_in_process(settings: Settings, namespace: str, chunk: int) -> Progress:
+    """``rapport replay`` of every raw topic, in this process (for faults injected by monkeypatching)."""
+    return asyncio.run(
+        replay_through_outages(
+            settings,
+            into=namespace,
+            topics=raw_topics(settings, None),
+            from_ms=None,
+            to_ms=None,
+            chunk=chunk,
+            quiet=True,
+            retrain=False,
+        )
+    )
+
+
+def chunks_read(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sizes of the chunks replays read from now on."""
+    consumed: list[int] = []
+    original = Replay._chunk
+
+    async def counted(self: Replay, records: list[RawRecord], *rest: Any) -> int:
+        consumed.append(len(records))
+        return await original(self, records, *rest)
+
+    monkeypatch.setattr(Replay, "_chunk", counted)
+    return consumed
+
+
 def test_a_replay_equals_the_oracle_and_a_second_replay(produced: Produced) -> None:
     first, second = fresh(), fresh()
     out = replay(produced, first)
@@ -180,14 +215,17 @@ def test_live_workers_of_two_namespaces_and_a_replay_agree_and_replaying_into_li
 
 
 def test_a_replay_killed_midway_resumes_to_the_same_hash(produced: Produced) -> None:
+    """Killed twice, at different points, and resumed: the same namespace as an uninterrupted replay, and the
+    same counts in the summary (those of the whole replay, kept in the checkpoint)."""
     reference, killed = fresh(), fresh()
-    replay(produced, reference)
+    uninterrupted = replay(produced, reference, "--chunk", "2000")
     env = {**produced.topics.env, "COLUMNS": "200"}
     command = [sys.executable, "-m", "services.cli.main", "replay", "--into", killed, "--quiet", "--chunk", "2000"]
-    for chunks in (2, 3):  # killed twice, at different points
+    for chunks in (2, 3):
         kill_midway(produced, killed, command, env, chunks)
-    replay(produced, killed)
+    resumed = replay(produced, killed)
     assert namespace_hash(produced, killed) == namespace_hash(produced, reference)
+    assert counts(resumed) == counts(uninterrupted)
 
 
 @pytest.mark.parametrize("retrain", [False, True], ids=["profiles", "retrain"])
@@ -214,10 +252,6 @@ def test_a_replay_waits_out_a_redis_outage_and_ends_as_an_uninterrupted_one(
         out, err = (stream.decode() for stream in proc.communicate(timeout=300))
         assert proc.returncode == 0, err
         assert f"replay into {interrupted!r} (resumes from its checkpoint) paused" in err, err
-
-        def counts(summary: str) -> str:  # what was replayed, without the time it took
-            return summary.split("records/s): ", 1)[1].splitlines()[0]
-
         assert counts(out) == counts(uninterrupted.stdout)
         diffs = diff_profiles(produced.expected, stored_views(topics, interrupted, produced.as_of_ms))
         assert not diffs, f"{len(diffs)} differences:\n" + "\n".join(diffs[:40])
@@ -236,26 +270,10 @@ def test_an_outage_after_the_last_chunk_runs_only_the_end_of_the_replay_again(
     runs the end of the replay again without re-reading a record, and reports the whole replay, as an
     uninterrupted one does."""
     settings = produced.topics.settings
-
-    def run(namespace: str) -> Progress:
-        return asyncio.run(
-            replay_through_outages(
-                settings,
-                into=namespace,
-                topics=raw_topics(settings, None),
-                from_ms=None,
-                to_ms=None,
-                chunk=20_000,
-                quiet=True,
-                retrain=False,
-            )
-        )
-
     reference, interrupted = fresh(), fresh()
-    uninterrupted = run(reference)
+    uninterrupted = replay_in_process(settings, reference, 20_000)
     hand_overs: list[int] = []
-    consumed: list[int] = []
-    original_hand_over, original_chunk = Replay._hand_over, Replay._chunk
+    original_hand_over = Replay._hand_over
 
     async def failing_once(self: Replay) -> None:
         hand_overs.append(self.counters.consumed)
@@ -263,15 +281,40 @@ def test_an_outage_after_the_last_chunk_runs_only_the_end_of_the_replay_again(
             raise RedisConnectionError("injected")
         await original_hand_over(self)
 
-    async def counted(self: Replay, records: list[RawRecord], seq: int, partitions: int) -> int:
-        consumed.append(len(records))
-        return await original_chunk(self, records, seq, partitions)
-
     monkeypatch.setattr(Replay, "_hand_over", failing_once)
-    monkeypatch.setattr(Replay, "_chunk", counted)
-    resumed = run(interrupted)
+    consumed = chunks_read(monkeypatch)
+    resumed = replay_in_process(settings, interrupted, 20_000)
     assert hand_overs == [uninterrupted.total, uninterrupted.total]
     assert sum(consumed) == uninterrupted.total  # the second attempt read nothing
+    fields = ("done", "total", "applied", "rejected", "erased", "written")
+    assert [getattr(resumed, f) for f in fields] == [getattr(uninterrupted, f) for f in fields]
+    assert namespace_hash(produced, interrupted) == namespace_hash(produced, reference)
+
+
+def test_a_chunk_written_whose_reply_is_lost_counts_once(produced: Produced, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The connection drops after Redis ran a chunk's transaction, before its reply (injected): the command
+    resumes from the checkpoint written in that transaction, so it neither reads the chunk again nor counts
+    it twice or not at all. (Before 2026-12-05 the checkpoint was a later write: an outage between the two
+    made the chunk count twice, or its profile writes not at all.)"""
+    settings = produced.topics.settings
+    reference, interrupted = fresh(), fresh()
+    uninterrupted = replay_in_process(settings, reference, 5_000)
+    saves: list[int] = []
+    original_save = ProfileStore.save
+
+    async def reply_lost_once(self: ProfileStore, writes: Any, *args: Any, **kwargs: Any) -> list[str]:
+        refused = await original_save(self, writes, *args, **kwargs)
+        saves.append(len(writes))
+        if len(saves) == 2:
+            raise RedisConnectionError("injected: the reply was lost")
+        return refused
+
+    monkeypatch.setattr(ProfileStore, "save", reply_lost_once)
+    consumed = chunks_read(monkeypatch)
+    resumed = replay_in_process(settings, interrupted, 5_000)
+    assert len(saves) > 2
+    assert saves[1] > 0
+    assert sum(consumed) == uninterrupted.total  # the written chunk was not read again
     fields = ("done", "total", "applied", "rejected", "erased", "written")
     assert [getattr(resumed, f) for f in fields] == [getattr(uninterrupted, f) for f in fields]
     assert namespace_hash(produced, interrupted) == namespace_hash(produced, reference)
@@ -732,6 +775,7 @@ def test_retrain_rebuilds_the_models_into_the_namespace_and_resumes_after_a_kill
     assert resumed.returncode == 0, resumed.stderr
     assert "with the interrupted replay's chunk of 2000 records, not 700" in resumed.stderr
     assert namespace_hash(produced, killed) == namespace_hash(produced, reference)
+    assert counts(resumed.stdout) == counts(out.stdout)  # examples learned included
 
     newest = asyncio.run(_newest_models(settings, [reference, killed]))
     trained = {name for name, meta in newest[reference].items() if meta is not None and meta.examples_seen > 0}
