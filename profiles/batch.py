@@ -12,7 +12,7 @@ from typing import Final
 
 import msgspec
 
-from profiles.apply import NOT_DECODED, apply_resolved, event_of, new_state_for
+from profiles.apply import NOT_DECODED, CorruptRecordError, apply_resolved, event_of, new_state_for
 from profiles.config import FoldConfig
 from profiles.erasure import event_ids
 from profiles.fold import compact
@@ -29,6 +29,17 @@ class _EventId(msgspec.Struct):
 
 # Only the id: the event itself was validated when it was resolved.
 _EVENT_ID: Final = msgspec.json.Decoder(_EventId)
+
+
+class FoldFailedError(Exception):
+    """Folding the record at position ``at`` raised: a defect, since every record the fold is given passed
+    validation or was written by the resolver. Folding it again cannot succeed (the fold is pure), so the
+    caller sets the record aside and folds the batch again without it, from the stored states: this fold's
+    states may be half-changed."""
+
+    def __init__(self, at: int, cause: Exception) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}"[:1000])
+        self.at = at
 
 
 class BatchFold:
@@ -87,7 +98,16 @@ class BatchFold:
             self.erased.setdefault(pid, receipt)
 
     def apply(self, record: Resolved, partition: int, at: int) -> list[Resolved]:
-        """Fold one record at position ``at``; returns the records it emits."""
+        """Fold one record at position ``at``; returns the records it emits. Raises ``CorruptRecordError``
+        (nothing changed) or ``FoldFailedError``."""
+        try:
+            return self._apply(record, partition, at)
+        except (CorruptRecordError, MemoryError):
+            raise
+        except Exception as exc:
+            raise FoldFailedError(at, exc) from exc
+
+    def _apply(self, record: Resolved, partition: int, at: int) -> list[Resolved]:
         pid = record.profile_id
         if record.kind == "erase" and record.other_profile is not None:
             # The marker was set before this record was sent; it is missing only if Redis lost it.

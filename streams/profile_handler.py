@@ -51,7 +51,7 @@ from faust.types import TP
 from redis.exceptions import RedisError
 
 from profiles.apply import CorruptRecordError
-from profiles.batch import BatchFold
+from profiles.batch import BatchFold, FoldFailedError
 from profiles.config import FoldConfig
 from profiles.model_store import ModelStore
 from profiles.pending_store import PendingStore
@@ -110,6 +110,9 @@ class ProfileHandler:
         )
         self.resolved_partitions: set[int] = set()
         self.foreign: set[str] = set()  # other namespaces whose envelopes were seen (and skipped)
+        #: (partition, position) → why: records of the batch in hand whose fold raised, dead-lettered when it is
+        #: folded again without them
+        self.unfoldable: dict[tuple[int, int], str] = {}
         pending = PendingStore(store.redis, store.namespace)
         self.raw_topics = {full_name(spec, prefix) for spec in RAW_EVENT_TOPICS}
         self.sources = (
@@ -285,22 +288,51 @@ class ProfileHandler:
             for r in envelope.records
             if r.kind == "merge_out" and r.other_profile is not None
         }
-        cached, missing = self.owned.split(profile_ids)
+        while True:
+            cached, missing = self.owned.split(profile_ids)
+            try:
+                stored_positions, loaded, erased = await self.store.read_for_apply(
+                    self.resolved_topic,
+                    [p.tp.partition for p in parts],
+                    missing,
+                    list(dict.fromkeys([*profile_ids, *handed_to])),
+                )
+                stale = {p.tp for p in parts if stored_positions.get(p.tp.partition, 0) != p.start}
+                if stale:
+                    self.owned.clear()  # Redis may have lost writes that the cached states contain
+                    raise StalePosition(stale)
+                await self._apply_decoded(parts, records, decoded, {**cached, **loaded}, erased)
+            except FoldFailedError:
+                self.owned.drop(profile_ids)  # changed in place: the batch again, from the stored states
+                continue
+            except BaseException:
+                self.owned.drop(profile_ids)
+                raise
+            self.unfoldable.clear()
+            return
+
+    def _fold_record(
+        self, fold: BatchFold, record: Resolved, partition: int, at: int, emitted: list[Resolved]
+    ) -> tuple[str, str] | None:
+        """Fold one record, adding what it emits to ``emitted``; or the reason code and message to dead-letter
+        it with. A record whose fold raised is remembered and ``FoldFailedError`` raised again: the caller
+        applies the batch again, from the stored states, and this record is then dead-lettered."""
+        failure = self.unfoldable.get((partition, at))
+        if failure is not None:
+            return "fold_error", failure
         try:
-            stored_positions, loaded, erased = await self.store.read_for_apply(
-                self.resolved_topic,
-                [p.tp.partition for p in parts],
-                missing,
-                list(dict.fromkeys([*profile_ids, *handed_to])),
-            )
-            stale = {p.tp for p in parts if stored_positions.get(p.tp.partition, 0) != p.start}
-            if stale:
-                self.owned.clear()  # Redis may have lost writes that the cached states contain
-                raise StalePosition(stale)
-            await self._apply_decoded(parts, records, decoded, {**cached, **loaded}, erased)
-        except BaseException:
-            self.owned.drop(profile_ids)
+            emitted.extend(fold.apply(record, partition, at))
+        except CorruptRecordError as exc:
+            return "corrupt_resolved_record", str(exc)
+        except FoldFailedError as exc:
+            self.unfoldable[partition, at] = str(exc)
+            log.error(
+                "folding the record at position %d of %s[%d] raised (a defect): it is dead-lettered as fold_error "
+                "and the batch applied again without it",
+                at, self.resolved_topic, partition, exc_info=exc.__cause__,
+            )  # fmt: skip
             raise
+        return None
 
     def _own(self, envelope: Envelope | None) -> Envelope | None:
         """The envelope, or an empty one if another namespace's worker sent it: that worker resolved the same
@@ -340,11 +372,10 @@ class ProfileHandler:
                 out.append(self._dead(raw.key, raw.value or b"", source, reason, now))
                 continue
             for index, record in enumerate(envelope.records):
-                try:
-                    emitted.extend(fold.apply(record, partition, position(raw.offset, index)))
-                except CorruptRecordError as exc:
+                unfolded = self._fold_record(fold, record, partition, position(raw.offset, index), emitted)
+                if unfolded is not None:
                     # Only this record, as a one-record envelope: the envelope's other records are applied.
-                    reason = DeadLetter("corrupt_resolved_record", f"records[{index}]", str(exc))
+                    reason = DeadLetter(unfolded[0], f"records[{index}]", unfolded[1])
                     alone = ENCODER.encode(Envelope([record], namespace=envelope.namespace))
                     out.append(self._dead(raw.key, alone, source, reason, now))
             if models is not None and (envelope.sources is not None or envelope.applied is not None):

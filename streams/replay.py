@@ -51,7 +51,7 @@ from kafka.structs import OffsetAndMetadata
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from profiles.batch import BatchFold
+from profiles.batch import BatchFold, FoldFailedError
 from profiles.config import FoldConfig
 from profiles.namespaces import Namespaces
 from profiles.store import ProfileStore
@@ -113,6 +113,7 @@ class Progress:
     written: int  # profile writes (a profile rewritten by several chunks counts each time)
     elapsed_s: float  # by this command
     examples: int = 0  # labelled examples the models learned (--retrain)
+    unfoldable: int = 0  # records whose fold raised (a defect), set aside
     #: raw partitions where the namespace's workers will start reading where the replay ended
     handed_over: int = 0
     resumed_at: int = 0  # records this command found done: its rate counts only its own
@@ -123,7 +124,7 @@ class Progress:
 
 
 #: The counts a checkpoint keeps.
-TALLIED: Final = ("applied", "rejected", "erased", "written", "examples")
+TALLIED: Final = ("applied", "rejected", "erased", "written", "examples", "unfoldable")
 
 
 @dataclass
@@ -137,6 +138,7 @@ class Counters:
     erased: int = 0
     written: int = 0
     examples: int = 0
+    unfoldable: int = 0
     consumed: int = 0
     started: float = field(default_factory=time.monotonic)
     resumed_at: int | None = None
@@ -353,6 +355,9 @@ class Replay:
         # and decoding every touched profile again for each chunk was the largest single cost of a replay.
         self.owned = OwnedStates(settings.stream.owned_profiles_cached)
         self.handed_over = 0
+        #: sequence numbers of records whose fold raised (``FoldFailedError``): set aside when the chunk is
+        #: folded again, as the live worker dead-letters them (``fold_error``)
+        self.unfoldable: set[int] = set()
 
     async def plan(self, topics: Sequence[str], from_ms: int | None, to_ms: int | None) -> Plan:
         """What to replay: the unfinished plan of the namespace's checkpoint (resume), or, after a finished
@@ -499,7 +504,7 @@ class Replay:
             learned = 0 if self.models is None else self.models.learned
             fold = BatchFold({}, {}, self.config, positional=False, causes=causes, hooks=tracking, decoded=decoded)
             try:
-                end = await self._fold(fold, resolution.records, seq, partitions)
+                end, skipped_events = await self._fold(fold, resolution.records, seq, partitions)
                 ops = None
                 if self.models is not None and tracking is not None:
                     ops = await self.models.after_chunk(fold, tracking, seq, self.store)
@@ -507,7 +512,8 @@ class Replay:
                     ops = chained(await self.segments.after_chunk(fold), ops)
                 writes = fold.writes(int(time.time() * 1000))
                 counts = self.counters.tally()
-                counts["applied"] += resolution.kept
+                counts["applied"] += resolution.kept - skipped_events
+                counts["unfoldable"] += sum(1 for at in self.unfoldable if seq < at <= end)
                 counts["rejected"] += len(resolution.refused)
                 counts["erased"] += resolution.erased
                 counts["written"] += len(writes)
@@ -519,6 +525,15 @@ class Replay:
                 refused = await self.store.save(
                     writes, ops, atomic=True, if_all_written=(key, orjson.dumps(checkpoint(end, counts)))
                 )
+            except FoldFailedError as failed:
+                self.owned.drop(fold.stored)  # changed in place: the chunk again, from the stored states
+                self.unfoldable.add(failed.at)
+                log.error(
+                    "folding record %d of the replay into %s raised (a defect): it is set aside and the chunk "
+                    "folded again without it",
+                    failed.at, self.store.namespace, exc_info=failed.__cause__,
+                )  # fmt: skip
+                continue
             except BaseException:
                 self.owned.drop(fold.stored)  # changed in place, not written
                 raise
@@ -539,11 +554,13 @@ class Replay:
             # a fresh namespace, the documented path, never meets a refusal).
             log.info("%d profiles changed under the replay; folding the chunk again", len(refused))
 
-    async def _fold(self, fold: BatchFold, records: list[Resolved], seq: int, partitions: int) -> int:
+    async def _fold(self, fold: BatchFold, records: list[Resolved], seq: int, partitions: int) -> tuple[int, int]:
         """The chunk's records, then what they emit (hand-overs, forwards), in rounds, until nothing is left;
         numbered from ``seq`` (a forward's origin is its position: a chunk folded again numbers the same).
-        Returns the next number."""
+        Returns the next number and how many of the chunk's own events were set aside as unfoldable."""
         pending = records
+        skipped_events = 0
+        first = seq + len(records)
         while pending:
             todo = [(seq + i + 1, r) for i, r in enumerate(pending)]
             seq += len(pending)
@@ -557,20 +574,24 @@ class Replay:
             partition_of = {pid: resolved_partition(pid, partitions) for pid in {r.profile_id for _, r in todo}}
             pending = []
             for at, record in todo:
+                if at in self.unfoldable:
+                    skipped_events += at <= first and record.kind == "event"
+                    continue
                 pending += fold.apply(record, partition_of[record.profile_id], at)
-        return seq
+        return seq, skipped_events
 
     def _progress(self, plan: Plan) -> Progress:
         c = self.counters
         return Progress(
-            c.consumed,
-            plan.total,
-            c.applied,
-            c.rejected,
-            c.erased,
-            c.written,
-            time.monotonic() - c.started,
-            c.examples,
-            self.handed_over,
-            c.resumed_at or 0,
+            done=c.consumed,
+            total=plan.total,
+            applied=c.applied,
+            rejected=c.rejected,
+            erased=c.erased,
+            written=c.written,
+            elapsed_s=time.monotonic() - c.started,
+            examples=c.examples,
+            unfoldable=c.unfoldable,
+            handed_over=self.handed_over,
+            resumed_at=c.resumed_at or 0,
         )

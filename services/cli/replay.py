@@ -92,7 +92,9 @@ def replay(
     typer.echo(
         f"replayed {result.done:,} records into {into!r} in {result.elapsed_s:.1f} s ({result.rate:,.0f} records/s): "
         f"{result.applied:,} events applied, {result.rejected:,} rejected, {result.erased:,} erased, "
-        f"{result.written:,} profile writes" + (f", {result.examples:,} model examples learned" if retrain else "")
+        f"{result.written:,} profile writes"
+        + (f", {result.examples:,} model examples learned" if retrain else "")
+        + (f", {result.unfoldable:,} records set aside: their fold raised (see the log)" if result.unfoldable else "")
     )
     if result.handed_over:
         typer.echo(

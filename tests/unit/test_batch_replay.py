@@ -3,10 +3,14 @@ bytes it compared, and folds events its resolution already decoded exactly as it
 
 from __future__ import annotations
 
-from profiles.apply import new_state_for
-from profiles.batch import BatchFold
+import pytest
+
+import profiles.batch
+from profiles.apply import CorruptRecordError, new_state_for
+from profiles.batch import BatchFold, FoldFailedError
 from profiles.state import encode
 from profiles.store import ABSENT, Stored, watermark_bytes
+from schemas.resolved import Resolved
 from tests.unit.test_apply import CONFIG, event, parsed, resolved, run
 
 
@@ -75,3 +79,24 @@ def test_an_event_decoded_beforehand_is_not_decoded_again() -> None:
     (write,) = fold.writes(99)
     assert write.state is not None
     assert write.state.orders == 1, "the event given for these bytes was folded"
+
+
+def test_a_fold_that_raises_names_the_record_and_a_corrupt_record_stays_a_corrupt_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What the callers tell apart: a defect (``FoldFailedError``, with the record's position: set aside and
+    the batch folded again) from a record the resolver cannot have written (``CorruptRecordError``:
+    dead-lettered, nothing changed)."""
+    first = event(n=1, customer_id="c-1")
+    fold = _replay_fold(_stored(first))
+    with pytest.raises(CorruptRecordError):
+        fold.apply(Resolved(kind="forward", profile_id="c-1", event=first), 0, 5)
+
+    def defect(*_: object, **__: object) -> None:
+        raise KeyError("bucket")
+
+    monkeypatch.setattr(profiles.batch, "apply_resolved", defect)
+    with pytest.raises(FoldFailedError, match=r"^KeyError: 'bucket'$") as failed:
+        fold.apply(resolved(event(n=2, customer_id="c-1"), "c-1", offset=2), 0, 6)
+    assert failed.value.at == 6
+    assert isinstance(failed.value.__cause__, KeyError)

@@ -1,0 +1,28 @@
+"""A defect injected into the fold of a ``rapport`` subprocess (tests only; Python imports this module at
+start-up when its directory is on ``PYTHONPATH``).
+
+With ``RAPPORT_TEST_UNFOLDABLE_EVENT`` set, folding the event whose JSON contains that text changes the
+profile in place and then raises, as a real defect could: the worker and the replay must set the record
+aside, fold the rest from the stored states, and never keep the half-changed profile.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+_marker = os.environ.get("RAPPORT_TEST_UNFOLDABLE_EVENT", "").encode()
+
+if _marker:
+    import profiles.batch
+
+    _module = vars(profiles.batch)  # the name the fold calls, not profiles.apply's
+    _original = _module["apply_resolved"]
+
+    def _defective(state: Any, record: Any, **kwargs: Any) -> Any:
+        result = _original(state, record, **kwargs)
+        if record.event is not None and _marker in record.event:
+            raise ZeroDivisionError("injected defect")
+        return result
+
+    _module["apply_resolved"] = _defective

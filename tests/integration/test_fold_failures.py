@@ -1,0 +1,81 @@
+"""A record whose fold raises (a defect: it passed validation) must not stall its partition. The live worker
+dead-letters it as ``fold_error`` and applies the rest of its batch, its envelope included, from the stored
+states; a replay sets it aside and counts it; both end with the same namespace. Before 2026-12-05 the
+worker retried such a batch without end: every customer of the partition stopped updating.
+
+The defect is injected into the subprocesses (``tests/fault_injection/sitecustomize.py``): folding the
+poisoned event changes the profile in place, then raises.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from profiles.config import HOUR_MS
+from schemas.resolved import DECODER
+from tests.integration.test_corrupt_resolved import click
+from tests.kafka_support import Topics, produce_raw, rapport
+from tests.worker_support import Worker, stored_views, wait_until_caught_up
+
+pytestmark = pytest.mark.integration
+
+INJECTION = Path(__file__).resolve().parents[1] / "fault_injection"
+
+
+def test_a_record_whose_fold_raises_is_dead_lettered_and_the_rest_applied(topics: Topics, tmp_path: Path) -> None:
+    poison = f"ev-poison-{uuid.uuid4().hex[:6]}"
+    fault = {
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(INJECTION), os.environ.get("PYTHONPATH")])),
+        "RAPPORT_TEST_UNFOLDABLE_EVENT": poison,
+    }
+    live, replayed = (f"t{uuid.uuid4().hex[:8]}" for _ in range(2))
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+    # One customer's events share a raw partition, so they are resolved into the same envelope: the poisoned
+    # record's neighbours in it must be applied.
+    lines = [
+        click(f"ev-{i}" if i != 2 else poison, start + timedelta(minutes=i), "c-poisoned", "a-poisoned")
+        for i in range(5)
+    ]
+    lines += [click(f"ev-other-{i}", start + timedelta(minutes=i), f"c-{i}", f"a-{i}") for i in range(20)]
+    produce_raw(topics, lines)
+
+    worker = Worker(topics, live, tmp_path, extra_env=fault)
+    worker.start()
+    try:
+        wait_until_caught_up(topics, live, worker)
+        assert worker.alive()
+    finally:
+        worker.stop()
+    log = "\n".join(p.read_text(errors="replace") for p in tmp_path.glob("worker-*.log"))
+    assert "raised (a defect): it is dead-lettered as fold_error" in log, worker.troubles()
+
+    as_of = (int(start.timestamp() * 1000) // HOUR_MS + 4) * HOUR_MS
+    views = stored_views(topics, live, as_of)
+    assert views["c-poisoned"]["meta"]["events_applied"] == 4  # type: ignore[index]
+    assert views["c-poisoned"]["behaviour"]["clicks"]["page_view"] == 4  # type: ignore[index]
+    assert {f"c-{i}" for i in range(20)} <= views.keys()
+
+    dead = [r for r in topics.read(["events.dlq"], expected=1) if dict(r.headers)["rapport.reason"] == b"fold_error"]
+    assert len(dead) == 1, dead
+    headers = {k: v.decode() for k, v in dead[0].headers}
+    assert headers["rapport.source.topic"] == topics.names["events.resolved"]
+    assert headers["rapport.path"].startswith("records[")
+    assert headers["rapport.message"] == "ZeroDivisionError: injected defect"
+    envelope = DECODER.decode(dead[0].value)
+    assert [(r.kind, r.profile_id) for r in envelope.records] == [("event", "c-poisoned")]
+    assert poison.encode() in (envelope.records[0].event or b"")
+
+    # A replay of the same topics under the same defect sets the record aside, says so, and rebuilds what
+    # the worker kept.
+    out = rapport("replay", "--into", replayed, "--quiet", env={**topics.env, **fault})
+    assert out.returncode == 0, out.stderr
+    assert "1 records set aside: their fold raised" in out.stdout, out.stdout
+    assert f"{len(lines) - 1} events applied" in out.stdout, out.stdout
+    assert "raised (a defect): it is set aside" in out.stderr
+    hashes = {rapport("namespace", "hash", ns, env=topics.env).stdout.split()[0] for ns in (live, replayed)}
+    assert len(hashes) == 1, hashes
