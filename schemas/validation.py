@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Final
 
@@ -44,6 +44,7 @@ class Reason(StrEnum):
     INVALID_VALUE = "invalid_value"
     INVALID_TIMESTAMP = "invalid_timestamp"
     TIMESTAMP_IN_FUTURE = "timestamp_in_future"
+    TIMESTAMP_TOO_OLD = "timestamp_too_old"
     UNSUPPORTED_SCHEMA_VERSION = "unsupported_schema_version"
 
 
@@ -86,10 +87,16 @@ class Rejection:
         }
 
 
+#: The default oldest event time accepted: a timestamp before it is almost always an unset clock or field
+#: (1970-01-01, 0001-01-01) or a typo in the year, and would date a profile's history decades back.
+OLDEST_TIMESTAMP: Final = datetime(2000, 1, 1, tzinfo=UTC)
+
+
 @dataclass(frozen=True, slots=True)
 class ValidationLimits:
     max_event_bytes: int = 64 * 1024
     future_tolerance: timedelta = field(default_factory=lambda: timedelta(minutes=5))
+    oldest: datetime = OLDEST_TIMESTAMP
 
 
 _TIMESTAMP_FIELDS: Final = frozenset({"timestamp", "received_at"})
@@ -109,6 +116,9 @@ def validate_event(raw: bytes, *, now: datetime, limits: ValidationLimits) -> An
     if event.timestamp - now > limits.future_tolerance:
         ahead = f"more than {limits.future_tolerance} ahead of {now.isoformat()}"
         return _reject(Reason.TIMESTAMP_IN_FUTURE, "timestamp", f"{event.timestamp.isoformat()} is {ahead}")
+    if event.timestamp < limits.oldest:
+        before = f"before the oldest accepted, {limits.oldest.isoformat()}"
+        return _reject(Reason.TIMESTAMP_TOO_OLD, "timestamp", f"{event.timestamp.isoformat()} is {before}")
     return event
 
 

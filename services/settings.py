@@ -12,11 +12,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import AwareDatetime, BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from profiles.config import FoldConfig
-from schemas.validation import ValidationLimits
+from schemas.validation import OLDEST_TIMESTAMP, ValidationLimits
 
 if TYPE_CHECKING:
     from profiles.models.specs import ModelSpec
@@ -139,9 +139,12 @@ class ValidationSettings(BaseModel):
     future_tolerance_s: float = Field(
         300.0, ge=0, description="How far ahead of the validator's clock an event timestamp may be."
     )
+    oldest_timestamp: AwareDatetime = Field(
+        OLDEST_TIMESTAMP, description="Events dated before this instant are rejected (timestamp_too_old)."
+    )
 
     def limits(self) -> ValidationLimits:
-        return ValidationLimits(self.max_event_bytes, timedelta(seconds=self.future_tolerance_s))
+        return ValidationLimits(self.max_event_bytes, timedelta(seconds=self.future_tolerance_s), self.oldest_timestamp)
 
 
 class ApiSettings(BaseModel):

@@ -172,6 +172,8 @@ MALFORMED: list[tuple[str, bytes, Reason, str]] = [
     ("garbage timestamp", orjson.dumps({**CLICK, "timestamp": "yesterday"}), Reason.INVALID_TIMESTAMP, "timestamp"),
     ("epoch timestamp", orjson.dumps({**CLICK, "timestamp": 1710443000}), Reason.INVALID_TIMESTAMP, "timestamp"),
     ("future", orjson.dumps({**CLICK, "timestamp": "2999-01-01T00:00:00Z"}), Reason.TIMESTAMP_IN_FUTURE, "timestamp"),
+    ("epoch zero", orjson.dumps({**CLICK, "timestamp": "1970-01-01T00:00:00Z"}), Reason.TIMESTAMP_TOO_OLD, "timestamp"),
+    ("year 1", orjson.dumps({**CLICK, "timestamp": "0001-01-01T00:00:00Z"}), Reason.TIMESTAMP_TOO_OLD, "timestamp"),
     ("schema v2", orjson.dumps({**CLICK, "schema_version": 2}), Reason.UNSUPPORTED_SCHEMA_VERSION, "schema_version"),
     ("oversized", orjson.dumps({**CLICK, "properties": {"pad": "x" * 70_000}}), Reason.PAYLOAD_TOO_LARGE, ""),
 ]
@@ -193,6 +195,20 @@ def test_future_tolerance_is_a_limit_not_a_constant() -> None:
     event = orjson.dumps({**CLICK, "timestamp": "2025-03-20T12:06:00Z"})
     loose = ValidationLimits(future_tolerance=timedelta(minutes=10))
     assert not isinstance(validate_event(event, now=NOW, limits=loose), Rejection)
+
+
+def test_the_oldest_timestamp_is_a_limit_and_is_inclusive() -> None:
+    def at(when: str) -> bytes:
+        return orjson.dumps({**CLICK, "timestamp": when})
+
+    assert not isinstance(validate_event(at("2000-01-01T00:00:00Z"), now=NOW, limits=LIMITS), Rejection)
+    assert not isinstance(validate_event(at("2000-01-01T01:00:00+01:00"), now=NOW, limits=LIMITS), Rejection)
+    earlier = validate_event(at("1999-12-31T23:59:59.999Z"), now=NOW, limits=LIMITS)
+    assert isinstance(earlier, Rejection)
+    oldest = "2000-01-01T00:00:00+00:00"
+    assert earlier.message == f"1999-12-31T23:59:59.999000+00:00 is before the oldest accepted, {oldest}"
+    history = ValidationLimits(oldest=datetime(1990, 1, 1, tzinfo=UTC))
+    assert not isinstance(validate_event(at("1995-06-01T00:00:00Z"), now=NOW, limits=history), Rejection)
 
 
 def test_size_limit_is_configurable() -> None:
