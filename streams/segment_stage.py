@@ -21,6 +21,12 @@ the models a segment's rule reads change, the existing profiles are evaluated ag
 definition (a *sweep*, caused by the models), at most once per ``sweep_interval_s`` per segment: versions
 come every few seconds while a trainer learns, and each sweep scores every profile.
 
+Failures: an evaluation that raises is a defect (rules' own errors are absorbed as CEL does,
+``profiles.segments.ops``), and the same state would raise again on every retry. So it does not fail the
+batch, which would stall every profile of the partition. The profile's memberships are left as they were;
+the error is logged with its traceback; a due timer is tried again ``FAILED_RETRY_MS`` later. The next
+change of the profile evaluates it again.
+
 Granularity: a batch evaluates each profile once, after all its events in the batch; a customer entering
 and leaving within one batch (milliseconds apart) produces no change.
 
@@ -39,6 +45,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Final
 
 import msgspec
 from redis.asyncio import Redis
@@ -58,7 +65,7 @@ from profiles.segments.changes import (
     TimerCause,
     erasure_exits,
 )
-from profiles.segments.membership import LiveSegment, Segments, reevaluate
+from profiles.segments.membership import LiveSegment, Reevaluation, Segments, reevaluate
 from profiles.state import ProfileState
 from profiles.store import ProfileStore
 from services.model_cache import ModelCache
@@ -68,6 +75,9 @@ _ENCODER = msgspec.json.Encoder()
 log = logging.getLogger(__name__)
 
 PipelineOps = Callable[[Redis], None]
+#: When a profile's evaluation raised, its timer is due again this much later: not at every tick, where a
+#: crowd of such profiles would fill the ``due`` steps.
+FAILED_RETRY_MS: Final = 60 * 60 * 1000
 #: A profile's scores at an instant (event time), for the rules that read them.
 Scoring = Callable[[ProfileState, int], Mapping[str, float]]
 
@@ -248,8 +258,9 @@ class SegmentStage:
                 continue
             at = max(now_ms, membership.evaluated_at_ms or 0, state.last_event_ms or 0)
             previous = {n: v for n, v in membership.segments.items() if n in group}
-            scores = scoring(state, at)
-            result = reevaluate(state, previous, only, at_ms=at, cause=causes, config=self.config, scores=scores)
+            result = self._reevaluate(state, previous, only, at=at, cause=causes, scoring=scoring)
+            if result is None:
+                continue
             out += self._records(result.changes)
             others = {n: v for n, v in membership.segments.items() if n not in group}
             writes.append((pid, membership, {**others, **result.memberships}, at, result.timer_ms))
@@ -284,10 +295,9 @@ class SegmentStage:
             membership = before[pid]
             at = max(state.last_event_ms or 0, membership.evaluated_at_ms or 0)
             cause = EventCause(fold.last_event_id.get(pid, ""))
-            scores = scoring(state, at)
-            result = reevaluate(
-                state, membership.segments, segments, at_ms=at, cause=cause, config=self.config, scores=scores
-            )
+            result = self._reevaluate(state, membership.segments, segments, at=at, cause=cause, scoring=scoring)
+            if result is None:
+                continue
             out += self._records(result.changes)
             writes.append((pid, membership, result.memberships, at, result.timer_ms))
         for pid, erasure_id in fold.deleted.items():
@@ -319,6 +329,7 @@ class SegmentStage:
         before = await self.store.memberships(pids)
         out: list[Outgoing] = []
         writes: list[tuple[int, str, Membership, Mapping[str, int], int | None, int | None]] = []
+        retries: list[tuple[int, str]] = []
         for partition, pid in due:
             state: ProfileState | None = states[pid].state
             membership = before[pid]
@@ -326,11 +337,12 @@ class SegmentStage:
                 writes.append((partition, pid, membership, {}, None, None))
                 continue
             at = max(now_ms, membership.evaluated_at_ms or 0, state.last_event_ms or 0)
-            cause: Cause = TimerCause(at)
-            scores = scoring(state, at)
-            result = reevaluate(
-                state, membership.segments, segments, at_ms=at, cause=cause, config=self.config, scores=scores
+            result = self._reevaluate(
+                state, membership.segments, segments, at=at, cause=TimerCause(at), scoring=scoring
             )
+            if result is None:
+                retries.append((partition, pid))
+                continue
             out += self._records(result.changes)
             writes.append((partition, pid, membership, result.memberships, at, result.timer_ms))
 
@@ -338,8 +350,34 @@ class SegmentStage:
             for partition, pid, membership, now_in, at, timer in writes:
                 self.store.write_membership(pipe, pid, membership, now_in, at)
                 self.store.set_timer(pipe, partition, pid, timer)
+            for partition, pid in retries:
+                self.store.set_timer(pipe, partition, pid, now_ms + FAILED_RETRY_MS)
 
         return out, ops, len(due) >= limit
+
+    def _reevaluate(
+        self,
+        state: ProfileState,
+        previous: Mapping[str, int],
+        segments: Segments,
+        *,
+        at: int,
+        cause: Cause | Mapping[str, Cause],
+        scoring: Scoring,
+    ) -> Reevaluation | None:
+        """The profile's memberships at ``at``, or None if evaluating them raised (see "Failures" above)."""
+        try:
+            return reevaluate(
+                state, previous, segments, at_ms=at, cause=cause, config=self.config, scores=scoring(state, at)
+            )
+        except MemoryError:
+            raise
+        except Exception:
+            log.exception(
+                "evaluating the segments of %s raised (a defect): its memberships are left as they were",
+                state.profile_id,
+            )
+            return None
 
     def _records(self, changes: list[SegmentChange]) -> list[Outgoing]:
         if self._superseded_by is not None:

@@ -7,22 +7,25 @@ promoted in place of keeps its memberships but publishes no change."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 from unittest.mock import ANY
 
 import msgspec
 import pytest
 from redis.asyncio import Redis
 
+import streams.segment_stage
 from profiles.batch import BatchFold
 from profiles.config import FoldConfig
 from profiles.namespaces import SERVING, SUPERSEDED, Namespaces
 from profiles.segment_store import Membership, SegmentStore
 from profiles.segments import SegmentChange
-from profiles.state import new_profile
+from profiles.segments.membership import Reevaluation, reevaluate
+from profiles.state import ProfileState, new_profile
 from profiles.store import ABSENT, ProfileStore, ProfileWrite
 from services.settings import Settings
 from streams.outbox import Outgoing
-from streams.segment_stage import PipelineOps, SegmentStage
+from streams.segment_stage import FAILED_RETRY_MS, PipelineOps, SegmentStage
 from tests.redis_support import scratch_namespace
 
 pytestmark = pytest.mark.integration
@@ -173,6 +176,55 @@ async def _check_superseded(settings: Settings) -> None:
         ]
         for namespace, stage in stages.items():
             assert await stage.store.members("buyers", None, 10) == [f"{namespace}-c{n}" for n in range(1, 5)]
+
+
+def test_a_profile_whose_evaluation_raises_is_left_as_it_was_and_the_others_are_evaluated(
+    settings: Settings, local_stack: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A defect in the evaluation (injected: it raises for one profile) must not fail the batch, the timer
+    step or the evaluation of existing profiles, or the partition would stall: that profile keeps its
+    memberships, a due timer of it comes back an hour later, and every other profile is evaluated."""
+
+    def defective(state: ProfileState, *args: Any, **kwargs: Any) -> Reevaluation:
+        if state.profile_id == "c-bad":
+            raise ZeroDivisionError("injected defect")
+        return reevaluate(state, *args, **kwargs)
+
+    monkeypatch.setattr(streams.segment_stage, "reevaluate", defective)
+    asyncio.run(_check_defect(settings))
+
+
+async def _check_defect(settings: Settings) -> None:
+    async with scratch_namespace(settings, "segdefect") as (redis, namespace):
+        store = SegmentStore(redis, namespace)
+        await store.save("buyers", "", "transactions.orders >= 1", now_ms=NOW_MS)
+        stage = SegmentStage(store, FoldConfig(), "segments.changes", partitions=1, refresh_s=0.0)
+
+        batch = _a_buyer("c-bad")
+        batch.states["c-1"], batch.partition_of["c-1"] = _a_buyer("c-1").states["c-1"], 0
+        out, ops = await stage.after_batch(batch, NOW_MS)
+        await _write(redis, ops)
+        assert [(c.customer_id, c.change) for c in _decoded(out)] == [("c-1", "entered")]
+        assert (await store.memberships(["c-bad"]))["c-bad"].segments == {}
+
+        profiles = ProfileStore(redis, namespace)
+        states = [batch.states[pid] for pid in ("c-1", "c-bad")]
+        await profiles.save([ProfileWrite(s.profile_id, ABSENT, 0, s, True, partition=0) for s in states])
+        async with redis.pipeline(transaction=True) as pipe:
+            for pid in ("c-1", "c-bad"):
+                store.set_timer(pipe, 0, pid, NOW_MS - 1)
+            await pipe.execute()
+        out, ops, _ = await stage.due(profiles, {0}, NOW_MS, limit=10)
+        await _write(redis, ops)
+        assert _decoded(out) == []  # c-1 is in already
+        assert await redis.zscore(store.timers_key(0), "c-bad") == NOW_MS + FAILED_RETRY_MS
+        assert await store.due([0], NOW_MS + FAILED_RETRY_MS - 1, 10) == []
+
+        await store.save("buyers", "", "transactions.orders >= 2", now_ms=NOW_MS)  # c-1 is out of version 2
+        out, ops = await stage.backfill_step(profiles, {0}, NOW_MS)
+        await _write(redis, ops)
+        assert [(c.customer_id, c.change, c.segment_version) for c in _decoded(out)] == [("c-1", "exited", 2)]
+        assert await stage.unevaluated(NOW_MS) == set()
 
 
 def _a_buyer(pid: str) -> BatchFold:
