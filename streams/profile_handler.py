@@ -34,7 +34,9 @@ apply stage recognises by its raw coordinates (``profiles.apply``).
 this worker owns, and moves the models' event-time watermarks of those partitions (``streams.model_stage``).
 
 Redis or Kafka failures raise out of ``handle``: the runtime pauses and retries the same batch. Nothing is
-skipped and nothing infrastructural is dead-lettered.
+skipped and nothing infrastructural is dead-lettered. A record whose fold raises (a defect, which every
+retry would meet again) is set aside: the batch is applied again at once without it, from the stored
+states, and the record dead-lettered as ``fold_error``.
 """
 
 from __future__ import annotations
