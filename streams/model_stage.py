@@ -18,12 +18,21 @@ order of effects:
 
 A crash after the examples were sent and before the pipeline ran sends them again: the trainer recognises
 them by example id. Erased customers lose their pending snapshots, view and entries with the profile.
+
+Failures: a customer whose fold up to the watermark raises is a defect, and the same stored state would
+raise again on every retry of the batch, stalling every customer of the partition. So it does not fail the
+batch: the error is logged with its traceback, nothing of the customer's models' state is rewritten (its
+stored view, snapshots and entries stay; the batch's new entries are appended), and it is due again once
+its partition's watermark is ``FAILED_RETRY_MS`` further. Its examples are released then, if the defect
+was fixed meanwhile; none is lost.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Final
 
 from redis.asyncio import Redis
 
@@ -33,8 +42,8 @@ from profiles.models.labels import DEFAULT_LATENESS_MS, NAMESPACE_HEADER, Exampl
 from profiles.models.progress import PartitionProgress, watermark_target
 from profiles.models.specs import ModelSpec
 from profiles.models.tracking import ModelTracking
-from profiles.models.view import ModelView, view_of
-from profiles.pending_store import CustomerWrites, PendingStore
+from profiles.models.view import ModelView, new_view, view_of
+from profiles.pending_store import CustomerWrites, LoadedCustomers, PendingStore
 from profiles.store import ProfileStore
 from schemas.resolved import ApplyMarker, Envelope, SourceMarker, marker
 from streams.outbox import Outgoing
@@ -42,6 +51,12 @@ from streams.segment_stage import PipelineOps
 
 #: Most due profiles handled per partition and batch; the rest stay due for the next batches.
 DUE_PER_BATCH = 10_000
+
+#: How much further its partition's watermark must be before a customer whose fold raised is tried again (see
+#: "Failures" above): not at every batch, where a defect would flood the log.
+FAILED_RETRY_MS: Final = 60 * 60 * 1000
+
+log = logging.getLogger(__name__)
 
 
 class SourceProgress:
@@ -209,7 +224,7 @@ class ModelStage:
             if pid not in erased and at is not None and at <= watermarks.get(partition, 0):
                 due[pid] = partition
         loaded = await self.store.load_customers({pid: watermarks[partition] for pid, partition in due.items()})
-        views, entries = loaded.views, loaded.entries
+        views = loaded.views
         views.update({pid: v for pid, v in tracking.new_views.items() if pid in due and pid not in views})
         rebuilt = [pid for pid in due if pid not in views]
         if rebuilt:
@@ -221,18 +236,8 @@ class ModelStage:
             if view is None:  # gone: nothing more is due
                 writes.forget(partition, pid)
                 continue
-            watermark = watermarks[partition]
-            if pid in rebuilt:  # its view holds every stored entry already
-                done = tracking.fold(view, [], loaded.pending.get(pid, []), watermark)
-                writes.folded[pid] = (None, done.entries)
-            else:
-                done = tracking.fold(
-                    view, entries.get(pid, []), loaded.pending.get(pid, []), watermark, later_ms=loaded.later.get(pid)
-                )
-                writes.folded[pid] = (watermark, done.entries)
-            examples += done.examples
-            writes.pending[pid], writes.views[pid] = done.pending, done.view
-            writes.due.append((partition, pid, done.due))
+            where = (partition, watermarks[partition])
+            examples += _fold_due(tracking, pid, view, loaded, writes, at=where, rebuilt=pid in rebuilt)
         for pid, partition in tracking.touched.items():
             if pid in due or pid in erased:
                 continue
@@ -268,3 +273,39 @@ class ModelStage:
             if state is not None and state.customer_id is not None and state.last_event_ms is not None:
                 clock = max(watermarks.get(due[pid], 0), state.last_event_ms)
                 views[pid] = view_of(state, clock)
+
+
+def _fold_due(
+    tracking: ModelTracking,
+    pid: str,
+    view: ModelView,
+    loaded: LoadedCustomers,
+    writes: CustomerWrites,
+    *,
+    at: tuple[int, int],
+    rebuilt: bool,
+) -> list[Example]:
+    """Fold a due customer up to its partition's watermark (``at``: the partition and its watermark) into
+    ``writes``; returns the examples released. A fold that raises writes what "Failures" above says instead
+    and releases nothing."""
+    partition, watermark = at
+    stored, later = ([], None) if rebuilt else (loaded.entries.get(pid, []), loaded.later.get(pid))  # rebuilt: in it
+    try:
+        done = tracking.fold(view, stored, loaded.pending.get(pid, []), watermark, later_ms=later)
+    except MemoryError:
+        raise
+    except Exception:
+        log.exception(
+            "folding the models' entries of %s up to %d raised (a defect): it is set aside and due again later",
+            pid,
+            watermark,
+        )
+        if view is tracking.new_views.get(pid):  # the fold changed it in place: a fresh one is kept
+            writes.views[pid] = new_view(pid)
+        writes.appended[pid] = tracking.entries.get(pid, [])
+        writes.due.append((partition, pid, watermark + FAILED_RETRY_MS))
+        return []
+    writes.folded[pid] = (None if rebuilt else watermark, done.entries)
+    writes.pending[pid], writes.views[pid] = done.pending, done.view
+    writes.due.append((partition, pid, done.due))
+    return done.examples

@@ -1,8 +1,12 @@
-"""A trained, signed model published into a namespace, for tests of what reads served models."""
+"""Models for tests: a trained, signed model published into a namespace (for what reads served models), and
+the examples a retraining replay learns."""
 
 from __future__ import annotations
 
 import time
+import uuid
+
+from pydantic import SecretStr
 
 from profiles.config import FoldConfig
 from profiles.features import features
@@ -11,9 +15,13 @@ from profiles.models.labels import Example
 from profiles.models.snapshots import dump_snapshot
 from profiles.models.specs import CHURN_RISK, default_specs
 from profiles.models.trainer import ModelTrainer
+from profiles.namespaces import Namespaces
 from profiles.state import ProfileState
+from profiles.store import ProfileStore
 from services.redis_client import make_redis
 from services.settings import Settings
+from streams.replay import Replay, raw_topics
+from streams.replay_models import ReplayModels
 
 
 async def publish_churn_model(settings: Settings, namespace: str, label: float, secret: str) -> int:
@@ -36,3 +44,27 @@ async def publish_churn_model(settings: Settings, namespace: str, label: float, 
         return version
     finally:
         await redis.aclose()
+
+
+async def replayed_examples(settings: Settings, *, lag_s: float, secret: str, chunk: int = 2_000) -> list[Example]:
+    """The examples ``rapport replay --retrain`` learns from the raw topics of ``settings`` into a fresh
+    namespace (run in this process, so that they can be looked at; the trainers learn them as they would)."""
+    models = settings.models.model_copy(update={"watermark_lag_s": lag_s, "secret": SecretStr(secret)})
+    own = settings.model_copy(update={"models": models})
+    namespace = f"p{uuid.uuid4().hex[:8]}"
+    redis = make_redis(own)
+    try:
+        retrain = ReplayModels(own, redis, namespace, own.profile.fold_config())
+        learned: list[Example] = []
+        learn = retrain.trainers.learn_example
+
+        def spy(offset: int, example: Example) -> None:
+            learned.append(example)
+            learn(offset, example)
+
+        retrain.trainers.learn_example = spy  # type: ignore[method-assign]
+        runner = Replay(own, ProfileStore(redis, namespace), Namespaces(redis), chunk, models=retrain)
+        await runner.run(await runner.plan(raw_topics(own, None), None, None))
+    finally:
+        await redis.aclose()
+    return learned

@@ -5,21 +5,35 @@ worker retried such a batch without end: every customer of the partition stopped
 
 The defect is injected into the subprocesses (``tests/fault_injection/sitecustomize.py``): folding the
 poisoned event changes the profile in place, then raises.
+
+The same holds for the models' fold of a customer up to the watermark (``streams.model_stage``, shared by
+the worker and ``replay --retrain``): the customer is set aside and tried again later, the others' examples
+are released as without the defect. Tested through a retraining replay in this process, where the defect is
+patched in.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import uuid
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from profiles.config import HOUR_MS
+from profiles.models.labels import Example
+from profiles.models.tracking import ModelTracking
+from profiles.models.view import ModelView
 from schemas.resolved import DECODER
+from services.simulator import Simulation, SimulationConfig
 from tests.integration.test_corrupt_resolved import click
 from tests.kafka_support import Topics, produce_raw, rapport
+from tests.model_support import replayed_examples
 from tests.worker_support import Worker, stored_views, wait_until_caught_up
 
 pytestmark = pytest.mark.integration
@@ -79,3 +93,45 @@ def test_a_record_whose_fold_raises_is_dead_lettered_and_the_rest_applied(topics
     assert "raised (a defect): it is set aside" in out.stderr
     hashes = {rapport("namespace", "hash", ns, env=topics.env).stdout.split()[0] for ns in (live, replayed)}
     assert len(hashes) == 1, hashes
+
+
+@pytest.mark.parametrize("failures", [1, None], ids=["once", "always"])
+def test_a_customer_whose_models_fold_raises_is_set_aside_and_holds_no_one_back(
+    topics: Topics, failures: int | None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``failures``: how many of the customer's folds raise (None: all). Raised once, the customer's examples
+    come a little later and are the same; always, it has none and everyone else's are unchanged."""
+    lines = list(Simulation(SimulationConfig(customers=60, days=40, seed=7, late_rate=0.0)).lines())
+    produce_raw(topics, lines)
+    expected = _retrained(topics)
+    victim = min(expected, key=lambda e: e.label_known_ms).profile_id  # released early: retried in the history
+    calls: Counter[str] = Counter()
+    original = ModelTracking.fold
+
+    def defective(self: ModelTracking, view: ModelView, *args: Any, **kwargs: Any) -> Any:
+        pid = view.state.profile_id
+        if pid == victim and (failures is None or calls[pid] < failures):
+            calls[pid] += 1
+            original(self, view, *args, **kwargs)  # changes the view in place, as a real defect could
+            raise ZeroDivisionError("injected defect")
+        return original(self, view, *args, **kwargs)
+
+    monkeypatch.setattr(ModelTracking, "fold", defective)
+    with caplog.at_level(logging.ERROR, logger="streams.model_stage"):
+        got = _retrained(topics)
+    assert calls[victim] >= 1, "the defect never fired"
+    assert f"folding the models' entries of {victim} up to" in caplog.text
+    if failures is None:
+        assert calls[victim] > 1, "never tried again"
+        expected = [e for e in expected if e.profile_id != victim]
+    assert sorted(got, key=_key) == sorted(expected, key=_key)
+
+
+def _retrained(topics: Topics) -> list[Example]:
+    examples = asyncio.run(replayed_examples(topics.settings, lag_s=86_400, secret="release-failures", chunk=1_000))
+    assert len(examples) > 100, len(examples)
+    return examples
+
+
+def _key(example: Example) -> tuple[str, str]:
+    return example.model, example.example_id

@@ -23,20 +23,17 @@ from typing import Any
 import msgspec
 import orjson
 import pytest
-from pydantic import SecretStr
 
 from profiles.models.labels import Example, decode_example
 from profiles.money import to_cents
-from profiles.namespaces import Namespaces
 from profiles.pending_store import PendingStore
 from profiles.store import ProfileStore
 from schemas.validation import Rejection, ValidationLimits, validate_event
 from services.kafka_clients import make_consumer, topic_partitions
 from services.redis_client import make_redis
 from services.settings import Settings
-from streams.replay import Replay, raw_topics
-from streams.replay_models import ReplayModels
 from tests.kafka_support import Topics, created_topics, produce_raw, rapport
+from tests.model_support import replayed_examples
 from tests.worker_support import Worker, wait_until_caught_up
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -98,7 +95,7 @@ def test_worker_examples_have_the_oracle_labels_and_train_served_models(
 
         # `replay --retrain` over the same topics, read in another order (merged by record time, where the
         # worker caught up on five topics unevenly): the same examples, features and labels as live.
-        replayed = asyncio.run(_replayed_examples(topics.settings, env_extra))
+        replayed = asyncio.run(replayed_examples(topics.settings, lag_s=10 * 86_400, secret="pipeline-secret"))
         assert len(replayed) == len({e.example_id for e in replayed})
         _assert_same_examples(examples, replayed)
 
@@ -130,35 +127,6 @@ def _same(a: Example, b: Example) -> bool:
     if a.features.keys() != b.features.keys():
         return False
     return all(math.isclose(v, b.features[k], rel_tol=2.0**-23) for k, v in a.features.items())
-
-
-async def _replayed_examples(settings: Settings, env_extra: dict[str, str]) -> list[Example]:
-    """The examples ``rapport replay --retrain`` learns from the same raw topics (run in this process, so that
-    they can be looked at; the trainers learn them as they would)."""
-    models = settings.models.model_copy(
-        update={
-            "watermark_lag_s": float(env_extra["RAPPORT_MODELS__WATERMARK_LAG_S"]),
-            "secret": SecretStr(env_extra["RAPPORT_MODELS__SECRET"]),
-        }
-    )
-    own = settings.model_copy(update={"models": models})
-    namespace = f"p{uuid.uuid4().hex[:8]}"
-    redis = make_redis(own)
-    try:
-        retrain = ReplayModels(own, redis, namespace, own.profile.fold_config())
-        learned: list[Example] = []
-        learn = retrain.trainers.learn_example
-
-        def spy(offset: int, example: Example) -> None:
-            learned.append(example)
-            learn(offset, example)
-
-        retrain.trainers.learn_example = spy  # type: ignore[method-assign]
-        runner = Replay(own, ProfileStore(redis, namespace), Namespaces(redis), 2_000, models=retrain)
-        await runner.run(await runner.plan(raw_topics(own, None), None, None))
-    finally:
-        await redis.aclose()
-    return learned
 
 
 def _stable(read: Any, describe: Any, quiet_s: float = 3.0, timeout_s: float = 60.0) -> list[Example]:
