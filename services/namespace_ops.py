@@ -6,21 +6,22 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 
 from profiles.canonical import canonical_view, field_differences, is_canonical, namespace_digest, profile_digest
 from profiles.config import FoldConfig
 from profiles.model_store import ModelStore
-from profiles.models.scoring import ServedModel, score_values
 from profiles.segment_store import SegmentStore
 from profiles.segments import PromotionCause, SegmentChange, promotion_changes
 from profiles.segments.changes import promoted_differences
 from profiles.segments.membership import Segments, excerpts
 from profiles.store import ProfileStore
-from services.model_cache import ModelCache
 from services.settings import Settings
+
+if TYPE_CHECKING:
+    from profiles.models.scoring import ServedModel
 
 _EXAMPLES = 3
 _PAGE = 1000  # profiles loaded per round trip
@@ -127,6 +128,11 @@ async def promotion_announcements(
 async def _excerpts(
     redis: Redis, settings: Settings, namespace: str, segments: Segments, ids: list[str], *, at_ms: int
 ) -> dict[str, dict[str, dict[str, Any]]]:
+    # Imported here: the models' modules bring River and SciPy (~0.9 s), which `rapport namespace hash | list |
+    # diff | drop` never use.
+    from profiles.models.scoring import score_values  # noqa: PLC0415
+    from services.model_cache import ModelCache  # noqa: PLC0415
+
     config, specs = settings.profile.fold_config(), settings.models.specs()
     models: dict[str, ServedModel] = {}
     reads_scores = any(path[0] == "scores" for path in segments.reads)

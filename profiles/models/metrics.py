@@ -13,8 +13,6 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any, Final
 
-from river import metrics, utils
-
 from profiles.models.specs import Task
 
 #: Probabilities are clamped like River's log loss does, so one confident mistake costs 34.5, not infinity.
@@ -67,6 +65,8 @@ class RollingMetrics:
     """The metrics of one predictor over its last ``window`` (label, prediction) pairs."""
 
     def __init__(self, task: Task, window: int) -> None:
+        from river import metrics, utils  # noqa: PLC0415  (why here: profiles.models.specs)
+
         self.task = task
         self.pairs: deque[tuple[float, float]] = deque(maxlen=window)
         self._auc: Any = metrics.RollingROCAUC(window_size=window) if task == "binary" else None

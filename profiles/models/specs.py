@@ -7,15 +7,13 @@ features, served until the model has learned from ``min_examples`` labelled exam
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from river import compose, linear_model, optim, preprocessing
-
 from profiles.config import DAY_MS, HOUR_MS
-from profiles.models.spend import HurdleSpend
 
 Task = Literal["binary", "regression"]
 #: What the label measures over the horizon ``(taken_at, taken_at + horizon]``:
@@ -37,12 +35,36 @@ EMAIL_OPEN: Final = "email_open"
 CLASSIFIER_STEP: Final = 0.002
 
 
+# River is imported by the factories, not here: the fold, the replay and most commands read the specs (their
+# horizons and triggers) and never build a model, and River with SciPy takes ~0.9 s to import.
+#: River's modules the models and their snapshots use.
+RIVER_MODULES: Final = (
+    "compose", "drift", "dummy", "linear_model", "metrics", "optim", "preprocessing", "stats", "utils",
+)  # fmt: skip
+
+
+def import_river() -> None:
+    """Import River's modules now: a server calls this at start, so that its first score (a snapshot
+    unpickled) does not take the import's ~0.9 s."""
+    for name in RIVER_MODULES:
+        importlib.import_module(f"river.{name}")
+
+
 def classifier() -> Any:
     """Standardised features into an online logistic regression (SGD, step 0.002: River's default 0.01
     overshoots on these tens of thousands of correlated examples; docs/models.md has the comparison)."""
+    from river import compose, linear_model, optim, preprocessing  # noqa: PLC0415
+
     return compose.Pipeline(
         preprocessing.StandardScaler(), linear_model.LogisticRegression(optimizer=optim.SGD(CLASSIFIER_STEP))
     )
+
+
+def hurdle_spend() -> Any:
+    """The spend regressor (``profiles.models.spend``)."""
+    from profiles.models.spend import HurdleSpend  # noqa: PLC0415
+
+    return HurdleSpend()
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +196,7 @@ def default_specs(
             trigger="activity",
             recency_feature="days_since_last_purchase",
             cold_start=clv_heuristic,
-            build=HurdleSpend,
+            build=hurdle_spend,
             min_examples=min_examples,
             # 90-day horizons overlap a lot: a snapshot a week per active customer keeps pending bounded.
             activity_gap_ms=7 * DAY_MS,

@@ -20,8 +20,6 @@ import math
 from dataclasses import dataclass
 from typing import Any, Final
 
-from river import drift, dummy, stats
-
 from profiles.models.labels import Example
 from profiles.models.metrics import RollingMetrics, log_loss
 from profiles.models.snapshots import ModelSnapshot, SnapshotMeta, SnapshotRejectedError
@@ -96,6 +94,8 @@ class ModelTrainer:
     """Progressive validation of one model and its baselines, with drift detection and counters."""
 
     def __init__(self, spec: ModelSpec, *, window: int = DEFAULT_WINDOW, drift_delta: float = 0.002) -> None:
+        from river import drift, dummy, stats  # noqa: PLC0415  (why here: profiles.models.specs)
+
         self.spec = spec
         self.model: Any = spec.build()
         self.baselines: dict[str, Any] = {

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, Final
 
 from celpy.celparser import CELParseError, CELParser
@@ -50,7 +51,11 @@ class CompiledRule:
         return self.fn(root) is True
 
 
-_PARSER: Final = CELParser()
+@cache
+def _parser() -> CELParser:
+    """Built at the first rule, not at import: lark builds the grammar's tables in ~0.1 s, which every process
+    that merely imports the segments (each ``rapport`` command among them) would pay."""
+    return CELParser()
 
 
 def compile_rule(text: str) -> CompiledRule:
@@ -60,7 +65,7 @@ def compile_rule(text: str) -> CompiledRule:
             f"rule too long ({len(text)} characters, at most {MAX_RULE_LENGTH})", MAX_RULE_LENGTH, None, text
         )
     try:
-        tree = _PARSER.parse(text)
+        tree = _parser().parse(text)
     except (CELParseError, UnexpectedInput) as error:
         position = _error_offset(text, error)
         raise RuleError(_syntax_message(text, position), position, None, text) from None

@@ -10,6 +10,7 @@ import msgspec
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from profiles.models.specs import import_river
 from profiles.store import ProfileStore
 from schemas.events import AnyEvent
 from schemas.profile import ProfileView
@@ -41,6 +42,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        import_river()
         redis = make_redis(settings)
         collector = EventCollector(settings)
         store = ProfileStore(redis, settings.profile.namespace)

@@ -25,19 +25,33 @@ def test_every_command_loads_under_its_name(name: str) -> None:
 
 
 def test_a_light_command_imports_neither_the_models_nor_the_servers() -> None:
+    assert _imported_by(["keys", "--help"], "create") == set()
+
+
+@pytest.mark.parametrize("command", ["namespace", "replay"])
+def test_namespaces_and_replays_import_no_learner(command: str) -> None:
+    """River and SciPy take ~0.9 s to import: a replay without ``--retrain`` and ``rapport namespace hash``
+    never train nor score, and engineers run them in loops. (Promoting imports them if a rule reads scores.)"""
+    assert not _imported_by([command, "--help"], "Usage") & {"river", "scipy"}
+
+
+def _imported_by(args: list[str], shown: str) -> set[str]:
+    """Which of ``HEAVY`` running ``rapport *args`` imported; its output must contain ``shown``."""
     code = (
         "import sys\n"
         "from services.cli.main import app\n"
         "try:\n"
-        "    app(['keys', '--help'])\n"
+        f"    app({args!r})\n"
         "except SystemExit as exit:\n"
         "    assert exit.code == 0, exit.code\n"
         f"print('imported:', ','.join(m for m in {HEAVY!r} if m in sys.modules))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert "create" in done.stdout, "the keys group's help was not shown"
-    assert done.stdout.splitlines()[-1] == "imported: ", done.stdout.splitlines()[-1]
+    assert shown in done.stdout, done.stdout
+    last = done.stdout.splitlines()[-1]
+    assert last.startswith("imported: "), last
+    return set(filter(None, last.removeprefix("imported: ").split(",")))
 
 
 def test_a_command_that_cannot_reach_redis_says_so_in_one_line() -> None:
