@@ -24,7 +24,10 @@ Examples re-sent by a worker that crashed before recording them are skipped by e
 An undecodable record is logged and skipped: examples are produced by Rapport's own worker, so one that
 does not decode is a bug to look at, not input to dead-letter. So is an example its model must not learn
 (``profiles.models.trainer.unlearnable``: a NaN or infinite value, which would make every later score NaN;
-a label a binary model cannot have; no recency feature, which the baseline reads).
+a label a binary model cannot have; no recency feature, which the baseline reads). An example whose learning
+raises anyway (a defect, in Rapport or River) is skipped the same way, with its traceback: raising would stop
+the trainer, and a restarted one would meet the same example and stop again, so no model would learn any
+more. What the failed step changed of the model before raising is kept; that is one example's worth.
 
 **Outages are backpressure.** Learning touches no I/O; what a batch leaves to write (snapshots due, drift
 events, the commit) is retried with backoff while Redis or Kafka is unavailable, and nothing more is
@@ -132,7 +135,15 @@ class Trainers:
             self.recent_set.discard(self.recent[0])
         self.recent.append(example.example_id)
         self.recent_set.add(example.example_id)
-        step = trainer.learn(example)
+        try:
+            step = trainer.learn(example)
+        except MemoryError:
+            raise
+        except Exception:
+            model, example_id = example.model, example.example_id
+            log.exception("learning %s example %s at offset %d raised (a defect): skipped", model, example_id, offset)
+            self.resume_at[example.model] = offset + 1
+            return
         self.resume_at[example.model] = offset + 1
         self.unsaved[example.model] += 1
         if step.drift is not None:

@@ -1,9 +1,12 @@
-"""A defect injected into the fold of a ``rapport`` subprocess (tests only; Python imports this module at
-start-up when its directory is on ``PYTHONPATH``).
+"""Defects injected into a ``rapport`` subprocess (tests only; Python imports this module at start-up when its
+directory is on ``PYTHONPATH``).
 
 With ``RAPPORT_TEST_UNFOLDABLE_EVENT`` set, folding the event whose JSON contains that text changes the
 profile in place and then raises, as a real defect could: the worker and the replay must set the record
 aside, fold the rest from the stored states, and never keep the half-changed profile.
+
+With ``RAPPORT_TEST_UNLEARNABLE_EXAMPLE`` set, a trainer learning the example of that id raises: the trainer
+must skip it and go on learning.
 """
 
 from __future__ import annotations
@@ -26,3 +29,17 @@ if _marker:
         return result
 
     _module["apply_resolved"] = _defective
+
+_example_id = os.environ.get("RAPPORT_TEST_UNLEARNABLE_EXAMPLE", "")
+
+if _example_id:
+    from profiles.models.trainer import ModelTrainer
+
+    _learn = ModelTrainer.learn
+
+    def _defective_learn(self: Any, example: Any) -> Any:
+        if example.example_id == _example_id:
+            raise ZeroDivisionError("injected defect")
+        return _learn(self, example)
+
+    ModelTrainer.learn = _defective_learn  # type: ignore[method-assign]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import random
 import subprocess
 import sys
@@ -378,7 +379,12 @@ def test_a_trainer_skips_examples_its_model_must_not_learn_and_stays_finite(
 ) -> None:
     """Examples with a NaN or infinite feature, a label a binary model cannot have, or no recency feature,
     between good ones: each is skipped with its reason in the log, and the model learns the good ones with
-    finite metrics. (Before 2026-12-05 one NaN feature made the model predict NaN from then on.)"""
+    finite metrics. (Before 2026-12-05 one NaN feature made the model predict NaN from then on.) So is a valid
+    example whose learning raises (a defect injected by ``tests/fault_injection``), which used to stop the
+    trainer, and every restarted one at the same example."""
+    injection = str(Path(__file__).resolve().parents[1] / "fault_injection")
+    path = os.pathsep.join(filter(None, [injection, os.environ.get("PYTHONPATH")]))
+    fault = {"PYTHONPATH": path, "RAPPORT_TEST_UNLEARNABLE_EXAMPLE": "defect"}
     with _outage_world(settings, tmp_path) as world:
         topics, namespace = world.topics, world.namespace
         x = features(world.examples["c-1"], 86_400_000, topics.settings.profile.fold_config())
@@ -387,8 +393,9 @@ def test_a_trainer_skips_examples_its_model_must_not_learn_and_stays_finite(
             _example("inf", "c-1", 0, {**x, "monetary": float("inf")}, 0.0),
             _example("half", "c-1", 0, x, 0.5),
             _example("no-recency", "c-1", 0, {k: v for k, v in x.items() if k != "days_since_last_seen"}, 1.0),
+            _example("defect", "c-1", 0, x, 1.0),
         ]
-        with _trainer(world.env, tmp_path / "trainer.log") as trainer:
+        with _trainer({**world.env, **fault}, tmp_path / "trainer.log") as trainer:
             _produce_examples(topics, world.examples, 300, seed=1)
             _send(topics, poisoned)
             _produce_examples(topics, world.examples, 300, seed=2)
@@ -401,3 +408,5 @@ def test_a_trainer_skips_examples_its_model_must_not_learn_and_stays_finite(
         log = (tmp_path / "trainer.log").read_text()
         for example_id in ("nan", "inf", "half", "no-recency"):
             assert f"skipping {PURCHASE_PROPENSITY} example {example_id} at offset" in log, example_id
+        assert f"learning {PURCHASE_PROPENSITY} example defect at offset" in log
+        assert "ZeroDivisionError: injected defect" in log
