@@ -3,7 +3,7 @@
 Header names (all values UTF-8):
 
 - ``rapport.reason`` — a reason code: one of the contract's (``docs/events.md``), or a stage's own
-  (``unsupported_currency``, ``corrupt_resolved_record``, ``fold_error``);
+  (``unsupported_currency``, ``resolve_error``, ``corrupt_resolved_record``, ``fold_error``);
 - ``rapport.path``, ``rapport.message`` — the offending field and a readable explanation;
 - ``rapport.source.topic``, ``rapport.source.partition``, ``rapport.source.offset`` — the record's
   coordinates, so it can be found, fixed and re-produced;

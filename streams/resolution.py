@@ -4,10 +4,20 @@ records, honour erasures, claim identify links, and turn what is left into ``eve
 One definition, so that a replay resolves exactly as live processing does. The caller decides where the
 results go: the live worker sends them to ``events.resolved`` (and the rejects to ``events.dlq``), a
 replay applies them in the same process and only counts the rejects (they were dead-lettered live).
+
+A record whose resolution raises anything but an outage (``streams.backoff.OUTAGES``) is a defect: it passed
+validation, and it would raise again on every retry of its batch, stalling the partition. The batch is then
+resolved again in halves, each half on its own and split again while it raises, and a record that raises
+alone is refused as ``resolve_error``, with the exception as the message; the others are resolved as usual.
+Resolving is idempotent (erasure markers and claims are set-if-absent), so what a failed attempt wrote
+changes nothing, and a half is a batch like any other (resolution does not depend on batching). An erasure
+request refused this way is not applied by the worker: the dead-letter topic then holds it, to re-send once
+the defect is fixed.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,8 +34,11 @@ from schemas.erasure import ErasureRecord
 from schemas.events import AnyEvent, PurchaseEvent
 from schemas.resolved import RawSource, Resolved
 from schemas.validation import Rejection, ValidationLimits, validate_event
+from streams.backoff import OUTAGES
 from streams.dead_letters import DeadLetter
 from streams.handler import RawRecord
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +59,15 @@ class Resolution:
     #: ``topic:partition`` → the newest event time among the valid events read from it
     event_time: dict[str, int] = field(default_factory=dict)
 
+    def add(self, other: Resolution) -> None:
+        """``other``, of the records after this one's, added."""
+        self.records += other.records
+        self.refused += other.refused
+        self.kept += other.kept
+        self.erased += other.erased
+        for name, ts in other.event_time.items():
+            self.event_time[name] = max(ts, self.event_time.get(name, ts))
+
 
 class Resolver:
     def __init__(self, store: ProfileStore, config: FoldConfig, limits: ValidationLimits, erasures_topic: str) -> None:
@@ -59,14 +81,40 @@ class Resolver:
     ) -> Resolution:
         """Resolve raw records (in order) of the raw topics and ``erasures``. Writes erasure markers and
         identity links to Redis; raises on Redis failure (nothing is lost: the caller retries the batch).
-        ``decoded`` receives each valid event by its JSON, for a caller that folds them next."""
+        ``decoded`` receives each valid event by its JSON, for a caller that folds them next. A record whose
+        resolution raises otherwise is refused as ``resolve_error`` (the module's docstring says how)."""
+        batch = list(records)
+        try:
+            return await self._resolve(batch, now, decoded)
+        except OUTAGES:
+            raise
+        except MemoryError:
+            raise
+        except Exception as exc:
+            if len(batch) == 1:
+                record = batch[0]
+                log.exception(
+                    "resolving the record at %s[%d]@%d raised (a defect): it is refused as resolve_error",
+                    record.topic, record.partition, record.offset,
+                )  # fmt: skip
+                why = DeadLetter("resolve_error", "", f"{type(exc).__name__}: {exc}")
+                return Resolution(refused=[Refused(record, _source(record), why)])
+            log.warning("resolving %d records raised (a defect): resolving each half on its own", len(batch))
+        middle = len(batch) // 2
+        out = await self.resolve(batch[:middle], now, decoded)
+        out.add(await self.resolve(batch[middle:], now, decoded))
+        return out
+
+    async def _resolve(
+        self, records: list[RawRecord], now: datetime, decoded: dict[bytes, AnyEvent] | None
+    ) -> Resolution:
         out = Resolution()
         arrivals: list[identity.Arrival] = []
         erasures: list[ErasureRecord] = []
         newest: dict[tuple[str, int], int] = {}  # named once per partition below, not once per event
         for record in records:
             value = record.value or b""
-            source = RawSource(record.topic, record.partition, record.offset)
+            source = _source(record)
             if record.topic == self.erasures_topic:
                 erasure = _decode_erasure(value)
                 if isinstance(erasure, DeadLetter):
@@ -112,6 +160,10 @@ class Resolver:
         out.kept = len(kept)
         out.erased = len(arrivals) - len(kept)
         return out
+
+
+def _source(record: RawRecord) -> RawSource:
+    return RawSource(record.topic, record.partition, record.offset)
 
 
 def _without_erased(

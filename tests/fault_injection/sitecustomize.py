@@ -5,6 +5,9 @@ With ``RAPPORT_TEST_UNFOLDABLE_EVENT`` set, folding the event whose JSON contain
 profile in place and then raises, as a real defect could: the worker and the replay must set the record
 aside, fold the rest from the stored states, and never keep the half-changed profile.
 
+With ``RAPPORT_TEST_UNRESOLVABLE_EVENT`` set, resolving the event whose id contains that text raises: the
+worker must refuse that record alone as ``resolve_error`` and resolve the rest of its batch.
+
 With ``RAPPORT_TEST_UNLEARNABLE_EXAMPLE`` set, a trainer learning the example of that id raises: the trainer
 must skip it and go on learning.
 """
@@ -29,6 +32,21 @@ if _marker:
         return result
 
     _module["apply_resolved"] = _defective
+
+_unresolvable = os.environ.get("RAPPORT_TEST_UNRESOLVABLE_EVENT", "")
+
+if _unresolvable:
+    import streams.resolution
+
+    _resolution = vars(streams.resolution)  # the name the resolver calls, not profiles.erasure's
+    _event_ids = _resolution["event_ids"]
+
+    def _defective_ids(event: Any) -> Any:
+        if _unresolvable in event.event_id:
+            raise ZeroDivisionError("injected defect")
+        return _event_ids(event)
+
+    _resolution["event_ids"] = _defective_ids
 
 _example_id = os.environ.get("RAPPORT_TEST_UNLEARNABLE_EXAMPLE", "")
 

@@ -6,6 +6,7 @@ worker retried such a batch without end: every customer of the partition stopped
 The defect is injected into the subprocesses (``tests/fault_injection/sitecustomize.py``): folding the
 poisoned event changes the profile in place, then raises.
 
+A record whose resolution raises (the resolve stage, before the fold) is refused alone as ``resolve_error``.
 The same holds for the models' fold of a customer up to the watermark (``streams.model_stage``, shared by
 the worker and ``replay --retrain``): the customer is set aside and tried again later, the others' examples
 are released as without the defect. Tested through a retraining replay in this process, where the defect is
@@ -91,6 +92,53 @@ def test_a_record_whose_fold_raises_is_dead_lettered_and_the_rest_applied(topics
     assert "1 records set aside: their fold raised" in out.stdout, out.stdout
     assert f"{len(lines) - 1} events applied" in out.stdout, out.stdout
     assert "raised (a defect): it is set aside" in out.stderr
+    hashes = {rapport("namespace", "hash", ns, env=topics.env).stdout.split()[0] for ns in (live, replayed)}
+    assert len(hashes) == 1, hashes
+
+
+def test_a_record_whose_resolution_raises_is_dead_lettered_and_the_rest_resolved(
+    topics: Topics, tmp_path: Path
+) -> None:
+    """The resolve stage's counterpart: the record is refused alone as ``resolve_error`` (its batch is
+    resolved again in halves), its batch's other records are resolved and applied, and a replay under the
+    same defect refuses the same record and ends with the same namespace."""
+    poison = f"ev-poison-{uuid.uuid4().hex[:6]}"
+    fault = {
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(INJECTION), os.environ.get("PYTHONPATH")])),
+        "RAPPORT_TEST_UNRESOLVABLE_EVENT": poison,
+    }
+    live, replayed = (f"t{uuid.uuid4().hex[:8]}" for _ in range(2))
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+    lines = [
+        click(f"ev-{i}" if i != 2 else poison, start + timedelta(minutes=i), "c-poisoned", "a-poisoned")
+        for i in range(5)
+    ]
+    lines += [click(f"ev-other-{i}", start + timedelta(minutes=i), f"c-{i}", f"a-{i}") for i in range(20)]
+    produce_raw(topics, lines)
+
+    worker = Worker(topics, live, tmp_path, extra_env=fault)
+    worker.start()
+    try:
+        wait_until_caught_up(topics, live, worker)
+        assert worker.alive()
+    finally:
+        worker.stop()
+    log = "\n".join(p.read_text(errors="replace") for p in tmp_path.glob("worker-*.log"))
+    assert "raised (a defect): it is refused as resolve_error" in log, worker.troubles()
+
+    views = stored_views(topics, live, (int(start.timestamp() * 1000) // HOUR_MS + 4) * HOUR_MS)
+    assert views["c-poisoned"]["meta"]["events_applied"] == 4  # type: ignore[index]
+    assert {f"c-{i}" for i in range(20)} <= views.keys()
+    dead = topics.read(["events.dlq"], expected=1)
+    assert [dict(r.headers)["rapport.reason"] for r in dead] == [b"resolve_error"]
+    headers = {k: v.decode() for k, v in dead[0].headers}
+    assert headers["rapport.source.topic"] == topics.names["events.clicks"]
+    assert headers["rapport.message"] == "ZeroDivisionError: injected defect"
+    assert dead[0].value == next(line for line in lines if poison.encode() in line)
+
+    out = rapport("replay", "--into", replayed, "--quiet", env={**topics.env, **fault})
+    assert out.returncode == 0, out.stderr
+    assert f"{len(lines) - 1} events applied, 1 rejected" in out.stdout, out.stdout
     hashes = {rapport("namespace", "hash", ns, env=topics.env).stdout.split()[0] for ns in (live, replayed)}
     assert len(hashes) == 1, hashes
 
