@@ -1,4 +1,5 @@
-"""Every error the API returns: a precise status and a machine-readable body, never a bare 500.
+"""Every error the API returns: a precise status and a machine-readable body, never a bare 500 (a defect
+gets the body too, from ``services.api.middleware``).
 
 Body: ``{"error": {"code": "profile_not_found", "message": "...", "details": {...}}}``. ``code`` is stable
 and documented per route in the OpenAPI description; ``message`` is for people; ``details`` is optional.

@@ -1,16 +1,26 @@
-"""The ASGI middleware of the API: times every request and applies CORS for publishable keys.
+"""The ASGI middleware of the API: times every request, applies CORS for publishable keys, and answers a
+defect with the error body.
 
 Routes are labelled by their template (``/v1/profiles/{profile_id}``), never by the concrete path: ids must
 not reach metrics or logs.
+
+A defect (an exception no handler of ``services.api.errors`` expects) is answered here as a 500 with code
+``internal_error``, so that clients parse one format, and logged with its traceback. Starlette alone
+answers it in plain text. Its 500 handler is not used for this: Starlette re-raises after it, uvicorn then
+closes the connection, and in a test the client saw a reset connection instead of the body.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.api.errors import error_response
 from services.api.metrics import ApiMetrics
+
+log = logging.getLogger(__name__)
 
 #: Routes a browser may call with a publishable key (CORS preflights are answered for these).
 BROWSER_ROUTES = ("/v1/events", "/v1/events/batch")
@@ -40,7 +50,7 @@ class ApiMiddleware:
             await self._preflight(scope, origin, send)
             return
         started = time.perf_counter()
-        status = [500]
+        status: list[int | None] = [None]  # None until the response starts
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -56,8 +66,14 @@ class ApiMiddleware:
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except Exception:
+            if status[0] is not None:
+                raise  # a response under way cannot be taken back
+            log.exception("%s %s failed on a defect", scope["method"], _route(scope))
+            failed = error_response(500, "internal_error", "the request failed on a defect in Rapport; it is logged")
+            await failed(scope, receive, send_wrapper)
         finally:
-            self.metrics.latency.labels(_route(scope), scope["method"], str(status[0])).observe(
+            self.metrics.latency.labels(_route(scope), scope["method"], str(status[0] or 500)).observe(
                 time.perf_counter() - started
             )
 

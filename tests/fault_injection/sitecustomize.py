@@ -10,6 +10,9 @@ worker must refuse that record alone as ``resolve_error`` and resolve the rest o
 
 With ``RAPPORT_TEST_UNLEARNABLE_EXAMPLE`` set, a trainer learning the example of that id raises: the trainer
 must skip it and go on learning.
+
+With ``RAPPORT_TEST_FAILING_PROFILE`` set, the API's read of that profile id raises: it must answer a 500
+with its error body and go on serving.
 """
 
 from __future__ import annotations
@@ -61,3 +64,18 @@ if _example_id:
         return _learn(self, example)
 
     ModelTrainer.learn = _defective_learn  # type: ignore[method-assign]
+
+_failing_profile = os.environ.get("RAPPORT_TEST_FAILING_PROFILE", "")
+
+if _failing_profile:
+    import services.api.routes.profiles
+
+    _profiles_routes = vars(services.api.routes.profiles)  # the name answer_profile calls
+    _read = _profiles_routes["_read"]
+
+    async def _defective_read(ctx: Any, served: Any, ids: Any, *args: Any, **kwargs: Any) -> Any:
+        if _failing_profile in ids:
+            raise ZeroDivisionError("injected defect")
+        return await _read(ctx, served, ids, *args, **kwargs)
+
+    _profiles_routes["_read"] = _defective_read

@@ -4,6 +4,7 @@ and profiles served end to end (HTTP collector → Kafka → worker → Redis �
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -449,3 +450,28 @@ def _sse(api: Api, params: dict[str, str], last_id: str | None, count: int) -> l
                 if len(out) == count:
                     break
     return out
+
+
+def test_a_defect_answers_500_with_the_error_body_and_the_api_goes_on(topics: Topics, tmp_path: Path) -> None:
+    """A read that raises (a defect injected by ``tests/fault_injection`` for one id) gets the error body
+    with code ``internal_error``, not Starlette's plain text; the traceback is logged and the next requests
+    are served."""
+    injection = str(Path(__file__).resolve().parents[1] / "fault_injection")
+    env = {
+        **topics.env,
+        "RAPPORT_PROFILE__NAMESPACE": f"api-{uuid.uuid4().hex[:8]}",
+        "PYTHONPATH": os.pathsep.join(filter(None, [injection, os.environ.get("PYTHONPATH")])),
+        "RAPPORT_TEST_FAILING_PROFILE": "c-defect",
+    }
+    key = create_key(env, "--name", "t-defect", "--scopes", "profiles:read")
+    log = tmp_path / "api.log"
+    with running_api(env, log) as base, httpx.Client(base_url=base, timeout=10) as http:
+        auth = {"Authorization": f"Bearer {key}"}
+        # The hot path (services.api.hot_reads), then the FastAPI route (the hot path declines other queries).
+        for path in ("/v1/profiles/c-defect", "/v1/profiles/c-defect?via=route"):
+            failed = http.get(path, headers=auth)
+            assert failed.status_code == 500, failed.text
+            assert failed.headers["content-type"].startswith("application/json")
+            assert failed.json()["error"]["code"] == "internal_error", failed.text
+        assert http.get("/v1/profiles/c-absent", headers=auth).json()["error"]["code"] == "profile_not_found"
+    assert "ZeroDivisionError: injected defect" in log.read_text()
