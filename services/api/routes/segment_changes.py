@@ -128,10 +128,18 @@ async def _events(
 
 
 def _in(value: bytes | None, wanted: set[str]) -> bool:
+    """Whether a ``segments.changes`` record is a change of a ``wanted`` segment; a record of another writer
+    that is not one (any JSON, or none) is not, rather than ending the stream.
+
+    >>> [_in(v, {"vip"}) for v in (b'{"segment": "vip"}', b'{"segment": ["vip"]}', b"[1]", b"{", None)]
+    [True, False, False, False, False]
+    """
     try:
-        return orjson.loads(value or b"{}").get("segment") in wanted
+        change = orjson.loads(value or b"{}")
     except orjson.JSONDecodeError:
         return False
+    segment = change.get("segment") if isinstance(change, dict) else None
+    return isinstance(segment, str) and segment in wanted
 
 
 def _encode_position(positions: dict[int, int]) -> bytes:
