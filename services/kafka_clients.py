@@ -12,6 +12,7 @@ def make_producer(settings: Settings) -> KafkaProducer:
     """Idempotent with acks=all: a retried batch is not duplicated and a send counts once replicated."""
     return KafkaProducer(
         bootstrap_servers=settings.kafka.bootstrap_servers,
+        bootstrap_timeout_ms=settings.kafka.bootstrap_timeout_ms,
         client_id=f"{settings.kafka.client_id}-producer",
         acks="all",
         enable_idempotence=True,
@@ -25,6 +26,7 @@ def make_consumer(settings: Settings, purpose: str, **options: object) -> KafkaC
     """A group-less consumer (partitions are assigned by the caller); commits nothing."""
     return KafkaConsumer(
         bootstrap_servers=settings.kafka.bootstrap_servers,
+        bootstrap_timeout_ms=settings.kafka.bootstrap_timeout_ms,
         client_id=f"{settings.kafka.client_id}-{purpose}",
         enable_auto_commit=False,
         **options,

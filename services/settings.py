@@ -44,6 +44,17 @@ class KafkaSettings(BaseModel):
     event_partitions: int = Field(6, ge=1, description="Partitions of the raw and resolved event topics.")
     replication_factor: int = Field(1, ge=1)
     client_id: str = "rapport"
+    bootstrap_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="How long a blocking Kafka client (commands, the API's lag figures, a replay's plan and "
+        "hand-over) tries to reach a broker before giving up; kafka-python's default, 30 s, left an operator "
+        "waiting half a minute to hear that Kafka is down.",
+    )
+
+    @property
+    def bootstrap_timeout_ms(self) -> int:
+        return round(self.bootstrap_timeout_s * 1000)
 
 
 class RedisSettings(BaseModel):

@@ -32,6 +32,7 @@ class TopicReport:
 def admin_client(settings: Settings, timeout_ms: int = 30_000) -> Iterator[KafkaAdminClient]:
     client = KafkaAdminClient(
         bootstrap_servers=settings.kafka.bootstrap_servers,
+        bootstrap_timeout_ms=settings.kafka.bootstrap_timeout_ms,
         client_id=f"{settings.kafka.client_id}-admin",
         request_timeout_ms=timeout_ms,
     )

@@ -187,7 +187,9 @@ def commit_for_workers(settings: Settings, group: str, offsets: Mapping[str, int
     refuses the commit while the group has members: running workers own their offsets. Returns what was
     committed. Blocking (kafka-python)."""
     admin = KafkaAdminClient(
-        bootstrap_servers=settings.kafka.bootstrap_servers, client_id=f"{settings.kafka.client_id}-replay-hand-over"
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        bootstrap_timeout_ms=settings.kafka.bootstrap_timeout_ms,
+        client_id=f"{settings.kafka.client_id}-replay-hand-over",
     )
     try:
         tps = [_tp(name) for name in offsets]

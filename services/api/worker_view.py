@@ -67,8 +67,11 @@ class WorkerView:
 
     def _offsets(self) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
         if self._clients is None:
-            servers = self.settings.kafka.bootstrap_servers
-            self._clients = (make_consumer(self.settings, "api-lag"), KafkaAdminClient(bootstrap_servers=servers))
+            kafka = self.settings.kafka
+            admin = KafkaAdminClient(
+                bootstrap_servers=kafka.bootstrap_servers, bootstrap_timeout_ms=kafka.bootstrap_timeout_ms
+            )
+            self._clients = (make_consumer(self.settings, "api-lag"), admin)
         consumer, admin = self._clients
         prefix = self.settings.kafka.topic_prefix
         tps = [

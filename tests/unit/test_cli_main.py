@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 from kafka.errors import KafkaTimeoutError
@@ -69,6 +70,28 @@ def test_a_command_that_cannot_reach_redis_says_so_in_one_line() -> None:
     assert done.returncode == UNREACHABLE, done.stderr
     assert done.stderr.startswith("rapport: Redis is unreachable (Error 111 connecting to 127.0.0.1:"), done.stderr
     assert len(done.stderr.splitlines()) == 1, done.stderr
+
+
+def test_a_command_that_cannot_reach_kafka_says_so_within_the_bootstrap_timeout() -> None:
+    """``kafka.bootstrap_timeout_s`` bounds the wait (kafka-python's own default is 30 s): here 1 s, so the
+    answer comes far sooner than the default would allow, in one line naming Kafka."""
+    env = {
+        **os.environ,
+        "RAPPORT_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+        "RAPPORT_KAFKA__BOOTSTRAP_TIMEOUT_S": "1",
+    }
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli.main", "tail", "events.clicks"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == UNREACHABLE, done.stderr
+    assert done.stderr.startswith("rapport: Kafka is unreachable (KafkaTimeoutError: Unable to bootstrap"), done.stderr
+    assert time.monotonic() - started < 15, "the bootstrap timeout was not applied (the default is 30 s)"
 
 
 def test_only_unreachable_clients_are_named() -> None:
