@@ -42,6 +42,7 @@ states, and the record dead-lettered as ``fold_error``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -49,7 +50,9 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
+from aiokafka import AIOKafkaProducer
 from faust.types import TP
+from kafka.errors import KafkaError as KafkaPythonError
 from redis.exceptions import RedisError
 
 from profiles.apply import CorruptRecordError
@@ -67,8 +70,10 @@ from services.kafka_clients import make_async_producer
 from services.model_cache import ModelCache
 from services.redis_client import make_redis
 from services.settings import Settings
+from streams.backoff import OUTAGES, Backoff, through_outages
 from streams.dead_letters import DeadLetter, dead_letter
 from streams.handler import Batch, PartitionBatch, RawRecord, StalePosition
+from streams.liveness import Liveness
 from streams.model_stage import ModelStage, SourceProgress
 from streams.outbox import Outbox, Outgoing
 from streams.owned_states import OwnedStates
@@ -421,16 +426,21 @@ def _decode_envelope(value: bytes) -> Envelope | None:
 
 @asynccontextmanager
 async def profile_handler(settings: Settings) -> AsyncIterator[ProfileHandler]:
-    """The handler with its clients, for ``streams.worker.run_worker``."""
+    """The handler with its clients, for ``streams.worker.run_worker``. A worker started while Kafka or Redis
+    is down waits for them here, as it waits out outages mid-run (its liveness file stays fresh), instead of
+    exiting."""
+    alive = Liveness(settings.stream.liveness_file)
+    backoff = Backoff(settings.stream.retry_initial_s, settings.stream.retry_max_s)
     redis = make_redis(settings)
-    producer = make_async_producer(settings, "worker")
-    await producer.start()
+    producer = await through_outages(
+        functools.partial(_started_producer, settings), backoff, "starting", alive=alive, outages=_START_OUTAGES
+    )
+    assert producer is not None  # no stop event: it returns only once started
     try:
         store = ProfileStore(redis, settings.profile.namespace)
         # Honour every erasure before the first event: a fresh namespace (a replay) must never hold them.
-        erasures = await asyncio.to_thread(read_erasures, settings)
-        await store.record_erasures(erasures)
-        log.info("honouring %d erasures", len(erasures))
+        honoured = functools.partial(_honour_erasures, settings, store)
+        await through_outages(honoured, backoff, "reading the erasures", alive=alive, outages=_START_OUTAGES)
         handler = ProfileHandler(settings, store, Outbox(producer))
         yield handler
         handler.stats.log_and_reset()  # the last window's figures, after the final batch
@@ -438,3 +448,23 @@ async def profile_handler(settings: Settings) -> AsyncIterator[ProfileHandler]:
     finally:
         await producer.stop()
         await redis.aclose()
+
+
+#: The start-up also reads the erasures with kafka-python, whose errors are not aiokafka's.
+_START_OUTAGES: Final = (*OUTAGES, KafkaPythonError)
+
+
+async def _started_producer(settings: Settings) -> AIOKafkaProducer:
+    producer = make_async_producer(settings, "worker")  # a new one per attempt: a failed start is not retried
+    try:
+        await producer.start()
+    except BaseException:
+        await producer.stop()
+        raise
+    return producer
+
+
+async def _honour_erasures(settings: Settings, store: ProfileStore) -> None:
+    erasures = await asyncio.to_thread(read_erasures, settings)
+    await store.record_erasures(erasures)
+    log.info("honouring %d erasures", len(erasures))

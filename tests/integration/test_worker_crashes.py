@@ -194,6 +194,29 @@ def test_kafka_killed_mid_run_and_restarted_on_its_storage(topics: Topics, histo
         assert_exact(private_topics, namespace, history)
 
 
+def test_a_worker_started_while_kafka_is_down_waits_and_then_catches_up(
+    topics: Topics, history: History, tmp_path: Path
+) -> None:
+    """The broker is down when the worker starts: the worker waits (logging its pauses) instead of exiting,
+    and once the broker is back it ends with the oracle's profiles. Before 2026-12-05 its start failed."""
+    with private_kafka(topics.settings, tmp_path) as (kafka, private_topics):
+        produce_raw(private_topics, history.lines)
+        kafka.kill()
+        namespace = f"t{uuid.uuid4().hex[:8]}"
+        (tmp_path / "w").mkdir()
+        worker = Worker(private_topics, namespace, tmp_path / "w")
+        worker.start()
+        try:
+            time.sleep(6.0)
+            assert worker.alive(), f"the worker exited while Kafka was down; logs in {worker.log_dir}"
+            assert "starting paused" in worker.troubles(), worker.troubles()
+            kafka.start()
+            wait_until_caught_up(private_topics, namespace, worker)
+        finally:
+            worker.stop()
+        assert_exact(private_topics, namespace, history)
+
+
 def wait_for_progress(topics: Topics, namespace: str, worker: Worker, at_least: int) -> None:
     """Until the worker's group has committed ``at_least`` raw records."""
     deadline = time.monotonic() + 120
