@@ -432,9 +432,13 @@ async def profile_handler(settings: Settings) -> AsyncIterator[ProfileHandler]:
     alive = Liveness(settings.stream.liveness_file)
     backoff = Backoff(settings.stream.retry_initial_s, settings.stream.retry_max_s)
     redis = make_redis(settings)
-    producer = await through_outages(
-        functools.partial(_started_producer, settings), backoff, "starting", alive=alive, outages=_START_OUTAGES
-    )
+    try:
+        producer = await through_outages(
+            functools.partial(_started_producer, settings), backoff, "starting", alive=alive, outages=_START_OUTAGES
+        )
+    except BaseException:  # stopped while waiting
+        await redis.aclose()
+        raise
     assert producer is not None  # no stop event: it returns only once started
     try:
         store = ProfileStore(redis, settings.profile.namespace)
