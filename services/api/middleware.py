@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.api.errors import error_response
@@ -66,6 +67,8 @@ class ApiMiddleware:
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except ClientDisconnect:
+            raise  # nobody to answer, and not a defect
         except Exception:
             if status[0] is not None:
                 raise  # a response under way cannot be taken back
