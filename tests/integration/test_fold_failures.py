@@ -20,6 +20,7 @@ import logging
 import os
 import uuid
 from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -43,31 +44,9 @@ INJECTION = Path(__file__).resolve().parents[1] / "fault_injection"
 
 
 def test_a_record_whose_fold_raises_is_dead_lettered_and_the_rest_applied(topics: Topics, tmp_path: Path) -> None:
-    poison = f"ev-poison-{uuid.uuid4().hex[:6]}"
-    fault = {
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(INJECTION), os.environ.get("PYTHONPATH")])),
-        "RAPPORT_TEST_UNFOLDABLE_EVENT": poison,
-    }
-    live, replayed = (f"t{uuid.uuid4().hex[:8]}" for _ in range(2))
-    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
-    # One customer's events share a raw partition, so they are resolved into the same envelope: the poisoned
-    # record's neighbours in it must be applied.
-    lines = [
-        click(f"ev-{i}" if i != 2 else poison, start + timedelta(minutes=i), "c-poisoned", "a-poisoned")
-        for i in range(5)
-    ]
-    lines += [click(f"ev-other-{i}", start + timedelta(minutes=i), f"c-{i}", f"a-{i}") for i in range(20)]
-    produce_raw(topics, lines)
-
-    worker = Worker(topics, live, tmp_path, extra_env=fault)
-    worker.start()
-    try:
-        wait_until_caught_up(topics, live, worker)
-        assert worker.alive()
-    finally:
-        worker.stop()
-    log = "\n".join(p.read_text(errors="replace") for p in tmp_path.glob("worker-*.log"))
-    assert "raised (a defect): it is dead-lettered as fold_error" in log, worker.troubles()
+    run = _poisoned_run(topics, tmp_path, "RAPPORT_TEST_UNFOLDABLE_EVENT")
+    live, replayed, start, lines, fault, poison = run.live, run.replayed, run.start, run.lines, run.fault, run.poison
+    assert "raised (a defect): it is dead-lettered as fold_error" in run.log, run.troubles
 
     as_of = (int(start.timestamp() * 1000) // HOUR_MS + 4) * HOUR_MS
     views = stored_views(topics, live, as_of)
@@ -102,29 +81,9 @@ def test_a_record_whose_resolution_raises_is_dead_lettered_and_the_rest_resolved
     """The resolve stage's counterpart: the record is refused alone as ``resolve_error`` (its batch is
     resolved again in halves), its batch's other records are resolved and applied, and a replay under the
     same defect refuses the same record and ends with the same namespace."""
-    poison = f"ev-poison-{uuid.uuid4().hex[:6]}"
-    fault = {
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(INJECTION), os.environ.get("PYTHONPATH")])),
-        "RAPPORT_TEST_UNRESOLVABLE_EVENT": poison,
-    }
-    live, replayed = (f"t{uuid.uuid4().hex[:8]}" for _ in range(2))
-    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
-    lines = [
-        click(f"ev-{i}" if i != 2 else poison, start + timedelta(minutes=i), "c-poisoned", "a-poisoned")
-        for i in range(5)
-    ]
-    lines += [click(f"ev-other-{i}", start + timedelta(minutes=i), f"c-{i}", f"a-{i}") for i in range(20)]
-    produce_raw(topics, lines)
-
-    worker = Worker(topics, live, tmp_path, extra_env=fault)
-    worker.start()
-    try:
-        wait_until_caught_up(topics, live, worker)
-        assert worker.alive()
-    finally:
-        worker.stop()
-    log = "\n".join(p.read_text(errors="replace") for p in tmp_path.glob("worker-*.log"))
-    assert "raised (a defect): it is refused as resolve_error" in log, worker.troubles()
+    run = _poisoned_run(topics, tmp_path, "RAPPORT_TEST_UNRESOLVABLE_EVENT")
+    live, replayed, start, lines, fault, poison = run.live, run.replayed, run.start, run.lines, run.fault, run.poison
+    assert "raised (a defect): it is refused as resolve_error" in run.log, run.troubles
 
     views = stored_views(topics, live, (int(start.timestamp() * 1000) // HOUR_MS + 4) * HOUR_MS)
     assert views["c-poisoned"]["meta"]["events_applied"] == 4  # type: ignore[index]
@@ -141,6 +100,47 @@ def test_a_record_whose_resolution_raises_is_dead_lettered_and_the_rest_resolved
     assert f"{len(lines) - 1} events applied, 1 rejected" in out.stdout, out.stdout
     hashes = {rapport("namespace", "hash", ns, env=topics.env).stdout.split()[0] for ns in (live, replayed)}
     assert len(hashes) == 1, hashes
+
+
+@dataclass
+class _PoisonedRun:
+    poison: str
+    fault: dict[str, str]
+    live: str
+    replayed: str
+    start: datetime
+    lines: list[bytes]
+    log: str
+    troubles: str
+
+
+def _poisoned_run(topics: Topics, tmp_path: Path, injection: str) -> _PoisonedRun:
+    """Five events of one customer, the third poisoned through ``injection`` (an environment variable of
+    ``tests/fault_injection``), and twenty of others, through a worker under the defect until caught up.
+    One customer's events share a raw partition, so they are resolved into the same envelope: the poisoned
+    record's neighbours in it must be applied."""
+    poison = f"ev-poison-{uuid.uuid4().hex[:6]}"
+    fault = {
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(INJECTION), os.environ.get("PYTHONPATH")])),
+        injection: poison,
+    }
+    live, replayed = (f"t{uuid.uuid4().hex[:8]}" for _ in range(2))
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+    lines = [
+        click(f"ev-{i}" if i != 2 else poison, start + timedelta(minutes=i), "c-poisoned", "a-poisoned")
+        for i in range(5)
+    ]
+    lines += [click(f"ev-other-{i}", start + timedelta(minutes=i), f"c-{i}", f"a-{i}") for i in range(20)]
+    produce_raw(topics, lines)
+    worker = Worker(topics, live, tmp_path, extra_env=fault)
+    worker.start()
+    try:
+        wait_until_caught_up(topics, live, worker)
+        assert worker.alive()
+    finally:
+        worker.stop()
+    log = "\n".join(p.read_text(errors="replace") for p in tmp_path.glob("worker-*.log"))
+    return _PoisonedRun(poison, fault, live, replayed, start, lines, log, worker.troubles())
 
 
 @pytest.mark.parametrize("failures", [1, None], ids=["once", "always"])
