@@ -3,7 +3,6 @@ when Redis or Kafka cannot be reached."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from redis.exceptions import ResponseError
 
 from services.cli.main import COMMANDS, UNREACHABLE, load_command, unreachable
 from tests.api_support import free_port
+from tests.kafka_support import rapport
 
 HEAVY = ("river", "scipy", "fastapi", "faust", "uvicorn")
 
@@ -58,15 +58,7 @@ def _imported_by(args: list[str], shown: str) -> set[str]:
 def test_a_command_that_cannot_reach_redis_says_so_in_one_line() -> None:
     """Nothing listens on the port: one line naming Redis and its address, and exit status 75 (try again
     later), not a traceback."""
-    env = {**os.environ, "RAPPORT_REDIS__URL": f"redis://127.0.0.1:{free_port()}/0"}
-    done = subprocess.run(
-        [sys.executable, "-m", "services.cli.main", "profile", "get", "c-1"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    done = rapport("profile", "get", "c-1", env={"RAPPORT_REDIS__URL": f"redis://127.0.0.1:{free_port()}/0"})
     assert done.returncode == UNREACHABLE, done.stderr
     assert done.stderr.startswith("rapport: Redis is unreachable (Error 111 connecting to 127.0.0.1:"), done.stderr
     assert len(done.stderr.splitlines()) == 1, done.stderr
@@ -75,20 +67,9 @@ def test_a_command_that_cannot_reach_redis_says_so_in_one_line() -> None:
 def test_a_command_that_cannot_reach_kafka_says_so_within_the_bootstrap_timeout() -> None:
     """``kafka.bootstrap_timeout_s`` bounds the wait (kafka-python's own default is 30 s): here 1 s, so the
     answer comes far sooner than the default would allow, in one line naming Kafka."""
-    env = {
-        **os.environ,
-        "RAPPORT_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
-        "RAPPORT_KAFKA__BOOTSTRAP_TIMEOUT_S": "1",
-    }
+    env = {"RAPPORT_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}", "RAPPORT_KAFKA__BOOTSTRAP_TIMEOUT_S": "1"}
     started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "services.cli.main", "tail", "events.clicks"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    done = rapport("tail", "events.clicks", env=env)
     assert done.returncode == UNREACHABLE, done.stderr
     assert done.stderr.startswith("rapport: Kafka is unreachable (KafkaTimeoutError: Unable to bootstrap"), done.stderr
     assert time.monotonic() - started < 15, "the bootstrap timeout was not applied (the default is 30 s)"
