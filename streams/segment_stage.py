@@ -35,8 +35,9 @@ one (``profiles.namespaces``: the first rebuild promoted over the configured nam
 a promoted rebuild whose workers now run), the stage keeps evaluating and writing this namespace's
 memberships but publishes no change. The promotion announced how the new namespace's memberships differ,
 and from the hand-over its workers publish; changes computed here from the old memberships would
-contradict them. Served again (a promotion back), it publishes again. The mark is read with the
-definitions, at most every ``refresh_s``.
+contradict them. Served again (a promotion back), it publishes again. The mark is read just before a
+batch's changes are sent (one GET, only when there are changes), so an old worker stops publishing at the
+promotion itself, bar changes already being sent, not up to ``refresh_s`` later.
 """
 
 from __future__ import annotations
@@ -132,7 +133,6 @@ class SegmentStage:
                         models = await self._served(segments.by_name[name])
                         await self.store.start_backfill(name, version, models, now_ms)
                 self._segments, self._versions = segments, versions
-            await self._check_superseded()
             self._loaded_at = time.monotonic()
         return self._segments
 
@@ -250,7 +250,7 @@ class SegmentStage:
         )
         causes = {n: cause for n, (_, cause) in group.items()}
         scoring = await self._scoring(only)
-        out: list[Outgoing] = []
+        changes: list[SegmentChange] = []
         writes: list[tuple[str, Membership, dict[str, int], int, int | None]] = []
         for pid in pids:
             state, membership = states[pid].state, before[pid]
@@ -261,7 +261,7 @@ class SegmentStage:
             result = self._reevaluate(state, previous, only, at=at, cause=causes, scoring=scoring)
             if result is None:
                 continue
-            out += self._records(result.changes)
+            changes += result.changes
             others = {n: v for n, v in membership.segments.items() if n not in group}
             writes.append((pid, membership, {**others, **result.memberships}, at, result.timer_ms))
 
@@ -272,7 +272,7 @@ class SegmentStage:
             for name in group:
                 self.store.advance_backfill(pipe, name, partition, last, len(writes))
 
-        return out, ops
+        return await self._publishable(changes), ops
 
     async def after_batch(
         self, fold: BatchFold, now_ms: int, *, changed: bool = True
@@ -289,7 +289,7 @@ class SegmentStage:
             return [], _nothing
         scoring = await self._scoring(segments)
         before = await self.store.memberships(pids)
-        out: list[Outgoing] = []
+        changes: list[SegmentChange] = []
         writes: list[tuple[str, Membership, Mapping[str, int], int | None, int | None]] = []
         for pid, state in evaluated.items():
             membership = before[pid]
@@ -298,13 +298,12 @@ class SegmentStage:
             result = self._reevaluate(state, membership.segments, segments, at=at, cause=cause, scoring=scoring)
             if result is None:
                 continue
-            out += self._records(result.changes)
+            changes += result.changes
             writes.append((pid, membership, result.memberships, at, result.timer_ms))
         for pid, erasure_id in fold.deleted.items():
             membership = before[pid]
             at = max(now_ms, membership.evaluated_at_ms or 0)
-            exits = erasure_exits(pid, membership.segments, erasure_id=erasure_id, at_ms=at)
-            out += self._records(exits)
+            changes += erasure_exits(pid, membership.segments, erasure_id=erasure_id, at_ms=at)
             writes.append((pid, membership, {}, None, None))
 
         def ops(pipe: Redis) -> None:
@@ -312,7 +311,7 @@ class SegmentStage:
                 self.store.write_membership(pipe, pid, membership, now_in, at)
                 self.store.set_timer(pipe, fold.partition_of[pid], pid, timer)
 
-        return out, ops
+        return await self._publishable(changes), ops
 
     async def due(
         self, profiles: ProfileStore, partitions: set[int], now_ms: int, limit: int = 100
@@ -327,7 +326,7 @@ class SegmentStage:
         scoring = await self._scoring(segments)
         states = await profiles.load(pids)
         before = await self.store.memberships(pids)
-        out: list[Outgoing] = []
+        changes: list[SegmentChange] = []
         writes: list[tuple[int, str, Membership, Mapping[str, int], int | None, int | None]] = []
         retries: list[tuple[int, str]] = []
         for partition, pid in due:
@@ -343,7 +342,7 @@ class SegmentStage:
             if result is None:
                 retries.append((partition, pid))
                 continue
-            out += self._records(result.changes)
+            changes += result.changes
             writes.append((partition, pid, membership, result.memberships, at, result.timer_ms))
 
         def ops(pipe: Redis) -> None:
@@ -353,7 +352,7 @@ class SegmentStage:
             for partition, pid in retries:
                 self.store.set_timer(pipe, partition, pid, now_ms + FAILED_RETRY_MS)
 
-        return out, ops, len(due) >= limit
+        return await self._publishable(changes), ops, len(due) >= limit
 
     def _reevaluate(
         self,
@@ -379,7 +378,11 @@ class SegmentStage:
             )
             return None
 
-    def _records(self, changes: list[SegmentChange]) -> list[Outgoing]:
+    async def _publishable(self, changes: list[SegmentChange]) -> list[Outgoing]:
+        """The records of ``changes``, or none if another namespace is served in this one's place."""
+        if not changes:
+            return []
+        await self._check_superseded()
         if self._superseded_by is not None:
             return []
         return [(self.changes_topic, None, c.customer_id.encode(), _ENCODER.encode(c), None) for c in changes]

@@ -178,6 +178,33 @@ async def _check_superseded(settings: Settings) -> None:
             assert await stage.store.members("buyers", None, 10) == [f"{namespace}-c{n}" for n in range(1, 5)]
 
 
+def test_an_old_worker_stops_publishing_at_the_promotion_not_at_its_next_refresh(
+    settings: Settings, local_stack: object
+) -> None:
+    asyncio.run(_check_promoted_between_refreshes(settings))
+
+
+async def _check_promoted_between_refreshes(settings: Settings) -> None:
+    """The stage re-reads its definitions once an hour here: only a check made with the changes themselves
+    sees a promotion between two batches."""
+    async with scratch_namespace(settings, "segrefresh") as (redis, old):
+        store = SegmentStore(redis, old)
+        await store.save("buyers", "", "transactions.orders >= 1", now_ms=NOW_MS)
+        stage = SegmentStage(store, FoldConfig(), "segments.changes", partitions=1, refresh_s=3600.0)
+        published = []
+        try:
+            for n in (1, 2):
+                if n == 2:
+                    await Namespaces(redis).promote(old, f"{old}-rebuild")
+                out, ops = await stage.after_batch(_a_buyer(f"c-{n}"), NOW_MS)
+                await _write(redis, ops)
+                published.append([c.customer_id for c in _decoded(out)])
+        finally:
+            await redis.delete(f"{SERVING}:{old}", f"{SUPERSEDED}:{old}")
+        assert published == [["c-1"], []]
+        assert await store.members("buyers", None, 10) == ["c-1", "c-2"]
+
+
 def test_a_profile_whose_evaluation_raises_is_left_as_it_was_and_the_others_are_evaluated(
     settings: Settings, local_stack: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:
