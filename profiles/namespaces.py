@@ -19,6 +19,7 @@ refused so that the checkpoint is not (it never outlives the transaction).
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Any, Final
 
@@ -33,21 +34,43 @@ SERVING: Final = "rapport:ns:serving"
 SUPERSEDED: Final = "rapport:ns:superseded"
 #: Prefixes of keys that belong to no namespace: no namespace may take these names.
 RESERVED: Final = frozenset({"ns", "keys", "rl"})
+#: A namespace's name: no glob characters (``drop`` SCANs by a pattern built from it), no ``:`` (keys are
+#: split on it), bounded (it is in every key and in the workers' consumer group).
+NAME: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 
 
-class ReservedNameError(ValueError):
+class NamespaceNameError(ValueError):
+    pass
+
+
+class ReservedNameError(NamespaceNameError):
     def __init__(self, name: str) -> None:
         super().__init__(f"{name!r} is reserved (keys outside namespaces use it)")
 
 
 def check_name(name: str) -> str:
+    """``name`` if it can name a namespace.
+
+    >>> check_name("rebuild-2026_12")
+    'rebuild-2026_12'
+    >>> check_name("l*")
+    Traceback (most recent call last):
+    ...
+    profiles.namespaces.NamespaceNameError: 'l*' is not a namespace name ([a-z0-9][a-z0-9_-]{0,62})
+    >>> check_name("keys")
+    Traceback (most recent call last):
+    ...
+    profiles.namespaces.ReservedNameError: 'keys' is reserved (keys outside namespaces use it)
+    """
+    if NAME.fullmatch(name) is None:
+        raise NamespaceNameError(f"{name!r} is not a namespace name ({NAME.pattern})")
     if name in RESERVED:
         raise ReservedNameError(name)
     return name
 
 
 def key_pattern(namespace: str) -> str:
-    """Every key of a namespace (names hold no glob characters: ``[a-z0-9_-]``)."""
+    """Every key of a namespace (``check_name``: a name holds no glob character)."""
     return f"rapport:{check_name(namespace)}:*"
 
 

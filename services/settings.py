@@ -12,10 +12,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import AwareDatetime, BaseModel, Field, SecretStr, model_validator
+from pydantic import AwareDatetime, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from profiles.config import FoldConfig
+from profiles.namespaces import check_name
 from schemas.validation import OLDEST_TIMESTAMP, ValidationLimits
 
 if TYPE_CHECKING:
@@ -123,7 +124,7 @@ class StreamSettings(BaseModel):
 class ProfileSettings(BaseModel):
     """The profile definition's parameters (``docs/profile.md``) and where profiles live."""
 
-    namespace: str = Field("live", pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="Redis key namespace.")
+    namespace: str = Field("live", description="Redis key namespace (``profiles.namespaces.check_name``).")
     base_currency: str = Field("EUR", pattern=r"^[A-Z]{3}$")
     fx_rates: dict[str, float] = Field(
         default_factory=lambda: {"EUR": 1.0, "USD": 0.92, "GBP": 1.17},
@@ -133,6 +134,11 @@ class ProfileSettings(BaseModel):
     lapsed_after_days: int = Field(60, ge=1)
     dedup_memory: int = Field(64, ge=1, le=4096, description="Recent event ids a profile remembers.")
     session_memory_days: int = Field(90, ge=1)
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        return check_name(value)  # a ValueError, which pydantic reports as a validation error
 
     def fold_config(self) -> FoldConfig:
         return FoldConfig(

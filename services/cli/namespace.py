@@ -14,9 +14,10 @@ from redis.asyncio import Redis
 from rich.console import Console
 from rich.table import Table
 
-from profiles.namespaces import Namespaces, ReservedNameError, check_name
+from profiles.namespaces import Namespaces
 from profiles.segments import SegmentChange
 from schemas.topics import SEGMENT_CHANGES, full_name
+from services.cli.names import namespace_name
 from services.kafka_clients import make_producer
 from services.namespace_ops import diff_namespaces, hash_namespace, profile_counts, promotion_announcements
 from services.redis_client import make_redis
@@ -24,7 +25,7 @@ from services.settings import Settings, get_settings
 
 app = typer.Typer(help="Namespaces: live and replayed profile sets; compare, promote, drop.", no_args_is_help=True)
 T = TypeVar("T")
-NameArg = Annotated[str, typer.Argument(metavar="NAME")]
+NameArg = Annotated[str, typer.Argument(metavar="NAME", callback=namespace_name)]
 
 
 def _run(action: Callable[[Redis], Awaitable[T]]) -> T:
@@ -36,13 +37,6 @@ def _run(action: Callable[[Redis], Awaitable[T]]) -> T:
             await redis.aclose()
 
     return asyncio.run(run())
-
-
-def _name(name: str) -> str:
-    try:
-        return check_name(name)
-    except ReservedNameError as exc:
-        raise typer.BadParameter(str(exc)) from exc
 
 
 @app.command("list")
@@ -71,19 +65,19 @@ def hash_(name: NameArg) -> None:
     """The canonical snapshot hash of a namespace: order-independent, over every profile's canonical view
     and every segment's members. Equal hashes mean the same customers with the same figures."""
     config = get_settings().profile.fold_config()
-    result = _run(lambda redis: hash_namespace(redis, _name(name), config))
+    result = _run(lambda redis: hash_namespace(redis, name, config))
     typer.echo(f"{result.digest}  {name} ({result.profiles:,} profiles, {result.segments} segments)")
 
 
 @app.command("diff")
 def diff(
-    a: Annotated[str, typer.Argument(metavar="A")],
-    b: Annotated[str, typer.Argument(metavar="B")],
+    a: Annotated[str, typer.Argument(metavar="A", callback=namespace_name)],
+    b: Annotated[str, typer.Argument(metavar="B", callback=namespace_name)],
 ) -> None:
     """How two namespaces differ: profiles only in one, differing profiles per field (with examples), and
     segment memberships. Exit 1 if they differ."""
     config = get_settings().profile.fold_config()
-    result = _run(lambda redis: diff_namespaces(redis, _name(a), _name(b), config))
+    result = _run(lambda redis: diff_namespaces(redis, a, b, config))
     typer.echo(f"compared {result.compared:,} profiles present in both: {result.differing:,} differ")
     typer.echo(f"only in {a}: {len(result.only_in_a):,} {result.only_in_a[:3]}")
     typer.echo(f"only in {b}: {len(result.only_in_b):,} {result.only_in_b[:3]}")
@@ -117,7 +111,7 @@ def promote(
 
     async def plan(redis: Redis) -> tuple[str, list[SegmentChange]]:
         namespaces = Namespaces(redis)
-        if _name(name) not in await namespaces.known() and name != configured:
+        if name not in await namespaces.known() and name != configured:
             raise typer.BadParameter(f"no namespace {name!r} (see `rapport namespace list`)")
         served = await namespaces.serving(configured)
         if not announce or served == name:
@@ -160,7 +154,7 @@ def drop(name: NameArg, yes: Annotated[bool, typer.Option("--yes", help="Do not 
 
     async def run(redis: Redis) -> int:
         namespaces = Namespaces(redis)
-        if await namespaces.serving(default) == _name(name):
+        if await namespaces.serving(default) == name:
             typer.echo(f"{name!r} is being served: promote another namespace first", err=True)
             raise typer.Exit(1)
         deleted = 0

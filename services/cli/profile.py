@@ -14,6 +14,7 @@ import typer
 from profiles.read import AsOfBeforeLastEventError, read_profile
 from profiles.store import ProfileStore
 from profiles.timeutil import to_ms
+from services.cli.names import namespace_name
 from services.redis_client import make_redis
 from services.settings import get_settings
 
@@ -26,7 +27,9 @@ def get(
     as_of: Annotated[
         datetime | None, typer.Option(help="RFC 3339 instant to compute windows and recency for (default: now).")
     ] = None,
-    namespace: Annotated[str | None, typer.Option(help="Redis namespace (default: the configured one).")] = None,
+    namespace: Annotated[
+        str | None, typer.Option(help="Redis namespace (default: the configured one).", callback=namespace_name)
+    ] = None,
 ) -> None:
     """Print the canonical profile of ID as JSON; exit 1 if no profile has it."""
     settings = get_settings()

@@ -10,9 +10,10 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from profiles.namespaces import Namespaces, ReservedNameError, check_name
+from profiles.namespaces import Namespaces
 from profiles.store import ProfileStore
 from profiles.timeutil import to_ms
+from services.cli.names import namespace_name
 from services.gc_tuning import tune_gc
 from services.redis_client import make_redis
 from services.settings import Settings, get_settings
@@ -37,7 +38,9 @@ def _instant(value: str, name: str) -> int | None:
 
 def replay(
     *,
-    into: Annotated[str, typer.Option("--into", help="The namespace to write (created if new).")],
+    into: Annotated[
+        str, typer.Option("--into", help="The namespace to write (created if new).", callback=namespace_name)
+    ],
     start: Annotated[str, typer.Option("--from", help="RFC 3339 instant, or `earliest`.")] = "earliest",
     end: Annotated[
         str, typer.Option("--to", help="RFC 3339 instant, or `now` (the end when the replay starts).")
@@ -54,10 +57,6 @@ def replay(
 ) -> None:
     """Replay the raw topics' records between two instants into a namespace, with the live worker's
     validation, identity resolution and fold. Resumable: run the same command again after an interruption."""
-    try:
-        check_name(into)
-    except ReservedNameError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--into") from exc
     settings = get_settings()
     if retrain and into == settings.profile.namespace:
         # The live trainer owns the live namespace's models; a replay into it changes no profile anyway.

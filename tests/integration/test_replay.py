@@ -514,6 +514,12 @@ def test_namespace_commands_list_promote_and_drop(produced: Produced) -> None:
     assert rapport("namespace", "promote", configured, env=env).returncode == 0  # back
     assert (_listed(env, configured)[::3], _listed(env, name)[3]) == (["yes", ""], configured)
 
+    before = namespace_hash(produced, name)
+    globbed = rapport("namespace", "drop", f"{name[:-1]}*", "--yes", env=env)  # a pattern, not a name
+    assert globbed.returncode == 2, globbed.stdout
+    assert "is not a namespace name" in globbed.stderr
+    assert namespace_hash(produced, name) == before
+
     dropped = rapport("namespace", "drop", name, "--yes", env=env)
     assert dropped.returncode == 0, dropped.stderr
     assert namespace_hash(produced, name) == namespace_hash(produced, fresh())  # nothing left
