@@ -28,9 +28,12 @@ def produce(
     console = Console(stderr=True)
     settings = get_settings()
     with ExitStack() as stack:
-        source: BinaryIO = sys.stdin.buffer if file == "-" else stack.enter_context(Path(file).open("rb"))
-        total = None if file == "-" else _count_lines(Path(file))
-        reject_out = stack.enter_context(rejects.open("wb")) if rejects else None
+        try:
+            source: BinaryIO = sys.stdin.buffer if file == "-" else stack.enter_context(Path(file).open("rb"))
+            total = None if file == "-" else _count_lines(Path(file))
+            reject_out = stack.enter_context(rejects.open("wb")) if rejects else None
+        except OSError as exc:
+            raise typer.BadParameter(f"{exc.filename}: {exc.strerror}") from exc
 
         def on_reject(number: int, raw: bytes, rejection: Rejection) -> None:
             if reject_out:

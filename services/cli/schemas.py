@@ -15,5 +15,9 @@ app = typer.Typer(help="The event contract as JSON Schema.", no_args_is_help=Tru
 @app.command("export")
 def export(out: Annotated[Path, typer.Option(help="Directory to write into.")] = JSON_DIR) -> None:
     """Write one JSON Schema per event type, and one for any event."""
-    for path in write_schemas(out):
+    try:
+        written = write_schemas(out)
+    except OSError as exc:
+        raise typer.BadParameter(f"{exc.filename}: {exc.strerror}", param_hint="--out") from exc
+    for path in written:
         typer.echo(path)

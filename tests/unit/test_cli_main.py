@@ -79,3 +79,19 @@ def test_only_unreachable_clients_are_named() -> None:
     assert unreachable(KafkaTimeoutError("Unable to bootstrap from 127.0.0.1:9")) == "Kafka"
     assert unreachable(ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value")) is None
     assert unreachable(ValueError("not an outage")) is None
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["produce", "/nonexistent/events.jsonl"], "/nonexistent/events.jsonl: No such file or directory"),
+        (["produce", "/"], "/: Is a directory"),
+        (["schemas", "export", "--out", "/proc/rapport-schemas"], "/proc/rapport-schemas: No such file or directory"),
+    ],
+)
+def test_a_file_that_cannot_be_opened_is_a_usage_error_naming_it(args: list[str], named: str) -> None:
+    """Exit status 2 and the path with the system's reason, not a traceback; nothing is sent or written."""
+    done = rapport(*args, env={})
+    assert done.returncode == 2, done.stderr
+    assert named in " ".join(done.stderr.split()), done.stderr
+    assert "Traceback" not in done.stderr
