@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import re
 import secrets
 import time
@@ -74,8 +75,10 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def check_definition(scopes: list[str], publishable: bool, origins: list[str]) -> None:
+def check_definition(scopes: list[str], publishable: bool, origins: list[str], rate_per_s: float) -> None:
     """Refuse a key that could not be used safely."""
+    if not (math.isfinite(rate_per_s) and rate_per_s > 0):
+        raise KeyDefinitionError(f"the rate limit must be a positive number of requests per second, not {rate_per_s}")
     unknown = sorted(set(scopes) - set(SCOPES))
     if unknown:
         raise KeyDefinitionError(f"unknown scopes {unknown}; known: {', '.join(SCOPES)}")
@@ -106,7 +109,7 @@ class KeyStore:
         self, name: str, scopes: list[str], *, publishable: bool, origins: list[str], rate_per_s: float
     ) -> tuple[str, ApiKey]:
         """A new key and its token: the token is shown once and never stored."""
-        check_definition(scopes, publishable, origins)
+        check_definition(scopes, publishable, origins, rate_per_s)
         key_id = secrets.token_hex(6)
         token = f"rk_{'pub' if publishable else 'sec'}_{key_id}_{secrets.token_urlsafe(32)}"
         key = ApiKey(key_id, name, frozenset(scopes), publishable, tuple(origins), rate_per_s, time.time())

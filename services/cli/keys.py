@@ -30,7 +30,7 @@ def create(
     """Create a key and print its token once (it cannot be shown again)."""
     settings = get_settings()
     wanted = [s.strip() for s in scopes.split(",") if s.strip()]
-    rate = rate_limit or settings.api.default_rate_per_s
+    rate = settings.api.default_rate_per_s if rate_limit is None else rate_limit
 
     async def run() -> tuple[str, ApiKey]:
         redis = make_redis(settings)

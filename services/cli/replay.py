@@ -68,6 +68,8 @@ def replay(
     logging.basicConfig(level=logging.WARNING)
     tune_gc(settings.stream.gc_young_threshold)
     from_ms, to_ms_ = _instant(start, "--from"), _instant(end, "--to")
+    if from_ms is not None and to_ms_ is not None and from_ms > to_ms_:
+        raise typer.BadParameter(f"{start} is after --to {end}", param_hint="--from")
     try:
         names = engine.raw_topics(settings, topics)
     except ValueError as exc:

@@ -93,6 +93,16 @@ def members(
     after: Annotated[str | None, typer.Option(help="Start after this profile id.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100,
 ) -> None:
-    """Member profile ids, one per line, in id order."""
-    for member in _run(lambda store: store.members(name, after, limit)):
+    """Member profile ids, one per line, in id order (exit 1 if there is no such segment)."""
+
+    async def read(store: SegmentStore) -> list[str] | None:
+        if await store.definition(name) is None:
+            return None
+        return await store.members(name, after, limit)
+
+    found = _run(read)
+    if found is None:
+        typer.echo(f"no segment named {name!r}", err=True)
+        raise typer.Exit(1)
+    for member in found:
         typer.echo(member)

@@ -18,7 +18,7 @@ _NAMES = [spec.name for spec in CATALOGUE]
 def tail(
     topic: Annotated[str, typer.Argument(help=f"A catalogue topic: {', '.join(_NAMES)}.")],
     last: Annotated[
-        int, typer.Option("--last", "-n", help="Start this many records before the end of each partition.")
+        int, typer.Option("--last", "-n", min=0, help="Start this many records before the end of each partition.")
     ] = 10,
     from_beginning: Annotated[bool, typer.Option(help="Start at the oldest retained record.")] = False,
     follow: Annotated[bool, typer.Option(help="Keep printing new records until interrupted.")] = True,

@@ -406,6 +406,8 @@ def test_the_segments_command_line_shares_the_api_definitions(api: Api) -> None:
     assert "cli-seg" in rapport("segments", "list", env=api.env).stdout
     assert rapport("segments", "delete", "cli-seg", env=api.env).returncode == 0
     assert rapport("segments", "get", "cli-seg", env=api.env).returncode == 1
+    unknown = rapport("segments", "members", "cli-seg", env=api.env)
+    assert (unknown.returncode, unknown.stderr) == (1, "no segment named 'cli-seg'\n")
 
 
 def test_segment_changes_stream_as_server_sent_events_and_resume_after_the_last_id(api: Api) -> None:

@@ -95,3 +95,25 @@ def test_a_file_that_cannot_be_opened_is_a_usage_error_naming_it(args: list[str]
     assert done.returncode == 2, done.stderr
     assert named in " ".join(done.stderr.split()), done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["tail", "events.clicks", "-n", "-5"], "greater than or equal to 0"),
+        (["replay", "--into", "rx", "--from", "2026-12-01T00:00:00Z", "--to", "2026-11-01T00:00:00Z"], "is after --to"),
+        (["keys", "create", "--name", "k", "--scopes", "admin", "--rate-limit", "-3"], "must be a positive number"),
+        (["keys", "create", "--name", "k", "--scopes", "admin", "--rate-limit", "0"], "must be a positive number"),
+    ],
+)
+def test_a_meaningless_option_is_a_usage_error_before_any_service_is_reached(args: list[str], said: str) -> None:
+    """Nothing listens where Kafka and Redis are configured: a command that got past its checks would answer
+    75 (unreachable) instead of 2."""
+    env = {
+        "RAPPORT_REDIS__URL": f"redis://127.0.0.1:{free_port()}/0",
+        "RAPPORT_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+        "RAPPORT_KAFKA__BOOTSTRAP_TIMEOUT_S": "1",
+    }
+    done = rapport(*args, env=env)
+    assert done.returncode == 2, done.stderr
+    assert said in " ".join(done.stderr.replace("│", " ").split()), done.stderr
