@@ -80,6 +80,8 @@ def rapport() -> None:
 
 #: The exit status of a command that could not reach Redis or Kafka (sysexits' EX_TEMPFAIL: try again later).
 UNREACHABLE: Final = 75
+#: The exit status of a command whose settings are invalid (sysexits' EX_CONFIG).
+MISCONFIGURED: Final = 78
 
 
 def main() -> None:
@@ -88,6 +90,9 @@ def main() -> None:
     try:
         app()
     except Exception as exc:
+        if (wrong := misconfigured(exc)) is not None:
+            print("rapport: invalid settings (environment or .env):", *wrong, sep="\n  ", file=sys.stderr)
+            raise SystemExit(MISCONFIGURED) from None
         what = unreachable(exc)
         if what is None:
             raise
@@ -97,6 +102,30 @@ def main() -> None:
             file=sys.stderr,
         )
         raise SystemExit(UNREACHABLE) from None
+
+
+def misconfigured(exc: BaseException) -> list[str] | None:
+    """One line per invalid setting, named by its environment variable, when ``exc`` is the settings'
+    validation error; else None. The values are not repeated: a secret could be among them.
+
+    >>> from services.settings import Settings
+    >>> try:
+    ...     Settings(stream={"max_poll_records": "many"})
+    ... except Exception as exc:
+    ...     misconfigured(exc)
+    ['RAPPORT_STREAM__MAX_POLL_RECORDS: Input should be a valid integer, unable to parse string as an integer']
+    >>> misconfigured(ValueError("not a setting")) is None
+    True
+    """
+    from pydantic import ValidationError  # noqa: PLC0415 - see unreachable()
+
+    if not isinstance(exc, ValidationError) or exc.title != "Settings":
+        return None
+    lines = []
+    for error in exc.errors():
+        name = f"RAPPORT_{'__'.join(str(part) for part in error['loc']).upper()}" if error["loc"] else "settings"
+        lines.append(f"{name}: {error['msg'].removeprefix('Value error, ')}")
+    return lines
 
 
 def unreachable(exc: BaseException) -> str | None:

@@ -11,7 +11,7 @@ import pytest
 from kafka.errors import KafkaTimeoutError
 from redis.exceptions import ResponseError
 
-from services.cli.main import COMMANDS, UNREACHABLE, load_command, unreachable
+from services.cli.main import COMMANDS, MISCONFIGURED, UNREACHABLE, load_command, unreachable
 from tests.api_support import free_port
 from tests.kafka_support import rapport
 
@@ -117,3 +117,15 @@ def test_a_meaningless_option_is_a_usage_error_before_any_service_is_reached(arg
     done = rapport(*args, env=env)
     assert done.returncode == 2, done.stderr
     assert said in " ".join(done.stderr.replace("│", " ").split()), done.stderr
+
+
+def test_invalid_settings_are_named_by_their_variables_in_a_few_lines() -> None:
+    """Exit status 78 (EX_CONFIG) and one line per wrong variable, not pydantic's traceback."""
+    env = {"RAPPORT_PROFILE__NAMESPACE": "Live", "RAPPORT_STREAM__MAX_POLL_RECORDS": "many"}
+    done = rapport("profile", "get", "c-1", env=env)
+    assert done.returncode == MISCONFIGURED, done.stderr
+    assert done.stderr.splitlines() == [
+        "rapport: invalid settings (environment or .env):",
+        "  RAPPORT_STREAM__MAX_POLL_RECORDS: Input should be a valid integer, unable to parse string as an integer",
+        "  RAPPORT_PROFILE__NAMESPACE: 'Live' is not a namespace name ([a-z0-9][a-z0-9_-]{0,62})",
+    ]
