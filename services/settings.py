@@ -32,10 +32,10 @@ class StackSettings(BaseModel):
         description="Kafka jars fetched from Maven Central, shared by every checkout.",
     )
     kafka_version: str = "3.9.1"
-    kafka_port: int = 9092
-    kafka_controller_port: int = 9093
+    kafka_port: int = Field(9092, ge=1, le=65535)
+    kafka_controller_port: int = Field(9093, ge=1, le=65535)
     kafka_heap: str = Field("1g", description="JVM -Xmx/-Xms for the broker.")
-    redis_port: int = 6379
+    redis_port: int = Field(6379, ge=1, le=65535)
     start_timeout_s: float = 120.0
 
 

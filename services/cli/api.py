@@ -14,7 +14,7 @@ from services.settings import get_settings
 
 def api(
     host: Annotated[str | None, typer.Option(help="Interface to listen on (default: api.host).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default: api.port).")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port (default: api.port).")] = None,
 ) -> None:
     """Serve profiles and collect events over HTTP until SIGTERM/SIGINT."""
     settings = get_settings()

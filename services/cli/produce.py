@@ -19,7 +19,9 @@ from services.settings import get_settings
 
 def produce(
     file: Annotated[str, typer.Argument(help="JSON Lines file of events, or - for standard input.")],
-    rate: Annotated[float | None, typer.Option(help="Events per second (default: as fast as possible).")] = None,
+    rate: Annotated[
+        float | None, typer.Option(min=0, help="Events per second (0 or absent: as fast as possible).")
+    ] = None,
     rejects: Annotated[
         Path | None, typer.Option(help="Write each rejected line with its reasons here (JSON Lines).")
     ] = None,
