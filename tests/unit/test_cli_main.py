@@ -104,7 +104,7 @@ def test_a_file_that_cannot_be_opened_is_a_usage_error_naming_it(args: list[str]
         (["replay", "--into", "rx", "--from", "2026-12-01T00:00:00Z", "--to", "2026-11-01T00:00:00Z"], "is after --to"),
         (["keys", "create", "--name", "k", "--scopes", "admin", "--rate-limit", "-3"], "must be a positive number"),
         (["keys", "create", "--name", "k", "--scopes", "admin", "--rate-limit", "0"], "must be a positive number"),
-        (["produce", "-", "--rate", "-1"], "greater than or equal to 0"),
+        (["produce", "/etc/hostname", "--rate", "-1"], "greater than or equal to 0"),
         (["api", "--port", "70000"], "less than or equal to 65535"),
     ],
 )
