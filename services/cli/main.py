@@ -106,7 +106,7 @@ def main() -> None:
 
 def misconfigured(exc: BaseException) -> list[str] | None:
     """One line per invalid setting, named by its environment variable, when ``exc`` is the settings'
-    validation error; else None. The values are not repeated: a secret could be among them.
+    validation error; else None. The inputs pydantic attaches are left out: a secret could be among them.
 
     >>> from services.settings import Settings
     >>> try:
@@ -117,7 +117,7 @@ def misconfigured(exc: BaseException) -> list[str] | None:
     >>> misconfigured(ValueError("not a setting")) is None
     True
     """
-    from pydantic import ValidationError  # noqa: PLC0415 - see unreachable()
+    from pydantic import ValidationError  # noqa: PLC0415 - only a failing command needs it
 
     if not isinstance(exc, ValidationError) or exc.title != "Settings":
         return None
