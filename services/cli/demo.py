@@ -51,9 +51,11 @@ def _ensure_process(name: str, argv: list[str], marker: str, stack: LocalStack) 
 
 @app.command("up")
 def up(
-    customers: Annotated[int, typer.Option(help="Simulated customers.")] = 2000,
-    days: Annotated[int, typer.Option(help="Days of history, ending now.")] = 30,
-    rate: Annotated[float, typer.Option(help="Events per second streamed into Kafka (the history).")] = 1000.0,
+    customers: Annotated[int, typer.Option(min=1, help="Simulated customers.")] = 2000,
+    days: Annotated[int, typer.Option(min=1, help="Days of history, ending now.")] = 30,
+    rate: Annotated[
+        float, typer.Option(min=0, help="Events per second streamed into Kafka (the history; 0: as fast as possible).")
+    ] = 1000.0,
     live_days: Annotated[
         int, typer.Option(min=0, help="Days of traffic after the history, each event sent when it happens.")
     ] = 7,
