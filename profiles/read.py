@@ -28,7 +28,7 @@ class AsOfBeforeLastEventError(ValueError):
     """The view is defined for instants at or after the profile's latest event."""
 
     def __init__(self, as_of_ms: int, last_event_ms: int) -> None:
-        super().__init__(f"as_of {as_of_ms} is before the profile's last event {last_event_ms}")
+        super().__init__(f"as_of {iso(as_of_ms)} is before the profile's last event, {iso(last_event_ms)}")
         self.as_of_ms = as_of_ms
         self.last_event_ms = last_event_ms
 

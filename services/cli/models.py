@@ -111,6 +111,11 @@ def rollback(
 
 @app.command("release")
 def release(name: Annotated[str, typer.Argument(metavar="NAME")]) -> None:
-    """Undo a rollback: serve the newest version again."""
+    """Undo a rollback: serve the newest version again (exit 1 if the model has no snapshot yet)."""
+    if name not in get_settings().models.specs():
+        raise typer.BadParameter(f"no model named {name!r}")
     newest = _run(lambda store: store.release(name))
-    typer.echo(f"serving {name} v{newest}" if newest is not None else f"{name} has no snapshot")
+    if newest is None:
+        typer.echo(f"{name} has no snapshot yet", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"serving {name} v{newest}")
