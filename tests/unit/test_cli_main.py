@@ -90,7 +90,7 @@ def test_only_unreachable_clients_are_named() -> None:
     ],
 )
 def test_a_file_that_cannot_be_opened_is_a_usage_error_naming_it(args: list[str], named: str) -> None:
-    """Exit status 2 and the path with the system's reason, not a traceback; nothing is sent or written."""
+    """Exit status 2 and the path with the system's reason, not a traceback."""
     done = rapport(*args, env={})
     assert done.returncode == 2, done.stderr
     assert named in " ".join(done.stderr.split()), done.stderr
