@@ -185,7 +185,12 @@ class ApiSettings(BaseModel):
     )
     retry_after_s: int = Field(5, ge=1, description="Retry-After of a 503 while Kafka is unavailable.")
     max_batch_events: int = Field(500, ge=1)
-    max_batch_bytes: int = Field(1024 * 1024, ge=1024)
+    max_batch_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        description="Largest request body (an events batch); larger ones are answered 413 before any route parses "
+        "them (services/api/middleware.py).",
+    )
     max_batch_ids: int = Field(1000, ge=1)
     gc_young_threshold: int = Field(
         50_000, ge=1, description="Allocations between two young-generation collections (services/gc_tuning.py)."

@@ -86,7 +86,7 @@ def create_app(settings: Settings) -> FastAPI:
     if settings.api.hot_reads:
         # Added first, so inside ApiMiddleware: its answers are timed and get CORS like the routes'.
         app.add_middleware(HotReads, metrics=metrics)
-    app.add_middleware(ApiMiddleware, metrics=metrics)
+    app.add_middleware(ApiMiddleware, metrics=metrics, max_body_bytes=settings.api.max_batch_bytes)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

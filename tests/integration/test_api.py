@@ -205,6 +205,9 @@ def test_bad_requests_get_precise_4xx_bodies(api: Api) -> None:
         ("GET", "/v1/profiles/x?as_of=yesterday", {}, 422, "invalid_request"),
         ("GET", "/v1/profiles/x?as_of=2026-01-01T00:00:00", {}, 422, "invalid_as_of"),
         ("POST", "/v1/profiles/batch", {"json": {"ids": ["a"] * 1001}}, 413, "too_many_ids"),
+        # Valid JSON, one id, padded past the body limit: refused before it is parsed, declared or chunked.
+        ("POST", "/v1/scores/batch", {"content": _padded_ids(), "headers": JSON}, 413, "payload_too_large"),
+        ("POST", "/v1/profiles/batch", {"content": iter([_padded_ids()]), "headers": JSON}, 413, "payload_too_large"),
         ("POST", "/v1/profiles/batch", {"json": {"ids": []}}, 422, "invalid_request"),
         ("GET", "/v1/nothing-here", {}, 404, "not_found"),
     ]
@@ -212,6 +215,13 @@ def test_bad_requests_get_precise_4xx_bodies(api: Api) -> None:
         response = api.call(method, path, key, **options)
         assert response.status_code == status, (path, response.text)
         assert response.json()["error"]["code"] == code, (path, response.text)
+
+
+JSON = {"content-type": "application/json"}
+
+
+def _padded_ids() -> bytes:
+    return b'{"ids": ["a"]' + b" " * (1024 * 1024) + b"}"
 
 
 def test_a_batch_reports_each_event_and_sends_only_the_valid_ones(api: Api) -> None:
