@@ -6,8 +6,8 @@ not reach metrics or logs.
 
 A request body larger than ``api.max_batch_bytes`` (the largest any route takes: an events batch) is
 answered 413 ``payload_too_large`` here, before a route parses it: a batch route validates its whole body
-before counting its ids, so a 35 MB list of ids cost the server ~0.3 s of parsing per request, and a
-publishable key, which anyone can read from a web page, may call the scores batch. A declared
+before counting its ids (a 35 MB list of 3 million ids took 0.33 s to be refused, one request on loopback),
+and a publishable key, which anyone can read from a web page, may call the scores batch. A declared
 ``Content-Length`` is checked at once; a chunked body is read here up to the limit, then handed on.
 
 A defect (an exception no handler of ``services.api.errors`` expects) is answered here as a 500 with code
