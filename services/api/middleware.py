@@ -40,8 +40,9 @@ _PREFLIGHT_HEADERS = [
 
 
 class ApiMiddleware:
-    """Times every request, answers CORS preflights, and lets a browser read responses to publishable keys
-    from allowed origins (the key dependency decides, per request; preflights carry no key)."""
+    """Times every request, answers CORS preflights, refuses a body over ``max_body_bytes``, and lets a browser
+    read responses to publishable keys from allowed origins (the key dependency decides, per request;
+    preflights carry no key)."""
 
     def __init__(self, app: ASGIApp, metrics: ApiMetrics, max_body_bytes: int) -> None:
         self.app = app
