@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from aiokafka import AIOKafkaProducer
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from services.settings import Settings
 
@@ -30,6 +30,16 @@ def make_consumer(settings: Settings, purpose: str, **options: object) -> KafkaC
         client_id=f"{settings.kafka.client_id}-{purpose}",
         enable_auto_commit=False,
         **options,
+    )
+
+
+def make_admin(settings: Settings, purpose: str, request_timeout_ms: int = 30_000) -> KafkaAdminClient:
+    """An admin client; the caller closes it."""
+    return KafkaAdminClient(
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        bootstrap_timeout_ms=settings.kafka.bootstrap_timeout_ms,
+        client_id=f"{settings.kafka.client_id}-{purpose}",
+        request_timeout_ms=request_timeout_ms,
     )
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
 from schemas.topics import CATALOGUE, TopicSpec, full_name
+from services.kafka_clients import make_admin
 from services.settings import Settings
 
 
@@ -30,12 +31,7 @@ class TopicReport:
 
 @contextmanager
 def admin_client(settings: Settings, timeout_ms: int = 30_000) -> Iterator[KafkaAdminClient]:
-    client = KafkaAdminClient(
-        bootstrap_servers=settings.kafka.bootstrap_servers,
-        bootstrap_timeout_ms=settings.kafka.bootstrap_timeout_ms,
-        client_id=f"{settings.kafka.client_id}-admin",
-        request_timeout_ms=timeout_ms,
-    )
+    client = make_admin(settings, "admin", timeout_ms)
     try:
         yield client
     finally:

@@ -45,7 +45,6 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError as AsyncKafkaError
 from aiokafka.structs import TopicPartition
-from kafka import KafkaAdminClient
 from kafka.errors import KafkaError, NoError
 from kafka.structs import OffsetAndMetadata
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -59,7 +58,7 @@ from schemas.events import AnyEvent
 from schemas.resolved import Resolved
 from schemas.topics import ERASURES, MODEL_EXAMPLES, RAW_EVENT_TOPICS, RESOLVED, full_name
 from services.erasure_log import read_erasures
-from services.kafka_clients import make_consumer
+from services.kafka_clients import make_admin, make_consumer
 from services.settings import Settings
 from streams.handler import RawRecord
 from streams.outbox import key_partition
@@ -186,11 +185,7 @@ def commit_for_workers(settings: Settings, group: str, offsets: Mapping[str, int
     start reading the raw topics where the replay ended instead of from the oldest retained record. Kafka
     refuses the commit while the group has members: running workers own their offsets. Returns what was
     committed. Blocking (kafka-python)."""
-    admin = KafkaAdminClient(
-        bootstrap_servers=settings.kafka.bootstrap_servers,
-        bootstrap_timeout_ms=settings.kafka.bootstrap_timeout_ms,
-        client_id=f"{settings.kafka.client_id}-replay-hand-over",
-    )
+    admin = make_admin(settings, "replay-hand-over")
     try:
         tps = [_tp(name) for name in offsets]
         committed = admin.list_group_offsets({group: tps}).get(group, {})

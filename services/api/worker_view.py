@@ -18,7 +18,7 @@ from kafka.errors import KafkaError
 from profiles.store import ProfileStore
 from schemas.topics import ERASURES, RAW_EVENT_TOPICS, RESOLVED, full_name
 from services import worker_metrics
-from services.kafka_clients import make_consumer, topic_partitions
+from services.kafka_clients import make_admin, make_consumer, topic_partitions
 from services.settings import Settings
 from services.worker_metrics import WorkerTotals
 
@@ -67,11 +67,7 @@ class WorkerView:
 
     def _offsets(self) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
         if self._clients is None:
-            kafka = self.settings.kafka
-            admin = KafkaAdminClient(
-                bootstrap_servers=kafka.bootstrap_servers, bootstrap_timeout_ms=kafka.bootstrap_timeout_ms
-            )
-            self._clients = (make_consumer(self.settings, "api-lag"), admin)
+            self._clients = (make_consumer(self.settings, "api-lag"), make_admin(self.settings, "api-lag"))
         consumer, admin = self._clients
         prefix = self.settings.kafka.topic_prefix
         tps = [

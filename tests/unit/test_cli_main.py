@@ -18,6 +18,15 @@ from tests.kafka_support import rapport
 HEAVY = ("river", "scipy", "fastapi", "faust", "uvicorn")
 
 
+def nothing_listening() -> dict[str, str]:
+    """Redis and Kafka configured on ports nothing listens on; Kafka given up on after 1 s."""
+    return {
+        "RAPPORT_REDIS__URL": f"redis://127.0.0.1:{free_port()}/0",
+        "RAPPORT_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+        "RAPPORT_KAFKA__BOOTSTRAP_TIMEOUT_S": "1",
+    }
+
+
 @pytest.mark.parametrize("name", list(COMMANDS))
 def test_every_command_loads_under_its_name(name: str) -> None:
     command = load_command(name)
@@ -58,7 +67,7 @@ def _imported_by(args: list[str], shown: str) -> set[str]:
 def test_a_command_that_cannot_reach_redis_says_so_in_one_line() -> None:
     """Nothing listens on the port: one line naming Redis and its address, and exit status 75 (try again
     later), not a traceback."""
-    done = rapport("profile", "get", "c-1", env={"RAPPORT_REDIS__URL": f"redis://127.0.0.1:{free_port()}/0"})
+    done = rapport("profile", "get", "c-1", env=nothing_listening())
     assert done.returncode == UNREACHABLE, done.stderr
     assert done.stderr.startswith("rapport: Redis is unreachable (Error 111 connecting to 127.0.0.1:"), done.stderr
     assert len(done.stderr.splitlines()) == 1, done.stderr
@@ -67,9 +76,8 @@ def test_a_command_that_cannot_reach_redis_says_so_in_one_line() -> None:
 def test_a_command_that_cannot_reach_kafka_says_so_within_the_bootstrap_timeout() -> None:
     """``kafka.bootstrap_timeout_s`` bounds the wait (kafka-python's own default is 30 s): here 1 s, so the
     answer comes far sooner than the default would allow, in one line naming Kafka."""
-    env = {"RAPPORT_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}", "RAPPORT_KAFKA__BOOTSTRAP_TIMEOUT_S": "1"}
     started = time.monotonic()
-    done = rapport("tail", "events.clicks", env=env)
+    done = rapport("tail", "events.clicks", env=nothing_listening())
     assert done.returncode == UNREACHABLE, done.stderr
     assert done.stderr.startswith("rapport: Kafka is unreachable (KafkaTimeoutError: Unable to bootstrap"), done.stderr
     assert time.monotonic() - started < 15, "the bootstrap timeout was not applied (the default is 30 s)"
@@ -91,7 +99,7 @@ def test_only_unreachable_clients_are_named() -> None:
 )
 def test_a_file_that_cannot_be_opened_is_a_usage_error_naming_it(args: list[str], named: str) -> None:
     """Exit status 2 and the path with the system's reason, not a traceback."""
-    done = rapport(*args, env={})
+    done = rapport(*args, env=nothing_listening())
     assert done.returncode == 2, done.stderr
     assert named in " ".join(done.stderr.split()), done.stderr
     assert "Traceback" not in done.stderr
@@ -111,12 +119,7 @@ def test_a_file_that_cannot_be_opened_is_a_usage_error_naming_it(args: list[str]
 def test_a_meaningless_option_is_a_usage_error_before_any_service_is_reached(args: list[str], said: str) -> None:
     """Nothing listens where Kafka and Redis are configured: a command that got past its checks would answer
     75 (unreachable) instead of 2."""
-    env = {
-        "RAPPORT_REDIS__URL": f"redis://127.0.0.1:{free_port()}/0",
-        "RAPPORT_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
-        "RAPPORT_KAFKA__BOOTSTRAP_TIMEOUT_S": "1",
-    }
-    done = rapport(*args, env=env)
+    done = rapport(*args, env=nothing_listening())
     assert done.returncode == 2, done.stderr
     assert said in " ".join(done.stderr.replace("│", " ").split()), done.stderr
 
