@@ -15,7 +15,8 @@ from typing import Final, Protocol
 import msgspec
 
 from profiles.config import FoldConfig
-from profiles.fold import Link, apply, repeated_id_hash
+from profiles.fold import Link, apply
+from profiles.ids import repeated_id_hash
 from profiles.merge import merge_into
 from profiles.state import ANON_PREFIX, ProfileState, anonymous_profile_id, decode, encode, new_profile
 from schemas.events import AnyEvent

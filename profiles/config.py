@@ -29,7 +29,7 @@ class FoldConfig:
     fx_rates: dict[str, float] = field(default_factory=_default_rates)
     affinity_half_life_days: float = 14.0
     lapsed_after_days: int = 60
-    #: How many recent event ids a profile remembers to recognise re-sent events.
+    #: How many recent event ids a profile remembers per source stream, to recognise re-sent events.
     dedup_memory: int = 64
     #: How long (before the profile's latest event) a session id is remembered for counting sessions.
     session_memory_days: int = 90

@@ -8,11 +8,11 @@ tie-broken "latest" values), which is why the profile does not depend on arrival
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
-from functools import lru_cache
 
 from profiles.config import BUCKET_RETENTION_HOURS, DAY_MS, FoldConfig
+from profiles.dedup import remember
+from profiles.ids import repeated_id_hash
 from profiles.money import line_cents, to_cents
 from profiles.sentiment import NEGATIVE_AT_OR_BELOW, compound_units
 from profiles.state import (
@@ -33,7 +33,6 @@ from profiles.state import (
     Merge,
     ProfileState,
     Trait,
-    recent_event_ids,
 )
 from profiles.timeutil import bucket_of, to_ms
 from schemas.events import (
@@ -58,28 +57,10 @@ class Link:
     conflict_with: str | None = None
 
 
-def id_hash(value: str) -> int:
-    """A stable 64-bit hash (Python's ``hash`` changes between processes).
-
-    >>> id_hash("ev-1") == id_hash("ev-1") != id_hash("ev-2")
-    True
-    """
-    return int.from_bytes(hashlib.blake2b(value.encode(), digest_size=8).digest(), "big")
-
-
-#: Session ids and stream identities repeat across many events: hash each once.
-repeated_id_hash = lru_cache(maxsize=1 << 16)(id_hash)
-
-
 def apply(state: ProfileState, event: AnyEvent, config: FoldConfig, link: Link | None = None) -> bool:
-    """Fold ``event`` into ``state``; False if it is a duplicate of a recently applied event."""
-    key = id_hash(event.event_id)
-    recent = recent_event_ids(state)
-    if key in recent:
+    """Fold ``event`` into ``state``; False if it is a re-send of a recently applied event."""
+    if not remember(state, event, config):
         return False
-    recent[key] = None
-    if len(recent) > config.dedup_memory:
-        del recent[next(iter(recent))]
     ts = to_ms(event.timestamp)
     state.events_applied += 1
     if state.last_event_ms is None or ts > state.last_event_ms:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Final
-
 from profiles.config import FoldConfig
-from profiles.state import ProfileState, recent_event_ids
+from profiles.dedup import merge_memories
+from profiles.state import ProfileState
 
 
 def _min(a: int | None, b: int | None) -> int | None:
@@ -14,10 +13,6 @@ def _min(a: int | None, b: int | None) -> int | None:
 
 def _max(a: int | None, b: int | None) -> int | None:
     return b if a is None else a if b is None else max(a, b)
-
-
-#: A customer's duplicate memory can grow to this many times ``dedup_memory`` through hand-overs.
-MERGED_MEMORY_FACTOR: Final = 4
 
 
 def merge_into(target: ProfileState, source: ProfileState, config: FoldConfig) -> None:
@@ -78,13 +73,7 @@ def merge_into(target: ProfileState, source: ProfileState, config: FoldConfig) -
         target.buckets[bucket] = (
             list(counters) if mine is None else [a + b for a, b in zip(mine, counters, strict=True)]
         )
-    # Both memories are kept whole (the fold then replaces one id per event, so the size stays): a hand-over
-    # that arrives late — its partition's worker was down — must not push out the customer's own recent ids,
-    # whose duplicates may still be on their way (the crash tests once counted one twice that way).
-    known = recent_event_ids(target)
-    absorbed = [i for i in recent_event_ids(source) if i not in known]
-    memory = [*absorbed, *known][-MERGED_MEMORY_FACTOR * config.dedup_memory :]
-    target.recent_event_ids = dict.fromkeys(memory)
+    merge_memories(target, source, config)
     for stream, offset in source.source_marks.items():
         target.source_marks[stream] = max(offset, target.source_marks.get(stream, offset))
     target.events_applied += source.events_applied

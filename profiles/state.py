@@ -2,7 +2,7 @@
 
 The state keeps the minimum from which every field of ``docs/profile.md`` can be computed for any
 ``as_of`` at or after the latest event: counters, integer cents, hourly window buckets, a decayed affinity
-with its reference time, and two bounded memories (recent event ids, recent sessions). It is stored as
+with its reference time, and two bounded memories (recent event ids per source stream, recent sessions). It is stored as
 positional msgpack (field names are not repeated in every profile), so fields are only ever appended, with
 defaults, to stay readable across versions.
 """
@@ -121,9 +121,13 @@ class ProfileState(Struct, array_like=True, kw_only=True):
     # Hash of an anonymous raw stream → lowest offset applied from it directly (not forwarded): a forwarded
     # straggler at or above it was also routed here directly by a restarted resolver (``profiles.apply``).
     direct_floors: dict[int, int] = field(default_factory=dict)
-    # Bounded memory of recently applied event ids (64-bit hashes), oldest first: an insertion-ordered dict
-    # (values unused) finds a duplicate in one lookup and forgets the oldest id in one step.
+    # The recent event ids' second form, one memory for all of a profile's streams (64-bit hashes, oldest
+    # first): still checked, and forgotten one id per applied event (``profiles.dedup``).
     recent_event_ids: dict[int, None] = field(default_factory=dict)
+    # Recently applied event ids by source stream (``profiles.dedup.stream_of``), least recently used stream
+    # first; each an insertion-ordered dict of 64-bit hashes (values unused), oldest first, which finds a
+    # re-send in one lookup and forgets the oldest id in one step.
+    recent_by_stream: dict[int, dict[int, None]] = field(default_factory=dict)
 
 
 _ENCODER: Final = msgspec.msgpack.Encoder()
@@ -139,7 +143,7 @@ def decode(blob: bytes) -> ProfileState:
 
 
 def recent_event_ids(state: ProfileState) -> dict[int, None]:
-    """The state's recent event ids, moving those of a state written in the list form into the dict first.
+    """The state's single-memory recent ids, moving those of a state written in the list form over first.
 
     >>> old = ProfileState(profile_id="c-1", recent_ids=[7, 9])
     >>> list(recent_event_ids(old)), old.recent_ids

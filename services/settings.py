@@ -132,7 +132,7 @@ class ProfileSettings(BaseModel):
     )
     affinity_half_life_days: float = Field(14.0, gt=0)
     lapsed_after_days: int = Field(60, ge=1)
-    dedup_memory: int = Field(64, ge=1, le=4096, description="Recent event ids a profile remembers.")
+    dedup_memory: int = Field(64, ge=1, le=4096, description="Recent event ids a profile remembers per source stream.")
     session_memory_days: int = Field(90, ge=1)
 
     @field_validator("namespace")

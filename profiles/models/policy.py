@@ -44,7 +44,7 @@ from functools import lru_cache
 
 from profiles.config import FoldConfig
 from profiles.features import features
-from profiles.fold import id_hash
+from profiles.ids import id_hash
 from profiles.models.labels import Pending, SnapshotTrigger, is_activity, snapshot_id
 from profiles.models.specs import ModelSpec
 from profiles.models.vectors import FeatureVector

@@ -41,12 +41,9 @@ def test_every_profile_equals_the_oracle_and_the_dlq_holds_exactly_the_malformed
     assert len({orjson.loads(v)["event_id"] for v in valid}) < len(valid), "duplicates are part of the test"
 
     namespace = f"t{uuid.uuid4().hex[:8]}"
-    # The oracle drops every repeat of an event id; the worker remembers a profile's last 64 (docs/profile.md,
-    # "Bounded memory"). Caught up from a backlog, one raw partition (here the clicks') can put more than 64
-    # of a heavy user's events between an event of another partition and its re-send (in CI once: c-000258,
-    # 95% of its 1,856 events clicks, one email delivery counted twice). A memory longer than any profile
-    # here makes the two agree whatever the interleaving; the bounded case is tested in test_apply.py.
-    worker = Worker(topics, namespace, tmp_path, extra_env={"RAPPORT_PROFILE__DEDUP_MEMORY": "4096"})
+    # The oracle drops every repeat of an event id; the worker remembers the last 64 of each source stream
+    # (docs/profile.md, "Bounded memory"). Here a repeat follows at most 7 events of its stream.
+    worker = Worker(topics, namespace, tmp_path)
     worker.start()
     try:
         # The worker validates on its own: every line goes straight to Kafka, malformed ones included.

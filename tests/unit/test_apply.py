@@ -11,10 +11,13 @@ import pytest
 
 from profiles.apply import CorruptRecordError, apply_resolved, new_state_for
 from profiles.config import DAY_MS, FoldConfig
+from profiles.dedup import MAX_STREAMS
 from profiles.fold import apply
 from profiles.identity import Arrival, resolve
+from profiles.ids import id_hash
+from profiles.merge import merge_into
 from profiles.offline import OfflineFolder
-from profiles.state import ProfileState, decode, encode
+from profiles.state import EMAIL_ACTION_INDEX, ProfileState, decode, encode
 from profiles.timeutil import iso
 from profiles.view import render
 from schemas.events import AnyEvent
@@ -22,8 +25,6 @@ from schemas.resolved import LinkDecision, RawSource, Resolved
 from schemas.validation import Rejection, decode_event
 
 CONFIG = FoldConfig()
-#: Position of ``recent_ids`` in a stored state (positional msgpack).
-_RECENT_IDS = list(ProfileState.__struct_fields__).index("recent_ids")
 T0 = 1_740_000_000_000  # 2025-02-19T21:20:00Z
 
 
@@ -122,22 +123,64 @@ def test_duplicates_are_recognised_within_the_last_64_events_and_not_beyond() ->
     assert apply(state, first, CONFIG)  # 64 in between: documented limit, counted again
 
 
-def test_a_state_stored_with_the_list_form_of_the_recent_ids_still_recognises_their_duplicates() -> None:
-    # States written before ``recent_event_ids`` existed end at ``direct_floors`` and hold the ids in a list.
+def test_a_resend_is_recognised_however_many_events_of_other_streams_come_between() -> None:
+    # A worker catching up a backlog can apply a long slice of one partition (a heavy user's clicks, keyed by
+    # the customer or by a linked visitor) between an email and its re-send (CI, 2026-12-05: c-000258).
     state = new_state_for("c-1")
-    first, second = parsed(event(n=1, customer_id="c-1")), parsed(event(n=2, customer_id="c-1"))
+    email = parsed(event("email", n=0, customer_id="c-1", action="delivered", campaign_id="k-1", message_id="m-1"))
+    assert apply(state, email, CONFIG)
+    for n in range(1, 4 * CONFIG.dedup_memory):
+        apply(state, parsed(event(n=n, customer_id="c-1")), CONFIG)
+        apply(state, parsed(event(n=10_000 + n, customer_id="c-1", anonymous_id="a-1")), CONFIG)
+        apply(state, parsed(event(n=20_000 + n, anonymous_id="a-1")), CONFIG)
+    assert not apply(state, email, CONFIG)
+    assert state.email_actions[EMAIL_ACTION_INDEX["delivered"]] == sum(state.email_actions) == 1
+
+
+def test_a_profile_forgets_the_stream_it_used_least_recently_first() -> None:
+    state = new_state_for("c-1")
+    first, kept = parsed(event(n=1, customer_id="c-1")), parsed(event("purchase", n=2, customer_id="c-1"))
     assert apply(state, first, CONFIG)
-    assert apply(state, second, CONFIG)
-    old = msgspec.msgpack.decode(encode(state))[:-1]  # without the trailing dict: the earlier layout
-    old[_RECENT_IDS] = list(state.recent_event_ids)
-    stored = decode(msgspec.msgpack.encode(old))
-    assert stored.recent_ids == list(state.recent_event_ids)
-    assert not stored.recent_event_ids
+    assert apply(state, kept, CONFIG)
+    for n in range(MAX_STREAMS - 2):  # one stream short of the limit: the first is still remembered
+        apply(state, parsed(event(n=100 + n, anonymous_id=f"a-{n}")), CONFIG)
+    assert not apply(state, first, CONFIG)  # ... and is now the most recently used
+    assert not apply(state, kept, CONFIG)
+    apply(state, parsed(event(n=200, anonymous_id="a-new")), CONFIG)
+    assert len(state.recent_by_stream) == MAX_STREAMS
+    assert not apply(state, kept, CONFIG)
+    assert apply(state, parsed(event(n=100, anonymous_id="a-0")), CONFIG)  # its stream was forgotten first
+
+
+_FIELDS = list(ProfileState.__struct_fields__)
+
+
+def stored_in_an_earlier_layout(state: ProfileState, last_field: str) -> ProfileState:
+    """``state`` as a version whose last field was ``last_field`` wrote it (positional msgpack)."""
+    earlier = msgspec.msgpack.decode(encode(state))[: _FIELDS.index(last_field) + 1]
+    return decode(msgspec.msgpack.encode(earlier))
+
+
+@pytest.mark.parametrize("layout", ["a list", "one memory for all streams"])
+def test_ids_remembered_in_an_earlier_layout_are_recognised_then_forgotten_one_per_event(layout: str) -> None:
+    first, second = parsed(event(n=1, customer_id="c-1")), parsed(event("purchase", n=2, customer_id="c-1"))
+    ids = [id_hash("e-1"), id_hash("e-2")]
+    state = new_state_for("c-1")
+    if layout == "a list":
+        state.recent_ids = ids
+        stored = stored_in_an_earlier_layout(state, "direct_floors")
+    else:
+        state.recent_event_ids = dict.fromkeys(ids)
+        stored = stored_in_an_earlier_layout(state, "recent_event_ids")
     assert not apply(stored, first, CONFIG)
     assert not apply(stored, second, CONFIG)
-    assert stored.events_applied == 2
-    assert stored.recent_ids == []  # moved on first use
-    assert list(stored.recent_event_ids) == list(state.recent_event_ids)
+    assert stored.events_applied == 0
+    assert apply(stored, parsed(event(n=3, customer_id="c-1")), CONFIG)
+    assert (stored.recent_ids, list(stored.recent_event_ids)) == ([], ids[1:])
+    assert not apply(stored, second, CONFIG)
+    assert apply(stored, parsed(event(n=4, customer_id="c-1")), CONFIG)
+    assert not stored.recent_event_ids
+    assert apply(stored, first, CONFIG)  # forgotten: the earlier memory drained as events came
     assert decode(encode(stored)) == stored
 
 
@@ -157,6 +200,25 @@ def test_a_late_handover_keeps_the_customers_own_duplicate_memory() -> None:
     # and the visitor's ids are remembered too: its events' duplicates may still come, forwarded
     customer, _ = run(customer, resolved(event(n=100, anonymous_id="a-1"), "c-1", offset=502))
     assert customer.events_applied == CONFIG.dedup_memory + 1
+
+
+def test_a_stream_both_profiles_remember_keeps_both_memories_through_a_merge() -> None:
+    visitor, customer = new_state_for("anon:a-1"), new_state_for("c-1")
+    for n in range(CONFIG.dedup_memory):
+        apply(visitor, parsed(event(n=n, anonymous_id="a-1")), CONFIG)
+        apply(customer, parsed(event(n=1000 + n, anonymous_id="a-1")), CONFIG)
+    merge_into(customer, visitor, CONFIG)
+    assert [len(ids) for ids in customer.recent_by_stream.values()] == [2 * CONFIG.dedup_memory]
+    assert not apply(customer, parsed(event(n=0, anonymous_id="a-1")), CONFIG)
+    assert not apply(customer, parsed(event(n=1000, anonymous_id="a-1")), CONFIG)
+
+
+def test_a_merge_gives_the_customer_copies_of_the_visitors_memories() -> None:
+    visitor, customer = new_state_for("anon:a-1"), new_state_for("c-1")
+    apply(visitor, parsed(event(n=1, anonymous_id="a-1")), CONFIG)
+    merge_into(customer, visitor, CONFIG)
+    apply(customer, parsed(event(n=2, anonymous_id="a-1")), CONFIG)
+    assert [len(ids) for ids in visitor.recent_by_stream.values()] == [1]  # a later merge of it is unchanged
 
 
 def test_a_late_click_of_a_session_older_than_the_session_memory_counts_it_again() -> None:

@@ -1,0 +1,19 @@
+"""Stable 64-bit hashes of ids, as profiles store them (Python's ``hash`` changes between processes). Pure."""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+
+
+def id_hash(value: str) -> int:
+    """A stable 64-bit hash.
+
+    >>> id_hash("ev-1") == id_hash("ev-1") != id_hash("ev-2")
+    True
+    """
+    return int.from_bytes(hashlib.blake2b(value.encode(), digest_size=8).digest(), "big")
+
+
+#: Session ids and stream identities repeat across many events: hash each once.
+repeated_id_hash = lru_cache(maxsize=1 << 16)(id_hash)
