@@ -7,7 +7,8 @@ its stream in between" holds whatever the worker's interleaving of partitions is
 did not: a worker catching up a backlog can apply a long slice of one partition (a heavy user's clicks)
 between an event of another partition and its re-send, and the re-send was counted twice.
 
-A profile remembers at most ``MAX_STREAMS`` streams; the one used least recently is forgotten first.
+A profile remembers at most ``MAX_STREAMS`` streams; the one it applied an event from least recently is
+forgotten first. A recognised re-send changes nothing.
 """
 
 from __future__ import annotations
@@ -58,14 +59,16 @@ def remember(state: ProfileState, event: AnyEvent, config: FoldConfig) -> bool:
         return False
     streams = state.recent_by_stream
     stream = stream_of(event.type, event.key)
-    ids = streams.pop(stream, None)
+    ids = streams.get(stream)
     if ids is None:
         ids = {}
         if len(streams) >= MAX_STREAMS:
             del streams[next(iter(streams))]
+    elif key in ids:
+        return False  # and nothing changes: a re-send is not a use of its stream
+    else:
+        del streams[stream]
     streams[stream] = ids  # last: the most recently used
-    if key in ids:
-        return False
     ids[key] = None
     if len(ids) > config.dedup_memory:
         del ids[next(iter(ids))]
