@@ -33,7 +33,7 @@ KNOWN: Final = "rapport:ns:known"
 SERVING: Final = "rapport:ns:serving"
 SUPERSEDED: Final = "rapport:ns:superseded"
 #: Prefixes of keys that belong to no namespace: no namespace may take these names.
-RESERVED: Final = frozenset({"ns", "keys", "rl"})
+RESERVED: Final = frozenset({"ns", "keys", "rl", "dlq"})
 #: A namespace's name: no glob characters (``drop`` SCANs by a pattern built from it), no ``:`` (keys are
 #: split on it), bounded (it is in every key and in the workers' consumer group).
 NAME: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")

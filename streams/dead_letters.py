@@ -8,15 +8,31 @@ Header names (all values UTF-8):
 - ``rapport.source.topic``, ``rapport.source.partition``, ``rapport.source.offset`` — the record's
   coordinates, so it can be found, fixed and re-produced;
 - ``rapport.rejected_at`` — when the worker refused it (RFC 3339, UTC).
+
+A record that ``rapport dlq redrive`` sends back to its raw topic carries ``rapport.redriven_from``
+(``topic:partition:offset`` of its dead letter), by which an interrupted redrive finds what it already sent.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Final
 
 from schemas.resolved import RawSource
-from schemas.validation import Rejection
+from schemas.validation import Reason, Rejection
+
+#: The reasons the worker's stages add to the contract's (``schemas.validation.Reason``).
+STAGE_REASONS: Final = (
+    "unsupported_currency",
+    "invalid_erasure",
+    "resolve_error",
+    "corrupt_resolved_record",
+    "fold_error",
+)
+#: Every reason a dead letter can carry.
+REASONS: Final = (*(reason.value for reason in Reason), *STAGE_REASONS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,3 +57,42 @@ def dead_letter(reason: DeadLetter, source: RawSource, now: datetime) -> list[tu
         ("rapport.source.offset", str(source.offset).encode()),
         ("rapport.rejected_at", now.isoformat(timespec="milliseconds").encode()),
     ]
+
+
+#: The header of a record re-sent from the dead-letter topic.
+REDRIVEN_FROM: Final = "rapport.redriven_from"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLettered:
+    """What a dead-lettered record's headers say: why, where from (None if they do not say), and when."""
+
+    reason: str
+    source: RawSource | None
+    rejected_at: str
+
+
+def read_dead_letter(headers: Iterable[tuple[str, bytes]]) -> DeadLettered | None:
+    """The headers ``dead_letter`` wrote, read back; None for a record without a reason (not Rapport's).
+
+    >>> from datetime import UTC, datetime
+    >>> written = dead_letter(DeadLetter("invalid_json", "", "x"), RawSource("events.clicks", 2, 7), datetime.now(UTC))
+    >>> read = read_dead_letter(written)
+    >>> read.reason, read.source
+    ('invalid_json', RawSource(topic='events.clicks', partition=2, offset=7))
+    >>> read_dead_letter([("rapport.reason", b"invalid_json")]).source is None
+    True
+    """
+    values = {name: value.decode("utf-8", "replace") for name, value in headers}
+    reason = values.get("rapport.reason")
+    if not reason:
+        return None
+    try:
+        source: RawSource | None = RawSource(
+            values["rapport.source.topic"],
+            int(values["rapport.source.partition"]),
+            int(values["rapport.source.offset"]),
+        )
+    except (KeyError, ValueError):
+        source = None
+    return DeadLettered(reason, source, values.get("rapport.rejected_at", ""))

@@ -116,18 +116,15 @@ class Resolver:
             value = record.value or b""
             source = _source(record)
             if record.topic == self.erasures_topic:
-                erasure = _decode_erasure(value)
+                erasure = decode_erasure(value)
                 if isinstance(erasure, DeadLetter):
                     out.refused.append(Refused(record, source, erasure))
                 else:
                     erasures.append(erasure)
                 continue
-            event = validate_event(value, now=now, limits=self.limits)
-            if isinstance(event, Rejection):
-                out.refused.append(Refused(record, source, DeadLetter.from_rejection(event)))
-            elif isinstance(event, PurchaseEvent) and event.currency not in self.config.fx_rates:
-                reason = DeadLetter("unsupported_currency", "currency", f"no rate configured for {event.currency}")
-                out.refused.append(Refused(record, source, reason))
+            event = admit(value, now, self.limits, self.config)
+            if isinstance(event, DeadLetter):
+                out.refused.append(Refused(record, source, event))
             else:
                 arrivals.append(identity.Arrival(source, value, event, record.timestamp))
                 if decoded is not None:
@@ -162,6 +159,34 @@ class Resolver:
         return out
 
 
+def admit(value: bytes, now: datetime, limits: ValidationLimits, config: FoldConfig) -> AnyEvent | DeadLetter:
+    """The event a raw events record carries, or why the resolve stage refuses it before identity.
+
+    >>> from datetime import UTC, datetime
+    >>> line = b'{"event_id": "e-1", "type": "purchase", "customer_id": "c-1", "action": "order",'
+    >>> line += b' "order_id": "o-1", "currency": "JPY", "total": 1000, "timestamp": "2026-01-01T00:00:00Z"}'
+    >>> now = datetime(2026, 1, 2, tzinfo=UTC)
+    >>> admit(line, now, ValidationLimits(), FoldConfig()).reason
+    'unsupported_currency'
+    >>> admit(line, now, ValidationLimits(), FoldConfig(fx_rates={"EUR": 1.0, "JPY": 0.0062})).event_id
+    'e-1'
+    """
+    event = validate_event(value, now=now, limits=limits)
+    if isinstance(event, Rejection):
+        return DeadLetter.from_rejection(event)
+    if isinstance(event, PurchaseEvent) and event.currency not in config.fx_rates:
+        return DeadLetter("unsupported_currency", "currency", f"no rate configured for {event.currency}")
+    return event
+
+
+def decode_erasure(value: bytes) -> ErasureRecord | DeadLetter:
+    """The erasure an ``erasures`` record carries, or why it is refused."""
+    try:
+        return erasure_codec.decode(value)
+    except msgspec.MsgspecError as exc:
+        return DeadLetter("invalid_erasure", "", str(exc))
+
+
 def _source(record: RawRecord) -> RawSource:
     return RawSource(record.topic, record.partition, record.offset)
 
@@ -186,10 +211,3 @@ def _without_erased(
         if decoded is not None:
             decoded[raw] = event
     return kept
-
-
-def _decode_erasure(value: bytes) -> ErasureRecord | DeadLetter:
-    try:
-        return erasure_codec.decode(value)
-    except msgspec.MsgspecError as exc:
-        return DeadLetter("invalid_erasure", "", str(exc))

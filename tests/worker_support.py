@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from kafka import KafkaAdminClient, TopicPartition
@@ -21,7 +22,7 @@ from schemas.topics import ERASURES, RAW_EVENT_TOPICS, RESOLVED
 from services.kafka_clients import make_consumer, topic_partitions
 from services.redis_client import make_redis
 from services.settings import Settings
-from tests.kafka_support import Topics
+from tests.kafka_support import Topics, produce_raw
 
 
 class Worker:
@@ -162,6 +163,20 @@ def wait_until_caught_up(topics: Topics, namespace: str, worker: Worker, timeout
             if streak == 2:
                 return
             time.sleep(0.5)
+
+
+def run_worker_through(
+    topics: Topics, namespace: str, log_dir: Path, lines: Sequence[bytes] = (), extra_env: dict[str, str] | None = None
+) -> None:
+    """A worker started, ``lines`` sent straight to the raw topics (unvalidated: the worker validates on its
+    own), and the worker stopped once it has applied everything the topics hold."""
+    worker = Worker(topics, namespace, log_dir, extra_env)
+    worker.start()
+    try:
+        assert produce_raw(topics, lines) == len(lines)
+        wait_until_caught_up(topics, namespace, worker)
+    finally:
+        worker.stop()
 
 
 def stored_views(topics: Topics, namespace: str, as_of_ms: int) -> dict[str, dict[str, object]]:

@@ -27,6 +27,7 @@ COMMANDS: Final = {
     "simulate": ("simulate", "simulate"),
     "produce": ("produce", "produce"),
     "tail": ("tail", "tail"),
+    "dlq": ("dlq", "app"),
     "worker": ("worker", "worker"),
     "api": ("api", "api"),
     "deliver": ("deliver", "deliver"),

@@ -13,6 +13,10 @@ must skip it and go on learning.
 
 With ``RAPPORT_TEST_FAILING_PROFILE`` set, the API's read of that profile id raises: it must answer a 500
 with its error body and go on serving.
+
+With ``RAPPORT_TEST_REDRIVE_DIES`` set to ``before_send`` or ``after_send``, ``rapport dlq redrive`` dies
+(``os._exit``, like SIGKILL: no clean-up) at its first send, or once its sends are acknowledged and before
+it records them: a later redrive must send each dead letter exactly once.
 """
 
 from __future__ import annotations
@@ -79,3 +83,28 @@ if _failing_profile:
         return await _read(ctx, served, ids, *args, **kwargs)
 
     _profiles_routes["_read"] = _defective_read
+
+_redrive_dies = os.environ.get("RAPPORT_TEST_REDRIVE_DIES", "")
+
+if _redrive_dies:
+    import services.dlq
+
+    _dlq = vars(services.dlq)  # the names redrive calls
+
+    def _exit(*args: Any, **kwargs: Any) -> Any:
+        os._exit(137)
+
+    async def _die(*args: Any, **kwargs: Any) -> Any:
+        _exit()
+
+    if _redrive_dies == "after_send":
+        _dlq["_settle"] = _die
+    else:
+        _make_producer = _dlq["make_producer"]
+
+        def _dying_producer(*args: Any, **kwargs: Any) -> Any:
+            producer = _make_producer(*args, **kwargs)
+            producer.send = _exit
+            return producer
+
+        _dlq["make_producer"] = _dying_producer

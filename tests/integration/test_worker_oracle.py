@@ -13,9 +13,9 @@ import pytest
 
 from profiles.config import HOUR_MS
 from schemas.validation import Rejection, ValidationLimits, validate_event
-from tests.kafka_support import Topics, produce_raw, rapport
+from tests.kafka_support import Topics, rapport
 from tests.oracle import OracleSettings, build_profiles, diff_profiles
-from tests.worker_support import Worker, stored_views, wait_until_caught_up
+from tests.worker_support import run_worker_through, stored_views
 
 pytestmark = pytest.mark.integration
 
@@ -43,14 +43,7 @@ def test_every_profile_equals_the_oracle_and_the_dlq_holds_exactly_the_malformed
     namespace = f"t{uuid.uuid4().hex[:8]}"
     # The oracle drops every repeat of an event id; the worker remembers the last 64 of each source stream
     # (docs/profile.md, "Bounded memory"). Here a repeat follows at most 7 events of its stream.
-    worker = Worker(topics, namespace, tmp_path)
-    worker.start()
-    try:
-        # The worker validates on its own: every line goes straight to Kafka, malformed ones included.
-        assert produce_raw(topics, lines) == len(lines)
-        wait_until_caught_up(topics, namespace, worker)
-    finally:
-        worker.stop()
+    run_worker_through(topics, namespace, tmp_path, lines)  # malformed lines included
 
     latest = max(orjson.loads(v)["timestamp"] for v in valid)
     as_of = (-(-int(datetime.fromisoformat(latest).timestamp() * 1000) // HOUR_MS) + 1) * HOUR_MS

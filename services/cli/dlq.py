@@ -1,0 +1,97 @@
+"""``rapport dlq summary | redrive``: what the dead-letter topic holds, and sending it back once fixed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeVar
+
+import orjson
+import typer
+from redis.asyncio import Redis
+from rich.console import Console
+from rich.table import Table
+
+from services.dlq import NOT_RESENT, redrive, summary
+from services.redis_client import make_redis
+from services.settings import get_settings
+from streams.dead_letters import REASONS
+
+app = typer.Typer(help="The dead-letter topic: what it holds, and re-sending it once fixed.", no_args_is_help=True)
+T = TypeVar("T")
+AsJson = Annotated[bool, typer.Option("--json", help="One JSON document on stdout, for machines.")]
+
+
+def _run(action: Callable[[Redis], Awaitable[T]]) -> T:
+    async def run() -> T:
+        redis = make_redis(get_settings())
+        try:
+            return await action(redis)
+        except LookupError as missing:  # the topic does not exist: nothing was ever dead-lettered here
+            raise typer.BadParameter(str(missing)) from None
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(run())
+
+
+def _reason(value: str) -> str:
+    if value not in REASONS:
+        raise typer.BadParameter(f"unknown reason {value!r}; the reasons are: {', '.join(REASONS)}")
+    if value in NOT_RESENT:
+        raise typer.BadParameter(
+            f"{value} dead letters are events.resolved records: they are not re-sent. Their raw records are "
+            "still in the raw topics; once the defect is fixed, `rapport replay` rebuilds what they changed"
+        )
+    return value
+
+
+@app.command("summary")
+def summary_(as_json: AsJson = False) -> None:
+    """Dead letters by reason and source topic: how many, how many re-sent, first and last refusal."""
+    settings = get_settings()
+    rows: list[dict[str, Any]] = _run(lambda redis: summary(settings, redis))
+    if as_json:
+        typer.echo(orjson.dumps(rows).decode())
+        return
+    table = Table("reason", "source topic", "records", "re-sent", "first refused", "last refused")
+    for row in rows:
+        table.add_row(
+            row["reason"],
+            row["topic"] or "-",
+            f"{row['records']:,}",
+            f"{row['re_sent']:,}",
+            row.get("first_rejected_at", "-"),
+            row.get("last_rejected_at", "-"),
+        )
+    Console().print(table)
+
+
+@app.command("redrive")
+def redrive_(
+    reason: Annotated[str, typer.Argument(help="The reason code of the dead letters to re-send.", callback=_reason)],
+    dry_run: Annotated[bool, typer.Option(help="Say what would be re-sent; send nothing.")] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Send the dead letters of REASON back to their raw topics, once their cause is fixed (a rate for a
+    currency, a higher size limit, a fixed defect): only those the current settings admit, each at most once
+    across runs and interruptions (docs/events.md, "Dead letters")."""
+    settings = get_settings()
+    done = _run(lambda redis: redrive(settings, redis, reason, datetime.now(UTC), dry_run=dry_run))
+    report = done.as_json() | {"dry_run": dry_run}
+    if as_json:
+        typer.echo(orjson.dumps(report).decode())
+        return
+    verb = "would re-send" if dry_run else "re-sent"
+    by_topic = ", ".join(f"{topic} {n:,}" for topic, n in sorted(done.sent.items())) or "nothing"
+    typer.echo(f"{reason}: {verb} {report['sent']:,} ({by_topic})")
+    if done.refused_again:
+        again = ", ".join(f"{why} {n:,}" for why, n in done.refused_again.most_common())
+        typer.echo(f"  left in place, the current settings refuse them again: {again}")
+    if done.already_sent:
+        typer.echo(f"  re-sent before: {done.already_sent:,}")
+    if done.recovered:
+        typer.echo(f"  found sent by an interrupted redrive: {done.recovered:,}")
+    if done.not_resendable:
+        typer.echo(f"  no raw topic to send to (not dead-lettered by a resolve stage): {done.not_resendable:,}")

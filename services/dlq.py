@@ -1,0 +1,280 @@
+"""The dead-letter topic: what it holds, and re-sending the records of one reason once its cause is fixed.
+
+``redrive`` sends a dead letter's original bytes, with its original key, back to the raw topic it came from
+(so to the same partition, by the producers' key hashing), where the worker resolves it like any record.
+Only records the current settings admit are sent: a line that is still malformed, or a purchase whose
+currency still has no rate, stays where it is, for a later redrive once that is fixed. Records of
+``events.resolved`` (``fold_error``, ``corrupt_resolved_record``) are not re-sent: the raw records behind
+them are still in the raw topics, and a replay rebuilds what they would have changed.
+
+**Each dead letter is re-sent at most once**, across runs and interruptions. The dead letters already
+re-sent are a Redis set of their positions. A batch is sent under an *intent*, written before the first
+send: the batch's positions, and the end offsets of the partitions it goes to. Once every send is
+acknowledged, one transaction adds the positions to the set and deletes the intent. A redrive that finds an
+intent (its predecessor died between the two) reads those partitions from the recorded offsets and adds
+every position it finds in a re-sent record's ``rapport.redriven_from`` header; what it does not find was
+not sent, and is selected again. Both keys share one hash tag.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final
+
+import orjson
+from kafka import KafkaConsumer, TopicPartition
+from redis.asyncio import Redis
+
+from schemas.resolved import RawSource
+from schemas.topics import DLQ, ERASURES, RAW_EVENT_TOPICS, full_name
+from services.kafka_clients import make_consumer, make_producer, topic_partitions
+from services.settings import Settings
+from streams.dead_letters import REDRIVEN_FROM, DeadLetter, DeadLettered, read_dead_letter
+from streams.resolution import admit, decode_erasure
+
+#: Reasons given to records of ``events.resolved``, which are not re-sent.
+NOT_RESENT: Final = frozenset({"fold_error", "corrupt_resolved_record"})
+#: Dead letters sent per intent: an interrupted redrive looks for at most this many.
+BATCH: Final = 1_000
+
+
+@dataclass(frozen=True, slots=True)
+class Letter:
+    """One record of the dead-letter topic."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: DeadLettered | None
+
+    @property
+    def position(self) -> str:
+        return f"{self.partition}:{self.offset}"
+
+
+@dataclass(slots=True)
+class Redrive:
+    """What a redrive did (or, dry, would do) with the dead letters of its reason."""
+
+    reason: str
+    sent: Counter[str] = field(default_factory=Counter)  # by raw topic
+    refused_again: Counter[str] = field(default_factory=Counter)  # by the reason the settings still give
+    already_sent: int = 0
+    recovered: int = 0  # sent by an interrupted redrive, found and recorded by this one
+    not_resendable: int = 0  # no source a redrive can send to
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "reason": self.reason,
+            "sent": sum(self.sent.values()),
+            "sent_by_topic": dict(self.sent),
+            "refused_again": dict(self.refused_again),
+            "already_sent": self.already_sent,
+            "recovered": self.recovered,
+            "not_resendable": self.not_resendable,
+        }
+
+
+def dlq_topic(settings: Settings) -> str:
+    return full_name(DLQ, settings.kafka.topic_prefix)
+
+
+def resendable_topics(settings: Settings) -> frozenset[str]:
+    """The topics a dead letter may go back to: the raw events topics and ``erasures``."""
+    prefix = settings.kafka.topic_prefix
+    return frozenset(full_name(spec, prefix) for spec in (*RAW_EVENT_TOPICS, ERASURES))
+
+
+def _keys(topic: str) -> tuple[str, str]:
+    """The set of re-sent positions and the intent, in one hash tag (one slot for their transaction)."""
+    tag = f"rapport:dlq:{{{topic}}}"
+    return f"{tag}:sent", f"{tag}:intent"
+
+
+async def _sent(redis: Redis, topic: str) -> set[str]:
+    """The positions of the dead letters already re-sent."""
+    return {m.decode() if isinstance(m, bytes) else m for m in await redis.smembers(_keys(topic)[0])}
+
+
+def _read(
+    consumer: KafkaConsumer, starts: Mapping[TopicPartition, int], ends: Mapping[TopicPartition, int]
+) -> list[Any]:
+    """Every record in ``[starts, ends)`` of each partition. Blocking (kafka-python)."""
+    remaining = {tp for tp in starts if starts[tp] < ends[tp]}
+    consumer.assign(list(remaining))
+    for tp in remaining:
+        consumer.seek(tp, starts[tp])
+    out: list[Any] = []
+    while remaining:
+        for tp, records in consumer.poll(timeout_ms=1_000, max_records=10_000).items():
+            out += [record for record in records if record.offset < ends[tp]]
+        remaining = {tp for tp in remaining if consumer.position(tp) < ends[tp]}
+    return out
+
+
+def read_letters(settings: Settings) -> tuple[list[Letter], dict[int, int]]:
+    """Every dead letter retained up to the topic's end when called, and each partition's first offset.
+    Blocking (kafka-python)."""
+    topic = dlq_topic(settings)
+    consumer = make_consumer(settings, "dlq")
+    try:
+        tps = topic_partitions(consumer, topic)
+        if not tps:
+            raise LookupError(f"topic {topic} does not exist on {settings.kafka.bootstrap_servers}")
+        starts = consumer.beginning_offsets(tps)
+        records = _read(consumer, starts, consumer.end_offsets(tps))
+    finally:
+        consumer.close()
+    letters = [Letter(r.partition, r.offset, r.key, r.value or b"", read_dead_letter(r.headers or ())) for r in records]
+    return letters, {tp.partition: offset for tp, offset in starts.items()}
+
+
+def summarise(letters: Iterable[Letter], sent: set[str]) -> list[dict[str, Any]]:
+    """One row per (reason, source topic): how many dead letters, how many re-sent, first and last refusal."""
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for letter in letters:
+        reason = letter.headers.reason if letter.headers is not None else "(no reason header)"
+        source = letter.headers.source if letter.headers is not None else None
+        row = rows.setdefault(
+            (reason, source.topic if source is not None else "-"),
+            {"reason": reason, "topic": source.topic if source is not None else None, "records": 0, "re_sent": 0},
+        )
+        row["records"] += 1
+        row["re_sent"] += letter.position in sent
+        at = letter.headers.rejected_at if letter.headers is not None else ""
+        if at:
+            row["first_rejected_at"] = min(row.get("first_rejected_at", at), at)
+            row["last_rejected_at"] = max(row.get("last_rejected_at", at), at)
+    return [rows[k] for k in sorted(rows)]
+
+
+async def summary(settings: Settings, redis: Redis) -> list[dict[str, Any]]:
+    letters, _ = await asyncio.to_thread(read_letters, settings)
+    return summarise(letters, await _sent(redis, dlq_topic(settings)))
+
+
+def refusal(letter: Letter, source: RawSource, settings: Settings, now: datetime) -> str | None:
+    """The reason the current settings would refuse the letter with again, or None if they admit it."""
+    if source.topic == full_name(ERASURES, settings.kafka.topic_prefix):
+        erasure = decode_erasure(letter.value)
+        return erasure.reason if isinstance(erasure, DeadLetter) else None
+    event = admit(letter.value, now, settings.validation.limits(), settings.profile.fold_config())
+    return event.reason if isinstance(event, DeadLetter) else None
+
+
+async def _recover(settings: Settings, redis: Redis, topic: str) -> int:
+    """Record what an interrupted redrive sent (its intent's positions found in re-sent records)."""
+    sent_key, intent_key = _keys(topic)
+    blob = await redis.get(intent_key)
+    if blob is None:
+        return 0
+    intent = orjson.loads(blob)
+    marks = {TopicPartition(t, p): offset for t, p, offset in intent["marks"]}
+    found = await asyncio.to_thread(_sent_since, settings, marks, topic, set(intent["positions"]))
+    async with redis.pipeline(transaction=True) as pipe:
+        if found:
+            pipe.sadd(sent_key, *found)
+        pipe.delete(intent_key)
+        await pipe.execute()
+    return len(found)
+
+
+def _sent_since(settings: Settings, marks: Mapping[TopicPartition, int], topic: str, wanted: set[str]) -> set[str]:
+    """The positions in ``wanted`` that a record re-sent after ``marks`` names. Blocking (kafka-python)."""
+    consumer = make_consumer(settings, "dlq-recovery")
+    try:
+        records = _read(consumer, marks, consumer.end_offsets(list(marks)))
+    finally:
+        consumer.close()
+    named = {value.decode() for r in records for name, value in r.headers or () if name == REDRIVEN_FROM}
+    return {position for position in wanted if f"{topic}:{position}" in named}
+
+
+async def redrive(settings: Settings, redis: Redis, reason: str, now: datetime, *, dry_run: bool) -> Redrive:
+    """Re-send the dead letters of ``reason`` that the current settings admit, each at most once."""
+    topic = dlq_topic(settings)
+    done = Redrive(reason)
+    if not dry_run:
+        done.recovered = await _recover(settings, redis, topic)
+    letters, firsts = await asyncio.to_thread(read_letters, settings)
+    sent = await _sent(redis, topic)
+    targets = resendable_topics(settings)
+    chosen: list[tuple[Letter, RawSource]] = []
+    for letter in letters:
+        if letter.headers is None or letter.headers.reason != reason:
+            continue
+        source = letter.headers.source
+        if letter.position in sent:
+            done.already_sent += 1
+        elif source is None or source.topic not in targets:
+            done.not_resendable += 1
+        elif (again := refusal(letter, source, settings, now)) is not None:
+            done.refused_again[again] += 1
+        else:
+            chosen.append((letter, source))
+    if dry_run:
+        done.sent.update(source.topic for _, source in chosen)
+        return done
+    expired = [m for m in sent if int(m.split(":")[1]) < firsts.get(int(m.split(":")[0]), 0)]
+    if expired:  # their dead letters left the topic (retention): nothing can select them again
+        await redis.srem(_keys(topic)[0], *expired)
+    for start in range(0, len(chosen), BATCH):
+        await _send(settings, redis, topic, chosen[start : start + BATCH], done)
+    return done
+
+
+async def _send(
+    settings: Settings, redis: Redis, topic: str, batch: Sequence[tuple[Letter, RawSource]], done: Redrive
+) -> None:
+    sent_key, intent_key = _keys(topic)
+    marks = await asyncio.to_thread(_end_offsets, settings, sorted({source.topic for _, source in batch}))
+    positions = [letter.position for letter, _ in batch]
+    intent = {"positions": positions, "marks": [[tp.topic, tp.partition, offset] for tp, offset in marks.items()]}
+    await redis.set(intent_key, orjson.dumps(intent))
+    await asyncio.to_thread(_produce, settings, topic, batch)
+    await _settle(redis, sent_key, intent_key, positions)
+    done.sent.update(source.topic for _, source in batch)
+
+
+def _end_offsets(settings: Settings, topics: Sequence[str]) -> dict[TopicPartition, int]:
+    """Where each partition of ``topics`` ends now. Blocking (kafka-python)."""
+    consumer = make_consumer(settings, "dlq-marks")
+    try:
+        tps = [tp for topic in topics for tp in topic_partitions(consumer, topic)]
+        ends: dict[TopicPartition, int] = consumer.end_offsets(tps)
+        return ends
+    finally:
+        consumer.close()
+
+
+def _produce(settings: Settings, topic: str, batch: Sequence[tuple[Letter, RawSource]]) -> None:
+    """Send each letter back, and wait until every send is acknowledged (acks=all). Blocking (kafka-python)."""
+    producer = make_producer(settings)
+    try:
+        sends = [
+            producer.send(
+                source.topic,
+                value=letter.value,
+                key=letter.key,
+                headers=[(REDRIVEN_FROM, f"{topic}:{letter.position}".encode())],
+            )
+            for letter, source in batch
+        ]
+        producer.flush()
+        for send in sends:
+            send.get(timeout=settings.kafka.bootstrap_timeout_s)
+    finally:
+        producer.close()
+
+
+async def _settle(redis: Redis, sent_key: str, intent_key: str, positions: list[str]) -> None:
+    """The batch's sends were all acknowledged: record them, and drop the intent, together."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.sadd(sent_key, *positions)
+        pipe.delete(intent_key)
+        await pipe.execute()
