@@ -2,10 +2,11 @@
 
 ``redrive`` sends a dead letter's original bytes, with its original key, back to the raw topic it came from
 (so to the same partition, by the producers' key hashing), where the worker resolves it like any record.
-Only records the current settings admit are sent: a line that is still malformed, or a purchase whose
-currency still has no rate, stays where it is, for a later redrive once that is fixed. Records of
-``events.resolved`` (``fold_error``, ``corrupt_resolved_record``) are not re-sent: the raw records behind
-them are still in the raw topics, and a replay rebuilds what they would have changed.
+A ``fold_error`` dead letter is an ``events.resolved`` record whose fold raised: what goes back is the raw
+event it carries, to the raw topic it was read from. Only records the current settings admit are sent: a
+line that is still malformed, or a purchase whose currency still has no rate, stays where it is, for a
+later redrive once that is fixed. ``corrupt_resolved_record`` dead letters are not re-sent: they are no
+record a worker could have written, and the raw records behind them are still in the raw topics.
 
 **Each dead letter is re-sent at most once**, across runs and interruptions. The dead letters already
 re-sent are a Redis set of their positions. A batch is sent under an *intent*, written before the first
@@ -19,27 +20,37 @@ not sent, and is selected again. Both keys share one hash tag.
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
+import msgspec
 import orjson
 from kafka import KafkaConsumer, TopicPartition
 from redis.asyncio import Redis
+from redis.exceptions import WatchError
 
-from schemas.resolved import RawSource
-from schemas.topics import DLQ, ERASURES, RAW_EVENT_TOPICS, full_name
+from profiles.redis_values import as_text
+from schemas.resolved import DECODER as RESOLVED_DECODER
+from schemas.topics import DLQ, ERASURES, RAW_EVENT_TOPICS, RESOLVED, full_name
+from schemas.validation import Rejection, decode_event
 from services.kafka_clients import make_consumer, make_producer, topic_partitions
 from services.settings import Settings
 from streams.dead_letters import REDRIVEN_FROM, DeadLetter, DeadLettered, read_dead_letter
 from streams.resolution import admit, decode_erasure
 
-#: Reasons given to records of ``events.resolved``, which are not re-sent.
-NOT_RESENT: Final = frozenset({"fold_error", "corrupt_resolved_record"})
+#: Reasons whose dead letters are never re-sent.
+NOT_RESENT: Final = frozenset({"corrupt_resolved_record"})
 #: Dead letters sent per intent: an interrupted redrive looks for at most this many.
 BATCH: Final = 1_000
+#: How long a redrive's lock outlives its last refresh (a holder on another host that died).
+LOCK_MS: Final = 60_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +66,51 @@ class Letter:
     @property
     def position(self) -> str:
         return f"{self.partition}:{self.offset}"
+
+
+@dataclass(frozen=True, slots=True)
+class Resend:
+    """What re-sending a dead letter sends, and where."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+
+
+def resend_of(letter: Letter, raw_topics: frozenset[str], resolved_topic: str) -> Resend | None:
+    """The record to send back for ``letter``: itself, to the raw topic it was refused from; for a
+    ``fold_error``, the raw event its one ``events.resolved`` record carries, to the raw topic that record was
+    read from. None when there is no such record (a hand-over, an erasure, headers that say nothing).
+
+    >>> from schemas.resolved import RawSource
+    >>> from streams.dead_letters import DeadLettered
+    >>> refused = DeadLettered("malformed_json", RawSource("events.clicks", 1, 9), "")
+    >>> resend_of(Letter(0, 4, b"c-1", b"{", refused), frozenset({"events.clicks"}), "events.resolved")
+    Resend(topic='events.clicks', key=b'c-1', value=b'{')
+    """
+    source = letter.headers.source if letter.headers is not None else None
+    if source is None:
+        return None
+    if source.topic in raw_topics:
+        return Resend(source.topic, letter.key, letter.value)
+    if source.topic == resolved_topic and letter.headers is not None and letter.headers.reason == "fold_error":
+        return _folded_event(letter.value, raw_topics)
+    return None
+
+
+def _folded_event(envelope: bytes, raw_topics: frozenset[str]) -> Resend | None:
+    """The raw event of a one-record ``events.resolved`` envelope (as ``fold_error`` dead letters hold)."""
+    try:
+        records = RESOLVED_DECODER.decode(envelope).records
+    except msgspec.MsgspecError:
+        return None
+    record = records[0] if len(records) == 1 and records[0].kind in ("event", "forward") else None
+    if record is None or record.event is None or record.source is None or record.source.topic not in raw_topics:
+        return None
+    event = decode_event(record.event)
+    if isinstance(event, Rejection):
+        return None
+    return Resend(record.source.topic, event.key.encode() or None, record.event)
 
 
 @dataclass(slots=True)
@@ -90,15 +146,80 @@ def resendable_topics(settings: Settings) -> frozenset[str]:
     return frozenset(full_name(spec, prefix) for spec in (*RAW_EVENT_TOPICS, ERASURES))
 
 
-def _keys(topic: str) -> tuple[str, str]:
-    """The set of re-sent positions and the intent, in one hash tag (one slot for their transaction)."""
+class Keys(NamedTuple):
+    """A dead-letter topic's redrive keys, in one hash tag (one slot for their transaction)."""
+
+    sent: str  # the positions of the dead letters re-sent
+    intent: str  # the batch being sent
+    lock: str  # the redrive running: "host pid token"
+
+
+def redrive_keys(topic: str) -> Keys:
     tag = f"rapport:dlq:{{{topic}}}"
-    return f"{tag}:sent", f"{tag}:intent"
+    return Keys(f"{tag}:sent", f"{tag}:intent", f"{tag}:lock")
+
+
+class RedriveBusyError(RuntimeError):
+    """Another redrive of the same dead-letter topic is running."""
+
+
+@asynccontextmanager
+async def _exclusive(redis: Redis, lock: str) -> AsyncIterator[None]:
+    """Hold ``lock`` while the block runs, refreshed every third of ``LOCK_MS``. A lock whose holder ran on
+    this host and is no longer alive (killed) is taken over at once; another host's lapses after ``LOCK_MS``."""
+    mine = f"{socket.gethostname()} {os.getpid()} {uuid.uuid4().hex}"
+    if not await redis.set(lock, mine, nx=True, px=LOCK_MS) and not await _take_over(redis, lock, mine):
+        raise RedriveBusyError(f"another redrive is running: {_holder(await redis.get(lock))}")
+
+    async def refresh() -> None:
+        while True:
+            await asyncio.sleep(LOCK_MS / 3000)
+            await redis.set(lock, mine, xx=True, px=LOCK_MS)
+
+    refreshing = asyncio.create_task(refresh())
+    try:
+        yield
+    finally:
+        refreshing.cancel()
+        if _holder(await redis.get(lock)) == mine:
+            await redis.delete(lock)
+
+
+async def _take_over(redis: Redis, lock: str, mine: str) -> bool:
+    """Take ``lock`` if it lapsed meanwhile or its holder was a process of this host that is gone."""
+    async with redis.pipeline(transaction=True) as pipe:
+        await pipe.watch(lock)
+        held = _holder(await pipe.get(lock))
+        host, _, rest = held.partition(" ")
+        pid = rest.split(" ", 1)[0]
+        if held and (host != socket.gethostname() or not pid.isdigit() or _alive(int(pid))):
+            return False
+        pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+        pipe.set(lock, mine, px=LOCK_MS)
+        try:
+            await pipe.execute()
+        except WatchError:
+            return False
+    return True
+
+
+def _holder(value: bytes | str | None) -> str:
+    return "" if value is None else as_text(value)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 async def _sent(redis: Redis, topic: str) -> set[str]:
     """The positions of the dead letters already re-sent."""
-    return {m.decode() if isinstance(m, bytes) else m for m in await redis.smembers(_keys(topic)[0])}
+    return {as_text(m) for m in await redis.smembers(redrive_keys(topic).sent)}
 
 
 def _read(
@@ -158,18 +279,18 @@ async def summary(settings: Settings, redis: Redis) -> list[dict[str, Any]]:
     return summarise(letters, await _sent(redis, dlq_topic(settings)))
 
 
-def refusal(letter: Letter, source: RawSource, settings: Settings, now: datetime) -> str | None:
-    """The reason the current settings would refuse the letter with again, or None if they admit it."""
-    if source.topic == full_name(ERASURES, settings.kafka.topic_prefix):
-        erasure = decode_erasure(letter.value)
+def refusal(resend: Resend, settings: Settings, now: datetime) -> str | None:
+    """The reason the current settings would refuse the record with again, or None if they admit it."""
+    if resend.topic == full_name(ERASURES, settings.kafka.topic_prefix):
+        erasure = decode_erasure(resend.value)
         return erasure.reason if isinstance(erasure, DeadLetter) else None
-    event = admit(letter.value, now, settings.validation.limits(), settings.profile.fold_config())
+    event = admit(resend.value, now, settings.validation.limits(), settings.profile.fold_config())
     return event.reason if isinstance(event, DeadLetter) else None
 
 
 async def _recover(settings: Settings, redis: Redis, topic: str) -> int:
     """Record what an interrupted redrive sent (its intent's positions found in re-sent records)."""
-    sent_key, intent_key = _keys(topic)
+    sent_key, intent_key, _ = redrive_keys(topic)
     blob = await redis.get(intent_key)
     if blob is None:
         return 0
@@ -196,49 +317,61 @@ def _sent_since(settings: Settings, marks: Mapping[TopicPartition, int], topic: 
 
 
 async def redrive(settings: Settings, redis: Redis, reason: str, now: datetime, *, dry_run: bool) -> Redrive:
-    """Re-send the dead letters of ``reason`` that the current settings admit, each at most once."""
+    """Re-send the dead letters of ``reason`` that the current settings admit, each at most once. One redrive
+    of a dead-letter topic runs at a time (``RedriveBusyError``); a dry run takes no lock."""
     topic = dlq_topic(settings)
-    done = Redrive(reason)
-    if not dry_run:
-        done.recovered = await _recover(settings, redis, topic)
-    letters, firsts = await asyncio.to_thread(read_letters, settings)
-    sent = await _sent(redis, topic)
-    targets = resendable_topics(settings)
-    chosen: list[tuple[Letter, RawSource]] = []
-    for letter in letters:
-        if letter.headers is None or letter.headers.reason != reason:
-            continue
-        source = letter.headers.source
-        if letter.position in sent:
-            done.already_sent += 1
-        elif source is None or source.topic not in targets:
-            done.not_resendable += 1
-        elif (again := refusal(letter, source, settings, now)) is not None:
-            done.refused_again[again] += 1
-        else:
-            chosen.append((letter, source))
     if dry_run:
-        done.sent.update(source.topic for _, source in chosen)
+        done, chosen, _ = await _select(settings, redis, topic, reason, now)
+        done.sent.update(resend.topic for _, resend in chosen)
         return done
-    expired = [m for m in sent if int(m.split(":")[1]) < firsts.get(int(m.split(":")[0]), 0)]
-    if expired:  # their dead letters left the topic (retention): nothing can select them again
-        await redis.srem(_keys(topic)[0], *expired)
-    for start in range(0, len(chosen), BATCH):
-        await _send(settings, redis, topic, chosen[start : start + BATCH], done)
+    async with _exclusive(redis, redrive_keys(topic).lock):
+        recovered = await _recover(settings, redis, topic)
+        done, chosen, expired = await _select(settings, redis, topic, reason, now)
+        done.recovered = recovered
+        if expired:  # their dead letters left the topic (retention): nothing can select them again
+            await redis.srem(redrive_keys(topic).sent, *expired)
+        for start in range(0, len(chosen), BATCH):
+            await _send(settings, redis, topic, chosen[start : start + BATCH], done)
     return done
 
 
+async def _select(
+    settings: Settings, redis: Redis, topic: str, reason: str, now: datetime
+) -> tuple[Redrive, list[tuple[Letter, Resend]], list[str]]:
+    """The dead letters of ``reason`` to send, the others counted; and the re-sent positions that expired."""
+    letters, firsts = await asyncio.to_thread(read_letters, settings)
+    sent = await _sent(redis, topic)
+    raw_topics = resendable_topics(settings)
+    resolved_topic = full_name(RESOLVED, settings.kafka.topic_prefix)
+    done = Redrive(reason)
+    chosen: list[tuple[Letter, Resend]] = []
+    for letter in letters:
+        if letter.headers is None or letter.headers.reason != reason:
+            continue
+        resend = resend_of(letter, raw_topics, resolved_topic)
+        if letter.position in sent:
+            done.already_sent += 1
+        elif resend is None:
+            done.not_resendable += 1
+        elif (again := refusal(resend, settings, now)) is not None:
+            done.refused_again[again] += 1
+        else:
+            chosen.append((letter, resend))
+    expired = [m for m in sent if int(m.split(":")[1]) < firsts.get(int(m.split(":")[0]), 0)]
+    return done, chosen, expired
+
+
 async def _send(
-    settings: Settings, redis: Redis, topic: str, batch: Sequence[tuple[Letter, RawSource]], done: Redrive
+    settings: Settings, redis: Redis, topic: str, batch: Sequence[tuple[Letter, Resend]], done: Redrive
 ) -> None:
-    sent_key, intent_key = _keys(topic)
-    marks = await asyncio.to_thread(_end_offsets, settings, sorted({source.topic for _, source in batch}))
+    sent_key, intent_key, _ = redrive_keys(topic)
+    marks = await asyncio.to_thread(_end_offsets, settings, sorted({resend.topic for _, resend in batch}))
     positions = [letter.position for letter, _ in batch]
     intent = {"positions": positions, "marks": [[tp.topic, tp.partition, offset] for tp, offset in marks.items()]}
     await redis.set(intent_key, orjson.dumps(intent))
     await asyncio.to_thread(_produce, settings, topic, batch)
     await _settle(redis, sent_key, intent_key, positions)
-    done.sent.update(source.topic for _, source in batch)
+    done.sent.update(resend.topic for _, resend in batch)
 
 
 def _end_offsets(settings: Settings, topics: Sequence[str]) -> dict[TopicPartition, int]:
@@ -252,18 +385,18 @@ def _end_offsets(settings: Settings, topics: Sequence[str]) -> dict[TopicPartiti
         consumer.close()
 
 
-def _produce(settings: Settings, topic: str, batch: Sequence[tuple[Letter, RawSource]]) -> None:
+def _produce(settings: Settings, topic: str, batch: Sequence[tuple[Letter, Resend]]) -> None:
     """Send each letter back, and wait until every send is acknowledged (acks=all). Blocking (kafka-python)."""
     producer = make_producer(settings)
     try:
         sends = [
             producer.send(
-                source.topic,
-                value=letter.value,
-                key=letter.key,
+                resend.topic,
+                value=resend.value,
+                key=resend.key,
                 headers=[(REDRIVEN_FROM, f"{topic}:{letter.position}".encode())],
             )
-            for letter, source in batch
+            for letter, resend in batch
         ]
         producer.flush()
         for send in sends:

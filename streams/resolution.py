@@ -11,8 +11,8 @@ resolved again in halves, each half on its own and split again while it raises, 
 alone is refused as ``resolve_error``, with the exception as the message; the others are resolved as usual.
 Resolving is idempotent (erasure markers and claims are set-if-absent), so what a failed attempt wrote
 changes nothing, and a half is a batch like any other (resolution does not depend on batching). An erasure
-request refused this way is not applied by the worker: the dead-letter topic then holds it, to re-send once
-the defect is fixed.
+request refused this way is not applied by the worker: the dead-letter topic then holds it, for
+``rapport dlq redrive resolve_error`` once the defect is fixed.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from rich.console import Console
 from rich.table import Table
 
-from services.dlq import NOT_RESENT, redrive, summary
+from services.dlq import NOT_RESENT, RedriveBusyError, redrive, summary
 from services.redis_client import make_redis
 from services.settings import get_settings
 from streams.dead_letters import REASONS
@@ -30,6 +30,9 @@ def _run(action: Callable[[Redis], Awaitable[T]]) -> T:
             return await action(redis)
         except LookupError as missing:  # the topic does not exist: nothing was ever dead-lettered here
             raise typer.BadParameter(str(missing)) from None
+        except RedriveBusyError as busy:
+            typer.echo(f"rapport: {busy}; try again once it has finished", err=True)
+            raise typer.Exit(1) from None
         finally:
             await redis.aclose()
 
@@ -41,8 +44,8 @@ def _reason(value: str) -> str:
         raise typer.BadParameter(f"unknown reason {value!r}; the reasons are: {', '.join(REASONS)}")
     if value in NOT_RESENT:
         raise typer.BadParameter(
-            f"{value} dead letters are events.resolved records: they are not re-sent. Their raw records are "
-            "still in the raw topics; once the defect is fixed, `rapport replay` rebuilds what they changed"
+            f"{value} dead letters are not re-sent: no worker could have written them. Their raw records are "
+            "still in the raw topics; `rapport replay` rebuilds a namespace from them"
         )
     return value
 
@@ -75,8 +78,9 @@ def redrive_(
     as_json: AsJson = False,
 ) -> None:
     """Send the dead letters of REASON back to their raw topics, once their cause is fixed (a rate for a
-    currency, a higher size limit, a fixed defect): only those the current settings admit, each at most once
-    across runs and interruptions (docs/events.md, "Dead letters")."""
+    currency, a higher size limit, a fixed defect; for fold_error, the raw event the record carries): only
+    those the current settings admit, each at most once across runs and interruptions (docs/events.md,
+    "Dead letters")."""
     settings = get_settings()
     done = _run(lambda redis: redrive(settings, redis, reason, datetime.now(UTC), dry_run=dry_run))
     report = done.as_json() | {"dry_run": dry_run}
@@ -94,4 +98,4 @@ def redrive_(
     if done.recovered:
         typer.echo(f"  found sent by an interrupted redrive: {done.recovered:,}")
     if done.not_resendable:
-        typer.echo(f"  no raw topic to send to (not dead-lettered by a resolve stage): {done.not_resendable:,}")
+        typer.echo(f"  nothing to send back (a hand-over, an erasure, no source named): {done.not_resendable:,}")

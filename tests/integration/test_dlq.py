@@ -3,7 +3,9 @@ back to their raw topics exactly once, through interruptions, and the worker app
 
 from __future__ import annotations
 
+import asyncio
 import os
+import socket
 import uuid
 from pathlib import Path
 
@@ -12,6 +14,8 @@ import pytest
 
 from profiles.config import DAY_MS
 from profiles.timeutil import iso
+from services.dlq import redrive_keys
+from services.redis_client import make_redis
 from streams.dead_letters import REDRIVEN_FROM
 from tests.kafka_support import Topics, rapport
 from tests.worker_support import run_worker_through, stored_views
@@ -43,6 +47,14 @@ def redrive(env: dict[str, str], *args: str) -> tuple[int, dict[str, object]]:
     return done.returncode, orjson.loads(done.stdout) if done.returncode == 0 else {"stderr": done.stderr}
 
 
+async def _set(topics: Topics, key: str, value: str | None) -> None:
+    redis = make_redis(topics.settings)
+    try:
+        await (redis.delete(key) if value is None else redis.set(key, value))
+    finally:
+        await redis.aclose()
+
+
 def redriven_records(topics: Topics) -> list[bytes]:
     """The values of the records a redrive sent to the purchases topic."""
     records = topics.read_to_end(["events.purchases"])
@@ -70,7 +82,7 @@ def test_dead_letters_of_a_fixed_cause_are_sent_back_once_and_applied(tmp_path: 
     status, report = redrive(topics.env, "unsupported_currency", "--dry-run")
     assert status == 0, report
     assert (report["sent"], report["refused_again"]) == (0, {"unsupported_currency": 3})
-    for wrong in ("fold_error", "no_such_reason"):
+    for wrong in ("corrupt_resolved_record", "no_such_reason"):
         refused = rapport("dlq", "redrive", wrong, env=topics.env)
         assert refused.returncode == 2, refused.stderr
 
@@ -79,6 +91,15 @@ def test_dead_letters_of_a_fixed_cause_are_sent_back_once_and_applied(tmp_path: 
     status, report = redrive(fixed, "unsupported_currency", "--dry-run")
     assert (report["sent"], report["refused_again"]) == (2, {"unsupported_currency": 1})
     assert redriven_records(topics) == []
+
+    # One redrive at a time: a lock held by a live process (this one) refuses a second.
+    lock = redrive_keys(topics.names["events.dlq"]).lock
+    holder = f"{socket.gethostname()} {os.getpid()} test"
+    asyncio.run(_set(topics, lock, holder))
+    busy = rapport("dlq", "redrive", "unsupported_currency", env=fixed)
+    assert busy.returncode == 1, busy.stderr
+    assert f"another redrive is running: {holder}" in busy.stderr
+    asyncio.run(_set(topics, lock, None))
 
     injected = {**fixed, "PYTHONPATH": os.pathsep.join(filter(None, [str(INJECTION), os.environ.get("PYTHONPATH")]))}
     # Dies at its first send, then once its sends are acknowledged but before it records them.

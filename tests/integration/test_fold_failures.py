@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from profiles.config import HOUR_MS
@@ -36,7 +37,7 @@ from services.simulator import Simulation, SimulationConfig
 from tests.integration.test_corrupt_resolved import click
 from tests.kafka_support import Topics, produce_raw, rapport
 from tests.model_support import replayed_examples
-from tests.worker_support import Worker, stored_views, wait_until_caught_up
+from tests.worker_support import Worker, run_worker_through, stored_views, wait_until_caught_up
 
 pytestmark = pytest.mark.integration
 
@@ -74,6 +75,10 @@ def test_a_record_whose_fold_raises_is_dead_lettered_and_the_rest_applied(topics
     hashes = {rapport("namespace", "hash", ns, env=topics.env).stdout.split()[0] for ns in (live, replayed)}
     assert len(hashes) == 1, hashes
 
+    _redriven_once_fixed(topics, tmp_path, run, "fold_error")
+    fixed = stored_views(topics, live, views_instant(run))["c-poisoned"]
+    assert fixed["behaviour"]["clicks"]["page_view"] == 5  # type: ignore[index]
+
 
 def test_a_record_whose_resolution_raises_is_dead_lettered_and_the_rest_resolved(
     topics: Topics, tmp_path: Path
@@ -100,6 +105,30 @@ def test_a_record_whose_resolution_raises_is_dead_lettered_and_the_rest_resolved
     assert f"{len(lines) - 1} events applied, 1 rejected" in out.stdout, out.stdout
     hashes = {rapport("namespace", "hash", ns, env=topics.env).stdout.split()[0] for ns in (live, replayed)}
     assert len(hashes) == 1, hashes
+
+    _redriven_once_fixed(topics, tmp_path, run, "resolve_error")
+
+
+def _redriven_once_fixed(topics: Topics, tmp_path: Path, run: _PoisonedRun, reason: str) -> None:
+    """The defect fixed (no injection), ``rapport dlq redrive`` sends the poisoned event back to the clicks
+    topic, and a worker applies it: the customer has all five events, the others are untouched."""
+    before = stored_views(topics, run.live, views_instant(run))
+    sent = rapport("dlq", "redrive", reason, "--json", env=topics.env)
+    assert sent.returncode == 0, sent.stderr
+    assert orjson.loads(sent.stdout)["sent_by_topic"] == {topics.names["events.clicks"]: 1}
+    run_worker_through(topics, run.live, tmp_path)
+    after = stored_views(topics, run.live, views_instant(run))
+    assert after["c-poisoned"]["meta"]["events_applied"] == 5  # type: ignore[index]
+    assert {pid: v for pid, v in after.items() if pid != "c-poisoned"} == {
+        pid: v for pid, v in before.items() if pid != "c-poisoned"
+    }
+    again = rapport("dlq", "redrive", reason, "--json", env=topics.env)
+    assert (orjson.loads(again.stdout)["sent"], orjson.loads(again.stdout)["already_sent"]) == (0, 1)
+
+
+def views_instant(run: _PoisonedRun) -> int:
+    """An instant after every event of the run."""
+    return (int(run.start.timestamp() * 1000) // HOUR_MS + 4) * HOUR_MS
 
 
 @dataclass

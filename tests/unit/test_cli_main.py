@@ -115,7 +115,7 @@ def test_a_file_that_cannot_be_opened_is_a_usage_error_naming_it(args: list[str]
         (["produce", "/etc/hostname", "--rate", "-1"], "greater than or equal to 0"),
         (["api", "--port", "70000"], "less than or equal to 65535"),
         (["dlq", "redrive", "no_such_reason"], "unknown reason 'no_such_reason'"),
-        (["dlq", "redrive", "fold_error"], "records: they are not re-sent"),
+        (["dlq", "redrive", "corrupt_resolved_record"], "dead letters are not re-sent"),
     ],
 )
 def test_a_meaningless_option_is_a_usage_error_before_any_service_is_reached(args: list[str], said: str) -> None:
