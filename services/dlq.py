@@ -20,12 +20,9 @@ not sent, and is selected again. Both keys share one hash tag.
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
-import uuid
+import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, NamedTuple
@@ -33,14 +30,15 @@ from typing import Any, Final, NamedTuple
 import msgspec
 import orjson
 from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaTimeoutError
 from redis.asyncio import Redis
-from redis.exceptions import WatchError
 
 from profiles.redis_values import as_text
 from schemas.resolved import DECODER as RESOLVED_DECODER
 from schemas.topics import DLQ, ERASURES, RAW_EVENT_TOPICS, RESOLVED, full_name
 from schemas.validation import Rejection, decode_event
 from services.kafka_clients import make_consumer, make_producer, topic_partitions
+from services.redis_lock import exclusive
 from services.settings import Settings
 from streams.dead_letters import REDRIVEN_FROM, DeadLetter, DeadLettered, read_dead_letter
 from streams.resolution import admit, decode_erasure
@@ -51,6 +49,8 @@ NOT_RESENT: Final = frozenset({"corrupt_resolved_record"})
 BATCH: Final = 1_000
 #: How long a redrive's lock outlives its last refresh (a holder on another host that died).
 LOCK_MS: Final = 60_000
+#: A read of a topic that gets no record this long while records remain gives up.
+STALLED_S: Final = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,64 +159,6 @@ def redrive_keys(topic: str) -> Keys:
     return Keys(f"{tag}:sent", f"{tag}:intent", f"{tag}:lock")
 
 
-class RedriveBusyError(RuntimeError):
-    """Another redrive of the same dead-letter topic is running."""
-
-
-@asynccontextmanager
-async def _exclusive(redis: Redis, lock: str) -> AsyncIterator[None]:
-    """Hold ``lock`` while the block runs, refreshed every third of ``LOCK_MS``. A lock whose holder ran on
-    this host and is no longer alive (killed) is taken over at once; another host's lapses after ``LOCK_MS``."""
-    mine = f"{socket.gethostname()} {os.getpid()} {uuid.uuid4().hex}"
-    if not await redis.set(lock, mine, nx=True, px=LOCK_MS) and not await _take_over(redis, lock, mine):
-        raise RedriveBusyError(f"another redrive is running: {_holder(await redis.get(lock))}")
-
-    async def refresh() -> None:
-        while True:
-            await asyncio.sleep(LOCK_MS / 3000)
-            await redis.set(lock, mine, xx=True, px=LOCK_MS)
-
-    refreshing = asyncio.create_task(refresh())
-    try:
-        yield
-    finally:
-        refreshing.cancel()
-        if _holder(await redis.get(lock)) == mine:
-            await redis.delete(lock)
-
-
-async def _take_over(redis: Redis, lock: str, mine: str) -> bool:
-    """Take ``lock`` if it lapsed meanwhile or its holder was a process of this host that is gone."""
-    async with redis.pipeline(transaction=True) as pipe:
-        await pipe.watch(lock)
-        held = _holder(await pipe.get(lock))
-        host, _, rest = held.partition(" ")
-        pid = rest.split(" ", 1)[0]
-        if held and (host != socket.gethostname() or not pid.isdigit() or _alive(int(pid))):
-            return False
-        pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
-        pipe.set(lock, mine, px=LOCK_MS)
-        try:
-            await pipe.execute()
-        except WatchError:
-            return False
-    return True
-
-
-def _holder(value: bytes | str | None) -> str:
-    return "" if value is None else as_text(value)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 async def _sent(redis: Redis, topic: str) -> set[str]:
     """The positions of the dead letters already re-sent."""
     return {as_text(m) for m in await redis.smembers(redrive_keys(topic).sent)}
@@ -225,16 +167,21 @@ async def _sent(redis: Redis, topic: str) -> set[str]:
 def _read(
     consumer: KafkaConsumer, starts: Mapping[TopicPartition, int], ends: Mapping[TopicPartition, int]
 ) -> list[Any]:
-    """Every record in ``[starts, ends)`` of each partition. Blocking (kafka-python)."""
+    """Every record in ``[starts, ends)`` of each partition. Blocking (kafka-python); raises
+    ``KafkaTimeoutError`` after ``STALLED_S`` without progress (the broker went away meanwhile)."""
     remaining = {tp for tp in starts if starts[tp] < ends[tp]}
     consumer.assign(list(remaining))
     for tp in remaining:
         consumer.seek(tp, starts[tp])
     out: list[Any] = []
+    progressed = time.monotonic()
     while remaining:
         for tp, records in consumer.poll(timeout_ms=1_000, max_records=10_000).items():
             out += [record for record in records if record.offset < ends[tp]]
+            progressed = time.monotonic()
         remaining = {tp for tp in remaining if consumer.position(tp) < ends[tp]}
+        if remaining and time.monotonic() - progressed > STALLED_S:
+            raise KafkaTimeoutError(f"no record of {sorted(map(str, remaining))} in {STALLED_S:.0f} s")
     return out
 
 
@@ -318,13 +265,13 @@ def _sent_since(settings: Settings, marks: Mapping[TopicPartition, int], topic: 
 
 async def redrive(settings: Settings, redis: Redis, reason: str, now: datetime, *, dry_run: bool) -> Redrive:
     """Re-send the dead letters of ``reason`` that the current settings admit, each at most once. One redrive
-    of a dead-letter topic runs at a time (``RedriveBusyError``); a dry run takes no lock."""
+    of a dead-letter topic runs at a time (``LockBusyError``); a dry run takes no lock."""
     topic = dlq_topic(settings)
     if dry_run:
         done, chosen, _ = await _select(settings, redis, topic, reason, now)
         done.sent.update(resend.topic for _, resend in chosen)
         return done
-    async with _exclusive(redis, redrive_keys(topic).lock):
+    async with exclusive(redis, redrive_keys(topic).lock, LOCK_MS, what="redrive"):
         recovered = await _recover(settings, redis, topic)
         done, chosen, expired = await _select(settings, redis, topic, reason, now)
         done.recovered = recovered

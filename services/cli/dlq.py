@@ -13,8 +13,9 @@ from redis.asyncio import Redis
 from rich.console import Console
 from rich.table import Table
 
-from services.dlq import NOT_RESENT, RedriveBusyError, redrive, summary
+from services.dlq import NOT_RESENT, redrive, summary
 from services.redis_client import make_redis
+from services.redis_lock import LockBusyError
 from services.settings import get_settings
 from streams.dead_letters import REASONS
 
@@ -30,7 +31,7 @@ def _run(action: Callable[[Redis], Awaitable[T]]) -> T:
             return await action(redis)
         except LookupError as missing:  # the topic does not exist: nothing was ever dead-lettered here
             raise typer.BadParameter(str(missing)) from None
-        except RedriveBusyError as busy:
+        except LockBusyError as busy:
             typer.echo(f"rapport: {busy}; try again once it has finished", err=True)
             raise typer.Exit(1) from None
         finally:
