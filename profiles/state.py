@@ -2,9 +2,9 @@
 
 The state keeps the minimum from which every field of ``docs/profile.md`` can be computed for any
 ``as_of`` at or after the latest event: counters, integer cents, hourly window buckets, a decayed affinity
-with its reference time, and two bounded memories (recent event ids per source stream, recent sessions). It is stored as
-positional msgpack (field names are not repeated in every profile), so fields are only ever appended, with
-defaults, to stay readable across versions.
+with its reference time, and two bounded memories (recent event ids per source stream, recent sessions).
+It is stored as positional msgpack (field names are not repeated in every profile), so fields are only ever
+appended, with defaults, to stay readable across versions.
 """
 
 from __future__ import annotations

@@ -76,11 +76,11 @@ def read_dead_letter(headers: Iterable[tuple[str, bytes]]) -> DeadLettered | Non
     """The headers ``dead_letter`` wrote, read back; None for a record without a reason (not Rapport's).
 
     >>> from datetime import UTC, datetime
-    >>> written = dead_letter(DeadLetter("invalid_json", "", "x"), RawSource("events.clicks", 2, 7), datetime.now(UTC))
-    >>> read = read_dead_letter(written)
+    >>> why, source = DeadLetter("malformed_json", "", "x"), RawSource("events.clicks", 2, 7)
+    >>> read = read_dead_letter(dead_letter(why, source, datetime.now(UTC)))
     >>> read.reason, read.source
-    ('invalid_json', RawSource(topic='events.clicks', partition=2, offset=7))
-    >>> read_dead_letter([("rapport.reason", b"invalid_json")]).source is None
+    ('malformed_json', RawSource(topic='events.clicks', partition=2, offset=7))
+    >>> read_dead_letter([("rapport.reason", b"malformed_json")]).source is None
     True
     """
     values = {name: value.decode("utf-8", "replace") for name, value in headers}
