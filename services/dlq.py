@@ -22,10 +22,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, TypeVar
 
 import msgspec
 import orjson
@@ -42,6 +42,8 @@ from services.redis_lock import exclusive
 from services.settings import Settings
 from streams.dead_letters import REDRIVEN_FROM, DeadLetter, DeadLettered, read_dead_letter
 from streams.resolution import admit, decode_erasure
+
+T = TypeVar("T")
 
 #: Reasons whose dead letters are never re-sent.
 NOT_RESENT: Final = frozenset({"corrupt_resolved_record"})
@@ -165,19 +167,24 @@ async def _sent(redis: Redis, topic: str) -> set[str]:
 
 
 def _read(
-    consumer: KafkaConsumer, starts: Mapping[TopicPartition, int], ends: Mapping[TopicPartition, int]
-) -> list[Any]:
-    """Every record in ``[starts, ends)`` of each partition. Blocking (kafka-python); raises
-    ``KafkaTimeoutError`` after ``STALLED_S`` without progress (the broker went away meanwhile)."""
+    consumer: KafkaConsumer,
+    starts: Mapping[TopicPartition, int],
+    ends: Mapping[TopicPartition, int],
+    keep: Callable[[Any], T | None],
+) -> list[T]:
+    """What ``keep`` makes of each record in ``[starts, ends)`` of each partition (None: nothing), so that
+    only that stays in memory. Blocking (kafka-python); raises ``KafkaTimeoutError`` after ``STALLED_S``
+    without progress (the broker went away meanwhile)."""
     remaining = {tp for tp in starts if starts[tp] < ends[tp]}
     consumer.assign(list(remaining))
     for tp in remaining:
         consumer.seek(tp, starts[tp])
-    out: list[Any] = []
+    out: list[T] = []
     progressed = time.monotonic()
     while remaining:
         for tp, records in consumer.poll(timeout_ms=1_000, max_records=10_000).items():
-            out += [record for record in records if record.offset < ends[tp]]
+            kept = (keep(record) for record in records if record.offset < ends[tp])
+            out += [item for item in kept if item is not None]
             progressed = time.monotonic()
         remaining = {tp for tp in remaining if consumer.position(tp) < ends[tp]}
         if remaining and time.monotonic() - progressed > STALLED_S:
@@ -185,20 +192,25 @@ def _read(
     return out
 
 
-def read_letters(settings: Settings) -> tuple[list[Letter], dict[int, int]]:
-    """Every dead letter retained up to the topic's end when called, and each partition's first offset.
-    Blocking (kafka-python)."""
+def read_letters(settings: Settings, reason: str | None = None) -> tuple[list[Letter], dict[int, int]]:
+    """Every dead letter retained up to the topic's end when called (the bytes only of those of ``reason``),
+    and each partition's first offset. Blocking (kafka-python)."""
     topic = dlq_topic(settings)
+
+    def letter(record: Any) -> Letter:
+        headers = read_dead_letter(record.headers or ())
+        wanted = reason is not None and headers is not None and headers.reason == reason
+        return Letter(record.partition, record.offset, record.key, (record.value or b"") if wanted else b"", headers)
+
     consumer = make_consumer(settings, "dlq")
     try:
         tps = topic_partitions(consumer, topic)
         if not tps:
             raise LookupError(f"topic {topic} does not exist on {settings.kafka.bootstrap_servers}")
         starts = consumer.beginning_offsets(tps)
-        records = _read(consumer, starts, consumer.end_offsets(tps))
+        letters = _read(consumer, starts, consumer.end_offsets(tps), letter)
     finally:
         consumer.close()
-    letters = [Letter(r.partition, r.offset, r.key, r.value or b"", read_dead_letter(r.headers or ())) for r in records]
     return letters, {tp.partition: offset for tp, offset in starts.items()}
 
 
@@ -254,13 +266,16 @@ async def _recover(settings: Settings, redis: Redis, topic: str) -> int:
 
 def _sent_since(settings: Settings, marks: Mapping[TopicPartition, int], topic: str, wanted: set[str]) -> set[str]:
     """The positions in ``wanted`` that a record re-sent after ``marks`` names. Blocking (kafka-python)."""
+
+    def named(record: Any) -> str | None:
+        return next((value.decode() for name, value in record.headers or () if name == REDRIVEN_FROM), None)
+
     consumer = make_consumer(settings, "dlq-recovery")
     try:
-        records = _read(consumer, marks, consumer.end_offsets(list(marks)))
+        found = set(_read(consumer, marks, consumer.end_offsets(list(marks)), named))
     finally:
         consumer.close()
-    named = {value.decode() for r in records for name, value in r.headers or () if name == REDRIVEN_FROM}
-    return {position for position in wanted if f"{topic}:{position}" in named}
+    return {position for position in wanted if f"{topic}:{position}" in found}
 
 
 async def redrive(settings: Settings, redis: Redis, reason: str, now: datetime, *, dry_run: bool) -> Redrive:
@@ -286,7 +301,7 @@ async def _select(
     settings: Settings, redis: Redis, topic: str, reason: str, now: datetime
 ) -> tuple[Redrive, list[tuple[Letter, Resend]], list[str]]:
     """The dead letters of ``reason`` to send, the others counted; and the re-sent positions that expired."""
-    letters, firsts = await asyncio.to_thread(read_letters, settings)
+    letters, firsts = await asyncio.to_thread(read_letters, settings, reason)
     sent = await _sent(redis, topic)
     raw_topics = resendable_topics(settings)
     resolved_topic = full_name(RESOLVED, settings.kafka.topic_prefix)
