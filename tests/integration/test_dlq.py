@@ -89,6 +89,7 @@ def test_dead_letters_of_a_fixed_cause_are_sent_back_once_and_applied(tmp_path: 
     # A rate for yen: the two yen purchases go back, the franc one stays.
     fixed = {**topics.env, "RAPPORT_PROFILE__FX_RATES": orjson.dumps({"EUR": 1.0, "JPY": JPY_RATE}).decode()}
     status, report = redrive(fixed, "unsupported_currency", "--dry-run")
+    assert status == 0, report
     assert (report["sent"], report["refused_again"]) == (2, {"unsupported_currency": 1})
     assert redriven_records(topics) == []
 
@@ -112,6 +113,7 @@ def test_dead_letters_of_a_fixed_cause_are_sent_back_once_and_applied(tmp_path: 
     assert status == 0, report
     assert (report["recovered"], report["sent"]) == (2, 0)
     status, report = redrive(fixed, "unsupported_currency")
+    assert status == 0, report
     assert (report["already_sent"], report["sent"], report["refused_again"]) == (2, 0, {"unsupported_currency": 1})
     assert sorted(orjson.loads(v)["event_id"] for v in redriven_records(topics)) == ["p-2", "p-3"]
 
