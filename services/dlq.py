@@ -29,7 +29,7 @@ from typing import Any, Final, NamedTuple, TypeVar
 
 import msgspec
 import orjson
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaTimeoutError
 from redis.asyncio import Redis
 
@@ -37,16 +37,16 @@ from profiles.redis_values import as_text
 from schemas.resolved import DECODER as RESOLVED_DECODER
 from schemas.topics import DLQ, ERASURES, RAW_EVENT_TOPICS, RESOLVED, full_name
 from schemas.validation import Rejection, decode_event
-from services.kafka_clients import make_consumer, make_producer, topic_partitions
+from services.kafka_clients import end_offsets, make_consumer, make_producer, topic_partitions
 from services.redis_lock import exclusive
 from services.settings import Settings
-from streams.dead_letters import REDRIVEN_FROM, DeadLetter, DeadLettered, read_dead_letter
+from streams.dead_letters import REDRIVEN_FROM, DeadLetter, DeadLettered, StageReason, read_dead_letter
 from streams.resolution import admit, decode_erasure
 
 T = TypeVar("T")
 
 #: Reasons whose dead letters are never re-sent.
-NOT_RESENT: Final = frozenset({"corrupt_resolved_record"})
+NOT_RESENT: Final = frozenset({StageReason.CORRUPT_RESOLVED_RECORD})
 #: Dead letters sent per intent: an interrupted redrive looks for at most this many.
 BATCH: Final = 1_000
 #: How long a redrive's lock outlives its last refresh (a holder on another host that died).
@@ -95,7 +95,11 @@ def resend_of(letter: Letter, raw_topics: frozenset[str], resolved_topic: str) -
         return None
     if source.topic in raw_topics:
         return Resend(source.topic, letter.key, letter.value)
-    if source.topic == resolved_topic and letter.headers is not None and letter.headers.reason == "fold_error":
+    if (
+        source.topic == resolved_topic
+        and letter.headers is not None
+        and letter.headers.reason == StageReason.FOLD_ERROR
+    ):
         return _folded_event(letter.value, raw_topics)
     return None
 
@@ -292,8 +296,16 @@ async def redrive(settings: Settings, redis: Redis, reason: str, now: datetime, 
         done.recovered = recovered
         if expired:  # their dead letters left the topic (retention): nothing can select them again
             await redis.srem(redrive_keys(topic).sent, *expired)
-        for start in range(0, len(chosen), BATCH):
-            await _send(settings, redis, topic, chosen[start : start + BATCH], done)
+        if not chosen:
+            return done
+        producer = await asyncio.to_thread(make_producer, settings)
+        try:
+            for start in range(0, len(chosen), BATCH):
+                batch = chosen[start : start + BATCH]
+                await _send(settings, redis, producer, topic, batch)
+                done.sent.update(resend.topic for _, resend in batch)
+        finally:
+            await asyncio.to_thread(producer.close)
     return done
 
 
@@ -324,47 +336,37 @@ async def _select(
 
 
 async def _send(
-    settings: Settings, redis: Redis, topic: str, batch: Sequence[tuple[Letter, Resend]], done: Redrive
+    settings: Settings,
+    redis: Redis,
+    producer: KafkaProducer,
+    topic: str,
+    batch: Sequence[tuple[Letter, Resend]],
 ) -> None:
+    """Send one batch under its intent, then record it (the module's docstring says why in this order)."""
     sent_key, intent_key, _ = redrive_keys(topic)
-    marks = await asyncio.to_thread(_end_offsets, settings, sorted({resend.topic for _, resend in batch}))
+    targets = sorted({resend.topic for _, resend in batch})
+    marks = await asyncio.to_thread(end_offsets, settings, targets, "dlq-marks")
     positions = [letter.position for letter, _ in batch]
     intent = {"positions": positions, "marks": [[tp.topic, tp.partition, offset] for tp, offset in marks.items()]}
     await redis.set(intent_key, orjson.dumps(intent))
-    await asyncio.to_thread(_produce, settings, topic, batch)
+    await asyncio.to_thread(_produce, producer, topic, batch, settings.kafka.bootstrap_timeout_s)
     await _settle(redis, sent_key, intent_key, positions)
-    done.sent.update(resend.topic for _, resend in batch)
 
 
-def _end_offsets(settings: Settings, topics: Sequence[str]) -> dict[TopicPartition, int]:
-    """Where each partition of ``topics`` ends now. Blocking (kafka-python)."""
-    consumer = make_consumer(settings, "dlq-marks")
-    try:
-        tps = [tp for topic in topics for tp in topic_partitions(consumer, topic)]
-        ends: dict[TopicPartition, int] = consumer.end_offsets(tps)
-        return ends
-    finally:
-        consumer.close()
-
-
-def _produce(settings: Settings, topic: str, batch: Sequence[tuple[Letter, Resend]]) -> None:
+def _produce(producer: KafkaProducer, topic: str, batch: Sequence[tuple[Letter, Resend]], timeout_s: float) -> None:
     """Send each letter back, and wait until every send is acknowledged (acks=all). Blocking (kafka-python)."""
-    producer = make_producer(settings)
-    try:
-        sends = [
-            producer.send(
-                resend.topic,
-                value=resend.value,
-                key=resend.key,
-                headers=[(REDRIVEN_FROM, f"{topic}:{letter.position}".encode())],
-            )
-            for letter, resend in batch
-        ]
-        producer.flush()
-        for send in sends:
-            send.get(timeout=settings.kafka.bootstrap_timeout_s)
-    finally:
-        producer.close()
+    sends = [
+        producer.send(
+            resend.topic,
+            value=resend.value,
+            key=resend.key,
+            headers=[(REDRIVEN_FROM, f"{topic}:{letter.position}".encode())],
+        )
+        for letter, resend in batch
+    ]
+    producer.flush()
+    for send in sends:
+        send.get(timeout=timeout_s)
 
 
 async def _settle(redis: Redis, sent_key: str, intent_key: str, positions: list[str]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from aiokafka import AIOKafkaProducer
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
@@ -46,6 +48,18 @@ def make_admin(settings: Settings, purpose: str, request_timeout_ms: int = 30_00
 def topic_partitions(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:
     """Every partition of ``topic`` (empty if the topic does not exist)."""
     return [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+
+
+def end_offsets(settings: Settings, topics: Iterable[str], purpose: str) -> dict[TopicPartition, int]:
+    """Where each partition of ``topics`` ends now (a topic that does not exist has none). Blocking."""
+    consumer = make_consumer(settings, purpose)
+    try:
+        ends: dict[TopicPartition, int] = consumer.end_offsets(
+            [tp for topic in topics for tp in topic_partitions(consumer, topic)]
+        )
+        return ends
+    finally:
+        consumer.close()
 
 
 def make_async_producer(settings: Settings, purpose: str) -> AIOKafkaProducer:

@@ -18,21 +18,25 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Final
 
 from schemas.resolved import RawSource
 from schemas.validation import Reason, Rejection
 
-#: The reasons the worker's stages add to the contract's (``schemas.validation.Reason``).
-STAGE_REASONS: Final = (
-    "unsupported_currency",
-    "invalid_erasure",
-    "resolve_error",
-    "corrupt_resolved_record",
-    "fold_error",
-)
+
+class StageReason(StrEnum):
+    """The reasons the worker's stages add to the contract's (``schemas.validation.Reason``)."""
+
+    UNSUPPORTED_CURRENCY = "unsupported_currency"  # a purchase in a currency without a configured rate
+    INVALID_ERASURE = "invalid_erasure"  # an ``erasures`` record that does not decode
+    RESOLVE_ERROR = "resolve_error"  # a raw record whose identity resolution raised (a defect)
+    CORRUPT_RESOLVED_RECORD = "corrupt_resolved_record"  # an ``events.resolved`` record no worker wrote
+    FOLD_ERROR = "fold_error"  # an ``events.resolved`` record whose fold raised (a defect)
+
+
 #: Every reason a dead letter can carry.
-REASONS: Final = (*(reason.value for reason in Reason), *STAGE_REASONS)
+REASONS: Final = (*(reason.value for reason in Reason), *(reason.value for reason in StageReason))
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,7 +71,7 @@ from services.model_cache import ModelCache
 from services.redis_client import make_redis
 from services.settings import Settings
 from streams.backoff import OUTAGES, Backoff, through_outages
-from streams.dead_letters import DeadLetter, dead_letter
+from streams.dead_letters import DeadLetter, StageReason, dead_letter
 from streams.handler import Batch, PartitionBatch, RawRecord, StalePosition
 from streams.liveness import Liveness
 from streams.model_stage import ModelStage, SourceProgress
@@ -326,11 +326,11 @@ class ProfileHandler:
         applies the batch again, from the stored states, and this record is then dead-lettered."""
         failure = self.unfoldable.get((partition, at))
         if failure is not None:
-            return "fold_error", failure
+            return StageReason.FOLD_ERROR.value, failure
         try:
             emitted.extend(fold.apply(record, partition, at))
         except CorruptRecordError as exc:
-            return "corrupt_resolved_record", str(exc)
+            return StageReason.CORRUPT_RESOLVED_RECORD.value, str(exc)
         except FoldFailedError as exc:
             self.unfoldable[partition, at] = str(exc)
             log.error(
@@ -375,7 +375,7 @@ class ProfileHandler:
         for (partition, raw), envelope in zip(records, decoded, strict=True):
             source = RawSource(self.resolved_topic, partition, raw.offset)
             if envelope is None:
-                reason = DeadLetter("corrupt_resolved_record", "", "undecodable events.resolved record")
+                reason = DeadLetter(StageReason.CORRUPT_RESOLVED_RECORD.value, "", "undecodable events.resolved record")
                 out.append(self._dead(raw.key, raw.value or b"", source, reason, now))
                 continue
             for index, record in enumerate(envelope.records):

@@ -58,7 +58,7 @@ from schemas.events import AnyEvent
 from schemas.resolved import Resolved
 from schemas.topics import ERASURES, MODEL_EXAMPLES, RAW_EVENT_TOPICS, RESOLVED, full_name
 from services.erasure_log import read_erasures
-from services.kafka_clients import make_admin, make_consumer
+from services.kafka_clients import end_offsets, make_admin, make_consumer
 from services.settings import Settings
 from streams.handler import RawRecord
 from streams.outbox import key_partition
@@ -207,12 +207,7 @@ def commit_for_workers(settings: Settings, group: str, offsets: Mapping[str, int
 
 
 def _end_offsets(settings: Settings, topic: str) -> dict[int, int]:
-    consumer = make_consumer(settings, "replay-hand-over")
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        return {tp.partition: offset for tp, offset in consumer.end_offsets(tps).items()}
-    finally:
-        consumer.close()
+    return {tp.partition: offset for tp, offset in end_offsets(settings, [topic], "replay-hand-over").items()}
 
 
 def _by_time(

@@ -35,7 +35,7 @@ from schemas.events import AnyEvent, PurchaseEvent
 from schemas.resolved import RawSource, Resolved
 from schemas.validation import Rejection, ValidationLimits, validate_event
 from streams.backoff import OUTAGES
-from streams.dead_letters import DeadLetter
+from streams.dead_letters import DeadLetter, StageReason
 from streams.handler import RawRecord
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ class Resolver:
                     "resolving the record at %s[%d]@%d raised (a defect): it is refused as resolve_error",
                     record.topic, record.partition, record.offset,
                 )  # fmt: skip
-                why = DeadLetter("resolve_error", "", f"{type(exc).__name__}: {exc}")
+                why = DeadLetter(StageReason.RESOLVE_ERROR.value, "", f"{type(exc).__name__}: {exc}")
                 return Resolution(refused=[Refused(record, _source(record), why)])
             log.warning("resolving %d records raised (a defect): resolving each half on its own", len(batch))
         middle = len(batch) // 2
@@ -175,7 +175,9 @@ def admit(value: bytes, now: datetime, limits: ValidationLimits, config: FoldCon
     if isinstance(event, Rejection):
         return DeadLetter.from_rejection(event)
     if isinstance(event, PurchaseEvent) and event.currency not in config.fx_rates:
-        return DeadLetter("unsupported_currency", "currency", f"no rate configured for {event.currency}")
+        return DeadLetter(
+            StageReason.UNSUPPORTED_CURRENCY.value, "currency", f"no rate configured for {event.currency}"
+        )
     return event
 
 
@@ -184,7 +186,7 @@ def decode_erasure(value: bytes) -> ErasureRecord | DeadLetter:
     try:
         return erasure_codec.decode(value)
     except msgspec.MsgspecError as exc:
-        return DeadLetter("invalid_erasure", "", str(exc))
+        return DeadLetter(StageReason.INVALID_ERASURE.value, "", str(exc))
 
 
 def _source(record: RawRecord) -> RawSource:

@@ -46,11 +46,10 @@ INJECTION = Path(__file__).resolve().parents[1] / "fault_injection"
 
 def test_a_record_whose_fold_raises_is_dead_lettered_and_the_rest_applied(topics: Topics, tmp_path: Path) -> None:
     run = _poisoned_run(topics, tmp_path, "RAPPORT_TEST_UNFOLDABLE_EVENT")
-    live, replayed, start, lines, fault, poison = run.live, run.replayed, run.start, run.lines, run.fault, run.poison
+    live, replayed, lines, fault, poison = run.live, run.replayed, run.lines, run.fault, run.poison
     assert "raised (a defect): it is dead-lettered as fold_error" in run.log, run.troubles
 
-    as_of = (int(start.timestamp() * 1000) // HOUR_MS + 4) * HOUR_MS
-    views = stored_views(topics, live, as_of)
+    views = stored_views(topics, live, views_instant(run))
     assert views["c-poisoned"]["meta"]["events_applied"] == 4  # type: ignore[index]
     assert views["c-poisoned"]["behaviour"]["clicks"]["page_view"] == 4  # type: ignore[index]
     assert {f"c-{i}" for i in range(20)} <= views.keys()
@@ -87,10 +86,10 @@ def test_a_record_whose_resolution_raises_is_dead_lettered_and_the_rest_resolved
     resolved again in halves), its batch's other records are resolved and applied, and a replay under the
     same defect refuses the same record and ends with the same namespace."""
     run = _poisoned_run(topics, tmp_path, "RAPPORT_TEST_UNRESOLVABLE_EVENT")
-    live, replayed, start, lines, fault, poison = run.live, run.replayed, run.start, run.lines, run.fault, run.poison
+    live, replayed, lines, fault, poison = run.live, run.replayed, run.lines, run.fault, run.poison
     assert "raised (a defect): it is refused as resolve_error" in run.log, run.troubles
 
-    views = stored_views(topics, live, (int(start.timestamp() * 1000) // HOUR_MS + 4) * HOUR_MS)
+    views = stored_views(topics, live, views_instant(run))
     assert views["c-poisoned"]["meta"]["events_applied"] == 4  # type: ignore[index]
     assert {f"c-{i}" for i in range(20)} <= views.keys()
     dead = topics.read(["events.dlq"], expected=1)
