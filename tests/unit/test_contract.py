@@ -197,6 +197,16 @@ def test_future_tolerance_is_a_limit_not_a_constant() -> None:
     assert not isinstance(validate_event(event, now=NOW, limits=loose), Rejection)
 
 
+def test_the_future_tolerance_is_inclusive_in_any_time_zone() -> None:
+    def at(when: str) -> bytes:
+        return orjson.dumps({**CLICK, "timestamp": when})
+
+    assert not isinstance(validate_event(at("2025-03-20T13:05:00+01:00"), now=NOW, limits=LIMITS), Rejection)
+    later = validate_event(at("2025-03-20T07:05:00.001-05:00"), now=NOW, limits=LIMITS)
+    assert isinstance(later, Rejection)
+    assert later.code is Reason.TIMESTAMP_IN_FUTURE
+
+
 def test_the_oldest_timestamp_is_a_limit_and_is_inclusive() -> None:
     def at(when: str) -> bytes:
         return orjson.dumps({**CLICK, "timestamp": when})
