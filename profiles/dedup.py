@@ -9,10 +9,16 @@ between an event of another partition and its re-send, and the re-send was count
 
 A profile remembers at most ``MAX_STREAMS`` streams; the one it applied an event from least recently is
 forgotten first. A recognised re-send changes nothing.
+
+A stream's memory is its ids' 48-bit keys concatenated (``ID_BYTES`` each, oldest first): stored, that is
+6 bytes an id where a map of 64-bit integers took 10, and it is copied and encoded as one string. An event
+is taken for a re-send when its key is among the (at most ``dedup_memory``) keys of its stream: for an event
+that is not one, a chance of at most 64 in 2**48 (one in 4 trillion).
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Final
 
 from profiles.config import FoldConfig
@@ -24,6 +30,9 @@ from schemas.events import EVENT_TYPES, AnyEvent
 MAX_STREAMS: Final = 16
 #: A stream's memory can grow to this many times ``dedup_memory`` when a hand-over brings the same stream.
 MERGED_MEMORY_FACTOR: Final = 4
+#: The bytes of an id's key: the first 6 of its 64-bit hash (``profiles.ids.id_hash``), so that the ids of
+#: the earlier layouts convert exactly.
+ID_BYTES: Final = 6
 
 
 #: Streams of one key differ by their event type: a salt per type keeps hashing to one cached hash per key.
@@ -51,30 +60,70 @@ def remember(state: ProfileState, event: AnyEvent, config: FoldConfig) -> bool:
     >>> remember(state, email, FoldConfig()), remember(state, email, FoldConfig())
     (True, False)
     """
-    key = id_hash(event.event_id)
+    digest = hashlib.blake2b(event.event_id.encode(), digest_size=8).digest()
     # Ids remembered before memories were kept per stream: still recognised, and forgotten one per event
     # applied, as the single memory did once full.
     legacy = recent_event_ids(state) if state.recent_ids or state.recent_event_ids else None
-    if legacy is not None and key in legacy:
+    if legacy is not None and int.from_bytes(digest, "big") in legacy:
         return False
-    streams = state.recent_by_stream
     stream = stream_of(event.type, event.key)
-    ids = streams.get(stream)
-    if ids is None:
-        ids = {}
-        if len(streams) >= MAX_STREAMS:
-            del streams[next(iter(streams))]
-    elif key in ids:
+    if state.recent_by_stream:
+        # Moved over only for an event to remember: a re-send leaves the stored state as it is.
+        if int.from_bytes(digest, "big") in state.recent_by_stream.get(stream, ()):
+            return False
+        state.stream_memories = memories_of(state)
+        state.recent_by_stream = {}
+    key = digest[:ID_BYTES]
+    memories = state.stream_memories
+    memory = memories.get(stream)
+    if memory is None:
+        if len(memories) >= MAX_STREAMS:
+            del memories[next(iter(memories))]
+        memory = key
+    elif _holds(memory, key):
         return False  # and nothing changes: a re-send is not a use of its stream
     else:
-        del streams[stream]
-    streams[stream] = ids  # last: the most recently used
-    ids[key] = None
-    if len(ids) > config.dedup_memory:
-        del ids[next(iter(ids))]
+        del memories[stream]
+        memory = (memory + key)[-config.dedup_memory * ID_BYTES :]
+    memories[stream] = memory  # last: the most recently used
     if legacy:
         del legacy[next(iter(legacy))]
     return True
+
+
+def _holds(memory: bytes, key: bytes) -> bool:
+    """Whether ``key`` is one of the keys ``memory`` concatenates (a match across two keys does not count).
+
+    >>> _holds(b"abcdefghijkl", b"ghijkl"), _holds(b"abcdefghijkl", b"cdefgh")
+    (True, False)
+    """
+    at = memory.find(key)
+    while at >= 0:
+        if at % ID_BYTES == 0:
+            return True
+        at = memory.find(key, at + 1)
+    return False
+
+
+def _keys(memory: bytes) -> list[bytes]:
+    return [memory[at : at + ID_BYTES] for at in range(0, len(memory), ID_BYTES)]
+
+
+def memories_of(state: ProfileState) -> dict[int, bytes]:
+    """The state's memories by stream, those of the per-stream layout before ``stream_memories`` included
+    (least recently used first, as before).
+
+    >>> from profiles.state import ProfileState
+    >>> old = ProfileState(profile_id="c-1", recent_by_stream={7: dict.fromkeys([id_hash("e-1")])})
+    >>> memories_of(old)[7] == hashlib.blake2b(b"e-1", digest_size=8).digest()[:ID_BYTES]
+    True
+    """
+    if not state.recent_by_stream:
+        return state.stream_memories
+    moved = {
+        stream: b"".join(i.to_bytes(8, "big")[:ID_BYTES] for i in ids) for stream, ids in state.recent_by_stream.items()
+    }
+    return {**moved, **state.stream_memories}
 
 
 def merge_memories(target: ProfileState, source: ProfileState, config: FoldConfig) -> None:
@@ -89,11 +138,10 @@ def merge_memories(target: ProfileState, source: ProfileState, config: FoldConfi
     mine = recent_event_ids(target)
     theirs = [i for i in recent_event_ids(source) if i not in mine]
     target.recent_event_ids = dict.fromkeys([*theirs, *mine][-MERGED_MEMORY_FACTOR * config.dedup_memory :])
-    # Copies: the source's dicts must not become the target's, which the fold goes on to change.
-    merged = {
-        stream: dict(ids) for stream, ids in source.recent_by_stream.items() if stream not in target.recent_by_stream
-    }
-    for stream, known in target.recent_by_stream.items():
-        absorbed = [i for i in source.recent_by_stream.get(stream, ()) if i not in known]
-        merged[stream] = dict.fromkeys([*absorbed, *known][-MERGED_MEMORY_FACTOR * config.dedup_memory :])
-    target.recent_by_stream = dict(list(merged.items())[-MAX_STREAMS:])
+    own, brought = memories_of(target), memories_of(source)
+    merged = {stream: memory for stream, memory in brought.items() if stream not in own}
+    for stream, known in own.items():
+        absorbed = b"".join(k for k in _keys(brought.get(stream, b"")) if not _holds(known, k))
+        merged[stream] = (absorbed + known)[-MERGED_MEMORY_FACTOR * config.dedup_memory * ID_BYTES :]
+    target.stream_memories = dict(list(merged.items())[-MAX_STREAMS:])
+    target.recent_by_stream = {}

@@ -124,10 +124,12 @@ class ProfileState(Struct, array_like=True, kw_only=True):
     # The recent event ids' second form, one memory for all of a profile's streams (64-bit hashes, oldest
     # first): still checked, and forgotten one id per applied event (``profiles.dedup``).
     recent_event_ids: dict[int, None] = field(default_factory=dict)
-    # Recently applied event ids by source stream (``profiles.dedup.stream_of``), least recently used stream
-    # first; each an insertion-ordered dict of 64-bit hashes (values unused), oldest first, which finds a
-    # re-send in one lookup and forgets the oldest id in one step.
+    # The recent event ids' third form, per source stream, each an insertion-ordered dict of 64-bit hashes:
+    # still checked, and moved into ``stream_memories`` when the profile next remembers an event.
     recent_by_stream: dict[int, dict[int, None]] = field(default_factory=dict)
+    # Recently applied event ids by source stream (``profiles.dedup.stream_of``), least recently used stream
+    # first; each the ids' 48-bit keys (``profiles.dedup.ID_BYTES``) concatenated, oldest first.
+    stream_memories: dict[int, bytes] = field(default_factory=dict)
 
 
 _ENCODER: Final = msgspec.msgpack.Encoder()

@@ -117,7 +117,7 @@ def strip(state: ProfileState) -> ProfileState:
     ([], {})
     """
     state.anonymous_ids, state.emails, state.merged_from, state.conflicts = [], [], [], []
-    state.recent_ids, state.recent_event_ids, state.recent_by_stream = [], {}, {}
+    state.recent_ids, state.recent_event_ids, state.recent_by_stream, state.stream_memories = [], {}, {}, {}
     state.source_marks, state.forward_marks, state.direct_floors = {}, {}, {}
     state.absorbed, state.held = [], []
     return state

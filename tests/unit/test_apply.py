@@ -11,7 +11,7 @@ import pytest
 
 from profiles.apply import CorruptRecordError, apply_resolved, new_state_for
 from profiles.config import DAY_MS, FoldConfig
-from profiles.dedup import MAX_STREAMS
+from profiles.dedup import ID_BYTES, MAX_STREAMS, stream_of
 from profiles.fold import apply
 from profiles.identity import Arrival, resolve
 from profiles.ids import id_hash
@@ -148,7 +148,7 @@ def test_a_profile_forgets_the_stream_it_used_least_recently_first() -> None:
     assert not apply(state, first, CONFIG)  # a re-send is not a use of its stream ...
     apply(state, parsed(event(n=2, customer_id="c-1")), CONFIG)  # ... a new event is
     apply(state, parsed(event(n=200, anonymous_id="a-new")), CONFIG)
-    assert len(state.recent_by_stream) == MAX_STREAMS
+    assert len(state.stream_memories) == MAX_STREAMS
     assert not apply(state, first, CONFIG)
     assert apply(state, parsed(event(n=100, anonymous_id="a-0")), CONFIG)  # its stream was forgotten
 
@@ -185,6 +185,36 @@ def test_ids_remembered_in_an_earlier_layout_are_recognised_then_forgotten_one_p
     assert decode(encode(stored)) == stored
 
 
+def test_memories_kept_per_stream_as_maps_of_hashes_are_moved_over_and_still_recognise_re_sends() -> None:
+    email = parsed(event("email", n=0, customer_id="c-1", action="delivered", campaign_id="k-1", message_id="m-1"))
+    clicks = [parsed(event(n=n, customer_id="c-1")) for n in range(1, CONFIG.dedup_memory + 1)]
+    state = new_state_for("c-1")
+    for e in [email, *clicks]:
+        state.recent_by_stream.setdefault(stream_of(e.type, e.key), {})[id_hash(e.event_id)] = None
+    stored = stored_in_an_earlier_layout(state, "recent_by_stream")
+    before = encode(stored)
+    assert not apply(stored, email, CONFIG)
+    assert not any(apply(stored, click, CONFIG) for click in clicks)
+    assert encode(stored) == before  # re-sends leave the stored state as it is, its layout included
+    assert apply(stored, parsed(event(n=999, customer_id="c-1")), CONFIG)
+    assert not stored.recent_by_stream
+    assert [len(m) // ID_BYTES for m in stored.stream_memories.values()] == [1, CONFIG.dedup_memory]
+    assert not apply(stored, clicks[1], CONFIG)  # the oldest click was forgotten for the new one, not this
+    assert apply(stored, clicks[0], CONFIG)
+    assert decode(encode(stored)) == stored
+
+
+def test_a_hand_over_from_a_visitor_stored_in_the_per_stream_map_layout_brings_its_memories() -> None:
+    visitor = new_state_for("anon:a-1")
+    clicks = [parsed(event(n=n, anonymous_id="a-1")) for n in range(3)]
+    for e in clicks:
+        visitor.recent_by_stream.setdefault(stream_of(e.type, e.key), {})[id_hash(e.event_id)] = None
+    customer = new_state_for("c-1")
+    merge_into(customer, stored_in_an_earlier_layout(visitor, "recent_by_stream"), CONFIG)
+    assert not any(apply(customer, click, CONFIG) for click in clicks)
+    assert not customer.recent_by_stream
+
+
 def test_a_late_handover_keeps_the_customers_own_duplicate_memory() -> None:
     # The visitor's partition was down: its hand-over (a full memory of the visitor's ids) arrives between
     # a customer's event and that event's duplicate. The duplicate must still be recognised.
@@ -209,7 +239,7 @@ def test_a_stream_both_profiles_remember_keeps_both_memories_through_a_merge() -
         apply(visitor, parsed(event(n=n, anonymous_id="a-1")), CONFIG)
         apply(customer, parsed(event(n=1000 + n, anonymous_id="a-1")), CONFIG)
     merge_into(customer, visitor, CONFIG)
-    assert [len(ids) for ids in customer.recent_by_stream.values()] == [2 * CONFIG.dedup_memory]
+    assert [len(ids) for ids in customer.stream_memories.values()] == [2 * CONFIG.dedup_memory * ID_BYTES]
     assert not apply(customer, parsed(event(n=0, anonymous_id="a-1")), CONFIG)
     assert not apply(customer, parsed(event(n=1000, anonymous_id="a-1")), CONFIG)
 
@@ -219,7 +249,7 @@ def test_a_merge_gives_the_customer_copies_of_the_visitors_memories() -> None:
     apply(visitor, parsed(event(n=1, anonymous_id="a-1")), CONFIG)
     merge_into(customer, visitor, CONFIG)
     apply(customer, parsed(event(n=2, anonymous_id="a-1")), CONFIG)
-    assert [len(ids) for ids in visitor.recent_by_stream.values()] == [1]  # a later merge of it is unchanged
+    assert [len(ids) for ids in visitor.stream_memories.values()] == [ID_BYTES]  # a later merge of it is unchanged
 
 
 def test_a_late_click_of_a_session_older_than_the_session_memory_counts_it_again() -> None:
