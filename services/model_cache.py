@@ -53,7 +53,10 @@ class ModelCache:
             if blob is None:
                 continue  # deleted between the two reads: the next poll sees the new active version
             try:
-                loaded = served_model(load_snapshot(blob, self.secret), self.specs[name])
+                # In a thread: the first snapshot a process loads imports River and SciPy (~0.9 s), and a
+                # large model takes a while to unpickle; on the event loop, that stalled every batch or
+                # request of the process meanwhile (a worker's first version arrives mid-traffic).
+                loaded = served_model(await asyncio.to_thread(load_snapshot, blob, self.secret), self.specs[name])
             except SnapshotRejectedError as exc:
                 log.error("refusing %s v%d: %s", name, version, exc)
                 self.refused[name] = version
