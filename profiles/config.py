@@ -33,6 +33,8 @@ class FoldConfig:
     dedup_memory: int = 64
     #: How long (before the profile's latest event) a session id is remembered for counting sessions.
     session_memory_days: int = 90
+    #: How many session ids a profile remembers at most (those seen last are kept).
+    session_memory_max: int = 1024
 
     @property
     def affinity_half_life_ms(self) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from profiles.config import FoldConfig
 from profiles.dedup import merge_memories
+from profiles.fold import forget_oldest_sessions
 from profiles.state import ProfileState
 
 
@@ -40,6 +41,8 @@ def merge_into(target: ProfileState, source: ProfileState, config: FoldConfig) -
         if session in target.session_seen:
             target.sessions -= 1
         target.session_seen[session] = max(seen, target.session_seen.get(session, seen))
+    if len(target.session_seen) > config.session_memory_max:
+        forget_oldest_sessions(target, config)
     target.first_seen_ms = _min(target.first_seen_ms, source.first_seen_ms)
     target.last_seen_ms = _max(target.last_seen_ms, source.last_seen_ms)
 

@@ -134,6 +134,9 @@ class ProfileSettings(BaseModel):
     lapsed_after_days: int = Field(60, ge=1)
     dedup_memory: int = Field(64, ge=1, le=4096, description="Recent event ids a profile remembers per source stream.")
     session_memory_days: int = Field(90, ge=1)
+    session_memory_max: int = Field(
+        1024, ge=16, le=65536, description="Session ids a profile remembers at most, those seen last (docs/profile.md)."
+    )
 
     @field_validator("namespace")
     @classmethod
@@ -148,6 +151,7 @@ class ProfileSettings(BaseModel):
             lapsed_after_days=self.lapsed_after_days,
             dedup_memory=self.dedup_memory,
             session_memory_days=self.session_memory_days,
+            session_memory_max=self.session_memory_max,
         )
 
 

@@ -252,6 +252,36 @@ def test_a_merge_gives_the_customer_copies_of_the_visitors_memories() -> None:
     assert [len(ids) for ids in visitor.stream_memories.values()] == [ID_BYTES]  # a later merge of it is unchanged
 
 
+def test_a_profile_remembers_at_most_its_cap_of_sessions_those_seen_last() -> None:
+    # A crawler starting a session per click: its profile must not grow by a session a click for 90 days.
+    config = FoldConfig(session_memory_max=64)
+    state = new_state_for("c-1")
+    for n in range(1_000):
+        assert apply(state, parsed(event(n=n, at=T0 + n * 60_000, customer_id="c-1")), config)
+        assert len(state.session_seen) <= config.session_memory_max
+    assert state.sessions == 1_000
+    kept = len(state.session_seen)
+    assert config.session_memory_max * 3 // 4 <= kept <= config.session_memory_max
+    assert len(encode(state)) < 3_072
+    # a click of a session still remembered does not count it again; one of a session forgotten does
+    apply(state, parsed(event(n=5_000, at=T0 + 2_000 * 60_000, customer_id="c-1", session_id="s-999")), config)
+    assert state.sessions == 1_000
+    apply(state, parsed(event(n=5_001, at=T0 + 2_001 * 60_000, customer_id="c-1", session_id="s-0")), config)
+    assert state.sessions == 1_001
+
+
+def test_a_merge_keeps_the_cap_of_sessions_those_seen_last() -> None:
+    config = FoldConfig(session_memory_max=64)
+    visitor, customer = new_state_for("anon:a-1"), new_state_for("c-1")
+    for n in range(60):
+        apply(visitor, parsed(event(n=n, at=T0 + n, anonymous_id="a-1")), config)
+        apply(customer, parsed(event(n=100 + n, at=T0 + 1_000 + n, customer_id="c-1")), config)
+    merge_into(customer, visitor, config)
+    assert customer.sessions == 120
+    assert len(customer.session_seen) == 48  # three quarters of the cap: the customer's own 60 minus 12
+    assert min(customer.session_seen.values()) == T0 + 1_012
+
+
 def test_a_late_click_of_a_session_older_than_the_session_memory_counts_it_again() -> None:
     state = new_state_for("c-1")
     apply(state, parsed(event(n=1, customer_id="c-1", session_id="s-old")), CONFIG)
