@@ -1,8 +1,10 @@
 """Validating events and producing them to their raw topics: the engine behind ``rapport produce``.
 
 Every line is validated with the same contract the stream uses; rejected lines are counted by reason and
-never sent. Accepted events go to the raw topic of their ``type``, keyed by ``customer_id`` (else
-``anonymous_id``) so that one customer's events stay in one partition, in order. The producer is
+not sent, unless the caller asks to send them as a faulty client would (``send_rejected``: the demo does,
+so that the worker's dead-letter topic has something to show). Accepted events go to the raw topic of
+their ``type``, keyed by ``customer_id`` (else ``anonymous_id``) so that one customer's events stay in one
+partition, in order. The producer is
 idempotent with ``acks=all``: a retried batch is not duplicated and a send only counts once the broker's
 in-sync replicas have it.
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -20,7 +22,7 @@ from kafka import KafkaProducer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from schemas.topics import TOPIC_BY_EVENT_TYPE, full_name
-from schemas.validation import Rejection, validate_event
+from schemas.validation import Rejection, ValidationLimits, validate_event
 from services.kafka_clients import make_producer
 from services.settings import Settings
 
@@ -49,12 +51,16 @@ def produce_lines(
     progress: bool = False,
     total: int | None = None,
     on_reject: RejectHandler | None = None,
+    send_rejected: bool = False,
 ) -> ProduceSummary:
-    """Validate and send every non-blank line; block until the broker has acknowledged all of them."""
+    """Validate and send every non-blank line; block until the broker has acknowledged all of them.
+
+    ``send_rejected``: a rejected line is sent too, as it is, to where a client would have sent it
+    (``misrouted``), and counted in ``rejected`` and ``sent``."""
     summary = ProduceSummary()
-    limits = settings.validation.limits()
     prefix = settings.kafka.topic_prefix
     topics = {kind: full_name(spec, prefix) for kind, spec in TOPIC_BY_EVENT_TYPE.items()}
+    router = _Router(settings.validation.limits(), topics, summary, on_reject, send_rejected)
     failures: list[BaseException] = []
     producer = make_producer(settings)
     started = time.monotonic()
@@ -69,19 +75,13 @@ def produce_lines(
             if not raw.strip():
                 continue
             summary.read += 1
-            now = datetime.now(UTC)
-            result = validate_event(raw, now=now, limits=limits)
-            if isinstance(result, Rejection):
-                summary.rejected[result.code.value] += 1
-                if on_reject:
-                    on_reject(number, raw, result)
+            routed = router.route(number, raw)
+            if routed is None:
                 continue
-            if result.received_at is None:
-                raw = _stamp_received_at(raw, now)
-            topic = topics[result.type]
+            topic, key, value = routed
             if pacer:
                 pacer.before_send(topic)
-            producer.send(topic, key=result.key.encode(), value=raw).add_errback(failures.append)
+            producer.send(topic, key=key, value=value).add_errback(failures.append)
             summary.sent += 1
             summary.per_topic[topic] += 1
             if pacer:
@@ -98,6 +98,51 @@ def produce_lines(
     summary.failed = len(failures)
     summary.seconds = time.monotonic() - started
     return summary
+
+
+@dataclass
+class _Router:
+    """Where each line goes: ``(topic, key, value)``, or None for a line not to send."""
+
+    limits: ValidationLimits
+    topics: dict[str, str]
+    summary: ProduceSummary
+    on_reject: RejectHandler | None
+    send_rejected: bool
+
+    def route(self, number: int, raw: bytes) -> tuple[str, bytes | None, bytes] | None:
+        now = datetime.now(UTC)
+        result = validate_event(raw, now=now, limits=self.limits)
+        if isinstance(result, Rejection):
+            self.summary.rejected[result.code.value] += 1
+            if self.on_reject:
+                self.on_reject(number, raw, result)
+            return (*misrouted(raw, self.topics), raw) if self.send_rejected else None
+        if result.received_at is None:
+            raw = _stamp_received_at(raw, now)
+        return self.topics[result.type], result.key.encode(), raw
+
+
+def misrouted(raw: bytes, topics: Mapping[str, str]) -> tuple[str, bytes | None]:
+    """The raw topic and key a client would send a line the contract rejects with: its ``type``'s topic and
+    its id when they can be read, else the clicks topic (web clients send the most) and no key.
+
+    >>> topics = {"click": "events.clicks", "purchase": "events.purchases"}
+    >>> misrouted(b'{"type": "purchase", "customer_id": "c-1", "total": "lots"}', topics)
+    ('events.purchases', b'c-1')
+    >>> misrouted(b'{"type": "purchase", "customer_id": ', topics)
+    ('events.clicks', None)
+    """
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict):
+        return topics["click"], None
+    kind = value.get("type")
+    topic = topics.get(kind, topics["click"]) if isinstance(kind, str) else topics["click"]
+    key = value.get("customer_id") or value.get("anonymous_id")
+    return topic, key.encode() if isinstance(key, str) and key else None
 
 
 def _stamp_received_at(raw: bytes, now: datetime) -> bytes:

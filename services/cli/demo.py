@@ -79,7 +79,7 @@ def up(
         sys.executable, "-m", "services.cli.main", "simulate",
         "--customers", str(customers), "--days", str(days + live_days), "--seed", str(seed),
         "--start", start.isoformat().replace("+00:00", "Z"),
-        "--to-kafka", "--rate", str(rate), "--real-time",
+        "--to-kafka", "--send-malformed", "--rate", str(rate), "--real-time",
         *_simulator_marker(stack).split(),
     ]  # fmt: skip
     _ensure_process("simulator", simulator, _simulator_marker(stack), stack)
@@ -212,7 +212,8 @@ Look at it:
   RAPPORT_MODELS__SECRET=$(cat {_demo_dir(stack) / "models-secret"}) .venv/bin/rapport models list
                                                 model versions and their rolling metrics vs baselines
   .venv/bin/rapport tail events.clicks          live click events, as any Kafka consumer sees them
-  .venv/bin/rapport tail events.dlq --headers   rejected events with their reasons
+  .venv/bin/rapport tail events.dlq --headers   rejected events with their reasons (the simulator sends ~0.5% malformed)
+  .venv/bin/rapport dlq summary                 dead letters by reason and source topic
   .venv/bin/rapport stack status                what runs where
   grep ' stats ' {log_file.parent / "worker.log"} | tail -3   worker throughput and freshness
 

@@ -50,6 +50,14 @@ def simulate(
     malformed_rate: Annotated[
         float, typer.Option(min=0.0, max=0.5, help="Extra malformed lines per event (every rejection class).")
     ] = 0.005,
+    send_malformed: Annotated[
+        bool,
+        typer.Option(
+            "--send-malformed",
+            help="With --to-kafka: send the malformed lines too, as a faulty client would, for the worker to "
+            "dead-letter (by default they are counted and not sent).",
+        ),
+    ] = False,
     real_time: Annotated[
         bool,
         typer.Option(
@@ -63,6 +71,8 @@ def simulate(
     console = Console(stderr=True)
     if (out is None) == (not to_kafka):
         raise typer.BadParameter("give exactly one of --out FILE or --to-kafka")
+    if send_malformed and not to_kafka:
+        raise typer.BadParameter("--send-malformed goes with --to-kafka (a file gets every line anyway)")
     try:
         start_at = datetime.fromisoformat(start)
     except ValueError as exc:
@@ -96,10 +106,13 @@ def simulate(
             from services.settings import get_settings  # noqa: PLC0415
 
             # A live feed reports in lines of its own (``reported``): a progress bar would never finish.
-            summary = produce_lines(lines, get_settings(), rate=rate, progress=not real_time)
+            summary = produce_lines(
+                lines, get_settings(), rate=rate, progress=not real_time, send_rejected=send_malformed
+            )
             failed = summary.failed
             console.print(
                 f"kafka: sent {summary.sent:,}, rejected {sum(summary.rejected.values()):,}"
+                f"{' (sent anyway)' if send_malformed else ''}"
                 f" ({', '.join(f'{k} {v}' for k, v in summary.rejected.most_common())}), failed {summary.failed:,}"
             )
         truth_path.parent.mkdir(parents=True, exist_ok=True)

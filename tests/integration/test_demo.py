@@ -5,6 +5,7 @@ prints where to look; what it prints works; ``demo down --stack`` stops every pr
 from __future__ import annotations
 
 import re
+import time
 import urllib.request
 from pathlib import Path
 
@@ -59,8 +60,22 @@ def test_demo_up_serves_live_profiles_and_demo_down_stops_everything_it_started(
             assert set(orjson.loads(response.read())["scores"]) == {
                 "purchase_propensity", "churn_risk", "clv_90d", "email_open",
             }  # fmt: skip
+        # The simulator's malformed lines reach the raw topics, and the worker dead-letters them with reasons.
+        assert "rapport dlq summary" in up.stdout
+        assert _dead_letter_reasons(env, timeout_s=60), "no dead letter within 60 s"
     finally:
         down = rapport("demo", "down", "--stack", env=env)
     assert down.returncode == 0, down.stderr
     for name, pid in pids.items():
         assert pid is None or not is_alive(pid), f"the {name} (pid {pid}) still runs"
+
+
+def _dead_letter_reasons(env: dict[str, str], timeout_s: float) -> set[str]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        summary = rapport("dlq", "summary", "--json", env=env)
+        assert summary.returncode == 0, summary.stderr
+        reasons = {row["reason"] for row in orjson.loads(summary.stdout) if row["records"] > 0}
+        if reasons or time.monotonic() > deadline:
+            return reasons
+        time.sleep(2)

@@ -1,7 +1,8 @@
 """`rapport produce` and `simulate --to-kafka` against the real broker.
 
 Every valid line arrives exactly as often as it was sent, byte for byte, in order per key; every malformed
-line is refused with the reason the simulator meant it to have, and never reaches Kafka.
+line is refused with the reason the simulator meant it to have, and reaches Kafka only when asked to
+(``--send-malformed``).
 """
 
 from __future__ import annotations
@@ -109,6 +110,22 @@ def test_simulate_to_kafka_sends_exactly_the_simulated_valid_events(tmp_path: Pa
     records = topics.read(RAW, expected=len(valid))
     assert Counter(r.value for r in records) == Counter(line for _, _, line in valid)
     assert len(truth.read_bytes().splitlines()) == 20
+
+
+def test_simulate_to_kafka_sends_the_malformed_lines_too_when_asked(tmp_path: Path, topics: Topics) -> None:
+    # What the demo does, so that the worker has malformed records to dead-letter.
+    sim = rapport(
+        "simulate", "--customers", "20", "--days", "5", "--seed", "4", "--to-kafka", "--send-malformed",
+        "--truth", str(tmp_path / "truth.jsonl"), env=topics.env,
+    )  # fmt: skip
+    assert sim.returncode == 0, sim.stderr
+    assert "(sent anyway)" in sim.stderr
+
+    expected = list(Simulation(SimulationConfig(customers=20, days=5, seed=4)).lines())
+    _, rejected = split_valid(expected)
+    assert rejected
+    records = topics.read(RAW, expected=len(expected))
+    assert Counter(r.value for r in records) == Counter(expected)
 
 
 def test_produce_refuses_every_malformed_class_with_its_reason(tmp_path: Path, topics: Topics) -> None:

@@ -116,6 +116,7 @@ def test_a_file_that_cannot_be_opened_is_a_usage_error_naming_it(args: list[str]
         (["api", "--port", "70000"], "less than or equal to 65535"),
         (["dlq", "redrive", "no_such_reason"], "unknown reason 'no_such_reason'"),
         (["dlq", "redrive", "corrupt_resolved_record"], "dead letters are not re-sent"),
+        (["simulate", "--out", "/tmp/never-written.jsonl", "--send-malformed"], "--send-malformed goes with"),
     ],
 )
 def test_a_meaningless_option_is_a_usage_error_before_any_service_is_reached(args: list[str], said: str) -> None:
