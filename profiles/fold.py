@@ -61,6 +61,16 @@ def apply(state: ProfileState, event: AnyEvent, config: FoldConfig, link: Link |
     """Fold ``event`` into ``state``; False if it is a re-send of a recently applied event."""
     if not remember(state, event, config):
         return False
+    fold_new(state, event, config, link)
+    return True
+
+
+def fold_new(state: ProfileState, event: AnyEvent, config: FoldConfig, link: Link | None = None) -> None:
+    """Fold ``event``, known not to be a re-send, into ``state``: ``apply`` without the duplicate check.
+
+    The models views fold only events that the live fold found new, one entry each (``profiles.models
+    .view``); checking them again cost ~4% of a worker.
+    """
     ts = to_ms(event.timestamp)
     state.events_applied += 1
     if state.last_event_ms is None or ts > state.last_event_ms:
@@ -75,7 +85,6 @@ def apply(state: ProfileState, event: AnyEvent, config: FoldConfig, link: Link |
         _mention(state, event, ts)
     else:
         _identify(state, event, ts, link)
-    return True
 
 
 def _seen(state: ProfileState, ts: int) -> None:

@@ -42,7 +42,7 @@ from msgspec import Struct
 
 from profiles.compression import compress, decompress
 from profiles.config import FoldConfig
-from profiles.fold import apply, compact
+from profiles.fold import compact, fold_new
 from profiles.merge import merge_into
 from profiles.models.labels import Pending, resolve_on_events
 from profiles.models.policy import census_between, census_instants, latest_activity, take_snapshots
@@ -179,8 +179,9 @@ def _fold(view: ModelView, entry: Entry, config: FoldConfig) -> AnyEvent | None:
         merge_into(view.state, decode(entry.payload), config)
         return None
     event = _decoded(entry)
-    if not apply(view.state, event, config):
-        return None
+    # An entry is an event the live fold applied as new (``ModelTracking.after``), entered once: the view
+    # keeps no memory of ids (``strip``), and a duplicate check here would only repeat the live fold's.
+    fold_new(view.state, event, config)
     if entry.at_ms != to_ms(event.timestamp):
         # A visitor's event entering at its link, like the visitor's history handed over in one block, is
         # not a moment of the customer's: it takes no snapshot and decides no label.

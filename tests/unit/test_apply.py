@@ -16,6 +16,8 @@ from profiles.fold import apply
 from profiles.identity import Arrival, resolve
 from profiles.ids import id_hash
 from profiles.merge import merge_into
+from profiles.models.specs import default_specs
+from profiles.models.tracking import ModelTracking
 from profiles.offline import OfflineFolder
 from profiles.state import EMAIL_ACTION_INDEX, ProfileState, decode, encode
 from profiles.timeutil import iso
@@ -213,6 +215,31 @@ def test_a_hand_over_from_a_visitor_stored_in_the_per_stream_map_layout_brings_i
     merge_into(customer, stored_in_an_earlier_layout(visitor, "recent_by_stream"), CONFIG)
     assert not any(apply(customer, click, CONFIG) for click in clicks)
     assert not customer.recent_by_stream
+
+
+def test_each_event_applied_to_a_customer_is_one_entry_of_its_models_view() -> None:
+    # The models views fold their entries without a duplicate check (``profiles.fold.fold_new``): the apply
+    # stage must give each event one entry, whatever is re-sent, with a hand-over and the events held for it.
+    tracking = ModelTracking(default_specs(), CONFIG, {1: 0})
+
+    def step(state: ProfileState, record: Resolved, offset: int) -> ProfileState:
+        return apply_resolved(state, record, partition=1, offset=offset, config=CONFIG, hooks=tracking)[0]
+
+    anon = new_state_for("anon:a-1")
+    anon, _ = run(anon, resolved(event(n=1, anonymous_id="a-1"), "anon:a-1", offset=1))
+    anon, (handover,) = run(anon, Resolved(kind="merge_out", profile_id="anon:a-1", other_profile="c-1"))
+    customer = new_state_for("c-1")
+    own = [event(n=10 + k, at=T0 + k, customer_id="c-1") for k in range(5)]
+    # Three of them sent again by their producer; then, routed here before the hand-over and so held for
+    # it, one new event of the visitor's and a re-send of the one the visitor already counted.
+    sent = [*own, *own[:3], event(n=20, anonymous_id="a-1"), event(n=1, anonymous_id="a-1")]
+    for offset, raw in enumerate(sent, start=10):
+        customer = step(customer, resolved(raw, "c-1", offset=offset), offset)
+    assert len(customer.held) == 2
+    customer = step(customer, handover, 100)
+    keys = [entry.key for entry in tracking.entries["c-1"]]
+    assert keys == ["e-10", "e-11", "e-12", "e-13", "e-14", "anon:a-1", "e-20"]
+    assert customer.events_applied == 7
 
 
 def test_a_late_handover_keeps_the_customers_own_duplicate_memory() -> None:
