@@ -69,7 +69,7 @@ def fold_new(state: ProfileState, event: AnyEvent, config: FoldConfig, link: Lin
     """Fold ``event``, known not to be a re-send, into ``state``: ``apply`` without the duplicate check.
 
     The models views fold only events that the live fold found new, one entry each (``profiles.models
-    .view``); checking them again cost ~4% of a worker.
+    .view``); checking them again took 3.8% of a worker's handler time (docs/benchmarks.md).
     """
     ts = to_ms(event.timestamp)
     state.events_applied += 1
