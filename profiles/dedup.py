@@ -18,11 +18,10 @@ that is not one, a chance of at most 64 in 2**48 (one in 4 trillion).
 
 from __future__ import annotations
 
-import hashlib
 from typing import Final
 
 from profiles.config import FoldConfig
-from profiles.ids import id_hash, repeated_id_hash
+from profiles.ids import id_digest, id_hash, repeated_id_hash
 from profiles.state import ProfileState, recent_event_ids
 from schemas.events import EVENT_TYPES, AnyEvent
 
@@ -60,16 +59,17 @@ def remember(state: ProfileState, event: AnyEvent, config: FoldConfig) -> bool:
     >>> remember(state, email, FoldConfig()), remember(state, email, FoldConfig())
     (True, False)
     """
-    digest = hashlib.blake2b(event.event_id.encode(), digest_size=8).digest()
+    digest = id_digest(event.event_id)
     # Ids remembered before memories were kept per stream: still recognised, and forgotten one per event
     # applied, as the single memory did once full.
     legacy = recent_event_ids(state) if state.recent_ids or state.recent_event_ids else None
-    if legacy is not None and int.from_bytes(digest, "big") in legacy:
+    hashed = int.from_bytes(digest, "big") if legacy is not None or state.recent_by_stream else None
+    if legacy is not None and hashed in legacy:
         return False
     stream = stream_of(event.type, event.key)
     if state.recent_by_stream:
         # Moved over only for an event to remember: a re-send leaves the stored state as it is.
-        if int.from_bytes(digest, "big") in state.recent_by_stream.get(stream, ()):
+        if hashed in state.recent_by_stream.get(stream, ()):
             return False
         state.stream_memories = memories_of(state)
         state.recent_by_stream = {}
@@ -115,7 +115,7 @@ def memories_of(state: ProfileState) -> dict[int, bytes]:
 
     >>> from profiles.state import ProfileState
     >>> old = ProfileState(profile_id="c-1", recent_by_stream={7: dict.fromkeys([id_hash("e-1")])})
-    >>> memories_of(old)[7] == hashlib.blake2b(b"e-1", digest_size=8).digest()[:ID_BYTES]
+    >>> memories_of(old)[7] == id_digest("e-1")[:ID_BYTES]
     True
     """
     if not state.recent_by_stream:
