@@ -145,7 +145,8 @@ def _apply_event(
         if event.customer_id is None:
             floor = state.direct_floors.get(mark, record.source.offset)
             state.direct_floors[mark] = min(floor, record.source.offset)
-    link = Link(record.link.anonymous_id, record.link.conflict_with) if record.link is not None else None
+    decision = record.link
+    link = None if decision is None else Link(decision.anonymous_id, decision.conflict_with, decision.limited)
     if hooks is not None:
         hooks.before(state, event)
     if apply(state, event, config, link) and hooks is not None and record.event is not None:

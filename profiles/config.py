@@ -35,6 +35,8 @@ class FoldConfig:
     session_memory_days: int = 90
     #: How many session ids a profile remembers at most (those seen last are kept).
     session_memory_max: int = 1024
+    #: How many anonymous ids a customer may hold: an identify linking one more is refused (counted).
+    max_anonymous_ids: int = 1000
 
     @property
     def affinity_half_life_ms(self) -> float:

@@ -51,10 +51,12 @@ _TRAIT_NAMES = ("email", "name", "birth_year", "gender", "country", "city", "inc
 
 @dataclass(frozen=True, slots=True)
 class Link:
-    """What identity resolution decided for an identify: link its anonymous id, or record a conflict."""
+    """What identity resolution decided for an identify: link its anonymous id, record a conflict, or
+    count a link refused because the customer holds as many anonymous ids as it may."""
 
     anonymous_id: str
     conflict_with: str | None = None
+    limited: bool = False
 
 
 def apply(state: ProfileState, event: AnyEvent, config: FoldConfig, link: Link | None = None) -> bool:
@@ -241,6 +243,9 @@ def _identify(state: ProfileState, event: IdentifyEvent, ts: int, link: Link | N
             state.emails.append(email)
             state.emails.sort()
     if link is None:
+        return
+    if link.limited:
+        state.links_refused += 1
         return
     if link.conflict_with is not None:
         state.conflicts.append(Conflict(link.anonymous_id, link.conflict_with, ts, event.event_id))

@@ -7,8 +7,8 @@ ids — and this module turns them into ``events.resolved`` records.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
 from msgspec import Struct
@@ -17,17 +17,18 @@ from profiles.state import anonymous_profile_id
 from schemas.events import AnyEvent, IdentifyEvent
 from schemas.resolved import LinkDecision, RawSource, Resolved
 
-ClaimOutcome = Literal["linked", "already", "conflict"]
+ClaimOutcome = Literal["linked", "already", "conflict", "limited"]
 
 
 @dataclass(frozen=True, slots=True)
 class Claim:
     """The result of an identify's claim: ``linked`` (this identify made the link, also when retried),
-    ``already`` (an earlier identify linked it to the same customer) or ``conflict`` (another customer
-    holds it); ``owner`` is who holds the anonymous id afterwards."""
+    ``already`` (an earlier identify linked it to the same customer), ``conflict`` (another customer
+    holds it) or ``limited`` (nobody holds it, and the customer already holds as many anonymous ids as a
+    customer may); ``owner`` is who holds the anonymous id afterwards."""
 
     outcome: ClaimOutcome
-    owner: str
+    owner: str | None
 
 
 class Arrival(Struct, frozen=True):
@@ -75,28 +76,49 @@ def linked_after(
     """
     out = dict(before)
     for (anonymous_id, _, _), claim in zip(claimed, outcomes, strict=True):
-        out[anonymous_id] = claim.owner
+        if claim.owner is not None:
+            out[anonymous_id] = claim.owner
     return out
 
 
-def claim_in_memory(links: dict[str, tuple[str, str]], claimed: Sequence[tuple[str, str, str]]) -> list[Claim]:
-    """The outcomes of ``claims`` against an in-memory link table (anonymous id → (customer, linking event
-    id)), which they update: first claim wins, as ``ProfileStore.link`` decides in Redis.
+@dataclass(slots=True)
+class LinkTable:
+    """Identity links in memory, deciding claims as ``ProfileStore.link`` does in Redis: the first claim
+    of an anonymous id wins, and a customer holds at most ``max_per_customer`` anonymous ids.
 
-    >>> links = {}
-    >>> [c.outcome for c in claim_in_memory(links, [("a-1", "c-1", "e1"), ("a-1", "c-2", "e2"), ("a-1", "c-1", "e3")])]
+    >>> table = LinkTable(max_per_customer=1)
+    >>> [c.outcome for c in table.claim([("a-1", "c-1", "e1"), ("a-1", "c-2", "e2"), ("a-1", "c-1", "e3")])]
     ['linked', 'conflict', 'already']
-    >>> claim_in_memory(links, [("a-1", "c-1", "e1")])  # the linking identify again
-    [Claim(outcome='linked', owner='c-1')]
+    >>> table.claim([("a-1", "c-1", "e1"), ("a-2", "c-1", "e4")])  # the linking identify again; one too many
+    [Claim(outcome='linked', owner='c-1'), Claim(outcome='limited', owner=None)]
     """
-    out = []
-    for anonymous_id, customer_id, event_id in claimed:
-        owner, by = links.setdefault(anonymous_id, (customer_id, event_id))
-        if owner != customer_id:
-            out.append(Claim("conflict", owner))
-        else:
-            out.append(Claim("linked" if by == event_id else "already", owner))
-    return out
+
+    max_per_customer: int
+    #: anonymous id → (customer, the identify that linked it)
+    links: dict[str, tuple[str, str]] = field(default_factory=dict)
+    held: dict[str, int] = field(default_factory=dict)  # customer → anonymous ids linked to it
+
+    def claim(self, claimed: Sequence[tuple[str, str, str]]) -> list[Claim]:
+        """The outcomes of ``claims``, in order, which update the table."""
+        out = []
+        for anonymous_id, customer_id, event_id in claimed:
+            current = self.links.get(anonymous_id)
+            if current is None:
+                if self.held.get(customer_id, 0) >= self.max_per_customer:
+                    out.append(Claim("limited", None))
+                    continue
+                current = self.links[anonymous_id] = (customer_id, event_id)
+                self.held[customer_id] = self.held.get(customer_id, 0) + 1
+            owner, by = current
+            if owner != customer_id:
+                out.append(Claim("conflict", owner))
+            else:
+                out.append(Claim("linked" if by == event_id else "already", owner))
+        return out
+
+    def linked(self, anonymous_ids: Iterable[str]) -> dict[str, str]:
+        """The customers these anonymous ids are linked to (unlinked ones left out)."""
+        return {a: self.links[a][0] for a in anonymous_ids if a in self.links}
 
 
 def resolve(arrivals: Sequence[Arrival], outcomes: Sequence[Claim], linked: Mapping[str, str]) -> list[Resolved]:
@@ -120,6 +142,8 @@ def resolve(arrivals: Sequence[Arrival], outcomes: Sequence[Claim], linked: Mapp
                 )
             elif claim.outcome == "conflict":
                 link = LinkDecision(event.anonymous_id, conflict_with=claim.owner)
+            elif claim.outcome == "limited":
+                link = LinkDecision(event.anonymous_id, limited=True)
         out.append(
             Resolved(
                 kind="event",

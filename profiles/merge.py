@@ -33,6 +33,7 @@ def merge_into(target: ProfileState, source: ProfileState, config: FoldConfig) -
         if current is None or (trait.updated_ms, trait.event_id) > (current.updated_ms, current.event_id):
             target.traits[name] = trait
     target.conflicts = sorted([*target.conflicts, *source.conflicts], key=lambda c: (c.at_ms, c.event_id))
+    target.links_refused += source.links_refused
 
     target.clicks = [a + b for a, b in zip(target.clicks, source.clicks, strict=True)]
     target.sessions += source.sessions

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from profiles.apply import apply_resolved, new_state_for
 from profiles.config import FoldConfig
 from profiles.fold import compact
-from profiles.identity import Arrival, Claim, anonymous_only, claim_in_memory, claims, resolve
+from profiles.identity import Arrival, Claim, LinkTable, anonymous_only, claims, resolve
 from profiles.state import ProfileState
 from schemas.resolved import Resolved
 
@@ -22,7 +22,7 @@ class OfflineFolder:
     def __init__(self, config: FoldConfig) -> None:
         self.config = config
         self.states: dict[str, ProfileState] = {}
-        self.links: dict[str, tuple[str, str]] = {}  # anonymous id → (customer, linking event id)
+        self.links = LinkTable(config.max_anonymous_ids)
         self._offsets: dict[str, int] = {}
 
     def feed(self, arrivals: Iterable[Arrival]) -> None:
@@ -36,10 +36,10 @@ class OfflineFolder:
         return {pid: s for pid, s in self.states.items() if s.merged_into is None}
 
     def _claim(self, arrival: Arrival) -> list[Claim]:
-        return claim_in_memory(self.links, claims([arrival]))
+        return self.links.claim(claims([arrival]))
 
     def _linked(self, arrival: Arrival) -> dict[str, str]:
-        return {a: self.links[a][0] for a in anonymous_only([arrival]) if a in self.links}
+        return self.links.linked(anonymous_only([arrival]))
 
     def _apply_all(self, records: list[Resolved]) -> None:
         queue = deque(records)

@@ -130,6 +130,8 @@ class ProfileState(Struct, array_like=True, kw_only=True):
     # Recently applied event ids by source stream (``profiles.dedup.stream_of``), least recently used stream
     # first; each the ids' 48-bit keys (``profiles.dedup.ID_BYTES``) concatenated, oldest first.
     stream_memories: dict[int, bytes] = field(default_factory=dict)
+    # Identifies whose anonymous id was not linked: the customer held ``max_anonymous_ids`` already.
+    links_refused: int = 0
 
 
 _ENCODER: Final = msgspec.msgpack.Encoder()

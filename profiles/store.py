@@ -9,6 +9,8 @@ one slot):
   older watermark and its write is refused;
 - ``rapport:<ns>:a:{<anonymous_id>}`` — the customer an anonymous id is linked to, and the identify that
   linked it (first claim wins);
+- ``rapport:<ns>:l:{<customer_id>}`` — the anonymous ids linked to a customer (a set): how many it holds,
+  against ``profile.max_anonymous_ids``;
 - ``rapport:<ns>:e:{<email>}`` — the customer an email belongs to;
 - ``rapport:<ns>:pos:{<topic>}:<partition>`` — the next offset to read, moved (compare-and-set) after the
   profiles it covers are written; Redis, not Kafka's committed offset, is where a worker resumes (after a
@@ -89,9 +91,18 @@ if current and tonumber(current) ~= tonumber(ARGV[1]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[2])
 return 1
 """
+# Takes a place for the anonymous id ARGV[1] among the customer's (KEYS[1]) unless it holds ARGV[2] already.
+_RESERVE_LINK: Final = """
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 1 end
+if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('SADD', KEYS[1], ARGV[1])
+return 1
+"""
+# First claim wins; ARGV[3] = '1' when the customer had a place for a new link (``_RESERVE_LINK``).
 _CLAIM_LINK: Final = """
 local current = redis.call('GET', KEYS[1])
 if not current then
+  if ARGV[3] ~= '1' then return {'limited', ''} end
   redis.call('SET', KEYS[1], ARGV[1] .. '\\31' .. ARGV[2])
   return {'linked', ARGV[1]}
 end
@@ -156,6 +167,7 @@ class ProfileStore:
         self._cas = redis.register_script(_CAS_PROFILE)
         self._set_if_all_written = redis.register_script(_SET_IF_ALL_WRITTEN)
         self._move = redis.register_script(_MOVE_POSITION)
+        self._reserve = redis.register_script(_RESERVE_LINK)
         self._claim = redis.register_script(_CLAIM_LINK)
         self._forget = redis.register_script(_FORGET)
 
@@ -165,6 +177,9 @@ class ProfileStore:
 
     def alias_key(self, anonymous_id: str) -> str:
         return f"{self._base}:a:{{{anonymous_id}}}"
+
+    def links_key(self, customer_id: str) -> str:
+        return f"{self._base}:l:{{{customer_id}}}"
 
     def email_key(self, email: str) -> str:
         return f"{self._base}:e:{{{email.lower()}}}"
@@ -299,6 +314,9 @@ class ProfileStore:
             visitor = write.profile_id.removeprefix(ANON_PREFIX)
             pipe.set(self.erased_key(visitor), erasure_id, nx=True)
             pipe.delete(self.alias_key(visitor))
+        else:
+            # The customer's linked ids (their count's members) go with the profile.
+            pipe.delete(self.links_key(write.profile_id))
         for any_id in write.forget:
             # An id is an anonymous id or an email (lower-cased): both kinds of link are tried, the email's
             # only when its key shares the id's hash tag, so that the script stays in one cluster slot.
@@ -376,18 +394,67 @@ class ProfileStore:
         owners = {i: owner.split("\x1f", 1)[0] for i, owner in _present(ids, aliases).items()}
         return {**_present(ids, emails), **owners}
 
-    async def link(self, claims: Sequence[tuple[str, str, str]], emails: Mapping[str, str]) -> list[Claim]:
-        """In one round trip: link each ``(anonymous_id, customer_id, event_id)`` unless already linked (in
-        order), and make each email find its customer (an email already owned keeps its first owner)."""
+    async def link(
+        self, claims: Sequence[tuple[str, str, str]], emails: Mapping[str, str], max_per_customer: int
+    ) -> list[Claim]:
+        """Link each ``(anonymous_id, customer_id, event_id)`` unless already linked, or unless the customer
+        holds ``max_per_customer`` anonymous ids (in order, as ``identity.LinkTable`` decides one claim at a
+        time), and make each email find its customer (an email already owned keeps its first owner).
+        Idempotent.
+
+        A customer's count and an anonymous id's link are in different cluster slots, so no script sees
+        both: each claim first takes a place among its customer's ids, then claims the id only if it got
+        one, so that a link never exists, even for an instant, past the limit. Claims are sent together
+        (two round trips) unless two customers claim one id in the batch: then one at a time, because the
+        claim that conflicts may have held the place the other needed when it was linked."""
         if not claims and not emails:
             return []
+        owners: dict[str, str] = {}
+        if not any(owners.setdefault(anonymous_id, customer) != customer for anonymous_id, customer, _ in claims):
+            return await self._link(claims, emails, max_per_customer)
+        outcomes = await self._link(claims[:1], emails, max_per_customer)
+        for claim in claims[1:]:
+            outcomes += await self._link([claim], {}, max_per_customer)
+        return outcomes
+
+    async def _link(
+        self, claims: Sequence[tuple[str, str, str]], emails: Mapping[str, str], max_per_customer: int
+    ) -> list[Claim]:
         async with self.redis.pipeline(transaction=False) as pipe:
-            for anonymous_id, customer_id, event_id in claims:
-                await self._claim(keys=[self.alias_key(anonymous_id)], args=[customer_id, event_id], client=pipe)
+            for anonymous_id, customer_id, _ in claims:
+                await self._reserve(
+                    keys=[self.links_key(customer_id)], args=[anonymous_id, max_per_customer], client=pipe
+                )
+            places = await pipe.execute() if claims else []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for (anonymous_id, customer_id, event_id), place in zip(claims, places, strict=True):
+                await self._claim(
+                    keys=[self.alias_key(anonymous_id)], args=[customer_id, event_id, int(place)], client=pipe
+                )
             for email, customer_id in emails.items():
                 pipe.set(self.email_key(email), customer_id, nx=True)
             results = await pipe.execute()
-        return [Claim(_outcome(r[0]), as_text(r[1])) for r in results[: len(claims)]]
+        outcomes = [Claim(_outcome(r[0]), as_text(r[1]) or None) for r in results[: len(claims)]]
+        # A claim that found the id held by another customer took a place it must give back. One at a time,
+        # it would never have had it: a later claim of that customer refused for want of a place is
+        # claimed again (with the rest of the batch, whose claims are idempotent).
+        given_back = [
+            i for i, (c, place) in enumerate(zip(outcomes, places, strict=True)) if c.outcome == "conflict" and place
+        ]
+        if not given_back:
+            return outcomes
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for i in given_back:
+                anonymous_id, customer_id, _ = claims[i]
+                pipe.srem(self.links_key(customer_id), anonymous_id)
+            await pipe.execute()
+        refused_after = (
+            i for i in given_back if any(_refused_after(claims, outcomes, i, j) for j in range(i + 1, len(claims)))
+        )
+        first = next(refused_after, None)
+        if first is not None:
+            outcomes[first + 1 :] = await self._link(claims[first + 1 :], {}, max_per_customer)
+        return outcomes
 
     # erasure
     async def record_erasures(self, records: Sequence[ErasureRecord]) -> None:
@@ -547,8 +614,13 @@ def _bytes(value: bytes | str) -> bytes:
     return value
 
 
+def _refused_after(claims: Sequence[tuple[str, str, str]], outcomes: Sequence[Claim], given: int, later: int) -> bool:
+    """Whether claim ``later`` found no place among the ids of the customer that claim ``given`` gave one back to."""
+    return outcomes[later].outcome == "limited" and claims[later][1] == claims[given][1]
+
+
 def _outcome(value: bytes | str) -> ClaimOutcome:
     text = as_text(value)
-    if text not in ("linked", "already", "conflict"):
+    if text not in ("linked", "already", "conflict", "limited"):
         raise ValueError(f"unexpected claim outcome {text!r}")
     return text  # type: ignore[return-value]  # checked just above

@@ -110,6 +110,7 @@ def render(
             {"anonymous_id": c.anonymous_id, "claimed_by": c.claimed_by, "at": iso(c.at_ms), "event_id": c.event_id}
             for c in state.conflicts
         ],
+        "links_refused": state.links_refused,
         "traits": {
             name: {"value": t.value, "updated_at": iso(t.updated_ms)} for name, t in sorted(state.traits.items())
         },

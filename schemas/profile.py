@@ -114,6 +114,10 @@ class ProfileView(_View):
     emails: list[str]
     merged_from: list[MergeRecord]
     identity_conflicts: list[ConflictRecord]
+    links_refused: Annotated[
+        int,
+        Meta(description="Identifies whose anonymous id was not linked: the customer held the most it may."),
+    ]
     traits: dict[str, TraitValue]
     behaviour: Behaviour
     transactions: Transactions

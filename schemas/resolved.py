@@ -45,6 +45,8 @@ class LinkDecision(Struct, array_like=True, frozen=True):
 
     anonymous_id: str
     conflict_with: str | None = None  # the customer who already holds the anonymous id
+    #: Not linked: the customer already holds ``profile.max_anonymous_ids`` anonymous ids.
+    limited: bool = False
 
 
 class Resolved(Struct, array_like=True, frozen=True, kw_only=True):

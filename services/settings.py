@@ -137,6 +137,12 @@ class ProfileSettings(BaseModel):
     session_memory_max: int = Field(
         1024, ge=16, le=65536, description="Session ids a profile remembers at most, those seen last (docs/profile.md)."
     )
+    max_anonymous_ids: int = Field(
+        1000,
+        ge=1,
+        le=1_000_000,
+        description="Anonymous ids a customer may hold; past it a link is refused (docs/profile.md).",
+    )
 
     @field_validator("namespace")
     @classmethod
@@ -152,6 +158,7 @@ class ProfileSettings(BaseModel):
             dedup_memory=self.dedup_memory,
             session_memory_days=self.session_memory_days,
             session_memory_max=self.session_memory_max,
+            max_anonymous_ids=self.max_anonymous_ids,
         )
 
 

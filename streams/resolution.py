@@ -147,7 +147,7 @@ class Resolver:
             erased.update({i: r.erasure_id for r in extended for i in r.ids})
         kept = _without_erased(arrivals, erased.keys(), decoded)
         claimed = identity.claims(kept)
-        outcomes = await self.store.link(claimed, identity.emails(kept))
+        outcomes = await self.store.link(claimed, identity.emails(kept), self.config.max_anonymous_ids)
         out.records = identity.resolve(kept, outcomes, identity.linked_after(linked, claimed, outcomes))
         out.records += [
             Resolved(kind="erase", profile_id=pid, other_profile=erasure.erasure_id)

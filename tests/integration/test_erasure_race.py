@@ -34,11 +34,13 @@ class ErasedMeanwhile(ProfileStore):
 
     meanwhile: ErasureRecord | None = None
 
-    async def link(self, claims: Sequence[tuple[str, str, str]], emails: Mapping[str, str]) -> list[Claim]:
+    async def link(
+        self, claims: Sequence[tuple[str, str, str]], emails: Mapping[str, str], max_per_customer: int
+    ) -> list[Claim]:
         if self.meanwhile is not None:
             await self.record_erasures([self.meanwhile])
             self.meanwhile = None
-        return await super().link(claims, emails)
+        return await super().link(claims, emails, max_per_customer)
 
 
 @pytest.mark.parametrize(

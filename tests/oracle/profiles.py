@@ -15,6 +15,8 @@ ambiguous; the comparison with the real fold tells whether both made the same on
   keeps the first linking identify). An event with a ``customer_id`` belongs to that customer; one
   without belongs to the customer its anonymous id is linked to (by any identify, before or after it), or
   else to ``anon:<anonymous_id>``. Only identifies link: a click carrying both ids does not.
+- A customer holds at most ``max_anonymous_ids`` anonymous ids: an identify claiming a free one past
+  that links nothing and counts in the customer's ``links_refused`` (so do its repeats).
 - ``merged_from`` lists every anonymous id linked to the customer (whether or not it had activity of its
   own), sorted by (``at``, ``event_id``, ``anonymous_id``); ``identity_conflicts`` is sorted the same way.
 - **Traits**: only traits some identify set are listed (``{}`` when none); a JSON ``null`` counts as
@@ -79,6 +81,7 @@ class OracleSettings:
     fx_rates: Mapping[str, float] = field(default_factory=_default_rates)  # base units per unit of currency
     affinity_half_life_days: float = 14
     lapsed_after_days: float = 60
+    max_anonymous_ids: int = 1000
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -183,16 +186,23 @@ def build_profiles(
     if late:
         raise ValueError(f"as_of {format_ms(as_of_ms)} is before event(s) {late[:5]}")
 
-    # 2. Identity links, in arrival order: first claim wins, later different claims are conflicts.
+    # 2. Identity links, in arrival order: first claim wins, later different claims are conflicts, a claim
+    # of a free id by a customer holding the most it may is refused.
     links: dict[str, _Link] = {}
     conflicts: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    refused: dict[str, int] = defaultdict(int)
+    held: dict[str, int] = defaultdict(int)
     for ev in applied:
         anon = ev.e.get("anonymous_id")
         if ev.type != "identify" or anon is None:
             continue
         customer = ev.e["customer_id"]
         if anon not in links:
+            if held[customer] >= settings.max_anonymous_ids:
+                refused[customer] += 1
+                continue
             links[anon] = _Link(customer_id=customer, at=ev.ts, event_id=ev.id)
+            held[customer] += 1
         elif links[anon].customer_id != customer:
             conflicts[customer].append(
                 {"anonymous_id": anon, "claimed_by": links[anon].customer_id, "at": ev.ts, "event_id": ev.id}
@@ -213,7 +223,7 @@ def build_profiles(
 
     # 4. The views, then RFM against the population of buyers.
     views = {
-        pid: _view(pid, anonymous_profiles.get(pid), evs, links, conflicts, as_of_ms, settings)
+        pid: _view(pid, anonymous_profiles.get(pid), evs, links, conflicts, refused, as_of_ms, settings)
         for pid, evs in by_profile.items()
     }
     _score_rfm(views, by_profile, as_of_ms, settings)
@@ -275,6 +285,7 @@ def _view(
     evs: list[_Ev],
     links: dict[str, _Link],
     conflicts: dict[str, list[dict[str, Any]]],
+    refused: dict[str, int],
     as_of: int,
     settings: OracleSettings,
 ) -> dict[str, Any]:
@@ -425,6 +436,7 @@ def _view(
         "emails": emails,
         "merged_from": merged_from,
         "identity_conflicts": identity_conflicts,
+        "links_refused": refused.get(customer_id, 0) if customer_id else 0,
         "traits": traits,
         "behaviour": behaviour,
         "transactions": transactions,

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from profiles.batch import BatchFold
 from profiles.config import HOUR_MS, FoldConfig
-from profiles.identity import Arrival, anonymous_only, claim_in_memory, claims, linked_after, resolve
+from profiles.identity import Arrival, LinkTable, anonymous_only, claims, linked_after, resolve
 from profiles.offline import OfflineFolder
 from profiles.state import ProfileState, decode, encode
 from profiles.store import ABSENT, Stored, watermark_bytes
@@ -92,7 +92,7 @@ class Pipeline:
     config: FoldConfig
     resolved: list[list[Resolved]] = field(default_factory=lambda: [[] for _ in range(RESOLVED_PARTITIONS)])
     resolvers: list[Resolver] = field(default_factory=list)
-    links: dict[str, tuple[str, str]] = field(default_factory=dict)  # the claims store: first claim wins
+    links: LinkTable = field(default_factory=lambda: LinkTable(FoldConfig().max_anonymous_ids))  # the claims store
     # Redis: the apply stage's positions and the profiles (watermark, bytes).
     positions: list[int] = field(default_factory=lambda: [0] * RESOLVED_PARTITIONS)
     stored: dict[str, tuple[int, bytes]] = field(default_factory=dict)
@@ -114,9 +114,9 @@ class Pipeline:
             event = decode_event(records[offset])
             assert not isinstance(event, Rejection)
             arrivals.append(Arrival(RawSource(*resolver.tp, offset), records[offset], event))
-        linked = {a: self.links[a][0] for a in anonymous_only(arrivals) if a in self.links}
+        linked = self.links.linked(anonymous_only(arrivals))
         claimed = claims(arrivals)
-        outcomes = claim_in_memory(self.links, claimed)
+        outcomes = self.links.claim(claimed)
         resolver.pending = resolve(arrivals, outcomes, linked_after(linked, claimed, outcomes))
         resolver.pending_end = end
 

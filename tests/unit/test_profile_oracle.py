@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import msgspec
@@ -52,8 +53,8 @@ def views(states: dict[str, ProfileState], as_of_ms: int) -> dict[str, dict[str,
     return {pid: render(s, as_of_ms, CONFIG, rfm=ranks(s)) for pid, s in states.items()}
 
 
-def fold(items: list[Arrival]) -> dict[str, ProfileState]:
-    folder = OfflineFolder(CONFIG)
+def fold(items: list[Arrival], config: FoldConfig = CONFIG) -> dict[str, ProfileState]:
+    folder = OfflineFolder(config)
     folder.feed(items)
     return folder.profiles()
 
@@ -71,6 +72,21 @@ def test_every_field_of_every_profile_equals_the_oracle(customers: int, days: in
         as_of = whole_hour_after(states, extra)
         oracle = build_profiles([orjson.loads(a.raw) for a in items], as_of_ms=as_of, settings=OracleSettings())
         assert diff_profiles(oracle, views(states, as_of)) == []
+
+
+def test_with_one_anonymous_id_a_customer_every_field_still_equals_the_oracle() -> None:
+    """The link limit: a customer's second anonymous id stays a visitor of its own, with its activity."""
+    items = arrivals(200, 40, 6)
+    states = fold(items, replace(CONFIG, max_anonymous_ids=1))
+    as_of = whole_hour_after(states)
+    raw = [orjson.loads(a.raw) for a in items]
+    oracle = build_profiles(raw, as_of_ms=as_of, settings=OracleSettings(max_anonymous_ids=1))
+    assert diff_profiles(oracle, views(states, as_of)) == []
+    limited = [s for s in states.values() if s.links_refused]
+    assert limited, "no customer of this simulation claims a second anonymous id: the limit is not exercised"
+    assert all(len(s.anonymous_ids) == 1 for s in limited)
+    unlimited = build_profiles(raw, as_of_ms=as_of, settings=OracleSettings())
+    assert len(oracle) > len(unlimited), "the refused ids' visitors should remain profiles of their own"
 
 
 def test_arrival_order_does_not_change_any_profile() -> None:

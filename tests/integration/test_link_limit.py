@@ -1,0 +1,128 @@
+"""``ProfileStore.link`` against the real Redis, checked against ``identity.LinkTable`` (the in-memory rule
+the offline folder uses): first claim wins, a customer holds at most N anonymous ids, whatever the batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+
+from profiles.config import HOUR_MS
+from profiles.identity import Claim, LinkTable
+from profiles.redis_values import as_text
+from profiles.store import ProfileStore
+from schemas.validation import Rejection, ValidationLimits, validate_event
+from services.settings import Settings
+from tests.kafka_support import Topics, rapport
+from tests.oracle import OracleSettings, build_profiles, diff_profiles
+from tests.redis_support import scratch_namespace
+from tests.worker_support import run_worker_through, stored_views
+
+pytestmark = pytest.mark.integration
+
+LIMIT = 3
+
+
+def _claims(rng: random.Random, n: int) -> list[tuple[str, str, str]]:
+    """Claims of a few customers on a small pool of anonymous ids: conflicts, repeats of a linking identify
+    and claims past the limit all occur."""
+    out: list[tuple[str, str, str]] = []
+    for i in range(n):
+        if out and rng.random() < 0.15:
+            out.append(rng.choice(out))  # a re-sent identify
+        else:
+            out.append((f"a-{rng.randrange(14)}", f"c-{rng.randrange(4)}", f"e-{i}"))
+    return out
+
+
+def _batches(rng: random.Random, claims: list[tuple[str, str, str]]) -> list[list[tuple[str, str, str]]]:
+    cuts = sorted(rng.sample(range(1, len(claims)), rng.randrange(0, 6)))
+    return [claims[a:b] for a, b in zip([0, *cuts], [*cuts, len(claims)], strict=True)]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_redis_decides_every_claim_as_the_in_memory_table_one_at_a_time(
+    settings: Settings, local_stack: object, seed: int
+) -> None:
+    """Any batching gives the outcomes of claiming one at a time, also for a batch claimed again (a worker
+    that died before sending what it resolved). Claimed again, a refused claim can turn into a conflict: the
+    id it could not link may have been linked to someone else since."""
+    asyncio.run(_same_outcomes(settings, seed))
+
+
+async def _same_outcomes(settings: Settings, seed: int) -> None:
+    rng = random.Random(seed)
+    claims = _claims(rng, 40)
+    table = LinkTable(max_per_customer=LIMIT)
+    seen: set[str] = set()
+    async with scratch_namespace(settings, f"lim{seed}") as (redis, namespace):
+        store = ProfileStore(redis, namespace)
+        for batch in _batches(rng, claims):
+            expected = table.claim(batch)
+            assert await store.link(batch, {}, LIMIT) == expected
+            if rng.random() < 0.5:
+                assert await store.link(batch, {}, LIMIT) == table.claim(batch), "claimed again"
+            seen |= {c.outcome for c in expected}
+        for customer in {c for _, c, _ in claims}:
+            held = {as_text(a) for a in await redis.smembers(store.links_key(customer))}
+            assert held == {a for a, (owner, _) in table.links.items() if owner == customer}
+            assert len(held) <= LIMIT
+    assert seen == {"linked", "already", "conflict", "limited"}, "the seed tests too little"
+
+
+def test_a_place_given_back_by_a_conflict_goes_to_the_next_claim_of_the_batch(
+    settings: Settings, local_stack: object
+) -> None:
+    """The case that needs a second look: in one batch a customer with one place left claims an id another
+    customer holds, then a free one. One at a time, the conflict takes no place, so the free id is linked."""
+    asyncio.run(_given_back(settings))
+
+
+async def _given_back(settings: Settings) -> None:
+    async with scratch_namespace(settings, "giveback") as (redis, namespace):
+        store = ProfileStore(redis, namespace)
+        first = [("a-1", "c-1", "e1"), ("a-2", "c-1", "e2"), ("a-theirs", "c-2", "e3")]
+        assert [c.outcome for c in await store.link(first, {}, LIMIT)] == ["linked", "linked", "linked"]
+        batch = [("a-theirs", "c-1", "e4"), ("a-3", "c-1", "e5"), ("a-4", "c-1", "e6")]
+        assert await store.link(batch, {}, LIMIT) == [
+            Claim("conflict", "c-2"),
+            Claim("linked", "c-1"),
+            Claim("limited", None),
+        ]
+        assert await store.link_owners(["a-3", "a-4"]) == {"a-3": "c-1"}
+        assert await redis.scard(store.links_key("c-1")) == LIMIT
+
+
+def test_the_worker_keeps_a_customer_to_its_limit_and_every_profile_equals_the_oracle(
+    tmp_path: Path, topics: Topics
+) -> None:
+    """One anonymous id a customer: the simulated customers who browse on a second device keep it as a
+    visitor of its own, with its activity, and count the refused identifies."""
+    events_file = tmp_path / "events.jsonl"
+    sim = rapport(
+        "simulate", "--customers", "250", "--days", "30", "--seed", "8", "--out", str(events_file), env=topics.env
+    )
+    assert sim.returncode == 0, sim.stderr
+    lines = [line for line in events_file.read_bytes().splitlines() if line.strip()]
+    now = datetime.now(UTC)
+    valid = [
+        orjson.loads(v)
+        for v in lines
+        if not isinstance(validate_event(v, now=now, limits=ValidationLimits()), Rejection)
+    ]
+
+    namespace = f"t{uuid.uuid4().hex[:8]}"
+    run_worker_through(topics, namespace, tmp_path, lines, {"RAPPORT_PROFILE__MAX_ANONYMOUS_IDS": "1"})
+
+    latest = max(v["timestamp"] for v in valid)
+    as_of = (-(-int(datetime.fromisoformat(latest).timestamp() * 1000) // HOUR_MS) + 1) * HOUR_MS
+    expected = build_profiles(valid, as_of_ms=as_of, settings=OracleSettings(max_anonymous_ids=1))
+    assert diff_profiles(expected, stored_views(topics, namespace, as_of)) == []
+    limited = [v for v in expected.values() if v["links_refused"]]
+    assert limited, "no simulated customer claims a second anonymous id: the limit is not exercised"
