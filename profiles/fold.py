@@ -8,7 +8,9 @@ tie-broken "latest" values), which is why the profile does not depend on arrival
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import chain
 
 from profiles.config import BUCKET_RETENTION_HOURS, DAY_MS, FoldConfig
 from profiles.dedup import remember
@@ -248,8 +250,9 @@ def _identify(state: ProfileState, event: IdentifyEvent, ts: int, link: Link | N
         state.links_refused += 1
         return
     if link.conflict_with is not None:
-        state.conflicts.append(Conflict(link.anonymous_id, link.conflict_with, ts, event.event_id))
-        state.conflicts.sort(key=lambda c: (c.at_ms, c.event_id))
+        state.conflicts = combine_conflicts(
+            state.conflicts, [Conflict(link.anonymous_id, link.conflict_with, ts, event.event_id)]
+        )
         return
     if link.anonymous_id not in state.anonymous_ids:
         state.anonymous_ids.append(link.anonymous_id)
@@ -257,6 +260,30 @@ def _identify(state: ProfileState, event: IdentifyEvent, ts: int, link: Link | N
     if all(m.anonymous_id != link.anonymous_id for m in state.merged_from):
         state.merged_from.append(Merge(link.anonymous_id, ts, event.event_id))
         state.merged_from.sort(key=lambda m: (m.at_ms, m.event_id))
+
+
+def combine_conflicts(*groups: Iterable[Conflict]) -> list[Conflict]:
+    """One entry per anonymous id and the customer holding it, however often it was claimed: a customer who
+    logs in every day on a device someone else's login claimed first stays one entry. The entry keeps the
+    earliest identify and adds up the attempts, so the result does not depend on the order; sorted by
+    (event time, event id). Entries written one per identify, before attempts were counted, are combined
+    the same way.
+
+    >>> a = Conflict("a-1", "c-1", 20, "e2")
+    >>> combined = combine_conflicts([a], [Conflict("a-1", "c-1", 10, "e1"), Conflict("a-2", "c-1", 15, "e3")])
+    >>> [(c.anonymous_id, c.at_ms, c.event_id, c.attempts) for c in combined]
+    [('a-1', 10, 'e1', 2), ('a-2', 15, 'e3', 1)]
+    """
+    combined: dict[tuple[str, str], Conflict] = {}
+    for conflict in chain.from_iterable(groups):
+        key = (conflict.anonymous_id, conflict.claimed_by)
+        kept = combined.get(key)
+        if kept is None:
+            combined[key] = conflict
+            continue
+        first = min(kept, conflict, key=lambda c: (c.at_ms, c.event_id))
+        combined[key] = Conflict(*key, first.at_ms, first.event_id, kept.attempts + conflict.attempts)
+    return sorted(combined.values(), key=lambda c: (c.at_ms, c.event_id))
 
 
 def compact(state: ProfileState, config: FoldConfig) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from profiles.config import FoldConfig
 from profiles.dedup import merge_memories
-from profiles.fold import forget_oldest_sessions
+from profiles.fold import combine_conflicts, forget_oldest_sessions
 from profiles.state import ProfileState
 
 
@@ -32,7 +32,7 @@ def merge_into(target: ProfileState, source: ProfileState, config: FoldConfig) -
         current = target.traits.get(name)
         if current is None or (trait.updated_ms, trait.event_id) > (current.updated_ms, current.event_id):
             target.traits[name] = trait
-    target.conflicts = sorted([*target.conflicts, *source.conflicts], key=lambda c: (c.at_ms, c.event_id))
+    target.conflicts = combine_conflicts(target.conflicts, source.conflicts)
     target.links_refused += source.links_refused
 
     target.clicks = [a + b for a, b in zip(target.clicks, source.clicks, strict=True)]

@@ -53,12 +53,14 @@ class Merge(Struct, array_like=True, frozen=True):
 
 
 class Conflict(Struct, array_like=True, frozen=True):
-    """An identify that claimed an anonymous id already linked to another customer."""
+    """Identifies of this customer that claimed an anonymous id ``claimed_by`` holds: the earliest (event
+    time, then event id) and how many."""
 
     anonymous_id: str
     claimed_by: str
     at_ms: int
     event_id: str
+    attempts: int = 1  # after the others: states written before it decode (each entry was one identify)
 
 
 class ProfileState(Struct, array_like=True, kw_only=True):

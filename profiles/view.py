@@ -107,7 +107,13 @@ def render(
             {"anonymous_id": m.anonymous_id, "at": iso(m.at_ms), "event_id": m.event_id} for m in state.merged_from
         ],
         "identity_conflicts": [
-            {"anonymous_id": c.anonymous_id, "claimed_by": c.claimed_by, "at": iso(c.at_ms), "event_id": c.event_id}
+            {
+                "anonymous_id": c.anonymous_id,
+                "claimed_by": c.claimed_by,
+                "at": iso(c.at_ms),
+                "event_id": c.event_id,
+                "attempts": c.attempts,
+            }
             for c in state.conflicts
         ],
         "links_refused": state.links_refused,

@@ -37,6 +37,7 @@ class ConflictRecord(_View):
     claimed_by: Annotated[str, Meta(description="The customer already holding the anonymous id.")]
     at: Timestamp
     event_id: str
+    attempts: Annotated[int, Meta(description="Identifies that made this claim; at and event_id are the earliest's.")]
 
 
 class Behaviour(_View):

@@ -18,7 +18,8 @@ ambiguous; the comparison with the real fold tells whether both made the same on
 - A customer holds at most ``max_anonymous_ids`` anonymous ids: an identify claiming a free one past
   that links nothing and counts in the customer's ``links_refused`` (so do its repeats).
 - ``merged_from`` lists every anonymous id linked to the customer (whether or not it had activity of its
-  own), sorted by (``at``, ``event_id``, ``anonymous_id``); ``identity_conflicts`` is sorted the same way.
+  own), sorted by (``at``, ``event_id``, ``anonymous_id``); ``identity_conflicts`` is sorted the same way,
+  one entry per (anonymous id, holder): the earliest conflicting identify and how many there were.
 - **Traits**: only traits some identify set are listed (``{}`` when none); a JSON ``null`` counts as
   omitted; values are kept as sent (``traits.email`` is not lower-cased, ``emails`` is). Conflicting
   identifies still set the claiming customer's traits and emails.
@@ -300,8 +301,11 @@ def _view(
         anonymous_ids = sorted(anon for anon, _ in merged)
     merged.sort(key=lambda m: (m[1].at, m[1].event_id, m[0]))
     merged_from = [{"anonymous_id": a, "at": format_ms(lk.at), "event_id": lk.event_id} for a, lk in merged]
+    claims_by_id: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for c in conflicts.get(customer_id, []) if customer_id else []:
+        claims_by_id[c["anonymous_id"], c["claimed_by"]].append(c)
     own_conflicts = sorted(
-        conflicts.get(customer_id, []) if customer_id else [],
+        ({**min(cs, key=lambda c: (c["at"], c["event_id"])), "attempts": len(cs)} for cs in claims_by_id.values()),
         key=lambda c: (c["at"], c["event_id"], c["anonymous_id"]),
     )
     identity_conflicts = [{**c, "at": format_ms(c["at"])} for c in own_conflicts]

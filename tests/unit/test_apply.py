@@ -114,6 +114,27 @@ def test_second_claim_on_an_anonymous_id_is_a_conflict_not_a_link() -> None:
     assert profiles["c-2"].traits["country"].value == "FR"  # the identify still sets its own traits
 
 
+def test_a_conflict_claimed_daily_stays_one_entry_counting_its_attempts_in_any_order() -> None:
+    """A customer who logs in every day on a device another customer's login claimed first: the profile
+    must not grow by an entry a login."""
+    raws = [event("identify", n=0, at=T0, customer_id="c-1", anonymous_id="a-shared")]
+    raws += [
+        event("identify", n=n, at=T0 + n * 86_400_000, customer_id="c-2", anonymous_id="a-shared") for n in range(1, 41)
+    ]
+    raws.append(event("identify", n=41, at=T0 + 5, customer_id="c-2", anonymous_id="a-other-shared"))
+    raws.insert(1, event("identify", n=42, at=T0 + 1, customer_id="c-1", anonymous_id="a-other-shared"))
+    runs = []
+    for order in (raws, [raws[0], raws[1], *reversed(raws[2:])]):
+        folder = OfflineFolder(CONFIG)
+        folder.feed(Arrival(RawSource("t", 0, i), r, parsed(r)) for i, r in enumerate(order))
+        runs.append(folder.profiles()["c-2"].conflicts)
+    assert runs[0] == runs[1]
+    assert [(c.anonymous_id, c.at_ms - T0, c.event_id, c.attempts) for c in runs[0]] == [
+        ("a-other-shared", 5, "e-41", 1),
+        ("a-shared", 86_400_000, "e-1", 40),
+    ]
+
+
 def test_duplicates_are_recognised_within_the_last_64_events_and_not_beyond() -> None:
     state = new_state_for("c-1")
     first = parsed(event(n=0, customer_id="c-1"))

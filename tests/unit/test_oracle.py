@@ -333,6 +333,7 @@ def test_identity_first_claim_wins_and_later_claims_are_conflicts() -> None:
         # c4 claims a1 with an *earlier* event time, but arrives later: a conflict, recorded on c4
         identify("i2", ago(6 * DAY_MS), "c4", "a1", email="C4@Example.com", name="Four"),
         identify("i3", ago(3 * DAY_MS), "c3", "a1"),  # the same link again: changes nothing
+        identify("i5", ago(DAY_MS), "c4", "a1"),  # c4 claims a1 again: the same conflict, one more attempt
         identify("i4", ago(2 * DAY_MS), "c3", "a2"),
         click("x2", ago(DAY_MS), anon="a1"),  # after the link, anonymous id only
         click("x3", ago(DAY_MS), anon="a9", session="s9"),  # never identified
@@ -356,11 +357,11 @@ def test_identity_first_claim_wins_and_later_claims_are_conflicts() -> None:
     assert c4["anonymous_ids"] == []
     assert c4["merged_from"] == []
     assert c4["identity_conflicts"] == [
-        {"anonymous_id": "a1", "claimed_by": "c3", "at": ago(6 * DAY_MS), "event_id": "i2"}
+        {"anonymous_id": "a1", "claimed_by": "c3", "at": ago(6 * DAY_MS), "event_id": "i2", "attempts": 2}
     ]
     assert c4["emails"] == ["c4@example.com"]  # the identify still sets the claimant's email and traits
     assert c4["traits"]["name"] == {"value": "Four", "updated_at": ago(6 * DAY_MS)}
-    assert c4["meta"]["events_applied"] == 1
+    assert c4["meta"]["events_applied"] == 2
     assert c4["journey_stage"] == "awareness"
 
     assert anon["customer_id"] is None
