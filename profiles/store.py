@@ -405,16 +405,22 @@ class ProfileStore:
         A customer's count and an anonymous id's link are in different cluster slots, so no script sees
         both: each claim first takes a place among its customer's ids, then claims the id only if it got
         one, so that a link never exists, even for an instant, past the limit. Claims are sent together
-        (two round trips) unless two customers claim one id in the batch: then one at a time, because the
-        claim that conflicts may have held the place the other needed when it was linked."""
+        (two round trips) in runs where no anonymous id is claimed by two customers: past such a claim a new
+        run starts, because the claim that conflicts may have held the place the other needed when it was
+        linked. A shared device claimed by its users in turn costs a run per change of user."""
         if not claims and not emails:
             return []
-        owners: dict[str, str] = {}
-        if not any(owners.setdefault(anonymous_id, customer) != customer for anonymous_id, customer, _ in claims):
-            return await self._link(claims, emails, max_per_customer)
-        outcomes = await self._link(claims[:1], emails, max_per_customer)
-        for claim in claims[1:]:
-            outcomes += await self._link([claim], {}, max_per_customer)
+        runs: list[list[tuple[str, str, str]]] = [[]]
+        claimant: dict[str, str] = {}
+        for claim in claims:
+            anonymous_id, customer_id, _ = claim
+            if claimant.setdefault(anonymous_id, customer_id) != customer_id:
+                runs.append([])
+                claimant = {anonymous_id: customer_id}
+            runs[-1].append(claim)
+        outcomes = await self._link(runs[0], emails, max_per_customer)
+        for run in runs[1:]:
+            outcomes += await self._link(run, {}, max_per_customer)
         return outcomes
 
     async def _link(
