@@ -149,7 +149,7 @@ def _apply_event(
     link = None if decision is None else Link(decision.anonymous_id, decision.conflict_with, decision.limited)
     if hooks is not None:
         hooks.before(state, event)
-    if apply(state, event, config, link) and hooks is not None and record.event is not None:
+    if apply(state, event, config, link, record.email_refused) and hooks is not None and record.event is not None:
         hooks.after(state, event, record.event)
     return []
 

@@ -37,6 +37,8 @@ class FoldConfig:
     session_memory_max: int = 1024
     #: How many anonymous ids a customer may hold: an identify linking one more is refused (counted).
     max_anonymous_ids: int = 1000
+    #: How many emails a customer may name: an identify naming one more has it neither listed nor linked.
+    max_emails: int = 100
 
     @property
     def affinity_half_life_ms(self) -> float:

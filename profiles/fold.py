@@ -61,15 +61,20 @@ class Link:
     limited: bool = False
 
 
-def apply(state: ProfileState, event: AnyEvent, config: FoldConfig, link: Link | None = None) -> bool:
-    """Fold ``event`` into ``state``; False if it is a re-send of a recently applied event."""
+def apply(
+    state: ProfileState, event: AnyEvent, config: FoldConfig, link: Link | None = None, email_refused: bool = False
+) -> bool:
+    """Fold ``event`` into ``state``; False if it is a re-send of a recently applied event. ``link`` and
+    ``email_refused``: what identity resolution decided for an identify."""
     if not remember(state, event, config):
         return False
-    fold_new(state, event, config, link)
+    fold_new(state, event, config, link, email_refused)
     return True
 
 
-def fold_new(state: ProfileState, event: AnyEvent, config: FoldConfig, link: Link | None = None) -> None:
+def fold_new(
+    state: ProfileState, event: AnyEvent, config: FoldConfig, link: Link | None = None, email_refused: bool = False
+) -> None:
     """Fold ``event``, known not to be a re-send, into ``state``: ``apply`` without the duplicate check.
 
     The models views fold only events that the live fold found new, one entry each (``profiles.models
@@ -88,7 +93,7 @@ def fold_new(state: ProfileState, event: AnyEvent, config: FoldConfig, link: Lin
     elif isinstance(event, SocialMentionEvent):
         _mention(state, event, ts)
     else:
-        _identify(state, event, ts, link)
+        _identify(state, event, ts, link, email_refused)
 
 
 def _seen(state: ProfileState, ts: int) -> None:
@@ -229,7 +234,7 @@ def _mention(state: ProfileState, event: SocialMentionEvent, ts: int) -> None:
         counters[W_MENTIONS] += 1
 
 
-def _identify(state: ProfileState, event: IdentifyEvent, ts: int, link: Link | None) -> None:
+def _identify(state: ProfileState, event: IdentifyEvent, ts: int, link: Link | None, email_refused: bool) -> None:
     _seen(state, ts)
     traits = event.traits
     for name in _TRAIT_NAMES:
@@ -239,7 +244,9 @@ def _identify(state: ProfileState, event: IdentifyEvent, ts: int, link: Link | N
         current = state.traits.get(name)
         if current is None or (ts, event.event_id) > (current.updated_ms, current.event_id):
             state.traits[name] = Trait(value, ts, event.event_id)
-    if traits.email is not None:
+    if email_refused:
+        state.emails_refused += 1
+    elif traits.email is not None:
         email = traits.email.lower()
         if email not in state.emails:
             state.emails.append(email)

@@ -50,13 +50,26 @@ def claims(arrivals: Sequence[Arrival]) -> list[tuple[str, str, str]]:
     ]
 
 
-def emails(arrivals: Sequence[Arrival]) -> dict[str, str]:
-    """Lower-cased email → customer, from identify traits: the first in the batch to name it (an email
-    keeps its first owner, so batching must not decide who that is)."""
+def named_emails(arrivals: Sequence[Arrival]) -> list[tuple[str, str]]:
+    """``(customer_id, lower-cased email)`` of every identify whose traits name an email, in order."""
+    return [
+        (a.event.customer_id, a.event.traits.email.lower())
+        for a in arrivals
+        if isinstance(a.event, IdentifyEvent) and a.event.traits.email is not None
+    ]
+
+
+def email_owners(named: Sequence[tuple[str, str]], accepted: Sequence[bool]) -> dict[str, str]:
+    """Email → customer: the first accepted naming in the batch (an email keeps its first owner, so
+    batching must not decide who that is).
+
+    >>> email_owners([("c-1", "x@y.z"), ("c-2", "x@y.z"), ("c-2", "w@y.z")], [False, True, True])
+    {'x@y.z': 'c-2', 'w@y.z': 'c-2'}
+    """
     out: dict[str, str] = {}
-    for a in arrivals:
-        if isinstance(a.event, IdentifyEvent) and a.event.traits.email is not None:
-            out.setdefault(a.event.traits.email.lower(), a.event.customer_id)
+    for (customer_id, email), ok in zip(named, accepted, strict=True):
+        if ok:
+            out.setdefault(email, customer_id)
     return out
 
 
@@ -83,20 +96,25 @@ def linked_after(
 
 @dataclass(slots=True)
 class LinkTable:
-    """Identity links in memory, deciding claims as ``ProfileStore.link`` does in Redis: the first claim
-    of an anonymous id wins, and a customer holds at most ``max_per_customer`` anonymous ids.
+    """Identity links in memory, deciding as ``ProfileStore.link`` does in Redis: the first claim of an
+    anonymous id wins, a customer holds at most ``max_anonymous_ids`` anonymous ids, and names at most
+    ``max_emails`` emails (a naming past that is refused: the email is neither listed nor linked).
 
-    >>> table = LinkTable(max_per_customer=1)
+    >>> table = LinkTable(max_anonymous_ids=1, max_emails=1)
     >>> [c.outcome for c in table.claim([("a-1", "c-1", "e1"), ("a-1", "c-2", "e2"), ("a-1", "c-1", "e3")])]
     ['linked', 'conflict', 'already']
     >>> table.claim([("a-1", "c-1", "e1"), ("a-2", "c-1", "e4")])  # the linking identify again; one too many
     [Claim(outcome='linked', owner='c-1'), Claim(outcome='limited', owner=None)]
+    >>> table.name([("c-1", "x@y.z"), ("c-1", "w@y.z"), ("c-1", "x@y.z")])
+    [True, False, True]
     """
 
-    max_per_customer: int
+    max_anonymous_ids: int
+    max_emails: int
     #: anonymous id → (customer, the identify that linked it)
     links: dict[str, tuple[str, str]] = field(default_factory=dict)
     held: dict[str, int] = field(default_factory=dict)  # customer → anonymous ids linked to it
+    named: dict[str, set[str]] = field(default_factory=dict)  # customer → emails it named, accepted
 
     def claim(self, claimed: Sequence[tuple[str, str, str]]) -> list[Claim]:
         """The outcomes of ``claims``, in order, which update the table."""
@@ -104,7 +122,7 @@ class LinkTable:
         for anonymous_id, customer_id, event_id in claimed:
             current = self.links.get(anonymous_id)
             if current is None:
-                if self.held.get(customer_id, 0) >= self.max_per_customer:
+                if self.held.get(customer_id, 0) >= self.max_anonymous_ids:
                     out.append(Claim("limited", None))
                     continue
                 current = self.links[anonymous_id] = (customer_id, event_id)
@@ -116,19 +134,37 @@ class LinkTable:
                 out.append(Claim("linked" if by == event_id else "already", owner))
         return out
 
+    def name(self, named: Sequence[tuple[str, str]]) -> list[bool]:
+        """Whether each ``named_emails`` naming is accepted, in order, which update the table."""
+        out = []
+        for customer_id, email in named:
+            emails = self.named.setdefault(customer_id, set())
+            accepted = email in emails or len(emails) < self.max_emails
+            if accepted:
+                emails.add(email)
+            out.append(accepted)
+        return out
+
     def linked(self, anonymous_ids: Iterable[str]) -> dict[str, str]:
         """The customers these anonymous ids are linked to (unlinked ones left out)."""
         return {a: self.links[a][0] for a in anonymous_ids if a in self.links}
 
 
-def resolve(arrivals: Sequence[Arrival], outcomes: Sequence[Claim], linked: Mapping[str, str]) -> list[Resolved]:
-    """The ``events.resolved`` records for a batch, given its claims' outcomes (in ``claims`` order) and
-    the customers linked to its anonymous ids after the claims (``linked_after``)."""
+def resolve(
+    arrivals: Sequence[Arrival], outcomes: Sequence[Claim], accepted: Sequence[bool], linked: Mapping[str, str]
+) -> list[Resolved]:
+    """The ``events.resolved`` records for a batch, given its claims' outcomes (in ``claims`` order),
+    whether each email naming was accepted (in ``named_emails`` order) and the customers linked to its
+    anonymous ids after the claims (``linked_after``)."""
     out: list[Resolved] = []
     pending: Iterator[Claim] = iter(outcomes)
+    namings: Iterator[bool] = iter(accepted)
     for arrival in arrivals:
         event = arrival.event
         link = None
+        email_refused = False
+        if isinstance(event, IdentifyEvent) and event.traits.email is not None:
+            email_refused = not next(namings)
         if isinstance(event, IdentifyEvent) and event.anonymous_id is not None:
             claim = next(pending)
             if claim.outcome == "linked":
@@ -152,6 +188,7 @@ def resolve(arrivals: Sequence[Arrival], outcomes: Sequence[Claim], linked: Mapp
                 source=arrival.source,
                 link=link,
                 ingested_ms=arrival.ingested_ms,
+                email_refused=email_refused,
             )
         )
     return out

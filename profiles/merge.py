@@ -34,6 +34,7 @@ def merge_into(target: ProfileState, source: ProfileState, config: FoldConfig) -
             target.traits[name] = trait
     target.conflicts = combine_conflicts(target.conflicts, source.conflicts)
     target.links_refused += source.links_refused
+    target.emails_refused += source.emails_refused
 
     target.clicks = [a + b for a, b in zip(target.clicks, source.clicks, strict=True)]
     target.sessions += source.sessions

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from profiles.apply import apply_resolved, new_state_for
 from profiles.config import FoldConfig
 from profiles.fold import compact
-from profiles.identity import Arrival, Claim, LinkTable, anonymous_only, claims, resolve
+from profiles.identity import Arrival, LinkTable, anonymous_only, claims, named_emails, resolve
 from profiles.state import ProfileState
 from schemas.resolved import Resolved
 
@@ -22,24 +22,19 @@ class OfflineFolder:
     def __init__(self, config: FoldConfig) -> None:
         self.config = config
         self.states: dict[str, ProfileState] = {}
-        self.links = LinkTable(config.max_anonymous_ids)
+        self.links = LinkTable(config.max_anonymous_ids, config.max_emails)
         self._offsets: dict[str, int] = {}
 
     def feed(self, arrivals: Iterable[Arrival]) -> None:
         for arrival in arrivals:
-            self._apply_all(resolve([arrival], self._claim(arrival), self._linked(arrival)))
+            outcomes, accepted = self.links.claim(claims([arrival])), self.links.name(named_emails([arrival]))
+            self._apply_all(resolve([arrival], outcomes, accepted, self.links.linked(anonymous_only([arrival]))))
 
     def profiles(self) -> dict[str, ProfileState]:
         """The live profiles (merged anonymous tombstones left out), compacted as they would be stored."""
         for state in self.states.values():
             compact(state, self.config)
         return {pid: s for pid, s in self.states.items() if s.merged_into is None}
-
-    def _claim(self, arrival: Arrival) -> list[Claim]:
-        return self.links.claim(claims([arrival]))
-
-    def _linked(self, arrival: Arrival) -> dict[str, str]:
-        return self.links.linked(anonymous_only([arrival]))
 
     def _apply_all(self, records: list[Resolved]) -> None:
         queue = deque(records)

@@ -134,6 +134,8 @@ class ProfileState(Struct, array_like=True, kw_only=True):
     stream_memories: dict[int, bytes] = field(default_factory=dict)
     # Identifies whose anonymous id was not linked: the customer held ``max_anonymous_ids`` already.
     links_refused: int = 0
+    # Identifies whose email was not the customer's: it had named ``max_emails`` others already.
+    emails_refused: int = 0
 
 
 _ENCODER: Final = msgspec.msgpack.Encoder()

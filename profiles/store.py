@@ -11,6 +11,8 @@ one slot):
   linked it (first claim wins);
 - ``rapport:<ns>:l:{<customer_id>}`` — the anonymous ids linked to a customer (a set): how many it holds,
   against ``profile.max_anonymous_ids``;
+- ``rapport:<ns>:n:{<customer_id>}`` — the emails a customer named and was allowed (a set), against
+  ``profile.max_emails``;
 - ``rapport:<ns>:e:{<email>}`` — the customer an email belongs to;
 - ``rapport:<ns>:pos:{<topic>}:<partition>`` — the next offset to read, moved (compare-and-set) after the
   profiles it covers are written; Redis, not Kafka's committed offset, is where a worker resumes (after a
@@ -34,7 +36,7 @@ from typing import Final, Literal
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from profiles.identity import Claim, ClaimOutcome
+from profiles.identity import Claim, ClaimOutcome, email_owners
 from profiles.redis_values import as_text
 from profiles.rfm import RfmRanks, RfmThresholds, threshold_ranks
 from profiles.state import ANON_PREFIX, ProfileState, anonymous_profile_id, decode, encode
@@ -91,14 +93,14 @@ if current and tonumber(current) ~= tonumber(ARGV[1]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[2])
 return 1
 """
-# Takes a place for the anonymous id ARGV[1] among the customer's (KEYS[1]) unless it holds ARGV[2] already.
-_RESERVE_LINK: Final = """
+# Takes a place for ARGV[1] in the set KEYS[1] (a customer's anonymous ids, or emails) unless it holds ARGV[2].
+_RESERVE_PLACE: Final = """
 if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 1 end
 if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
 redis.call('SADD', KEYS[1], ARGV[1])
 return 1
 """
-# First claim wins; ARGV[3] = '1' when the customer had a place for a new link (``_RESERVE_LINK``).
+# First claim wins; ARGV[3] = '1' when the customer had a place for a new link (``_RESERVE_PLACE``).
 _CLAIM_LINK: Final = """
 local current = redis.call('GET', KEYS[1])
 if not current then
@@ -167,7 +169,7 @@ class ProfileStore:
         self._cas = redis.register_script(_CAS_PROFILE)
         self._set_if_all_written = redis.register_script(_SET_IF_ALL_WRITTEN)
         self._move = redis.register_script(_MOVE_POSITION)
-        self._reserve = redis.register_script(_RESERVE_LINK)
+        self._reserve = redis.register_script(_RESERVE_PLACE)
         self._claim = redis.register_script(_CLAIM_LINK)
         self._forget = redis.register_script(_FORGET)
 
@@ -180,6 +182,9 @@ class ProfileStore:
 
     def links_key(self, customer_id: str) -> str:
         return f"{self._base}:l:{{{customer_id}}}"
+
+    def named_key(self, customer_id: str) -> str:
+        return f"{self._base}:n:{{{customer_id}}}"
 
     def email_key(self, email: str) -> str:
         return f"{self._base}:e:{{{email.lower()}}}"
@@ -315,8 +320,8 @@ class ProfileStore:
             pipe.set(self.erased_key(visitor), erasure_id, nx=True)
             pipe.delete(self.alias_key(visitor))
         else:
-            # The customer's linked ids (their count's members) go with the profile.
-            pipe.delete(self.links_key(write.profile_id))
+            # The customer's linked ids and named emails (their counts' members) go with the profile.
+            pipe.delete(self.links_key(write.profile_id), self.named_key(write.profile_id))
         for any_id in write.forget:
             # An id is an anonymous id or an email (lower-cased): both kinds of link are tried, the email's
             # only when its key shares the id's hash tag, so that the script stays in one cluster slot.
@@ -395,21 +400,27 @@ class ProfileStore:
         return {**_present(ids, emails), **owners}
 
     async def link(
-        self, claims: Sequence[tuple[str, str, str]], emails: Mapping[str, str], max_per_customer: int
-    ) -> list[Claim]:
-        """Link each ``(anonymous_id, customer_id, event_id)`` unless already linked, or unless the customer
-        holds ``max_per_customer`` anonymous ids (in order, as ``identity.LinkTable`` decides one claim at a
-        time), and make each email find its customer (an email already owned keeps its first owner).
-        Idempotent.
+        self,
+        claims: Sequence[tuple[str, str, str]],
+        named: Sequence[tuple[str, str]],
+        max_anonymous_ids: int,
+        max_emails: int,
+    ) -> tuple[list[Claim], list[bool]]:
+        """Decide a batch's identity links as ``identity.LinkTable`` does one at a time, in order; idempotent.
 
-        A customer's count and an anonymous id's link are in different cluster slots, so no script sees
-        both: each claim first takes a place among its customer's ids, then claims the id only if it got
-        one, so that a link never exists, even for an instant, past the limit. Claims are sent together
-        (two round trips) in runs where no anonymous id is claimed by two customers: past such a claim a new
-        run starts, because the claim that conflicts may have held the place the other needed when it was
+        Each claim ``(anonymous_id, customer_id, event_id)`` links the id unless it is linked already or the
+        customer holds ``max_anonymous_ids``; each naming ``(customer_id, email)`` is accepted unless the
+        customer named ``max_emails`` others, and an accepted email finds its customer unless it has an
+        owner already (its first). Returns the claims' outcomes and whether each naming was accepted.
+
+        A customer's counts and an id's link are in different cluster slots, so no script sees both: each
+        claim first takes a place among its customer's ids, then claims the id only if it got one, so that
+        a link never exists, even for an instant, past the limit. Claims are sent together (two round
+        trips) in runs where no anonymous id is claimed by two customers: past such a claim a new run
+        starts, because the claim that conflicts may have held the place the other needed when it was
         linked. A shared device claimed by its users in turn costs a run per change of user."""
-        if not claims and not emails:
-            return []
+        if not claims and not named:
+            return [], []
         runs: list[list[tuple[str, str, str]]] = [[]]
         claimant: dict[str, str] = {}
         for claim in claims:
@@ -418,37 +429,44 @@ class ProfileStore:
                 runs.append([])
                 claimant = {anonymous_id: customer_id}
             runs[-1].append(claim)
-        outcomes = await self._link(runs[0], emails, max_per_customer)
+        outcomes, accepted = await self._link(runs[0], named, max_anonymous_ids, max_emails)
         for run in runs[1:]:
-            outcomes += await self._link(run, {}, max_per_customer)
-        return outcomes
+            outcomes += (await self._link(run, [], max_anonymous_ids, max_emails))[0]
+        return outcomes, accepted
 
     async def _link(
-        self, claims: Sequence[tuple[str, str, str]], emails: Mapping[str, str], max_per_customer: int
-    ) -> list[Claim]:
+        self,
+        claims: Sequence[tuple[str, str, str]],
+        named: Sequence[tuple[str, str]],
+        max_anonymous_ids: int,
+        max_emails: int,
+    ) -> tuple[list[Claim], list[bool]]:
         async with self.redis.pipeline(transaction=False) as pipe:
             for anonymous_id, customer_id, _ in claims:
                 await self._reserve(
-                    keys=[self.links_key(customer_id)], args=[anonymous_id, max_per_customer], client=pipe
+                    keys=[self.links_key(customer_id)], args=[anonymous_id, max_anonymous_ids], client=pipe
                 )
-            places = await pipe.execute() if claims else []
+            for customer_id, email in named:
+                await self._reserve(keys=[self.named_key(customer_id)], args=[email, max_emails], client=pipe)
+            replies = await pipe.execute()
+        places, accepted = replies[: len(claims)], [bool(r) for r in replies[len(claims) :]]
         async with self.redis.pipeline(transaction=False) as pipe:
             for (anonymous_id, customer_id, event_id), place in zip(claims, places, strict=True):
                 await self._claim(
                     keys=[self.alias_key(anonymous_id)], args=[customer_id, event_id, int(place)], client=pipe
                 )
-            for email, customer_id in emails.items():
+            for email, customer_id in email_owners(named, accepted).items():
                 pipe.set(self.email_key(email), customer_id, nx=True)
             results = await pipe.execute()
         outcomes = [Claim(_outcome(r[0]), as_text(r[1]) or None) for r in results[: len(claims)]]
         # A claim that found the id held by another customer took a place it must give back. One at a time,
         # it would never have had it: a later claim of that customer refused for want of a place is
-        # claimed again (with the rest of the batch, whose claims are idempotent).
+        # claimed again (with the rest of the run, whose claims are idempotent).
         given_back = [
             i for i, (c, place) in enumerate(zip(outcomes, places, strict=True)) if c.outcome == "conflict" and place
         ]
         if not given_back:
-            return outcomes
+            return outcomes, accepted
         async with self.redis.pipeline(transaction=False) as pipe:
             for i in given_back:
                 anonymous_id, customer_id, _ = claims[i]
@@ -459,8 +477,9 @@ class ProfileStore:
         )
         first = next(refused_after, None)
         if first is not None:
-            outcomes[first + 1 :] = await self._link(claims[first + 1 :], {}, max_per_customer)
-        return outcomes
+            again, _ = await self._link(claims[first + 1 :], [], max_anonymous_ids, max_emails)
+            outcomes[first + 1 :] = again
+        return outcomes, accepted
 
     # erasure
     async def record_erasures(self, records: Sequence[ErasureRecord]) -> None:

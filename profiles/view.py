@@ -116,7 +116,7 @@ def render(
             }
             for c in state.conflicts
         ],
-        "links_refused": state.links_refused,
+        "links_refused": {"anonymous_ids": state.links_refused, "emails": state.emails_refused},
         "traits": {
             name: {"value": t.value, "updated_at": iso(t.updated_ms)} for name, t in sorted(state.traits.items())
         },

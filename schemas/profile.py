@@ -40,6 +40,13 @@ class ConflictRecord(_View):
     attempts: Annotated[int, Meta(description="Identifies that made this claim; at and event_id are the earliest's.")]
 
 
+class LinksRefused(_View):
+    """Identifies whose ids were not made the customer's, past its link limits (docs/profile.md)."""
+
+    anonymous_ids: Annotated[int, Meta(description="Not linked: the customer held profile.max_anonymous_ids.")]
+    emails: Annotated[int, Meta(description="Neither listed nor linked: the customer had named profile.max_emails.")]
+
+
 class Behaviour(_View):
     clicks: dict[str, int]
     sessions: int
@@ -115,10 +122,7 @@ class ProfileView(_View):
     emails: list[str]
     merged_from: list[MergeRecord]
     identity_conflicts: list[ConflictRecord]
-    links_refused: Annotated[
-        int,
-        Meta(description="Identifies whose anonymous id was not linked: the customer held the most it may."),
-    ]
+    links_refused: LinksRefused
     traits: dict[str, TraitValue]
     behaviour: Behaviour
     transactions: Transactions

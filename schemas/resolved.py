@@ -61,6 +61,8 @@ class Resolved(Struct, array_like=True, frozen=True, kw_only=True):
     origin_partition: int | None = None  # forward: the events.resolved partition it was forwarded from
     origin_offset: int | None = None
     ingested_ms: int | None = None  # Kafka timestamp of the raw record: when it entered Rapport (freshness)
+    #: identify only: its email is not the customer's, who named ``profile.max_emails`` others already
+    email_refused: bool = False
 
 
 class SourceMarker(Struct, array_like=True, frozen=True):

@@ -143,6 +143,12 @@ class ProfileSettings(BaseModel):
         le=1_000_000,
         description="Anonymous ids a customer may hold; past it a link is refused (docs/profile.md).",
     )
+    max_emails: int = Field(
+        100,
+        ge=1,
+        le=1_000_000,
+        description="Emails a customer may name; past it an email is refused (docs/profile.md).",
+    )
 
     @field_validator("namespace")
     @classmethod
@@ -159,6 +165,7 @@ class ProfileSettings(BaseModel):
             session_memory_days=self.session_memory_days,
             session_memory_max=self.session_memory_max,
             max_anonymous_ids=self.max_anonymous_ids,
+            max_emails=self.max_emails,
         )
 
 

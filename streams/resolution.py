@@ -146,9 +146,10 @@ class Resolver:
             erasures += extended
             erased.update({i: r.erasure_id for r in extended for i in r.ids})
         kept = _without_erased(arrivals, erased.keys(), decoded)
-        claimed = identity.claims(kept)
-        outcomes = await self.store.link(claimed, identity.emails(kept), self.config.max_anonymous_ids)
-        out.records = identity.resolve(kept, outcomes, identity.linked_after(linked, claimed, outcomes))
+        claimed, named = identity.claims(kept), identity.named_emails(kept)
+        config = self.config
+        outcomes, accepted = await self.store.link(claimed, named, config.max_anonymous_ids, config.max_emails)
+        out.records = identity.resolve(kept, outcomes, accepted, identity.linked_after(linked, claimed, outcomes))
         out.records += [
             Resolved(kind="erase", profile_id=pid, other_profile=erasure.erasure_id)
             for erasure in erasures

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import pytest
 
@@ -35,12 +35,16 @@ class ErasedMeanwhile(ProfileStore):
     meanwhile: ErasureRecord | None = None
 
     async def link(
-        self, claims: Sequence[tuple[str, str, str]], emails: Mapping[str, str], max_per_customer: int
-    ) -> list[Claim]:
+        self,
+        claims: Sequence[tuple[str, str, str]],
+        named: Sequence[tuple[str, str]],
+        max_anonymous_ids: int,
+        max_emails: int,
+    ) -> tuple[list[Claim], list[bool]]:
         if self.meanwhile is not None:
             await self.record_erasures([self.meanwhile])
             self.meanwhile = None
-        return await super().link(claims, emails, max_per_customer)
+        return await super().link(claims, named, max_anonymous_ids, max_emails)
 
 
 @pytest.mark.parametrize(

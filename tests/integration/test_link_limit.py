@@ -27,6 +27,7 @@ from tests.worker_support import run_worker_through, stored_views
 pytestmark = pytest.mark.integration
 
 LIMIT = 3
+EMAIL_LIMIT = 2
 
 
 def _claims(rng: random.Random, n: int) -> list[tuple[str, str, str]]:
@@ -41,13 +42,13 @@ def _claims(rng: random.Random, n: int) -> list[tuple[str, str, str]]:
     return out
 
 
-def _batches(rng: random.Random, claims: list[tuple[str, str, str]]) -> list[list[tuple[str, str, str]]]:
-    cuts = sorted(rng.sample(range(1, len(claims)), rng.randrange(0, 6)))
-    return [claims[a:b] for a, b in zip([0, *cuts], [*cuts, len(claims)], strict=True)]
+def _cuts(rng: random.Random, n: int) -> list[tuple[int, int]]:
+    cuts = sorted(rng.sample(range(1, n), rng.randrange(0, 6)))
+    return list(zip([0, *cuts], [*cuts, n], strict=True))
 
 
 @pytest.mark.parametrize("seed", range(12))
-def test_redis_decides_every_claim_as_the_in_memory_table_one_at_a_time(
+def test_redis_decides_every_claim_and_email_as_the_in_memory_table_one_at_a_time(
     settings: Settings, local_stack: object, seed: int
 ) -> None:
     """Any batching gives the outcomes of claiming one at a time, also for a batch claimed again (a worker
@@ -59,21 +60,32 @@ def test_redis_decides_every_claim_as_the_in_memory_table_one_at_a_time(
 async def _same_outcomes(settings: Settings, seed: int) -> None:
     rng = random.Random(seed)
     claims = _claims(rng, 40)
-    table = LinkTable(max_per_customer=LIMIT)
+    named = [(c, f"m-{rng.randrange(6)}@x.org") for _, c, _ in claims]  # an email with every claim's identify
+    table = LinkTable(max_anonymous_ids=LIMIT, max_emails=EMAIL_LIMIT)
     seen: set[str] = set()
+    refusals = 0
+    owners: dict[str, str] = {}
     async with scratch_namespace(settings, f"lim{seed}") as (redis, namespace):
         store = ProfileStore(redis, namespace)
-        for batch in _batches(rng, claims):
-            expected = table.claim(batch)
-            assert await store.link(batch, {}, LIMIT) == expected
+        for a, b in _cuts(rng, len(claims)):
+            expected = table.claim(claims[a:b]), table.name(named[a:b])
+            assert await store.link(claims[a:b], named[a:b], LIMIT, EMAIL_LIMIT) == expected
             if rng.random() < 0.5:
-                assert await store.link(batch, {}, LIMIT) == table.claim(batch), "claimed again"
-            seen |= {c.outcome for c in expected}
+                again = table.claim(claims[a:b]), table.name(named[a:b])
+                assert await store.link(claims[a:b], named[a:b], LIMIT, EMAIL_LIMIT) == again, "claimed again"
+            seen |= {c.outcome for c in expected[0]}
+            refusals += expected[1].count(False)
+            for (customer, email), accepted in zip(named[a:b], expected[1], strict=True):
+                if accepted:
+                    owners.setdefault(email, customer)
         for customer in {c for _, c, _ in claims}:
             held = {as_text(a) for a in await redis.smembers(store.links_key(customer))}
             assert held == {a for a, (owner, _) in table.links.items() if owner == customer}
             assert len(held) <= LIMIT
+            assert {as_text(e) for e in await redis.smembers(store.named_key(customer))} == table.named[customer]
+        assert await store.link_owners(sorted({e for _, e in named})) == owners
     assert seen == {"linked", "already", "conflict", "limited"}, "the seed tests too little"
+    assert refusals, "no naming past the email limit"
 
 
 def test_a_place_given_back_by_a_conflict_goes_to_the_next_claim_of_the_batch(
@@ -88,22 +100,23 @@ async def _given_back(settings: Settings) -> None:
     async with scratch_namespace(settings, "giveback") as (redis, namespace):
         store = ProfileStore(redis, namespace)
         first = [("a-1", "c-1", "e1"), ("a-2", "c-1", "e2"), ("a-theirs", "c-2", "e3")]
-        assert [c.outcome for c in await store.link(first, {}, LIMIT)] == ["linked", "linked", "linked"]
+        outcomes, _ = await store.link(first, [], LIMIT, EMAIL_LIMIT)
+        assert [c.outcome for c in outcomes] == ["linked", "linked", "linked"]
         batch = [("a-theirs", "c-1", "e4"), ("a-3", "c-1", "e5"), ("a-4", "c-1", "e6")]
-        assert await store.link(batch, {}, LIMIT) == [
-            Claim("conflict", "c-2"),
-            Claim("linked", "c-1"),
-            Claim("limited", None),
-        ]
+        assert await store.link(batch, [], LIMIT, EMAIL_LIMIT) == (
+            [Claim("conflict", "c-2"), Claim("linked", "c-1"), Claim("limited", None)],
+            [],
+        )
         assert await store.link_owners(["a-3", "a-4"]) == {"a-3": "c-1"}
         assert await redis.scard(store.links_key("c-1")) == LIMIT
 
 
-def test_the_worker_keeps_a_customer_to_its_limit_and_every_profile_equals_the_oracle(
+def test_the_worker_keeps_a_customer_to_its_limits_and_every_profile_equals_the_oracle(
     tmp_path: Path, topics: Topics
 ) -> None:
-    """One anonymous id a customer: the simulated customers who browse on a second device keep it as a
-    visitor of its own, with its activity, and count the refused identifies."""
+    """One anonymous id and two emails a customer: the simulated customers who browse on a second device
+    keep it as a visitor of its own, with its activity; a customer naming new emails lists the first one
+    only; both count what was refused."""
     events_file = tmp_path / "events.jsonl"
     sim = rapport(
         "simulate", "--customers", "250", "--days", "30", "--seed", "8", "--out", str(events_file), env=topics.env
@@ -116,13 +129,23 @@ def test_the_worker_keeps_a_customer_to_its_limit_and_every_profile_equals_the_o
         for v in lines
         if not isinstance(validate_event(v, now=now, limits=ValidationLimits()), Rejection)
     ]
+    named = next(v for v in valid if v["type"] == "identify" and (v.get("traits") or {}).get("email"))
+    latest = max(v["timestamp"] for v in valid)
+    extra = [
+        {**named, "event_id": f"extra-{n}", "timestamp": latest, "traits": {"email": f"Extra-{n}@example.org"}}
+        for n in range(3)
+    ]
+    valid += extra
+    lines += [orjson.dumps(e) for e in extra]
 
     namespace = f"t{uuid.uuid4().hex[:8]}"
-    run_worker_through(topics, namespace, tmp_path, lines, {"RAPPORT_PROFILE__MAX_ANONYMOUS_IDS": "1"})
+    limits = {"RAPPORT_PROFILE__MAX_ANONYMOUS_IDS": "1", "RAPPORT_PROFILE__MAX_EMAILS": "2"}
+    run_worker_through(topics, namespace, tmp_path, lines, limits)
 
-    latest = max(v["timestamp"] for v in valid)
     as_of = (-(-int(datetime.fromisoformat(latest).timestamp() * 1000) // HOUR_MS) + 1) * HOUR_MS
-    expected = build_profiles(valid, as_of_ms=as_of, settings=OracleSettings(max_anonymous_ids=1))
+    expected = build_profiles(valid, as_of_ms=as_of, settings=OracleSettings(max_anonymous_ids=1, max_emails=2))
     assert diff_profiles(expected, stored_views(topics, namespace, as_of)) == []
-    limited = [v for v in expected.values() if v["links_refused"]]
-    assert limited, "no simulated customer claims a second anonymous id: the limit is not exercised"
+    assert any(v["links_refused"]["anonymous_ids"] for v in expected.values()), "no second anonymous id claimed"
+    customer = expected[named["customer_id"]]
+    assert customer["emails"] == sorted([named["traits"]["email"].lower(), "extra-0@example.org"])
+    assert customer["links_refused"]["emails"] == 2

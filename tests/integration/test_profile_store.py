@@ -50,7 +50,7 @@ async def _forget(settings: Settings) -> None:
     async with scratch_namespace(settings, "forget") as (redis, namespace):
         store = ProfileStore(redis, namespace)
         claims = [("a-mine", "c-1", "e1"), ("A-Mine-Too", "c-1", "e3"), ("a-theirs", "c-2", "e2")]
-        await store.link(claims, {"me@x.org": "c-1", "them@x.org": "c-2"}, max_per_customer=10)
+        await store.link(claims, [("c-1", "me@x.org"), ("c-2", "them@x.org")], max_anonymous_ids=10, max_emails=10)
         forget = ("a-mine", "A-Mine-Too", "a-theirs", "me@x.org", "them@x.org")
         gone = ProfileWrite("c-1", ABSENT, -1, None, False, receipt, forget=forget)
         assert await store.save([gone]) == []
@@ -64,8 +64,9 @@ async def _forget(settings: Settings) -> None:
         }
         # Another customer's ids stay theirs: their events must not be refused.
         assert await store.erased(list(forget)) == dict.fromkeys(("a-mine", "A-Mine-Too", "me@x.org"), receipt)
-        # The erased customer's count of links goes with it (its members are its anonymous ids).
-        assert (await redis.exists(store.links_key("c-1")), await redis.exists(store.links_key("c-2"))) == (0, 1)
+        # The erased customer's counts of links go with it (their members are its anonymous ids and emails).
+        counts = (store.links_key("c-1"), store.named_key("c-1"), store.links_key("c-2"), store.named_key("c-2"))
+        assert [await redis.exists(k) for k in counts] == [0, 0, 1, 1]
 
 
 def test_a_key_set_if_all_written_is_set_with_the_profiles_and_never_when_one_is_refused(

@@ -16,7 +16,9 @@ ambiguous; the comparison with the real fold tells whether both made the same on
   without belongs to the customer its anonymous id is linked to (by any identify, before or after it), or
   else to ``anon:<anonymous_id>``. Only identifies link: a click carrying both ids does not.
 - A customer holds at most ``max_anonymous_ids`` anonymous ids: an identify claiming a free one past
-  that links nothing and counts in the customer's ``links_refused`` (so do its repeats).
+  that links nothing and counts in the customer's ``links_refused.anonymous_ids`` (so do its repeats).
+  It names at most ``max_emails`` emails, in arrival order: an identify naming one more does not list it
+  and counts in ``links_refused.emails``; its ``traits.email`` is still set.
 - ``merged_from`` lists every anonymous id linked to the customer (whether or not it had activity of its
   own), sorted by (``at``, ``event_id``, ``anonymous_id``); ``identity_conflicts`` is sorted the same way,
   one entry per (anonymous id, holder): the earliest conflicting identify and how many there were.
@@ -83,6 +85,7 @@ class OracleSettings:
     affinity_half_life_days: float = 14
     lapsed_after_days: float = 60
     max_anonymous_ids: int = 1000
+    max_emails: int = 100
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -193,11 +196,21 @@ def build_profiles(
     conflicts: dict[str, list[dict[str, Any]]] = defaultdict(list)
     refused: dict[str, int] = defaultdict(int)
     held: dict[str, int] = defaultdict(int)
+    named: dict[str, set[str]] = defaultdict(set)
+    email_refused: set[str] = set()  # ids of identifies whose email is not their customer's
     for ev in applied:
-        anon = ev.e.get("anonymous_id")
-        if ev.type != "identify" or anon is None:
+        if ev.type != "identify":
             continue
         customer = ev.e["customer_id"]
+        email = (ev.e.get("traits") or {}).get("email")
+        if email is not None:
+            if email.lower() in named[customer] or len(named[customer]) < settings.max_emails:
+                named[customer].add(email.lower())
+            else:
+                email_refused.add(ev.id)
+        anon = ev.e.get("anonymous_id")
+        if anon is None:
+            continue
         if anon not in links:
             if held[customer] >= settings.max_anonymous_ids:
                 refused[customer] += 1
@@ -224,7 +237,7 @@ def build_profiles(
 
     # 4. The views, then RFM against the population of buyers.
     views = {
-        pid: _view(pid, anonymous_profiles.get(pid), evs, links, conflicts, refused, as_of_ms, settings)
+        pid: _view(pid, anonymous_profiles.get(pid), evs, links, conflicts, refused, email_refused, as_of_ms, settings)
         for pid, evs in by_profile.items()
     }
     _score_rfm(views, by_profile, as_of_ms, settings)
@@ -287,6 +300,7 @@ def _view(
     links: dict[str, _Link],
     conflicts: dict[str, list[dict[str, Any]]],
     refused: dict[str, int],
+    email_refused: set[str],
     as_of: int,
     settings: OracleSettings,
 ) -> dict[str, Any]:
@@ -312,7 +326,11 @@ def _view(
 
     identifies = [ev for ev in evs if ev.type == "identify"]
     emails = sorted(
-        {ev.e["traits"]["email"].lower() for ev in identifies if (ev.e.get("traits") or {}).get("email") is not None}
+        {
+            ev.e["traits"]["email"].lower()
+            for ev in identifies
+            if (ev.e.get("traits") or {}).get("email") is not None and ev.id not in email_refused
+        }
     )
 
     # Traits
@@ -440,7 +458,10 @@ def _view(
         "emails": emails,
         "merged_from": merged_from,
         "identity_conflicts": identity_conflicts,
-        "links_refused": refused.get(customer_id, 0) if customer_id else 0,
+        "links_refused": {
+            "anonymous_ids": refused.get(customer_id, 0) if customer_id else 0,
+            "emails": sum(1 for ev in identifies if ev.id in email_refused),
+        },
         "traits": traits,
         "behaviour": behaviour,
         "transactions": transactions,

@@ -351,7 +351,7 @@ def test_state_survives_encoding_and_renders_the_same() -> None:
 
 def test_ingest_time_travels_with_the_event_through_resolution_and_forwarding() -> None:
     raw = event(n=1, anonymous_id="a-1")
-    (resolved_record,) = resolve([Arrival(RawSource("events.clicks", 0, 5), raw, parsed(raw), 1234)], [], {})
+    (resolved_record,) = resolve([Arrival(RawSource("events.clicks", 0, 5), raw, parsed(raw), 1234)], [], [], {})
     assert resolved_record.ingested_ms == 1234
     tombstone = new_state_for("anon:a-1")
     tombstone.merged_into = "c-1"

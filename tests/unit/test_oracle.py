@@ -173,7 +173,7 @@ def test_full_view_of_an_anonymous_visitor_who_identifies() -> None:
         "emails": ["jo@example.com"],
         "merged_from": [{"anonymous_id": "a1", "at": "2025-03-07T12:10:00.000Z", "event_id": "e3"}],
         "identity_conflicts": [],
-        "links_refused": 0,
+        "links_refused": {"anonymous_ids": 0, "emails": 0},
         "traits": {
             "email": {"value": "Jo@Example.COM", "updated_at": "2025-03-07T12:10:00.000Z"},
             "name": {"value": "Jo Doe", "updated_at": "2025-03-07T12:10:00.000Z"},

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from profiles.batch import BatchFold
 from profiles.config import HOUR_MS, FoldConfig
-from profiles.identity import Arrival, LinkTable, anonymous_only, claims, linked_after, resolve
+from profiles.identity import Arrival, LinkTable, anonymous_only, claims, linked_after, named_emails, resolve
 from profiles.offline import OfflineFolder
 from profiles.state import ProfileState, decode, encode
 from profiles.store import ABSENT, Stored, watermark_bytes
@@ -92,7 +92,7 @@ class Pipeline:
     config: FoldConfig
     resolved: list[list[Resolved]] = field(default_factory=lambda: [[] for _ in range(RESOLVED_PARTITIONS)])
     resolvers: list[Resolver] = field(default_factory=list)
-    links: LinkTable = field(default_factory=lambda: LinkTable(FoldConfig().max_anonymous_ids))  # the claims store
+    links: LinkTable = field(default_factory=lambda: LinkTable(CONFIG.max_anonymous_ids, CONFIG.max_emails))
     # Redis: the apply stage's positions and the profiles (watermark, bytes).
     positions: list[int] = field(default_factory=lambda: [0] * RESOLVED_PARTITIONS)
     stored: dict[str, tuple[int, bytes]] = field(default_factory=dict)
@@ -116,8 +116,8 @@ class Pipeline:
             arrivals.append(Arrival(RawSource(*resolver.tp, offset), records[offset], event))
         linked = self.links.linked(anonymous_only(arrivals))
         claimed = claims(arrivals)
-        outcomes = self.links.claim(claimed)
-        resolver.pending = resolve(arrivals, outcomes, linked_after(linked, claimed, outcomes))
+        outcomes, accepted = self.links.claim(claimed), self.links.name(named_emails(arrivals))
+        resolver.pending = resolve(arrivals, outcomes, accepted, linked_after(linked, claimed, outcomes))
         resolver.pending_end = end
 
     def send(self, which: int, cut: list[int] | None, commit: bool) -> None:

@@ -74,17 +74,26 @@ def test_every_field_of_every_profile_equals_the_oracle(customers: int, days: in
         assert diff_profiles(oracle, views(states, as_of)) == []
 
 
-def test_with_one_anonymous_id_a_customer_every_field_still_equals_the_oracle() -> None:
-    """The link limit: a customer's second anonymous id stays a visitor of its own, with its activity."""
+def test_with_one_anonymous_id_and_two_emails_a_customer_every_field_still_equals_the_oracle() -> None:
+    """The link limits: a customer's second anonymous id stays a visitor of its own, with its activity; a
+    third email is neither listed nor linked."""
     items = arrivals(200, 40, 6)
-    states = fold(items, replace(CONFIG, max_anonymous_ids=1))
+    named = next(a for a in items if a.event.type == "identify" and b'"email"' in a.raw)
+    for n in range(3):
+        line = orjson.dumps({**orjson.loads(named.raw), "event_id": f"x-{n}", "traits": {"email": f"x{n}@y.org"}})
+        event = validate_event(line, now=datetime.now(UTC), limits=ValidationLimits())
+        assert not isinstance(event, Rejection)
+        items.append(Arrival(RawSource("events.raw", 0, len(items)), line, event))
+    states = fold(items, replace(CONFIG, max_anonymous_ids=1, max_emails=2))
     as_of = whole_hour_after(states)
     raw = [orjson.loads(a.raw) for a in items]
-    oracle = build_profiles(raw, as_of_ms=as_of, settings=OracleSettings(max_anonymous_ids=1))
+    oracle = build_profiles(raw, as_of_ms=as_of, settings=OracleSettings(max_anonymous_ids=1, max_emails=2))
     assert diff_profiles(oracle, views(states, as_of)) == []
     limited = [s for s in states.values() if s.links_refused]
     assert limited, "no customer of this simulation claims a second anonymous id: the limit is not exercised"
     assert all(len(s.anonymous_ids) == 1 for s in limited)
+    customer = states[str(named.event.customer_id)]
+    assert (len(customer.emails), customer.emails_refused) == (2, 2)
     unlimited = build_profiles(raw, as_of_ms=as_of, settings=OracleSettings())
     assert len(oracle) > len(unlimited), "the refused ids' visitors should remain profiles of their own"
 
