@@ -39,6 +39,8 @@ class FoldConfig:
     max_anonymous_ids: int = 1000
     #: How many emails a customer may name: an identify naming one more has it neither listed nor linked.
     max_emails: int = 100
+    #: How many categories a profile keeps an affinity for at most (the strongest are kept).
+    affinity_categories_max: int = 256
 
     @property
     def affinity_half_life_ms(self) -> float:

@@ -129,7 +129,30 @@ def _add_affinity(state: ProfileState, category: str, weight: float, ts: int, co
         ref = state.affinity_ref_ms = ts
     if ts < ref:  # a late contribution, decayed to the reference time (else its factor is exactly 1)
         weight *= 2.0 ** (-(ref - ts) / half_life)
-    state.affinity[category] = state.affinity.get(category, 0.0) + weight
+    score = state.affinity.get(category)
+    state.affinity[category] = weight if score is None else score + weight
+    if score is None and len(state.affinity) > config.affinity_categories_max:
+        forget_weakest_categories(state, config)
+
+
+def forget_weakest_categories(state: ProfileState, config: FoldConfig) -> None:
+    """Keep the categories of highest affinity: three quarters of ``affinity_categories_max``, so that a
+    profile gaining new categories sorts them once per quarter of the cap, not once per category.
+
+    Without a cap a client that sends a new category with each click (a bot, or a bug that puts a URL or a
+    product id in the field) grows the profile by up to ~270 bytes a click, and each newer contribution
+    rescales every score. The scores share one reference time, so they compare as they are; ties are kept
+    by name, so the same events always keep the same categories.
+
+    >>> from profiles.state import new_profile
+    >>> state = new_profile("c-1", "c-1")
+    >>> state.affinity = {f"k{n:02}": float(n // 4) for n in range(20)}  # five scores, four categories each
+    >>> forget_weakest_categories(state, FoldConfig(affinity_categories_max=12))  # keeps 9
+    >>> sorted(state.affinity)
+    ['k11', 'k12', 'k13', 'k14', 'k15', 'k16', 'k17', 'k18', 'k19']
+    """
+    keep = config.affinity_categories_max - config.affinity_categories_max // 4
+    state.affinity = dict(sorted(state.affinity.items(), key=lambda item: (item[1], item[0]))[-keep:])
 
 
 def _click(state: ProfileState, event: ClickEvent, ts: int, config: FoldConfig) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from profiles.config import FoldConfig
 from profiles.dedup import merge_memories
-from profiles.fold import combine_conflicts, forget_oldest_sessions
+from profiles.fold import combine_conflicts, forget_oldest_sessions, forget_weakest_categories
 from profiles.state import ProfileState
 
 
@@ -100,3 +100,5 @@ def _merge_affinity(target: ProfileState, source: ProfileState, config: FoldConf
     for name, score in source.affinity.items():
         scores[name] = scores.get(name, 0.0) + score * theirs
     target.affinity, target.affinity_ref_ms = scores, ref
+    if len(scores) > config.affinity_categories_max:
+        forget_weakest_categories(target, config)

@@ -137,6 +137,9 @@ class ProfileSettings(BaseModel):
     session_memory_max: int = Field(
         1024, ge=16, le=65536, description="Session ids a profile remembers at most, those seen last (docs/profile.md)."
     )
+    affinity_categories_max: int = Field(
+        256, ge=16, le=65536, description="Categories a profile keeps an affinity for, the strongest (docs/profile.md)."
+    )
     max_anonymous_ids: int = Field(
         1000,
         ge=1,
@@ -166,6 +169,7 @@ class ProfileSettings(BaseModel):
             session_memory_max=self.session_memory_max,
             max_anonymous_ids=self.max_anonymous_ids,
             max_emails=self.max_emails,
+            affinity_categories_max=self.affinity_categories_max,
         )
 
 

@@ -330,6 +330,33 @@ def test_a_merge_keeps_the_cap_of_sessions_those_seen_last() -> None:
     assert min(customer.session_seen.values()) == T0 + 1_012
 
 
+def test_a_profile_keeps_an_affinity_for_at_most_its_cap_of_categories_the_strongest() -> None:
+    # A bot sending a new category with each click: its profile must not grow by a category a click.
+    config = FoldConfig(affinity_categories_max=64)
+    state = new_state_for("c-1")
+    for n in range(20):  # a category the customer cares about, early on
+        apply(state, parsed(event(n=n, at=T0 + n, customer_id="c-1", action="add_to_cart")), config)
+    for n in range(1_000):
+        click = event(n=100 + n, at=T0 + n * 60_000, customer_id="c-1", category=f"junk-{n:04}")
+        assert apply(state, parsed(click), config)
+        assert len(state.affinity) <= config.affinity_categories_max
+    assert config.affinity_categories_max * 3 // 4 <= len(state.affinity) <= config.affinity_categories_max
+    assert "shoes" in state.affinity  # 20 add-to-carts outweigh any single later view
+    assert min(state.affinity) >= "junk-0900"  # of the rest, the views seen last (the least decayed) are kept
+
+
+def test_a_merge_keeps_the_cap_of_categories_the_strongest() -> None:
+    config = FoldConfig(affinity_categories_max=64)
+    visitor, customer = new_state_for("anon:a-1"), new_state_for("c-1")
+    for n in range(60):
+        apply(visitor, parsed(event(n=n, at=T0 + n, anonymous_id="a-1", category=f"v-{n:02}")), config)
+        cart = event(n=100 + n, at=T0 + n, customer_id="c-1", action="add_to_cart", category=f"c-{n:02}")
+        apply(customer, parsed(cart), config)
+    merge_into(customer, visitor, config)
+    # The customer's add-to-carts (weight 3) beat the visitor's views (1); of them, the least decayed stay.
+    assert sorted(customer.affinity) == [f"c-{n:02}" for n in range(12, 60)]
+
+
 def test_a_late_click_of_a_session_older_than_the_session_memory_counts_it_again() -> None:
     state = new_state_for("c-1")
     apply(state, parsed(event(n=1, customer_id="c-1", session_id="s-old")), CONFIG)
