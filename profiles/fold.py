@@ -93,7 +93,7 @@ def fold_new(
     elif isinstance(event, SocialMentionEvent):
         _mention(state, event, ts)
     else:
-        _identify(state, event, ts, link, email_refused)
+        _identify(state, event, ts, config, link=link, email_refused=email_refused)
 
 
 def _seen(state: ProfileState, ts: int) -> None:
@@ -257,7 +257,9 @@ def _mention(state: ProfileState, event: SocialMentionEvent, ts: int) -> None:
         counters[W_MENTIONS] += 1
 
 
-def _identify(state: ProfileState, event: IdentifyEvent, ts: int, link: Link | None, email_refused: bool) -> None:
+def _identify(
+    state: ProfileState, event: IdentifyEvent, ts: int, config: FoldConfig, *, link: Link | None, email_refused: bool
+) -> None:
     _seen(state, ts)
     traits = event.traits
     for name in _TRAIT_NAMES:
@@ -280,9 +282,8 @@ def _identify(state: ProfileState, event: IdentifyEvent, ts: int, link: Link | N
         state.links_refused += 1
         return
     if link.conflict_with is not None:
-        state.conflicts = combine_conflicts(
-            state.conflicts, [Conflict(link.anonymous_id, link.conflict_with, ts, event.event_id)]
-        )
+        claim = Conflict(link.anonymous_id, link.conflict_with, ts, event.event_id)
+        state.conflicts = combine_conflicts(config.max_anonymous_ids, state.conflicts, [claim])
         return
     if link.anonymous_id not in state.anonymous_ids:
         state.anonymous_ids.append(link.anonymous_id)
@@ -292,17 +293,23 @@ def _identify(state: ProfileState, event: IdentifyEvent, ts: int, link: Link | N
         state.merged_from.sort(key=lambda m: (m.at_ms, m.event_id))
 
 
-def combine_conflicts(*groups: Iterable[Conflict]) -> list[Conflict]:
+def combine_conflicts(limit: int, *groups: Iterable[Conflict]) -> list[Conflict]:
     """One entry per anonymous id and the customer holding it, however often it was claimed: a customer who
     logs in every day on a device someone else's login claimed first stays one entry. The entry keeps the
-    earliest identify and adds up the attempts, so the result does not depend on the order; sorted by
-    (event time, event id). Entries written one per identify, before attempts were counted, are combined
-    the same way.
+    earliest identify and adds up the attempts; sorted by (event time, event id). Entries written one per
+    identify, before attempts were counted, are combined the same way.
+
+    At most ``limit`` entries, the earliest: a support agent's or a test account's login on thousands of
+    devices other customers claimed first must not grow its profile without bound. The earliest ``limit``
+    of a set do not depend on the order its members come in, so neither do the entries kept; an attempt
+    on an id no longer kept, earlier than a kept one, comes back counting from 1.
 
     >>> a = Conflict("a-1", "c-1", 20, "e2")
-    >>> combined = combine_conflicts([a], [Conflict("a-1", "c-1", 10, "e1"), Conflict("a-2", "c-1", 15, "e3")])
+    >>> combined = combine_conflicts(9, [a], [Conflict("a-1", "c-1", 10, "e1"), Conflict("a-2", "c-1", 15, "e3")])
     >>> [(c.anonymous_id, c.at_ms, c.event_id, c.attempts) for c in combined]
     [('a-1', 10, 'e1', 2), ('a-2', 15, 'e3', 1)]
+    >>> [c.anonymous_id for c in combine_conflicts(1, combined)]
+    ['a-1']
     """
     combined: dict[tuple[str, str], Conflict] = {}
     for conflict in chain.from_iterable(groups):
@@ -313,7 +320,7 @@ def combine_conflicts(*groups: Iterable[Conflict]) -> list[Conflict]:
             continue
         first = min(kept, conflict, key=lambda c: (c.at_ms, c.event_id))
         combined[key] = Conflict(*key, first.at_ms, first.event_id, kept.attempts + conflict.attempts)
-    return sorted(combined.values(), key=lambda c: (c.at_ms, c.event_id))
+    return sorted(combined.values(), key=lambda c: (c.at_ms, c.event_id))[:limit]
 
 
 def compact(state: ProfileState, config: FoldConfig) -> None:

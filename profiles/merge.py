@@ -32,7 +32,7 @@ def merge_into(target: ProfileState, source: ProfileState, config: FoldConfig) -
         current = target.traits.get(name)
         if current is None or (trait.updated_ms, trait.event_id) > (current.updated_ms, current.event_id):
             target.traits[name] = trait
-    target.conflicts = combine_conflicts(target.conflicts, source.conflicts)
+    target.conflicts = combine_conflicts(config.max_anonymous_ids, target.conflicts, source.conflicts)
     target.links_refused += source.links_refused
     target.emails_refused += source.emails_refused
 

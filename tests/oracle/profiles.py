@@ -21,7 +21,8 @@ ambiguous; the comparison with the real fold tells whether both made the same on
   and counts in ``links_refused.emails``; its ``traits.email`` is still set.
 - ``merged_from`` lists every anonymous id linked to the customer (whether or not it had activity of its
   own), sorted by (``at``, ``event_id``, ``anonymous_id``); ``identity_conflicts`` is sorted the same way,
-  one entry per (anonymous id, holder): the earliest conflicting identify and how many there were.
+  one entry per (anonymous id, holder): the earliest conflicting identify and how many there were; at
+  most ``max_anonymous_ids`` entries, the earliest.
 - **Traits**: only traits some identify set are listed (``{}`` when none); a JSON ``null`` counts as
   omitted; values are kept as sent (``traits.email`` is not lower-cased, ``emails`` is). Conflicting
   identifies still set the claiming customer's traits and emails.
@@ -321,7 +322,7 @@ def _view(
     own_conflicts = sorted(
         ({**min(cs, key=lambda c: (c["at"], c["event_id"])), "attempts": len(cs)} for cs in claims_by_id.values()),
         key=lambda c: (c["at"], c["event_id"], c["anonymous_id"]),
-    )
+    )[: settings.max_anonymous_ids]
     identity_conflicts = [{**c, "at": format_ms(c["at"])} for c in own_conflicts]
 
     identifies = [ev for ev in evs if ev.type == "identify"]

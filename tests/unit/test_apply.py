@@ -135,6 +135,23 @@ def test_a_conflict_claimed_daily_stays_one_entry_counting_its_attempts_in_any_o
     ]
 
 
+def test_a_customer_keeps_at_most_its_limit_of_conflicts_the_earliest_in_any_order() -> None:
+    """A support agent logging in on 40 browsers that customers claimed first, with a limit of 10."""
+    config = FoldConfig(max_anonymous_ids=10)
+    raws = [event("identify", n=n, at=T0 + n, customer_id=f"owner-{n}", anonymous_id=f"a-{n}") for n in range(40)]
+    claims = [
+        event("identify", n=100 + n, at=T0 + DAY_MS + n * 60_000, customer_id="agent", anonymous_id=f"a-{n}")
+        for n in range(40)
+    ]
+    runs = []
+    for order in (raws + claims, raws + claims[::-1]):
+        folder = OfflineFolder(config)
+        folder.feed(Arrival(RawSource("t", 0, i), r, parsed(r)) for i, r in enumerate(order))
+        runs.append(folder.profiles()["agent"].conflicts)
+    assert runs[0] == runs[1]
+    assert [c.anonymous_id for c in runs[0]] == [f"a-{n}" for n in range(10)]
+
+
 def test_duplicates_are_recognised_within_the_last_64_events_and_not_beyond() -> None:
     state = new_state_for("c-1")
     first = parsed(event(n=0, customer_id="c-1"))
