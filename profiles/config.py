@@ -23,6 +23,14 @@ def _default_rates() -> dict[str, float]:
 
 
 @dataclass(frozen=True, slots=True)
+class LinkLimits:
+    """What one customer may hold: anonymous ids linked to it, emails it names (docs/profile.md)."""
+
+    anonymous_ids: int
+    emails: int
+
+
+@dataclass(frozen=True, slots=True)
 class FoldConfig:
     base_currency: str = "EUR"
     #: Base-currency units per unit of each currency. A currency missing here cannot be folded.
@@ -41,6 +49,10 @@ class FoldConfig:
     max_emails: int = 100
     #: How many categories a profile keeps an affinity for at most (the strongest are kept).
     affinity_categories_max: int = 256
+
+    @property
+    def link_limits(self) -> LinkLimits:
+        return LinkLimits(self.max_anonymous_ids, self.max_emails)
 
     @property
     def affinity_half_life_ms(self) -> float:

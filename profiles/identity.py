@@ -13,6 +13,7 @@ from typing import Literal
 
 from msgspec import Struct
 
+from profiles.config import LinkLimits
 from profiles.state import anonymous_profile_id
 from schemas.events import AnyEvent, IdentifyEvent
 from schemas.resolved import LinkDecision, RawSource, Resolved
@@ -97,10 +98,10 @@ def linked_after(
 @dataclass(slots=True)
 class LinkTable:
     """Identity links in memory, deciding as ``ProfileStore.link`` does in Redis: the first claim of an
-    anonymous id wins, a customer holds at most ``max_anonymous_ids`` anonymous ids, and names at most
-    ``max_emails`` emails (a naming past that is refused: the email is neither listed nor linked).
+    anonymous id wins, and a customer holds at most ``limits.anonymous_ids`` anonymous ids and names at most
+    ``limits.emails`` emails (a naming past that is refused: the email is neither listed nor linked).
 
-    >>> table = LinkTable(max_anonymous_ids=1, max_emails=1)
+    >>> table = LinkTable(LinkLimits(anonymous_ids=1, emails=1))
     >>> [c.outcome for c in table.claim([("a-1", "c-1", "e1"), ("a-1", "c-2", "e2"), ("a-1", "c-1", "e3")])]
     ['linked', 'conflict', 'already']
     >>> table.claim([("a-1", "c-1", "e1"), ("a-2", "c-1", "e4")])  # the linking identify again; one too many
@@ -109,8 +110,7 @@ class LinkTable:
     [True, False, True]
     """
 
-    max_anonymous_ids: int
-    max_emails: int
+    limits: LinkLimits
     #: anonymous id → (customer, the identify that linked it)
     links: dict[str, tuple[str, str]] = field(default_factory=dict)
     held: dict[str, int] = field(default_factory=dict)  # customer → anonymous ids linked to it
@@ -122,7 +122,7 @@ class LinkTable:
         for anonymous_id, customer_id, event_id in claimed:
             current = self.links.get(anonymous_id)
             if current is None:
-                if self.held.get(customer_id, 0) >= self.max_anonymous_ids:
+                if self.held.get(customer_id, 0) >= self.limits.anonymous_ids:
                     out.append(Claim("limited", None))
                     continue
                 current = self.links[anonymous_id] = (customer_id, event_id)
@@ -139,7 +139,7 @@ class LinkTable:
         out = []
         for customer_id, email in named:
             emails = self.named.setdefault(customer_id, set())
-            accepted = email in emails or len(emails) < self.max_emails
+            accepted = email in emails or len(emails) < self.limits.emails
             if accepted:
                 emails.add(email)
             out.append(accepted)
@@ -161,25 +161,11 @@ def resolve(
     namings: Iterator[bool] = iter(accepted)
     for arrival in arrivals:
         event = arrival.event
-        link = None
-        email_refused = False
-        if isinstance(event, IdentifyEvent) and event.traits.email is not None:
-            email_refused = not next(namings)
-        if isinstance(event, IdentifyEvent) and event.anonymous_id is not None:
-            claim = next(pending)
-            if claim.outcome == "linked":
-                link = LinkDecision(event.anonymous_id)
-                out.append(
-                    Resolved(
-                        kind="merge_out",
-                        profile_id=anonymous_profile_id(event.anonymous_id),
-                        other_profile=event.customer_id,
-                    )
-                )
-            elif claim.outcome == "conflict":
-                link = LinkDecision(event.anonymous_id, conflict_with=claim.owner)
-            elif claim.outcome == "limited":
-                link = LinkDecision(event.anonymous_id, limited=True)
+        link, email_refused = None, False
+        if isinstance(event, IdentifyEvent):
+            email_refused = event.traits.email is not None and not next(namings)
+            if event.anonymous_id is not None:
+                link = _link_decision(event, event.anonymous_id, next(pending), out)
         out.append(
             Resolved(
                 kind="event",
@@ -192,6 +178,21 @@ def resolve(
             )
         )
     return out
+
+
+def _link_decision(event: IdentifyEvent, anonymous_id: str, claim: Claim, out: list[Resolved]) -> LinkDecision | None:
+    """What the identify's record carries about its claim; a link made also tells the visitor's profile to
+    hand its state over (a ``merge_out`` appended to ``out``, before the identify's own record)."""
+    if claim.outcome == "linked":
+        out.append(
+            Resolved(kind="merge_out", profile_id=anonymous_profile_id(anonymous_id), other_profile=event.customer_id)
+        )
+        return LinkDecision(anonymous_id)
+    if claim.outcome == "conflict":
+        return LinkDecision(anonymous_id, conflict_with=claim.owner)
+    if claim.outcome == "limited":
+        return LinkDecision(anonymous_id, limited=True)
+    return None
 
 
 def profile_of(event: AnyEvent, linked: Mapping[str, str]) -> str:

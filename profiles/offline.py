@@ -22,7 +22,7 @@ class OfflineFolder:
     def __init__(self, config: FoldConfig) -> None:
         self.config = config
         self.states: dict[str, ProfileState] = {}
-        self.links = LinkTable(config.max_anonymous_ids, config.max_emails)
+        self.links = LinkTable(config.link_limits)
         self._offsets: dict[str, int] = {}
 
     def feed(self, arrivals: Iterable[Arrival]) -> None:

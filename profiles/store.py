@@ -36,6 +36,7 @@ from typing import Final, Literal
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
+from profiles.config import LinkLimits
 from profiles.identity import Claim, ClaimOutcome, email_owners
 from profiles.redis_values import as_text
 from profiles.rfm import RfmRanks, RfmThresholds, threshold_ranks
@@ -403,14 +404,13 @@ class ProfileStore:
         self,
         claims: Sequence[tuple[str, str, str]],
         named: Sequence[tuple[str, str]],
-        max_anonymous_ids: int,
-        max_emails: int,
+        limits: LinkLimits,
     ) -> tuple[list[Claim], list[bool]]:
         """Decide a batch's identity links as ``identity.LinkTable`` does one at a time, in order; idempotent.
 
         Each claim ``(anonymous_id, customer_id, event_id)`` links the id unless it is linked already or the
-        customer holds ``max_anonymous_ids``; each naming ``(customer_id, email)`` is accepted unless the
-        customer named ``max_emails`` others, and an accepted email finds its customer unless it has an
+        customer holds ``limits.anonymous_ids``; each naming ``(customer_id, email)`` is accepted unless the
+        customer named ``limits.emails`` others, and an accepted email finds its customer unless it has an
         owner already (its first). Returns the claims' outcomes and whether each naming was accepted.
 
         A customer's counts and an id's link are in different cluster slots, so no script sees both: each
@@ -429,25 +429,24 @@ class ProfileStore:
                 runs.append([])
                 claimant = {anonymous_id: customer_id}
             runs[-1].append(claim)
-        outcomes, accepted = await self._link(runs[0], named, max_anonymous_ids, max_emails)
+        outcomes, accepted = await self._link(runs[0], named, limits)
         for run in runs[1:]:
-            outcomes += (await self._link(run, [], max_anonymous_ids, max_emails))[0]
+            outcomes += (await self._link(run, [], limits))[0]
         return outcomes, accepted
 
     async def _link(
         self,
         claims: Sequence[tuple[str, str, str]],
         named: Sequence[tuple[str, str]],
-        max_anonymous_ids: int,
-        max_emails: int,
+        limits: LinkLimits,
     ) -> tuple[list[Claim], list[bool]]:
         async with self.redis.pipeline(transaction=False) as pipe:
             for anonymous_id, customer_id, _ in claims:
                 await self._reserve(
-                    keys=[self.links_key(customer_id)], args=[anonymous_id, max_anonymous_ids], client=pipe
+                    keys=[self.links_key(customer_id)], args=[anonymous_id, limits.anonymous_ids], client=pipe
                 )
             for customer_id, email in named:
-                await self._reserve(keys=[self.named_key(customer_id)], args=[email, max_emails], client=pipe)
+                await self._reserve(keys=[self.named_key(customer_id)], args=[email, limits.emails], client=pipe)
             replies = await pipe.execute()
         places, accepted = replies[: len(claims)], [bool(r) for r in replies[len(claims) :]]
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -477,7 +476,7 @@ class ProfileStore:
         )
         first = next(refused_after, None)
         if first is not None:
-            again, _ = await self._link(claims[first + 1 :], [], max_anonymous_ids, max_emails)
+            again, _ = await self._link(claims[first + 1 :], [], limits)
             outcomes[first + 1 :] = again
         return outcomes, accepted
 

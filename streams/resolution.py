@@ -147,8 +147,7 @@ class Resolver:
             erased.update({i: r.erasure_id for r in extended for i in r.ids})
         kept = _without_erased(arrivals, erased.keys(), decoded)
         claimed, named = identity.claims(kept), identity.named_emails(kept)
-        config = self.config
-        outcomes, accepted = await self.store.link(claimed, named, config.max_anonymous_ids, config.max_emails)
+        outcomes, accepted = await self.store.link(claimed, named, self.config.link_limits)
         out.records = identity.resolve(kept, outcomes, accepted, identity.linked_after(linked, claimed, outcomes))
         out.records += [
             Resolved(kind="erase", profile_id=pid, other_profile=erasure.erasure_id)

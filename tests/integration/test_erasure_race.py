@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import pytest
 
+from profiles.config import LinkLimits
 from profiles.erasure import erasure_record
 from profiles.identity import Claim
 from profiles.read import canonical_state
@@ -38,13 +39,12 @@ class ErasedMeanwhile(ProfileStore):
         self,
         claims: Sequence[tuple[str, str, str]],
         named: Sequence[tuple[str, str]],
-        max_anonymous_ids: int,
-        max_emails: int,
+        limits: LinkLimits,
     ) -> tuple[list[Claim], list[bool]]:
         if self.meanwhile is not None:
             await self.record_erasures([self.meanwhile])
             self.meanwhile = None
-        return await super().link(claims, named, max_anonymous_ids, max_emails)
+        return await super().link(claims, named, limits)
 
 
 @pytest.mark.parametrize(

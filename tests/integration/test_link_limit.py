@@ -1,5 +1,6 @@
 """``ProfileStore.link`` against the real Redis, checked against ``identity.LinkTable`` (the in-memory rule
-the offline folder uses): first claim wins, a customer holds at most N anonymous ids, whatever the batches.
+the offline folder uses): first claim wins, a customer holds at most N anonymous ids and names at most M
+emails, whatever the batches; and a worker keeping to those limits, against the independent oracle.
 """
 
 from __future__ import annotations
@@ -13,21 +14,21 @@ from pathlib import Path
 import orjson
 import pytest
 
-from profiles.config import HOUR_MS
+from profiles.config import HOUR_MS, LinkLimits
 from profiles.identity import Claim, LinkTable
 from profiles.redis_values import as_text
 from profiles.store import ProfileStore
 from schemas.validation import Rejection, ValidationLimits, validate_event
 from services.settings import Settings
-from tests.kafka_support import Topics, rapport
+from services.simulator import Simulation, SimulationConfig
+from tests.kafka_support import Topics
 from tests.oracle import OracleSettings, build_profiles, diff_profiles
 from tests.redis_support import scratch_namespace
 from tests.worker_support import run_worker_through, stored_views
 
 pytestmark = pytest.mark.integration
 
-LIMIT = 3
-EMAIL_LIMIT = 2
+LIMITS = LinkLimits(anonymous_ids=3, emails=2)
 
 
 def _claims(rng: random.Random, n: int) -> list[tuple[str, str, str]]:
@@ -61,7 +62,7 @@ async def _same_outcomes(settings: Settings, seed: int) -> None:
     rng = random.Random(seed)
     claims = _claims(rng, 40)
     named = [(c, f"m-{rng.randrange(6)}@x.org") for _, c, _ in claims]  # an email with every claim's identify
-    table = LinkTable(max_anonymous_ids=LIMIT, max_emails=EMAIL_LIMIT)
+    table = LinkTable(LIMITS)
     seen: set[str] = set()
     refusals = 0
     owners: dict[str, str] = {}
@@ -69,10 +70,10 @@ async def _same_outcomes(settings: Settings, seed: int) -> None:
         store = ProfileStore(redis, namespace)
         for a, b in _cuts(rng, len(claims)):
             expected = table.claim(claims[a:b]), table.name(named[a:b])
-            assert await store.link(claims[a:b], named[a:b], LIMIT, EMAIL_LIMIT) == expected
+            assert await store.link(claims[a:b], named[a:b], LIMITS) == expected
             if rng.random() < 0.5:
                 again = table.claim(claims[a:b]), table.name(named[a:b])
-                assert await store.link(claims[a:b], named[a:b], LIMIT, EMAIL_LIMIT) == again, "claimed again"
+                assert await store.link(claims[a:b], named[a:b], LIMITS) == again, "claimed again"
             seen |= {c.outcome for c in expected[0]}
             refusals += expected[1].count(False)
             for (customer, email), accepted in zip(named[a:b], expected[1], strict=True):
@@ -81,7 +82,7 @@ async def _same_outcomes(settings: Settings, seed: int) -> None:
         for customer in {c for _, c, _ in claims}:
             held = {as_text(a) for a in await redis.smembers(store.links_key(customer))}
             assert held == {a for a, (owner, _) in table.links.items() if owner == customer}
-            assert len(held) <= LIMIT
+            assert len(held) <= LIMITS.anonymous_ids
             assert {as_text(e) for e in await redis.smembers(store.named_key(customer))} == table.named[customer]
         assert await store.link_owners(sorted({e for _, e in named})) == owners
     assert seen == {"linked", "already", "conflict", "limited"}, "the seed tests too little"
@@ -100,15 +101,15 @@ async def _given_back(settings: Settings) -> None:
     async with scratch_namespace(settings, "giveback") as (redis, namespace):
         store = ProfileStore(redis, namespace)
         first = [("a-1", "c-1", "e1"), ("a-2", "c-1", "e2"), ("a-theirs", "c-2", "e3")]
-        outcomes, _ = await store.link(first, [], LIMIT, EMAIL_LIMIT)
+        outcomes, _ = await store.link(first, [], LIMITS)
         assert [c.outcome for c in outcomes] == ["linked", "linked", "linked"]
         batch = [("a-theirs", "c-1", "e4"), ("a-3", "c-1", "e5"), ("a-4", "c-1", "e6")]
-        assert await store.link(batch, [], LIMIT, EMAIL_LIMIT) == (
+        assert await store.link(batch, [], LIMITS) == (
             [Claim("conflict", "c-2"), Claim("linked", "c-1"), Claim("limited", None)],
             [],
         )
         assert await store.link_owners(["a-3", "a-4"]) == {"a-3": "c-1"}
-        assert await redis.scard(store.links_key("c-1")) == LIMIT
+        assert await redis.scard(store.links_key("c-1")) == LIMITS.anonymous_ids
 
 
 def test_the_worker_keeps_a_customer_to_its_limits_and_every_profile_equals_the_oracle(
@@ -117,13 +118,8 @@ def test_the_worker_keeps_a_customer_to_its_limits_and_every_profile_equals_the_
     """One anonymous id and two emails a customer: the simulated customers who browse on a second device
     keep it as a visitor of its own, with its activity; a customer naming new emails lists the first one
     only; both count what was refused."""
-    events_file = tmp_path / "events.jsonl"
-    sim = rapport(
-        "simulate", "--customers", "250", "--days", "30", "--seed", "8", "--out", str(events_file), env=topics.env
-    )
-    assert sim.returncode == 0, sim.stderr
-    lines = [line for line in events_file.read_bytes().splitlines() if line.strip()]
     now = datetime.now(UTC)
+    lines = list(Simulation(SimulationConfig(customers=250, days=30, seed=8)).lines())
     valid = [
         orjson.loads(v)
         for v in lines

@@ -8,6 +8,7 @@ import uuid
 import pytest
 from redis.asyncio import Redis
 
+from profiles.config import LinkLimits
 from profiles.state import new_profile
 from profiles.store import ABSENT, ProfileStore, ProfileWrite, watermark_bytes
 from services.redis_client import make_redis
@@ -50,7 +51,7 @@ async def _forget(settings: Settings) -> None:
     async with scratch_namespace(settings, "forget") as (redis, namespace):
         store = ProfileStore(redis, namespace)
         claims = [("a-mine", "c-1", "e1"), ("A-Mine-Too", "c-1", "e3"), ("a-theirs", "c-2", "e2")]
-        await store.link(claims, [("c-1", "me@x.org"), ("c-2", "them@x.org")], max_anonymous_ids=10, max_emails=10)
+        await store.link(claims, [("c-1", "me@x.org"), ("c-2", "them@x.org")], LinkLimits(10, 10))
         forget = ("a-mine", "A-Mine-Too", "a-theirs", "me@x.org", "them@x.org")
         gone = ProfileWrite("c-1", ABSENT, -1, None, False, receipt, forget=forget)
         assert await store.save([gone]) == []

@@ -92,7 +92,7 @@ class Pipeline:
     config: FoldConfig
     resolved: list[list[Resolved]] = field(default_factory=lambda: [[] for _ in range(RESOLVED_PARTITIONS)])
     resolvers: list[Resolver] = field(default_factory=list)
-    links: LinkTable = field(default_factory=lambda: LinkTable(CONFIG.max_anonymous_ids, CONFIG.max_emails))
+    links: LinkTable = field(default_factory=lambda: LinkTable(CONFIG.link_limits))
     # Redis: the apply stage's positions and the profiles (watermark, bytes).
     positions: list[int] = field(default_factory=lambda: [0] * RESOLVED_PARTITIONS)
     stored: dict[str, tuple[int, bytes]] = field(default_factory=dict)
