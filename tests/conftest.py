@@ -24,6 +24,14 @@ from tests.kafka_support import Topics, created_topics
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that needs the stack is an integration test, whether or not its module says so: three
+    modules once forgot the marker, and `make unit` (`-m 'not integration'`) then started the broker."""
+    for item in items:
+        if "local_stack" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)
+
+
 @pytest.fixture(scope="session")
 def session_id() -> str:
     return uuid.uuid4().hex[:8]
