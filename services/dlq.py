@@ -15,6 +15,16 @@ acknowledged, one transaction adds the positions to the set and deletes the inte
 intent (its predecessor died between the two) reads those partitions from the recorded offsets and adds
 every position it finds in a re-sent record's ``rapport.redriven_from`` header; what it does not find was
 not sent, and is selected again. Both keys share one hash tag.
+
+**A deleted and re-created dead-letter topic** starts its offsets again, so old positions would name new
+dead letters. The keys therefore carry the topic's id (Kafka's topic UUID, KIP-516) that they were recorded
+for: a redrive that finds another id forgets the positions and the intent of the deleted topic before
+anything else, and ``summary`` and a dry run count none of them as re-sent. Keys written before the id was
+kept are taken to be of the current topic, as they were then.
+
+**Bounded reads.** Both commands read the retained topic once, from ``since`` if given (by the time each
+record was refused), and keep only what they report: a summary its rows, a redrive the dead letters of its
+reason.
 """
 
 from __future__ import annotations
@@ -22,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, NamedTuple, TypeVar
@@ -37,7 +47,7 @@ from profiles.redis_values import as_text
 from schemas.resolved import DECODER as RESOLVED_DECODER
 from schemas.topics import DLQ, ERASURES, RAW_EVENT_TOPICS, RESOLVED, full_name
 from schemas.validation import Rejection, decode_event
-from services.kafka_clients import end_offsets, make_consumer, make_producer, topic_partitions
+from services.kafka_clients import end_offsets, make_admin, make_consumer, make_producer, topic_partitions
 from services.redis_lock import exclusive
 from services.settings import Settings
 from streams.dead_letters import REDRIVEN_FROM, DeadLetter, DeadLettered, StageReason, read_dead_letter
@@ -127,6 +137,7 @@ class Redrive:
     sent: Counter[str] = field(default_factory=Counter)  # by raw topic
     refused_again: Counter[str] = field(default_factory=Counter)  # by the reason the settings still give
     already_sent: int = 0
+    forgotten: int = 0  # positions recorded for a dead-letter topic since deleted (and re-created)
     recovered: int = 0  # sent by an interrupted redrive, found and recorded by this one
     not_resendable: int = 0  # no source a redrive can send to
 
@@ -137,6 +148,7 @@ class Redrive:
             "sent_by_topic": dict(self.sent),
             "refused_again": dict(self.refused_again),
             "already_sent": self.already_sent,
+            "forgotten": self.forgotten,
             "recovered": self.recovered,
             "not_resendable": self.not_resendable,
         }
@@ -158,16 +170,52 @@ class Keys(NamedTuple):
     sent: str  # the positions of the dead letters re-sent
     intent: str  # the batch being sent
     lock: str  # the redrive running: "host pid token"
+    topic_id: str  # the id of the topic the other keys' positions are of
 
 
 def redrive_keys(topic: str) -> Keys:
     tag = f"rapport:dlq:{{{topic}}}"
-    return Keys(f"{tag}:sent", f"{tag}:intent", f"{tag}:lock")
+    return Keys(f"{tag}:sent", f"{tag}:intent", f"{tag}:lock", f"{tag}:topic-id")
 
 
-async def _sent(redis: Redis, topic: str) -> set[str]:
-    """The positions of the dead letters already re-sent."""
-    return {as_text(m) for m in await redis.smembers(redrive_keys(topic).sent)}
+def topic_id(settings: Settings, topic: str) -> str | None:
+    """The topic's id, which changes when it is deleted and created again (None: a broker older than 2.8
+    gives none). Blocking (kafka-python)."""
+    admin = make_admin(settings, "dlq")
+    try:
+        described = admin.describe_topics([topic])
+    finally:
+        admin.close()
+    found = next((t for t in described if t.get("name") == topic and t.get("error_code") == 0), None)
+    return None if found is None or not found.get("topic_id") else str(found["topic_id"])
+
+
+async def _sent(redis: Redis, topic: str, current_id: str | None) -> set[str]:
+    """The positions of the dead letters already re-sent: none if they were recorded for a deleted topic."""
+    keys = redrive_keys(topic)
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.get(keys.topic_id)
+        pipe.smembers(keys.sent)
+        recorded_id, members = await pipe.execute()
+    if current_id is not None and recorded_id is not None and as_text(recorded_id) != current_id:
+        return set()
+    return {as_text(m) for m in members}
+
+
+async def _adopt(redis: Redis, topic: str, current_id: str | None) -> int:
+    """Make the keys the current topic's, under the redrive's lock: the positions and the intent recorded
+    for a deleted topic go. Returns how many positions went."""
+    keys = redrive_keys(topic)
+    recorded = await redis.get(keys.topic_id)
+    if current_id is None or (recorded is not None and as_text(recorded) == current_id):
+        return 0
+    forgotten = 0 if recorded is None else int(await redis.scard(keys.sent))
+    async with redis.pipeline(transaction=True) as pipe:
+        if recorded is not None:
+            pipe.delete(keys.sent, keys.intent)
+        pipe.set(keys.topic_id, current_id)
+        await pipe.execute()
+    return forgotten
 
 
 def _read(
@@ -196,50 +244,69 @@ def _read(
     return out
 
 
-def read_letters(settings: Settings, reason: str | None = None) -> tuple[list[Letter], dict[int, int]]:
-    """Every dead letter retained up to the topic's end when called (the bytes only of those of ``reason``),
-    and each partition's first offset. Blocking (kafka-python)."""
+def read_letters(
+    settings: Settings, keep: Callable[[Letter], T | None], since_ms: int | None = None
+) -> tuple[list[T], dict[int, int]]:
+    """What ``keep`` makes of each dead letter retained up to the topic's end when called (None: nothing),
+    from the first refused at or after ``since_ms`` (None: the oldest retained); and each partition's first
+    retained offset. Blocking (kafka-python)."""
     topic = dlq_topic(settings)
 
-    def letter(record: Any) -> Letter:
+    def letter(record: Any) -> T | None:
         headers = read_dead_letter(record.headers or ())
-        wanted = reason is not None and headers is not None and headers.reason == reason
-        return Letter(record.partition, record.offset, record.key, (record.value or b"") if wanted else b"", headers)
+        return keep(Letter(record.partition, record.offset, record.key, record.value or b"", headers))
 
     consumer = make_consumer(settings, "dlq")
     try:
         tps = topic_partitions(consumer, topic)
         if not tps:
             raise LookupError(f"topic {topic} does not exist on {settings.kafka.bootstrap_servers}")
-        starts = consumer.beginning_offsets(tps)
-        letters = _read(consumer, starts, consumer.end_offsets(tps), letter)
+        firsts, ends = consumer.beginning_offsets(tps), consumer.end_offsets(tps)
+        starts = firsts
+        if since_ms is not None:
+            found = consumer.offsets_for_times(dict.fromkeys(tps, since_ms))
+            starts = {tp: ends[tp] if found.get(tp) is None else found[tp].offset for tp in tps}
+        kept = _read(consumer, starts, ends, letter)
     finally:
         consumer.close()
-    return letters, {tp.partition: offset for tp, offset in starts.items()}
+    return kept, {tp.partition: offset for tp, offset in firsts.items()}
 
 
-def summarise(letters: Iterable[Letter], sent: set[str]) -> list[dict[str, Any]]:
+class Summary:
     """One row per (reason, source topic): how many dead letters, how many re-sent, first and last refusal."""
-    rows: dict[tuple[str, str], dict[str, Any]] = {}
-    for letter in letters:
+
+    def __init__(self, sent: set[str]) -> None:
+        self.sent = sent
+        self.rows: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def add(self, letter: Letter) -> None:
         reason = letter.headers.reason if letter.headers is not None else "(no reason header)"
         source = letter.headers.source if letter.headers is not None else None
-        row = rows.setdefault(
+        row = self.rows.setdefault(
             (reason, source.topic if source is not None else "-"),
             {"reason": reason, "topic": source.topic if source is not None else None, "records": 0, "re_sent": 0},
         )
         row["records"] += 1
-        row["re_sent"] += letter.position in sent
+        row["re_sent"] += letter.position in self.sent
         at = letter.headers.rejected_at if letter.headers is not None else ""
         if at:
             row["first_rejected_at"] = min(row.get("first_rejected_at", at), at)
             row["last_rejected_at"] = max(row.get("last_rejected_at", at), at)
-    return [rows[k] for k in sorted(rows)]
+
+    def table(self) -> list[dict[str, Any]]:
+        return [self.rows[k] for k in sorted(self.rows)]
 
 
-async def summary(settings: Settings, redis: Redis) -> list[dict[str, Any]]:
-    letters, _ = await asyncio.to_thread(read_letters, settings)
-    return summarise(letters, await _sent(redis, dlq_topic(settings)))
+async def summary(settings: Settings, redis: Redis, since_ms: int | None = None) -> list[dict[str, Any]]:
+    """The summary of the dead letters refused since ``since_ms`` (None: all retained)."""
+    topic = dlq_topic(settings)
+    rows = Summary(await _sent(redis, topic, await asyncio.to_thread(topic_id, settings, topic)))
+
+    def count(letter: Letter) -> None:
+        rows.add(letter)
+
+    await asyncio.to_thread(read_letters, settings, count, since_ms)
+    return rows.table()
 
 
 def refusal(resend: Resend, settings: Settings, now: datetime) -> str | None:
@@ -253,7 +320,7 @@ def refusal(resend: Resend, settings: Settings, now: datetime) -> str | None:
 
 async def _recover(settings: Settings, redis: Redis, topic: str) -> int:
     """Record what an interrupted redrive sent (its intent's positions found in re-sent records)."""
-    sent_key, intent_key, _ = redrive_keys(topic)
+    sent_key, intent_key, _, _ = redrive_keys(topic)
     blob = await redis.get(intent_key)
     if blob is None:
         return 0
@@ -282,18 +349,25 @@ def _sent_since(settings: Settings, marks: Mapping[TopicPartition, int], topic: 
     return {position for position in wanted if f"{topic}:{position}" in found}
 
 
-async def redrive(settings: Settings, redis: Redis, reason: str, now: datetime, *, dry_run: bool) -> Redrive:
-    """Re-send the dead letters of ``reason`` that the current settings admit, each at most once. One redrive
-    of a dead-letter topic runs at a time (``LockBusyError``); a dry run takes no lock."""
+async def redrive(
+    settings: Settings, redis: Redis, reason: str, now: datetime, *, dry_run: bool, since_ms: int | None = None
+) -> Redrive:
+    """Re-send the dead letters of ``reason`` refused since ``since_ms`` (None: all retained) that the
+    current settings admit, each at most once. One redrive of a dead-letter topic runs at a time
+    (``LockBusyError``); a dry run takes no lock and writes nothing."""
     topic = dlq_topic(settings)
+    current_id = await asyncio.to_thread(topic_id, settings, topic)
     if dry_run:
-        done, chosen, _ = await _select(settings, redis, topic, reason, now)
+        done, chosen, _ = await _select(settings, redis, topic, reason, now, current_id=current_id, since_ms=since_ms)
         done.sent.update(resend.topic for _, resend in chosen)
         return done
     async with exclusive(redis, redrive_keys(topic).lock, LOCK_MS, what="redrive"):
+        forgotten = await _adopt(redis, topic, current_id)
         recovered = await _recover(settings, redis, topic)
-        done, chosen, expired = await _select(settings, redis, topic, reason, now)
-        done.recovered = recovered
+        done, chosen, expired = await _select(
+            settings, redis, topic, reason, now, current_id=current_id, since_ms=since_ms
+        )
+        done.recovered, done.forgotten = recovered, forgotten
         if expired:  # their dead letters left the topic (retention): nothing can select them again
             await redis.srem(redrive_keys(topic).sent, *expired)
         if not chosen:
@@ -310,18 +384,27 @@ async def redrive(settings: Settings, redis: Redis, reason: str, now: datetime, 
 
 
 async def _select(
-    settings: Settings, redis: Redis, topic: str, reason: str, now: datetime
+    settings: Settings,
+    redis: Redis,
+    topic: str,
+    reason: str,
+    now: datetime,
+    *,
+    current_id: str | None,
+    since_ms: int | None,
 ) -> tuple[Redrive, list[tuple[Letter, Resend]], list[str]]:
     """The dead letters of ``reason`` to send, the others counted; and the re-sent positions that expired."""
-    letters, firsts = await asyncio.to_thread(read_letters, settings, reason)
-    sent = await _sent(redis, topic)
+
+    def of_reason(letter: Letter) -> Letter | None:
+        return letter if letter.headers is not None and letter.headers.reason == reason else None
+
+    letters, firsts = await asyncio.to_thread(read_letters, settings, of_reason, since_ms)
+    sent = await _sent(redis, topic, current_id)
     raw_topics = resendable_topics(settings)
     resolved_topic = full_name(RESOLVED, settings.kafka.topic_prefix)
     done = Redrive(reason)
     chosen: list[tuple[Letter, Resend]] = []
     for letter in letters:
-        if letter.headers is None or letter.headers.reason != reason:
-            continue
         resend = resend_of(letter, raw_topics, resolved_topic)
         if letter.position in sent:
             done.already_sent += 1
@@ -343,7 +426,7 @@ async def _send(
     batch: Sequence[tuple[Letter, Resend]],
 ) -> None:
     """Send one batch under its intent, then record it (the module's docstring says why in this order)."""
-    sent_key, intent_key, _ = redrive_keys(topic)
+    sent_key, intent_key, _, _ = redrive_keys(topic)
     targets = sorted({resend.topic for _, resend in batch})
     marks = await asyncio.to_thread(end_offsets, settings, targets, "dlq-marks")
     positions = [letter.position for letter, _ in batch]

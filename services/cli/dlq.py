@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from rich.console import Console
 from rich.table import Table
 
+from services.cli.instants import instant_ms
 from services.dlq import NOT_RESENT, redrive, summary
 from services.redis_client import make_redis
 from services.redis_lock import LockBusyError
@@ -22,6 +23,12 @@ from streams.dead_letters import REASONS
 app = typer.Typer(help="The dead-letter topic: what it holds, and re-sending it once fixed.", no_args_is_help=True)
 T = TypeVar("T")
 AsJson = Annotated[bool, typer.Option("--json", help="One JSON document on stdout, for machines.")]
+Since = Annotated[
+    str,
+    typer.Option(
+        "--since", help="Only the dead letters refused at or after this RFC 3339 instant (default: all retained)."
+    ),
+]
 
 
 def _run(action: Callable[[Redis], Awaitable[T]]) -> T:
@@ -52,10 +59,11 @@ def _reason(value: str) -> str:
 
 
 @app.command("summary")
-def summary_(as_json: AsJson = False) -> None:
+def summary_(since: Since = "earliest", as_json: AsJson = False) -> None:
     """Dead letters by reason and source topic: how many, how many re-sent, first and last refusal."""
+    since_ms = instant_ms(since, "--since")
     settings = get_settings()
-    rows: list[dict[str, Any]] = _run(lambda redis: summary(settings, redis))
+    rows: list[dict[str, Any]] = _run(lambda redis: summary(settings, redis, since_ms))
     if as_json:
         typer.echo(orjson.dumps(rows).decode())
         return
@@ -76,14 +84,16 @@ def summary_(as_json: AsJson = False) -> None:
 def redrive_(
     reason: Annotated[str, typer.Argument(help="The reason code of the dead letters to re-send.", callback=_reason)],
     dry_run: Annotated[bool, typer.Option(help="Say what would be re-sent; send nothing.")] = False,
+    since: Since = "earliest",
     as_json: AsJson = False,
 ) -> None:
     """Send the dead letters of REASON back to their raw topics, once their cause is fixed (a rate for a
     currency, a higher size limit, a fixed defect; for fold_error, the raw event the record carries): only
     those the current settings admit, each at most once across runs and interruptions (docs/events.md,
     "Dead letters")."""
+    since_ms = instant_ms(since, "--since")
     settings = get_settings()
-    done = _run(lambda redis: redrive(settings, redis, reason, datetime.now(UTC), dry_run=dry_run))
+    done = _run(lambda redis: redrive(settings, redis, reason, datetime.now(UTC), dry_run=dry_run, since_ms=since_ms))
     report = done.as_json() | {"dry_run": dry_run}
     if as_json:
         typer.echo(orjson.dumps(report).decode())
@@ -96,6 +106,9 @@ def redrive_(
         typer.echo(f"  left in place, the current settings refuse them again: {again}")
     if done.already_sent:
         typer.echo(f"  re-sent before: {done.already_sent:,}")
+    if done.forgotten:
+        recreated = "the dead-letter topic was deleted and created again"
+        typer.echo(f"  {recreated}: forgot the {done.forgotten:,} positions re-sent from the old one")
     if done.recovered:
         typer.echo(f"  found sent by an interrupted redrive: {done.recovered:,}")
     if done.not_resendable:

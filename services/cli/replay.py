@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime
 from typing import Annotated
 
 import typer
@@ -12,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from profiles.namespaces import Namespaces
 from profiles.store import ProfileStore
-from profiles.timeutil import to_ms
+from services.cli.instants import instant_ms
 from services.cli.names import namespace_name
 from services.gc_tuning import tune_gc
 from services.redis_client import make_redis
@@ -21,19 +20,6 @@ from streams import replay as engine
 from streams.backoff import Backoff, through_outages
 from streams.replay_models import ReplayModels, RetrainConflictError
 from streams.replay_segments import ReplaySegments
-
-
-def _instant(value: str, name: str) -> int | None:
-    """``earliest`` / ``now`` → None (the ends of the retained log); else an RFC 3339 instant in ms."""
-    if value in ("earliest", "now"):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise typer.BadParameter(f"{value!r} is not an RFC 3339 instant", param_hint=name) from exc
-    if parsed.tzinfo is None:
-        raise typer.BadParameter("give a UTC offset, e.g. 2025-03-01T00:00:00Z", param_hint=name)
-    return to_ms(parsed)
 
 
 def replay(
@@ -67,7 +53,7 @@ def replay(
         raise typer.BadParameter("set RAPPORT_MODELS__SECRET: model snapshots are signed", param_hint="--retrain")
     logging.basicConfig(level=logging.WARNING)
     tune_gc(settings.stream.gc_young_threshold)
-    from_ms, to_ms_ = _instant(start, "--from"), _instant(end, "--to")
+    from_ms, to_ms_ = instant_ms(start, "--from"), instant_ms(end, "--to")
     if from_ms is not None and to_ms_ is not None and from_ms > to_ms_:
         raise typer.BadParameter(f"{start} is after --to {end}", param_hint="--from")
     try:

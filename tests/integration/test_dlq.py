@@ -6,16 +6,20 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
 import pytest
+from kafka.errors import KafkaError
 
 from profiles.config import DAY_MS
 from profiles.timeutil import iso
 from services.dlq import redrive_keys
 from services.redis_client import make_redis
+from services.topics_admin import admin_client, ensure_topics
 from streams.dead_letters import REDRIVEN_FROM
 from tests.kafka_support import Topics, rapport
 from tests.worker_support import run_worker_through, stored_views
@@ -128,3 +132,66 @@ def test_dead_letters_of_a_fixed_cause_are_sent_back_once_and_applied(tmp_path: 
     views = stored_views(topics, namespace, T0 + 10 * DAY_MS)
     spend = {pid: (v["transactions"]["orders"], v["transactions"]["gross_spend"]) for pid, v in views.items()}  # type: ignore[index]
     assert spend == {"c-1": (2, round(10.0 + 1000 * JPY_RATE, 2)), "c-2": (1, round(5000 * JPY_RATE, 2))}
+
+
+def summary_rows(env: dict[str, str], *args: str) -> dict[tuple[str, str], tuple[int, int]]:
+    shown = rapport("dlq", "summary", *args, "--json", env=env)
+    assert shown.returncode == 0, shown.stderr
+    return {(row["reason"], row["topic"]): (row["records"], row["re_sent"]) for row in orjson.loads(shown.stdout)}
+
+
+def recreate(topics: Topics, logical: str) -> None:
+    """Delete the topic and create it again (empty, offsets from 0, a new topic id)."""
+    name = topics.names[logical]
+    with admin_client(topics.settings) as admin:
+        admin.delete_topics([name])
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            ensure_topics(topics.settings)
+        except KafkaError:  # the deletion is still under way
+            pass
+        else:
+            with admin_client(topics.settings) as admin:
+                if name in admin.list_topics():
+                    return
+        assert time.monotonic() < deadline, f"{name} was not created again"
+        time.sleep(0.5)
+
+
+def test_a_re_created_dead_letter_topic_is_not_taken_for_the_deleted_one(tmp_path: Path, topics: Topics) -> None:
+    """Re-created, the topic's offsets start again: a new dead letter at a position re-sent from the deleted
+    topic is still sent, once; and ``--since`` leaves out what was refused before it."""
+    namespace = f"t{uuid.uuid4().hex[:8]}"
+    yen = {"RAPPORT_PROFILE__FX_RATES": orjson.dumps({"EUR": 1.0, "JPY": JPY_RATE}).decode()}
+    fixed = {
+        **topics.env,
+        "RAPPORT_PROFILE__FX_RATES": orjson.dumps({"EUR": 1.0, "JPY": JPY_RATE, "CHF": 1.05}).decode(),
+    }
+    purchases = topics.names["events.purchases"]
+    run_worker_through(topics, namespace, tmp_path, [purchase(1, "c-1", "JPY", 1000.0)])
+    status, report = redrive(fixed, "unsupported_currency")
+    assert (status, report["sent"]) == (0, 1), report
+
+    recreate(topics, "events.dlq")
+    assert summary_rows(topics.env) == {}
+    between = datetime.now(UTC)
+    time.sleep(0.01)  # the dead letter below is refused after ``between``, by this machine's clock
+    # The worker applies the yen purchase sent back, and refuses a franc one of the same key: the new topic's
+    # first dead letter, at the position of the deleted topic's first.
+    run_worker_through(topics, namespace, tmp_path, [purchase(2, "c-1", "CHF", 20.0)], extra_env=yen)
+    assert summary_rows(topics.env) == {("unsupported_currency", purchases): (1, 0)}
+
+    status, report = redrive(fixed, "unsupported_currency", "--dry-run")
+    assert (status, report["sent"], report["already_sent"]) == (0, 1, 0), report
+    status, report = redrive(fixed, "unsupported_currency")
+    assert (status, report["forgotten"], report["sent"], report["already_sent"]) == (0, 1, 1, 0), report
+    status, report = redrive(fixed, "unsupported_currency")
+    assert (status, report["forgotten"], report["sent"], report["already_sent"]) == (0, 0, 0, 1), report
+    assert sorted(orjson.loads(v)["event_id"] for v in redriven_records(topics)) == ["p-1", "p-2"]
+
+    assert summary_rows(topics.env, "--since", between.isoformat()) == {("unsupported_currency", purchases): (1, 1)}
+    assert summary_rows(topics.env, "--since", (datetime.now(UTC) + timedelta(hours=1)).isoformat()) == {}
+    status, report = redrive(fixed, "unsupported_currency", "--since", "yesterday")
+    assert status == 2, report
+    assert "RFC 3339" in str(report["stderr"]), report

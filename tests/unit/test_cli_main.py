@@ -116,6 +116,8 @@ def test_a_file_that_cannot_be_opened_is_a_usage_error_naming_it(args: list[str]
         (["api", "--port", "70000"], "less than or equal to 65535"),
         (["dlq", "redrive", "no_such_reason"], "unknown reason 'no_such_reason'"),
         (["dlq", "redrive", "corrupt_resolved_record"], "dead letters are not re-sent"),
+        (["dlq", "redrive", "malformed_json", "--since", "yesterday"], "'yesterday' is not an RFC 3339 instant"),
+        (["dlq", "summary", "--since", "2026-12-01T00:00:00"], "give a UTC offset"),
         (["simulate", "--out", "/tmp/never-written.jsonl", "--send-malformed"], "--send-malformed goes with"),
     ],
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 
 from schemas.resolved import ENCODER, Envelope, RawSource, Resolved
-from services.dlq import Letter, Resend, resend_of, summarise
+from services.dlq import Letter, Resend, Summary, resend_of
 from streams.dead_letters import DeadLettered
 
 RAW = frozenset({"events.clicks", "events.erasures"})
@@ -57,8 +57,10 @@ def test_the_summary_counts_by_reason_and_source_with_the_re_sent_and_the_refusa
         letter("resolve_error", RawSource("events.clicks", 0, 3), offset=2),
         Letter(0, 3, None, b"", None),  # not Rapport's
     ]
-    rows = summarise(letters, sent={"0:1"})
-    assert [(r["reason"], r["topic"], r["records"], r["re_sent"]) for r in rows] == [
+    summary = Summary(sent={"0:1"})
+    for one in letters:
+        summary.add(one)
+    assert [(r["reason"], r["topic"], r["records"], r["re_sent"]) for r in summary.table()] == [
         ("(no reason header)", None, 1, 0),
         ("malformed_json", "events.clicks", 2, 1),
         ("resolve_error", "events.clicks", 1, 0),
