@@ -44,6 +44,11 @@ def server_properties(*, port: int, controller_port: int, data_dir: Path) -> dic
         "transaction.state.log.num.partitions": "6",
         # Tests and workers join groups constantly; don't wait 3 s for more members to arrive.
         "group.initial.rebalance.delay.ms": "0",
+        # A broker restarted after a crash cannot register again until the controller has given its previous
+        # registration up (DUPLICATE_BROKER_REGISTRATION): with the default 9 s session that took 14.6 s
+        # against 3.4 s for a clean start. Both live in this one process, over loopback.
+        "broker.session.timeout.ms": "4000",
+        "broker.heartbeat.interval.ms": "1000",
         # Small-machine sizing: few threads and a small log-cleaner buffer (default 128 MiB).
         "num.network.threads": "2",
         "num.io.threads": "4",
