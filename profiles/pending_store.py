@@ -9,10 +9,11 @@ Keys (``<ns>`` the namespace):
   folded in event-time order up to a clock; compressed likewise), without a TTL: like the profile, it lives
   until the customer is erased (an expiry measured by the wall clock would make a live run and a replay of
   it differ);
-- ``rapport:<ns>:ml:t:{<profile_id>}`` — sorted set: the customer's entries not folded into the view yet,
-  scored by entry time; added by every batch that touches the customer without loading anything, and read
-  only up to the watermark: the entries ahead of it (days of them while a worker catches up on unevenly read
-  partitions) are neither loaded nor written again until the watermark reaches them;
+- ``rapport:<ns>:ml:t:{<profile_id>}`` — sorted set: the customer's entries not folded into the view yet
+  (each zstd-compressed with the entry dictionary, ``profiles.compression``), scored by entry time; added
+  by every batch that touches the customer without loading anything, and read only up to the watermark:
+  the entries ahead of it (days of them while a worker catches up on unevenly read partitions) are neither
+  loaded nor written again until the watermark reaches them;
 - ``rapport:<ns>:ml:e:{<profile_id>}`` — list: the entries as stored before 2026-12-04 (all of them loaded
   and written again at every fold); still read, and moved to the sorted set at the customer's next fold;
 - ``rapport:<ns>:ml:w:<partition>`` — the event-time watermark of one ``events.resolved`` partition (ms);
@@ -254,7 +255,10 @@ class PendingStore:
         later: dict[str, int] = {}
         for i, pid in enumerate(profile_ids):
             listed, scored, first_after = replies[1 + 3 * i : 4 + 3 * i]
-            entries[pid] = [decode_entry(as_bytes(e)) for e in (*listed, *scored)]
+            # One entry per (time, order, key): the sorted set recognises an entry added again by its bytes,
+            # which another version's encoding (msgpack, zstd) may not reproduce.
+            decoded = (decode_entry(as_bytes(e)) for e in (*listed, *scored))
+            entries[pid] = list({(e.at_ms, e.order, e.key): e for e in decoded}.values())
             if first_after:
                 later[pid] = int(first_after[0][1])
         return LoadedCustomers(pending, views, entries, later)

@@ -54,6 +54,10 @@ class RedisNode(ManagedNode):
             "--appendfsync", "everysec",
             # The AOF is the persistence; RDB snapshots would only add fork pauses.
             "--save", "",
+            # A customer's pending model entries (a sorted set of ~90-byte compressed events) stay in the
+            # compact listpack encoding: above the default 64 bytes a value makes the set a skiplist, which
+            # took 1.9 times the memory (docs/profile.md, "Bounded memory").
+            "--zset-max-listpack-value", "256",
         ]  # fmt: skip
 
     def _prepare(self) -> list[str]:

@@ -40,7 +40,7 @@ from typing import Final
 import msgspec
 from msgspec import Struct
 
-from profiles.compression import compress, decompress
+from profiles.compression import compress, compress_entry, decompress, decompress_entry
 from profiles.config import FoldConfig
 from profiles.fold import compact, fold_new
 from profiles.merge import merge_into
@@ -80,11 +80,12 @@ _ENTRY_DECODER: Final = msgspec.msgpack.Decoder(Entry)
 
 
 def encode_entry(entry: Entry) -> bytes:
-    return _ENCODER.encode(entry)
+    """The entry as stored (zstd with the entry dictionary, ``profiles.compression``)."""
+    return compress_entry(_ENCODER.encode(entry))
 
 
 def decode_entry(blob: bytes) -> Entry:
-    return _ENTRY_DECODER.decode(blob)
+    return _ENTRY_DECODER.decode(decompress_entry(blob))
 
 
 def encode_view(view: ModelView) -> bytes:

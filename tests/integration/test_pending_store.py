@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import msgspec
 import pytest
 
 from profiles.models.labels import Pending
@@ -94,6 +95,8 @@ async def _check_views(settings: Settings) -> None:
         assert [e.key for e in loaded.entries["c-1"]] == ["e-1", "e-7"]
         await write(folded={"c-1": (7, [])})
         assert await redis.exists(store.listed_entries_key("c-1")) == 0
+        # e-9 stored again in other bytes (uncompressed, as until 2026-12-05): read, and once.
+        await redis.zadd(store.entries_key("c-1"), {msgspec.msgpack.encode(entries[2]): entries[2].at_ms})
         assert [e.key for e in (await store.load_customers({"c-1": 100})).entries["c-1"]] == ["e-8", "e-9"]
         await write(views={"c-1": None}, folded={"c-1": (None, [])}, due=[(0, "c-1", None)])  # erased
         loaded = await store.load_customers({"c-1": 1_000})
