@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import re
 import shutil
 import signal
 import statistics
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -285,8 +287,18 @@ def within(buckets: list[int], bound_ms: float) -> float:
 
 
 # 5. Memory.
-async def _memory(settings: Settings, namespace: str) -> tuple[list[int], int, int]:
-    """(bytes of each live profile key, bytes of every key of the namespace, live profiles)."""
+def key_kind(key: bytes, namespace: str) -> str:
+    """A key's kind: its name with the hash-tagged id and a trailing partition number left out.
+
+    >>> key_kind(b"rapport:n1:ml:t:{c-001}", "n1"), key_kind(b"rapport:n1:pp:3", "n1")
+    ('ml:t', 'pp')
+    """
+    kind = key.decode().removeprefix(f"rapport:{namespace}:")
+    return re.sub(r"(:\{.*|:\d+)$", "", kind)
+
+
+async def _memory(settings: Settings, namespace: str) -> tuple[list[int], int, int, Counter[str]]:
+    """(bytes of each live profile key, bytes of every key of the namespace, live profiles, bytes by kind)."""
     redis = make_redis(settings)
     try:
         store = ProfileStore(redis, namespace)
@@ -303,7 +315,10 @@ async def _memory(settings: Settings, namespace: str) -> tuple[list[int], int, i
             for pid, stored in loaded.items()
             if stored.state is not None and stored.state.merged_into is None
         ]
-        return live, sum(s or 0 for s in sizes.values()), len(live)
+        kinds: Counter[str] = Counter()
+        for key, size in sizes.items():
+            kinds[key_kind(key, namespace)] += size or 0
+        return live, sum(s or 0 for s in sizes.values()), len(live), kinds
     finally:
         await redis.aclose()
 
@@ -346,7 +361,7 @@ def run(base: Settings, events: int, rounds: int = ROUNDS) -> tuple[list[Figure]
                 round_logs.mkdir()
                 throughputs.append(worker_throughput(settings, namespace, round_logs, total))
                 if i == 0:
-                    live, all_bytes, live_count = asyncio.run(_memory(settings, namespace))
+                    live, all_bytes, live_count, kinds = asyncio.run(_memory(settings, namespace))
                 naives.append(naive_rate(settings, namespace, round_logs, total))
         lives = [freshness(base, live_stamped(lines), logs, f"fresh-live{i}") for i in range(rounds)]
         # The round with the median share of events within the target stands for all (its figures belong
@@ -426,7 +441,8 @@ def run(base: Settings, events: int, rounds: int = ROUNDS) -> tuple[list[Figure]
             "namespace / live profile",
             all_bytes / live_count,
             "bytes",
-            "every key of the namespace (merged tombstones, aliases, emails, RFM, positions) / live profiles",
+            "every key of the namespace (merged tombstones, aliases, emails, RFM, positions) / live profiles; "
+            + ", ".join(f"{kind} {size / all_bytes:.0%}" for kind, size in kinds.most_common(5)),
         ),
         Figure("target: memory", TARGET_BYTES_PER_PROFILE, "bytes", "per active profile"),
     ]
