@@ -44,7 +44,7 @@ def samples(customers: int, days: int, seed: int) -> list[bytes | bytearray | me
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description="Train the next zstd dictionary of the models' pending entries.")
     parser.add_argument("number", type=int, help="the dictionary's number: one more than the newest shipped")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()

@@ -8,7 +8,7 @@ import os
 import socket
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -191,7 +191,7 @@ def test_a_re_created_dead_letter_topic_is_not_taken_for_the_deleted_one(tmp_pat
     assert sorted(orjson.loads(v)["event_id"] for v in redriven_records(topics)) == ["p-1", "p-2"]
 
     assert summary_rows(topics.env, "--since", between.isoformat()) == {("unsupported_currency", purchases): (1, 1)}
-    assert summary_rows(topics.env, "--since", (datetime.now(UTC) + timedelta(hours=1)).isoformat()) == {}
+    assert summary_rows(topics.env, "--since", "now") == {}
     status, report = redrive(fixed, "unsupported_currency", "--since", "yesterday")
     assert status == 2, report
     assert "RFC 3339" in str(report["stderr"]), report
