@@ -26,7 +26,7 @@ from __future__ import annotations
 import threading
 from functools import cache
 from importlib.resources import files
-from typing import Final
+from typing import Final, NamedTuple
 
 import zstandard
 
@@ -46,6 +46,11 @@ def _entry_dictionaries() -> tuple[zstandard.ZstdCompressionDict, ...]:
     return tuple(zstandard.ZstdCompressionDict(folder.joinpath(name).read_bytes()) for name in ENTRY_DICTIONARIES)
 
 
+class _EntryCodecs(NamedTuple):
+    compressor: zstandard.ZstdCompressor  # with the newest dictionary
+    decompressors: dict[int, zstandard.ZstdDecompressor]  # by dictionary id
+
+
 class _Codecs(threading.local):
     """A compression context per thread: zstandard's contexts must not be used by two threads at once."""
 
@@ -53,13 +58,14 @@ class _Codecs(threading.local):
         # The content size goes into each frame (the default), so decompressing allocates once.
         self.compressor = zstandard.ZstdCompressor(level=_LEVEL)
         self.decompressor = zstandard.ZstdDecompressor()
-        self._entries: tuple[zstandard.ZstdCompressor, dict[int, zstandard.ZstdDecompressor]] | None = None
+        self._entries: _EntryCodecs | None = None
 
-    def entries(self) -> tuple[zstandard.ZstdCompressor, dict[int, zstandard.ZstdDecompressor]]:
+    def entries(self) -> _EntryCodecs:
         if self._entries is None:
             dictionaries = _entry_dictionaries()
             compressor = zstandard.ZstdCompressor(level=_ENTRY_LEVEL, dict_data=dictionaries[-1], write_checksum=False)
-            self._entries = compressor, {d.dict_id(): zstandard.ZstdDecompressor(dict_data=d) for d in dictionaries}
+            decompressors = {d.dict_id(): zstandard.ZstdDecompressor(dict_data=d) for d in dictionaries}
+            self._entries = _EntryCodecs(compressor, decompressors)
         return self._entries
 
 
@@ -85,7 +91,7 @@ def compress_entry(raw: bytes) -> bytes:
     >>> decompress_entry(compress_entry(entry)) == entry, compress_entry(entry) == compress_entry(entry)
     (True, True)
     """
-    return _codecs.entries()[0].compress(raw)
+    return _codecs.entries().compressor.compress(raw)
 
 
 def decompress_entry(stored: bytes) -> bytes:
@@ -94,7 +100,7 @@ def decompress_entry(stored: bytes) -> bytes:
     if not stored.startswith(ZSTD_MAGIC):
         return stored
     dictionary_id = zstandard.get_frame_parameters(stored).dict_id
-    decompressor = _codecs.entries()[1].get(dictionary_id)
+    decompressor = _codecs.entries().decompressors.get(dictionary_id)
     if decompressor is None:
         raise ValueError(f"an entry compressed with dictionary {dictionary_id}, which this version does not ship")
     return decompressor.decompress(stored)

@@ -18,18 +18,15 @@ import argparse
 from datetime import UTC, datetime
 from pathlib import Path
 
-import msgspec
 import zstandard
 
-from profiles.models.view import EVENT, Entry
+from profiles.models.view import EVENT, Entry, pack_entry
 from profiles.timeutil import to_ms
 from schemas.validation import Rejection, ValidationLimits, validate_event
 from services.simulator import Simulation, SimulationConfig
 
 DICTIONARIES = Path(__file__).resolve().parents[1] / "profiles" / "dictionaries"
 SIZE = 16 * 1024
-#: Entries before compression (``profiles.models.view.encode_entry`` compresses them with the dictionary).
-_ENCODER = msgspec.msgpack.Encoder()
 
 
 def samples(customers: int, days: int, seed: int) -> list[bytes | bytearray | memoryview]:
@@ -39,7 +36,7 @@ def samples(customers: int, days: int, seed: int) -> list[bytes | bytearray | me
     for line in Simulation(SimulationConfig(customers=customers, days=days, seed=seed)).lines():
         event = validate_event(line, now=now, limits=ValidationLimits())
         if not isinstance(event, Rejection):
-            out.append(_ENCODER.encode(Entry(to_ms(event.timestamp), EVENT, event.event_id, line)))
+            out.append(pack_entry(Entry(to_ms(event.timestamp), EVENT, event.event_id, line)))
     return out
 
 

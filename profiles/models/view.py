@@ -79,9 +79,15 @@ _DECODER: Final = msgspec.msgpack.Decoder(ModelView)
 _ENTRY_DECODER: Final = msgspec.msgpack.Decoder(Entry)
 
 
+def pack_entry(entry: Entry) -> bytes:
+    """The entry in msgpack, uncompressed: what the entry dictionary is trained on, and how entries were
+    stored until 2026-12-05."""
+    return _ENCODER.encode(entry)
+
+
 def encode_entry(entry: Entry) -> bytes:
     """The entry as stored (zstd with the entry dictionary, ``profiles.compression``)."""
-    return compress_entry(_ENCODER.encode(entry))
+    return compress_entry(pack_entry(entry))
 
 
 def decode_entry(blob: bytes) -> Entry:

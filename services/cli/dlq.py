@@ -13,7 +13,6 @@ from redis.asyncio import Redis
 from rich.console import Console
 from rich.table import Table
 
-from profiles.timeutil import to_ms
 from services.cli.instants import instant_ms
 from services.dlq import NOT_RESENT, redrive, summary
 from services.redis_client import make_redis
@@ -30,13 +29,6 @@ Since = Annotated[
         "--since", help="Only the dead letters refused at or after this RFC 3339 instant (default: all retained)."
     ),
 ]
-
-
-def _since_ms(value: str) -> int | None:
-    """``earliest`` (the default) → None, every dead letter retained; ``now`` → this instant."""
-    if value == "now":
-        return to_ms(datetime.now(UTC))
-    return instant_ms(value, "--since")
 
 
 def _run(action: Callable[[Redis], Awaitable[T]]) -> T:
@@ -69,7 +61,7 @@ def _reason(value: str) -> str:
 @app.command("summary")
 def summary_(since: Since = "earliest", as_json: AsJson = False) -> None:
     """Dead letters by reason and source topic: how many, how many re-sent, first and last refusal."""
-    since_ms = _since_ms(since)
+    since_ms = instant_ms(since, "--since", "earliest")
     settings = get_settings()
     rows: list[dict[str, Any]] = _run(lambda redis: summary(settings, redis, since_ms))
     if as_json:
@@ -99,7 +91,7 @@ def redrive_(
     currency, a higher size limit, a fixed defect; for fold_error, the raw event the record carries): only
     those the current settings admit, each at most once across runs and interruptions (docs/events.md,
     "Dead letters")."""
-    since_ms = _since_ms(since)
+    since_ms = instant_ms(since, "--since", "earliest")
     settings = get_settings()
     done = _run(lambda redis: redrive(settings, redis, reason, datetime.now(UTC), dry_run=dry_run, since_ms=since_ms))
     report = done.as_json() | {"dry_run": dry_run}

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Literal
 
 import typer
 
 from profiles.timeutil import to_ms
 
 
-def instant_ms(value: str, option: str) -> int | None:
-    """``earliest`` / ``now`` → None (the ends of the retained log); else an RFC 3339 instant in ms, or a
-    usage error (exit 2) naming ``option``."""
-    if value in ("earliest", "now"):
+def instant_ms(value: str, option: str, unbounded: Literal["earliest", "now"]) -> int | None:
+    """``unbounded`` → None (the option's open end of the retained log); ``now`` otherwise → this instant;
+    else an RFC 3339 instant in ms, or a usage error (exit 2) naming ``option``."""
+    if value == unbounded:
         return None
+    if value == "now":
+        return to_ms(datetime.now(UTC))
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError as exc:

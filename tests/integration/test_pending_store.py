@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import msgspec
 import pytest
 
 from profiles.models.labels import Pending
 from profiles.models.vectors import FEATURE_NAMES, FeatureVector
-from profiles.models.view import EVENT, Entry, encode_entry, new_view
+from profiles.models.view import EVENT, Entry, encode_entry, new_view, pack_entry
 from profiles.pending_store import CustomerWrites, PendingStore
 from services.settings import Settings
 from tests.redis_support import scratch_namespace
@@ -96,7 +95,7 @@ async def _check_views(settings: Settings) -> None:
         await write(folded={"c-1": (7, [])})
         assert await redis.exists(store.listed_entries_key("c-1")) == 0
         # e-9 stored again in other bytes (uncompressed, as until 2026-12-05): read, and once.
-        await redis.zadd(store.entries_key("c-1"), {msgspec.msgpack.encode(entries[2]): entries[2].at_ms})
+        await redis.zadd(store.entries_key("c-1"), {pack_entry(entries[2]): entries[2].at_ms})
         assert [e.key for e in (await store.load_customers({"c-1": 100})).entries["c-1"]] == ["e-8", "e-9"]
         await write(views={"c-1": None}, folded={"c-1": (None, [])}, due=[(0, "c-1", None)])  # erased
         loaded = await store.load_customers({"c-1": 1_000})

@@ -118,6 +118,7 @@ def test_a_file_that_cannot_be_opened_is_a_usage_error_naming_it(args: list[str]
         (["dlq", "redrive", "corrupt_resolved_record"], "dead letters are not re-sent"),
         (["dlq", "redrive", "malformed_json", "--since", "yesterday"], "'yesterday' is not an RFC 3339 instant"),
         (["dlq", "summary", "--since", "2026-12-01T00:00:00"], "give a UTC offset"),
+        (["replay", "--into", "rx", "--to", "earliest"], "'earliest' is not an RFC 3339 instant"),
         (["simulate", "--out", "/tmp/never-written.jsonl", "--send-malformed"], "--send-malformed goes with"),
     ],
 )
