@@ -26,13 +26,15 @@ from typing import Any
 
 import httpx
 import pytest
+from kafka import KafkaAdminClient, TopicPartition
 
 from deploy.localstack import RedisNode
 from profiles.features import features
 from profiles.model_store import ModelStore
 from profiles.models.labels import NAMESPACE_HEADER, Example, encode_example
-from profiles.models.snapshots import read_meta
-from profiles.models.specs import PURCHASE_PROPENSITY
+from profiles.models.snapshots import load_snapshot, read_meta
+from profiles.models.specs import PURCHASE_PROPENSITY, ModelSpec
+from profiles.models.trainer import ModelTrainer, restore
 from profiles.state import ProfileState
 from profiles.store import ProfileStore
 from services.kafka_clients import make_producer
@@ -187,10 +189,10 @@ def _iso(ms: int) -> str:
 
 def _produce_examples(
     topics: Topics, profiles: dict[str, ProfileState], n: int, seed: int, sender: str | None = None
-) -> None:
+) -> list[Example]:
     """``n`` examples of purchase propensity: a customer's features 0 to 30 days after its last event, and
     a label saying that customers quiet for less than 3 days buy (mostly); ``sender``: the namespace header
-    a worker puts on them (None: none, as records older than the header)."""
+    a worker puts on them (None: none, as records older than the header). Returns what was sent."""
     rng = random.Random(seed)
     config = topics.settings.profile.fold_config()
     examples = []
@@ -201,6 +203,7 @@ def _produce_examples(
         label = 1.0 if (x["days_since_last_seen"] < 3) != (rng.random() < 0.05) else 0.0
         examples.append(_example(f"{seed}-{i}", pid, i, x, label))
     _send(topics, examples, sender)
+    return examples
 
 
 def _example(example_id: str, profile_id: str, at: int, x: dict[str, float], label: float) -> Example:
@@ -410,3 +413,59 @@ def test_a_trainer_skips_examples_its_model_must_not_learn_and_stays_finite(
             assert f"skipping {PURCHASE_PROPENSITY} example {example_id} at offset" in log, example_id
         assert f"learning {PURCHASE_PROPENSITY} example defect at offset" in log
         assert "ZeroDivisionError: injected defect" in log
+
+
+def test_a_trainer_killed_mid_run_resumes_from_its_snapshot_and_relearns_what_it_lost(
+    settings: Settings, local_stack: object, tmp_path: Path
+) -> None:
+    """kill -9 with 150 examples learned since the last snapshot: the restarted trainer resumes from that
+    snapshot, learns those 150 again (once), and its next version comes after the last one. The oracle is
+    the same examples learned in one go, offline, by the trainer's own ``ModelTrainer``: the version after
+    the kill must predict exactly as it does."""
+    every = {"RAPPORT_MODELS__SNAPSHOT_EVERY_EXAMPLES": "300", "RAPPORT_MODELS__SNAPSHOT_EVERY_S": "3600"}
+    with _outage_world(settings, tmp_path, **every) as world:
+        topics, namespace = world.topics, world.namespace
+        store = _store(topics, namespace)
+        with _trainer(world.env, tmp_path / "trainer.log") as trainer:
+            sent = _produce_examples(topics, world.examples, 300, seed=1)
+            first = _wait_for(lambda: _active_having(topics, namespace, 300), 60)
+            sent += _produce_examples(topics, world.examples, 150, seed=2)
+            # Learning comes before the commit: 450 committed means the 150 were learned, and not saved.
+            _wait_for(lambda: _trainer_committed(topics, namespace) == 450, 60)
+            trainer.kill()
+            trainer.wait(timeout=10)
+        assert set(asyncio.run(store("snapshots", PURCHASE_PROPENSITY))) == {first}, "the 150 were saved"
+        with _trainer(world.env, tmp_path / "trainer2.log") as trainer:
+            sent += _produce_examples(topics, world.examples, 150, seed=3)
+            second = _wait_for(lambda: _active_having(topics, namespace, 600), 60)
+            assert trainer.poll() is None
+        assert second > first
+        kept = asyncio.run(store("snapshots", PURCHASE_PROPENSITY))
+        seen = {version: read_meta(blob, SECRET.encode()).examples_seen for version, blob in kept.items()}
+        assert seen == {first: 300, second: 600}
+
+    served = restore(load_snapshot(kept[second], SECRET.encode()), _spec(topics))
+    oracle = ModelTrainer(_spec(topics), window=topics.settings.models.metrics_window)
+    for example in sent:
+        oracle.learn(example)
+    assert served.examples_seen == oracle.examples_seen == 600
+    probes = [example.features for example in sent[::37]]
+    assert [served.predict(x) for x in probes] == [oracle.predict(x) for x in probes]
+    assert served.report() == oracle.report()
+    assert f"{PURCHASE_PROPENSITY} resumes from v{first} (300 examples seen)" in (tmp_path / "trainer2.log").read_text()
+
+
+def _spec(topics: Topics) -> ModelSpec:
+    return topics.settings.models.specs()[PURCHASE_PROPENSITY]
+
+
+def _trainer_committed(topics: Topics, namespace: str) -> int | None:
+    """The trainer group's committed offset on ``models.examples`` (None: none yet)."""
+    group = f"{topics.settings.kafka.topic_prefix}rapport-trainer-{namespace}"
+    admin = KafkaAdminClient(bootstrap_servers=topics.settings.kafka.bootstrap_servers)
+    try:
+        found = admin.list_group_offsets(group).get(group, {})
+    finally:
+        admin.close()
+    tp = TopicPartition(topics.names["models.examples"], 0)
+    return found[tp].offset if tp in found else None
