@@ -62,7 +62,7 @@ bench: setup
 
 eval: setup
 	$(BIN)/rapport stack up
-	$(BIN)/rapport eval
+	$(BIN)/rapport eval --days 730
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
