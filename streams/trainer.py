@@ -201,6 +201,11 @@ def _sender(headers: Sequence[tuple[str, bytes]]) -> str | None:
     return next((value.decode() for name, value in headers if name == NAMESPACE_HEADER), None)
 
 
+def trainer_group(settings: Settings) -> str:
+    """The consumer group of the namespace's trainers (the member assigned the partition trains)."""
+    return f"{settings.kafka.topic_prefix}rapport-trainer-{settings.profile.namespace}"
+
+
 async def run_trainer(settings: Settings, stop: asyncio.Event | None = None) -> None:
     namespace = settings.profile.namespace
     redis = make_redis(settings)
@@ -209,7 +214,7 @@ async def run_trainer(settings: Settings, stop: asyncio.Event | None = None) -> 
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka.bootstrap_servers,
         client_id=f"{settings.kafka.client_id}-trainer",
-        group_id=f"{settings.kafka.topic_prefix}rapport-trainer-{settings.profile.namespace}",
+        group_id=trainer_group(settings),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )

@@ -40,6 +40,7 @@ from profiles.store import ProfileStore
 from services.kafka_clients import make_producer
 from services.redis_client import make_redis
 from services.settings import Settings
+from streams.trainer import trainer_group
 from tests.api_support import create_key, running_api
 from tests.kafka_support import Topics, created_topics, produce_raw, rapport
 from tests.redis_support import private_redis
@@ -434,7 +435,7 @@ def test_a_trainer_killed_mid_run_resumes_from_its_snapshot_and_relearns_what_it
             _wait_for(lambda: _trainer_committed(topics, namespace) == 450, 60)
             trainer.kill()
             trainer.wait(timeout=10)
-        assert set(asyncio.run(store("snapshots", PURCHASE_PROPENSITY))) == {first}, "the 150 were saved"
+        assert set(asyncio.run(store("snapshots", PURCHASE_PROPENSITY))) == {first}, "a version holds the 150"
         with _trainer(world.env, tmp_path / "trainer2.log") as trainer:
             sent += _produce_examples(topics, world.examples, 150, seed=3)
             second = _wait_for(lambda: _active_having(topics, namespace, 600), 60)
@@ -461,7 +462,10 @@ def _spec(topics: Topics) -> ModelSpec:
 
 def _trainer_committed(topics: Topics, namespace: str) -> int | None:
     """The trainer group's committed offset on ``models.examples`` (None: none yet)."""
-    group = f"{topics.settings.kafka.topic_prefix}rapport-trainer-{namespace}"
+    own = topics.settings.model_copy(
+        update={"profile": topics.settings.profile.model_copy(update={"namespace": namespace})}
+    )
+    group = trainer_group(own)
     admin = KafkaAdminClient(bootstrap_servers=topics.settings.kafka.bootstrap_servers)
     try:
         found = admin.list_group_offsets(group).get(group, {})
