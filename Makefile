@@ -29,8 +29,10 @@ demo: setup
 demo-stop: setup
 	$(BIN)/rapport demo down
 
+# Two workers: the integration tests spend much of their time waiting on brokers and subprocesses, and the
+# suite takes about half as long (docs/testing.md).
 test: setup lint typecheck
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2
 
 lint: setup
 	$(BIN)/ruff check .
@@ -43,7 +45,7 @@ unit: setup
 	$(BIN)/pytest -m 'not integration'
 
 integration: setup
-	$(BIN)/pytest -m integration
+	$(BIN)/pytest -n 2 -m integration
 
 stack-up: setup
 	$(BIN)/rapport stack up

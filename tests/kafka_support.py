@@ -95,7 +95,9 @@ def rapport(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
     """Run the real command line in a subprocess."""
     return subprocess.run(
         [sys.executable, "-m", "services.cli.main", *args],
-        env={**os.environ, "COLUMNS": "200", **env},
+        # Wide enough for Rich's error panels not to wrap the messages the tests look for; after ``env``,
+        # which often holds the whole environment, and pytest-xdist's workers set COLUMNS=80.
+        env={**os.environ, **env, "COLUMNS": "200"},
         capture_output=True,
         text=True,
         check=False,

@@ -497,7 +497,7 @@ def test_a_replay_dying_while_it_evaluates_memberships_resumes_to_the_same_names
 
 def test_namespace_commands_list_promote_and_drop(produced: Produced) -> None:
     configured, name = fresh(), fresh()
-    env = {**produced.topics.env, "RAPPORT_PROFILE__NAMESPACE": configured, "COLUMNS": "200"}
+    env = {**produced.topics.env, "RAPPORT_PROFILE__NAMESPACE": configured}
     replay(produced, name)
     serving, profiles, replayed, replaced_by = _listed(env, name)
     assert (serving, replayed, replaced_by) == ("", "done", "")
@@ -765,7 +765,7 @@ def test_retrain_rebuilds_the_models_into_the_namespace_and_resumes_after_a_kill
     changes none), models that learned from it published in the namespace, and the same models
     (examples seen and progressive-validation metrics) after the kill as without it, even when the resume
     asks for another chunk size."""
-    env = {**produced.topics.env, "RAPPORT_MODELS__SECRET": "retrain-secret", "COLUMNS": "200"}
+    env = {**produced.topics.env, "RAPPORT_MODELS__SECRET": "retrain-secret"}
     reference, killed = fresh(), fresh()
     out = rapport("replay", "--into", reference, "--quiet", "--chunk", "2000", "--retrain", env=env)
     assert out.returncode == 0, out.stderr
