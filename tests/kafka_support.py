@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
+from kafka.structs import OffsetAndMetadata
 
 from deploy.localstack import KafkaNode
 from schemas.topics import CATALOGUE, TOPIC_BY_EVENT_TYPE, full_name
@@ -89,6 +90,13 @@ def created_topics(settings: Settings) -> Iterator[Topics]:
     finally:
         with admin_client(settings) as admin:
             admin.delete_topics(list(names.values()))
+
+
+def committed_offsets(settings: Settings, group: str) -> dict[TopicPartition, OffsetAndMetadata]:
+    """What consumer group ``group`` has committed, per partition (a partition without a commit is absent)."""
+    with admin_client(settings) as admin:
+        found: dict[TopicPartition, OffsetAndMetadata] = admin.list_group_offsets(group).get(group, {})
+        return found
 
 
 def rapport(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

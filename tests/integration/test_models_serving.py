@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 import pytest
-from kafka import KafkaAdminClient, TopicPartition
+from kafka import TopicPartition
 
 from deploy.localstack import RedisNode
 from profiles.features import features
@@ -42,7 +42,7 @@ from services.redis_client import make_redis
 from services.settings import Settings
 from streams.trainer import trainer_group
 from tests.api_support import create_key, running_api
-from tests.kafka_support import Topics, created_topics, produce_raw, rapport
+from tests.kafka_support import Topics, committed_offsets, created_topics, produce_raw, rapport
 from tests.redis_support import private_redis
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -465,11 +465,6 @@ def _trainer_committed(topics: Topics, namespace: str) -> int | None:
     own = topics.settings.model_copy(
         update={"profile": topics.settings.profile.model_copy(update={"namespace": namespace})}
     )
-    group = trainer_group(own)
-    admin = KafkaAdminClient(bootstrap_servers=topics.settings.kafka.bootstrap_servers)
-    try:
-        found = admin.list_group_offsets(group).get(group, {})
-    finally:
-        admin.close()
+    found = committed_offsets(topics.settings, trainer_group(own))
     tp = TopicPartition(topics.names["models.examples"], 0)
     return found[tp].offset if tp in found else None

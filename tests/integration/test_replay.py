@@ -52,7 +52,7 @@ from streams.replay_models import POSITIONS
 from streams.replay_segments import ReplaySegments
 from streams.segment_stage import PipelineOps
 from tests.api_support import create_key, free_port, running_api
-from tests.kafka_support import Topics, created_topics, produce_raw, rapport
+from tests.kafka_support import Topics, committed_offsets, created_topics, produce_raw, rapport
 from tests.model_support import publish_churn_model
 from tests.oracle import OracleSettings, build_profiles, diff_profiles
 from tests.redis_support import private_redis
@@ -219,7 +219,7 @@ def test_a_replay_killed_midway_resumes_to_the_same_hash(produced: Produced) -> 
     same counts in the summary (those of the whole replay, kept in the checkpoint)."""
     reference, killed = fresh(), fresh()
     uninterrupted = replay(produced, reference, "--chunk", "2000")
-    env = {**produced.topics.env, "COLUMNS": "200"}
+    env = produced.topics.env
     command = [sys.executable, "-m", "services.cli.main", "replay", "--into", killed, "--quiet", "--chunk", "2000"]
     for chunks in (2, 3):
         kill_midway(produced, killed, command, env, chunks)
@@ -426,18 +426,13 @@ def _raw_ends(produced: Produced) -> dict[tuple[str, int], int]:
 
 def _worker_offsets(produced: Produced, namespace: str) -> dict[tuple[str, int], int]:
     """The raw-topic offsets committed for ``namespace``'s workers (0 where none)."""
-    group = group_id(produced.topics, namespace)
-    admin = KafkaAdminClient(bootstrap_servers=produced.topics.settings.kafka.bootstrap_servers)
-    try:
-        tps = [
-            TopicPartition(produced.topics.names[spec.name], p)
-            for spec in RAW_EVENT_TOPICS
-            for p in range(spec.partition_count(produced.topics.settings.kafka.event_partitions))
-        ]
-        found = admin.list_group_offsets({group: tps}).get(group, {})
-        return {(tp.topic, tp.partition): max(found[tp].offset, 0) if tp in found else 0 for tp in tps}
-    finally:
-        admin.close()
+    found = committed_offsets(produced.topics.settings, group_id(produced.topics, namespace))
+    tps = [
+        TopicPartition(produced.topics.names[spec.name], p)
+        for spec in RAW_EVENT_TOPICS
+        for p in range(spec.partition_count(produced.topics.settings.kafka.event_partitions))
+    ]
+    return {(tp.topic, tp.partition): max(found[tp].offset, 0) if tp in found else 0 for tp in tps}
 
 
 class _Interrupted(Exception):

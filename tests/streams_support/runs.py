@@ -24,7 +24,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from bench import harness
 from services.kafka_clients import make_consumer, topic_partitions
 from services.settings import Settings
-from services.topics_admin import admin_client
+from tests.kafka_support import committed_offsets
 from tests.streams_support.counting_worker import CountingKeys
 
 REPO = Path(__file__).resolve().parents[2]
@@ -275,8 +275,7 @@ class Run:
 
     def committed(self) -> dict[int, int]:
         """The group's Kafka committed offsets."""
-        with admin_client(self.settings) as admin:
-            offsets = admin.list_group_offsets(self.group)[self.group]
+        offsets = committed_offsets(self.settings, self.group)
         return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == self.topic}
 
     def close(self) -> str:
