@@ -9,6 +9,7 @@ returned records.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 from types import MappingProxyType
 from typing import Final, Protocol
 
@@ -16,7 +17,7 @@ import msgspec
 
 from profiles.config import FoldConfig
 from profiles.fold import Link, apply
-from profiles.ids import repeated_id_hash
+from profiles.ids import id_hash
 from profiles.merge import merge_into
 from profiles.state import ANON_PREFIX, ProfileState, anonymous_profile_id, decode, encode, new_profile
 from schemas.events import AnyEvent
@@ -49,9 +50,13 @@ def new_state_for(profile_id: str) -> ProfileState:
     return new_profile(profile_id, customer)
 
 
+@lru_cache(maxsize=1 << 16)
 def stream_mark(topic: str, partition: int, key: str) -> int:
-    """The identity of one ordered stream of raw records: a raw partition and a record key."""
-    return repeated_id_hash(f"{topic}\x1f{partition}\x1f{key}")
+    """The identity of one ordered stream of raw records: a raw partition and a record key.
+
+    Cached by its parts: a string joined for each event would be hashed anew (1.5x the cost per event).
+    """
+    return id_hash(f"{topic}\x1f{partition}\x1f{key}")
 
 
 def apply_resolved(
@@ -96,7 +101,7 @@ def apply_resolved(
         )
         return state, [forward]
     event = event_of(record, decoded)
-    if record.kind == "event" and _before_its_handover(state, event.customer_id, event.key):
+    if record.kind == "event" and event.customer_id is None and _before_its_handover(state, event.key):
         # A restarted resolver can route an anonymous id's event here directly (the link now exists) before
         # the anonymous profile's hand-over, which may already count it: wait for the hand-over, whose
         # stream marks then tell whether it did.
@@ -105,8 +110,9 @@ def apply_resolved(
     return state, _apply_event(state, record, event, partition=partition, offset=offset, config=config, hooks=hooks)
 
 
-def _before_its_handover(state: ProfileState, customer_id: str | None, key: str) -> bool:
-    return state.customer_id is not None and customer_id is None and anonymous_profile_id(key) not in state.absorbed
+def _before_its_handover(state: ProfileState, key: str) -> bool:
+    """An anonymous event (``key`` its anonymous id) routed to a customer who has not absorbed its visitor."""
+    return state.customer_id is not None and anonymous_profile_id(key) not in state.absorbed
 
 
 def _apply_event(

@@ -134,7 +134,7 @@ class BatchFold:
         self.partition_of[pid] = partition
         if self.causes:
             self._note_cause(pid, record)
-        forwarded = any(e.kind == "forward" for e in emitted)  # counted where it lands, not twice
+        forwarded = bool(emitted) and any(e.kind == "forward" for e in emitted)  # counted where it lands, not twice
         if record.ingested_ms is not None and record.kind in ("event", "forward") and not forwarded:
             self.ingested.append(record.ingested_ms)
         return emitted

@@ -339,7 +339,9 @@ class Replay:
         self.namespaces = namespaces
         self.chunk = chunk
         self.config: FoldConfig = settings.profile.fold_config()
-        self.resolver = Resolver(store, self.config, settings.validation.limits(), full_name(ERASURES, prefix))
+        self.resolver = Resolver(
+            store, self.config, settings.validation.limits(), full_name(ERASURES, prefix), event_times=False
+        )
         self.counters = counters or Counters()
         self.models = models
         self.segments = segments
@@ -554,22 +556,24 @@ class Replay:
         skipped_events = 0
         first = seq + len(records)
         while pending:
-            todo = [(seq + i + 1, r) for i, r in enumerate(pending)]
-            seq += len(pending)
-            ids = [pid for pid in dict.fromkeys(r.profile_id for _, r in todo) if pid not in fold.stored]
-            handed_to = [r.other_profile for _, r in todo if r.kind == "merge_out" and r.other_profile is not None]
+            profiles = list(dict.fromkeys(r.profile_id for r in pending))
+            ids = [pid for pid in profiles if pid not in fold.stored]
+            handed_to = [r.other_profile for r in pending if r.kind == "merge_out" and r.other_profile is not None]
             cached, missing = self.owned.split(ids)
             loaded, erased = await asyncio.gather(
                 self.store.load(missing), self.store.erased(list(dict.fromkeys([*ids, *handed_to])))
             )
             fold.include({**cached, **loaded}, erased)
-            partition_of = {pid: resolved_partition(pid, partitions) for pid in {r.profile_id for _, r in todo}}
-            pending = []
-            for at, record in todo:
-                if at in self.unfoldable:
-                    skipped_events += at <= first and record.kind == "event"
+            partition_of = {pid: resolved_partition(pid, partitions) for pid in profiles}
+            todo, pending = pending, []
+            for record in todo:
+                seq += 1
+                if seq in self.unfoldable:
+                    skipped_events += seq <= first and record.kind == "event"
                     continue
-                pending += fold.apply(record, partition_of[record.profile_id], at)
+                emitted = fold.apply(record, partition_of[record.profile_id], seq)
+                if emitted:
+                    pending += emitted
         return seq, skipped_events
 
     def _progress(self, plan: Plan) -> Progress:

@@ -21,6 +21,7 @@ import logging
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import chain
 
 import msgspec
 
@@ -70,11 +71,22 @@ class Resolution:
 
 
 class Resolver:
-    def __init__(self, store: ProfileStore, config: FoldConfig, limits: ValidationLimits, erasures_topic: str) -> None:
+    def __init__(
+        self,
+        store: ProfileStore,
+        config: FoldConfig,
+        limits: ValidationLimits,
+        erasures_topic: str,
+        *,
+        event_times: bool = True,
+    ) -> None:
+        """``event_times``: note each partition's newest event time (``Resolution.event_time``), the live
+        models' label clock; a replay, which has no use for it, saves converting every event's time."""
         self.store = store
         self.config = config
         self.limits = limits
         self.erasures_topic = erasures_topic
+        self.event_times = event_times
 
     async def resolve(
         self, records: Iterable[RawRecord], now: datetime, decoded: dict[bytes, AnyEvent] | None = None
@@ -129,13 +141,14 @@ class Resolver:
                 arrivals.append(identity.Arrival(source, value, event, record.timestamp))
                 if decoded is not None:
                     decoded[value] = event
-                ts = to_ms(event.timestamp)
-                if ts > newest.get((record.topic, record.partition), -1):
-                    newest[record.topic, record.partition] = ts
+                if self.event_times:
+                    ts = to_ms(event.timestamp)
+                    if ts > newest.get((record.topic, record.partition), -1):
+                        newest[record.topic, record.partition] = ts
         out.event_time = {f"{topic}:{partition}": ts for (topic, partition), ts in newest.items()}
         # Erasures first: events in the same batch must already see them.
         await self.store.record_erasures(erasures)
-        carried = list(dict.fromkeys(i for a in arrivals for i in event_ids(a.event)))
+        carried = list(dict.fromkeys(chain.from_iterable(event_ids(a.event) for a in arrivals)))
         erased, linked = await self.store.lookup(carried, identity.anonymous_only(arrivals))
         suspects = extending((a.event for a in arrivals), erased.keys())
         owners = await self.store.link_owners(suspects) if suspects else {}
