@@ -34,7 +34,9 @@ def replay(
     topics: Annotated[
         list[str] | None, typer.Option("--topics", help="Raw topics (default: all five); repeat the option.")
     ] = None,
-    chunk: Annotated[int, typer.Option(min=100, max=200_000, help="Records per chunk (per checkpoint).")] = 20_000,
+    chunk: Annotated[
+        int, typer.Option(min=100, max=200_000, help="Records per chunk: per checkpoint and profile write.")
+    ] = 100_000,
     retrain: Annotated[
         bool,
         typer.Option(help="Rebuild the models too, as new versions that activate when the namespace is promoted."),

@@ -32,6 +32,7 @@ from kafka.structs import OffsetAndMetadata
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 import streams.replay
+from profiles.batch import BatchFold
 from profiles.config import HOUR_MS
 from profiles.model_store import ModelStore
 from profiles.models.snapshots import SnapshotMeta, load_snapshot
@@ -40,6 +41,7 @@ from profiles.namespaces import Namespaces
 from profiles.segment_store import SegmentStore
 from profiles.segments import compile_rule
 from profiles.store import ProfileStore
+from schemas.resolved import Resolved
 from schemas.topics import RAW_EVENT_TOPICS, RESOLVED, SEGMENT_CHANGES
 from schemas.validation import Rejection, ValidationLimits, validate_event
 from services.cli.replay import replay_through_outages
@@ -50,6 +52,7 @@ from streams.handler import RawRecord
 from streams.replay import REPLAY_COMMIT, Progress, Replay, commit_for_workers, raw_topics
 from streams.replay_models import POSITIONS
 from streams.replay_segments import ReplaySegments
+from streams.resolution import Resolution, Resolver
 from streams.segment_stage import PipelineOps
 from tests.api_support import create_key, free_port, running_api
 from tests.kafka_support import Topics, committed_offsets, created_topics, produce_raw, rapport
@@ -160,15 +163,17 @@ def replay_in_process(settings: Settings, namespace: str, chunk: int) -> Progres
 
 
 def chunks_read(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The sizes of the chunks replays read from now on."""
+    """The sizes of the slices replays read from now on."""
     consumed: list[int] = []
-    original = Replay._chunk
+    merged = streams.replay._Merged
+    original = merged.take
 
-    async def counted(self: Replay, records: list[RawRecord], *rest: Any) -> int:
+    async def counted(self: streams.replay._Merged, n: int) -> list[RawRecord]:
+        records = await original(self, n)
         consumed.append(len(records))
-        return await original(self, records, *rest)
+        return records
 
-    monkeypatch.setattr(Replay, "_chunk", counted)
+    monkeypatch.setattr(merged, "take", counted)
     return consumed
 
 
@@ -318,6 +323,65 @@ def test_a_chunk_written_whose_reply_is_lost_counts_once(produced: Produced, mon
     fields = ("done", "total", "applied", "rejected", "erased", "written")
     assert [getattr(resumed, f) for f in fields] == [getattr(uninterrupted, f) for f in fields]
     assert namespace_hash(produced, interrupted) == namespace_hash(produced, reference)
+
+
+def test_a_chunk_read_in_slices_ends_as_chunks_of_its_slices_with_fewer_writes(
+    produced: Produced, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks of 6,000 records read and folded 1,500 at a time against chunks of 1,500: the same namespace and
+    counts, fewer profile writes. Both under the same defect (the fold of record 7,600 changes its profile in
+    place, then raises: set aside, the chunk folded again from its slices already read), and the sliced
+    replay also meets an outage while resolving its seventh slice, the third of its second chunk: the command
+    waits it out and reads that chunk again from its start, and nothing else twice."""
+    settings = produced.topics.settings
+    monkeypatch.setattr(streams.replay, "SLICE", 1_500)
+    original_apply = BatchFold._apply
+    poisoned: set[tuple[str, bytes | None]] = set()
+
+    def defective(self: BatchFold, record: Resolved, partition: int, at: int) -> list[Resolved]:
+        emitted = original_apply(self, record, partition, at)
+        if at == 7_600:
+            poisoned.add((record.kind, record.event))
+            raise ZeroDivisionError("injected defect")
+        return emitted
+
+    monkeypatch.setattr(BatchFold, "_apply", defective)
+    reference, sliced = fresh(), fresh()
+    whole = replay_in_process(settings, reference, 1_500)
+    assert whole.total > 12_000
+    assert whole.unfoldable == 1
+
+    original_resolve = Resolver.resolve
+    resolutions: list[int] = []
+
+    async def failing_once(self: Resolver, records: Any, *args: Any) -> Resolution:
+        resolutions.append(1)
+        if len(resolutions) == 7:
+            raise RedisConnectionError("injected")
+        return await original_resolve(self, records, *args)
+
+    monkeypatch.setattr(Resolver, "resolve", failing_once)
+    consumed = chunks_read(monkeypatch)
+    resumed = replay_in_process(settings, sliced, 6_000)
+    assert sum(consumed) == whole.total + 3 * 1_500
+    fields = ("done", "total", "applied", "rejected", "erased", "unfoldable")
+    assert [getattr(resumed, f) for f in fields] == [getattr(whole, f) for f in fields]
+    assert resumed.written < whole.written / 2
+    assert namespace_hash(produced, sliced) == namespace_hash(produced, reference)
+    # Both replays could lose the same records: the oracle, folding every valid event but the poisoned one,
+    # says they did not.
+    [(kind, event)] = poisoned
+    assert kind == "event"
+    assert event is not None
+    skipped = orjson.loads(event)["event_id"]
+    now, limits = datetime.now(UTC), ValidationLimits()
+    raw = [r.value for r in produced.topics.read_to_end([spec.name for spec in RAW_EVENT_TOPICS])]
+    valid = [orjson.loads(v) for v in raw if not isinstance(validate_event(v, now=now, limits=limits), Rejection)]
+    expected = build_profiles(
+        [e for e in valid if e["event_id"] != skipped], as_of_ms=produced.as_of_ms, settings=OracleSettings()
+    )
+    diffs = diff_profiles(expected, stored_views(produced.topics, sliced, produced.as_of_ms))
+    assert not diffs, f"{len(diffs)} differences:\n" + "\n".join(diffs[:40])
 
 
 def test_the_workers_of_a_replayed_namespace_start_where_the_replay_ended(produced: Produced, tmp_path: Path) -> None:
