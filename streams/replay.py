@@ -31,11 +31,9 @@ twice a chunk: the chunk in flight was written entirely with its checkpoint, or 
 from __future__ import annotations
 
 import asyncio
-import heapq
 import itertools
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -65,6 +63,7 @@ from streams.handler import RawRecord
 from streams.outbox import key_partition
 from streams.owned_states import OwnedStates
 from streams.replay_models import ReplayModels, RetrainConflictError
+from streams.replay_order import MergedOrder
 from streams.replay_segments import ReplaySegments
 from streams.resolution import Resolution, Resolver
 from streams.segment_stage import chained
@@ -249,68 +248,31 @@ def raw_topics(settings: Settings, names: Sequence[str] | None) -> list[str]:
 
 
 class _Merged:
-    """Records of many partitions in one deterministic order: (timestamp, topic, partition, offset).
-
-    A record is released only when every partition that is not finished has a buffered record, so the
-    order does not depend on how fetches happen to arrive."""
+    """The plan's records in their one order (``streams.replay_order``), fetched as they are needed."""
 
     def __init__(self, consumer: AIOKafkaConsumer, next_offsets: dict[str, int], end: dict[str, int]) -> None:
         self.consumer = consumer
-        self.next = dict(next_offsets)
-        self.fetched_to = dict(next_offsets)  # the consumer's position per partition
-        self.end = end
-        self.buffers: dict[str, deque[RawRecord]] = {tp: deque() for tp in next_offsets}
-        self.heap: list[tuple[int, str, int, int, str]] = []
+        self.order = MergedOrder(next_offsets, end)
+
+    @property
+    def next(self) -> dict[str, int]:
+        return self.order.next
 
     def finished(self, tp: str) -> bool:
-        return self.next[tp] >= self.end[tp] and not self.buffers[tp]
-
-    async def _fill(self) -> None:
-        while True:
-            needy = [tp for tp, buf in self.buffers.items() if not buf and not self._fetched_all(tp)]
-            if not needy:
-                return
-            fetched = await self.consumer.getmany(*(_tp(tp) for tp in needy), timeout_ms=1000)
-            for tp, records in fetched.items():
-                name = _name(tp)
-                for record in records:
-                    if record.offset < self.end[name]:
-                        self._push(name, record)
-            for name in needy:
-                self.fetched_to[name] = await self.consumer.position(_tp(name))
-
-    def _fetched_all(self, tp: str) -> bool:
-        return self.fetched_to.get(tp, self.next[tp]) >= self.end[tp]
-
-    def _push(self, name: str, record: RawRecord) -> None:
-        buf = self.buffers[name]
-        buf.append(record)
-        if len(buf) == 1:
-            heapq.heappush(self.heap, (record.timestamp, record.topic, record.partition, record.offset, name))
+        return self.order.finished(tp)
 
     async def take(self, n: int) -> list[RawRecord]:
         """Up to ``n`` records in merged order (fewer only at the end of the plan)."""
         out: list[RawRecord] = []
         while len(out) < n:
-            await self._fill()
-            if not self.heap:
+            while needy := self.order.needy():
+                fetched = await self.consumer.getmany(*(_tp(tp) for tp in needy), timeout_ms=1000)
+                for tp in needy:
+                    records = fetched.get(_tp(tp), [])
+                    self.order.add(tp, records, await self.consumer.position(_tp(tp)))
+            self.order.release(out, n)
+            if not self.order.heap:
                 break
-            while len(out) < n and self.heap:
-                name = self.heap[0][4]
-                buf = self.buffers[name]
-                record = buf.popleft()
-                out.append(record)
-                self.next[name] = record.offset + 1
-                if buf:
-                    head = buf[0]  # replaces the partition's entry: one sift instead of a pop and a push
-                    heapq.heapreplace(self.heap, (head.timestamp, head.topic, head.partition, head.offset, name))
-                else:
-                    heapq.heappop(self.heap)
-                    if not self._fetched_all(name):
-                        break  # this partition must be fetched again before anything else is released
-        for name in self.next:
-            if not self.buffers[name] and self._fetched_all(name):
-                self.next[name] = self.end[name]  # gaps at the end (compaction, transaction markers)
         return out
 
 
