@@ -109,6 +109,12 @@ class StreamSettings(BaseModel):
         description="Allocations between two young-generation garbage collections in a worker (CPython's "
         "default is 700; see docs/streams.md).",
     )
+    replay_gc_young_threshold: int = Field(
+        1_000_000,
+        ge=1,
+        description="The same in `rapport replay`, which has no latency to keep: fewer, longer young collections "
+        "(a replay ~5% faster than with the worker's 50,000; see docs/replay.md).",
+    )
     liveness_file: str = Field(
         "",
         description="A file the worker, trainer and deliverer touch every second while their main loop goes "

@@ -54,7 +54,7 @@ def replay(
     if retrain and not settings.models.secret.get_secret_value():
         raise typer.BadParameter("set RAPPORT_MODELS__SECRET: model snapshots are signed", param_hint="--retrain")
     logging.basicConfig(level=logging.WARNING)
-    tune_gc(settings.stream.gc_young_threshold)
+    tune_gc(settings.stream.replay_gc_young_threshold)
     from_ms, to_ms_ = instant_ms(start, "--from", "earliest"), instant_ms(end, "--to", "now")
     if from_ms is not None and to_ms_ is not None and from_ms > to_ms_:
         raise typer.BadParameter(f"{start} is after --to {end}", param_hint="--from")
