@@ -32,7 +32,7 @@ demo-stop: setup
 # Two workers: the integration tests spend much of their time waiting on brokers and subprocesses, and the
 # suite takes about half as long (docs/testing.md).
 test: setup lint typecheck
-	$(BIN)/pytest -n 2
+	$(BIN)/pytest -n 2 --dist worksteal
 
 lint: setup
 	$(BIN)/ruff check .
@@ -45,7 +45,7 @@ unit: setup
 	$(BIN)/pytest -m 'not integration'
 
 integration: setup
-	$(BIN)/pytest -n 2 -m integration
+	$(BIN)/pytest -n 2 --dist worksteal -m integration
 
 stack-up: setup
 	$(BIN)/rapport stack up
