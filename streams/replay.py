@@ -457,11 +457,10 @@ class Replay:
         """Read, resolve, fold and write one chunk with the checkpoint after it (``checkpoint(seq, counts)``);
         returns the next sequence number and how many records the chunk had (0: the plan is done).
 
-        The chunk is read, resolved and folded a slice at a time, each slice as a chunk of its size was
-        before: the fold's order, and so what a replay writes, depends on the slice alone. Profiles are
-        written once per chunk: a profile touched by every slice is written once instead of once per slice
-        (with slices of 20,000 records and chunks of 100,000, 6,858 writes instead of 22,093 for the
-        bench's 480,724 records). Reading a slice at a time keeps aiokafka fetching the next records while
+        The chunk is read, resolved and folded a slice at a time, each slice with its rounds as a whole chunk
+        of that size was before; its profiles are written once, at its end: a profile touched by every slice
+        is encoded and written once instead of once per slice (6,858 writes instead of 22,093 for 480,724
+        records, docs/replay.md). Reading a slice at a time keeps aiokafka fetching the next records while
         this process folds the last ones (``take`` of a whole chunk at once waited for them)."""
         resolved: list[tuple[int, Resolution]] = []  # per slice read: its records, resolved; a retry folds them
         causes = self.segments is not None and await self.segments.before_chunk()
