@@ -113,7 +113,7 @@ class StreamSettings(BaseModel):
         1_000_000,
         ge=1,
         description="The same in `rapport replay`, which has no latency to keep: fewer, longer young collections "
-        "(a replay ~5% faster than with the worker's 50,000; see docs/replay.md).",
+        "(a replay ~5% faster than with the worker's 50,000; see docs/streams.md).",
     )
     liveness_file: str = Field(
         "",

@@ -556,7 +556,7 @@ class Replay:
         return seq, skipped_events
 
     async def _fold(self, fold: BatchFold, records: list[Resolved], seq: int, partitions: int) -> tuple[int, int]:
-        """The chunk's records, then what they emit (hand-overs, forwards), in rounds, until nothing is left;
+        """A slice's records, then what they emit (hand-overs, forwards), in rounds, until nothing is left;
         numbered from ``seq`` (a forward's origin is its position: a chunk folded again numbers the same).
         Returns the next number and how many of the chunk's own events were set aside as unfoldable."""
         pending = records
