@@ -558,7 +558,7 @@ class Replay:
     async def _fold(self, fold: BatchFold, records: list[Resolved], seq: int, partitions: int) -> tuple[int, int]:
         """A slice's records, then what they emit (hand-overs, forwards), in rounds, until nothing is left;
         numbered from ``seq`` (a forward's origin is its position: a chunk folded again numbers the same).
-        Returns the next number and how many of the chunk's own events were set aside as unfoldable."""
+        Returns the next number and how many of the slice's own events were set aside as unfoldable."""
         pending = records
         skipped_events = 0
         first = seq + len(records)
