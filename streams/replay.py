@@ -436,12 +436,15 @@ class Replay:
                     "counts": counts,
                 }
 
+            def report(in_flight: int) -> None:
+                if on_progress is not None:
+                    on_progress(self._progress(plan, in_flight))
+
             while True:
-                seq, taken = await self._chunk(merged, seq, plan.resolved_partitions, checkpoint)
+                seq, taken = await self._chunk(merged, seq, plan.resolved_partitions, checkpoint, report=report)
                 if not taken:  # the end of the plan: nothing to write but that it is done
                     await self.namespaces.save_checkpoint(self.store.namespace, checkpoint(seq, self.counters.tally()))
-                if on_progress is not None:
-                    on_progress(self._progress(plan))
+                report(0)
                 if not taken or all(merged.finished(tp) for tp in plan.start):
                     return seq
         finally:
@@ -453,9 +456,12 @@ class Replay:
         seq: int,
         partitions: int,
         checkpoint: Callable[[int, dict[str, int]], dict[str, Any]],
+        *,
+        report: Callable[[int], None],
     ) -> tuple[int, int]:
         """Read, resolve, fold and write one chunk with the checkpoint after it (``checkpoint(seq, counts)``);
         returns the next sequence number and how many records the chunk had (0: the plan is done).
+        ``report(records)`` after each slice: how many of the chunk's records are folded, not yet written.
 
         The chunk is read, resolved and folded a slice at a time, each slice with its rounds as a whole chunk
         of that size was before; its profiles are written once, at its end: a profile touched by every slice
@@ -473,7 +479,7 @@ class Replay:
             fold = BatchFold({}, {}, self.config, positional=False, causes=causes, hooks=tracking, decoded=decoded)
             try:
                 end, skipped_events = await self._fold_slices(
-                    fold, decoded, merged, resolved, seq=seq, partitions=partitions
+                    fold, decoded, merged, resolved, seq=seq, partitions=partitions, report=report
                 )
                 taken = sum(size for size, _ in resolved)
                 if not taken:
@@ -537,6 +543,7 @@ class Replay:
         *,
         seq: int,
         partitions: int,
+        report: Callable[[int], None],
     ) -> tuple[int, int]:
         """Fold the chunk's slices, numbered from ``seq``: those an earlier attempt read (``resolved``), then
         slices read from ``merged`` and resolved (appended to ``resolved``) until the chunk is full or the
@@ -553,6 +560,7 @@ class Replay:
             seq, skipped = await self._fold(fold, resolved[at][1].records, seq, partitions)
             skipped_events += skipped
             decoded.clear()
+            report(sum(size for size, _ in resolved[: at + 1]))
         return seq, skipped_events
 
     async def _fold(self, fold: BatchFold, records: list[Resolved], seq: int, partitions: int) -> tuple[int, int]:
@@ -583,10 +591,12 @@ class Replay:
                     pending += emitted
         return seq, skipped_events
 
-    def _progress(self, plan: Plan) -> Progress:
+    def _progress(self, plan: Plan, in_flight: int = 0) -> Progress:
+        """Where the replay is; ``in_flight``: records of the chunk being folded, counted as done (a progress
+        bar moves with each slice; the chunk is read again if the replay stops before writing it)."""
         c = self.counters
         return Progress(
-            done=c.consumed,
+            done=c.consumed + in_flight,
             total=plan.total,
             applied=c.applied,
             rejected=c.rejected,

@@ -362,8 +362,18 @@ def test_a_chunk_read_in_slices_ends_as_chunks_of_its_slices_with_fewer_writes(
 
     monkeypatch.setattr(Resolver, "resolve", failing_once)
     consumed = chunks_read(monkeypatch)
+    reported: list[int] = []
+    original_progress = Replay._progress
+
+    def progress(self: Replay, plan: Any, in_flight: int = 0) -> Progress:
+        shown = original_progress(self, plan, in_flight)
+        reported.append(shown.done)
+        return shown
+
+    monkeypatch.setattr(Replay, "_progress", progress)
     resumed = replay_in_process(settings, sliced, 6_000)
     assert sum(consumed) == whole.total + 3 * 1_500
+    assert {1_500, 3_000, 4_500, 6_000, 7_500} <= set(reported)  # a progress bar moves with each slice
     fields = ("done", "total", "applied", "rejected", "erased", "unfoldable")
     assert [getattr(resumed, f) for f in fields] == [getattr(whole, f) for f in fields]
     assert resumed.written < whole.written / 2
