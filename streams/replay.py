@@ -549,18 +549,19 @@ class Replay:
         slices read from ``merged`` and resolved (appended to ``resolved``) until the chunk is full or the
         plan ends. ``decoded`` is the fold's: a slice's events, decoded by its resolution, are let go once it
         is folded. Returns the next number and how many of the slices' events were set aside as unfoldable."""
-        skipped_events = 0
+        skipped_events = folded = 0  # folded: records of the slices folded so far
         for at in itertools.count():
             if at == len(resolved):
-                taken = sum(size for size, _ in resolved)
-                records = await merged.take(min(self.slice, self.chunk - taken)) if taken < self.chunk else []
+                records = await merged.take(min(self.slice, self.chunk - folded)) if folded < self.chunk else []
                 if not records:
                     break
                 resolved.append((len(records), await self.resolver.resolve(records, datetime.now(UTC), decoded)))
-            seq, skipped = await self._fold(fold, resolved[at][1].records, seq, partitions)
+            size, resolution = resolved[at]
+            seq, skipped = await self._fold(fold, resolution.records, seq, partitions)
             skipped_events += skipped
+            folded += size
             decoded.clear()
-            report(sum(size for size, _ in resolved[: at + 1]))
+            report(folded)
         return seq, skipped_events
 
     async def _fold(self, fold: BatchFold, records: list[Resolved], seq: int, partitions: int) -> tuple[int, int]:
