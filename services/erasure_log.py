@@ -11,6 +11,7 @@ import logging
 import time
 
 import msgspec
+from kafka import KafkaConsumer
 
 from schemas import erasure as erasure_codec
 from schemas.erasure import ErasureRecord
@@ -26,10 +27,19 @@ def read_erasures(settings: Settings, timeout_s: float = 60.0) -> list[ErasureRe
     reached within ``timeout_s`` (the caller must not start without them)."""
     consumer = make_consumer(settings, "erasures", auto_offset_reset="earliest")
     try:
-        partitions = topic_partitions(consumer, full_name(ERASURES, settings.kafka.topic_prefix))
-        if not partitions:
-            raise RuntimeError("the erasures topic does not exist: run `rapport topics create`")
-        consumer.assign(partitions)
+        return erasures_with(consumer, settings, timeout_s)
+    finally:
+        consumer.close()
+
+
+def erasures_with(consumer: KafkaConsumer, settings: Settings, timeout_s: float = 60.0) -> list[ErasureRecord]:
+    """``read_erasures`` with a group-less consumer the caller owns, made with ``auto_offset_reset="earliest"``
+    (records compacted away meanwhile must not send it to the end); it is left with no partition assigned."""
+    partitions = topic_partitions(consumer, full_name(ERASURES, settings.kafka.topic_prefix))
+    if not partitions:
+        raise RuntimeError("the erasures topic does not exist: run `rapport topics create`")
+    consumer.assign(partitions)
+    try:
         consumer.seek_to_beginning(*partitions)
         ends = consumer.end_offsets(partitions)
         out: list[ErasureRecord] = []
@@ -45,4 +55,4 @@ def read_erasures(settings: Settings, timeout_s: float = 60.0) -> list[ErasureRe
                         log.warning("skipping an undecodable erasure record at offset %d", record.offset)
         return out
     finally:
-        consumer.close()
+        consumer.assign([])

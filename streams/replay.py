@@ -44,6 +44,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError as AsyncKafkaError
 from aiokafka.structs import TopicPartition
+from kafka import KafkaConsumer
 from kafka.errors import KafkaError, NoError
 from kafka.structs import OffsetAndMetadata
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -56,8 +57,8 @@ from profiles.store import ProfileStore
 from schemas.events import AnyEvent
 from schemas.resolved import Resolved
 from schemas.topics import ERASURES, MODEL_EXAMPLES, RAW_EVENT_TOPICS, RESOLVED, full_name
-from services.erasure_log import read_erasures
-from services.kafka_clients import end_offsets, make_admin, make_consumer
+from services.erasure_log import erasures_with
+from services.kafka_clients import make_admin, make_consumer, topic_partitions
 from services.settings import Settings
 from streams.handler import RawRecord
 from streams.outbox import key_partition
@@ -153,28 +154,24 @@ class Counters:
             setattr(self, name, int(tally.get(name, 0)))
 
 
-def make_plan(settings: Settings, topics: Sequence[str], from_ms: int | None, to_ms: int | None) -> Plan:
+def make_plan(
+    consumer: KafkaConsumer, prefix: str, topics: Sequence[str], from_ms: int | None, to_ms: int | None
+) -> Plan:
     """Offsets by time: the first record at or after ``from_ms`` (None: the oldest retained) up to the first
     at or after ``to_ms`` (None: the end now). Blocking (kafka-python)."""
-    consumer = make_consumer(settings, "replay-plan")
-    try:
-        tps: list[TopicPartition] = []
-        for topic in topics:
-            found = consumer.partitions_for_topic(topic)
-            if not found:
-                raise ValueError(f"topic {topic!r} does not exist")
-            tps += [TopicPartition(topic, p) for p in sorted(found)]
-        first, last = consumer.beginning_offsets(tps), consumer.end_offsets(tps)
-        start = _by_time(consumer, tps, from_ms, first, last)
-        end = _by_time(consumer, tps, to_ms, last, last)
-        resolved = consumer.partitions_for_topic(full_name(RESOLVED, settings.kafka.topic_prefix)) or set()
-        if not resolved:
-            raise ValueError("events.resolved does not exist: run `rapport topics create`")
-        return Plan(
-            {_name(tp): start[tp] for tp in tps}, {_name(tp): max(end[tp], start[tp]) for tp in tps}, len(resolved)
-        )
-    finally:
-        consumer.close()
+    tps: list[TopicPartition] = []
+    for topic in topics:
+        found = consumer.partitions_for_topic(topic)
+        if not found:
+            raise ValueError(f"topic {topic!r} does not exist")
+        tps += [TopicPartition(topic, p) for p in sorted(found)]
+    first, last = consumer.beginning_offsets(tps), consumer.end_offsets(tps)
+    start = _by_time(consumer, tps, from_ms, first, last)
+    end = _by_time(consumer, tps, to_ms, last, last)
+    resolved = consumer.partitions_for_topic(full_name(RESOLVED, prefix)) or set()
+    if not resolved:
+        raise ValueError("events.resolved does not exist: run `rapport topics create`")
+    return Plan({_name(tp): start[tp] for tp in tps}, {_name(tp): max(end[tp], start[tp]) for tp in tps}, len(resolved))
 
 
 #: The metadata of the raw offsets a replay commits for its namespace's workers: a later replay (a catch-up)
@@ -209,8 +206,8 @@ def commit_for_workers(settings: Settings, group: str, offsets: Mapping[str, int
         admin.close()
 
 
-def _end_offsets(settings: Settings, topic: str) -> dict[int, int]:
-    return {tp.partition: offset for tp, offset in end_offsets(settings, [topic], "replay-hand-over").items()}
+def _end_offsets(consumer: KafkaConsumer, topic: str) -> dict[int, int]:
+    return {tp.partition: offset for tp, offset in consumer.end_offsets(topic_partitions(consumer, topic)).items()}
 
 
 def _by_time(
@@ -319,6 +316,30 @@ class Replay:
         #: sequence numbers of records whose fold raised (``FoldFailedError``): set aside when the chunk is
         #: folded again, as the live worker dead-letters them (``fold_error``)
         self.unfoldable: set[int] = set()
+        self._lookups: KafkaConsumer | None = None
+
+    async def __aenter__(self) -> Replay:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the consumer of the blocking lookups (``_kafka``), if one was opened."""
+        lookups, self._lookups = self._lookups, None
+        if lookups is not None:
+            await asyncio.to_thread(lookups.close)
+
+    async def _kafka(self) -> KafkaConsumer:
+        """One kafka-python consumer for the plan, the erasures and the hand-over's end offsets, opened at
+        the first of them: each new kafka-python client waits out ``retry_backoff_ms`` (100 ms) between
+        learning the broker's version and its first metadata request, a tenth of a short replay's time for
+        three clients (docs/replay.md, Speed). Earliest: ``erasures_with`` needs it."""
+        if self._lookups is None:
+            self._lookups = await asyncio.to_thread(
+                make_consumer, self.settings, "replay-lookups", auto_offset_reset="earliest"
+            )
+        return self._lookups
 
     async def plan(self, topics: Sequence[str], from_ms: int | None, to_ms: int | None) -> Plan:
         """What to replay: the unfinished plan of the namespace's checkpoint (resume), or, after a finished
@@ -326,7 +347,8 @@ class Replay:
         checkpoint = await self.namespaces.checkpoint(self.store.namespace)
         if checkpoint is not None and not checkpoint["done"]:
             return Plan.from_json(checkpoint["plan"])
-        fresh = await asyncio.to_thread(make_plan, self.settings, topics, from_ms, to_ms)
+        prefix = self.settings.kafka.topic_prefix
+        fresh = await asyncio.to_thread(make_plan, await self._kafka(), prefix, topics, from_ms, to_ms)
         if checkpoint is None:
             return fresh
         ended = dict(checkpoint["plan"]["end"])
@@ -362,7 +384,8 @@ class Replay:
         if self.counters.resumed_at is None:
             self.counters.resumed_at = self.counters.consumed
         # Every erasure first, as the live worker does: a rebuilt namespace must never hold them.
-        await self.store.record_erasures(await asyncio.to_thread(read_erasures, self.settings))
+        erasures = await asyncio.to_thread(erasures_with, await self._kafka(), self.settings)
+        await self.store.record_erasures(erasures)
         await self._consume(plan, next_offsets, seq, on_progress)
         if self.segments is not None:
             await self.segments.settle(self.store)
@@ -381,7 +404,7 @@ class Replay:
             )
         if self.models is not None:
             examples = full_name(MODEL_EXAMPLES, self.settings.kafka.topic_prefix)
-            ends = await asyncio.to_thread(_end_offsets, self.settings, examples)
+            ends = await asyncio.to_thread(_end_offsets, await self._kafka(), examples)
             await self.models.hand_over(ends.get(0, 0))
         return self._progress(plan)
 
@@ -403,7 +426,7 @@ class Replay:
         end now: what is there was resolved for other namespaces. (The worker re-reads the raw topics from
         the oldest record instead; the replay's stream marks make that a no-op up to where it ended.)"""
         topic = full_name(RESOLVED, self.settings.kafka.topic_prefix)
-        ends = await asyncio.to_thread(_end_offsets, self.settings, topic)
+        ends = await asyncio.to_thread(_end_offsets, await self._kafka(), topic)
         if not await self.store.positions(topic, ends):
             await self.store.start_positions(topic, ends)
 

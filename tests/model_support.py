@@ -63,8 +63,8 @@ async def replayed_examples(settings: Settings, *, lag_s: float, secret: str, ch
             learn(offset, example)
 
         retrain.trainers.learn_example = spy  # type: ignore[method-assign]
-        runner = Replay(own, ProfileStore(redis, namespace), Namespaces(redis), chunk, models=retrain)
-        await runner.run(await runner.plan(raw_topics(own, None), None, None))
+        async with Replay(own, ProfileStore(redis, namespace), Namespaces(redis), chunk, models=retrain) as runner:
+            await runner.run(await runner.plan(raw_topics(own, None), None, None))
     finally:
         await redis.aclose()
     return learned

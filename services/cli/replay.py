@@ -130,7 +130,7 @@ async def replay_through_outages(
                 namespaces = Namespaces(redis)
                 served = await namespaces.serving(settings.profile.namespace)
                 segments = ReplaySegments(settings, redis, into, served) if into != served else None
-                runner = engine.Replay(
+                async with engine.Replay(
                     settings,
                     ProfileStore(redis, into),
                     namespaces,
@@ -138,9 +138,9 @@ async def replay_through_outages(
                     models=models,
                     segments=segments,
                     counters=counters,
-                )
-                plan = plan or await runner.plan(topics, from_ms, to_ms)
-                return await runner.run(plan, show)
+                ) as runner:
+                    plan = plan or await runner.plan(topics, from_ms, to_ms)
+                    return await runner.run(plan, show)
 
             done = await through_outages(
                 attempt,

@@ -475,8 +475,8 @@ def test_a_replay_whose_hand_over_commit_fails_ends_and_the_next_catch_up_commit
 async def _replay_in_process(settings: Settings, into: str) -> Progress:
     redis = make_redis(settings)
     try:
-        runner = Replay(settings, ProfileStore(redis, into), Namespaces(redis), 20_000)
-        return await runner.run(await runner.plan(raw_topics(settings, None), None, None))
+        async with Replay(settings, ProfileStore(redis, into), Namespaces(redis), 20_000) as runner:
+            return await runner.run(await runner.plan(raw_topics(settings, None), None, None))
     finally:
         await redis.aclose()
 
@@ -534,10 +534,10 @@ async def _replay_dying_while_it_settles(settings: Settings, into: str) -> set[s
     try:
         namespaces = Namespaces(redis)
         segments = _FailingSettle(settings, redis, into, await namespaces.serving(settings.profile.namespace))
-        runner = Replay(settings, ProfileStore(redis, into), namespaces, 20_000, segments=segments)
-        plan = await runner.plan(raw_topics(settings, None), None, None)
-        with pytest.raises(_Interrupted):
-            await runner.run(plan)
+        async with Replay(settings, ProfileStore(redis, into), namespaces, 20_000, segments=segments) as runner:
+            plan = await runner.plan(raw_topics(settings, None), None, None)
+            with pytest.raises(_Interrupted):
+                await runner.run(plan)
         return await segments.stage.unevaluated(int(time.time() * 1000))
     finally:
         await redis.aclose()
