@@ -36,7 +36,7 @@ def replay(
     ] = None,
     chunk: Annotated[
         int, typer.Option(min=100, max=200_000, help="Records per chunk: per checkpoint and profile write.")
-    ] = 100_000,
+    ] = 200_000,
     retrain: Annotated[
         bool,
         typer.Option(help="Rebuild the models too, as new versions that activate when the namespace is promoted."),
