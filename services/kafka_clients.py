@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Iterable
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from services.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def make_producer(settings: Settings) -> KafkaProducer:
@@ -72,3 +76,21 @@ def make_async_producer(settings: Settings, purpose: str) -> AIOKafkaProducer:
         linger_ms=5,
         max_batch_size=512 * 1024,
     )
+
+
+async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
+    """``consumer.stop()``, finished also when the broker is unreachable.
+
+    aiokafka's fetcher cancels its fetches on stop and awaits them, so a fetch waiting between two retries
+    re-raises that CancelledError out of ``stop()``, before the client is closed (aio-libs/aiokafka#647): a
+    replay that read its last record while the broker was down died of it instead of finishing. Only that
+    error is absorbed; a cancellation of the caller's own task goes on as usual.
+    """
+    try:
+        await consumer.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        log.info("stopping a consumer cancelled a fetch that was waiting for the broker; closing its client")
+        await consumer._client.close()  # what ``stop()`` did not reach

@@ -58,7 +58,7 @@ from schemas.events import AnyEvent
 from schemas.resolved import Resolved
 from schemas.topics import ERASURES, MODEL_EXAMPLES, RAW_EVENT_TOPICS, RESOLVED, full_name
 from services.erasure_log import erasures_with
-from services.kafka_clients import make_admin, make_consumer, topic_partitions
+from services.kafka_clients import make_admin, make_consumer, stop_consumer, topic_partitions
 from services.settings import Settings
 from streams.handler import RawRecord
 from streams.outbox import key_partition
@@ -471,7 +471,7 @@ class Replay:
                 if not taken or all(merged.finished(tp) for tp in plan.start):
                     return seq
         finally:
-            await consumer.stop()
+            await stop_consumer(consumer)
 
     async def _chunk(
         self,

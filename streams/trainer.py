@@ -57,6 +57,7 @@ from profiles.models.snapshots import SnapshotRejectedError, dump_snapshot, load
 from profiles.models.specs import ModelSpec
 from profiles.models.trainer import ModelTrainer, restore, unlearnable
 from schemas.topics import MODEL_EXAMPLES, full_name
+from services.kafka_clients import stop_consumer
 from services.redis_client import make_redis
 from services.settings import Settings
 from streams.backoff import Backoff, through_outages
@@ -239,7 +240,7 @@ async def run_trainer(settings: Settings, stop: asyncio.Event | None = None) -> 
     finally:
         if listener.assigned:
             await trainers.snapshot_due(force=True)
-        await consumer.stop()
+        await stop_consumer(consumer)
         await redis.aclose()
 
 

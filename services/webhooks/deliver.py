@@ -29,6 +29,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from schemas.topics import SEGMENT_CHANGES, full_name
+from services.kafka_clients import stop_consumer
 from services.redis_client import make_redis
 from services.settings import Settings, WebhookSettings
 from services.webhooks.signature import sign
@@ -171,7 +172,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                     stop=stop,  # stopped during an outage: the batch is not committed, so it is sent again
                 )
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)
         await redis.aclose()
 
 

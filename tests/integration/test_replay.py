@@ -55,7 +55,7 @@ from streams.replay_segments import ReplaySegments
 from streams.resolution import Resolution, Resolver
 from streams.segment_stage import PipelineOps
 from tests.api_support import create_key, free_port, running_api
-from tests.kafka_support import Topics, committed_offsets, created_topics, produce_raw, rapport
+from tests.kafka_support import Topics, committed_offsets, created_topics, private_kafka, produce_raw, rapport
 from tests.model_support import publish_churn_model
 from tests.oracle import OracleSettings, build_profiles, diff_profiles
 from tests.redis_support import private_redis
@@ -73,6 +73,7 @@ class Produced:
     #: ``--to`` for the first half of the history: the median record timestamp (``--from``/``--to`` select by
     #: the records' timestamps, here when they were produced, not by the events' times).
     middle: str
+    history: Path  # the simulator's lines, to produce into a broker of a test's own
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +93,7 @@ def produced(settings: Settings, local_stack: object, tmp_path_factory: pytest.T
         stamps = sorted(r.timestamp for r in topics.read_to_end([spec.name for spec in RAW_EVENT_TOPICS]))
         middle = datetime.fromtimestamp(stamps[len(stamps) // 2] / 1000, UTC).isoformat()
         expected = build_profiles(valid, as_of_ms=as_of, settings=OracleSettings())
-        yield Produced(topics, len(lines), as_of, expected, middle)
+        yield Produced(topics, len(lines), as_of, expected, middle, path)
 
 
 def replay(produced: Produced, namespace: str, *args: str) -> str:
@@ -266,6 +267,33 @@ def test_a_replay_waits_out_a_redis_outage_and_ends_as_an_uninterrupted_one(
             newest = asyncio.run(_newest_models(topics.settings, [reference, interrupted]))
             assert learned_state(newest[interrupted]) == learned_state(newest[reference])
             assert any(state is not None and state[0] > 0 for state in learned_state(newest[reference]).values())
+
+
+def test_a_replay_waits_out_a_kafka_outage_and_ends_as_an_uninterrupted_one(produced: Produced, tmp_path: Path) -> None:
+    """The broker (of this test alone) SIGKILLed after the replay's second checkpoint and restarted on its
+    storage 3 s later: the replay ends by itself, with the oracle's profiles and an uninterrupted replay's
+    hash and counts. The outage falls in its reading, or in the end offsets it then asks the consumer of its
+    lookups for, which has lived since the plan (``Replay._kafka``)."""
+    with private_kafka(produced.topics.settings, tmp_path) as (kafka, topics):
+        produce_raw(topics, [line for line in produced.history.read_bytes().splitlines() if line.strip()])
+        reference, interrupted = fresh(), fresh()
+        command = [sys.executable, "-m", "services.cli.main", "replay", "--quiet", "--chunk", "2000", "--into"]
+        uninterrupted = rapport(*command[3:], reference, env=topics.env)
+        assert uninterrupted.returncode == 0, uninterrupted.stderr
+
+        proc = subprocess.Popen([*command, interrupted], env=topics.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        checkpointed(topics.settings, interrupted, proc, 2)
+        kafka.kill()
+        time.sleep(3.0)
+        assert proc.poll() is None, f"the replay ended while its broker was down: {proc.communicate()[1].decode()}"
+        kafka.start()
+        out, err = (stream.decode() for stream in proc.communicate(timeout=300))
+        assert proc.returncode == 0, err
+        assert counts(out) == counts(uninterrupted.stdout)
+        diffs = diff_profiles(produced.expected, stored_views(topics, interrupted, produced.as_of_ms))
+        assert not diffs, f"{len(diffs)} differences:\n" + "\n".join(diffs[:40])
+        hashes = {rapport("namespace", "hash", ns, env=topics.env).stdout.split()[0] for ns in (reference, interrupted)}
+        assert len(hashes) == 1, hashes
 
 
 def test_an_outage_after_the_last_chunk_runs_only_the_end_of_the_replay_again(

@@ -28,6 +28,7 @@ from services.api.auth import require
 from services.api.context import ApiContext
 from services.api.errors import ApiError, responses
 from services.api.keys import ApiKey
+from services.kafka_clients import stop_consumer
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["segments"])
@@ -75,7 +76,7 @@ async def segment_changes(
         positions = await _start(consumer, partitions, resume, start)
     except (KafkaError, OSError, TimeoutError) as exc:
         log.warning("segment changes unavailable: %r", exc)
-        await consumer.stop()
+        await stop_consumer(consumer)
         retry = str(ctx.settings.api.retry_after_s)
         raise ApiError(
             503, "kafka_unavailable", "segment changes cannot be read now", headers={"Retry-After": retry}
@@ -124,7 +125,7 @@ async def _events(
                         + b"\n\n"
                     )
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)
 
 
 def _in(value: bytes | None, wanted: set[str]) -> bool:
