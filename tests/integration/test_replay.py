@@ -273,7 +273,8 @@ def test_a_replay_waits_out_a_kafka_outage_and_ends_as_an_uninterrupted_one(prod
     """The broker (of this test alone) SIGKILLed after the replay's second checkpoint and restarted on its
     storage 3 s later: the replay ends by itself, with the oracle's profiles and an uninterrupted replay's
     hash and counts. The outage falls in its reading, or in the end offsets it then asks the consumer of its
-    lookups for, which has lived since the plan (``Replay._kafka``)."""
+    lookups for, which has lived since the plan (``Replay._kafka``). And a replay started while the broker is
+    down says it paused, waits, and ends the same once the broker is back."""
     with private_kafka(produced.topics.settings, tmp_path) as (kafka, topics):
         produce_raw(topics, [line for line in produced.history.read_bytes().splitlines() if line.strip()])
         reference, interrupted = fresh(), fresh()
@@ -292,7 +293,20 @@ def test_a_replay_waits_out_a_kafka_outage_and_ends_as_an_uninterrupted_one(prod
         assert counts(out) == counts(uninterrupted.stdout)
         diffs = diff_profiles(produced.expected, stored_views(topics, interrupted, produced.as_of_ms))
         assert not diffs, f"{len(diffs)} differences:\n" + "\n".join(diffs[:40])
-        hashes = {rapport("namespace", "hash", ns, env=topics.env).stdout.split()[0] for ns in (reference, interrupted)}
+
+        kafka.kill()
+        started_down = fresh()
+        env = {**topics.env, "RAPPORT_KAFKA__BOOTSTRAP_TIMEOUT_S": "1"}
+        proc = subprocess.Popen([*command, started_down], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(5.0)
+        assert proc.poll() is None, f"the replay gave up while its broker was down: {proc.communicate()[1].decode()}"
+        kafka.start()
+        out, err = (stream.decode() for stream in proc.communicate(timeout=300))
+        assert proc.returncode == 0, err
+        assert f"replay into {started_down!r} (resumes from its checkpoint) paused" in err, err
+        assert counts(out) == counts(uninterrupted.stdout)
+        namespaces = (reference, interrupted, started_down)
+        hashes = {rapport("namespace", "hash", ns, env=topics.env).stdout.split()[0] for ns in namespaces}
         assert len(hashes) == 1, hashes
 
 
