@@ -23,7 +23,7 @@ from services.kafka_clients import make_producer
 from services.webhooks.signature import verify
 from tests.api_support import create_key, running_api
 from tests.http_support import loopback_server
-from tests.kafka_support import Topics
+from tests.kafka_support import Topics, private_kafka
 from tests.redis_support import private_redis
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -201,6 +201,52 @@ def test_a_deliverer_waits_out_a_redis_outage_and_skips_no_change(tmp_path: Path
     logs = (tmp_path / "deliver.log").read_text() + (tmp_path / "deliver-again.log").read_text()
     assert "delivery paused" in logs
     assert "dead-lettered" not in logs
+
+
+def test_a_deliverer_waits_out_a_kafka_outage_and_stops_cleanly_during_it(tmp_path: Path, topics: Topics) -> None:
+    """The broker (of this test alone) SIGKILLed once the first changes are delivered: the deliverer keeps
+    running; stopped during the outage, it exits at once and cleanly (aiokafka's own CancelledError on stop
+    killed it before session 35, ``services.kafka_clients.stop_consumer``); once the broker is back on its
+    storage, a new deliverer sends every change, those produced after the outage too."""
+    with private_kafka(topics.settings, tmp_path) as (kafka, own):
+        env = {
+            **own.env,
+            "RAPPORT_PROFILE__NAMESPACE": f"wh-{uuid.uuid4().hex[:6]}",
+            "RAPPORT_WEBHOOKS__START_FROM": "earliest",
+            "RAPPORT_WEBHOOKS__PRIVATE_TARGETS": "true",
+        }
+        token = create_key(env, "--name", "wh", "--scopes", "segments:admin")
+        receiver = Receiver(200)
+        with serving(receiver) as url:
+            with running_api(env, tmp_path / "api.log") as base:
+                created = httpx.post(
+                    f"{base}/v1/webhooks", json={"url": url}, headers={"Authorization": f"Bearer {token}"}, timeout=30
+                )
+                assert created.status_code == 201, created.text
+            changes = [{"change_id": f"ch-{i}", "customer_id": f"c-{i % 3}", "segment": "vip"} for i in range(30)]
+            send(own, changes[:10])
+            log = tmp_path / "deliver.log"
+            deliverer = start_deliverer(env, log)
+            try:
+                wait_for(lambda: len(receiver.received) >= 10, deliverer, log)
+                kafka.kill()
+                for _ in range(6):
+                    time.sleep(1.0)
+                    assert deliverer.poll() is None, "the deliverer exited on the outage: " + log.read_text()
+                deliverer.send_signal(signal.SIGTERM)
+                assert deliverer.wait(timeout=10) == 0, "not stopped cleanly during the outage: " + log.read_text()
+                kafka.start()
+                send(own, changes[10:])
+                again = tmp_path / "deliver-again.log"
+                deliverer = start_deliverer(env, again)
+                expected = {c["change_id"] for c in changes}
+                wait_for(lambda: {c for c, _, _ in receiver.received} == expected, deliverer, again)
+            finally:
+                deliverer.send_signal(signal.SIGTERM)
+                assert deliverer.wait(timeout=30) == 0
+    logs = (tmp_path / "deliver.log").read_text() + (tmp_path / "deliver-again.log").read_text()
+    assert "dead-lettered" not in logs
+    assert "Traceback" not in logs, logs
 
 
 def wait_for(done: Callable[[], bool], process: subprocess.Popen[bytes], log: Path, timeout_s: float = 60) -> None:
