@@ -89,8 +89,8 @@ async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
     try:
         await consumer.stop()
     except asyncio.CancelledError:
+        await consumer._client.close()  # what ``stop()`` did not reach, whoever's cancellation it was
         task = asyncio.current_task()
         if task is not None and task.cancelling():
             raise
-        log.info("stopping a consumer cancelled a fetch that was waiting for the broker; closing its client")
-        await consumer._client.close()  # what ``stop()`` did not reach
+        log.info("stopping a consumer cancelled a fetch that was waiting for the broker; its client is closed")
