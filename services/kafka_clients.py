@@ -94,3 +94,10 @@ async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
         if task is not None and task.cancelling():
             raise
         log.info("stopping a consumer cancelled a fetch that was waiting for the broker; its client is closed")
+
+
+async def commit_offsets(consumer: AIOKafkaConsumer, timeout_s: float) -> None:
+    """``consumer.commit()``, given up after ``timeout_s`` with ``TimeoutError`` (an outage, ``streams.backoff``):
+    while the broker is down aiokafka keeps looking for the group's coordinator, so a deliverer stopped then
+    never stopped, and its liveness file went stale. A commit abandoned here is retried with its batch."""
+    await asyncio.wait_for(consumer.commit(), timeout_s)

@@ -52,6 +52,13 @@ class KafkaSettings(BaseModel):
         "hand-over) tries to reach a broker before giving up; kafka-python's default, 30 s, left an operator "
         "waiting half a minute to hear that Kafka is down.",
     )
+    commit_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Longest wait for a consumer group's offset commit (the webhook deliverer's, the trainer's) "
+        "before it counts as an outage to wait out: aiokafka looks for the group's coordinator for as long as "
+        "the broker is down, and a stop or the liveness beat must not wait that long.",
+    )
 
     @property
     def bootstrap_timeout_ms(self) -> int:

@@ -57,7 +57,7 @@ from profiles.models.snapshots import SnapshotRejectedError, dump_snapshot, load
 from profiles.models.specs import ModelSpec
 from profiles.models.trainer import ModelTrainer, restore, unlearnable
 from schemas.topics import MODEL_EXAMPLES, full_name
-from services.kafka_clients import stop_consumer
+from services.kafka_clients import commit_offsets, stop_consumer
 from services.redis_client import make_redis
 from services.settings import Settings
 from streams.backoff import Backoff, through_outages
@@ -235,7 +235,7 @@ async def run_trainer(settings: Settings, stop: asyncio.Event | None = None) -> 
                     if _sender(record.headers) in (None, namespace):
                         trainers.learn(record.offset, record.value or b"")
             # Given up only at ``stop``: the final snapshot is attempted once more on the way out.
-            saving = functools.partial(_persist, trainers, consumer, commit=bool(batches))
+            saving = functools.partial(_persist, trainers, consumer, bool(batches), settings.kafka.commit_timeout_s)
             await through_outages(saving, backoff, "saving", alive=alive, stop=stop)
     finally:
         if listener.assigned:
@@ -244,8 +244,8 @@ async def run_trainer(settings: Settings, stop: asyncio.Event | None = None) -> 
         await redis.aclose()
 
 
-async def _persist(trainers: Trainers, consumer: AIOKafkaConsumer, *, commit: bool) -> None:
+async def _persist(trainers: Trainers, consumer: AIOKafkaConsumer, commit: bool, commit_timeout_s: float) -> None:
     """What learning left to write: the snapshots due, the drift events, the commit."""
     await trainers.snapshot_due()
     if commit:
-        await consumer.commit()
+        await commit_offsets(consumer, commit_timeout_s)

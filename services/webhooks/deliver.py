@@ -29,7 +29,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from schemas.topics import SEGMENT_CHANGES, full_name
-from services.kafka_clients import stop_consumer
+from services.kafka_clients import commit_offsets, stop_consumer
 from services.redis_client import make_redis
 from services.settings import Settings, WebhookSettings
 from services.webhooks.signature import sign
@@ -165,7 +165,9 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                     else:
                         changes.append(change)
                 await through_outages(
-                    functools.partial(_delivered, deliverer, changes, consumer, commit=bool(records)),
+                    functools.partial(
+                        _delivered, deliverer, changes, consumer, bool(records), settings.kafka.commit_timeout_s
+                    ),
                     backoff,
                     "delivery",
                     alive=alive,
@@ -177,8 +179,8 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
 
 
 async def _delivered(
-    deliverer: Deliverer, changes: Sequence[Change], consumer: AIOKafkaConsumer, *, commit: bool
+    deliverer: Deliverer, changes: Sequence[Change], consumer: AIOKafkaConsumer, commit: bool, commit_timeout_s: float
 ) -> None:
     await deliverer.deliver(changes)
     if commit:
-        await consumer.commit()
+        await commit_offsets(consumer, commit_timeout_s)

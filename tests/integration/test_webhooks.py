@@ -30,10 +30,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 
 class Receiver:
-    """An HTTP endpoint that answers ``fail_first`` requests with 500, then ``status``; it keeps what came."""
+    """An HTTP endpoint that answers ``fail_first`` requests with 500, then ``status``; it keeps what came.
+    With a ``gate``, every request waits for it to open before being answered."""
 
-    def __init__(self, status: int, fail_first: int = 0) -> None:
-        self.status, self.fail_first = status, fail_first
+    def __init__(self, status: int, fail_first: int = 0, gate: threading.Event | None = None) -> None:
+        self.status, self.fail_first, self.gate = status, fail_first, gate
         self.received: list[tuple[str, bytes, str]] = []  # (change id, body, signature) of accepted requests
         self.requests = 0
         self.lock = threading.Lock()
@@ -46,7 +47,11 @@ def serving(receiver: Receiver) -> Iterator[str]:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             with receiver.lock:
                 receiver.requests += 1
-                status = 500 if receiver.requests <= receiver.fail_first else receiver.status
+                number = receiver.requests
+            if receiver.gate is not None:
+                receiver.gate.wait(30)
+            with receiver.lock:
+                status = 500 if number <= receiver.fail_first else receiver.status
                 if 200 <= status < 300:
                     receiver.received.append(
                         (self.headers["Rapport-Change-Id"], body, self.headers["Rapport-Signature"])
@@ -113,8 +118,7 @@ def test_changes_reach_webhooks_signed_in_order_retried_and_dead_lettered(tmp_pa
                 assert time.monotonic() < deadline, (tmp_path / "deliver.log").read_text()
                 time.sleep(0.5)
         finally:
-            deliverer.send_signal(signal.SIGTERM)
-            assert deliverer.wait(timeout=30) == 0
+            assert stopped(deliverer, 30) == 0
 
         # Only its segment, each change signed with its secret, in the topic's order per customer.
         assert {c for c, _, _ in flaky.received} == {c["change_id"] for c in vip}
@@ -187,8 +191,7 @@ def test_a_deliverer_waits_out_a_redis_outage_and_skips_no_change(tmp_path: Path
                     time.sleep(1.0)
                     assert deliverer.poll() is None, "the deliverer exited on the outage"
                     assert time.time() - alive.stat().st_mtime < 7, "the deliverer looked hung during the outage"
-                deliverer.send_signal(signal.SIGTERM)
-                assert deliverer.wait(timeout=10) == 0, "not stopped while waiting out the outage"
+                assert stopped(deliverer, 10) == 0, "not stopped while waiting out the outage"
                 assert len(receiver.received) < len(changes), "everything was delivered before the outage"
                 redis.start()
                 deliverer = start_deliverer(env, tmp_path / "deliver-again.log")
@@ -196,27 +199,29 @@ def test_a_deliverer_waits_out_a_redis_outage_and_skips_no_change(tmp_path: Path
                 again = tmp_path / "deliver-again.log"
                 wait_for(lambda: {c for c, _, _ in receiver.received} == expected, deliverer, again)
             finally:
-                deliverer.send_signal(signal.SIGTERM)
-                assert deliverer.wait(timeout=30) == 0
+                assert stopped(deliverer, 30) == 0
     logs = (tmp_path / "deliver.log").read_text() + (tmp_path / "deliver-again.log").read_text()
     assert "delivery paused" in logs
     assert "dead-lettered" not in logs
 
 
 def test_a_deliverer_waits_out_a_kafka_outage_and_stops_cleanly_during_it(tmp_path: Path, topics: Topics) -> None:
-    """The broker (of this test alone) SIGKILLed once the first changes are delivered: the deliverer keeps
-    running; stopped during the outage, it exits at once and cleanly (aiokafka's own CancelledError on stop
-    killed it before session 35, ``services.kafka_clients.stop_consumer``); once the broker is back on its
-    storage, a new deliverer sends every change, those produced after the outage too."""
+    """The broker (of this test alone) SIGKILLed while the first changes are being delivered, so that their
+    commit meets the outage: the deliverer keeps running and pauses; stopped during the outage, it exits at
+    once and cleanly. Before session 35 the commit waited for the broker for as long as it was down (a stop
+    was never seen, the liveness file went stale), and aiokafka's own CancelledError on stop killed the
+    process (``services.kafka_clients``). Once the broker is back on its storage, a new deliverer sends every
+    change, those produced after the outage too."""
     with private_kafka(topics.settings, tmp_path) as (kafka, own):
         env = {
             **own.env,
             "RAPPORT_PROFILE__NAMESPACE": f"wh-{uuid.uuid4().hex[:6]}",
             "RAPPORT_WEBHOOKS__START_FROM": "earliest",
             "RAPPORT_WEBHOOKS__PRIVATE_TARGETS": "true",
+            "RAPPORT_KAFKA__COMMIT_TIMEOUT_S": "2",
         }
         token = create_key(env, "--name", "wh", "--scopes", "segments:admin")
-        receiver = Receiver(200)
+        receiver = Receiver(200, gate=threading.Event())
         with serving(receiver) as url:
             with running_api(env, tmp_path / "api.log") as base:
                 created = httpx.post(
@@ -228,13 +233,16 @@ def test_a_deliverer_waits_out_a_kafka_outage_and_stops_cleanly_during_it(tmp_pa
             log = tmp_path / "deliver.log"
             deliverer = start_deliverer(env, log)
             try:
-                wait_for(lambda: len(receiver.received) >= 10, deliverer, log)
+                wait_for(lambda: receiver.requests >= 1, deliverer, log)  # held at the gate
                 kafka.kill()
-                for _ in range(6):
+                assert receiver.gate is not None
+                receiver.gate.set()
+                wait_for(lambda: len(receiver.received) >= 10, deliverer, log)
+                for _ in range(4):
                     time.sleep(1.0)
                     assert deliverer.poll() is None, "the deliverer exited on the outage: " + log.read_text()
-                deliverer.send_signal(signal.SIGTERM)
-                assert deliverer.wait(timeout=10) == 0, "not stopped cleanly during the outage: " + log.read_text()
+                assert stopped(deliverer, 10) == 0, "not stopped cleanly during the outage: " + log.read_text()
+                assert "delivery paused" in log.read_text(), "the commit never met the outage"
                 kafka.start()
                 send(own, changes[10:])
                 again = tmp_path / "deliver-again.log"
@@ -242,11 +250,23 @@ def test_a_deliverer_waits_out_a_kafka_outage_and_stops_cleanly_during_it(tmp_pa
                 expected = {c["change_id"] for c in changes}
                 wait_for(lambda: {c for c, _, _ in receiver.received} == expected, deliverer, again)
             finally:
-                deliverer.send_signal(signal.SIGTERM)
-                assert deliverer.wait(timeout=30) == 0
+                assert stopped(deliverer, 30) == 0
     logs = (tmp_path / "deliver.log").read_text() + (tmp_path / "deliver-again.log").read_text()
     assert "dead-lettered" not in logs
     assert "Traceback" not in logs, logs
+
+
+def stopped(process: subprocess.Popen[bytes], timeout_s: float) -> int:
+    """SIGTERM, then the exit code; a process still running ``timeout_s`` later is SIGKILLed (no test leaves one
+    behind) and the test fails."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise AssertionError(f"still running {timeout_s} s after SIGTERM") from None
 
 
 def wait_for(done: Callable[[], bool], process: subprocess.Popen[bytes], log: Path, timeout_s: float = 60) -> None:
