@@ -42,7 +42,7 @@ from services.redis_client import make_redis
 from services.settings import Settings
 from streams.trainer import trainer_group
 from tests.api_support import create_key, running_api
-from tests.kafka_support import Topics, committed_offsets, created_topics, produce_raw, rapport
+from tests.kafka_support import Topics, committed_offsets, created_topics, private_kafka, produce_raw, rapport
 from tests.redis_support import private_redis
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -247,7 +247,12 @@ def _trainer(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]
             yield proc
         finally:
             proc.terminate()
-            proc.wait(timeout=30)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()  # no test leaves a trainer behind
+                proc.wait()
+                raise
 
 
 def _store(topics: Topics, namespace: str) -> Any:
@@ -359,6 +364,45 @@ def test_a_trainer_waits_out_a_redis_outage_and_loses_no_example(
             assert trainer.poll() is None
         assert after > before
         assert "saving paused" in (tmp_path / "trainer.log").read_text()
+
+
+def test_a_trainer_waits_out_a_kafka_outage_stops_cleanly_during_it_and_loses_no_example(
+    settings: Settings, local_stack: object, tmp_path: Path
+) -> None:
+    """The broker (of this test alone) SIGKILLed once the trainer has published what it learned: it keeps
+    running; stopped during the outage, it exits at once and cleanly (before session 35, aiokafka's own
+    CancelledError on stop killed it: ``services.kafka_clients.stop_consumer``); once the broker is back on
+    its storage, a new trainer learns the examples sent afterwards, and no example twice."""
+    with private_kafka(settings, tmp_path) as (kafka, topics):
+        namespace = f"m{uuid.uuid4().hex[:8]}"
+        env = {
+            **topics.env,
+            "RAPPORT_PROFILE__NAMESPACE": namespace,
+            "RAPPORT_MODELS__SECRET": SECRET,
+            "RAPPORT_MODELS__SNAPSHOT_EVERY_S": "0.5",
+            "RAPPORT_KAFKA__COMMIT_TIMEOUT_S": "2",
+        }
+        profiles = {"c-1": ProfileState(profile_id="c-1", customer_id="c-1", last_event_ms=0)}
+        log = tmp_path / "trainer.log"
+        with _trainer(env, log) as trainer:
+            _produce_examples(topics, profiles, 300, seed=1)
+            _wait_for(lambda: _active_having(topics, namespace, 300), 60)
+            kafka.kill()
+            for _ in range(4):
+                time.sleep(1.0)
+                assert trainer.poll() is None, "the trainer exited on the outage: " + log.read_text()
+            trainer.terminate()
+            try:
+                code = trainer.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                raise AssertionError("still running 10 s after SIGTERM during the outage") from None
+            assert code == 0, "not stopped cleanly during the outage: " + log.read_text()
+        kafka.start()
+        with _trainer(env, tmp_path / "trainer-again.log") as trainer:
+            _produce_examples(topics, profiles, 300, seed=2)
+            _wait_for(lambda: _active_having(topics, namespace, 600), 60)
+            assert trainer.poll() is None
+    assert "Traceback" not in log.read_text(), log.read_text()
 
 
 def test_a_trainer_started_while_redis_is_down_waits_and_learns_everything(
