@@ -58,12 +58,17 @@ def end_offsets(settings: Settings, topics: Iterable[str], purpose: str) -> dict
     """Where each partition of ``topics`` ends now (a topic that does not exist has none). Blocking."""
     consumer = make_consumer(settings, purpose)
     try:
-        ends: dict[TopicPartition, int] = consumer.end_offsets(
-            [tp for topic in topics for tp in topic_partitions(consumer, topic)]
-        )
-        return ends
+        return end_offsets_with(consumer, topics)
     finally:
         consumer.close()
+
+
+def end_offsets_with(consumer: KafkaConsumer, topics: Iterable[str]) -> dict[TopicPartition, int]:
+    """``end_offsets`` with a consumer the caller owns."""
+    ends: dict[TopicPartition, int] = consumer.end_offsets(
+        [tp for topic in topics for tp in topic_partitions(consumer, topic)]
+    )
+    return ends
 
 
 def make_async_producer(settings: Settings, purpose: str) -> AIOKafkaProducer:

@@ -58,7 +58,7 @@ from schemas.events import AnyEvent
 from schemas.resolved import Resolved
 from schemas.topics import ERASURES, MODEL_EXAMPLES, RAW_EVENT_TOPICS, RESOLVED, full_name
 from services.erasure_log import erasures_with
-from services.kafka_clients import make_admin, make_consumer, stop_consumer, topic_partitions
+from services.kafka_clients import end_offsets_with, make_admin, make_consumer, stop_consumer
 from services.settings import Settings
 from streams.handler import RawRecord
 from streams.outbox import key_partition
@@ -207,7 +207,7 @@ def commit_for_workers(settings: Settings, group: str, offsets: Mapping[str, int
 
 
 def _end_offsets(consumer: KafkaConsumer, topic: str) -> dict[int, int]:
-    return {tp.partition: offset for tp, offset in consumer.end_offsets(topic_partitions(consumer, topic)).items()}
+    return {tp.partition: offset for tp, offset in end_offsets_with(consumer, [topic]).items()}
 
 
 def _by_time(
