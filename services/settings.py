@@ -219,6 +219,12 @@ class ApiSettings(BaseModel):
         5.0, gt=0, description="Longest wait for Kafka's acknowledgement of posted events before answering 503."
     )
     retry_after_s: int = Field(5, ge=1, description="Retry-After of a 503 while Kafka is unavailable.")
+    graceful_shutdown_s: int = Field(
+        20,
+        ge=1,
+        description="How long a stopped API process lets running requests finish before cancelling them; under "
+        "Kubernetes' grace period (deploy/k8s/api.yaml, 30 s).",
+    )
     max_batch_events: int = Field(500, ge=1)
     max_batch_bytes: int = Field(
         1024 * 1024,

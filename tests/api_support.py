@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import subprocess
 import sys
@@ -35,6 +36,13 @@ def free_port() -> int:
 @contextmanager
 def running_api(env: dict[str, str], log: Path) -> Iterator[str]:
     """Start `rapport api`, wait for /healthz, yield its base URL; SIGTERM it afterwards."""
+    with api_process(env, log) as (_, base):
+        yield base
+
+
+@contextmanager
+def api_process(env: dict[str, str], log: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """``running_api``, yielding the process too (a test that stops it itself)."""
     port = free_port()
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -57,7 +65,7 @@ def running_api(env: dict[str, str], log: Path) -> Iterator[str]:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"rapport api did not come up: {log.read_text()}")
                 time.sleep(0.1)
-            yield base
+            yield process, base
         finally:
             process.terminate()
             try:
@@ -65,6 +73,19 @@ def running_api(env: dict[str, str], log: Path) -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def stopped(process: subprocess.Popen[bytes], timeout_s: float) -> int:
+    """SIGTERM, then the exit code; a process still running ``timeout_s`` later is SIGKILLed (no test leaves one
+    behind) and the test fails."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise AssertionError(f"still running {timeout_s} s after SIGTERM") from None
 
 
 def create_key(env: dict[str, str], *options: str) -> str:

@@ -84,12 +84,16 @@ def _drain(consumer: KafkaConsumer, expected: int, timeout_s: float) -> list[Con
 @contextmanager
 def created_topics(settings: Settings) -> Iterator[Topics]:
     ensure_topics(settings)
-    names = {spec.name: full_name(spec, settings.kafka.topic_prefix) for spec in CATALOGUE}
+    names = _catalogue_names(settings)
     try:
         yield Topics(settings, names)
     finally:
         with admin_client(settings) as admin:
             admin.delete_topics(list(names.values()))
+
+
+def _catalogue_names(settings: Settings) -> dict[str, str]:
+    return {spec.name: full_name(spec, settings.kafka.topic_prefix) for spec in CATALOGUE}
 
 
 def committed_offsets(settings: Settings, group: str) -> dict[TopicPartition, OffsetAndMetadata]:
@@ -133,6 +137,18 @@ def produce_raw(topics: Topics, lines: Iterable[bytes]) -> int:
     finally:
         producer.close()
     return sent
+
+
+def send_changes(topics: Topics, changes: list[dict[str, str]]) -> None:
+    """Produce segment changes (their JSON) to ``segments.changes``, keyed by customer as the worker keys them."""
+    producer = make_producer(topics.settings)
+    try:
+        for change in changes:
+            key = change["customer_id"].encode()
+            producer.send(topics.names["segments.changes"], key=key, value=orjson.dumps(change))
+        producer.flush()
+    finally:
+        producer.close()
 
 
 def copy_topics(source: Topics, target: Topics, logical: Iterable[str]) -> int:
@@ -180,7 +196,8 @@ def private_kafka(settings: Settings, tmp_path: Path) -> Iterator[tuple[KafkaNod
         update={"kafka": settings.kafka.model_copy(update={"bootstrap_servers": f"127.0.0.1:{kafka_port}"})}
     )
     try:
-        with created_topics(private) as topics:
-            yield kafka, topics
+        # Not deleted afterwards: they go with the broker's storage, and a test may end with the broker down.
+        ensure_topics(private)
+        yield kafka, Topics(private, _catalogue_names(private))
     finally:
         kafka.stop()

@@ -17,6 +17,7 @@ from schemas.profile import ProfileView
 from services.api.auth import KeyCache
 from services.api.collector import EventCollector
 from services.api.context import ApiContext
+from services.api.draining import Draining
 from services.api.errors import install_error_handlers
 from services.api.hot_reads import HotReads
 from services.api.keys import KeyStore
@@ -37,8 +38,10 @@ with a body `{"error": {"code", "message", "details"}}`; `code` is stable.
 """
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, draining: Draining | None = None) -> FastAPI:
+    """``draining``: the flag the server sets when it is asked to stop (``services.api.draining``)."""
     metrics = ApiMetrics()
+    draining = draining or Draining()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -59,6 +62,7 @@ def create_app(settings: Settings) -> FastAPI:
             collector=collector,
             metrics=metrics,
             workers=workers,
+            draining=draining,
         )
         try:
             yield

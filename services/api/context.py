@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 from profiles.config import FoldConfig
 from profiles.store import ProfileStore
 from services.api.collector import EventCollector
+from services.api.draining import Draining
 from services.api.keys import KeyStore
 from services.api.metrics import ApiMetrics
 from services.api.ratelimit import RateLimiter
@@ -34,3 +35,4 @@ class ApiContext:
     collector: EventCollector
     metrics: ApiMetrics
     workers: WorkerView
+    draining: Draining  # set when the process is asked to stop: long-lived responses end

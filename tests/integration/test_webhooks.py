@@ -4,7 +4,6 @@ endpoint never accepts, and every outcome in the delivery log."""
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import threading
@@ -16,14 +15,12 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import httpx
-import orjson
 import pytest
 
-from services.kafka_clients import make_producer
 from services.webhooks.signature import verify
-from tests.api_support import create_key, running_api
+from tests.api_support import create_key, running_api, stopped
 from tests.http_support import loopback_server
-from tests.kafka_support import Topics, private_kafka
+from tests.kafka_support import Topics, private_kafka, send_changes
 from tests.redis_support import private_redis
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -66,14 +63,6 @@ def serving(receiver: Receiver) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}/hook"
 
 
-def send(topics: Topics, changes: list[dict[str, str]]) -> None:
-    producer = make_producer(topics.settings)
-    for change in changes:
-        producer.send(topics.names["segments.changes"], key=change["customer_id"].encode(), value=orjson.dumps(change))
-    producer.flush()
-    producer.close()
-
-
 def start_deliverer(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         return subprocess.Popen(
@@ -104,7 +93,7 @@ def test_changes_reach_webhooks_signed_in_order_retried_and_dead_lettered(tmp_pa
             {"change_id": f"ch-{i}", "customer_id": f"c-{i % 3}", "segment": "vip" if i % 4 else "other"}
             for i in range(16)
         ]
-        send(topics, changes)
+        send_changes(topics, changes)
         vip = [c for c in changes if c["segment"] == "vip"]
 
         deliverer = start_deliverer(env, tmp_path / "deliver.log")
@@ -181,12 +170,12 @@ def test_a_deliverer_waits_out_a_redis_outage_and_skips_no_change(tmp_path: Path
                 assert created.status_code == 201, created.text
             time.sleep(1.5)  # past appendfsync everysec: the registration is in the AOF
             changes = [{"change_id": f"ch-{i}", "customer_id": f"c-{i % 3}", "segment": "vip"} for i in range(30)]
-            send(own, changes[:10])
+            send_changes(own, changes[:10])
             deliverer = start_deliverer(env, tmp_path / "deliver.log")
             try:
                 wait_for(lambda: len(receiver.received) >= 10, deliverer, tmp_path / "deliver.log")
                 redis.kill()
-                send(own, changes[10:])
+                send_changes(own, changes[10:])
                 for _ in range(8):
                     time.sleep(1.0)
                     assert deliverer.poll() is None, "the deliverer exited on the outage"
@@ -229,7 +218,7 @@ def test_a_deliverer_waits_out_a_kafka_outage_and_stops_cleanly_during_it(tmp_pa
                 )
                 assert created.status_code == 201, created.text
             changes = [{"change_id": f"ch-{i}", "customer_id": f"c-{i % 3}", "segment": "vip"} for i in range(30)]
-            send(own, changes[:10])
+            send_changes(own, changes[:10])
             log = tmp_path / "deliver.log"
             deliverer = start_deliverer(env, log)
             try:
@@ -244,7 +233,7 @@ def test_a_deliverer_waits_out_a_kafka_outage_and_stops_cleanly_during_it(tmp_pa
                 assert stopped(deliverer, 10) == 0, "not stopped cleanly during the outage: " + log.read_text()
                 assert "delivery paused" in log.read_text(), "the commit never met the outage"
                 kafka.start()
-                send(own, changes[10:])
+                send_changes(own, changes[10:])
                 again = tmp_path / "deliver-again.log"
                 deliverer = start_deliverer(env, again)
                 expected = {c["change_id"] for c in changes}
@@ -254,19 +243,6 @@ def test_a_deliverer_waits_out_a_kafka_outage_and_stops_cleanly_during_it(tmp_pa
     logs = (tmp_path / "deliver.log").read_text() + (tmp_path / "deliver-again.log").read_text()
     assert "dead-lettered" not in logs
     assert "Traceback" not in logs, logs
-
-
-def stopped(process: subprocess.Popen[bytes], timeout_s: float) -> int:
-    """SIGTERM, then the exit code; a process still running ``timeout_s`` later is SIGKILLed (no test leaves one
-    behind) and the test fails."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    try:
-        return process.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-        raise AssertionError(f"still running {timeout_s} s after SIGTERM") from None
 
 
 def wait_for(done: Callable[[], bool], process: subprocess.Popen[bytes], log: Path, timeout_s: float = 60) -> None:

@@ -5,6 +5,11 @@ client's ``Last-Event-ID`` is its position). An event's id is the position *afte
 of every partition — so a client that reconnects with the last id it saw continues exactly after it, in
 the per-customer order of the topic. Without an id the stream starts at the end (new changes only), or at
 the beginning with ``from=earliest``.
+
+A stream ends when the API process is asked to stop (``services.api.draining``): uvicorn waits for open
+connections before it exits, and its client reconnects with the last id it saw. While Kafka is down, an open
+stream keeps sending keep-alives and goes on where it was once the broker is back; a new one is refused
+with 503 ``kafka_unavailable``.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import asyncio
 import base64
 import binascii
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
@@ -26,6 +32,7 @@ from fastapi.responses import StreamingResponse
 from schemas.topics import SEGMENT_CHANGES, full_name
 from services.api.auth import require
 from services.api.context import ApiContext
+from services.api.draining import Draining
 from services.api.errors import ApiError, responses
 from services.api.keys import ApiKey
 from services.kafka_clients import stop_consumer
@@ -35,6 +42,8 @@ router = APIRouter(tags=["segments"])
 Admin = Annotated[ApiKey, Depends(require("segments:admin"))]
 _POSITION = msgspec.json.Decoder(dict[int, int])
 _KEEPALIVE_S = 15.0
+#: The longest a stream waits for records before it looks again whether the process is stopping.
+_POLL_S = 1.0
 
 
 @router.get(
@@ -82,7 +91,7 @@ async def segment_changes(
             503, "kafka_unavailable", "segment changes cannot be read now", headers={"Retry-After": retry}
         ) from exc
     return StreamingResponse(
-        _events(consumer, positions, wanted),
+        _events(consumer, positions, wanted, ctx.draining),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
@@ -103,14 +112,17 @@ async def _start(
 
 
 async def _events(
-    consumer: AIOKafkaConsumer, positions: dict[int, int], wanted: set[str] | None
+    consumer: AIOKafkaConsumer, positions: dict[int, int], wanted: set[str] | None, draining: Draining
 ) -> AsyncIterator[bytes]:
     try:
         yield b"retry: 1000\n\n"
-        while True:
-            batches = await consumer.getmany(timeout_ms=int(_KEEPALIVE_S * 1000))
+        sent_at = time.monotonic()
+        while not draining.requested:
+            batches = await consumer.getmany(timeout_ms=int(_POLL_S * 1000))
             if not batches:
-                yield b": keepalive\n\n"
+                if time.monotonic() - sent_at >= _KEEPALIVE_S:
+                    yield b": keepalive\n\n"
+                    sent_at = time.monotonic()
                 continue
             for tp, records in sorted(batches.items(), key=lambda item: item[0].partition):
                 for record in records:
@@ -124,6 +136,7 @@ async def _events(
                         + (record.value or b"{}")
                         + b"\n\n"
                     )
+                    sent_at = time.monotonic()
     finally:
         await stop_consumer(consumer)
 
