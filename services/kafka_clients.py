@@ -101,6 +101,20 @@ async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
         log.info("stopping a consumer cancelled a fetch that was waiting for the broker; its client is closed")
 
 
+async def stop_producer(producer: AIOKafkaProducer, timeout_s: float) -> None:
+    """``producer.stop()``, given up after ``timeout_s``: aiokafka's stop first delivers every pending record,
+    retrying for as long as the broker is down, so an API stopped during an outage, holding a record it had
+    answered 503 for, was still running a minute later. What is left past ``timeout_s`` is dropped: callers stop
+    a producer only once nothing waits for its acknowledgements, so every such record was reported as not
+    stored (the API answered 503, the worker did not commit what produced it) and is sent again."""
+    try:
+        await asyncio.wait_for(producer.stop(), timeout_s)
+    except TimeoutError:
+        log.warning("the broker did not take a stopping producer's last records in %.0f s: they are dropped", timeout_s)
+        await producer._sender.close()  # what ``stop()`` did not reach
+        await producer.client.close()
+
+
 async def commit_offsets(consumer: AIOKafkaConsumer, timeout_s: float) -> None:
     """``consumer.commit()``, given up after ``timeout_s`` with ``TimeoutError`` (an outage, ``streams.backoff``):
     while the broker is down aiokafka keeps looking for the group's coordinator, so a deliverer stopped then

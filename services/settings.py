@@ -55,9 +55,10 @@ class KafkaSettings(BaseModel):
     commit_timeout_s: float = Field(
         10.0,
         gt=0,
-        description="Longest wait for a consumer group's offset commit (the webhook deliverer's, the trainer's) "
-        "before it counts as an outage to wait out: aiokafka looks for the group's coordinator for as long as "
-        "the broker is down, and a stop or the liveness beat must not wait that long.",
+        description="Longest wait for a consumer group's offset commit (the worker's, the webhook deliverer's, the "
+        "trainer's) before it counts as an outage to wait out, and for a stopping process's producer to deliver "
+        "its last records: aiokafka waits for the broker for as long as it is down, and a stop or the liveness "
+        "beat must not wait that long.",
     )
 
     @property
@@ -94,6 +95,13 @@ class StreamSettings(BaseModel):
     )
     retry_initial_s: float = Field(0.1, gt=0, description="First pause after a failed batch (then doubled).")
     retry_max_s: float = Field(5.0, gt=0, description="Longest pause between two attempts of a batch.")
+    stop_grace_s: float = Field(
+        10.0,
+        gt=0,
+        description="How long a stopping worker, or one losing partitions, lets its batch in flight finish before "
+        "abandoning it (streams/batch_consumer.py): a batch waits for Kafka's acknowledgements for as long as the "
+        "broker is down.",
+    )
     session_timeout_s: float = Field(
         10.0, ge=6, description="A worker silent this long loses its partitions (broker minimum 6 s)."
     )

@@ -57,6 +57,7 @@ from faust.types import TP
 from faust.types.transports import TPorTopicSet
 from mode import Service, ServiceT
 
+from services.kafka_clients import stop_consumer
 from streams.backoff import Backoff
 from streams.handler import Batch, BatchHandler, PartitionBatch, StalePosition
 from streams.liveness import Liveness
@@ -74,6 +75,8 @@ class _Abandoned:
 
 
 ABANDONED: Final = _Abandoned()
+#: How often a handler call in progress looks whether its flow was stopped (``BatchConsumer._outlived``).
+_STOP_CHECK_S: Final = 1.0
 
 
 class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -94,6 +97,26 @@ class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         consumer._fetch_max_wait_ms = stream.fetch_max_wait_ms
         consumer._fetch_min_bytes = stream.fetch_min_bytes
         return consumer
+
+    async def _commit(self, offsets: Mapping[TP, int]) -> bool:
+        """Faust's commit, given up after ``kafka.commit_timeout_s``: while the broker is down aiokafka looks for
+        the group's coordinator for as long as it takes, and the commit of a stopping worker held its stop
+        until it was killed. Not committing loses nothing: the next commit carries the offsets, and a restart
+        resumes from the store's positions, not from Kafka's."""
+        timeout_s = cast("BatchApp", self.app).settings.kafka.commit_timeout_s
+        try:
+            return await asyncio.wait_for(super()._commit(offsets), timeout_s)
+        except TimeoutError:
+            log.warning("an offset commit took over %.0f s (is Kafka down?): left to the next one", timeout_s)
+            return False
+
+    async def on_thread_stop(self) -> None:
+        """Faust's, stopping the consumer with ``stop_consumer``: stopped while the broker was down, aiokafka's
+        own CancelledError (aio-libs/aiokafka#647) killed this thread, and the worker waited for it until it
+        was killed."""
+        await super(faust_aiokafka.AIOKafkaConsumerThread, self).on_thread_stop()  # the method queue, first
+        if self._consumer is not None:
+            await stop_consumer(self._consumer)
 
 
 class BatchConsumer(faust_aiokafka.Consumer):
@@ -298,7 +321,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         failures = 0
         while True:
             try:
-                result = await attempt()
+                result = await self._outlived(what, attempt, generation)
             except StalePosition:
                 raise
             except Exception as exc:
@@ -321,6 +344,38 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 await asyncio.wait_for(self.suspend_flow.wait(), pause)
             if not self._may_process(generation):
                 return ABANDONED
+
+    async def _outlived(self, what: str, attempt: Callable[[], Awaitable[T]], generation: int) -> T | _Abandoned:
+        """``attempt()``, cancelled when it is still running ``stream.stop_grace_s`` after its generation
+        stopped (a stop, a revocation).
+
+        A batch waits for Kafka's acknowledgements of its output for as long as the broker is down: an
+        idempotent producer never gives a record up. A worker stopped then waited with it, until it was
+        killed. Cancelling is what a crash at that point would do, without the crash: nothing that was not
+        acknowledged and stored is marked applied, and the next owner reads the batch again from the store's
+        positions. A batch in flight while everything is up finishes within the grace.
+        """
+        grace = self._batch_app.settings.stream.stop_grace_s
+        task = asyncio.ensure_future(attempt())
+        stopped_at: float | None = None
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=_STOP_CHECK_S)
+                if done:
+                    return task.result()
+                if self._may_process(generation):
+                    continue
+                stopped_at = stopped_at or time.monotonic()
+                if time.monotonic() - stopped_at >= grace:
+                    break
+        except BaseException:
+            task.cancel()  # the caller's cancellation: the attempt must not outlive it
+            raise
+        log.warning("abandoning the %s call still running %.0f s after the flow stopped", what, grace)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        return ABANDONED
 
     # -- commits: only what the handler applied -------------------------------------------------------
 

@@ -66,7 +66,7 @@ from schemas.resolved import DECODER, ENCODER, Envelope, RawSource, Resolved, en
 from schemas.topics import DLQ, ERASURES, MODEL_EXAMPLES, RAW_EVENT_TOPICS, RESOLVED, SEGMENT_CHANGES, full_name
 from services import worker_metrics
 from services.erasure_log import read_erasures
-from services.kafka_clients import make_async_producer
+from services.kafka_clients import make_async_producer, stop_producer
 from services.model_cache import ModelCache
 from services.redis_client import make_redis
 from services.settings import Settings
@@ -450,7 +450,8 @@ async def profile_handler(settings: Settings) -> AsyncIterator[ProfileHandler]:
         handler.stats.log_and_reset()  # the last window's figures, after the final batch
         await handler.publish_figures()
     finally:
-        await producer.stop()
+        # Records still unacknowledged belong to batches not marked applied: they are produced again.
+        await stop_producer(producer, settings.kafka.commit_timeout_s)
         await redis.aclose()
 
 

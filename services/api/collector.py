@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from services.kafka_clients import make_async_producer
+from services.kafka_clients import make_async_producer, stop_producer
 from services.settings import Settings
 
 #: (topic, key, value)
@@ -50,7 +50,7 @@ class EventCollector:
 
     async def close(self) -> None:
         if self._producer is not None:
-            await self._producer.stop()
+            await stop_producer(self._producer, self.settings.api.produce_timeout_s)
             self._producer = None
 
     async def _send(self, records: Sequence[Record]) -> None:

@@ -23,6 +23,7 @@ import pytest
 
 from profiles.config import HOUR_MS
 from schemas.validation import Rejection, ValidationLimits, validate_event
+from tests.api_support import stopped
 from tests.kafka_support import Topics, private_kafka, produce_raw, rapport
 from tests.oracle import OracleSettings, build_profiles, diff_profiles
 from tests.redis_support import private_redis
@@ -192,6 +193,41 @@ def test_kafka_killed_mid_run_and_restarted_on_its_storage(topics: Topics, histo
         finally:
             worker.stop()
         assert_exact(private_topics, namespace, history)
+
+
+def test_a_worker_stopped_during_a_kafka_outage_exits_promptly_and_loses_nothing(
+    topics: Topics, history: History, tmp_path: Path
+) -> None:
+    """The broker SIGKILLed while the worker is midway, then SIGTERM during the outage: the worker exits 0
+    within seconds, abandoning the batch that waits for acknowledgements, the offset commit and the
+    producer's unsent records. Before session 36 it never exited: the batch waited for the broker for as
+    long as it was down, then Faust's final commit did, and aiokafka's own CancelledError killed the consumer
+    thread. A new worker, the broker back on its storage, ends with the oracle's profiles: nothing that was
+    abandoned had been marked applied."""
+    fast = {"RAPPORT_STREAM__STOP_GRACE_S": "3", "RAPPORT_KAFKA__COMMIT_TIMEOUT_S": "3"}
+    with private_kafka(topics.settings, tmp_path) as (kafka, private_topics):
+        produce_raw(private_topics, history.lines)
+        namespace = f"t{uuid.uuid4().hex[:8]}"
+        (tmp_path / "w").mkdir()
+        worker = Worker(private_topics, namespace, tmp_path / "w", extra_env=fast)
+        worker.start()
+        try:
+            wait_for_progress(private_topics, namespace, worker, at_least=20_000)
+            assert not caught_up(private_topics, namespace), "the worker finished first: make the history longer"
+            kafka.kill()
+            time.sleep(3.0)
+            assert worker.process is not None
+            started = time.monotonic()
+            assert stopped(worker.process, 30) == 0, worker.troubles()
+            took = time.monotonic() - started
+            kafka.start()
+            worker.start()
+            wait_until_caught_up(private_topics, namespace, worker)
+        finally:
+            worker.stop()
+        assert_exact(private_topics, namespace, history)
+    # The grace for the batch (3 s), the commit's bound (3 s), the producer's (3 s), and Faust's own steps.
+    assert took < 20, f"the stop took {took:.1f} s"
 
 
 def test_a_worker_started_while_kafka_is_down_waits_and_then_catches_up(
