@@ -6,6 +6,7 @@ import signal
 import threading
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -59,21 +60,22 @@ def test_a_segment_change_stream_waits_out_a_kafka_outage_and_ends_cleanly_when_
     """The broker SIGKILLed under an open stream: the stream stays open, a new one is refused with 503
     ``kafka_unavailable``, and once the broker is back the open stream goes on with exactly the changes
     produced since, none twice. Then, the broker down again, SIGTERM: the API ends the stream (a clean end of
-    the chunked body, which EventSource clients reconnect after) and exits at once. Before session 36 uvicorn
-    waited for the subscriber to disconnect, so the process ran until it was killed, and a Kafka consumer
-    stopped during an outage died of aiokafka's own CancelledError (``services.kafka_clients``)."""
+    the chunked body, which EventSource clients reconnect after) and exits within seconds, though its collector
+    holds an event it could not store. Before session 36 uvicorn waited for the subscriber to disconnect, and
+    the collector's producer for the broker, so the process ran until it was killed."""
     with private_kafka(topics.settings, tmp_path) as (kafka, own):
         env = {
             **own.env,
             "RAPPORT_PROFILE__NAMESPACE": f"sse-{uuid.uuid4().hex[:6]}",
             "RAPPORT_API__PRODUCE_TIMEOUT_S": "3",
         }
-        key = create_key(env, "--name", "sse", "--scopes", "segments:admin")
+        key = create_key(env, "--name", "sse", "--scopes", "segments:admin,events:write")
         # One customer: one partition, so the stream's order is the order they were produced in.
         changes = [{"change_id": f"ch-{i}", "customer_id": "c-1", "segment": "vip"} for i in range(10)]
         send_changes(own, changes[:5])
         log = tmp_path / "api.log"
         with api_process(env, log) as (api, base):
+            assert _post_click(base, key, "e-1").status_code == 202  # the collector's producer is started
             subscriber = Subscriber(base, key)
             subscriber.wait_for(5)
             kafka.kill()
@@ -89,7 +91,10 @@ def test_a_segment_change_stream_waits_out_a_kafka_outage_and_ends_cleanly_when_
             time.sleep(1)  # a change sent twice would arrive by now
             assert subscriber.received == [c["change_id"] for c in changes]
             kafka.kill()
-            time.sleep(2)  # the stream's consumer is fetching from a broker that is gone
+            # The collector's producer keeps this record, unacknowledged, and its stop used to wait for the
+            # broker to take it (over a minute): the client was told it was not stored, so it is dropped.
+            unstored = _post_click(base, key, "e-2")
+            assert (unstored.status_code, unstored.json()["error"]["code"]) == (503, "kafka_unavailable")
             exit_code = stopped(api, 10)
             subscriber.join(5)
         assert subscriber.ended == "cleanly"
@@ -98,3 +103,16 @@ def test_a_segment_change_stream_waits_out_a_kafka_outage_and_ends_cleanly_when_
         text = log.read_text()
         assert "Finished server process" in text, text
         assert "Traceback" not in text, text
+
+
+def _post_click(base: str, key: str, event_id: str) -> httpx.Response:
+    click = {
+        "type": "click",
+        "event_id": event_id,
+        "timestamp": datetime.now(UTC).isoformat(),
+        "customer_id": "c-1",
+        "action": "page_view",
+        "url": "/",
+        "session_id": "s-1",
+    }
+    return httpx.post(f"{base}/v1/events", json=click, headers={"Authorization": f"Bearer {key}"}, timeout=30)
