@@ -55,10 +55,10 @@ class KafkaSettings(BaseModel):
     commit_timeout_s: float = Field(
         10.0,
         gt=0,
-        description="Longest wait for a consumer group's offset commit (the worker's, the webhook deliverer's, the "
-        "trainer's) before it counts as an outage to wait out, and for a stopping process's producer to deliver "
-        "its last records: aiokafka waits for the broker for as long as it is down, and a stop or the liveness "
-        "beat must not wait that long.",
+        description="Longest wait for a consumer group's offset commit before it is given up (the worker leaves "
+        "the offsets to its next commit; the webhook deliverer and the trainer wait it out as an outage), and for "
+        "a stopping process's producer to deliver its last records: aiokafka waits for the broker for as long as "
+        "it is down, and a stop or the liveness beat must not wait that long.",
     )
 
     @property
