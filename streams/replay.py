@@ -81,6 +81,11 @@ class PlanMismatchError(RuntimeError):
     """The namespace holds a checkpoint of another replay."""
 
 
+class ReplayInterruptedError(Exception):
+    """The replay was asked to stop (``Replay(stop=…)``): the chunk in flight is not written, and the same
+    command resumes from the checkpoint."""
+
+
 @dataclass(frozen=True)
 class Plan:
     """Which records a replay covers: per raw partition ``"topic:partition"``, [start, end) offsets."""
@@ -291,11 +296,13 @@ class Replay:
         models: ReplayModels | None = None,
         segments: ReplaySegments | None = None,
         counters: Counters | None = None,
+        stop: asyncio.Event | None = None,
     ) -> None:
         """``models``: rebuild the models too (``--retrain``, ``streams.replay_models``); ``segments``: adopt
         the served namespace's segments (and models, without ``models``) and evaluate the memberships (None:
         a replay into the served namespace, whose workers own them); ``counters``: those of an earlier
-        attempt of the same command."""
+        attempt of the same command; ``stop``: once set, the replay raises ``ReplayInterruptedError`` before
+        its next slice."""
         prefix = settings.kafka.topic_prefix
         self.settings = settings
         self.store = store
@@ -317,6 +324,7 @@ class Replay:
         #: folded again, as the live worker dead-letters them (``fold_error``)
         self.unfoldable: set[int] = set()
         self._lookups: KafkaConsumer | None = None
+        self.stop = stop
 
     async def __aenter__(self) -> Replay:
         return self
@@ -575,6 +583,11 @@ class Replay:
         is folded. Returns the next number and how many of the slices' events were set aside as unfoldable."""
         skipped_events = folded = 0  # folded: records of the slices folded so far
         for at in itertools.count():
+            if self.stop is not None and self.stop.is_set():
+                # Checked here rather than by cancelling the task: Python 3.11's asyncio.wait_for, which
+                # redis-py awaits for every command it sends, can swallow a cancellation (gh-86296), and a
+                # Ctrl-C then went unnoticed until the replay had finished.
+                raise ReplayInterruptedError(f"replay into {self.store.namespace!r} interrupted")
             if at == len(resolved):
                 records = await merged.take(min(self.slice, self.chunk - folded)) if folded < self.chunk else []
                 if not records:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from typing import Annotated
 
 import typer
@@ -20,6 +21,25 @@ from streams import replay as engine
 from streams.backoff import Backoff, through_outages
 from streams.replay_models import ReplayModels, RetrainConflictError
 from streams.replay_segments import ReplaySegments
+
+
+class Stopping:
+    """Ctrl-C or SIGTERM, as a request the replay honours between two slices (``Replay(stop=…)``) and while it
+    waits out an outage: cancelling its task was not reliable (``streams.replay.ReplayInterruptedError``)."""
+
+    def __init__(self) -> None:
+        self.requested = asyncio.Event()
+        self.signal = signal.SIGINT
+
+    def install(self, loop: asyncio.AbstractEventLoop) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            # A shell starting a background job without job control has it ignore SIGINT: left ignored.
+            if signal.getsignal(sig) is not signal.SIG_IGN:
+                loop.add_signal_handler(sig, self._request, sig)
+
+    def _request(self, sig: signal.Signals) -> None:
+        self.signal = sig
+        self.requested.set()
 
 
 def replay(
@@ -62,6 +82,7 @@ def replay(
         names = engine.raw_topics(settings, topics)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--topics") from exc
+    stopping = Stopping()
     try:
         result = asyncio.run(
             replay_through_outages(
@@ -73,11 +94,16 @@ def replay(
                 chunk=chunk,
                 quiet=quiet,
                 retrain=retrain,
+                stopping=stopping,
             )
         )
     except (engine.PlanMismatchError, RetrainConflictError) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from exc
+    except (KeyboardInterrupt, engine.ReplayInterruptedError):
+        # KeyboardInterrupt: a Ctrl-C before the replay's loop runs, or after it.
+        typer.echo(f"replay into {into!r} interrupted: the same command resumes it from its last checkpoint", err=True)
+        raise typer.Exit(128 + stopping.signal) from None
     typer.echo(
         f"replayed {result.done:,} records into {into!r} in {result.elapsed_s:.1f} s ({result.rate:,.0f} records/s): "
         f"{result.applied:,} events applied, {result.rejected:,} rejected, {result.erased:,} erased, "
@@ -102,9 +128,15 @@ async def replay_through_outages(
     chunk: int,
     quiet: bool,
     retrain: bool,
+    stopping: Stopping | None = None,
 ) -> engine.Progress:
     """The replay, resumed from its checkpoint after each outage of Redis or Kafka, as a new process would
-    resume it (the kill/resume path the tests check), until it completes."""
+    resume it (the kill/resume path the tests check), until it completes; ``ReplayInterruptedError`` once
+    ``stopping`` was requested."""
+    stop = None
+    if stopping is not None:
+        stopping.install(asyncio.get_running_loop())
+        stop = stopping.requested
     redis = make_redis(settings)
     counters = engine.Counters()
     backoff = Backoff(settings.stream.retry_initial_s, settings.stream.retry_max_s)
@@ -138,6 +170,7 @@ async def replay_through_outages(
                     models=models,
                     segments=segments,
                     counters=counters,
+                    stop=stop,
                 ) as runner:
                     plan = plan or await runner.plan(topics, from_ms, to_ms)
                     return await runner.run(plan, show)
@@ -147,9 +180,11 @@ async def replay_through_outages(
                 backoff,
                 f"replay into {into!r} (resumes from its checkpoint)",
                 alive=lambda: None,
+                stop=stop,
                 outages=engine.OUTAGES,
             )
-            assert done is not None  # None only when stopped, and nothing stops it
+            if done is None:  # stopped while it waited out an outage
+                raise engine.ReplayInterruptedError(f"replay into {into!r} interrupted")
             return done
     finally:
         await redis.aclose()
