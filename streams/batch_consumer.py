@@ -372,9 +372,13 @@ class BatchConsumer(faust_aiokafka.Consumer):
             task.cancel()  # the caller's cancellation: the attempt must not outlive it
             raise
         log.warning("abandoning the %s call still running %.0f s after the flow stopped", what, grace)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+        # Again until it ends: Python 3.11's asyncio.wait_for (redis-py awaits one per command it sends) can
+        # swallow a cancellation (gh-86296), and the call would go on to wait for the broker again.
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=_STOP_CHECK_S)
+        if not task.cancelled() and task.exception() is not None:
+            log.info("the abandoned %s call ended with %r", what, task.exception())
         return ABANDONED
 
     # -- commits: only what the handler applied -------------------------------------------------------
