@@ -99,16 +99,23 @@ class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         return consumer
 
     async def _commit(self, offsets: Mapping[TP, int]) -> bool:
-        """Faust's commit, given up after ``kafka.commit_timeout_s``: while the broker is down aiokafka looks for
-        the group's coordinator for as long as it takes, and the commit of a stopping worker held its stop
-        until it was killed. Not committing loses nothing: the next commit carries the offsets, and a restart
-        resumes from the store's positions, not from Kafka's."""
+        """Faust's commit, given up once the app is stopping and the commit has run ``kafka.commit_timeout_s``:
+        while the broker is down aiokafka looks for the group's coordinator for as long as it takes, and a
+        stopping worker's final commit held its stop until it was killed. Giving up loses nothing: a restart
+        resumes from the store's positions, not from Kafka's. A running worker's commit is left to wait for
+        the broker, as before: cancelling aiokafka's commit while the group recovers is a path its tests
+        do not cover."""
         timeout_s = cast("BatchApp", self.app).settings.kafka.commit_timeout_s
-        try:
-            return await asyncio.wait_for(super()._commit(offsets), timeout_s)
-        except TimeoutError:
-            log.warning("an offset commit took over %.0f s (is Kafka down?): left to the next one", timeout_s)
-            return False
+        commit = asyncio.ensure_future(super()._commit(offsets))
+        started = time.monotonic()
+        while True:
+            done, _ = await asyncio.wait({commit}, timeout=_STOP_CHECK_S)
+            if done:
+                return commit.result()
+            if self.app.should_stop and time.monotonic() - started >= timeout_s:
+                commit.cancel()
+                log.warning("a stopping worker's offset commit took over %.0f s (is Kafka down?): given up", timeout_s)
+                return False
 
     async def on_thread_stop(self) -> None:
         """Faust's, stopping the consumer with ``stop_consumer``: stopped while the broker was down, aiokafka's
