@@ -61,6 +61,7 @@ from services.kafka_clients import stop_consumer
 from streams.backoff import Backoff
 from streams.handler import Batch, BatchHandler, PartitionBatch, StalePosition
 from streams.liveness import Liveness
+from streams.tasks import given_up
 
 if TYPE_CHECKING:
     from streams.app import BatchApp
@@ -106,16 +107,16 @@ class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         the broker, as before: cancelling aiokafka's commit while the group recovers is a path its tests
         do not cover."""
         timeout_s = cast("BatchApp", self.app).settings.kafka.commit_timeout_s
-        commit = asyncio.ensure_future(super()._commit(offsets))
         started = time.monotonic()
-        while True:
-            done, _ = await asyncio.wait({commit}, timeout=_STOP_CHECK_S)
-            if done:
-                return commit.result()
-            if self.app.should_stop and time.monotonic() - started >= timeout_s:
-                commit.cancel()
-                log.warning("a stopping worker's offset commit took over %.0f s (is Kafka down?): given up", timeout_s)
-                return False
+        commit = asyncio.ensure_future(super()._commit(offsets))
+
+        def stopping_too_long() -> bool:
+            return bool(self.app.should_stop) and time.monotonic() - started >= timeout_s
+
+        if not await given_up(commit, stopping_too_long, _STOP_CHECK_S):
+            return commit.result()
+        log.warning("a stopping worker's offset commit took over %.0f s (is Kafka down?): given up", timeout_s)
+        return False
 
     async def on_thread_stop(self) -> None:
         """Faust's, stopping the consumer with ``stop_consumer``: stopped while the broker was down, aiokafka's
@@ -363,27 +364,19 @@ class BatchConsumer(faust_aiokafka.Consumer):
         positions. A batch in flight while everything is up finishes within the grace.
         """
         grace = self._batch_app.settings.stream.stop_grace_s
-        task = asyncio.ensure_future(attempt())
         stopped_at: float | None = None
-        try:
-            while True:
-                done, _ = await asyncio.wait({task}, timeout=_STOP_CHECK_S)
-                if done:
-                    return task.result()
-                if self._may_process(generation):
-                    continue
-                stopped_at = stopped_at or time.monotonic()
-                if time.monotonic() - stopped_at >= grace:
-                    break
-        except BaseException:
-            task.cancel()  # the caller's cancellation: the attempt must not outlive it
-            raise
-        log.warning("abandoning the %s call still running %.0f s after the flow stopped", what, grace)
-        # Again until it ends: Python 3.11's asyncio.wait_for (redis-py awaits one per command it sends) can
-        # swallow a cancellation (gh-86296), and the call would go on to wait for the broker again.
-        while not task.done():
-            task.cancel()
-            await asyncio.wait({task}, timeout=_STOP_CHECK_S)
+
+        def stopped_too_long() -> bool:
+            nonlocal stopped_at
+            if self._may_process(generation):
+                return False
+            stopped_at = stopped_at or time.monotonic()
+            return time.monotonic() - stopped_at >= grace
+
+        task = asyncio.ensure_future(attempt())
+        if not await given_up(task, stopped_too_long, _STOP_CHECK_S):
+            return task.result()
+        log.warning("abandoned the %s call still running %.0f s after the flow stopped", what, grace)
         if not task.cancelled() and task.exception() is not None:
             log.info("the abandoned %s call ended with %r", what, task.exception())
         return ABANDONED

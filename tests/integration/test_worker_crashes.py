@@ -13,7 +13,8 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -175,23 +176,13 @@ def test_a_worker_waiting_out_a_redis_outage_keeps_its_liveness_file_fresh(
 def test_kafka_killed_mid_run_and_restarted_on_its_storage(topics: Topics, history: History, tmp_path: Path) -> None:
     """The broker (the worker's only one, so every topic it reads and writes, and its group's coordinator) is
     SIGKILLed while the worker is midway through the history, and restarted on its storage 2 s later: the
-    worker waits, rejoins, and ends with the oracle's profiles. The history is produced first: the producer
-    is not under test here."""
+    worker waits, rejoins, and ends with the oracle's profiles."""
     with private_kafka(topics.settings, tmp_path) as (kafka, private_topics):
-        produce_raw(private_topics, history.lines)
-        namespace = f"t{uuid.uuid4().hex[:8]}"
-        (tmp_path / "w").mkdir()
-        worker = Worker(private_topics, namespace, tmp_path / "w")
-        worker.start()
-        try:
-            wait_for_progress(private_topics, namespace, worker, at_least=20_000)
-            assert not caught_up(private_topics, namespace), "the worker finished first: make the history longer"
+        with worker_midway(private_topics, history, tmp_path) as (namespace, worker):
             kafka.kill()
             time.sleep(2.0)
             kafka.start()
             wait_until_caught_up(private_topics, namespace, worker)
-        finally:
-            worker.stop()
         assert_exact(private_topics, namespace, history)
 
 
@@ -206,14 +197,7 @@ def test_a_worker_stopped_during_a_kafka_outage_exits_promptly_and_loses_nothing
     abandoned had been marked applied."""
     fast = {"RAPPORT_STREAM__STOP_GRACE_S": "3", "RAPPORT_KAFKA__COMMIT_TIMEOUT_S": "3"}
     with private_kafka(topics.settings, tmp_path) as (kafka, private_topics):
-        produce_raw(private_topics, history.lines)
-        namespace = f"t{uuid.uuid4().hex[:8]}"
-        (tmp_path / "w").mkdir()
-        worker = Worker(private_topics, namespace, tmp_path / "w", extra_env=fast)
-        worker.start()
-        try:
-            wait_for_progress(private_topics, namespace, worker, at_least=20_000)
-            assert not caught_up(private_topics, namespace), "the worker finished first: make the history longer"
+        with worker_midway(private_topics, history, tmp_path, extra_env=fast) as (namespace, worker):
             kafka.kill()
             time.sleep(3.0)
             assert worker.process is not None
@@ -223,8 +207,6 @@ def test_a_worker_stopped_during_a_kafka_outage_exits_promptly_and_loses_nothing
             kafka.start()
             worker.start()
             wait_until_caught_up(private_topics, namespace, worker)
-        finally:
-            worker.stop()
         assert_exact(private_topics, namespace, history)
     # The grace for the batch (3 s), the commit's bound (3 s), the producer's (3 s), and Faust's own steps.
     assert took < 20, f"the stop took {took:.1f} s"
@@ -251,6 +233,26 @@ def test_a_worker_started_while_kafka_is_down_waits_and_then_catches_up(
         finally:
             worker.stop()
         assert_exact(private_topics, namespace, history)
+
+
+@contextmanager
+def worker_midway(
+    topics: Topics, history: History, tmp_path: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[tuple[str, Worker]]:
+    """The history produced, and a worker of a new namespace started and midway through it (its group has
+    committed 20,000 raw records); the namespace and the worker, stopped afterwards. The history is produced
+    first: the producer is not under test here."""
+    produce_raw(topics, history.lines)
+    namespace = f"t{uuid.uuid4().hex[:8]}"
+    (tmp_path / "w").mkdir()
+    worker = Worker(topics, namespace, tmp_path / "w", extra_env=extra_env)
+    worker.start()
+    try:
+        wait_for_progress(topics, namespace, worker, at_least=20_000)
+        assert not caught_up(topics, namespace), "the worker finished first: make the history longer"
+        yield namespace, worker
+    finally:
+        worker.stop()
 
 
 def wait_for_progress(topics: Topics, namespace: str, worker: Worker, at_least: int) -> None:
