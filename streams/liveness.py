@@ -1,11 +1,12 @@
 """A file a long-running stream process touches while its main loop goes round: an exec liveness probe.
 
 The worker, the trainer and the webhook deliverer have no HTTP server. Each touches
-``stream.liveness_file`` (when set) from its main loop: every fetch, including empty ones while idle, and
-every pause of a retried batch (waiting out a Redis or Kafka outage is backpressure, which a restart would
-not cure). A loop that no longer goes round — a call that never returns, a loop task that died in a
-process still running — leaves the file's modification time behind, and the orchestrator's probe
-(``deploy/k8s``: the file is younger than a minute) restarts the process.
+``stream.liveness_file`` (when set) from its main loop: every fetch, including empty ones while idle, every
+pause of a retried batch, and every second a batch waits for Kafka's acknowledgements (``streams.outbox``):
+waiting out a Redis or Kafka outage is backpressure, which a restart would not cure. A loop that no longer
+goes round — a call that never returns, a loop task that died in a process still running — leaves the
+file's modification time behind, and the orchestrator's probe (``deploy/k8s``: the file is younger than a
+minute) restarts the process.
 
 >>> import pathlib, tempfile
 >>> path = pathlib.Path(tempfile.mkdtemp()) / "run" / "alive"

@@ -445,7 +445,7 @@ async def profile_handler(settings: Settings) -> AsyncIterator[ProfileHandler]:
         # Honour every erasure before the first event: a fresh namespace (a replay) must never hold them.
         honoured = functools.partial(_honour_erasures, settings, store)
         await through_outages(honoured, backoff, "reading the erasures", alive=alive, outages=_START_OUTAGES)
-        handler = ProfileHandler(settings, store, Outbox(producer))
+        handler = ProfileHandler(settings, store, Outbox(producer, waiting=alive))
         yield handler
         handler.stats.log_and_reset()  # the last window's figures, after the final batch
         await handler.publish_figures()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -12,30 +10,19 @@ import faust
 import uvloop
 
 from services.gc_tuning import tune_gc
+from services.logs import configure_logging
 from services.settings import Settings
 from streams.app import make_app
 from streams.handler import HandlerFactory
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s"
 
 # At INFO these narrate every service start and stop (dozens of lines per rebalance); their warnings and
 # errors still show. Our own loggers and aiokafka's group membership messages stay at the chosen level.
 CHATTY_LOGGERS = ("faust", "mode")
 
 
-def configure_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    for name in CHATTY_LOGGERS:
-        logging.getLogger(name).setLevel(max(root.level, logging.WARNING))
-
-
 def run_worker(settings: Settings, handler_factory: HandlerFactory, topics: Sequence[str], group_id: str) -> NoReturn:
     """Consume ``topics`` in group ``group_id`` until SIGTERM/SIGINT, then commit what was applied and exit."""
-    configure_logging(settings.stream.log_level)
+    configure_logging(settings.stream.log_level, quiet=CHATTY_LOGGERS)
     tune_gc(settings.stream.gc_young_threshold)
     # This loop only: uvloop for the aiokafka consumer thread's own loop too measured no different.
     loop = uvloop.new_event_loop()

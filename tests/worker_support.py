@@ -58,15 +58,18 @@ class Worker:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def troubles(self, limit: int = 60) -> str:
-        """The warnings and errors of every start's log (retries, stale positions, rebalances): what a
-        failed comparison needs to be explained after the test's temporary directory is gone."""
-        lines = [
+    def log_lines(self) -> list[str]:
+        """Every start's log, line by line, each line after its file's name."""
+        return [
             f"{path.name}: {line}"
             for path in sorted(self.log_dir.glob("worker-*.log"))
             for line in path.read_text(errors="replace").splitlines()
-            if " WARNING " in line or " ERROR " in line or "Traceback" in line
         ]
+
+    def troubles(self, limit: int = 60) -> str:
+        """The warnings and errors of every start's log (retries, stale positions, rebalances): what a
+        failed comparison needs to be explained after the test's temporary directory is gone."""
+        lines = [line for line in self.log_lines() if " WARNING " in line or " ERROR " in line or "Traceback" in line]
         shown = lines[:limit] + ([f"... {len(lines) - limit} more"] if len(lines) > limit else [])
         return "\n".join(shown) or "(no warnings or errors in the worker's logs)"
 

@@ -14,6 +14,7 @@ from uvicorn.config import STARTUP_FAILURE
 from services.api.app import create_app
 from services.api.draining import Draining
 from services.gc_tuning import tune_gc
+from services.logs import configure_logging
 from services.settings import get_settings
 
 
@@ -36,6 +37,8 @@ def api(
 ) -> None:
     """Serve profiles and collect events over HTTP until SIGTERM/SIGINT."""
     settings = get_settings()
+    # uvicorn configures its own loggers only: this is where the Kafka clients' and the API's own lines go.
+    configure_logging(settings.api.log_level)
     draining = Draining()
     app = create_app(settings, draining)
     tune_gc(settings.api.gc_young_threshold)  # after the imports: they are frozen out of every collection

@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
-import sys
 
+from services.logs import configure_logging
 from services.settings import get_settings
 from services.webhooks.deliver import run
 
 
 def deliver() -> None:
     """POST segment changes to registered webhooks: signed, in order per customer, retried, dead-lettered."""
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    configure_logging(settings.stream.log_level)
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await run(get_settings(), stop)
+        await run(settings, stop)
 
     asyncio.run(main())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -17,6 +16,7 @@ from rich.table import Table
 
 from profiles.model_store import ModelStore
 from profiles.models.snapshots import SnapshotRejectedError, read_meta
+from services.logs import configure_logging
 from services.redis_client import make_redis
 from services.settings import get_settings
 from streams.trainer import MissingSecretError, run_trainer
@@ -28,7 +28,7 @@ T = TypeVar("T")
 def trainer() -> None:
     """Learn every model from models.examples and publish signed snapshots, until SIGTERM/SIGINT."""
     settings = get_settings()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(settings.stream.log_level)
 
     async def run() -> None:
         stop = asyncio.Event()

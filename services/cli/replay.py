@@ -15,6 +15,7 @@ from profiles.store import ProfileStore
 from services.cli.instants import instant_ms
 from services.cli.names import namespace_name
 from services.gc_tuning import tune_gc
+from services.logs import configure_logging
 from services.redis_client import make_redis
 from services.settings import Settings, get_settings
 from streams import replay as engine
@@ -73,7 +74,7 @@ def replay(
         )
     if retrain and not settings.models.secret.get_secret_value():
         raise typer.BadParameter("set RAPPORT_MODELS__SECRET: model snapshots are signed", param_hint="--retrain")
-    logging.basicConfig(level=logging.WARNING)
+    configure_logging(logging.WARNING)
     tune_gc(settings.stream.replay_gc_young_threshold)
     from_ms, to_ms_ = instant_ms(start, "--from", "earliest"), instant_ms(end, "--to", "now")
     if from_ms is not None and to_ms_ is not None and from_ms > to_ms_:

@@ -1,0 +1,77 @@
+"""services.logs: the Kafka clients' repeated lines held back, and what the next one says about them."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+from services.logs import KAFKA_CLIENT_LOGGERS, RepeatsHeldBack
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def record(name: str, msg: str, *args: object, level: int = logging.ERROR) -> logging.LogRecord:
+    return logging.LogRecord(name, level, __file__, 1, msg, args or None, None)
+
+
+def test_an_outage_s_flood_becomes_one_line_a_minute_per_kind_through_a_real_logger() -> None:
+    clock = Clock()
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+    handler.addFilter(RepeatsHeldBack(KAFKA_CLIENT_LOGGERS, every_s=60.0, clock=clock))
+    logger = logging.getLogger("aiokafka.test_logs")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        for tick in range(1_500):  # 150 s at ten lines a second, of two kinds
+            clock.now = tick / 10
+            logger.error("Unable connect to node with id %s: %s", 1, "Connection refused" if tick % 2 else "failed")
+            logger.warning("Got error produce response: %s", "NodeNotReadyError")
+        logging.getLogger("streams.test_logs").addHandler(handler)
+        logging.getLogger("streams.test_logs").warning("ours %d", 1)
+    finally:
+        logger.removeHandler(handler)
+        logging.getLogger("streams.test_logs").removeHandler(handler)
+    connect = "aiokafka.test_logs ERROR Unable connect to node with id 1: failed"
+    produce = "aiokafka.test_logs WARNING Got error produce response: NodeNotReadyError"
+    held = " (599 more like it held back in the last 60 s)"
+    assert out.getvalue().splitlines() == [
+        connect,
+        produce,
+        connect + held,
+        produce + held,
+        connect + held,
+        produce + held,
+        "streams.test_logs WARNING ours 1",
+    ]
+
+
+def test_kinds_are_told_apart_by_logger_level_and_template_and_other_loggers_pass() -> None:
+    held = RepeatsHeldBack(("aiokafka", "kafka"), clock=Clock())
+    first = [
+        record("aiokafka", "a %s", 1),
+        record("aiokafka.conn", "a %s", 1),
+        record("aiokafka", "a %s", 1, level=logging.WARNING),
+        record("aiokafka", "b %s", 1),
+        record("kafka.net", "a %s", 1),
+    ]
+    assert [held.filter(r) for r in first] == [True] * 5
+    assert [held.filter(r) for r in first] == [False] * 5
+    others = [record("aiokafkax", "a %s", 1), record("streams.outbox", "a %s", 1), record("faust", "a %s", 1)]
+    assert [held.filter(r) for r in others * 2] == [True] * 6
+
+
+def test_a_logger_that_formats_its_own_lines_does_not_grow_the_memory_without_bound() -> None:
+    clock = Clock()
+    held = RepeatsHeldBack(("aiokafka",), every_s=60.0, clock=clock)
+    for n in range(5_000):
+        clock.now = n / 10  # 500 s: most kinds expire
+        assert held.filter(record("aiokafka", f"connection {n} refused"))
+    assert len(held._kinds) <= 1024
