@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from typing import Any, Final
+
+#: Cancellations of a task given up sent one turn of the loop apart, before they are ``poll_s`` apart.
+_QUICK_CANCELS: Final = 100
 
 
 async def all_or_none(stages: Sequence[Coroutine[Any, Any, None]]) -> None:
@@ -40,7 +43,12 @@ async def given_up(task: asyncio.Future[Any], give_up: Callable[[], bool], poll_
     except BaseException:
         task.cancel()
         raise
+    cancels = 0
     while not task.done():
         task.cancel()
-        await asyncio.wait({task}, timeout=poll_s)
+        # A task busy with fast round trips swallowed most cancellations (3 to 25 in a row, measured on a
+        # namespace drop): the next ones follow at the next turns of the loop, when it has moved on to its
+        # next await. Then every ``poll_s``, for a task whose clean-up takes time.
+        await asyncio.wait({task}, timeout=0 if cancels < _QUICK_CANCELS else poll_s)
+        cancels += 1
     return True

@@ -116,6 +116,16 @@ def rapport(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
     )
 
 
+def interruptible(command: list[str]) -> list[str]:
+    """``command`` (``python -m services.cli.main …``) with Python's Ctrl-C handler installed: a shell that
+    starts a background job without job control (``.ci/run`` under ``nohup … &``) makes it ignore SIGINT,
+    and Python keeps an ignored SIGINT ignored. A terminal's Ctrl-C reaches a process that does not."""
+    python, module, *args = command[0], command[2], *command[3:]
+    boot = "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    boot += f"runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"
+    return [python, "-c", boot, *args]
+
+
 def produce_raw(topics: Topics, lines: Iterable[bytes]) -> int:
     """Send lines to their raw topics WITHOUT validation, as a producer that bypasses Rapport's would:
     the topic from ``type`` (clicks when unreadable), the key from the ids when there are any."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
@@ -14,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from services.cli.instants import instant_ms
+from services.cli.signals import run_stoppable
 from services.dlq import NOT_RESENT, redrive, summary
 from services.redis_client import make_redis
 from services.redis_lock import LockBusyError
@@ -44,7 +44,8 @@ def _run(action: Callable[[Redis], Awaitable[T]]) -> T:
         finally:
             await redis.aclose()
 
-    return asyncio.run(run())
+    # An interrupted redrive re-sends nothing twice: the next one finds what this one sent.
+    return run_stoppable(run())
 
 
 def _reason(value: str) -> str:

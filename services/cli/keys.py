@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from typing import Annotated
 
@@ -11,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from services.api.keys import SCOPES, ApiKey, KeyDefinitionError, KeyStore
+from services.cli.signals import run_stoppable
 from services.redis_client import make_redis
 from services.settings import get_settings
 
@@ -42,7 +42,7 @@ def create(
             await redis.aclose()
 
     try:
-        token, key = asyncio.run(run())
+        token, key = run_stoppable(run())
     except KeyDefinitionError as exc:
         raise typer.BadParameter(str(exc)) from exc
     typer.echo(f"created key {key.key_id} ({', '.join(sorted(key.scopes))})", err=True)
@@ -60,7 +60,7 @@ def revoke(key_id: Annotated[str, typer.Argument(help="The key id (the 12 hex di
         finally:
             await redis.aclose()
 
-    if not asyncio.run(run()):
+    if not run_stoppable(run()):
         typer.echo(f"no key {key_id}", err=True)
         raise typer.Exit(1)
     typer.echo(f"revoked {key_id}")
@@ -78,7 +78,7 @@ def list_keys() -> None:
             await redis.aclose()
 
     table = Table("id", "name", "scopes", "kind", "origins", "rate/s", "created", "revoked")
-    for key in asyncio.run(run()):
+    for key in run_stoppable(run()):
         table.add_row(
             key.key_id,
             key.name,

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from profiles.model_store import ModelStore
 from profiles.models.snapshots import SnapshotRejectedError, read_meta
+from services.cli.signals import run_stoppable
 from services.logs import configure_logging
 from services.redis_client import make_redis
 from services.settings import get_settings
@@ -54,7 +55,7 @@ def _run(action: Callable[[ModelStore], Awaitable[T]]) -> T:
         finally:
             await redis.aclose()
 
-    return asyncio.run(run())
+    return run_stoppable(run())
 
 
 @app.command("list")

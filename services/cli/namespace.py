@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
@@ -18,6 +17,7 @@ from profiles.namespaces import Namespaces
 from profiles.segments import SegmentChange
 from schemas.topics import SEGMENT_CHANGES, full_name
 from services.cli.names import namespace_name
+from services.cli.signals import run_stoppable
 from services.kafka_clients import make_producer
 from services.namespace_ops import diff_namespaces, hash_namespace, profile_counts, promotion_announcements
 from services.redis_client import make_redis
@@ -28,7 +28,7 @@ T = TypeVar("T")
 NameArg = Annotated[str, typer.Argument(metavar="NAME", callback=namespace_name)]
 
 
-def _run(action: Callable[[Redis], Awaitable[T]]) -> T:
+def _run(action: Callable[[Redis], Awaitable[T]], interrupted: str = "interrupted") -> T:
     async def run() -> T:
         redis = make_redis(get_settings())
         try:
@@ -36,7 +36,7 @@ def _run(action: Callable[[Redis], Awaitable[T]]) -> T:
         finally:
             await redis.aclose()
 
-    return asyncio.run(run())
+    return run_stoppable(run(), interrupted)
 
 
 @app.command("list")
@@ -164,4 +164,5 @@ def drop(name: NameArg, yes: Annotated[bool, typer.Option("--yes", help="Do not 
 
     if not yes:
         typer.confirm(f"delete every key of namespace {name!r}?", abort=True)
-    typer.echo(f"dropped {name!r}: {_run(run):,} keys")
+    dropped = _run(run, f"the drop of {name!r} was interrupted: the same command finishes it")
+    typer.echo(f"dropped {name!r}: {dropped:,} keys")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from typing import Annotated
 
 import typer
@@ -14,6 +13,7 @@ from profiles.namespaces import Namespaces
 from profiles.store import ProfileStore
 from services.cli.instants import instant_ms
 from services.cli.names import namespace_name
+from services.cli.signals import Stopping
 from services.gc_tuning import tune_gc
 from services.logs import configure_logging
 from services.redis_client import make_redis
@@ -22,25 +22,6 @@ from streams import replay as engine
 from streams.backoff import Backoff, through_outages
 from streams.replay_models import ReplayModels, RetrainConflictError
 from streams.replay_segments import ReplaySegments
-
-
-class Stopping:
-    """Ctrl-C or SIGTERM, as a request the replay honours between two slices (``Replay(stop=…)``) and while it
-    waits out an outage: cancelling its task was not reliable (``streams.replay.ReplayInterruptedError``)."""
-
-    def __init__(self) -> None:
-        self.requested = asyncio.Event()
-        self.signal = signal.SIGINT
-
-    def install(self, loop: asyncio.AbstractEventLoop) -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            # A shell starting a background job without job control has it ignore SIGINT: left ignored.
-            if signal.getsignal(sig) is not signal.SIG_IGN:
-                loop.add_signal_handler(sig, self._request, sig)
-
-    def _request(self, sig: signal.Signals) -> None:
-        self.signal = sig
-        self.requested.set()
 
 
 def replay(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
@@ -15,6 +14,7 @@ from rich.table import Table
 from profiles.namespaces import Namespaces
 from profiles.segment_store import SegmentStore
 from profiles.segments import DefinitionError, RuleError, SegmentDefinition
+from services.cli.signals import run_stoppable
 from services.redis_client import make_redis
 from services.settings import get_settings
 
@@ -33,7 +33,7 @@ def _run(action: Callable[[SegmentStore], Awaitable[T]]) -> T:
         finally:
             await redis.aclose()
 
-    return asyncio.run(run())
+    return run_stoppable(run())
 
 
 @app.command("list")

@@ -55,7 +55,15 @@ from streams.replay_segments import ReplaySegments
 from streams.resolution import Resolution, Resolver
 from streams.segment_stage import PipelineOps
 from tests.api_support import create_key, free_port, running_api
-from tests.kafka_support import Topics, committed_offsets, created_topics, private_kafka, produce_raw, rapport
+from tests.kafka_support import (
+    Topics,
+    committed_offsets,
+    created_topics,
+    interruptible,
+    private_kafka,
+    produce_raw,
+    rapport,
+)
 from tests.model_support import publish_churn_model
 from tests.oracle import OracleSettings, build_profiles, diff_profiles
 from tests.redis_support import private_redis
@@ -118,21 +126,11 @@ def kill_midway(
 ) -> subprocess.CompletedProcess[bytes]:
     """Start ``command`` (a replay into ``namespace``) and send it ``sig`` once it has checkpointed ``chunks``
     more chunks; returns how it ended."""
-    proc = subprocess.Popen(_interruptible(command), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(interruptible(command), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     checkpointed(produced.topics.settings, namespace, proc, chunks)
     os.kill(proc.pid, sig)
     out, err = proc.communicate(timeout=30)
     return subprocess.CompletedProcess(command, proc.returncode, out, err)
-
-
-def _interruptible(command: list[str]) -> list[str]:
-    """``command`` (``python -m services.cli.main …``) with Python's Ctrl-C handler installed: a shell that
-    starts a background job without job control (``.ci/run`` under ``nohup … &``) makes it ignore SIGINT,
-    and Python keeps an ignored SIGINT ignored. A terminal's Ctrl-C reaches a process that does not."""
-    python, module, *args = command[0], command[2], *command[3:]
-    boot = "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
-    boot += f"runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"
-    return [python, "-c", boot, *args]
 
 
 def checkpointed(settings: Settings, namespace: str, proc: subprocess.Popen[bytes], chunks: int) -> None:
