@@ -2,22 +2,40 @@
 
 The holder is named ``host pid token`` and refreshes the lock while it runs. A lock whose holder ran on this
 host and is gone (killed: it could not release it) is taken over at once; one from another host lapses
-``ttl_ms`` after its last refresh, so a holder frozen longer than that can overlap with the next.
+``ttl_ms`` after its last refresh, so a holder frozen longer than that can overlap with the next. Such a
+holder neither extends nor deletes the lock once another has it: both compare the holder first, in one
+script (before session 37 a plain ``SET XX`` refresh took the next holder's lock over, and the release
+deleted it). It says so at ERROR; its work goes on. A lock that lapsed with nobody taking it is taken again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Final
 
 from redis.asyncio import Redis
-from redis.exceptions import WatchError
+from redis.exceptions import RedisError, WatchError
 
 from profiles.redis_values import as_text
+
+log = logging.getLogger(__name__)
+
+#: KEYS[1] the lock, ARGV[1] its holder, ARGV[2] its time to live in ms: extended while it is the holder's, taken
+#: again if it lapsed and nobody took it; 0 if another holder has it.
+_REFRESH: Final = """
+local held = redis.call('GET', KEYS[1])
+if held == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if not held then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
+return 0
+"""
+#: KEYS[1] the lock, ARGV[1] its holder: deleted only while it is the holder's.
+_RELEASE: Final = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
 class LockBusyError(RuntimeError):
@@ -35,15 +53,25 @@ async def exclusive(redis: Redis, lock: str, ttl_ms: int, *, what: str) -> Async
     async def refresh() -> None:
         while True:
             await asyncio.sleep(ttl_ms / 3000)
-            await redis.set(lock, mine, xx=True, px=ttl_ms)
+            try:
+                held = await redis.eval(_REFRESH, 1, lock, mine, str(ttl_ms))
+            except RedisError as exc:  # the next refresh may get through before the lock lapses
+                log.warning("could not refresh the %s lock %s: %r", what, lock, exc)
+                continue
+            if not held:
+                log.error(
+                    "the %s lock %s lapsed and another holder took it: this process was held up longer than %d ms, "
+                    "and the two may now overlap", what, lock, ttl_ms,
+                )  # fmt: skip
+                return
 
     refreshing = asyncio.create_task(refresh())
     try:
         yield
     finally:
         refreshing.cancel()
-        if _holder(await redis.get(lock)) == mine:
-            await redis.delete(lock)
+        await asyncio.wait({refreshing})  # unlike awaiting it, not a place to lose this task's own cancellation
+        await redis.eval(_RELEASE, 1, lock, mine)
 
 
 async def _take_over(redis: Redis, lock: str, mine: str, ttl_ms: int) -> bool:
