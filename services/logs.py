@@ -2,9 +2,9 @@
 
 While a broker is unreachable, aiokafka logs each failed connection, metadata request, fetch and produce
 attempt: about 150 lines a second from one worker (measured during a 25 s outage: 3,800 lines, of six
-kinds). A ten-minute outage buried everything else under 90,000 of them, the worker's own word on what it
-waits for included. ``RepeatsHeldBack`` lets the first line of each kind through and holds back the same
-kind for a minute; the next one after that says how many were held back.
+kinds). At that pace a ten-minute outage would bury everything else under some 90,000 of them, the
+worker's own word on what it waits for included. ``RepeatsHeldBack`` lets the first line of each kind
+through and holds back the same kind for a minute; the next one after that says how many were held back.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class RepeatsHeldBack(logging.Filter):
     >>> [held.filter(r) for r in map(line, ["a", "b", "c"])]
     [True, False, False]
     >>> last = line("d"); held.filter(last), last.getMessage()
-    (True, 'Unable connect to d (2 more like it held back in the last 60 s)')
+    (True, 'Unable connect to d (2 more like it held back in the 60 s after the last shown)')
     >>> held.filter(logging.LogRecord("streams", logging.ERROR, "", 0, "ours", None, None))
     True
     """
@@ -74,7 +74,13 @@ class RepeatsHeldBack(logging.Filter):
                 self._kinds = {k: v for k, v in self._kinds.items() if now - v.let_through_at < self.every_s}
             self._kinds[kind] = _Kind(now)
         if seen is not None and seen.held:
-            record.msg = f"{record.getMessage()} ({seen.held} more like it held back in the last {self.every_s:.0f} s)"
+            try:
+                message = record.getMessage()
+            except Exception:  # a library's malformed line: the handler reports it, not its caller
+                return True
+            record.msg = (
+                f"{message} ({seen.held} more like it held back in the {self.every_s:.0f} s after the last shown)"
+            )
             record.args = None
         return True
 

@@ -64,11 +64,10 @@ def run_stoppable(main: Coroutine[Any, Any, T], interrupted: str = "interrupted"
     async def run() -> T:
         on_stop_signals(asyncio.get_running_loop(), received.append)
         task = asyncio.ensure_future(main)
-        if not await given_up(task, lambda: bool(received), _POLL_S):
-            return task.result()
-        if not task.cancelled():
-            task.exception()  # what its clean-up raised once cancelled: the stop is what is reported
-        raise _InterruptedError(received[0])
+        stopped = await given_up(task, lambda: bool(received), _POLL_S)
+        if not stopped or (not task.cancelled() and task.exception() is None):
+            return task.result()  # a command that had finished when the signal came reports what it did
+        raise _InterruptedError(received[0])  # not what its clean-up raised once cancelled
 
     try:
         return asyncio.run(run())

@@ -41,7 +41,7 @@ def test_an_outage_s_flood_becomes_one_line_a_minute_per_kind_through_a_real_log
         logging.getLogger("streams.test_logs").removeHandler(handler)
     connect = "aiokafka.test_logs ERROR Unable connect to node with id 1: failed"
     produce = "aiokafka.test_logs WARNING Got error produce response: NodeNotReadyError"
-    held = " (599 more like it held back in the last 60 s)"
+    held = " (599 more like it held back in the 60 s after the last shown)"
     assert out.getvalue().splitlines() == [
         connect,
         produce,
