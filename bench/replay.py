@@ -2,11 +2,14 @@
 
 1. simulator lines preloaded into the five raw topics;
 2. ceiling: a plain aiokafka ``getmany`` loop over them (no group, no decoding);
-3. the live worker (``rapport worker``) from cold into one namespace, as ``bench.profile_worker`` measures it;
-4. ``rapport replay --into`` a fresh namespace (one process): records / seconds from its own summary line
-   (plan made, erasures read), and the wall time of the whole command;
-5. a second replay into another fresh namespace, and the same replay into the worker's namespace, which
-   must write nothing; then the canonical hashes of the three namespaces (they must be equal);
+3. rounds (``--rounds``, medians reported): the live worker (``rapport worker``) from cold into a fresh
+   namespace, as ``bench.profile_worker`` measures it, then ``rapport replay --into`` a fresh namespace (one
+   process): records / seconds from its own summary line (plan made, erasures read), and the wall time of
+   the whole command. One round's ratio swung from 2.9x to 4.7x between runs minutes apart (session 36),
+   mostly with the worker's rate: the medians of interleaved rounds are the figures;
+4. the first round's replay again into another fresh namespace, and into the first round's worker's
+   namespace, which must write nothing; then the canonical hashes of the three namespaces (they must be
+   equal);
 6. the replay again, adopting five segments from the namespace it takes as served, whose memberships it
    then evaluates (the other replays adopt from the worker's namespace, which has none).
 """
@@ -16,12 +19,13 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
 from bench.harness import Figure, Ratio, bench_settings, raw_consume_rate, run_namespace
-from bench.profile_worker import corpus, raw_ends, topics_of, worker_throughput
+from bench.profile_worker import ROUNDS, Throughput, corpus, raw_ends, rounded, topics_of, worker_throughput
 from services.namespace_ops import NamespaceHash, hash_namespace
 from services.redis_client import make_redis
 from services.settings import Settings
@@ -72,7 +76,7 @@ async def _hash(settings: Settings, namespace: str) -> NamespaceHash:
         await redis.aclose()
 
 
-def run(base: Settings, events: int) -> tuple[list[Figure], list[Ratio]]:
+def run(base: Settings, events: int, rounds: int = ROUNDS) -> tuple[list[Figure], list[Ratio]]:
     lines = corpus(events)
     logs = Path(tempfile.mkdtemp(prefix="bench-replay-"))
     with bench_settings(base) as settings:
@@ -80,10 +84,14 @@ def run(base: Settings, events: int) -> tuple[list[Figure], list[Ratio]]:
         ends = raw_ends(settings)
         total = sum(ends.values())
         raw = raw_consume_rate(settings, ends)
-        live = run_namespace(settings, "live")
-        live_run = worker_throughput(settings, live, logs, total)
-        first, second = run_namespace(settings, "replay"), run_namespace(settings, "replay")
-        replayed, writes, wall = _replay(settings, first, live)
+        played: list[tuple[str, str, Throughput, float, int, float]] = []  # per round: namespaces, figures
+        for n in range(rounds):
+            (logs / str(n)).mkdir()
+            live, first = run_namespace(settings, "live"), run_namespace(settings, "replay")
+            worker = worker_throughput(settings, live, logs / str(n), total)
+            played.append((live, first, worker, *_replay(settings, first, live)))
+        live, first = played[0][0], played[0][1]
+        second = run_namespace(settings, "replay")
         _replay(settings, second, live)
         again, noop_writes, _ = _replay(settings, live, live)
         hashes = {ns: asyncio.run(_hash(settings, ns)) for ns in (live, first, second)}
@@ -92,20 +100,31 @@ def run(base: Settings, events: int) -> tuple[list[Figure], list[Ratio]]:
         define_segments(settings, served, SEGMENTS)
         with_segments, _, segments_wall = _replay(settings, run_namespace(settings, "replay"), served)
     shutil.rmtree(logs)
+    workers = [worker.rate for _, _, worker, _, _, _ in played]
+    replays = [replayed for _, _, _, replayed, _, _ in played]
+    writes, wall = played[0][4], played[0][5]
+    per_round = ", ".join(f"{r:,.0f}/{w:,.0f} = {r / w:.2f}x" for w, r in zip(workers, replays, strict=True))
     figures = [
         Figure("raw aiokafka getmany", raw, "events/s", f"{total:,} simulator lines, {len(ends)} partitions"),
         Figure(
             "live worker",
-            live_run.rate,
+            statistics.median(workers),
             "events/s",
-            f"{total:,} lines in {live_run.drain_s:.1f} s from assignment to caught up",
+            f"median of {rounds} rounds ({rounded(workers)}), each {total:,} lines from assignment to caught up",
         ),
         Figure(
             "replay, one process",
-            replayed,
+            statistics.median(replays),
             "events/s",
-            f"{total:,} records into a fresh namespace, {writes:,} profile writes; whole command {wall:.1f} s "
-            "(interpreter, plan, erasures included)",
+            f"median of {rounds} rounds ({rounded(replays)}), each {total:,} records into a fresh namespace; "
+            f"the first: {writes:,} profile writes, whole command {wall:.1f} s (interpreter, plan, erasures "
+            "included)",
+        ),
+        Figure(
+            "replay / worker, lowest round",
+            min(r / w for w, r in zip(workers, replays, strict=True)),
+            "x",
+            f"each round's replay / worker: {per_round}",
         ),
         Figure(
             "replay, 5 served segments",

@@ -28,7 +28,11 @@ def main() -> None:
     parser.add_argument("suites", nargs="*", choices=[*SUITES, []], help=f"default: all of {', '.join(SUITES)}")
     parser.add_argument("--events", type=int, default=200_000, help="events per run")
     parser.add_argument(
-        "--rounds", type=int, default=profile_worker.ROUNDS, help="profile_worker: worker and naive runs (medians)"
+        "--rounds",
+        type=int,
+        default=profile_worker.ROUNDS,
+        help="interleaved rounds whose medians are reported: profile_worker's worker and naive runs, replay's "
+        "worker and replay runs",
     )
     args = parser.parse_args()
     suites = args.suites or list(SUITES)
@@ -51,7 +55,7 @@ def main() -> None:
     if "models" in suites:
         report("models: training and scoring cost", *models.run(settings, args.events))
     if "replay" in suites:
-        report("replay", *replay.run(settings, args.events))
+        report("replay", *replay.run(settings, args.events, args.rounds))
 
 
 if __name__ == "__main__":
