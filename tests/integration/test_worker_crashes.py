@@ -181,7 +181,8 @@ def test_kafka_killed_mid_run_and_restarted_on_its_storage(topics: Topics, histo
     Meanwhile its liveness file keeps being touched: before session 37 a batch waiting for its output's
     acknowledgements left it untouched for the whole outage, and the orchestrator's probe would restart a
     worker that a restart could not help. And aiokafka's ~150 lines a second of failed connections are held
-    back to one a minute per kind (``services.logs``), the worker's own line about the wait included."""
+    back to one a minute per kind (``services.logs``), so that the worker's own line about the wait is not
+    buried."""
     alive = tmp_path / "run" / "alive"
     with private_kafka(topics.settings, tmp_path) as (kafka, private_topics):
         extra_env = {"RAPPORT_STREAM__LIVENESS_FILE": str(alive)}
