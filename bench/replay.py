@@ -23,9 +23,10 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from bench.harness import Figure, Ratio, bench_settings, raw_consume_rate, run_namespace
-from bench.profile_worker import ROUNDS, Throughput, corpus, raw_ends, rounded, topics_of, worker_throughput
+from bench.profile_worker import ROUNDS, corpus, raw_ends, rounded, topics_of, worker_throughput
 from services.namespace_ops import NamespaceHash, hash_namespace
 from services.redis_client import make_redis
 from services.settings import Settings
@@ -76,6 +77,15 @@ async def _hash(settings: Settings, namespace: str) -> NamespaceHash:
         await redis.aclose()
 
 
+class _Round(NamedTuple):
+    live: str  # the worker's namespace
+    replayed_into: str
+    worker: float  # events/s
+    replay: float  # events/s, as the command reports it
+    writes: int  # the replay's profile writes
+    wall_s: float  # the replay command's wall time
+
+
 def run(base: Settings, events: int, rounds: int = ROUNDS) -> tuple[list[Figure], list[Ratio]]:
     lines = corpus(events)
     logs = Path(tempfile.mkdtemp(prefix="bench-replay-"))
@@ -84,13 +94,13 @@ def run(base: Settings, events: int, rounds: int = ROUNDS) -> tuple[list[Figure]
         ends = raw_ends(settings)
         total = sum(ends.values())
         raw = raw_consume_rate(settings, ends)
-        played: list[tuple[str, str, Throughput, float, int, float]] = []  # per round: namespaces, figures
+        played: list[_Round] = []
         for n in range(rounds):
             (logs / str(n)).mkdir()
             live, first = run_namespace(settings, "live"), run_namespace(settings, "replay")
-            worker = worker_throughput(settings, live, logs / str(n), total)
-            played.append((live, first, worker, *_replay(settings, first, live)))
-        live, first = played[0][0], played[0][1]
+            worker = worker_throughput(settings, live, logs / str(n), total).rate
+            played.append(_Round(live, first, worker, *_replay(settings, first, live)))
+        live, first = played[0].live, played[0].replayed_into
         second = run_namespace(settings, "replay")
         _replay(settings, second, live)
         again, noop_writes, _ = _replay(settings, live, live)
@@ -100,9 +110,9 @@ def run(base: Settings, events: int, rounds: int = ROUNDS) -> tuple[list[Figure]
         define_segments(settings, served, SEGMENTS)
         with_segments, _, segments_wall = _replay(settings, run_namespace(settings, "replay"), served)
     shutil.rmtree(logs)
-    workers = [worker.rate for _, _, worker, _, _, _ in played]
-    replays = [replayed for _, _, _, replayed, _, _ in played]
-    writes, wall = played[0][4], played[0][5]
+    workers = [r.worker for r in played]
+    replays = [r.replay for r in played]
+    writes, wall = played[0].writes, played[0].wall_s
     per_round = ", ".join(f"{r:,.0f}/{w:,.0f} = {r / w:.2f}x" for w, r in zip(workers, replays, strict=True))
     figures = [
         Figure("raw aiokafka getmany", raw, "events/s", f"{total:,} simulator lines, {len(ends)} partitions"),

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 
+from services.cli.signals import on_stop_signals
 from services.logs import configure_logging
 from services.settings import get_settings
 from services.webhooks.deliver import run
@@ -17,9 +17,7 @@ def deliver() -> None:
 
     async def main() -> None:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        on_stop_signals(asyncio.get_running_loop(), lambda _: stop.set())
         await run(settings, stop)
 
     asyncio.run(main())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, TypeVar
@@ -16,7 +15,7 @@ from rich.table import Table
 
 from profiles.model_store import ModelStore
 from profiles.models.snapshots import SnapshotRejectedError, read_meta
-from services.cli.signals import run_stoppable
+from services.cli.signals import on_stop_signals, run_stoppable
 from services.logs import configure_logging
 from services.redis_client import make_redis
 from services.settings import get_settings
@@ -33,9 +32,7 @@ def trainer() -> None:
 
     async def run() -> None:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
+        on_stop_signals(asyncio.get_running_loop(), lambda _: stop.set())
         await run_trainer(settings, stop)
 
     try:

@@ -3,9 +3,10 @@
 ``asyncio.run`` turns Ctrl-C into a cancellation of the command's task, once. Python 3.11's
 ``asyncio.wait_for``, which redis-py awaits for every command it sends, returns normally when that
 cancellation meets a reply that has just arrived (gh-86296, fixed in 3.12), and the command went on to its
-end: measured on `rapport namespace drop` of 2,000,000 keys, one Ctrl-C in five. A replay honours the
-request between two slices (``Stopping``); the other commands are cancelled again until they end
-(``run_stoppable``).
+end: measured on `rapport namespace drop` of 2,000,000 keys, one Ctrl-C in five. The one-shot commands are
+cancelled again until they end (``run_stoppable``). A replay honours the request between two slices
+(``Stopping``) instead, so that it stops at a chunk's boundary rather than inside aiokafka's fetch or its
+chunk's transaction; the long-running processes (worker, trainer, deliverer) stop their loops on it.
 """
 
 from __future__ import annotations
