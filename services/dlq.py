@@ -354,14 +354,15 @@ async def redrive(
 ) -> Redrive:
     """Re-send the dead letters of ``reason`` refused since ``since_ms`` (None: all retained) that the
     current settings admit, each at most once. One redrive of a dead-letter topic runs at a time
-    (``LockBusyError``); a dry run takes no lock and writes nothing."""
+    (``LockBusyError``), and one that lost its lock stops before its next batch (``LockLostError``); a dry
+    run takes no lock and writes nothing."""
     topic = dlq_topic(settings)
     current_id = await asyncio.to_thread(topic_id, settings, topic)
     if dry_run:
         done, chosen, _ = await _select(settings, redis, topic, reason, now, current_id=current_id, since_ms=since_ms)
         done.sent.update(resend.topic for _, resend in chosen)
         return done
-    async with exclusive(redis, redrive_keys(topic).lock, LOCK_MS, what="redrive"):
+    async with exclusive(redis, redrive_keys(topic).lock, LOCK_MS, what="redrive") as held:
         forgotten = await _adopt(redis, topic, current_id)
         recovered = await _recover(settings, redis, topic)
         done, chosen, expired = await _select(
@@ -376,6 +377,7 @@ async def redrive(
         try:
             for start in range(0, len(chosen), BATCH):
                 batch = chosen[start : start + BATCH]
+                held.check()
                 await _send(settings, redis, producer, topic, batch)
                 done.sent.update(resend.topic for _, resend in batch)
         finally:

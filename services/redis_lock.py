@@ -2,10 +2,12 @@
 
 The holder is named ``host pid token`` and refreshes the lock while it runs. A lock whose holder ran on this
 host and is gone (killed: it could not release it) is taken over at once; one from another host lapses
-``ttl_ms`` after its last refresh, so a holder frozen longer than that can overlap with the next. Such a
-holder neither extends nor deletes the lock once another has it: both compare the holder first, in one
-script (before session 37 a plain ``SET XX`` refresh took the next holder's lock over, and the release
-deleted it). It says so at ERROR; its work goes on. A lock that lapsed with nobody taking it is taken again.
+``ttl_ms`` after its last refresh, so a holder frozen longer than that meets the next. Such a holder
+neither extends nor deletes the lock once another has it: both compare the holder first, in one script
+(before session 37 a plain ``SET XX`` refresh took the next holder's lock over, and the release deleted
+it). It says so at ERROR, and its ``Held.check`` raises ``LockLostError`` from then on: the holder calls it
+before each step that must not overlap with another's (a redrive, before each batch it sends), so the two
+overlap at most by the step under way. A lock that lapsed with nobody taking it is taken again.
 """
 
 from __future__ import annotations
@@ -42,32 +44,54 @@ class LockBusyError(RuntimeError):
     """Someone else holds the lock."""
 
 
+class LockLostError(RuntimeError):
+    """The lock lapsed while its holder was held up, and another holder took it."""
+
+
+class Held:
+    """The lock as its holder sees it while it runs."""
+
+    def __init__(self, lock: str, what: str) -> None:
+        self.lock, self.what = lock, what
+        self.lost = False
+
+    def check(self) -> None:
+        """Raise ``LockLostError`` if another holder took the lock: the work must stop before its next step."""
+        if self.lost:
+            raise LockLostError(
+                f"the {self.what} lock {self.lock} lapsed while this process was held up, and another {self.what} "
+                "took it: stopped before overlapping with it"
+            )
+
+
 @asynccontextmanager
-async def exclusive(redis: Redis, lock: str, ttl_ms: int, *, what: str) -> AsyncIterator[None]:
+async def exclusive(redis: Redis, lock: str, ttl_ms: int, *, what: str) -> AsyncIterator[Held]:
     """Hold ``lock`` while the block runs, refreshed every third of ``ttl_ms``; ``what`` names the holder's
     work in the error another caller gets."""
     mine = f"{socket.gethostname()} {os.getpid()} {uuid.uuid4().hex}"
     if not await redis.set(lock, mine, nx=True, px=ttl_ms) and not await _take_over(redis, lock, mine, ttl_ms):
         raise LockBusyError(f"another {what} is running: {_holder(await redis.get(lock))}")
+    held = Held(lock, what)
 
     async def refresh() -> None:
         while True:
             await asyncio.sleep(ttl_ms / 3000)
             try:
-                held = await redis.eval(_REFRESH, 1, lock, mine, str(ttl_ms))
+                still = await redis.eval(_REFRESH, 1, lock, mine, str(ttl_ms))
             except RedisError as exc:  # the next refresh may get through before the lock lapses
                 log.warning("could not refresh the %s lock %s: %r", what, lock, exc)
                 continue
-            if not held:
+            if not still:
+                held.lost = True
                 log.error(
-                    "the %s lock %s lapsed and another holder took it: this process was held up longer than %d ms, "
-                    "and the two may now overlap", what, lock, ttl_ms,
+                    "the %s lock %s lapsed and another holder took it: this process was held up longer than %d ms; "
+                    "it stops before its next step", what, lock, ttl_ms,
                 )  # fmt: skip
                 return
 
     refreshing = asyncio.create_task(refresh())
     try:
-        yield
+        yield held
     finally:
         refreshing.cancel()
         await asyncio.wait({refreshing})  # unlike awaiting it, not a place to lose this task's own cancellation

@@ -16,7 +16,7 @@ from services.cli.instants import instant_ms
 from services.cli.signals import run_stoppable
 from services.dlq import NOT_RESENT, redrive, summary
 from services.redis_client import make_redis
-from services.redis_lock import LockBusyError
+from services.redis_lock import LockBusyError, LockLostError
 from services.settings import get_settings
 from streams.dead_letters import REASONS
 
@@ -40,6 +40,9 @@ def _run(action: Callable[[Redis], Awaitable[T]]) -> T:
             raise typer.BadParameter(str(missing)) from None
         except LockBusyError as busy:
             typer.echo(f"rapport: {busy}; try again once it has finished", err=True)
+            raise typer.Exit(1) from None
+        except LockLostError as lost:  # every batch it sent is recorded: the other redrive does not send it again
+            typer.echo(f"rapport: {lost}", err=True)
             raise typer.Exit(1) from None
         finally:
             await redis.aclose()

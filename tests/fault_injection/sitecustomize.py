@@ -17,6 +17,10 @@ with its error body and go on serving.
 With ``RAPPORT_TEST_REDRIVE_DIES`` set to ``before_send`` or ``after_send``, ``rapport dlq redrive`` dies
 (``os._exit``, like SIGKILL: no clean-up) at its first send, or once its sends are acknowledged and before
 it records them: a later redrive must send each dead letter exactly once.
+
+With ``RAPPORT_TEST_REDRIVE_FREEZES`` set to a lock holder's name, ``rapport dlq redrive`` sends one dead
+letter a batch under a lock of 900 ms, and after recording its first batch it is held up for 1.2 s while that
+holder (another host's redrive) takes its lock: it must stop before its next batch.
 """
 
 from __future__ import annotations
@@ -108,3 +112,24 @@ if _redrive_dies:
             return producer
 
         _dlq["make_producer"] = _dying_producer
+
+_redrive_freezes = os.environ.get("RAPPORT_TEST_REDRIVE_FREEZES", "")
+
+if _redrive_freezes:
+    import asyncio
+
+    import services.dlq
+
+    _frozen_dlq = vars(services.dlq)  # the names redrive reads when it runs
+    _frozen_dlq["BATCH"], _frozen_dlq["LOCK_MS"] = 1, 900
+    _settle = _frozen_dlq["_settle"]
+    _batches_settled: list[Any] = []
+
+    async def _settle_then_freeze(redis: Any, sent_key: str, intent_key: str, positions: Any) -> Any:
+        await _settle(redis, sent_key, intent_key, positions)
+        _batches_settled.append(positions)
+        if len(_batches_settled) == 1:
+            await redis.set(sent_key.removesuffix(":sent") + ":lock", _redrive_freezes, px=60_000)
+            await asyncio.sleep(1.2)  # several refreshes, each finding the lock taken
+
+    _frozen_dlq["_settle"] = _settle_then_freeze

@@ -59,6 +59,14 @@ async def _set(topics: Topics, key: str, value: str | None) -> None:
         await redis.aclose()
 
 
+async def _get(topics: Topics, key: str) -> bytes | str | None:
+    redis = make_redis(topics.settings)
+    try:
+        return await redis.get(key)
+    finally:
+        await redis.aclose()
+
+
 def redriven_records(topics: Topics) -> list[bytes]:
     """The values of the records a redrive sent to the purchases topic."""
     records = topics.read_to_end(["events.purchases"])
@@ -107,15 +115,26 @@ def test_dead_letters_of_a_fixed_cause_are_sent_back_once_and_applied(tmp_path: 
     asyncio.run(_set(topics, lock, None))
 
     injected = {**fixed, "PYTHONPATH": os.pathsep.join(filter(None, [str(INJECTION), os.environ.get("PYTHONPATH")]))}
+    # Held up past its lock's time to live after its first batch (of one), while another redrive took the
+    # lock: it stops before its second batch, and leaves the other's lock as it is.
+    other = "another-host 4242 feedface"
+    frozen = rapport("dlq", "redrive", "unsupported_currency", env={**injected, "RAPPORT_TEST_REDRIVE_FREEZES": other})
+    assert frozen.returncode == 1, frozen.stderr
+    assert "another redrive took it: stopped before overlapping with it" in frozen.stderr
+    assert "Traceback" not in frozen.stderr
+    assert len(redriven_records(topics)) == 1
+    assert asyncio.run(_get(topics, lock)) == other.encode()
+    asyncio.run(_set(topics, lock, None))
+
     # Dies at its first send, then once its sends are acknowledged but before it records them.
-    for moment, expected_sent in (("before_send", 0), ("after_send", 2)):
+    for moment, expected_sent in (("before_send", 1), ("after_send", 2)):
         died = rapport("dlq", "redrive", "unsupported_currency", env={**injected, "RAPPORT_TEST_REDRIVE_DIES": moment})
         assert died.returncode == 137, died.stderr
         assert len(redriven_records(topics)) == expected_sent, moment
 
     status, report = redrive(fixed, "unsupported_currency")
     assert status == 0, report
-    assert (report["recovered"], report["sent"]) == (2, 0)
+    assert (report["recovered"], report["sent"]) == (1, 0)
     status, report = redrive(fixed, "unsupported_currency")
     assert status == 0, report
     assert (report["already_sent"], report["sent"], report["refused_again"]) == (2, 0, {"unsupported_currency": 1})

@@ -1,5 +1,5 @@
 """services.redis_lock against the real Redis: refreshed while held, and a holder held up past its lock's
-time to live neither extends nor deletes the lock the next holder took."""
+time to live neither extends nor deletes the lock the next holder took, and is told it lost it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from services.redis_client import make_redis
-from services.redis_lock import LockBusyError, exclusive
+from services.redis_lock import LockBusyError, LockLostError, exclusive
 from services.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -48,9 +48,12 @@ def test_a_holder_held_up_past_its_lock_neither_extends_nor_deletes_the_next_hol
         redis = make_redis(settings)
         lock = f"test:lock:{uuid.uuid4().hex}"
         try:
-            async with exclusive(redis, lock, TTL_MS, what="test"):
+            async with exclusive(redis, lock, TTL_MS, what="test") as held:
+                held.check()  # still its own
                 await redis.set(lock, other, px=10_000)
                 await asyncio.sleep(0.5)  # several refreshes
+                with pytest.raises(LockLostError, match="another test took it"):
+                    held.check()
             return await redis.get(lock), await redis.pttl(lock)
         finally:
             await redis.aclose()
