@@ -13,9 +13,8 @@ from rich.console import Console
 from rich.table import Table
 
 from services.cli.instants import instant_ms
-from services.cli.signals import run_stoppable
+from services.cli.on_redis import run_on_redis
 from services.dlq import NOT_RESENT, redrive, summary
-from services.redis_client import make_redis
 from services.redis_lock import LockBusyError, LockLostError
 from services.settings import get_settings
 from streams.dead_letters import REASONS
@@ -32,8 +31,7 @@ Since = Annotated[
 
 
 def _run(action: Callable[[Redis], Awaitable[T]]) -> T:
-    async def run() -> T:
-        redis = make_redis(get_settings())
+    async def answered(redis: Redis) -> T:
         try:
             return await action(redis)
         except LookupError as missing:  # the topic does not exist: nothing was ever dead-lettered here
@@ -44,11 +42,9 @@ def _run(action: Callable[[Redis], Awaitable[T]]) -> T:
         except LockLostError as lost:  # every batch it sent is recorded: the other redrive does not send it again
             typer.echo(f"rapport: {lost}", err=True)
             raise typer.Exit(1) from None
-        finally:
-            await redis.aclose()
 
     # An interrupted redrive re-sends nothing twice: the next one finds what this one sent.
-    return run_stoppable(run())
+    return run_on_redis(answered)
 
 
 def _reason(value: str) -> str:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Awaitable
 from typing import Annotated
 
 import typer
+from redis.asyncio import Redis
 from rich.console import Console
 from rich.table import Table
 
 from services.api.keys import SCOPES, ApiKey, KeyDefinitionError, KeyStore
-from services.cli.signals import run_stoppable
-from services.redis_client import make_redis
+from services.cli.on_redis import run_on_redis
 from services.settings import get_settings
 
 app = typer.Typer(help="API keys.", no_args_is_help=True)
@@ -32,17 +33,11 @@ def create(
     wanted = [s.strip() for s in scopes.split(",") if s.strip()]
     rate = settings.api.default_rate_per_s if rate_limit is None else rate_limit
 
-    async def run() -> tuple[str, ApiKey]:
-        redis = make_redis(settings)
-        try:
-            return await KeyStore(redis).create(
-                name, wanted, publishable=publishable, origins=origin or [], rate_per_s=rate
-            )
-        finally:
-            await redis.aclose()
+    def create(redis: Redis) -> Awaitable[tuple[str, ApiKey]]:
+        return KeyStore(redis).create(name, wanted, publishable=publishable, origins=origin or [], rate_per_s=rate)
 
     try:
-        token, key = run_stoppable(run())
+        token, key = run_on_redis(create)
     except KeyDefinitionError as exc:
         raise typer.BadParameter(str(exc)) from exc
     typer.echo(f"created key {key.key_id} ({', '.join(sorted(key.scopes))})", err=True)
@@ -52,15 +47,7 @@ def create(
 @app.command("revoke")
 def revoke(key_id: Annotated[str, typer.Argument(help="The key id (the 12 hex digits in the token).")]) -> None:
     """Revoke a key: every API process refuses it within api.key_cache_s."""
-
-    async def run() -> bool:
-        redis = make_redis(get_settings())
-        try:
-            return await KeyStore(redis).revoke(key_id)
-        finally:
-            await redis.aclose()
-
-    if not run_stoppable(run()):
+    if not run_on_redis(lambda redis: KeyStore(redis).revoke(key_id)):
         typer.echo(f"no key {key_id}", err=True)
         raise typer.Exit(1)
     typer.echo(f"revoked {key_id}")
@@ -69,16 +56,8 @@ def revoke(key_id: Annotated[str, typer.Argument(help="The key id (the 12 hex di
 @app.command("list")
 def list_keys() -> None:
     """Every key with its scopes and state (never a token)."""
-
-    async def run() -> list[ApiKey]:
-        redis = make_redis(get_settings())
-        try:
-            return await KeyStore(redis).all()
-        finally:
-            await redis.aclose()
-
     table = Table("id", "name", "scopes", "kind", "origins", "rate/s", "created", "revoked")
-    for key in run_stoppable(run()):
+    for key in run_on_redis(lambda redis: KeyStore(redis).all()):
         table.add_row(
             key.key_id,
             key.name,

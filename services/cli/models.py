@@ -9,15 +9,14 @@ from typing import Annotated, TypeVar
 
 import orjson
 import typer
-from redis.asyncio import Redis
 from rich.console import Console
 from rich.table import Table
 
 from profiles.model_store import ModelStore
 from profiles.models.snapshots import SnapshotRejectedError, read_meta
-from services.cli.signals import on_stop_signals, run_stoppable
+from services.cli.on_redis import run_on_redis
+from services.cli.signals import on_stop_signals
 from services.logs import configure_logging
-from services.redis_client import make_redis
 from services.settings import get_settings
 from streams.trainer import MissingSecretError, run_trainer
 
@@ -43,16 +42,8 @@ def trainer() -> None:
 
 
 def _run(action: Callable[[ModelStore], Awaitable[T]]) -> T:
-    settings = get_settings()
-
-    async def run() -> T:
-        redis: Redis = make_redis(settings)
-        try:
-            return await action(ModelStore(redis, settings.profile.namespace))
-        finally:
-            await redis.aclose()
-
-    return run_stoppable(run())
+    namespace = get_settings().profile.namespace
+    return run_on_redis(lambda redis: action(ModelStore(redis, namespace)))
 
 
 @app.command("list")

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import msgspec
 import typer
@@ -17,26 +16,13 @@ from profiles.namespaces import Namespaces
 from profiles.segments import SegmentChange
 from schemas.topics import SEGMENT_CHANGES, full_name
 from services.cli.names import namespace_name
-from services.cli.signals import run_stoppable
+from services.cli.on_redis import run_on_redis
 from services.kafka_clients import make_producer
 from services.namespace_ops import diff_namespaces, hash_namespace, profile_counts, promotion_announcements
-from services.redis_client import make_redis
 from services.settings import Settings, get_settings
 
 app = typer.Typer(help="Namespaces: live and replayed profile sets; compare, promote, drop.", no_args_is_help=True)
-T = TypeVar("T")
 NameArg = Annotated[str, typer.Argument(metavar="NAME", callback=namespace_name)]
-
-
-def _run(action: Callable[[Redis], Awaitable[T]], interrupted: str = "interrupted") -> T:
-    async def run() -> T:
-        redis = make_redis(get_settings())
-        try:
-            return await action(redis)
-        finally:
-            await redis.aclose()
-
-    return run_stoppable(run(), interrupted)
 
 
 @app.command("list")
@@ -52,7 +38,7 @@ def list_namespaces() -> None:
         rows = [(n, counts[n], await namespaces.checkpoint(n), await namespaces.superseded_by(n)) for n in names]
         return await namespaces.serving(default), rows
 
-    serving, rows = _run(read)
+    serving, rows = run_on_redis(read)
     table = Table("namespace", "serving", "profiles", "replay", "replaced by")
     for name, profiles, checkpoint, replaced_by in rows:
         replay = "-" if checkpoint is None else ("done" if checkpoint["done"] else "unfinished")
@@ -65,7 +51,7 @@ def hash_(name: NameArg) -> None:
     """The canonical snapshot hash of a namespace: order-independent, over every profile's canonical view
     and every segment's members. Equal hashes mean the same customers with the same figures."""
     config = get_settings().profile.fold_config()
-    result = _run(lambda redis: hash_namespace(redis, name, config))
+    result = run_on_redis(lambda redis: hash_namespace(redis, name, config))
     typer.echo(f"{result.digest}  {name} ({result.profiles:,} profiles, {result.segments} segments)")
 
 
@@ -77,7 +63,7 @@ def diff(
     """How two namespaces differ: profiles only in one, differing profiles per field (with examples), and
     segment memberships. Exit 1 if they differ."""
     config = get_settings().profile.fold_config()
-    result = _run(lambda redis: diff_namespaces(redis, a, b, config))
+    result = run_on_redis(lambda redis: diff_namespaces(redis, a, b, config))
     typer.echo(f"compared {result.compared:,} profiles present in both: {result.differing:,} differ")
     typer.echo(f"only in {a}: {len(result.only_in_a):,} {result.only_in_a[:3]}")
     typer.echo(f"only in {b}: {len(result.only_in_b):,} {result.only_in_b[:3]}")
@@ -118,14 +104,14 @@ def promote(
             return served, []
         return served, await promotion_announcements(redis, settings, served, name, int(time.time() * 1000))
 
-    served, changes = _run(plan)
+    served, changes = run_on_redis(plan)
     if changes:
         try:
             _publish(settings, changes)
         except KafkaError as exc:
             typer.echo(f"could not announce the membership changes ({exc}); {served!r} is still served", err=True)
             raise typer.Exit(1) from exc
-    previous = _run(lambda redis: Namespaces(redis).promote(configured, name))
+    previous = run_on_redis(lambda redis: Namespaces(redis).promote(configured, name))
     entered = sum(c.change == "entered" for c in changes)
     typer.echo(
         f"serving {name!r} (was {previous or configured!r}); announced {entered:,} entries and "
@@ -164,5 +150,5 @@ def drop(name: NameArg, yes: Annotated[bool, typer.Option("--yes", help="Do not 
 
     if not yes:
         typer.confirm(f"delete every key of namespace {name!r}?", abort=True)
-    dropped = _run(run, f"the drop of {name!r} was interrupted: the same command finishes it")
+    dropped = run_on_redis(run, f"the drop of {name!r} was interrupted: the same command finishes it")
     typer.echo(f"dropped {name!r}: {dropped:,} keys")

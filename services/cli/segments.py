@@ -8,14 +8,14 @@ from typing import Annotated, TypeVar
 
 import msgspec
 import typer
+from redis.asyncio import Redis
 from rich.console import Console
 from rich.table import Table
 
 from profiles.namespaces import Namespaces
 from profiles.segment_store import SegmentStore
 from profiles.segments import DefinitionError, RuleError, SegmentDefinition
-from services.cli.signals import run_stoppable
-from services.redis_client import make_redis
+from services.cli.on_redis import run_on_redis
 from services.settings import get_settings
 
 app = typer.Typer(help="Segments: named CEL rules over profiles (docs/segments.md).", no_args_is_help=True)
@@ -23,17 +23,13 @@ T = TypeVar("T")
 
 
 def _run(action: Callable[[SegmentStore], Awaitable[T]]) -> T:
-    settings = get_settings()
+    namespace = get_settings().profile.namespace
 
-    async def run() -> T:
-        redis = make_redis(settings)
-        try:
-            # The served namespace's, like the API's (a promoted namespace's after ``namespace promote``).
-            return await action(SegmentStore(redis, await Namespaces(redis).serving(settings.profile.namespace)))
-        finally:
-            await redis.aclose()
+    async def on_served(redis: Redis) -> T:
+        # The served namespace's, like the API's (a promoted namespace's after ``namespace promote``).
+        return await action(SegmentStore(redis, await Namespaces(redis).serving(namespace)))
 
-    return run_stoppable(run())
+    return run_on_redis(on_served)
 
 
 @app.command("list")
