@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import logging
+import re
+from collections.abc import Callable
 
 from services.logs import KAFKA_CLIENT_LOGGERS, RepeatsHeldBack
 
@@ -75,3 +77,49 @@ def test_a_logger_that_formats_its_own_lines_does_not_grow_the_memory_without_bo
         clock.now = n / 10  # 500 s: most kinds expire
         assert held.filter(record("aiokafka", f"connection {n} refused"))
     assert len(held._kinds) <= 1024
+
+
+def test_every_line_of_a_flood_that_stops_is_counted_within_a_minute_of_its_end() -> None:
+    """The tail of an outage: no line of its kind comes after the last minute to say how many were held back,
+    so its last one is shown at the minute's end. The reports run as the timer thread would, when due."""
+    clock = Clock()
+    due: list[tuple[float, Callable[[], None]]] = []
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+
+    def schedule(delay_s: float, report: Callable[[], None]) -> None:
+        due.append((clock.now + delay_s, report))
+
+    def run_due() -> None:
+        for entry in sorted(d for d in due if d[0] <= clock.now):
+            due.remove(entry)
+            entry[1]()
+
+    handler.addFilter(RepeatsHeldBack(KAFKA_CLIENT_LOGGERS, clock=clock, report=handler.handle, schedule=schedule))
+    logger = logging.getLogger("aiokafka.test_logs_tail")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        for tick in range(1_455):  # 145.5 s at ten lines a second, then nothing
+            clock.now = tick / 10
+            run_due()
+            logger.error("Unable connect to node with id %s", tick)
+        ended = clock.now
+        clock.now = ended + 60.0
+        run_due()
+    finally:
+        logger.removeHandler(handler)
+    lines = out.getvalue().splitlines()
+    counted = 0
+    for line in lines:
+        if more := re.search(r"\((\d+) more like it held back", line):
+            counted += 1 + int(more[1])
+        elif last := re.search(r"\(the last of (\d+) like it held back", line):
+            counted += int(last[1])
+        else:
+            counted += 1
+    assert counted == 1_455, lines
+    assert len(lines) <= 4, lines  # the first line, then one a minute
+    assert lines[-1].startswith("Unable connect to node with id 1454 (the last of"), lines
+    assert not due
