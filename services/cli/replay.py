@@ -133,8 +133,14 @@ async def replay_through_outages(
         with Progress(*columns, disable=quiet) as bar:
             task = bar.add_task(into, total=None, rate=0.0)
 
+            shown = 0
+
             def show(p: engine.Progress) -> None:
-                bar.update(task, total=p.total, completed=p.done, rate=p.rate)
+                # After an outage the replay resumes from its checkpoint and folds the chunk it was folding
+                # again: the bar waits where it was until it passes it, rather than stepping back.
+                nonlocal shown
+                shown = max(shown, p.done)
+                bar.update(task, total=p.total, completed=shown, rate=p.rate)
 
             plan: engine.Plan | None = None  # fixed by the first attempt that gets one: the one to complete
 
