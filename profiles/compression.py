@@ -14,7 +14,8 @@ msgpack array (the blobs' encoding) starts with.
 Pending entries (one event each, ~370 bytes) are compressed with a dictionary trained on simulated events
 (``services.entry_dictionary``, shipped in ``profiles/dictionaries``): alone, an entry only shrinks to ~280
 bytes; with the dictionary to ~85. Each frame names its dictionary, and every dictionary ever shipped is
-kept, so an entry decompresses whichever version wrote it.
+kept, so an entry decompresses whichever version wrote it; a dictionary is written with only from the
+release after the one that shipped it, so that a rollback of one release reads what was written.
 
 >>> blob = b"\\x92" + bytes(1000)
 >>> len(compress(blob)) < 100, decompress(compress(blob)) == blob, decompress(blob) == blob
@@ -35,8 +36,12 @@ ZSTD_MAGIC: Final = b"\x28\xb5\x2f\xfd"
 _LEVEL: Final = 1
 #: Entries are small and written once: level 3 keeps ~3% fewer bytes than 1 at the same speed.
 _ENTRY_LEVEL: Final = 3
-#: The dictionaries shipped for entries, oldest first; new entries use the last.
+#: The dictionaries shipped for entries, oldest first: an entry decompresses whichever of them wrote it.
 ENTRY_DICTIONARIES: Final = ("entries-1.zdict",)
+#: The one new entries are compressed with. A new dictionary is shipped in one release and written with from
+#: a later one: a rollback from the release that writes it to the one that shipped it still reads every entry
+#: (docs/decisions.md, "Pending model entries are compressed with a shipped dictionary").
+ENTRY_WRITE_DICTIONARY: Final = "entries-1.zdict"
 
 
 @cache
@@ -63,7 +68,8 @@ class _Codecs(threading.local):
     def entries(self) -> _EntryCodecs:
         if self._entries is None:
             dictionaries = _entry_dictionaries()
-            compressor = zstandard.ZstdCompressor(level=_ENTRY_LEVEL, dict_data=dictionaries[-1], write_checksum=False)
+            writing = dictionaries[ENTRY_DICTIONARIES.index(ENTRY_WRITE_DICTIONARY)]
+            compressor = zstandard.ZstdCompressor(level=_ENTRY_LEVEL, dict_data=writing, write_checksum=False)
             decompressors = {d.dict_id(): zstandard.ZstdDecompressor(dict_data=d) for d in dictionaries}
             self._entries = _EntryCodecs(compressor, decompressors)
         return self._entries

@@ -251,17 +251,14 @@ class PendingStore:
         blobs, view_blobs = replies[0][:n], replies[0][n:]
         pending = await self._decode({pid: as_bytes(b) for pid, b in zip(profile_ids, blobs, strict=True) if b})
         views = {pid: decode_view(as_bytes(b)) for pid, b in zip(profile_ids, view_blobs, strict=True) if b}
-        entries: dict[str, list[Entry]] = {}
+        stored: dict[str, list[bytes]] = {}
         later: dict[str, int] = {}
         for i, pid in enumerate(profile_ids):
             listed, scored, first_after = replies[1 + 3 * i : 4 + 3 * i]
-            # One entry per (time, order, key): the sorted set recognises an entry added again by its bytes,
-            # which another version's encoding (msgpack, zstd) may not reproduce.
-            decoded = (decode_entry(as_bytes(e)) for e in (*listed, *scored))
-            entries[pid] = list({(e.at_ms, e.order, e.key): e for e in decoded}.values())
+            stored[pid] = [as_bytes(e) for e in (*listed, *scored)]
             if first_after:
                 later[pid] = int(first_after[0][1])
-        return LoadedCustomers(pending, views, entries, later)
+        return LoadedCustomers(pending, views, stored, later)
 
     async def _decode(self, blobs: Mapping[str, bytes]) -> dict[str, list[Pending]]:
         pending: dict[str, list[Pending]] = {}
@@ -353,8 +350,17 @@ class LoadedCustomers:
 
     pending: dict[str, list[Pending]]
     views: dict[str, ModelView]
-    entries: dict[str, list[Entry]]
+    stored_entries: dict[str, list[bytes]]  # as stored: ``entries`` decodes them
     later: dict[str, int]
+
+    def entries(self, profile_id: str) -> list[Entry]:
+        """The customer's entries up to the watermark, one per (time, order, key): the sorted set recognises
+        an entry added again by its bytes, which another version's encoding (msgpack, zstd) may not
+        reproduce. Decoded here, in the customer's own fold, rather than when loading the batch: an entry
+        this version cannot read (compressed with a dictionary it does not ship: ``ValueError``) sets that
+        customer aside, not the batch with everyone in it."""
+        decoded = (decode_entry(e) for e in self.stored_entries.get(profile_id, ()))
+        return list({(e.at_ms, e.order, e.key): e for e in decoded}.values())
 
 
 @dataclass

@@ -19,12 +19,13 @@ order of effects:
 A crash after the examples were sent and before the pipeline ran sends them again: the trainer recognises
 them by example id. Erased customers lose their pending snapshots, view and entries with the profile.
 
-Failures: a customer whose fold up to the watermark raises is a defect, and the same stored state would
-raise again on every retry of the batch, stalling every customer of the partition. So it does not fail the
-batch: the error is logged with its traceback, nothing of the customer's models' state is rewritten (its
-stored view, snapshots and entries stay; the batch's new entries are appended), and it is due again once
-its partition's watermark is ``FAILED_RETRY_MS`` further. Its examples are released then, if the defect
-was fixed meanwhile; none is lost.
+Failures: a customer whose fold up to the watermark raises (or one of whose stored entries this version
+cannot read: compressed with a dictionary it does not ship, after a rollback) is a defect, and the same
+stored state would raise again on every retry of the batch, stalling every customer of the partition. So
+it does not fail the batch: the error is logged with its traceback, nothing of the customer's models'
+state is rewritten (its stored view, snapshots and entries stay; the batch's new entries are appended),
+and it is due again once its partition's watermark is ``FAILED_RETRY_MS`` further. Its examples are
+released then, if the defect was fixed (or the version rolled forward) meanwhile; none is lost.
 """
 
 from __future__ import annotations
@@ -289,8 +290,9 @@ def _fold_due(
     ``writes``; returns the examples released. A fold that raises writes what "Failures" above says instead
     and releases nothing."""
     partition, watermark = at
-    stored, later = ([], None) if rebuilt else (loaded.entries.get(pid, []), loaded.later.get(pid))  # rebuilt: in it
+    later = None if rebuilt else loaded.later.get(pid)
     try:
+        stored = [] if rebuilt else loaded.entries(pid)  # rebuilt: the profile it started from holds them
         done = tracking.fold(view, stored, loaded.pending.get(pid, []), watermark, later_ms=later)
     except MemoryError:
         raise

@@ -28,10 +28,11 @@ from typing import Any
 import orjson
 import pytest
 
+from profiles import pending_store
 from profiles.config import HOUR_MS
 from profiles.models.labels import Example
 from profiles.models.tracking import ModelTracking
-from profiles.models.view import ModelView
+from profiles.models.view import Entry, ModelView, decode_entry
 from schemas.resolved import DECODER
 from services.simulator import Simulation, SimulationConfig
 from tests.integration.test_corrupt_resolved import click
@@ -201,6 +202,38 @@ def test_a_customer_whose_models_fold_raises_is_set_aside_and_holds_no_one_back(
         assert calls[victim] > 1, "never tried again"
         expected = [e for e in expected if e.profile_id != victim]
     assert sorted(got, key=_key) == sorted(expected, key=_key)
+
+
+def test_a_customer_whose_stored_entries_this_version_cannot_read_is_set_aside_and_holds_no_one_back(
+    topics: Topics, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A rollback past the release that shipped an entry dictionary (docs/decisions.md): the customer's
+    entries compressed with it raise when decoded. Until session 38 they were decoded while the batch's
+    customers were loaded, so the batch failed, and with it every customer of the partition."""
+    lines = list(Simulation(SimulationConfig(customers=60, days=40, seed=7, late_rate=0.0)).lines())
+    produce_raw(topics, lines)
+    expected = _retrained(topics)
+    victim = min(expected, key=lambda e: e.label_known_ms).profile_id
+    original = decode_entry  # what pending_store calls
+    refused: Counter[str] = Counter()
+
+    def unreadable(blob: bytes) -> Entry:
+        entry = original(blob)
+        if f'"{victim}"'.encode() in entry.payload:
+            refused[victim] += 1
+            raise ValueError("an entry compressed with dictionary 7, which this version does not ship")
+        return entry
+
+    monkeypatch.setattr(pending_store, "decode_entry", unreadable)
+    with caplog.at_level(logging.ERROR, logger="streams.model_stage"):
+        got = _retrained(topics)
+    assert refused[victim] > 1, "never refused, or never tried again"
+    assert f"folding the models' entries of {victim} up to" in caplog.text
+    others = sorted((e for e in got if e.profile_id != victim), key=_key)
+    assert others == sorted((e for e in expected if e.profile_id != victim), key=_key)
+    # Its examples released by folds that read none of its stored entries (the batch's own) are as before.
+    theirs, before = ({_key(e): e for e in examples if e.profile_id == victim} for examples in (got, expected))
+    assert theirs.items() < before.items()
 
 
 def _retrained(topics: Topics) -> list[Example]:

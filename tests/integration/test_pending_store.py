@@ -78,26 +78,26 @@ async def _check_views(settings: Settings) -> None:
         await write(appended={"c-1": entries[2:]}, due_by=[(0, "c-1", 200)])  # later: the due time stays
         loaded = await store.load_customers({"c-1": 100})
         assert loaded.views == {"c-1": view}
-        assert loaded.entries == {"c-1": sorted(entries, key=lambda e: e.at_ms)}  # in entry time order
+        assert loaded.entries("c-1") == sorted(entries, key=lambda e: e.at_ms)  # in entry time order
         assert loaded.later == {}
         loaded = await store.load_customers({"c-1": 6})  # only up to the watermark; of the rest, the first time
-        assert (loaded.entries, loaded.later) == ({"c-1": [entries[1], entries[0]]}, {"c-1": 7})
+        assert (loaded.entries("c-1"), loaded.later) == ([entries[1], entries[0]], {"c-1": 7})
         assert await store.due({0: 1_000}, 10) == {0: [("c-1", 100)]}
         extra = Entry(8, EVENT, "e-8", b"{}")
         await write(folded={"c-1": (6, [extra])}, due_by=[(0, "c-1", 50)])  # folded up to 6; earlier: it moves
         loaded = await store.load_customers({"c-1": 100})
-        assert loaded.entries == {"c-1": [entries[3], extra, entries[2]]}
+        assert loaded.entries("c-1") == [entries[3], extra, entries[2]]
         assert await store.due({0: 1_000}, 10) == {0: [("c-1", 50)]}
         # Entries stored as a list before 2026-12-04 are still read, and moved over at the next fold.
         await redis.rpush(store.listed_entries_key("c-1"), encode_entry(Entry(1, EVENT, "e-1", b"{}")))
         loaded = await store.load_customers({"c-1": 7})
-        assert [e.key for e in loaded.entries["c-1"]] == ["e-1", "e-7"]
+        assert [e.key for e in loaded.entries("c-1")] == ["e-1", "e-7"]
         await write(folded={"c-1": (7, [])})
         assert await redis.exists(store.listed_entries_key("c-1")) == 0
         # e-9 stored again in other bytes (uncompressed, as until 2026-12-05): read, and once.
         await redis.zadd(store.entries_key("c-1"), {pack_entry(entries[2]): entries[2].at_ms})
-        assert [e.key for e in (await store.load_customers({"c-1": 100})).entries["c-1"]] == ["e-8", "e-9"]
+        assert [e.key for e in (await store.load_customers({"c-1": 100})).entries("c-1")] == ["e-8", "e-9"]
         await write(views={"c-1": None}, folded={"c-1": (None, [])}, due=[(0, "c-1", None)])  # erased
         loaded = await store.load_customers({"c-1": 1_000})
-        assert (loaded.pending, loaded.views, loaded.entries) == ({}, {}, {"c-1": []})
+        assert (loaded.pending, loaded.views, loaded.stored_entries) == ({}, {}, {"c-1": []})
         assert await store.due({0: 1_000}, 10) == {0: []}
