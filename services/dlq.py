@@ -377,7 +377,7 @@ async def redrive(
         try:
             for start in range(0, len(chosen), BATCH):
                 batch = chosen[start : start + BATCH]
-                held.check()
+                await held.check()
                 await _send(settings, redis, producer, topic, batch)
                 done.sent.update(resend.topic for _, resend in batch)
         finally:

@@ -5,9 +5,9 @@ host and is gone (killed: it could not release it) is taken over at once; one fr
 ``ttl_ms`` after its last refresh, so a holder frozen longer than that meets the next. Such a holder
 neither extends nor deletes the lock once another has it: both compare the holder first, in one script
 (before session 37 a plain ``SET XX`` refresh took the next holder's lock over, and the release deleted
-it). It says so at ERROR, and its ``Held.check`` raises ``LockLostError`` from then on: the holder calls it
-before each step that must not overlap with another's (a redrive, before each batch it sends), so the two
-overlap at most by the step under way. A lock that lapsed with nobody taking it is taken again.
+it). It says so at ERROR, and its ``Held.check``, which asks Redis, raises ``LockLostError``: the holder
+calls it before each step that must not overlap with another's (a redrive, before each batch it sends), so
+the two overlap at most by the step under way. A lock that lapsed with nobody taking it is taken again.
 """
 
 from __future__ import annotations
@@ -51,13 +51,29 @@ class LockLostError(RuntimeError):
 class Held:
     """The lock as its holder sees it while it runs."""
 
-    def __init__(self, lock: str, what: str) -> None:
-        self.lock, self.what = lock, what
+    def __init__(self, redis: Redis, lock: str, mine: str, ttl_ms: int, what: str) -> None:
+        self.redis, self.lock, self.mine, self.ttl_ms, self.what = redis, lock, mine, ttl_ms, what
         self.lost = False
 
-    def check(self) -> None:
-        """Raise ``LockLostError`` if another holder took the lock: the work must stop before its next step."""
+    async def refresh(self) -> bool:
+        """Extend the lock (or take it again if it lapsed and nobody took it); False once another holder has
+        it, which is then logged at ERROR and remembered."""
         if self.lost:
+            return False
+        if await self.redis.eval(_REFRESH, 1, self.lock, self.mine, str(self.ttl_ms)):
+            return True
+        self.lost = True
+        log.error(
+            "the %s lock %s lapsed and another holder took it: this process was held up longer than %d ms; "
+            "it stops before its next step", self.what, self.lock, self.ttl_ms,
+        )  # fmt: skip
+        return False
+
+    async def check(self) -> None:
+        """Raise ``LockLostError`` if another holder took the lock: the work must stop before its next step.
+        It asks Redis (a refresh) rather than trusting the refresh task: a process frozen past the lock's
+        time to live can resume its work before that task runs again."""
+        if not await self.refresh():
             raise LockLostError(
                 f"the {self.what} lock {self.lock} lapsed while this process was held up, and another {self.what} "
                 "took it: stopped before overlapping with it"
@@ -71,23 +87,16 @@ async def exclusive(redis: Redis, lock: str, ttl_ms: int, *, what: str) -> Async
     mine = f"{socket.gethostname()} {os.getpid()} {uuid.uuid4().hex}"
     if not await redis.set(lock, mine, nx=True, px=ttl_ms) and not await _take_over(redis, lock, mine, ttl_ms):
         raise LockBusyError(f"another {what} is running: {_holder(await redis.get(lock))}")
-    held = Held(lock, what)
+    held = Held(redis, lock, mine, ttl_ms, what)
 
     async def refresh() -> None:
         while True:
             await asyncio.sleep(ttl_ms / 3000)
             try:
-                still = await redis.eval(_REFRESH, 1, lock, mine, str(ttl_ms))
+                if not await held.refresh():
+                    return
             except RedisError as exc:  # the next refresh may get through before the lock lapses
                 log.warning("could not refresh the %s lock %s: %r", what, lock, exc)
-                continue
-            if not still:
-                held.lost = True
-                log.error(
-                    "the %s lock %s lapsed and another holder took it: this process was held up longer than %d ms; "
-                    "it stops before its next step", what, lock, ttl_ms,
-                )  # fmt: skip
-                return
 
     refreshing = asyncio.create_task(refresh())
     try:

@@ -49,11 +49,11 @@ def test_a_holder_held_up_past_its_lock_neither_extends_nor_deletes_the_next_hol
         lock = f"test:lock:{uuid.uuid4().hex}"
         try:
             async with exclusive(redis, lock, TTL_MS, what="test") as held:
-                held.check()  # still its own
+                await held.check()  # still its own
                 await redis.set(lock, other, px=10_000)
                 await asyncio.sleep(0.5)  # several refreshes
                 with pytest.raises(LockLostError, match="another test took it"):
-                    held.check()
+                    await held.check()
             return await redis.get(lock), await redis.pttl(lock)
         finally:
             await redis.aclose()
@@ -82,3 +82,23 @@ def test_a_lapsed_lock_nobody_took_is_taken_again(settings: Settings, local_stac
     again, left = asyncio.run(run())
     assert again is not None, "not taken again"
     assert not left
+
+
+def test_a_holder_resumed_before_its_refresh_runs_finds_its_lock_taken_when_it_checks(
+    settings: Settings, local_stack: object
+) -> None:
+    """Frozen past its lock's time to live, a process can resume its work before the refresh task runs again
+    (here: a refresh due in 20 s): the check before its next step asks Redis."""
+
+    async def run() -> None:
+        redis = make_redis(settings)
+        lock = f"test:lock:{uuid.uuid4().hex}"
+        try:
+            async with exclusive(redis, lock, 60_000, what="test") as held:
+                await redis.set(lock, "another-host 4242 feedface", px=10_000)
+                with pytest.raises(LockLostError):
+                    await held.check()
+        finally:
+            await redis.aclose()
+
+    asyncio.run(run())
