@@ -121,11 +121,17 @@ class RepeatsHeldBack(logging.Filter):
         """Show the last line held back of ``kind`` if none came after its minute to say how many were."""
         with self._lock:
             seen = self._kinds.get(kind)
-            if seen is None or seen.last is None or not seen.held or self.clock() - seen.let_through_at < self.every_s:
+            if seen is None or seen.last is None or not seen.held:
                 return  # a later line said it
-            last, held = seen.last, seen.held
-            # Shown now: lines of this kind from here on are held back a minute, then reported the same way.
-            self._kinds[kind] = _Kind(self.clock())
+            now = self.clock()
+            early_s = seen.let_through_at + self.every_s - now  # a timer may wake a hair early
+            if early_s <= 0:
+                last, held = seen.last, seen.held
+                # Shown now: lines of this kind from here on are held back a minute, then reported likewise.
+                self._kinds[kind] = _Kind(now)
+        if early_s > 0:
+            self.schedule(early_s, lambda: self._report_tail(kind))
+            return
         tail = logging.makeLogRecord(last.__dict__)
         _append(tail, f"the last of {held} like it held back in the {self.every_s:.0f} s after the last shown")
         setattr(tail, _REPORT, True)

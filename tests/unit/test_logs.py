@@ -123,3 +123,24 @@ def test_every_line_of_a_flood_that_stops_is_counted_within_a_minute_of_its_end(
     assert len(lines) <= 4, lines  # the first line, then one a minute
     assert lines[-1].startswith("Unable connect to node with id 1454 (the last of"), lines
     assert not due
+
+
+def test_a_report_whose_timer_wakes_early_waits_for_the_rest_of_its_minute() -> None:
+    clock = Clock()
+    due: list[tuple[float, Callable[[], None]]] = []
+    shown: list[logging.LogRecord] = []
+    held = RepeatsHeldBack(
+        ("aiokafka",), clock=clock, report=shown.append, schedule=lambda s, report: due.append((s, report))
+    )
+    assert held.filter(record("aiokafka", "refused %s", 1))
+    clock.now = 10.0
+    assert not held.filter(record("aiokafka", "refused %s", 2))
+    clock.now = 59.999  # the timer set for 60.0 wakes a millisecond early
+    due.pop()[1]()
+    assert not shown
+    assert [round(delay_s, 6) for delay_s, _ in due] == [0.001]
+    clock.now = 60.0
+    due.pop()[1]()
+    assert [r.getMessage() for r in shown] == [
+        "refused 2 (the last of 1 like it held back in the 60 s after the last shown)"
+    ]
