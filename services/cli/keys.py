@@ -33,11 +33,11 @@ def create(
     wanted = [s.strip() for s in scopes.split(",") if s.strip()]
     rate = settings.api.default_rate_per_s if rate_limit is None else rate_limit
 
-    def create(redis: Redis) -> Awaitable[tuple[str, ApiKey]]:
+    def make(redis: Redis) -> Awaitable[tuple[str, ApiKey]]:
         return KeyStore(redis).create(name, wanted, publishable=publishable, origins=origin or [], rate_per_s=rate)
 
     try:
-        token, key = run_on_redis(create)
+        token, key = run_on_redis(make)
     except KeyDefinitionError as exc:
         raise typer.BadParameter(str(exc)) from exc
     typer.echo(f"created key {key.key_id} ({', '.join(sorted(key.scopes))})", err=True)
