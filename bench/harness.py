@@ -88,7 +88,7 @@ async def _drop_namespaces(settings: Settings) -> None:
         names = {key.split(b":")[1].decode() async for key in redis.scan_iter(match=f"rapport:{run}-*", count=1000)}
         namespaces = Namespaces(redis)
         for name in sorted(names):
-            async for _ in namespaces.drop(name):
+            async for _ in namespaces.drop(settings.profile.namespace, name):
                 pass
         # The naive agent's counters (bench/naive_faust.py) live outside the namespace layout.
         async for _ in unlink_matching(redis, f"naive:{run}-*", 1000):

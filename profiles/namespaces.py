@@ -10,6 +10,10 @@ Keys (outside every namespace):
 - ``rapport:ns:superseded:<ns>`` — the namespace promoted in the place of ``<ns>`` while ``<ns>`` was
   served (absent: ``<ns>`` was never replaced, or is served again). Workers of ``<ns>`` read it to stop
   publishing segment changes (``streams.segment_stage``). Written with the pointer, in one transaction.
+- ``rapport:ns:dropping`` — a set of the namespaces whose drop started and has not finished (it was
+  interrupted, or runs now): they hold part of their keys, so they are neither promoted nor replayed into.
+  A drop adds its namespace in a transaction that checks it is not served, a promotion checks the set in
+  the transaction that switches: one of the two refuses, whichever comes second.
 
 And in a namespace: ``rapport:<ns>:replay`` — the replay's checkpoint (JSON: the plan, the next offset of
 each raw partition, the record sequence, done or not, the chunk size, the counts so far), written in each
@@ -32,6 +36,7 @@ from profiles.redis_values import as_text
 KNOWN: Final = "rapport:ns:known"
 SERVING: Final = "rapport:ns:serving"
 SUPERSEDED: Final = "rapport:ns:superseded"
+DROPPING: Final = "rapport:ns:dropping"
 #: Prefixes of keys that belong to no namespace: no namespace may take these names.
 RESERVED: Final = frozenset({"ns", "keys", "rl", "dlq"})
 #: A namespace's name: no glob characters (``drop`` SCANs by a pattern built from it), no ``:`` (keys are
@@ -46,6 +51,11 @@ class NamespaceNameError(ValueError):
 class ReservedNameError(NamespaceNameError):
     def __init__(self, name: str) -> None:
         super().__init__(f"{name!r} is reserved (keys outside namespaces use it)")
+
+
+class NamespaceStateError(RuntimeError):
+    """What a namespace is doing forbids the command: it is served (a drop), being dropped (a promotion, a
+    replay into it), or holds an unfinished replay (a promotion)."""
 
 
 def check_name(name: str) -> str:
@@ -88,14 +98,34 @@ class Namespaces:
         value = await self.redis.get(f"{SERVING}:{configured}")
         return configured if value is None else as_text(value)
 
+    async def dropping(self) -> set[str]:
+        """The namespaces whose drop started and has not finished."""
+        return {as_text(v) for v in await self.redis.smembers(DROPPING)}
+
+    async def refuse_unpromotable(self, namespace: str) -> None:
+        """Raise ``NamespaceStateError`` if ``namespace`` must not be served: it is being dropped, or a replay
+        into it has not finished (it holds part of the history)."""
+        if await self.redis.sismember(DROPPING, namespace):
+            raise NamespaceStateError(
+                f"{namespace!r} is being dropped (a drop was interrupted, or runs now): it holds part of its keys"
+            )
+        checkpoint = await self.checkpoint(namespace)
+        if checkpoint is not None and not checkpoint["done"]:
+            raise NamespaceStateError(
+                f"the replay into {namespace!r} has not finished: run it again to finish it, then promote it"
+            )
+
     async def promote(self, configured: str, namespace: str) -> str | None:
         """Serve ``namespace`` where ``configured`` is configured; returns the one served before (None: the
-        configured one), now superseded by ``namespace``."""
+        configured one), now superseded by ``namespace``. ``NamespaceStateError`` if it must not be served
+        (``refuse_unpromotable``)."""
         pointer = f"{SERVING}:{configured}"
         async with self.redis.pipeline(transaction=True) as pipe:
             while True:
                 try:
-                    await pipe.watch(pointer)  # a concurrent promotion makes this one start again
+                    # A concurrent promotion, drop or replay checkpoint makes this one start again.
+                    await pipe.watch(pointer, DROPPING, self.checkpoint_key(namespace))
+                    await Namespaces(pipe).refuse_unpromotable(namespace)
                     value = await pipe.get(pointer)
                     previous = None if value is None else as_text(value)
                     pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
@@ -125,13 +155,31 @@ class Namespaces:
     async def save_checkpoint(self, namespace: str, checkpoint: dict[str, Any]) -> None:
         await self.redis.set(self.checkpoint_key(namespace), orjson.dumps(checkpoint))
 
-    async def drop(self, namespace: str, batch: int = 500) -> AsyncIterator[int]:
-        """Delete every key of ``namespace`` (``unlink_matching``); yields the running count of keys deleted."""
+    async def drop(self, configured: str, namespace: str, batch: int = 500) -> AsyncIterator[int]:
+        """Delete every key of ``namespace`` (``unlink_matching``); yields the running count of keys deleted.
+        ``NamespaceStateError`` before anything is deleted if it is what ``configured`` serves. Marked as
+        being dropped until its last key is gone (``DROPPING``)."""
+        pointer = f"{SERVING}:{configured}"
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(pointer)  # a concurrent promotion makes this one look again
+                    if await Namespaces(pipe).serving(configured) == namespace:
+                        raise NamespaceStateError(f"{namespace!r} is being served: promote another namespace first")
+                    pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+                    pipe.sadd(DROPPING, check_name(namespace))
+                    await pipe.execute()
+                    break
+                except WatchError:
+                    continue
         deleted = 0
         async for deleted in unlink_matching(self.redis, key_pattern(namespace), batch):
             yield deleted
-        await self.redis.srem(KNOWN, namespace)
-        await self.redis.delete(f"{SUPERSEDED}:{namespace}")
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.srem(KNOWN, namespace)
+            pipe.delete(f"{SUPERSEDED}:{namespace}")
+            pipe.srem(DROPPING, namespace)
+            await pipe.execute()
         yield deleted
 
 

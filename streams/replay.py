@@ -52,7 +52,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from profiles.batch import BatchFold, FoldFailedError
 from profiles.config import FoldConfig
-from profiles.namespaces import Namespaces
+from profiles.namespaces import Namespaces, NamespaceStateError
 from profiles.store import ProfileStore
 from schemas.events import AnyEvent
 from schemas.resolved import Resolved
@@ -371,6 +371,9 @@ class Replay:
         """Replay ``plan`` into the store's namespace, resuming from its checkpoint. A plan whose records are
         all applied (an outage hit the steps after them) only runs those steps again."""
         namespace = self.store.namespace
+        if namespace in await self.namespaces.dropping():
+            # What it wrote would be deleted under it, or left behind by the drop's end.
+            raise NamespaceStateError(f"namespace {namespace!r} is being dropped: finish the drop first")
         checkpoint = await self.namespaces.checkpoint(namespace)
         seq = 0 if checkpoint is None else int(checkpoint["seq"])
         if checkpoint is not None and checkpoint["plan"] == plan.as_json():

@@ -190,7 +190,7 @@ def _examples(settings: Settings) -> list[Example]:
 async def _drop(settings: Settings, namespace: str) -> None:
     redis = make_redis(settings)
     try:
-        async for _ in Namespaces(redis).drop(namespace):
+        async for _ in Namespaces(redis).drop(settings.profile.namespace, namespace):
             pass
     finally:
         await redis.aclose()

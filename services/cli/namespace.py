@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from rich.console import Console
 from rich.table import Table
 
-from profiles.namespaces import Namespaces
+from profiles.namespaces import Namespaces, NamespaceStateError
 from profiles.segments import SegmentChange
 from schemas.topics import SEGMENT_CHANGES, full_name
 from services.cli.names import namespace_name
@@ -31,18 +31,24 @@ def list_namespaces() -> None:
     promotion (their workers publish no segment change)."""
     default = get_settings().profile.namespace
 
-    async def read(redis: Redis) -> tuple[str, list[tuple[str, int, dict[str, object] | None, str | None]]]:
+    async def read(
+        redis: Redis,
+    ) -> tuple[str, set[str], list[tuple[str, int, dict[str, object] | None, str | None]]]:
         namespaces = Namespaces(redis)
-        names = sorted({*await namespaces.known(), default})
+        dropping = await namespaces.dropping()
+        names = sorted({*await namespaces.known(), *dropping, default})
         counts = await profile_counts(redis, names)
         rows = [(n, counts[n], await namespaces.checkpoint(n), await namespaces.superseded_by(n)) for n in names]
-        return await namespaces.serving(default), rows
+        return await namespaces.serving(default), dropping, rows
 
-    serving, rows = run_on_redis(read)
-    table = Table("namespace", "serving", "profiles", "replay", "replaced by")
+    serving, dropping, rows = run_on_redis(read)
+    table = Table("namespace", "serving", "profiles", "replay", "replaced by", "dropping")
     for name, profiles, checkpoint, replaced_by in rows:
         replay = "-" if checkpoint is None else ("done" if checkpoint["done"] else "unfinished")
-        table.add_row(name, "yes" if name == serving else "", f"{profiles:,}", replay, replaced_by or "")
+        unfinished_drop = "unfinished" if name in dropping else ""
+        table.add_row(
+            name, "yes" if name == serving else "", f"{profiles:,}", replay, replaced_by or "", unfinished_drop
+        )
     Console().print(table)
 
 
@@ -99,6 +105,8 @@ def promote(
         namespaces = Namespaces(redis)
         if name not in await namespaces.known() and name != configured:
             raise typer.BadParameter(f"no namespace {name!r} (see `rapport namespace list`)")
+        # Before announcing anything; the switch checks again, in its transaction.
+        await _promotable(namespaces, name)
         served = await namespaces.serving(configured)
         if not announce or served == name:
             return served, []
@@ -111,12 +119,28 @@ def promote(
         except KafkaError as exc:
             typer.echo(f"could not announce the membership changes ({exc}); {served!r} is still served", err=True)
             raise typer.Exit(1) from exc
-    previous = run_on_redis(lambda redis: Namespaces(redis).promote(configured, name))
+    previous = run_on_redis(lambda redis: _switch(Namespaces(redis), configured, name))
     entered = sum(c.change == "entered" for c in changes)
     typer.echo(
         f"serving {name!r} (was {previous or configured!r}); announced {entered:,} entries and "
         f"{len(changes) - entered:,} exits"
     )
+
+
+async def _promotable(namespaces: Namespaces, name: str) -> None:
+    try:
+        await namespaces.refuse_unpromotable(name)
+    except NamespaceStateError as exc:
+        typer.echo(f"rapport: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+async def _switch(namespaces: Namespaces, configured: str, name: str) -> str | None:
+    try:
+        return await namespaces.promote(configured, name)
+    except NamespaceStateError as exc:  # since the announcements: they described a switch that did not happen
+        typer.echo(f"rapport: {exc}; the membership changes announced for it did not happen", err=True)
+        raise typer.Exit(1) from None
 
 
 def _publish(settings: Settings, changes: list[SegmentChange]) -> None:
@@ -139,13 +163,13 @@ def drop(name: NameArg, yes: Annotated[bool, typer.Option("--yes", help="Do not 
     default = get_settings().profile.namespace
 
     async def run(redis: Redis) -> int:
-        namespaces = Namespaces(redis)
-        if await namespaces.serving(default) == name:
-            typer.echo(f"{name!r} is being served: promote another namespace first", err=True)
-            raise typer.Exit(1)
         deleted = 0
-        async for deleted in namespaces.drop(name):  # noqa: B007 - the last count is the total
-            pass
+        try:
+            async for deleted in Namespaces(redis).drop(default, name):  # noqa: B007 - the last count is the total
+                pass
+        except NamespaceStateError as exc:
+            typer.echo(f"rapport: {exc}", err=True)
+            raise typer.Exit(1) from None
         return deleted
 
     if not yes:

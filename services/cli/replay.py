@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from profiles.namespaces import Namespaces
+from profiles.namespaces import Namespaces, NamespaceStateError
 from profiles.store import ProfileStore
 from services.cli.instants import instant_ms
 from services.cli.names import namespace_name
@@ -79,7 +79,7 @@ def replay(
                 stopping=stopping,
             )
         )
-    except (engine.PlanMismatchError, RetrainConflictError) as exc:
+    except (engine.PlanMismatchError, RetrainConflictError, NamespaceStateError) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from exc
     except (KeyboardInterrupt, engine.ReplayInterruptedError):
