@@ -18,7 +18,8 @@ Keys (outside every namespace):
 And in a namespace: ``rapport:<ns>:replay`` — the replay's checkpoint (JSON: the plan, the next offset of
 each raw partition, the record sequence, done or not, the chunk size, the counts so far), written in each
 chunk's transaction, and ``rapport:<ns>:replay:refused``, set in that transaction while a profile write is
-refused so that the checkpoint is not (it never outlives the transaction).
+refused so that the checkpoint is not (it never outlives the transaction); ``rapport:<ns>:replay:lock``, the
+lock of the replay running into it (``services.redis_lock``: host, PID, token).
 """
 
 from __future__ import annotations
@@ -147,6 +148,11 @@ class Namespaces:
     def checkpoint_key(namespace: str) -> str:
         """Where a replay keeps its checkpoint (written with each chunk, ``streams.replay``)."""
         return f"rapport:{namespace}:replay"
+
+    @staticmethod
+    def replay_lock_key(namespace: str) -> str:
+        """The lock a replay into ``namespace`` holds while it runs (one at a time)."""
+        return f"rapport:{check_name(namespace)}:replay:lock"
 
     async def checkpoint(self, namespace: str) -> dict[str, Any] | None:
         raw = await self.redis.get(self.checkpoint_key(namespace))

@@ -104,7 +104,10 @@ async def exclusive(redis: Redis, lock: str, ttl_ms: int, *, what: str) -> Async
     finally:
         refreshing.cancel()
         await asyncio.wait({refreshing})  # unlike awaiting it, not a place to lose this task's own cancellation
-        await redis.eval(_RELEASE, 1, lock, mine)
+        try:
+            await redis.eval(_RELEASE, 1, lock, mine)
+        except RedisError as exc:  # the work is done (or failed on its own): the lock lapses instead
+            log.warning("could not release the %s lock %s (%r): it lapses in %d ms", what, lock, exc, ttl_ms)
 
 
 async def _take_over(redis: Redis, lock: str, mine: str, ttl_ms: int) -> bool:

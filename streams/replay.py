@@ -34,7 +34,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -297,12 +297,14 @@ class Replay:
         segments: ReplaySegments | None = None,
         counters: Counters | None = None,
         stop: asyncio.Event | None = None,
+        guard: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """``models``: rebuild the models too (``--retrain``, ``streams.replay_models``); ``segments``: adopt
         the served namespace's segments (and models, without ``models``) and evaluate the memberships (None:
         a replay into the served namespace, whose workers own them); ``counters``: those of an earlier
         attempt of the same command; ``stop``: once set, the replay raises ``ReplayInterruptedError`` before
-        its next slice."""
+        its next slice; ``guard``: awaited before each chunk, raises if the replay must stop (the command's
+        lock on the namespace was taken by another replay)."""
         prefix = settings.kafka.topic_prefix
         self.settings = settings
         self.store = store
@@ -325,6 +327,7 @@ class Replay:
         self.unfoldable: set[int] = set()
         self._lookups: KafkaConsumer | None = None
         self.stop = stop
+        self.guard = guard
 
     async def __aenter__(self) -> Replay:
         return self
@@ -371,9 +374,7 @@ class Replay:
         """Replay ``plan`` into the store's namespace, resuming from its checkpoint. A plan whose records are
         all applied (an outage hit the steps after them) only runs those steps again."""
         namespace = self.store.namespace
-        if namespace in await self.namespaces.dropping():
-            # What it wrote would be deleted under it, or left behind by the drop's end.
-            raise NamespaceStateError(f"namespace {namespace!r} is being dropped: finish the drop first")
+        await self._before_chunk()
         checkpoint = await self.namespaces.checkpoint(namespace)
         seq = 0 if checkpoint is None else int(checkpoint["seq"])
         if checkpoint is not None and checkpoint["plan"] == plan.as_json():
@@ -476,6 +477,7 @@ class Replay:
                     on_progress(self._progress(plan, in_flight))
 
             while True:
+                await self._before_chunk()
                 seq, taken = await self._chunk(merged, seq, plan.resolved_partitions, checkpoint, report=report)
                 if not taken:  # the end of the plan: nothing to write but that it is done
                     await self.namespaces.save_checkpoint(self.store.namespace, checkpoint(seq, self.counters.tally()))
@@ -484,6 +486,14 @@ class Replay:
                     return seq
         finally:
             await stop_consumer(consumer)
+
+    async def _before_chunk(self) -> None:
+        """Raise if the replay must not write another chunk: its namespace is being dropped (what it wrote would
+        be deleted under it, or left behind by the drop's end), or its ``guard`` says so."""
+        if self.store.namespace in await self.namespaces.dropping():
+            raise NamespaceStateError(f"namespace {self.store.namespace!r} is being dropped: finish the drop first")
+        if self.guard is not None:
+            await self.guard()
 
     async def _chunk(
         self,

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Annotated
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Annotated, Final
 
 import typer
+from redis.asyncio import Redis
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from profiles.namespaces import Namespaces, NamespaceStateError
@@ -17,11 +20,15 @@ from services.cli.signals import Stopping
 from services.gc_tuning import tune_gc
 from services.logs import configure_logging
 from services.redis_client import make_redis
+from services.redis_lock import Held, LockBusyError, LockLostError, exclusive
 from services.settings import Settings, get_settings
 from streams import replay as engine
 from streams.backoff import Backoff, through_outages
 from streams.replay_models import ReplayModels, RetrainConflictError
 from streams.replay_segments import ReplaySegments
+
+#: How long a replay's lock outlives its last refresh (a replay on another host that died).
+LOCK_MS: Final = 60_000
 
 
 def replay(
@@ -79,9 +86,12 @@ def replay(
                 stopping=stopping,
             )
         )
-    except (engine.PlanMismatchError, RetrainConflictError, NamespaceStateError) as exc:
+    except (engine.PlanMismatchError, RetrainConflictError, NamespaceStateError, LockLostError) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from exc
+    except LockBusyError as busy:
+        typer.echo(f"rapport: {busy}; try again once it has finished", err=True)
+        raise typer.Exit(1) from None
     except (KeyboardInterrupt, engine.ReplayInterruptedError):
         # KeyboardInterrupt: a Ctrl-C before the replay's loop runs, or after it.
         typer.echo(f"replay into {into!r} interrupted: the same command resumes it from its last checkpoint", err=True)
@@ -130,49 +140,72 @@ async def replay_through_outages(
         TimeRemainingColumn(),
     )
     try:
-        with Progress(*columns, disable=quiet) as bar:
-            task = bar.add_task(into, total=None, rate=0.0)
+        async with _one_at_a_time(redis, into, backoff, stop) as held:
+            with Progress(*columns, disable=quiet) as bar:
+                task = bar.add_task(into, total=None, rate=0.0)
+                shown = 0
 
-            shown = 0
+                def show(p: engine.Progress) -> None:
+                    # After an outage the replay resumes from its checkpoint and folds the chunk it was folding
+                    # again: the bar waits where it was until it passes it, rather than stepping back.
+                    nonlocal shown
+                    shown = max(shown, p.done)
+                    bar.update(task, total=p.total, completed=shown, rate=p.rate)
 
-            def show(p: engine.Progress) -> None:
-                # After an outage the replay resumes from its checkpoint and folds the chunk it was folding
-                # again: the bar waits where it was until it passes it, rather than stepping back.
-                nonlocal shown
-                shown = max(shown, p.done)
-                bar.update(task, total=p.total, completed=shown, rate=p.rate)
+                plan: engine.Plan | None = None  # fixed by the first attempt that gets one: the one to complete
 
-            plan: engine.Plan | None = None  # fixed by the first attempt that gets one: the one to complete
+                async def attempt() -> engine.Progress:
+                    nonlocal plan
+                    models = ReplayModels(settings, redis, into, settings.profile.fold_config()) if retrain else None
+                    namespaces = Namespaces(redis)
+                    served = await namespaces.serving(settings.profile.namespace)
+                    segments = ReplaySegments(settings, redis, into, served) if into != served else None
+                    async with engine.Replay(
+                        settings,
+                        ProfileStore(redis, into),
+                        namespaces,
+                        chunk,
+                        models=models,
+                        segments=segments,
+                        counters=counters,
+                        stop=stop,
+                        guard=held.check,
+                    ) as runner:
+                        plan = plan or await runner.plan(topics, from_ms, to_ms)
+                        return await runner.run(plan, show)
 
-            async def attempt() -> engine.Progress:
-                nonlocal plan
-                models = ReplayModels(settings, redis, into, settings.profile.fold_config()) if retrain else None
-                namespaces = Namespaces(redis)
-                served = await namespaces.serving(settings.profile.namespace)
-                segments = ReplaySegments(settings, redis, into, served) if into != served else None
-                async with engine.Replay(
-                    settings,
-                    ProfileStore(redis, into),
-                    namespaces,
-                    chunk,
-                    models=models,
-                    segments=segments,
-                    counters=counters,
+                done = await through_outages(
+                    attempt,
+                    backoff,
+                    f"replay into {into!r} (resumes from its checkpoint)",
+                    alive=lambda: None,
                     stop=stop,
-                ) as runner:
-                    plan = plan or await runner.plan(topics, from_ms, to_ms)
-                    return await runner.run(plan, show)
-
-            done = await through_outages(
-                attempt,
-                backoff,
-                f"replay into {into!r} (resumes from its checkpoint)",
-                alive=lambda: None,
-                stop=stop,
-                outages=engine.OUTAGES,
-            )
-            if done is None:  # stopped while it waited out an outage
-                raise engine.ReplayInterruptedError(f"replay into {into!r} interrupted")
-            return done
+                    outages=engine.OUTAGES,
+                )
+                if done is None:  # stopped while it waited out an outage
+                    raise engine.ReplayInterruptedError(f"replay into {into!r} interrupted")
+                return done
     finally:
         await redis.aclose()
+
+
+@asynccontextmanager
+async def _one_at_a_time(redis: Redis, into: str, backoff: Backoff, stop: asyncio.Event | None) -> AsyncIterator[Held]:
+    """The namespace's replay lock, held for every attempt of the command (taken through outages).
+
+    A second replay into the namespace meanwhile would fold the same chunks again, each refusing the other's
+    writes, and could move the checkpoint back; it exits 1 instead (``LockBusyError``). One that finds its
+    lock taken (held up past its time to live) stops before its next chunk (``LockLostError``)."""
+    stack = AsyncExitStack()
+    held = await through_outages(
+        lambda: stack.enter_async_context(exclusive(redis, Namespaces.replay_lock_key(into), LOCK_MS, what="replay")),
+        backoff,
+        f"replay into {into!r} (taking its lock)",
+        alive=lambda: None,
+        stop=stop,
+        outages=engine.OUTAGES,
+    )
+    if held is None:  # stopped while it waited out an outage
+        raise engine.ReplayInterruptedError(f"replay into {into!r} interrupted")
+    async with stack:
+        yield held

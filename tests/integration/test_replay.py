@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -47,6 +48,7 @@ from schemas.validation import Rejection, ValidationLimits, validate_event
 from services.cli.replay import replay_through_outages
 from services.namespace_ops import memberships
 from services.redis_client import make_redis
+from services.redis_lock import LockLostError
 from services.settings import Settings
 from streams.handler import RawRecord
 from streams.replay import REPLAY_COMMIT, Progress, Replay, commit_for_workers, raw_topics
@@ -395,6 +397,60 @@ def test_a_chunk_written_whose_reply_is_lost_counts_once(produced: Produced, mon
     fields = ("done", "total", "applied", "rejected", "erased", "written")
     assert [getattr(resumed, f) for f in fields] == [getattr(uninterrupted, f) for f in fields]
     assert namespace_hash(produced, interrupted) == namespace_hash(produced, reference)
+
+
+def test_one_replay_into_a_namespace_at_a_time(produced: Produced, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second replay into a namespace while one runs exits 1 and names it. A replay held up past its lock's
+    time to live while another took the lock (injected after its second chunk) stops before its third;
+    resumed, it ends as an uninterrupted replay. Until session 38 two replays into one namespace both ran,
+    folding the same chunks, refusing each other's writes and moving the checkpoint back and forth."""
+    settings = produced.topics.settings
+    reference, contested = fresh(), fresh()
+    replay_in_process(settings, reference, 5_000)
+    lock = Namespaces.replay_lock_key(contested)
+    running = f"{socket.gethostname()} {os.getpid()} test"  # a live process of this host: this one
+    asyncio.run(_set_key(settings, lock, running))
+    busy = rapport("replay", "--into", contested, "--quiet", env=produced.topics.env)
+    assert busy.returncode == 1, busy.stderr
+    assert f"another replay is running: {running}" in busy.stderr
+    asyncio.run(_set_key(settings, lock, None))
+
+    other = "another-host 4242 feedface"
+    saves: list[int] = []
+    original_save = ProfileStore.save
+
+    async def taken_after_the_second_chunk(self: ProfileStore, writes: Any, *args: Any, **kwargs: Any) -> list[str]:
+        refused = await original_save(self, writes, *args, **kwargs)
+        saves.append(len(writes))
+        if len(saves) == 2:
+            await self.redis.set(lock, other, px=60_000)
+        return refused
+
+    monkeypatch.setattr(ProfileStore, "save", taken_after_the_second_chunk)
+    with pytest.raises(LockLostError, match="another replay took it"):
+        replay_in_process(settings, contested, 5_000)
+    assert len(saves) == 2
+    monkeypatch.undo()
+    assert asyncio.run(_get_key(settings, lock)) == other.encode(), "the other replay's lock was released"
+    asyncio.run(_set_key(settings, lock, None))
+    replay(produced, contested)
+    assert namespace_hash(produced, contested) == namespace_hash(produced, reference)
+
+
+async def _set_key(settings: Settings, key: str, value: str | None) -> None:
+    redis = make_redis(settings)
+    try:
+        await (redis.delete(key) if value is None else redis.set(key, value))
+    finally:
+        await redis.aclose()
+
+
+async def _get_key(settings: Settings, key: str) -> bytes | str | None:
+    redis = make_redis(settings)
+    try:
+        return await redis.get(key)
+    finally:
+        await redis.aclose()
 
 
 def test_a_chunk_read_in_slices_ends_as_chunks_of_its_slices_with_fewer_writes(
