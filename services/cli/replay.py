@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Annotated, Final
+from typing import Annotated, Final, TypeVar
 
 import typer
 from redis.asyncio import Redis
@@ -26,6 +26,8 @@ from streams import replay as engine
 from streams.backoff import Backoff, through_outages
 from streams.replay_models import ReplayModels, RetrainConflictError
 from streams.replay_segments import ReplaySegments
+
+T = TypeVar("T")
 
 #: How long a replay's lock outlives its last refresh (a replay on another host that died).
 LOCK_MS: Final = 60_000
@@ -174,17 +176,9 @@ async def replay_through_outages(
                         plan = plan or await runner.plan(topics, from_ms, to_ms)
                         return await runner.run(plan, show)
 
-                done = await through_outages(
-                    attempt,
-                    backoff,
-                    f"replay into {into!r} (resumes from its checkpoint)",
-                    alive=lambda: None,
-                    stop=stop,
-                    outages=engine.OUTAGES,
+                return await _waiting_out_outages(
+                    attempt, backoff, stop, f"replay into {into!r}", "resumes from its checkpoint"
                 )
-                if done is None:  # stopped while it waited out an outage
-                    raise engine.ReplayInterruptedError(f"replay into {into!r} interrupted")
-                return done
     finally:
         await redis.aclose()
 
@@ -197,15 +191,22 @@ async def _one_at_a_time(redis: Redis, into: str, backoff: Backoff, stop: asynci
     writes, and could move the checkpoint back; it exits 1 instead (``LockBusyError``). One that finds its
     lock taken (held up past its time to live) stops before its next chunk (``LockLostError``)."""
     stack = AsyncExitStack()
-    held = await through_outages(
-        lambda: stack.enter_async_context(exclusive(redis, Namespaces.replay_lock_key(into), LOCK_MS, what="replay")),
-        backoff,
-        f"replay into {into!r} (taking its lock)",
-        alive=lambda: None,
-        stop=stop,
-        outages=engine.OUTAGES,
+    lock = exclusive(redis, Namespaces.replay_lock_key(into), LOCK_MS, what="replay")
+    held = await _waiting_out_outages(
+        lambda: stack.enter_async_context(lock), backoff, stop, f"replay into {into!r}", "taking its lock"
     )
-    if held is None:  # stopped while it waited out an outage
-        raise engine.ReplayInterruptedError(f"replay into {into!r} interrupted")
     async with stack:
         yield held
+
+
+async def _waiting_out_outages(
+    step: Callable[[], Awaitable[T]], backoff: Backoff, stop: asyncio.Event | None, what: str, doing: str
+) -> T:
+    """``step()``, again after each outage until it succeeds; ``ReplayInterruptedError`` once ``stop`` is set
+    while it waits."""
+    done = await through_outages(
+        step, backoff, f"{what} ({doing})", alive=lambda: None, stop=stop, outages=engine.OUTAGES
+    )
+    if done is None:
+        raise engine.ReplayInterruptedError(f"{what} interrupted")
+    return done
