@@ -110,14 +110,24 @@ async def exclusive(redis: Redis, lock: str, ttl_ms: int, *, what: str) -> Async
             log.warning("could not release the %s lock %s (%r): it lapses in %d ms", what, lock, exc, ttl_ms)
 
 
+async def running_holder(redis: Redis, lock: str) -> str | None:
+    """Who holds ``lock`` if it may still be working: a process of this host that is running, or one of
+    another host (until the lock lapses); None if nobody does, or its holder was of this host and is gone."""
+    held = _holder(await redis.get(lock))
+    return held if _running(held) else None
+
+
+def _running(held: str) -> bool:
+    host, _, rest = held.partition(" ")
+    pid = rest.split(" ", 1)[0]
+    return bool(held) and (host != socket.gethostname() or not pid.isdigit() or _alive(int(pid)))
+
+
 async def _take_over(redis: Redis, lock: str, mine: str, ttl_ms: int) -> bool:
     """Take ``lock`` if it lapsed meanwhile or its holder was a process of this host that is gone."""
     async with redis.pipeline(transaction=True) as pipe:
         await pipe.watch(lock)
-        held = _holder(await pipe.get(lock))
-        host, _, rest = held.partition(" ")
-        pid = rest.split(" ", 1)[0]
-        if held and (host != socket.gethostname() or not pid.isdigit() or _alive(int(pid))):
+        if _running(_holder(await pipe.get(lock))):
             return False
         pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
         pipe.set(lock, mine, px=ttl_ms)

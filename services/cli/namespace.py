@@ -19,6 +19,7 @@ from services.cli.names import namespace_name
 from services.cli.on_redis import run_on_redis
 from services.kafka_clients import make_producer
 from services.namespace_ops import diff_namespaces, hash_namespace, profile_counts, promotion_announcements
+from services.redis_lock import running_holder
 from services.settings import Settings, get_settings
 
 app = typer.Typer(help="Namespaces: live and replayed profile sets; compare, promote, drop.", no_args_is_help=True)
@@ -163,6 +164,11 @@ def drop(name: NameArg, yes: Annotated[bool, typer.Option("--yes", help="Do not 
     default = get_settings().profile.namespace
 
     async def run(redis: Redis) -> int:
+        replaying = await running_holder(redis, Namespaces.replay_lock_key(name))
+        if replaying is not None:
+            # Its next chunk would write keys behind the drop's SCAN (it stops there, seeing the drop).
+            typer.echo(f"rapport: a replay into {name!r} is running ({replaying}): stop it first", err=True)
+            raise typer.Exit(1)
         deleted = 0
         try:
             async for deleted in Namespaces(redis).drop(default, name):  # noqa: B007 - the last count is the total

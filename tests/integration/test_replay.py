@@ -717,6 +717,17 @@ def test_namespace_commands_list_promote_and_drop(produced: Produced) -> None:
     assert "is not a namespace name" in globbed.stderr
     assert namespace_hash(produced, name) == before
 
+    # Not while a replay into it runs (this process holds its lock): its next chunk would write behind the drop.
+    lock = Namespaces.replay_lock_key(name)
+    running = f"{socket.gethostname()} {os.getpid()} test"
+    asyncio.run(_set_key(produced.topics.settings, lock, running))
+    busy = rapport("namespace", "drop", name, "--yes", env=env)
+    assert busy.returncode == 1, busy.stderr
+    assert f"a replay into {name!r} is running ({running})" in busy.stderr
+    assert namespace_hash(produced, name) == before
+    # One left by a replay of this host that is gone is no obstacle (the PID is above Linux's pid_max).
+    asyncio.run(_set_key(produced.topics.settings, lock, f"{socket.gethostname()} 4194305 gone"))
+
     # A drop interrupted after its first batch: part of the namespace is gone. Until session 38 it could be
     # promoted (and served half-deleted) or replayed into, its keys then left behind by the drop's end.
     asyncio.run(_drop_first_batch(produced.topics.settings, configured, name))
