@@ -191,9 +191,14 @@ async def _one_at_a_time(redis: Redis, into: str, backoff: Backoff, stop: asynci
     writes, and could move the checkpoint back; it exits 1 instead (``LockBusyError``). One that finds its
     lock taken (held up past its time to live) stops before its next chunk (``LockLostError``)."""
     stack = AsyncExitStack()
-    lock = exclusive(redis, Namespaces.replay_lock_key(into), LOCK_MS, what="replay")
+    key = Namespaces.replay_lock_key(into)
     held = await _waiting_out_outages(
-        lambda: stack.enter_async_context(lock), backoff, stop, f"replay into {into!r}", "taking its lock"
+        # A fresh context manager per attempt: one whose entry failed cannot be entered again.
+        lambda: stack.enter_async_context(exclusive(redis, key, LOCK_MS, what="replay")),
+        backoff,
+        stop,
+        f"replay into {into!r}",
+        "taking its lock",
     )
     async with stack:
         yield held

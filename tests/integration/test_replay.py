@@ -18,7 +18,8 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +33,7 @@ from kafka.errors import KafkaTimeoutError
 from kafka.structs import OffsetAndMetadata
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+import services.cli.replay
 import streams.replay
 from profiles.batch import BatchFold
 from profiles.config import HOUR_MS
@@ -48,7 +50,7 @@ from schemas.validation import Rejection, ValidationLimits, validate_event
 from services.cli.replay import replay_through_outages
 from services.namespace_ops import memberships
 from services.redis_client import make_redis
-from services.redis_lock import LockLostError
+from services.redis_lock import Held, LockLostError, exclusive
 from services.settings import Settings
 from streams.handler import RawRecord
 from streams.replay import REPLAY_COMMIT, Progress, Replay, commit_for_workers, raw_topics
@@ -435,6 +437,33 @@ def test_one_replay_into_a_namespace_at_a_time(produced: Produced, monkeypatch: 
     asyncio.run(_set_key(settings, lock, None))
     replay(produced, contested)
     assert namespace_hash(produced, contested) == namespace_hash(produced, reference)
+
+
+def test_a_replay_whose_lock_meets_an_outage_waits_and_takes_it(
+    produced: Produced, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis unreachable when the replay takes its namespace's lock (injected, twice): it waits, as for any
+    outage, then takes it and ends as an uninterrupted replay."""
+    settings = produced.topics.settings
+    reference, waited = fresh(), fresh()
+    replay_in_process(settings, reference, 5_000)
+    original = exclusive  # what services.cli.replay calls
+    failures: list[str] = []
+
+    @asynccontextmanager
+    async def unreachable_twice(*args: Any, **kwargs: Any) -> AsyncIterator[Held]:
+        if len(failures) < 2:
+            failures.append("down")
+            raise RedisConnectionError("injected: Redis is unreachable")
+        async with original(*args, **kwargs) as held:
+            yield held
+
+    monkeypatch.setattr(services.cli.replay, "exclusive", unreachable_twice)
+    with caplog.at_level(logging.WARNING, logger="streams.backoff"):
+        replay_in_process(settings, waited, 5_000)
+    assert failures == ["down", "down"]
+    assert "(taking its lock) paused" in caplog.text
+    assert namespace_hash(produced, waited) == namespace_hash(produced, reference)
 
 
 async def _set_key(settings: Settings, key: str, value: str | None) -> None:
