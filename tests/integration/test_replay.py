@@ -8,6 +8,7 @@ resume, and replayed into a namespace that already holds it.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import re
@@ -28,6 +29,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+import rich.progress
 from kafka import KafkaAdminClient, TopicPartition
 from kafka.errors import KafkaTimeoutError
 from kafka.structs import OffsetAndMetadata
@@ -528,9 +530,23 @@ def test_a_chunk_read_in_slices_ends_as_chunks_of_its_slices_with_fewer_writes(
         return shown
 
     monkeypatch.setattr(Replay, "_progress", progress)
+    shown: list[float] = []
+    original_update = rich.progress.Progress.update
+
+    def update(self: rich.progress.Progress, task: Any, **fields: Any) -> None:
+        if fields.get("completed") is not None:
+            shown.append(fields["completed"])
+        original_update(self, task, **fields)
+
+    monkeypatch.setattr(rich.progress.Progress, "update", update)
     resumed = replay_in_process(settings, sliced, 6_000)
     assert sum(consumed) == whole.total + 3 * 1_500
     assert {1_500, 3_000, 4_500, 6_000, 7_500} <= set(reported)  # a progress bar moves with each slice
+    # The outage sent the replay back to its checkpoint; the bar waited where it was (before session 38 it
+    # stepped back with it).
+    assert any(later < earlier for earlier, later in itertools.pairwise(reported))
+    assert shown == sorted(shown)
+    assert shown[-1] == resumed.total
     fields = ("done", "total", "applied", "rejected", "erased", "unfoldable")
     assert [getattr(resumed, f) for f in fields] == [getattr(whole, f) for f in fields]
     assert resumed.written < whole.written / 2
