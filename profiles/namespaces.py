@@ -103,10 +103,13 @@ class Namespaces:
         """The namespaces whose drop started and has not finished."""
         return {as_text(v) for v in await self.redis.smembers(DROPPING)}
 
+    async def is_dropping(self, namespace: str) -> bool:
+        return bool(await self.redis.sismember(DROPPING, namespace))
+
     async def refuse_unpromotable(self, namespace: str) -> None:
         """Raise ``NamespaceStateError`` if ``namespace`` must not be served: it is being dropped, or a replay
         into it has not finished (it holds part of the history)."""
-        if await self.redis.sismember(DROPPING, namespace):
+        if await self.is_dropping(namespace):
             raise NamespaceStateError(
                 f"{namespace!r} is being dropped (a drop was interrupted, or runs now): it holds part of its keys"
             )

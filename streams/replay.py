@@ -374,7 +374,7 @@ class Replay:
         """Replay ``plan`` into the store's namespace, resuming from its checkpoint. A plan whose records are
         all applied (an outage hit the steps after them) only runs those steps again."""
         namespace = self.store.namespace
-        await self._before_chunk()
+        await self._before_chunk()  # before it writes anything (its registration); again before each chunk
         checkpoint = await self.namespaces.checkpoint(namespace)
         seq = 0 if checkpoint is None else int(checkpoint["seq"])
         if checkpoint is not None and checkpoint["plan"] == plan.as_json():
@@ -490,7 +490,7 @@ class Replay:
     async def _before_chunk(self) -> None:
         """Raise if the replay must not write another chunk: its namespace is being dropped (what it wrote would
         be deleted under it, or left behind by the drop's end), or its ``guard`` says so."""
-        if self.store.namespace in await self.namespaces.dropping():
+        if await self.namespaces.is_dropping(self.store.namespace):
             raise NamespaceStateError(f"namespace {self.store.namespace!r} is being dropped: finish the drop first")
         if self.guard is not None:
             await self.guard()

@@ -1,7 +1,9 @@
-"""A namespace of a test's own in the real Redis, removed afterwards; a Redis server of a test's own."""
+"""A namespace of a test's own in the real Redis, removed afterwards; a Redis server of a test's own; one key
+set or read from a synchronous test."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -43,3 +45,27 @@ def private_redis(topics: Topics, tmp_path: Path) -> Iterator[tuple[RedisNode, T
         yield redis, Topics(private, topics.names)
     finally:
         redis.stop()
+
+
+def set_key(settings: Settings, key: str, value: str | None) -> None:
+    """Set ``key`` to ``value`` (None: delete it), as another process would."""
+
+    async def run() -> None:
+        redis = make_redis(settings)
+        try:
+            await (redis.delete(key) if value is None else redis.set(key, value))
+        finally:
+            await redis.aclose()
+
+    asyncio.run(run())
+
+
+def get_key(settings: Settings, key: str) -> bytes | str | None:
+    async def run() -> bytes | str | None:
+        redis = make_redis(settings)
+        try:
+            return await redis.get(key)
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(run())

@@ -3,7 +3,6 @@ back to their raw topics exactly once, through interruptions, and the worker app
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 import time
@@ -18,10 +17,10 @@ from kafka.errors import KafkaError
 from profiles.config import DAY_MS
 from profiles.timeutil import iso
 from services.dlq import redrive_keys
-from services.redis_client import make_redis
 from services.topics_admin import admin_client, ensure_topics
 from streams.dead_letters import REDRIVEN_FROM
 from tests.kafka_support import Topics, rapport
+from tests.redis_support import get_key, set_key
 from tests.worker_support import run_worker_through, stored_views
 
 pytestmark = pytest.mark.integration
@@ -49,22 +48,6 @@ def purchase(n: int, customer: str, currency: str, total: float) -> bytes:
 def redrive(env: dict[str, str], *args: str) -> tuple[int, dict[str, object]]:
     done = rapport("dlq", "redrive", *args, "--json", env=env)
     return done.returncode, orjson.loads(done.stdout) if done.returncode == 0 else {"stderr": done.stderr}
-
-
-async def _set(topics: Topics, key: str, value: str | None) -> None:
-    redis = make_redis(topics.settings)
-    try:
-        await (redis.delete(key) if value is None else redis.set(key, value))
-    finally:
-        await redis.aclose()
-
-
-async def _get(topics: Topics, key: str) -> bytes | str | None:
-    redis = make_redis(topics.settings)
-    try:
-        return await redis.get(key)
-    finally:
-        await redis.aclose()
 
 
 def redriven_records(topics: Topics) -> list[bytes]:
@@ -108,11 +91,11 @@ def test_dead_letters_of_a_fixed_cause_are_sent_back_once_and_applied(tmp_path: 
     # One redrive at a time: a lock held by a live process (this one) refuses a second.
     lock = redrive_keys(topics.names["events.dlq"]).lock
     holder = f"{socket.gethostname()} {os.getpid()} test"
-    asyncio.run(_set(topics, lock, holder))
+    set_key(topics.settings, lock, holder)
     busy = rapport("dlq", "redrive", "unsupported_currency", env=fixed)
     assert busy.returncode == 1, busy.stderr
     assert f"another redrive is running: {holder}" in busy.stderr
-    asyncio.run(_set(topics, lock, None))
+    set_key(topics.settings, lock, None)
 
     injected = {**fixed, "PYTHONPATH": os.pathsep.join(filter(None, [str(INJECTION), os.environ.get("PYTHONPATH")]))}
     # Held up past its lock's time to live after its first batch (of one), while another redrive took the
@@ -123,8 +106,8 @@ def test_dead_letters_of_a_fixed_cause_are_sent_back_once_and_applied(tmp_path: 
     assert "another redrive took it: stopped before overlapping with it" in frozen.stderr
     assert "Traceback" not in frozen.stderr
     assert len(redriven_records(topics)) == 1
-    assert asyncio.run(_get(topics, lock)) == other.encode()
-    asyncio.run(_set(topics, lock, None))
+    assert get_key(topics.settings, lock) == other.encode()
+    set_key(topics.settings, lock, None)
 
     # Dies at its first send, then once its sends are acknowledged but before it records them.
     for moment, expected_sent in (("before_send", 1), ("after_send", 2)):

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -72,7 +72,7 @@ from tests.kafka_support import (
 )
 from tests.model_support import publish_churn_model
 from tests.oracle import OracleSettings, build_profiles, diff_profiles
-from tests.redis_support import private_redis
+from tests.redis_support import get_key, private_redis, set_key
 from tests.worker_support import Worker, define_segments, group_id, stored_views, wait_until_caught_up
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -183,6 +183,25 @@ def replay_in_process(settings: Settings, namespace: str, chunk: int) -> Progres
             retrain=False,
         )
     )
+
+
+def after_the_second_chunk(
+    monkeypatch: pytest.MonkeyPatch, then: Callable[[ProfileStore], Awaitable[None]]
+) -> list[int]:
+    """From now on, ``then(store)`` runs once a replay has saved its second chunk; returns the sizes of the
+    chunks saved (profile writes each)."""
+    saves: list[int] = []
+    original = ProfileStore.save
+
+    async def save(self: ProfileStore, writes: Any, *args: Any, **kwargs: Any) -> list[str]:
+        refused = await original(self, writes, *args, **kwargs)
+        saves.append(len(writes))
+        if len(saves) == 2:
+            await then(self)
+        return refused
+
+    monkeypatch.setattr(ProfileStore, "save", save)
+    return saves
 
 
 def chunks_read(monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -382,17 +401,11 @@ def test_a_chunk_written_whose_reply_is_lost_counts_once(produced: Produced, mon
     settings = produced.topics.settings
     reference, interrupted = fresh(), fresh()
     uninterrupted = replay_in_process(settings, reference, 5_000)
-    saves: list[int] = []
-    original_save = ProfileStore.save
 
-    async def reply_lost_once(self: ProfileStore, writes: Any, *args: Any, **kwargs: Any) -> list[str]:
-        refused = await original_save(self, writes, *args, **kwargs)
-        saves.append(len(writes))
-        if len(saves) == 2:
-            raise RedisConnectionError("injected: the reply was lost")
-        return refused
+    async def reply_lost(store: ProfileStore) -> None:
+        raise RedisConnectionError("injected: the reply was lost")
 
-    monkeypatch.setattr(ProfileStore, "save", reply_lost_once)
+    saves = after_the_second_chunk(monkeypatch, reply_lost)
     consumed = chunks_read(monkeypatch)
     resumed = replay_in_process(settings, interrupted, 5_000)
     assert len(saves) > 2
@@ -413,30 +426,24 @@ def test_one_replay_into_a_namespace_at_a_time(produced: Produced, monkeypatch: 
     replay_in_process(settings, reference, 5_000)
     lock = Namespaces.replay_lock_key(contested)
     running = f"{socket.gethostname()} {os.getpid()} test"  # a live process of this host: this one
-    asyncio.run(_set_key(settings, lock, running))
+    set_key(settings, lock, running)
     busy = rapport("replay", "--into", contested, "--quiet", env=produced.topics.env)
     assert busy.returncode == 1, busy.stderr
     assert f"another replay is running: {running}" in busy.stderr
-    asyncio.run(_set_key(settings, lock, None))
+    set_key(settings, lock, None)
 
     other = "another-host 4242 feedface"
-    saves: list[int] = []
-    original_save = ProfileStore.save
 
-    async def taken_after_the_second_chunk(self: ProfileStore, writes: Any, *args: Any, **kwargs: Any) -> list[str]:
-        refused = await original_save(self, writes, *args, **kwargs)
-        saves.append(len(writes))
-        if len(saves) == 2:
-            await self.redis.set(lock, other, px=60_000)
-        return refused
+    async def lock_taken(store: ProfileStore) -> None:
+        await store.redis.set(lock, other, px=60_000)
 
-    monkeypatch.setattr(ProfileStore, "save", taken_after_the_second_chunk)
+    saves = after_the_second_chunk(monkeypatch, lock_taken)
     with pytest.raises(LockLostError, match="another replay took it"):
         replay_in_process(settings, contested, 5_000)
     assert len(saves) == 2
     monkeypatch.undo()
-    assert asyncio.run(_get_key(settings, lock)) == other.encode(), "the other replay's lock was released"
-    asyncio.run(_set_key(settings, lock, None))
+    assert get_key(settings, lock) == other.encode(), "the other replay's lock was released"
+    set_key(settings, lock, None)
     replay(produced, contested)
     assert namespace_hash(produced, contested) == namespace_hash(produced, reference)
 
@@ -466,22 +473,6 @@ def test_a_replay_whose_lock_meets_an_outage_waits_and_takes_it(
     assert failures == ["down", "down"]
     assert "(taking its lock) paused" in caplog.text
     assert namespace_hash(produced, waited) == namespace_hash(produced, reference)
-
-
-async def _set_key(settings: Settings, key: str, value: str | None) -> None:
-    redis = make_redis(settings)
-    try:
-        await (redis.delete(key) if value is None else redis.set(key, value))
-    finally:
-        await redis.aclose()
-
-
-async def _get_key(settings: Settings, key: str) -> bytes | str | None:
-    redis = make_redis(settings)
-    try:
-        return await redis.get(key)
-    finally:
-        await redis.aclose()
 
 
 def test_a_chunk_read_in_slices_ends_as_chunks_of_its_slices_with_fewer_writes(
@@ -765,13 +756,13 @@ def test_namespace_commands_list_promote_and_drop(produced: Produced) -> None:
     # Not while a replay into it runs (this process holds its lock): its next chunk would write behind the drop.
     lock = Namespaces.replay_lock_key(name)
     running = f"{socket.gethostname()} {os.getpid()} test"
-    asyncio.run(_set_key(produced.topics.settings, lock, running))
+    set_key(produced.topics.settings, lock, running)
     busy = rapport("namespace", "drop", name, "--yes", env=env)
     assert busy.returncode == 1, busy.stderr
     assert f"a replay into {name!r} is running ({running})" in busy.stderr
     assert namespace_hash(produced, name) == before
     # One left by a replay of this host that is gone is no obstacle (the PID is above Linux's pid_max).
-    asyncio.run(_set_key(produced.topics.settings, lock, f"{socket.gethostname()} 4194305 gone"))
+    set_key(produced.topics.settings, lock, f"{socket.gethostname()} 4194305 gone")
 
     # A drop interrupted after its first batch: part of the namespace is gone. Until session 38 it could be
     # promoted (and served half-deleted) or replayed into, its keys then left behind by the drop's end.
