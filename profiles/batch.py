@@ -18,7 +18,7 @@ from profiles.erasure import event_ids
 from profiles.fold import compact
 from profiles.models.tracking import ModelTracking
 from profiles.state import ProfileState, encode
-from profiles.store import ProfileWrite, Stored, rfm_position
+from profiles.store import ProfileWrite, Stored, UnreadableProfileError, rfm_position
 from schemas.events import AnyEvent
 from schemas.resolved import Resolved
 
@@ -77,7 +77,7 @@ class BatchFold:
         self.config = config
         self.states: dict[str, ProfileState] = {}
         self.watermarks = {pid: s.watermark for pid, s in stored.items()}
-        self.positions_before = {pid: rfm_position(s.state) if s.state else None for pid, s in stored.items()}
+        self.positions_before = {pid: rfm_position(s.decoded) if s.decoded else None for pid, s in stored.items()}
         self.deleted: dict[str, str] = {}  # profile id → erasure receipt
         self.forget: dict[str, set[str]] = {}  # erased profile id → ids whose links to it go (``_erase``)
         self.ingested: list[int] = []
@@ -93,16 +93,17 @@ class BatchFold:
             if pid not in self.stored:
                 self.stored[pid] = loaded
                 self.watermarks[pid] = loaded.watermark
-                self.positions_before[pid] = rfm_position(loaded.state) if loaded.state else None
+                self.positions_before[pid] = rfm_position(loaded.decoded) if loaded.decoded else None
         for pid, receipt in erased.items():
             self.erased.setdefault(pid, receipt)
 
     def apply(self, record: Resolved, partition: int, at: int) -> list[Resolved]:
-        """Fold one record at position ``at``; returns the records it emits. Raises ``CorruptRecordError``
-        (nothing changed) or ``FoldFailedError``."""
+        """Fold one record at position ``at``; returns the records it emits. Raises ``CorruptRecordError`` or
+        ``UnreadableProfileError`` (the record's profile does not decode; nothing changed), or
+        ``FoldFailedError``."""
         try:
             return self._apply(record, partition, at)
-        except (CorruptRecordError, MemoryError):
+        except (CorruptRecordError, UnreadableProfileError, MemoryError):
             raise
         except Exception as exc:
             raise FoldFailedError(at, exc) from exc
@@ -148,7 +149,8 @@ class BatchFold:
         the erasure: what the profile knows when it goes and what its refused events carry are forgotten
         here, under the same receipt (docs/erasure.md)."""
         receipt = self.erased[pid]
-        known = self.states.pop(pid, None) or self.stored[pid].state
+        # An unreadable profile goes too: the ids its state holds are then only those the erasure names.
+        known = self.states.pop(pid, None) or self.stored[pid].decoded
         self.partition_of[pid] = partition
         forget = self.forget.setdefault(pid, set())
         out: list[Resolved] = []

@@ -17,8 +17,8 @@ from profiles.erasure import erasure_record
 from profiles.models.scoring import Score, ServedModel, score_all
 from profiles.models.specs import ModelSpec
 from profiles.rfm import RfmScores, RfmThresholds
-from profiles.state import ProfileState
-from profiles.store import ProfileStore, Resolution, Stored, rfm_position
+from profiles.state import ANON_PREFIX, ProfileState, new_profile
+from profiles.store import ProfileStore, Resolution, Stored, UnreadableProfileError, rfm_position
 from profiles.timeutil import iso
 from profiles.view import render
 from schemas.erasure import ErasureRecord
@@ -39,7 +39,7 @@ class ProfileRead:
     no profile has the id)."""
 
     view: dict[str, Any] | None = None
-    error: AsOfBeforeLastEventError | None = None
+    error: AsOfBeforeLastEventError | UnreadableProfileError | None = None
 
 
 async def read_profile(
@@ -74,7 +74,7 @@ async def read_profiles(
     if the caller already read it (``ProfileStore.queue_resolution``)."""
     ids = list(dict.fromkeys(any_ids))
     canonical = await _canonical(store, ids, resolution)
-    live = {s.state.profile_id: s.state for s in canonical.values() if s is not None and s.state is not None}
+    live = {s.decoded.profile_id: s.decoded for s in canonical.values() if s is not None and s.decoded is not None}
     if thresholds is not None:
         positions = {pid: rfm_position(state) for pid, state in live.items()}
         ranks = {pid: None if p is None else thresholds.scores(p) for pid, p in positions.items()}
@@ -84,10 +84,12 @@ async def read_profiles(
     out: dict[str, ProfileRead] = {}
     for any_id in ids:
         found = canonical[any_id]
-        if found is None or found.state is None:
+        if found is not None and found.unreadable is not None:
+            out[any_id] = ProfileRead(error=found.unreadable)
+        elif found is None or found.decoded is None:
             out[any_id] = ProfileRead()
         else:
-            pid = found.state.profile_id
+            pid = found.decoded.profile_id
             out[any_id] = _view(live[pid], found.watermark, ranks[pid], config, as_of_ms=as_of_ms, now_ms=now_ms)
     return out
 
@@ -99,7 +101,7 @@ class ScoresRead:
 
     profile_id: str | None = None
     scores: dict[str, Score] | None = None
-    error: AsOfBeforeLastEventError | None = None
+    error: AsOfBeforeLastEventError | UnreadableProfileError | None = None
 
 
 async def read_scores(
@@ -118,10 +120,13 @@ async def read_scores(
     ``read_profiles``."""
     ids = list(dict.fromkeys(any_ids))
     canonical = await _canonical(store, ids, resolution)
-    states = {any_id: None if found is None else found.state for any_id, found in canonical.items()}
     out: dict[str, ScoresRead] = {}
     for any_id in ids:
-        state = states[any_id]
+        found = canonical[any_id]
+        if found is not None and found.unreadable is not None:
+            out[any_id] = ScoresRead(found.unreadable.profile_id, error=found.unreadable)
+            continue
+        state = None if found is None else found.decoded
         if state is None:
             out[any_id] = ScoresRead()
             continue
@@ -147,10 +152,24 @@ async def canonical_state(store: ProfileStore, any_id: str) -> ProfileState | No
 
 async def erasure_of(store: ProfileStore, erasure_id: str, requested_id: str, *, requested_at_ms: int) -> ErasureRecord:
     """The record of erasing ``requested_id`` now: the customer it resolves to with its ids, less the ids
-    linked to another customer (``erasure_record``)."""
-    state = await canonical_state(store, requested_id)
+    linked to another customer (``erasure_record``). A customer whose stored profile does not decode is
+    erased too, with the ids its links name: an erasure must not wait for a repair."""
+    found = (await _canonical(store, [requested_id]))[requested_id]
+    state = None if found is None else found.decoded
+    if found is not None and found.unreadable is not None:
+        state = await _known_of_unreadable(store, found.unreadable.profile_id)
     owners = await store.link_owners([*state.anonymous_ids, *state.emails]) if state is not None else {}
     return erasure_record(erasure_id, requested_id, state, requested_at_ms=requested_at_ms, owners=owners)
+
+
+async def _known_of_unreadable(store: ProfileStore, profile_id: str) -> ProfileState:
+    """What the store knows of a profile whose state does not decode: its id and, for a customer, the ids its
+    links name."""
+    if profile_id.startswith(ANON_PREFIX):
+        return new_profile(profile_id, None)
+    state = new_profile(profile_id, profile_id)
+    state.anonymous_ids, state.emails = await store.links_of(profile_id)
+    return state
 
 
 async def _canonical(
@@ -165,7 +184,7 @@ async def _canonical(
     others = [pid for pid in dict.fromkeys(resolved.values()) if pid is not None and pid not in stored]
     if others:
         stored.update(await store.load(others))
-    merged = {pid: s.state.merged_into for pid, s in stored.items() if s.state is not None and s.state.merged_into}
+    merged = {pid: s.decoded.merged_into for pid, s in stored.items() if s.decoded and s.decoded.merged_into}
     if merged:
         targets = await store.load(list(dict.fromkeys(merged.values())))
         stored.update({pid: targets[target] for pid, target in merged.items()})

@@ -33,6 +33,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
+import msgspec
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
@@ -142,15 +143,39 @@ class ProfileWrite:
     forget: tuple[str, ...] = ()
 
 
+class UnreadableProfileError(ValueError):
+    """A stored profile this version cannot decode: damaged by hand or by a restore, or written by a release
+    whose layout this one does not read. Left as it is in Redis for an operator (docs/streams.md)."""
+
+    def __init__(self, profile_id: str, reason: str) -> None:
+        super().__init__(f"the stored profile {profile_id!r} cannot be read: {reason}"[:1000])
+        self.profile_id = profile_id
+        self.reason = reason
+
+
 @dataclass(frozen=True, slots=True)
 class Stored:
-    """A profile as read: its watermark, its state, and the bytes a compare-and-set must find."""
+    """A profile as read: its watermark, its state, and the bytes a compare-and-set must find.
+
+    A profile that does not decode has no ``decoded`` state and raises ``UnreadableProfileError`` from
+    ``state``: a reader that does not expect it gets that error, never an absent profile in its place (a hash
+    would skip it, a fold would start it afresh and overwrite its history).
+    """
 
     watermark: int
-    state: ProfileState | None
+    decoded: ProfileState | None
     expected: bytes
     #: ``state``'s encoding as stored (None: not kept): what a replay compares its result with.
     encoded: bytes | None = None
+    #: why the stored bytes do not decode (None: they do, or there are none)
+    unreadable: UnreadableProfileError | None = None
+
+    @property
+    def state(self) -> ProfileState | None:
+        """The state; None if there is no profile. Raises ``UnreadableProfileError``."""
+        if self.unreadable is not None:
+            raise UnreadableProfileError(self.unreadable.profile_id, self.unreadable.reason)
+        return self.decoded
 
 
 @dataclass(frozen=True, slots=True)
@@ -400,6 +425,15 @@ class ProfileStore:
         owners = {i: owner.split("\x1f", 1)[0] for i, owner in _present(ids, aliases).items()}
         return {**_present(ids, emails), **owners}
 
+    async def links_of(self, customer_id: str) -> tuple[list[str], list[str]]:
+        """The anonymous ids and the emails linked to ``customer_id`` (sorted), as its link sets hold them: what
+        is known of a customer whose stored profile does not decode."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.smembers(self.links_key(customer_id))
+            pipe.smembers(self.named_key(customer_id))
+            anonymous, emails = await pipe.execute()
+        return sorted(as_text(a) for a in anonymous), sorted(as_text(e) for e in emails)
+
     async def link(
         self,
         claims: Sequence[tuple[str, str, str]],
@@ -615,10 +649,18 @@ def _stored(profile_ids: Sequence[str], blobs: Sequence[bytes | str | None]) -> 
         if blob is None:
             out[profile_id] = Stored(-1, None, ABSENT)
         else:
-            raw = _bytes(blob)
-            body = raw[8:]
-            out[profile_id] = Stored(_WATERMARK.unpack_from(raw)[0], decode(body), raw[:8], body)
+            out[profile_id] = stored_from(profile_id, _bytes(blob))
     return out
+
+
+def stored_from(profile_id: str, raw: bytes) -> Stored:
+    """The profile that a profile key's bytes hold: an unreadable one (``Stored.unreadable``) if they do not decode."""
+    body = raw[8:]
+    try:
+        return Stored(_WATERMARK.unpack_from(raw)[0], decode(body), raw[:8], body)
+    except (msgspec.MsgspecError, struct.error) as exc:
+        watermark = _WATERMARK.unpack_from(raw)[0] if len(raw) >= _WATERMARK.size else -1
+        return Stored(watermark, None, raw[:8], unreadable=UnreadableProfileError(profile_id, str(exc)))
 
 
 def _blob(reply: object) -> bytes | str | None:

@@ -2,8 +2,9 @@
 
 ``redrive`` sends a dead letter's original bytes, with its original key, back to the raw topic it came from
 (so to the same partition, by the producers' key hashing), where the worker resolves it like any record.
-A ``fold_error`` dead letter is an ``events.resolved`` record whose fold raised: what goes back is the raw
-event it carries, to the raw topic it was read from. Only records the current settings admit are sent: a
+A ``fold_error`` dead letter is an ``events.resolved`` record whose fold raised, an ``unreadable_profile``
+one a record whose stored profile did not decode: what goes back is the raw event it carries, to the raw
+topic it was read from. Only records the current settings admit are sent: a
 line that is still malformed, or a purchase whose currency still has no rate, stays where it is, for a
 later redrive once that is fixed. ``corrupt_resolved_record`` dead letters are not re-sent: they are no
 record a worker could have written, and the raw records behind them are still in the raw topics.
@@ -91,8 +92,9 @@ class Resend:
 
 def resend_of(letter: Letter, raw_topics: frozenset[str], resolved_topic: str) -> Resend | None:
     """The record to send back for ``letter``: itself, to the raw topic it was refused from; for a
-    ``fold_error``, the raw event its one ``events.resolved`` record carries, to the raw topic that record was
-    read from. None when there is no such record (a hand-over, an erasure, headers that say nothing).
+    ``fold_error`` or an ``unreadable_profile``, the raw event its one ``events.resolved`` record carries, to the
+    raw topic that record was read from. None when there is no such record (a hand-over, an erasure, headers
+    that say nothing).
 
     >>> from schemas.resolved import RawSource
     >>> from streams.dead_letters import DeadLettered
@@ -108,7 +110,7 @@ def resend_of(letter: Letter, raw_topics: frozenset[str], resolved_topic: str) -
     if (
         source.topic == resolved_topic
         and letter.headers is not None
-        and letter.headers.reason == StageReason.FOLD_ERROR
+        and letter.headers.reason in (StageReason.FOLD_ERROR, StageReason.UNREADABLE_PROFILE)
     ):
         return _folded_event(letter.value, raw_topics)
     return None

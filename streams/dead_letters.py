@@ -3,7 +3,8 @@
 Header names (all values UTF-8):
 
 - ``rapport.reason`` — a reason code: one of the contract's (``docs/events.md``), or a stage's own
-  (``unsupported_currency``, ``resolve_error``, ``corrupt_resolved_record``, ``fold_error``);
+  (``unsupported_currency``, ``resolve_error``, ``corrupt_resolved_record``, ``fold_error``,
+  ``unreadable_profile``);
 - ``rapport.path``, ``rapport.message`` — the offending field and a readable explanation;
 - ``rapport.source.topic``, ``rapport.source.partition``, ``rapport.source.offset`` — the record's
   coordinates, so it can be found, fixed and re-produced;
@@ -33,6 +34,7 @@ class StageReason(StrEnum):
     RESOLVE_ERROR = "resolve_error"  # a raw record whose identity resolution raised (a defect)
     CORRUPT_RESOLVED_RECORD = "corrupt_resolved_record"  # an ``events.resolved`` record no worker wrote
     FOLD_ERROR = "fold_error"  # an ``events.resolved`` record whose fold raised (a defect)
+    UNREADABLE_PROFILE = "unreadable_profile"  # an ``events.resolved`` record whose stored profile does not decode
 
 
 #: Every reason a dead letter can carry.

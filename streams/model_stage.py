@@ -270,7 +270,9 @@ class ModelStage:
         profile, which already holds their stored entries (those take no snapshot)."""
         loaded = await profiles.load(list(missing))
         for pid in missing:
-            state = loaded[pid].state if pid in loaded else None
+            # One that does not decode gets no view and is forgotten as one that is gone (its records are
+            # dead-lettered): kept due, it would come first in every batch's due list, for ever.
+            state = loaded[pid].decoded if pid in loaded else None
             if state is not None and state.customer_id is not None and state.last_event_ms is not None:
                 clock = max(watermarks.get(due[pid], 0), state.last_event_ms)
                 views[pid] = view_of(state, clock)

@@ -37,6 +37,8 @@ Redis or Kafka failures raise out of ``handle``: the runtime pauses and retries 
 skipped and nothing infrastructural is dead-lettered. A record whose fold raises (a defect, which every
 retry would meet again) is set aside: the batch is applied again at once without it, from the stored
 states, and the record dead-lettered as ``fold_error``.
+A record whose stored profile does not decode (``UnreadableProfileError``) changes nothing and is
+dead-lettered as ``unreadable_profile``; the profile is left as it is for an operator (docs/streams.md).
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ from profiles.config import FoldConfig
 from profiles.model_store import ModelStore
 from profiles.pending_store import PendingStore
 from profiles.segment_store import SegmentStore
-from profiles.store import ProfileStore, Stored
+from profiles.store import ProfileStore, Stored, UnreadableProfileError
 from schemas.resolved import DECODER, ENCODER, Envelope, RawSource, Resolved, envelopes, marker, position
 from schemas.topics import DLQ, ERASURES, MODEL_EXAMPLES, RAW_EVENT_TOPICS, RESOLVED, SEGMENT_CHANGES, full_name
 from services import worker_metrics
@@ -120,6 +122,8 @@ class ProfileHandler:
         #: (partition, position) → why: records of the batch in hand whose fold raised, dead-lettered when it is
         #: folded again without them
         self.unfoldable: dict[tuple[int, int], str] = {}
+        #: profiles whose stored state does not decode, logged once by this worker
+        self.unreadable_reported: set[str] = set()
         pending = PendingStore(store.redis, store.namespace)
         self.raw_topics = {full_name(spec, prefix) for spec in RAW_EVENT_TOPICS}
         self.sources = (
@@ -331,6 +335,15 @@ class ProfileHandler:
             emitted.extend(fold.apply(record, partition, at))
         except CorruptRecordError as exc:
             return StageReason.CORRUPT_RESOLVED_RECORD.value, str(exc)
+        except UnreadableProfileError as exc:
+            if exc.profile_id not in self.unreadable_reported:
+                self.unreadable_reported.add(exc.profile_id)
+                log.error(
+                    "%s: its records are dead-lettered as unreadable_profile until it is repaired or deleted "
+                    "(docs/streams.md); the profile is left as it is",
+                    exc,
+                )
+            return StageReason.UNREADABLE_PROFILE.value, str(exc)
         except FoldFailedError as exc:
             self.unfoldable[partition, at] = str(exc)
             log.error(

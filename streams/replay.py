@@ -53,7 +53,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from profiles.batch import BatchFold, FoldFailedError
 from profiles.config import FoldConfig
 from profiles.namespaces import Namespaces, NamespaceStateError
-from profiles.store import ProfileStore
+from profiles.store import ProfileStore, UnreadableProfileError
 from schemas.events import AnyEvent
 from schemas.resolved import Resolved
 from schemas.topics import ERASURES, MODEL_EXAMPLES, RAW_EVENT_TOPICS, RESOLVED, full_name
@@ -118,7 +118,7 @@ class Progress:
     written: int  # profile writes (a profile rewritten by several chunks counts each time)
     elapsed_s: float  # by this command
     examples: int = 0  # labelled examples the models learned (--retrain)
-    unfoldable: int = 0  # records whose fold raised (a defect), set aside
+    unfoldable: int = 0  # records whose fold raised (a defect) or whose stored profile is unreadable, set aside
     #: raw partitions where the namespace's workers will start reading where the replay ended
     handed_over: int = 0
     resumed_at: int = 0  # records this command found done: its rate counts only its own
@@ -322,9 +322,11 @@ class Replay:
         # and decoding every touched profile again for each chunk was the largest single cost of a replay.
         self.owned = OwnedStates(settings.stream.owned_profiles_cached)
         self.handed_over = 0
-        #: sequence numbers of records whose fold raised (``FoldFailedError``): set aside when the chunk is
-        #: folded again, as the live worker dead-letters them (``fold_error``)
+        #: sequence numbers of records whose fold raised (``FoldFailedError``) or whose profile does not decode
+        #: (``UnreadableProfileError``): set aside when the chunk is folded again, as the live worker
+        #: dead-letters them (``fold_error``, ``unreadable_profile``)
         self.unfoldable: set[int] = set()
+        self.unreadable_reported: set[str] = set()  # profiles whose stored state does not decode, logged once
         self._lookups: KafkaConsumer | None = None
         self.stop = stop
         self.guard = guard
@@ -637,10 +639,22 @@ class Replay:
                 if seq in self.unfoldable:
                     skipped_events += seq <= first and record.kind == "event"
                     continue
-                emitted = fold.apply(record, partition_of[record.profile_id], seq)
+                try:
+                    emitted = fold.apply(record, partition_of[record.profile_id], seq)
+                except UnreadableProfileError as exc:
+                    # Nothing changed: set aside as an unfoldable record, without folding the chunk again.
+                    self._unreadable(exc)
+                    self.unfoldable.add(seq)
+                    skipped_events += seq <= first and record.kind == "event"
+                    continue
                 if emitted:
                     pending += emitted
         return seq, skipped_events
+
+    def _unreadable(self, error: UnreadableProfileError) -> None:
+        if error.profile_id not in self.unreadable_reported:
+            self.unreadable_reported.add(error.profile_id)
+            log.error("%s: its records are set aside (counted unfoldable); the profile is left as it is", error)
 
     def _progress(self, plan: Plan, in_flight: int = 0) -> Progress:
         """Where the replay is; ``in_flight``: records of the chunk being folded, counted as done (a progress

@@ -253,7 +253,11 @@ class SegmentStage:
         changes: list[SegmentChange] = []
         writes: list[tuple[str, Membership, dict[str, int], int, int | None]] = []
         for pid in pids:
-            state, membership = states[pid].state, before[pid]
+            stored, membership = states[pid], before[pid]
+            if stored.unreadable is not None:
+                log.error("%s: its memberships are left as they were", stored.unreadable)
+                continue
+            state = stored.decoded
             if state is None:
                 continue
             at = max(now_ms, membership.evaluated_at_ms or 0, state.last_event_ms or 0)
@@ -330,8 +334,12 @@ class SegmentStage:
         writes: list[tuple[int, str, Membership, Mapping[str, int], int | None, int | None]] = []
         retries: list[tuple[int, str]] = []
         for partition, pid in due:
-            state: ProfileState | None = states[pid].state
-            membership = before[pid]
+            stored, membership = states[pid], before[pid]
+            if stored.unreadable is not None:
+                log.error("%s: its segment timer is retried later", stored.unreadable)
+                retries.append((partition, pid))
+                continue
+            state: ProfileState | None = stored.decoded
             if state is None:
                 writes.append((partition, pid, membership, {}, None, None))
                 continue

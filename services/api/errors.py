@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from profiles.read import AsOfBeforeLastEventError
+from profiles.store import UnreadableProfileError
 from profiles.timeutil import iso
 from services.api.responses import JsonResponse
 
@@ -48,8 +49,17 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
 
 
-def as_of_too_early(error: AsOfBeforeLastEventError) -> ApiError:
-    """The 422 of a read whose ``as_of`` is before the profile's last event (profile and score routes)."""
+def read_failed(error: AsOfBeforeLastEventError | UnreadableProfileError) -> ApiError:
+    """Why a profile or its scores cannot be read (profile and score routes, one id or a batch's): a 422 for
+    an ``as_of`` before the profile's last event, a 503 for a stored profile this version cannot decode
+    (the worker dead-letters its events until an operator repairs it, docs/streams.md)."""
+    if isinstance(error, UnreadableProfileError):
+        return ApiError(
+            503,
+            "profile_unreadable",
+            "the stored profile cannot be read by this version of Rapport; an operator must repair it",
+            {"profile_id": error.profile_id},
+        )
     return ApiError(
         422,
         "as_of_before_last_event",
@@ -87,7 +97,8 @@ _DESCRIPTIONS = {
     413: "The body is larger than the route accepts.",
     422: "The request does not follow the contract; `details` says where.",
     429: "The key's rate limit is exhausted; retry after `Retry-After` seconds.",
-    503: "A dependency (Kafka or Redis) is unavailable; retry after `Retry-After` seconds.",
+    503: "A dependency (Kafka or Redis) is unavailable; retry after `Retry-After` seconds. Or (code "
+    "`profile_unreadable`) a stored profile this version cannot decode, until an operator repairs it.",
 }
 
 
@@ -99,6 +110,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RedisError)
     async def _redis_down(_: Request, exc: RedisError) -> JsonResponse:
         return redis_unavailable()
+
+    @app.exception_handler(UnreadableProfileError)
+    async def _unreadable(_: Request, exc: UnreadableProfileError) -> JsonResponse:
+        failed = read_failed(exc)
+        return error_response(failed.status, failed.code, failed.message, failed.details)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JsonResponse:

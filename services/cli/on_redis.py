@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import typer
 from redis.asyncio import Redis
 
+from profiles.store import UnreadableProfileError
 from services.cli.signals import run_stoppable
 from services.redis_client import make_redis
 from services.settings import get_settings
@@ -16,13 +18,17 @@ T = TypeVar("T")
 
 def run_on_redis(action: Callable[[Redis], Awaitable[T]], interrupted: str = "interrupted") -> T:
     """``action``'s result, run with a Redis client made from the settings and closed after it; Ctrl-C or
-    SIGTERM stop it as ``run_stoppable`` says (``interrupted``: what the command then prints)."""
+    SIGTERM stop it as ``run_stoppable`` says (``interrupted``: what the command then prints). A stored
+    profile that does not decode ends the command with exit status 1 and its name."""
     settings = get_settings()
 
     async def run() -> T:
         redis = make_redis(settings)
         try:
             return await action(redis)
+        except UnreadableProfileError as exc:
+            typer.echo(f"rapport: {exc}; repair or delete it first (docs/streams.md)", err=True)
+            raise typer.Exit(1) from None
         finally:
             await redis.aclose()
 

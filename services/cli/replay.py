@@ -103,7 +103,11 @@ def replay(
         f"{result.applied:,} events applied, {result.rejected:,} rejected, {result.erased:,} erased, "
         f"{result.written:,} profile writes"
         + (f", {result.examples:,} model examples learned" if retrain else "")
-        + (f", {result.unfoldable:,} records set aside: their fold raised (see the log)" if result.unfoldable else "")
+        + (
+            f", {result.unfoldable:,} records set aside: their fold raised or their profile is unreadable (see the log)"
+            if result.unfoldable
+            else ""
+        )
     )
     if result.handed_over:
         typer.echo(

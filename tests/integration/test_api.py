@@ -376,6 +376,56 @@ async def _seed_buyers(api: Api, ids: list[str], orders: int) -> None:
         await redis.aclose()
 
 
+def test_a_stored_profile_that_does_not_decode_is_named_in_a_503_and_others_are_still_served(api: Api) -> None:
+    """A damaged profile (a hand-edited key, a bad restore, a release whose layout this one does not read)
+    answers 503 ``profile_unreadable`` for itself and per id in a batch, is left out of a preview's count
+    (which says so), and can still be erased. Before 2026-12-06 the decoding error answered 500, for a
+    whole batch too."""
+    key, admin = api.keys["all"], api.keys["admin"]
+    asyncio.run(_seed_buyers(api, ["c-fine"], orders=1))
+    asyncio.run(_damage(api, "c-damaged"))
+    try:
+        for path in ("/v1/profiles/c-damaged", "/v1/profiles/c-damaged/scores", "/v1/profiles/c-damaged/segments"):
+            answer = api.call("GET", path, key)
+            assert answer.status_code == 503, answer.text
+            assert answer.json()["error"]["code"] == "profile_unreadable"
+            assert answer.json()["error"]["details"] == {"profile_id": "c-damaged"}
+        ids = {"ids": ["c-damaged", "c-fine", "nobody"]}
+        for path in ("/v1/profiles/batch", "/v1/scores/batch"):
+            results = api.call("POST", path, key, json=ids).json()["results"]
+            assert [(r["id"], r["status"]) for r in results] == [
+                ("c-damaged", "error"),
+                ("c-fine", "found"),
+                ("nobody", "not_found"),
+            ], results
+            assert results[0]["error"]["code"] == "profile_unreadable"
+        preview = api.call("POST", "/v1/segments/preview", key, json={"rule": "transactions.orders >= 0"}).json()
+        assert (preview["unreadable"], preview["complete"]) == (1, False), preview
+
+        erased = api.call("DELETE", "/v1/profiles/c-damaged", admin)
+        assert erased.status_code == 202, erased.text
+        # The customer's and its linked visitor's profiles, known from the links when the profile is unreadable.
+        assert erased.json()["profiles"] == 2, erased.json()
+    finally:
+        asyncio.run(_damage(api, "c-damaged", remove=True))
+
+
+async def _damage(api: Api, pid: str, *, remove: bool = False) -> None:
+    """Store bytes under ``pid``'s profile key that are no profile, with a visitor id linked to it (or remove
+    both)."""
+    redis = make_redis(api.topics.settings)
+    try:
+        store = ProfileStore(redis, api.namespace)
+        keys = store.profile_key(pid), store.links_key(pid)
+        if remove:
+            await redis.delete(*keys)
+        else:
+            await redis.set(keys[0], b"\x00" * 8 + b"\xc1 damaged")
+            await redis.sadd(keys[1], f"a-{pid}")
+    finally:
+        await redis.aclose()
+
+
 def test_a_profiles_segments_are_those_of_live_segments_it_entered(api: Api) -> None:
     """Memberships stay stored past their segment's deletion (until the profile is evaluated again): the
     route shows only the live segments' and never an earlier incarnation's of a name created again."""

@@ -15,7 +15,7 @@ from profiles.timeutil import to_ms
 from schemas.profile import ProfileView
 from services.api.auth import require
 from services.api.context import ApiContext
-from services.api.errors import ApiError, as_of_too_early, responses
+from services.api.errors import ApiError, read_failed, responses
 from services.api.keys import ApiKey
 from services.api.responses import JsonResponse
 from services.api.serving import Served
@@ -63,7 +63,7 @@ class BatchRequest(BaseModel):
     "/{profile_id}",
     summary="A live profile",
     response_class=JsonResponse,
-    responses={200: _PROFILE_RESPONSE, **responses(401, 403, 404, 422, 429)},
+    responses={200: _PROFILE_RESPONSE, **responses(401, 403, 404, 422, 429, 503)},
 )
 async def get_profile(
     request: Request,
@@ -116,7 +116,8 @@ async def get_profiles(request: Request, _: Caller, body: BatchRequest) -> JsonR
         if result.view is None and result.error is None:
             results.append({"id": any_id, "status": "not_found", "profile": None, "error": None})
         elif result.error is not None:
-            error = {"code": "as_of_before_last_event", "message": str(result.error)}
+            failed = read_failed(result.error)
+            error = {"code": failed.code, "message": failed.message, "details": failed.details}
             results.append({"id": any_id, "status": "error", "profile": None, "error": error})
         else:
             results.append({"id": any_id, "status": "found", "profile": _answer(result, wanted), "error": None})
@@ -144,7 +145,7 @@ async def _read(
 
 def _answer(result: ProfileRead, wanted: set[str] | None) -> dict[str, Any]:
     if result.error is not None:
-        raise as_of_too_early(result.error)
+        raise read_failed(result.error)
     assert result.view is not None
     if wanted is None:
         return result.view

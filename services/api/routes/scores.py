@@ -16,7 +16,7 @@ from profiles.store import Resolution
 from profiles.timeutil import iso, to_ms
 from services.api.auth import require
 from services.api.context import ApiContext
-from services.api.errors import ApiError, ErrorDetail, as_of_too_early, responses
+from services.api.errors import ApiError, ErrorDetail, read_failed, responses
 from services.api.keys import ApiKey
 from services.api.serving import Served
 
@@ -91,7 +91,7 @@ AsOfQuery = Annotated[
     "/v1/profiles/{profile_id}/scores",
     summary="A profile's scores",
     response_model=ProfileScores,
-    responses=responses(401, 403, 404, 422, 429),
+    responses=responses(401, 403, 404, 422, 429, 503),
 )
 async def get_scores(
     request: Request,
@@ -114,7 +114,7 @@ async def answer_scores(
     """The answer to an admitted caller (the route's, and ``services.api.hot_reads``')."""
     result = (await _read(ctx, served, [profile_id], as_of, resolution))[profile_id]
     if result.error is not None:
-        raise as_of_too_early(result.error)
+        raise read_failed(result.error)
     if result.scores is None or result.profile_id is None:
         raise ApiError(404, "profile_not_found", "no profile has this id")
     return _out(result.profile_id, result.scores)
@@ -134,11 +134,8 @@ async def get_scores_batch(request: Request, _: Caller, body: ScoresBatchIn) -> 
     results = []
     for any_id, read in (await _read(ctx, await ctx.serving.current(), body.ids, body.as_of)).items():
         if read.error is not None:
-            error = ErrorDetail(
-                code="as_of_before_last_event",
-                message="as_of is before the profile's last event",
-                details={"last_event_at": iso(read.error.last_event_ms)},
-            )
+            failed = read_failed(read.error)
+            error = ErrorDetail(code=failed.code, message=failed.message, details=failed.details)
             results.append(ScoresBatchItem(id=any_id, status="error", result=None, error=error))
         elif read.scores is None or read.profile_id is None:
             results.append(ScoresBatchItem(id=any_id, status="not_found", result=None, error=None))

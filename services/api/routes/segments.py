@@ -87,8 +87,13 @@ class PreviewIn(BaseModel):
 class PreviewOut(BaseModel):
     count: int = Field(description="Profiles the rule selects among those scanned.")
     scanned: int
-    complete: bool = Field(description="False when the scan stopped at `api.preview_max_profiles`.")
+    complete: bool = Field(
+        description="False when the scan stopped at `api.preview_max_profiles`, or some profiles were unreadable."
+    )
     sample: list[str]
+    unreadable: int = Field(
+        0, description="Stored profiles this version cannot decode: not evaluated, not counted (docs/streams.md)."
+    )
 
 
 class ProfileSegment(BaseModel):
@@ -205,9 +210,13 @@ async def preview_segment(request: Request, _: Admin, body: PreviewIn) -> Previe
     count = scanned = 0
     sample: list[str] = []
     seen: set[str] = set()  # SCAN may return a key twice
+    unreadable: set[str] = set()
     async for batch in served.store.scan_profiles():
         for pid, stored in batch.items():
-            state = stored.state
+            if stored.unreadable is not None:
+                unreadable.add(pid)
+                continue
+            state = stored.decoded
             if state is None or state.merged_into is not None or pid in seen:
                 continue
             seen.add(pid)
@@ -222,15 +231,19 @@ async def preview_segment(request: Request, _: Admin, body: PreviewIn) -> Previe
                 if len(sample) < body.sample:
                     sample.append(pid)
         if scanned >= limit:
-            return PreviewOut(count=count, scanned=scanned, complete=False, sample=sorted(sample))
-    return PreviewOut(count=count, scanned=scanned, complete=True, sample=sorted(sample))
+            return PreviewOut(
+                count=count, scanned=scanned, complete=False, sample=sorted(sample), unreadable=len(unreadable)
+            )
+    return PreviewOut(
+        count=count, scanned=scanned, complete=not unreadable, sample=sorted(sample), unreadable=len(unreadable)
+    )
 
 
 @router.get(
     "/v1/profiles/{profile_id}/segments",
     summary="The segments a profile is in",
     response_model=ProfileSegments,
-    responses=responses(401, 403, 404, 422, 429),
+    responses=responses(401, 403, 404, 422, 429, 503),
 )
 async def profile_segments(
     request: Request,
