@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 import msgspec
+import zstandard
 from redis.asyncio import Redis
 
 from profiles.compression import compress, decompress
@@ -238,7 +239,7 @@ class PendingStore:
         """The customers' pending snapshots, views, and entries up to ``until`` (per customer: its partition's
         watermark), in one round trip."""
         if not until:
-            return LoadedCustomers({}, {}, {}, {})
+            return LoadedCustomers({}, {}, {}, {}, {})
         profile_ids = list(until)
         n = len(profile_ids)
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -249,8 +250,18 @@ class PendingStore:
                 pipe.zrange(self.entries_key(pid), f"({at}", "+inf", byscore=True, offset=0, num=1, withscores=True)
             replies = await pipe.execute()
         blobs, view_blobs = replies[0][:n], replies[0][n:]
-        pending = await self._decode({pid: as_bytes(b) for pid, b in zip(profile_ids, blobs, strict=True) if b})
-        views = {pid: decode_view(as_bytes(b)) for pid, b in zip(profile_ids, view_blobs, strict=True) if b}
+        unreadable: dict[str, str] = {}
+        pending = await self._decode(
+            {pid: as_bytes(b) for pid, b in zip(profile_ids, blobs, strict=True) if b}, unreadable
+        )
+        views = {}
+        for pid, blob in zip(profile_ids, view_blobs, strict=True):
+            if blob:
+                try:
+                    views[pid] = decode_view(as_bytes(blob))
+                except UNREADABLE as exc:
+                    # Derived from the profile: rebuilt from it (``streams.model_stage``), not a customer set aside.
+                    log.error("the models view of %s does not decode (%s): it is rebuilt from the profile", pid, exc)
         stored: dict[str, list[bytes]] = {}
         later: dict[str, int] = {}
         for i, pid in enumerate(profile_ids):
@@ -258,13 +269,18 @@ class PendingStore:
             stored[pid] = [as_bytes(e) for e in (*listed, *scored)]
             if first_after:
                 later[pid] = int(first_after[0][1])
-        return LoadedCustomers(pending, views, stored, later)
+        return LoadedCustomers(pending, views, stored, later, unreadable)
 
-    async def _decode(self, blobs: Mapping[str, bytes]) -> dict[str, list[Pending]]:
+    async def _decode(self, blobs: Mapping[str, bytes], unreadable: dict[str, str]) -> dict[str, list[Pending]]:
+        """The customers' pending snapshots; a blob that does not decode is named in ``unreadable`` instead."""
         pending: dict[str, list[Pending]] = {}
         retry: dict[str, bytes] = {}
         for pid, blob in blobs.items():
-            pending[pid], unknown = decode_pending(pid, blob, self._names)
+            try:
+                pending[pid], unknown = decode_pending(pid, blob, self._names)
+            except UNREADABLE as exc:
+                unreadable[pid] = f"{type(exc).__name__}: {exc}"
+                continue
             if unknown:
                 retry[pid] = blob
         if not retry:
@@ -343,15 +359,29 @@ class PendingStore:
                 pipe.zadd(self.entries_key(pid), {encode_entry(e): e.at_ms for e in added})
 
 
+#: What a stored blob that is not what its reader expects raises: damaged bytes.
+UNREADABLE: Final = (msgspec.MsgspecError, zstandard.ZstdError, ValueError)
+
+
 @dataclass
 class LoadedCustomers:
     """What a fold of due customers starts from: their pending snapshots, views and entries up to the
     watermark, and when the first of their stored entries after it is (those stay in Redis)."""
 
-    pending: dict[str, list[Pending]]
-    views: dict[str, ModelView]
+    pending: dict[str, list[Pending]]  # ``pending_of`` reads them
+    views: dict[str, ModelView]  # those that decode
     stored_entries: dict[str, list[bytes]]  # as stored: ``entries`` decodes them
     later: dict[str, int]
+    #: customers whose pending snapshots do not decode, and why
+    unreadable_pending: dict[str, str]
+
+    def pending_of(self, profile_id: str) -> list[Pending]:
+        """The customer's pending snapshots. Raises ``ValueError`` if they do not decode (damaged bytes): in
+        the customer's own fold, which sets that customer aside, not the batch with everyone in it."""
+        reason = self.unreadable_pending.get(profile_id)
+        if reason is not None:
+            raise ValueError(f"the pending snapshots of {profile_id!r} do not decode ({reason})")
+        return self.pending.get(profile_id, [])
 
     def entries(self, profile_id: str) -> list[Entry]:
         """The customer's entries up to the watermark, one per (time, order, key): the sorted set recognises

@@ -295,7 +295,7 @@ def _fold_due(
     later = None if rebuilt else loaded.later.get(pid)
     try:
         stored = [] if rebuilt else loaded.entries(pid)  # rebuilt: the profile it started from holds them
-        done = tracking.fold(view, stored, loaded.pending.get(pid, []), watermark, later_ms=later)
+        done = tracking.fold(view, stored, loaded.pending_of(pid), watermark, later_ms=later)
     except MemoryError:
         raise
     except Exception:

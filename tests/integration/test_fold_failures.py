@@ -20,6 +20,7 @@ import logging
 import os
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,7 +33,7 @@ from profiles import pending_store
 from profiles.config import HOUR_MS
 from profiles.models.labels import Example
 from profiles.models.tracking import ModelTracking
-from profiles.models.view import Entry, ModelView, decode_entry
+from profiles.models.view import Entry, ModelView, decode_entry, decode_view
 from schemas.resolved import DECODER
 from services.simulator import Simulation, SimulationConfig
 from tests.integration.test_corrupt_resolved import click
@@ -210,30 +211,107 @@ def test_a_customer_whose_stored_entries_this_version_cannot_read_is_set_aside_a
     """A rollback past the release that shipped an entry dictionary (docs/decisions.md): the customer's
     entries compressed with it raise when decoded. Until session 38 they were decoded while the batch's
     customers were loaded, so the batch failed, and with it every customer of the partition."""
+    original = decode_entry  # what pending_store calls
+    refused: Counter[str] = Counter()
+
+    def unreadable(victim: str) -> Callable[[bytes], Entry]:
+        def decode(blob: bytes) -> Entry:
+            entry = original(blob)
+            if f'"{victim}"'.encode() in entry.payload:
+                refused[victim] += 1
+                raise ValueError("an entry compressed with dictionary 7, which this version does not ship")
+            return entry
+
+        return decode
+
+    run = _retrained_with_damage(topics, monkeypatch, caplog, "decode_entry", unreadable, "streams.model_stage")
+    assert refused[run.victim] > 1, "never refused, or never tried again"
+    assert f"folding the models' entries of {run.victim} up to" in caplog.text
+    # Its examples released by folds that read none of its stored entries (the batch's own) are as before.
+    assert run.victims().items() < run.victims(expected=True).items()
+
+
+def test_a_customer_whose_pending_snapshots_are_damaged_is_set_aside_and_holds_no_one_back(
+    topics: Topics, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Damaged bytes in a customer's stored pending snapshots (the real decoder given them truncated). Until
+    2026-12-06 the decoding error failed the batch, and with it every customer of the partition."""
+    original = pending_store.decode_pending
+    damaged: Counter[str] = Counter()
+
+    def truncated(victim: str) -> Callable[..., Any]:
+        def decode(pid: str, blob: bytes, names: Any) -> Any:
+            if pid == victim:
+                damaged[pid] += 1
+                return original(pid, blob[: len(blob) // 2], names)
+            return original(pid, blob, names)
+
+        return decode
+
+    run = _retrained_with_damage(topics, monkeypatch, caplog, "decode_pending", truncated, "streams.model_stage")
+    assert damaged[run.victim] > 1, "never read, or never tried again"
+    assert f"the pending snapshots of '{run.victim}' do not decode" in caplog.text
+    assert run.victims().items() < run.victims(expected=True).items()
+
+
+def test_a_damaged_models_view_is_rebuilt_from_the_profile_and_holds_no_one_back(
+    topics: Topics, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A customer's models view damaged once (the real decoder given its bytes truncated): it is derived from
+    the profile, so it is rebuilt from it and written back, and the customer goes on learning. Until
+    2026-12-06 the decoding error failed the batch, and with it every customer of the partition."""
+    original = decode_view  # what pending_store calls
+    reads: Counter[str] = Counter()
+
+    def truncated_once(victim: str) -> Callable[[bytes], ModelView]:
+        def decode(blob: bytes) -> ModelView:
+            view = original(blob)
+            if view.state.profile_id == victim:
+                reads[victim] += 1
+                if reads[victim] == 1:
+                    return original(blob[: len(blob) // 2])
+            return view
+
+        return decode
+
+    run = _retrained_with_damage(topics, monkeypatch, caplog, "decode_view", truncated_once, "profiles.pending_store")
+    assert reads[run.victim] > 1, "the victim's view was never read, or not again after it was rebuilt"
+    assert f"the models view of {run.victim} does not decode" in caplog.text
+    assert "rebuilt from the profile" in caplog.text
+    assert run.victims(), "the victim stopped learning"
+
+
+@dataclass
+class _DamagedRetrain:
+    victim: str
+    expected: list[Example]  # without the damage
+    got: list[Example]
+
+    def victims(self, *, expected: bool = False) -> dict[tuple[str, str], Example]:
+        return {_key(e): e for e in (self.expected if expected else self.got) if e.profile_id == self.victim}
+
+
+def _retrained_with_damage(
+    topics: Topics,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    decoder: str,
+    damaging: Callable[[str], Callable[..., Any]],
+    logger: str,
+) -> _DamagedRetrain:
+    """A simulated history retrained, then again with ``pending_store``'s ``decoder`` replaced by
+    ``damaging(victim)`` (the victim: the customer with the first example released, tried again within the
+    history). Everyone else's examples must be those of the first retrain."""
     lines = list(Simulation(SimulationConfig(customers=60, days=40, seed=7, late_rate=0.0)).lines())
     produce_raw(topics, lines)
     expected = _retrained(topics)
     victim = min(expected, key=lambda e: e.label_known_ms).profile_id
-    original = decode_entry  # what pending_store calls
-    refused: Counter[str] = Counter()
-
-    def unreadable(blob: bytes) -> Entry:
-        entry = original(blob)
-        if f'"{victim}"'.encode() in entry.payload:
-            refused[victim] += 1
-            raise ValueError("an entry compressed with dictionary 7, which this version does not ship")
-        return entry
-
-    monkeypatch.setattr(pending_store, "decode_entry", unreadable)
-    with caplog.at_level(logging.ERROR, logger="streams.model_stage"):
+    monkeypatch.setattr(pending_store, decoder, damaging(victim))
+    with caplog.at_level(logging.ERROR, logger=logger):
         got = _retrained(topics)
-    assert refused[victim] > 1, "never refused, or never tried again"
-    assert f"folding the models' entries of {victim} up to" in caplog.text
     others = sorted((e for e in got if e.profile_id != victim), key=_key)
     assert others == sorted((e for e in expected if e.profile_id != victim), key=_key)
-    # Its examples released by folds that read none of its stored entries (the batch's own) are as before.
-    theirs, before = ({_key(e): e for e in examples if e.profile_id == victim} for examples in (got, expected))
-    assert theirs.items() < before.items()
+    return _DamagedRetrain(victim, expected, got)
 
 
 def _retrained(topics: Topics) -> list[Example]:
