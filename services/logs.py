@@ -11,6 +11,7 @@ its end, saying how many it stands for: every line held back is counted within a
 
 from __future__ import annotations
 
+import atexit
 import logging
 import sys
 import threading
@@ -132,8 +133,22 @@ class RepeatsHeldBack(logging.Filter):
         if early_s > 0:
             self.schedule(early_s, lambda: self._report_tail(kind))
             return
+        self._show(last, held, self.every_s)
+
+    def flush(self) -> None:
+        """Show now the last line held back of every kind that has some: the process is ending, and its
+        timers (daemon threads) will not run."""
+        with self._lock:
+            now = self.clock()
+            tails = [(seen.last, seen.held, now - seen.let_through_at) for seen in self._kinds.values() if seen.held]
+            self._kinds.clear()
+        for last, held, span_s in tails:
+            if last is not None:
+                self._show(last, held, span_s)
+
+    def _show(self, last: logging.LogRecord, held: int, span_s: float) -> None:
         tail = logging.makeLogRecord(last.__dict__)
-        _append(tail, f"the last of {held} like it held back in the {self.every_s:.0f} s after the last shown")
+        _append(tail, f"the last of {held} like it held back in the {span_s:.0f} s after the last shown")
         setattr(tail, _REPORT, True)
         if self.report is not None:
             self.report(tail)
@@ -154,7 +169,10 @@ def configure_logging(level: str | int, quiet: Sequence[str] = ()) -> None:
     narration of its own steps) at WARNING at least."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    handler.addFilter(RepeatsHeldBack(KAFKA_CLIENT_LOGGERS, report=handler.handle))
+    held = RepeatsHeldBack(KAFKA_CLIENT_LOGGERS, report=handler.handle)
+    handler.addFilter(held)
+    # Registered after logging's own shutdown hook, so run before it: the handler still writes.
+    atexit.register(held.flush)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper() if isinstance(level, str) else level)

@@ -144,3 +144,22 @@ def test_a_report_whose_timer_wakes_early_waits_for_the_rest_of_its_minute() -> 
     assert [r.getMessage() for r in shown] == [
         "refused 2 (the last of 1 like it held back in the 60 s after the last shown)"
     ]
+
+
+def test_a_process_ending_within_its_minute_shows_what_it_held_back() -> None:
+    """The timers are daemon threads, which do not run at exit: ``flush`` (an ``atexit`` hook of
+    ``configure_logging``) shows each kind's last line held back with its count."""
+    clock = Clock()
+    shown: list[logging.LogRecord] = []
+    held = RepeatsHeldBack(("aiokafka",), clock=clock, report=shown.append, schedule=lambda s, report: None)
+    for n in range(5):
+        clock.now = float(n)
+        held.filter(record("aiokafka", "refused %s", n))
+    held.filter(record("aiokafka.conn", "closed %s", 9))
+    clock.now = 30.0
+    held.flush()
+    assert [r.getMessage() for r in shown] == [
+        "refused 4 (the last of 4 like it held back in the 30 s after the last shown)"
+    ]
+    held.flush()
+    assert len(shown) == 1
