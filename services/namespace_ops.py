@@ -1,5 +1,5 @@
 """Reading whole namespaces for ``rapport namespace hash | diff | list | promote``: SCAN-based, never blocking
-Redis."""
+Redis; and which processes write a namespace (``drop``)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from profiles.segments import PromotionCause, SegmentChange, promotion_changes
 from profiles.segments.changes import promoted_differences
 from profiles.segments.membership import Segments, excerpts
 from profiles.store import ProfileStore
+from services.kafka_clients import make_admin
 from services.settings import Settings
 
 if TYPE_CHECKING:
@@ -25,6 +26,18 @@ if TYPE_CHECKING:
 
 _EXAMPLES = 3
 _PAGE = 1000  # profiles loaded per round trip
+
+
+def running_writers(settings: Settings, namespace: str) -> dict[str, int]:
+    """The consumer groups of processes that write ``namespace``'s keys (workers, trainers, webhook
+    deliverers) that have members now, with how many: each is a running process. Blocking (kafka-python);
+    raises ``KafkaError`` if Kafka cannot tell."""
+    admin = make_admin(settings, "namespace-writers", request_timeout_ms=10_000)
+    try:
+        described = admin.describe_groups(list(settings.writer_groups_of(namespace)))
+    finally:
+        admin.close()
+    return {group: len(found["members"]) for group, found in described.items() if found["members"]}
 
 
 async def memberships(redis: Redis, namespace: str) -> dict[str, set[str]]:

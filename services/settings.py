@@ -345,6 +345,18 @@ class Settings(BaseSettings):
         """The consumer group of the profile workers of ``namespace``."""
         return f"{self.kafka.topic_prefix}rapport-profiles-{namespace}"
 
+    def trainer_group_of(self, namespace: str) -> str:
+        """The consumer group of the trainers of ``namespace`` (the member assigned the partition trains)."""
+        return f"{self.kafka.topic_prefix}rapport-trainer-{namespace}"
+
+    def webhook_group_of(self, namespace: str) -> str:
+        """The consumer group of the webhook deliverers of ``namespace``."""
+        return f"{self.kafka.topic_prefix}rapport-webhooks-{namespace}"
+
+    def writer_groups_of(self, namespace: str) -> tuple[str, ...]:
+        """The consumer groups of every long-running process that writes ``namespace``'s keys."""
+        return self.profile_group_of(namespace), self.trainer_group_of(namespace), self.webhook_group_of(namespace)
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

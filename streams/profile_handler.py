@@ -61,6 +61,7 @@ from profiles.apply import CorruptRecordError
 from profiles.batch import BatchFold, FoldFailedError
 from profiles.config import FoldConfig
 from profiles.model_store import ModelStore
+from profiles.namespaces import Namespaces, NamespaceStateError
 from profiles.pending_store import PendingStore
 from profiles.segment_store import SegmentStore
 from profiles.store import ProfileStore, Stored, UnreadableProfileError
@@ -455,6 +456,8 @@ async def profile_handler(settings: Settings) -> AsyncIterator[ProfileHandler]:
     assert producer is not None  # no stop event: it returns only once started
     try:
         store = ProfileStore(redis, settings.profile.namespace)
+        refusal = functools.partial(_refuse_a_namespace_being_dropped, store)
+        await through_outages(refusal, backoff, "checking the namespace", alive=alive, outages=_START_OUTAGES)
         # Honour every erasure before the first event: a fresh namespace (a replay) must never hold them.
         honoured = functools.partial(_honour_erasures, settings, store)
         await through_outages(honoured, backoff, "reading the erasures", alive=alive, outages=_START_OUTAGES)
@@ -480,6 +483,16 @@ async def _started_producer(settings: Settings) -> AIOKafkaProducer:
         await producer.stop()
         raise
     return producer
+
+
+async def _refuse_a_namespace_being_dropped(store: ProfileStore) -> None:
+    """Raise ``NamespaceStateError`` if ``rapport namespace drop`` is deleting the namespace: what this worker
+    wrote would come back behind the drop, half a namespace (the drop refuses while workers run)."""
+    if await Namespaces(store.redis).is_dropping(store.namespace):
+        raise NamespaceStateError(
+            f"namespace {store.namespace!r} is being dropped: finish the drop (`rapport namespace drop "
+            f"{store.namespace}`) or configure another namespace"
+        )
 
 
 async def _honour_erasures(settings: Settings, store: ProfileStore) -> None:

@@ -204,7 +204,7 @@ def _sender(headers: Sequence[tuple[str, bytes]]) -> str | None:
 
 def trainer_group(settings: Settings) -> str:
     """The consumer group of the namespace's trainers (the member assigned the partition trains)."""
-    return f"{settings.kafka.topic_prefix}rapport-trainer-{settings.profile.namespace}"
+    return settings.trainer_group_of(settings.profile.namespace)
 
 
 async def run_trainer(settings: Settings, stop: asyncio.Event | None = None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Annotated
 
@@ -18,7 +19,13 @@ from schemas.topics import SEGMENT_CHANGES, full_name
 from services.cli.names import namespace_name
 from services.cli.on_redis import run_on_redis
 from services.kafka_clients import make_producer
-from services.namespace_ops import diff_namespaces, hash_namespace, profile_counts, promotion_announcements
+from services.namespace_ops import (
+    diff_namespaces,
+    hash_namespace,
+    profile_counts,
+    promotion_announcements,
+    running_writers,
+)
 from services.redis_lock import running_holder
 from services.settings import Settings, get_settings
 
@@ -161,13 +168,25 @@ def _publish(settings: Settings, changes: list[SegmentChange]) -> None:
 def drop(name: NameArg, yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False) -> None:
     """Delete every key of a namespace, a batch at a time (SCAN + UNLINK: Redis is never blocked). The
     namespace the API serves cannot be dropped."""
-    default = get_settings().profile.namespace
+    settings = get_settings()
+    default = settings.profile.namespace
 
     async def run(redis: Redis) -> int:
         replaying = await running_holder(redis, Namespaces.replay_lock_key(name))
         if replaying is not None:
             # Its next chunk would write keys behind the drop's SCAN (it stops there, seeing the drop).
             typer.echo(f"rapport: a replay into {name!r} is running ({replaying}): stop it first", err=True)
+            raise typer.Exit(1)
+        # A running worker, trainer or deliverer would write keys behind the SCAN, and the namespace would
+        # come back half-made; a worker started during the drop refuses to start (streams.profile_handler).
+        try:
+            writers = await asyncio.to_thread(running_writers, settings, name)
+        except KafkaError as exc:
+            typer.echo(f"rapport: cannot tell whether processes write {name!r} ({exc}): retry", err=True)
+            raise typer.Exit(1) from None
+        if writers:
+            running = ", ".join(f"{group}: {members}" for group, members in sorted(writers.items()))
+            typer.echo(f"rapport: {name!r} is written by running processes ({running}): stop them first", err=True)
             raise typer.Exit(1)
         deleted = 0
         try:

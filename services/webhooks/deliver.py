@@ -142,7 +142,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         full_name(SEGMENT_CHANGES, prefix),
         bootstrap_servers=settings.kafka.bootstrap_servers,
         client_id=f"{settings.kafka.client_id}-webhooks",
-        group_id=f"{prefix}rapport-webhooks-{settings.profile.namespace}",
+        group_id=settings.webhook_group_of(settings.profile.namespace),
         enable_auto_commit=False,
         auto_offset_reset=settings.webhooks.start_from,
     )

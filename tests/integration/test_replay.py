@@ -50,7 +50,7 @@ from schemas.resolved import Resolved
 from schemas.topics import RAW_EVENT_TOPICS, RESOLVED, SEGMENT_CHANGES
 from schemas.validation import Rejection, ValidationLimits, validate_event
 from services.cli.replay import replay_through_outages
-from services.namespace_ops import memberships
+from services.namespace_ops import memberships, running_writers
 from services.redis_client import make_redis
 from services.redis_lock import Held, LockLostError, exclusive
 from services.settings import Settings
@@ -728,7 +728,7 @@ def test_a_replay_dying_while_it_evaluates_memberships_resumes_to_the_same_names
     ).stdout
 
 
-def test_namespace_commands_list_promote_and_drop(produced: Produced) -> None:
+def test_namespace_commands_list_promote_and_drop(produced: Produced, tmp_path: Path) -> None:
     configured, name = fresh(), fresh()
     env = {**produced.topics.env, "RAPPORT_PROFILE__NAMESPACE": configured}
     replay(produced, name)
@@ -764,6 +764,19 @@ def test_namespace_commands_list_promote_and_drop(produced: Produced) -> None:
     # One left by a replay of this host that is gone is no obstacle (the PID is above Linux's pid_max).
     set_key(produced.topics.settings, lock, f"{socket.gethostname()} 4194305 gone")
 
+    # Not while a worker of it runs: it would write keys behind the drop's SCAN. Kafka knows its group.
+    (tmp_path / "running").mkdir()
+    worker = Worker(produced.topics, name, tmp_path / "running")
+    worker.start()
+    try:
+        group = produced.topics.settings.profile_group_of(name)
+        _wait_for(lambda: running_writers(produced.topics.settings, name) == {group: 1}, "the worker to join")
+        busy = rapport("namespace", "drop", name, "--yes", env=env)
+        assert busy.returncode == 1, busy.stderr
+        assert f"{name!r} is written by running processes ({group}: 1): stop them first" in busy.stderr
+    finally:
+        worker.stop()
+
     # A drop interrupted after its first batch: part of the namespace is gone. Until session 38 it could be
     # promoted (and served half-deleted) or replayed into, its keys then left behind by the drop's end.
     asyncio.run(_drop_first_batch(produced.topics.settings, configured, name))
@@ -773,11 +786,26 @@ def test_namespace_commands_list_promote_and_drop(produced: Produced) -> None:
         assert refused.returncode == 1, (command, refused.stderr)
         assert "is being dropped" in refused.stderr, command
     assert _listed(env, configured)[0] == "yes"
+    # Nor does a worker of it start.
+    (tmp_path / "late").mkdir()
+    late = Worker(produced.topics, name, tmp_path / "late")
+    late.start()
+    assert late.process is not None
+    assert late.process.wait(timeout=120) == 1
+    assert any(f"namespace {name!r} is being dropped" in line for line in late.log_lines()), late.troubles()
 
     dropped = rapport("namespace", "drop", name, "--yes", env=env)
     assert dropped.returncode == 0, dropped.stderr
     assert namespace_hash(produced, name) == namespace_hash(produced, fresh())  # nothing left
     assert name not in rapport("namespace", "list", env=env).stdout
+
+
+def _wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {timeout_s} s for {what}")
+        time.sleep(0.5)
 
 
 async def _drop_first_batch(settings: Settings, configured: str, namespace: str) -> None:
