@@ -50,6 +50,26 @@ _ENCODER = msgspec.json.Encoder()
 _DECODER = msgspec.json.Decoder(SegmentDefinition)
 
 
+class UnreadableSegmentError(ValueError):
+    """A stored segment definition this version cannot decode (a key edited by hand, a bad restore). The
+    namespace's workers wait while it is unreadable, as for an outage: memberships evaluated without it would
+    publish changes that are not true (docs/segments.md, "Definitions")."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(
+            f"the definition of segment {name!r} cannot be read ({reason}): save it again, or delete it "
+            f"(`rapport segments delete {name}`)"[:1000]
+        )
+        self.name = name
+
+
+def _definition(name: str, blob: bytes | str) -> SegmentDefinition:
+    try:
+        return _DECODER.decode(blob)
+    except msgspec.MsgspecError as exc:
+        raise UnreadableSegmentError(name, str(exc)) from None
+
+
 @dataclass(frozen=True, slots=True)
 class Membership:
     segments: dict[str, int]  # segment → the version it was entered under
@@ -81,6 +101,11 @@ class SegmentStore:
         self._new_version = redis.register_script(_NEW_VERSION)
         self._next_sweep = redis.register_script(_NEXT_SWEEP)
 
+    @property
+    def definitions_key(self) -> str:
+        """The hash of the namespace's segment definitions (name → JSON)."""
+        return f"{self._base}:defs"
+
     def members_key(self, segment: str) -> str:
         return f"{self._base}:m:{{{segment}}}"
 
@@ -89,12 +114,14 @@ class SegmentStore:
 
     # definitions
     async def definitions(self) -> dict[str, SegmentDefinition]:
-        raw = await self.redis.hgetall(f"{self._base}:defs")
-        return {as_text(name): _DECODER.decode(blob) for name, blob in sorted(raw.items())}
+        """Every definition by name. Raises ``UnreadableSegmentError``."""
+        raw = await self.redis.hgetall(self.definitions_key)
+        return {as_text(name): _definition(as_text(name), blob) for name, blob in sorted(raw.items())}
 
     async def definition(self, name: str) -> SegmentDefinition | None:
-        blob = await self.redis.hget(f"{self._base}:defs", name)
-        return None if blob is None else _DECODER.decode(blob)
+        """The definition of ``name`` (None: no such segment). Raises ``UnreadableSegmentError``."""
+        blob = await self.redis.hget(self.definitions_key, name)
+        return None if blob is None else _definition(name, blob)
 
     async def last_version(self, name: str) -> int:
         """The highest version ``name`` ever had (0 if never saved), deleted or not."""
@@ -104,7 +131,10 @@ class SegmentStore:
     async def save(self, name: str, description: str, rule: str, *, now_ms: int) -> SegmentDefinition:
         """Save a definition (``segments.save``: raises ``DefinitionError`` or ``RuleError``); a name used
         before keeps counting versions, because change ids include the version and must never repeat."""
-        current = await self.definition(name)
+        try:
+            current = await self.definition(name)
+        except UnreadableSegmentError:
+            current = None  # saved again over damaged bytes: a new version, as after a deletion
         saved = save(current, name, description, rule, now_ms=now_ms)
         if current is None:
             version = await self.last_version(name) + 1
@@ -115,14 +145,14 @@ class SegmentStore:
 
     async def put(self, definition: SegmentDefinition) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(f"{self._base}:defs", definition.name, _ENCODER.encode(definition))
+            pipe.hset(self.definitions_key, definition.name, _ENCODER.encode(definition))
             pipe.hset(f"{self._base}:versions", definition.name, definition.version)
             await pipe.execute()
 
     async def delete(self, name: str) -> bool:
         """Forget the definition and its members index (``UNLINK``: freed in the background)."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hdel(f"{self._base}:defs", name)
+            pipe.hdel(self.definitions_key, name)
             pipe.unlink(self.members_key(name))
             removed, _ = await pipe.execute()
         return bool(removed)
@@ -132,9 +162,9 @@ class SegmentStore:
         versions as they are there, so memberships and change events keep meaning the same versions; version
         counters never go down, so a name created again here still never reuses a version."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(f"{source._base}:defs")
+            pipe.hgetall(source.definitions_key)
             pipe.hgetall(f"{source._base}:versions")
-            pipe.hgetall(f"{self._base}:defs")
+            pipe.hgetall(self.definitions_key)
             pipe.hgetall(f"{self._base}:versions")
             theirs, their_versions, ours, our_versions = await pipe.execute()
         wanted = {as_text(name): as_bytes(blob) for name, blob in theirs.items()}
@@ -143,9 +173,9 @@ class SegmentStore:
         async with self.redis.pipeline(transaction=True) as pipe:
             for name, blob in wanted.items():
                 if held.get(name) != blob:
-                    pipe.hset(f"{self._base}:defs", name, blob)
+                    pipe.hset(self.definitions_key, name, blob)
             for name in held.keys() - wanted.keys():
-                pipe.hdel(f"{self._base}:defs", name)
+                pipe.hdel(self.definitions_key, name)
                 pipe.unlink(self.members_key(name))
             for name, version in ((as_text(n), int(v)) for n, v in their_versions.items()):
                 if counters.get(name, 0) < version:

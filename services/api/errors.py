@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from profiles.read import AsOfBeforeLastEventError
+from profiles.segment_store import UnreadableSegmentError
 from profiles.store import UnreadableProfileError
 from profiles.timeutil import iso
 from services.api.responses import JsonResponse
@@ -98,7 +99,8 @@ _DESCRIPTIONS = {
     422: "The request does not follow the contract; `details` says where.",
     429: "The key's rate limit is exhausted; retry after `Retry-After` seconds.",
     503: "A dependency (Kafka or Redis) is unavailable; retry after `Retry-After` seconds. Or (code "
-    "`profile_unreadable`) a stored profile this version cannot decode, until an operator repairs it.",
+    "`profile_unreadable`, `segment_unreadable`) a stored profile or segment definition this version cannot "
+    "decode, until an operator repairs it.",
 }
 
 
@@ -115,6 +117,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unreadable(_: Request, exc: UnreadableProfileError) -> JsonResponse:
         failed = read_failed(exc)
         return error_response(failed.status, failed.code, failed.message, failed.details)
+
+    @app.exception_handler(UnreadableSegmentError)
+    async def _unreadable_segment(_: Request, exc: UnreadableSegmentError) -> JsonResponse:
+        return error_response(503, "segment_unreadable", str(exc), {"segment": exc.name})
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JsonResponse:

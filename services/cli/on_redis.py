@@ -8,6 +8,7 @@ from typing import TypeVar
 import typer
 from redis.asyncio import Redis
 
+from profiles.segment_store import UnreadableSegmentError
 from profiles.store import UnreadableProfileError
 from services.cli.signals import run_stoppable
 from services.redis_client import make_redis
@@ -19,7 +20,7 @@ T = TypeVar("T")
 def run_on_redis(action: Callable[[Redis], Awaitable[T]], interrupted: str = "interrupted") -> T:
     """``action``'s result, run with a Redis client made from the settings and closed after it; Ctrl-C or
     SIGTERM stop it as ``run_stoppable`` says (``interrupted``: what the command then prints). A stored
-    profile that does not decode ends the command with exit status 1 and its name."""
+    profile or segment definition that does not decode ends the command with exit status 1 and its name."""
     settings = get_settings()
 
     async def run() -> T:
@@ -28,6 +29,9 @@ def run_on_redis(action: Callable[[Redis], Awaitable[T]], interrupted: str = "in
             return await action(redis)
         except UnreadableProfileError as exc:
             typer.echo(f"rapport: {exc}; repair or delete it first (docs/streams.md)", err=True)
+            raise typer.Exit(1) from None
+        except UnreadableSegmentError as exc:
+            typer.echo(f"rapport: {exc}", err=True)
             raise typer.Exit(1) from None
         finally:
             await redis.aclose()

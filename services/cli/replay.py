@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from profiles.namespaces import Namespaces, NamespaceStateError
+from profiles.segment_store import UnreadableSegmentError
 from profiles.store import ProfileStore
 from services.cli.instants import instant_ms
 from services.cli.names import namespace_name
@@ -91,6 +92,9 @@ def replay(
     except (engine.PlanMismatchError, RetrainConflictError, NamespaceStateError, LockLostError) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from exc
+    except UnreadableSegmentError as exc:  # of the served namespace, whose segments the replay evaluates
+        typer.echo(f"rapport: {exc}", err=True)
+        raise typer.Exit(1) from None
     except LockBusyError as busy:
         typer.echo(f"rapport: {busy}; try again once it has finished", err=True)
         raise typer.Exit(1) from None

@@ -410,6 +410,30 @@ def test_a_stored_profile_that_does_not_decode_is_named_in_a_503_and_others_are_
         asyncio.run(_damage(api, "c-damaged", remove=True))
 
 
+def test_a_damaged_segment_definition_is_named_in_a_503_and_saving_it_again_repairs_it(api: Api) -> None:
+    key = api.keys["all"]
+    asyncio.run(_damage_definition(api, "damaged-seg"))
+    try:
+        for path in ("/v1/segments", "/v1/segments/damaged-seg"):
+            answer = api.call("GET", path, key)
+            assert answer.status_code == 503, answer.text
+            assert answer.json()["error"]["code"] == "segment_unreadable"
+            assert answer.json()["error"]["details"] == {"segment": "damaged-seg"}
+        saved = api.call("PUT", "/v1/segments/damaged-seg", key, json={"rule": "transactions.orders >= 1"})
+        assert saved.status_code == 200, saved.text
+        assert api.call("GET", "/v1/segments", key).status_code == 200
+    finally:
+        api.call("DELETE", "/v1/segments/damaged-seg", key)
+
+
+async def _damage_definition(api: Api, name: str) -> None:
+    redis = make_redis(api.topics.settings)
+    try:
+        await redis.hset(SegmentStore(redis, api.namespace).definitions_key, name, b"{not json")
+    finally:
+        await redis.aclose()
+
+
 async def _damage(api: Api, pid: str, *, remove: bool = False) -> None:
     """Store bytes under ``pid``'s profile key that are no profile, with a visitor id linked to it (or remove
     both)."""

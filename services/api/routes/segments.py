@@ -135,7 +135,7 @@ async def put_segment(request: Request, _: Admin, name: SegmentName, body: Segme
     "/v1/segments",
     summary="Every segment, with live member counts",
     response_model=SegmentList,
-    responses=responses(401, 403, 429),
+    responses=responses(401, 403, 429, 503),
 )
 async def list_segments(request: Request, _: Admin) -> SegmentList:
     store = await _store(request.app.state.ctx)
@@ -148,7 +148,7 @@ async def list_segments(request: Request, _: Admin) -> SegmentList:
     "/v1/segments/{name}",
     summary="One segment",
     response_model=SegmentOut,
-    responses=responses(401, 403, 404, 422, 429),
+    responses=responses(401, 403, 404, 422, 429, 503),
 )
 async def get_segment(request: Request, _: Admin, name: SegmentName) -> SegmentOut:
     store = await _store(request.app.state.ctx)
@@ -173,7 +173,7 @@ async def delete_segment(request: Request, _: Admin, name: SegmentName) -> Respo
     "/v1/segments/{name}/members",
     summary="Members, a page at a time",
     response_model=MembersPage,
-    responses=responses(401, 403, 404, 422, 429),
+    responses=responses(401, 403, 404, 422, 429, 503),
 )
 async def segment_members(
     request: Request,

@@ -1,12 +1,20 @@
-"""A stored profile this version cannot decode (damaged by hand or by a restore, or written by an
-incompatible release) must not stall the worker: its records are dead-lettered as ``unreadable_profile``,
-everyone else's are applied, and the bytes are left for an operator. Repaired (here: deleted), ``rapport dlq
-redrive unreadable_profile`` sends the waiting events back. Before 2026-12-06 the decoding error failed every
-batch that loaded the profile and the worker retried it for ever: no customer of its partitions moved."""
+"""Damaged keys in Redis (edited by hand, a bad restore).
+
+A stored profile this version cannot decode must not stall the worker: its records are dead-lettered as
+``unreadable_profile``, everyone else's are applied, and the bytes are left for an operator. Repaired (here:
+deleted), ``rapport dlq redrive unreadable_profile`` sends the waiting events back. Before 2026-12-06 the
+decoding error failed every batch that loaded the profile and the worker retried it for ever: no customer of
+its partitions moved.
+
+A damaged segment definition does pause the worker, on purpose (memberships evaluated without it would
+publish changes that are not true), with an error that names it and says how to repair it; saving it again
+resumes the worker. Before 2026-12-06 the error was msgspec's alone, and saving the segment again failed on
+the same decoding error."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,12 +22,14 @@ from pathlib import Path
 import orjson
 import pytest
 
+from profiles.segment_store import SegmentStore
+from profiles.state import ProfileState
 from profiles.store import ProfileStore
 from services.redis_client import make_redis
 from services.settings import Settings
 from tests.integration.test_corrupt_resolved import click
 from tests.kafka_support import Topics, produce_raw, rapport
-from tests.worker_support import Worker, run_worker_through, wait_until_caught_up
+from tests.worker_support import Worker, define_segments, run_worker_through, wait_until_caught_up
 
 pytestmark = pytest.mark.integration
 
@@ -80,6 +90,53 @@ def test_an_unreadable_profile_holds_no_one_back_and_its_events_wait_in_the_dead
     assert _events_applied(topics.settings, namespace, "c-ok") == 3
 
 
+def test_a_damaged_segment_definition_pauses_the_worker_until_it_is_saved_again(topics: Topics, tmp_path: Path) -> None:
+    namespace = f"t{uuid.uuid4().hex[:8]}"
+    env = {**topics.env, "RAPPORT_PROFILE__NAMESPACE": namespace}
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+    rule = 'windows["7d"].clicks >= 1'
+    define_segments(topics.settings, namespace, {"clickers": rule})
+    run_worker_through(topics, namespace, tmp_path, [click("ev-1", start, "c-1", "a-1")])
+    _damage_definition(topics.settings, namespace, "clickers")
+
+    worker = Worker(topics, namespace, tmp_path)
+    worker.start()
+    try:
+        produce_raw(topics, [click("ev-2", start, "c-2", "a-2")])
+        deadline = time.monotonic() + 60
+        while not any("the definition of segment 'clickers' cannot be read" in line for line in worker.log_lines()):
+            assert time.monotonic() < deadline, worker.troubles()
+            time.sleep(0.5)
+        assert worker.alive()
+        assert _state(topics.settings, namespace, "c-2") is None  # waiting: not applied
+
+        listed = rapport("segments", "list", env=env)
+        assert listed.returncode == 1
+        assert "rapport: the definition of segment 'clickers' cannot be read" in listed.stderr, listed.stderr
+        assert "save it again, or delete it (`rapport segments delete clickers`)" in listed.stderr
+
+        saved = rapport("segments", "put", "clickers", "--rule", rule, env=env)
+        assert saved.returncode == 0, saved.stderr
+        assert saved.stdout.strip() == "clickers version 2"
+        wait_until_caught_up(topics, namespace, worker, timeout_s=120)
+    finally:
+        worker.stop()
+    assert _events_applied(topics.settings, namespace, "c-2") == 1
+    members = rapport("segments", "members", "clickers", env=env)
+    assert members.stdout.split() == ["c-1", "c-2"], members
+
+
+def _damage_definition(settings: Settings, namespace: str, name: str) -> None:
+    async def run() -> None:
+        redis = make_redis(settings)
+        try:
+            await redis.hset(SegmentStore(redis, namespace).definitions_key, name, b'{"name": "damag')
+        finally:
+            await redis.aclose()
+
+    asyncio.run(run())
+
+
 def _raw(settings: Settings, namespace: str, profile_id: str) -> bytes:
     """The bytes of the profile's key."""
 
@@ -110,13 +167,17 @@ def _put(settings: Settings, namespace: str, profile_id: str, value: bytes | Non
 
 
 def _events_applied(settings: Settings, namespace: str, profile_id: str) -> int:
-    async def run() -> int:
+    state = _state(settings, namespace, profile_id)
+    assert state is not None
+    return state.events_applied
+
+
+def _state(settings: Settings, namespace: str, profile_id: str) -> ProfileState | None:
+    async def run() -> ProfileState | None:
         redis = make_redis(settings)
         try:
-            state = (await ProfileStore(redis, namespace).load([profile_id]))[profile_id].state
+            return (await ProfileStore(redis, namespace).load([profile_id]))[profile_id].state
         finally:
             await redis.aclose()
-        assert state is not None
-        return state.events_applied
 
     return asyncio.run(run())
