@@ -49,6 +49,9 @@ from profiles.redis_values import as_bytes, as_text
 
 log = logging.getLogger(__name__)
 
+#: What a stored blob that is not what its reader expects raises: damaged bytes.
+UNREADABLE: Final = (msgspec.MsgspecError, zstandard.ZstdError, ValueError)
+
 
 class _Vector(msgspec.Struct, array_like=True, frozen=True):
     digest: str  # ``names_digest`` of the names the values are in the order of
@@ -357,10 +360,6 @@ class PendingStore:
         for pid, added in customers.appended.items():
             if added:
                 pipe.zadd(self.entries_key(pid), {encode_entry(e): e.at_ms for e in added})
-
-
-#: What a stored blob that is not what its reader expects raises: damaged bytes.
-UNREADABLE: Final = (msgspec.MsgspecError, zstandard.ZstdError, ValueError)
 
 
 @dataclass
