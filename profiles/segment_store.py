@@ -118,6 +118,16 @@ class SegmentStore:
         raw = await self.redis.hgetall(self.definitions_key)
         return {as_text(name): _definition(as_text(name), blob) for name, blob in sorted(raw.items())}
 
+    async def unreadable_definitions(self) -> dict[str, str]:
+        """The definitions that do not decode, by name, and why (``rapport namespace check``)."""
+        out = {}
+        for name, blob in (await self.redis.hgetall(self.definitions_key)).items():
+            try:
+                _definition(as_text(name), blob)
+            except UnreadableSegmentError as exc:
+                out[exc.name] = str(exc)
+        return out
+
     async def definition(self, name: str) -> SegmentDefinition | None:
         """The definition of ``name`` (None: no such segment). Raises ``UnreadableSegmentError``."""
         blob = await self.redis.hget(self.definitions_key, name)

@@ -55,6 +55,25 @@ async def memberships(redis: Redis, namespace: str) -> dict[str, set[str]]:
 
 
 @dataclass(frozen=True)
+class NamespaceCheck:
+    profiles: int  # profile keys scanned
+    unreadable_profiles: dict[str, str]  # profile id → why it does not decode
+    unreadable_segments: dict[str, str]  # segment → why its definition does not decode
+
+
+async def check_namespace(redis: Redis, namespace: str) -> NamespaceCheck:
+    """Every key of the namespace that this version reads before it can serve or fold: which do not decode
+    (docs/streams.md, "Unreadable profiles"). One SCAN of the profiles."""
+    seen: set[str] = set()  # SCAN may return a key twice
+    unreadable: dict[str, str] = {}
+    async for batch in ProfileStore(redis, namespace).scan_profiles():
+        seen.update(batch)
+        unreadable.update({pid: s.unreadable.reason for pid, s in batch.items() if s.unreadable is not None})
+    segments = await SegmentStore(redis, namespace).unreadable_definitions()
+    return NamespaceCheck(len(seen), dict(sorted(unreadable.items())), dict(sorted(segments.items())))
+
+
+@dataclass(frozen=True)
 class NamespaceHash:
     digest: str
     profiles: int

@@ -1,4 +1,4 @@
-"""``rapport namespace list | hash | diff | promote | drop`` (docs/replay.md)."""
+"""``rapport namespace list | hash | check | diff | promote | drop`` (docs/replay.md)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from services.cli.names import namespace_name
 from services.cli.on_redis import run_on_redis
 from services.kafka_clients import make_producer
 from services.namespace_ops import (
+    check_namespace,
     diff_namespaces,
     hash_namespace,
     profile_counts,
@@ -67,6 +68,24 @@ def hash_(name: NameArg) -> None:
     config = get_settings().profile.fold_config()
     result = run_on_redis(lambda redis: hash_namespace(redis, name, config))
     typer.echo(f"{result.digest}  {name} ({result.profiles:,} profiles, {result.segments} segments)")
+
+
+@app.command("check")
+def check(name: NameArg) -> None:
+    """The keys of a namespace that do not decode (damaged by hand or by a restore): every profile and segment
+    definition, each with why. Exit 1 if there is one (docs/streams.md, "Unreadable profiles")."""
+    result = run_on_redis(lambda redis: check_namespace(redis, name))
+    for pid, reason in result.unreadable_profiles.items():
+        typer.echo(f"profile {pid}: {reason}")
+    for segment, reason in result.unreadable_segments.items():
+        typer.echo(f"segment {segment}: {reason}")
+    bad = len(result.unreadable_profiles) + len(result.unreadable_segments)
+    typer.echo(
+        f"{name}: {result.profiles:,} profiles, {len(result.unreadable_profiles):,} unreadable; "
+        f"{len(result.unreadable_segments)} unreadable segment definitions"
+    )
+    if bad:
+        raise typer.Exit(1)
 
 
 @app.command("diff")

@@ -73,6 +73,10 @@ def test_an_unreadable_profile_holds_no_one_back_and_its_events_wait_in_the_dead
     hashed = rapport("namespace", "hash", namespace, env=topics.env)
     assert hashed.returncode == 1
     assert "rapport: the stored profile 'c-bad' cannot be read" in hashed.stderr, hashed.stderr
+    checked = rapport("namespace", "check", namespace, env=topics.env)
+    assert checked.returncode == 1
+    assert checked.stdout.startswith("profile c-bad: MessagePack data is malformed"), checked.stdout
+    assert ", 1 unreadable; 0 unreadable segment definitions" in checked.stdout, checked.stdout
 
     # A replay into the namespace sets the profile's records aside too, and leaves its bytes alone.
     replayed = rapport("replay", "--into", namespace, "--quiet", env=topics.env)
@@ -87,6 +91,7 @@ def test_an_unreadable_profile_holds_no_one_back_and_its_events_wait_in_the_dead
     assert orjson.loads(sent.stdout)["sent_by_topic"] == {topics.names["events.clicks"]: 2}
     run_worker_through(topics, namespace, tmp_path)
     assert _events_applied(topics.settings, namespace, "c-bad") == 2
+    assert rapport("namespace", "check", namespace, env=topics.env).returncode == 0
     assert _events_applied(topics.settings, namespace, "c-ok") == 3
 
 
@@ -114,6 +119,9 @@ def test_a_damaged_segment_definition_pauses_the_worker_until_it_is_saved_again(
         assert listed.returncode == 1
         assert "rapport: the definition of segment 'clickers' cannot be read" in listed.stderr, listed.stderr
         assert "save it again, or delete it (`rapport segments delete clickers`)" in listed.stderr
+        checked = rapport("namespace", "check", namespace, env=env)
+        assert checked.returncode == 1
+        assert checked.stdout.startswith("segment clickers: the definition of segment 'clickers' cannot be read")
 
         saved = rapport("segments", "put", "clickers", "--rule", rule, env=env)
         assert saved.returncode == 0, saved.stderr
@@ -124,6 +132,7 @@ def test_a_damaged_segment_definition_pauses_the_worker_until_it_is_saved_again(
     assert _events_applied(topics.settings, namespace, "c-2") == 1
     members = rapport("segments", "members", "clickers", env=env)
     assert members.stdout.split() == ["c-1", "c-2"], members
+    assert rapport("namespace", "check", namespace, env=env).returncode == 0
 
 
 def _damage_definition(settings: Settings, namespace: str, name: str) -> None:
