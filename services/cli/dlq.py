@@ -15,7 +15,6 @@ from rich.table import Table
 from services.cli.instants import instant_ms
 from services.cli.on_redis import run_on_redis
 from services.dlq import NOT_RESENT, redrive, summary
-from services.redis_lock import LockBusyError, LockLostError
 from services.settings import get_settings
 from streams.dead_letters import REASONS
 
@@ -36,12 +35,6 @@ def _run(action: Callable[[Redis], Awaitable[T]]) -> T:
             return await action(redis)
         except LookupError as missing:  # the topic does not exist: nothing was ever dead-lettered here
             raise typer.BadParameter(str(missing)) from None
-        except LockBusyError as busy:
-            typer.echo(f"rapport: {busy}; try again once it has finished", err=True)
-            raise typer.Exit(1) from None
-        except LockLostError as lost:  # every batch it sent is recorded: the other redrive does not send it again
-            typer.echo(f"rapport: {lost}", err=True)
-            raise typer.Exit(1) from None
 
     # An interrupted redrive re-sends nothing twice: the next one finds what this one sent.
     return run_on_redis(answered)

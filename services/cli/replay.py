@@ -13,15 +13,15 @@ from redis.asyncio import Redis
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from profiles.namespaces import Namespaces, NamespaceStateError
-from profiles.segment_store import UnreadableSegmentError
 from profiles.store import ProfileStore
 from services.cli.instants import instant_ms
 from services.cli.names import namespace_name
+from services.cli.on_redis import REFUSALS, refused
 from services.cli.signals import Stopping
 from services.gc_tuning import tune_gc
 from services.logs import configure_logging
 from services.redis_client import make_redis
-from services.redis_lock import Held, LockBusyError, LockLostError, exclusive
+from services.redis_lock import Held, exclusive
 from services.settings import Settings, get_settings
 from streams import replay as engine
 from streams.backoff import Backoff, through_outages
@@ -89,15 +89,11 @@ def replay(
                 stopping=stopping,
             )
         )
-    except (engine.PlanMismatchError, RetrainConflictError, NamespaceStateError, LockLostError) as exc:
+    except (engine.PlanMismatchError, RetrainConflictError, NamespaceStateError) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from exc
-    except UnreadableSegmentError as exc:  # of the served namespace, whose segments the replay evaluates
-        typer.echo(f"rapport: {exc}", err=True)
-        raise typer.Exit(1) from None
-    except LockBusyError as busy:
-        typer.echo(f"rapport: {busy}; try again once it has finished", err=True)
-        raise typer.Exit(1) from None
+    except REFUSALS as exc:  # another replay's lock; a damaged segment definition of the served namespace
+        raise refused(exc) from None
     except (KeyboardInterrupt, engine.ReplayInterruptedError):
         # KeyboardInterrupt: a Ctrl-C before the replay's loop runs, or after it.
         typer.echo(f"replay into {into!r} interrupted: the same command resumes it from its last checkpoint", err=True)
