@@ -5,8 +5,9 @@
 A ``fold_error`` dead letter is an ``events.resolved`` record whose fold raised, an ``unreadable_profile``
 one a record whose stored profile did not decode: what goes back is the raw event it carries, to the raw
 topic it was read from. Only records the current settings admit are sent: a line that is still malformed,
-or a purchase whose currency still has no rate, stays where it is, for a later redrive once that is fixed. ``corrupt_resolved_record`` dead letters are not re-sent: they are no
-record a worker could have written, and the raw records behind them are still in the raw topics.
+or a purchase whose currency still has no rate, stays where it is, for a later redrive once that is fixed.
+``corrupt_resolved_record`` dead letters are not re-sent: they are no record a worker could have written,
+and the raw records behind them are still in the raw topics.
 
 **Each dead letter is re-sent at most once**, across runs and interruptions. The dead letters already
 re-sent are a Redis set of their positions. A batch is sent under an *intent*, written before the first
