@@ -13,7 +13,8 @@ Keys (outside every namespace):
 - ``rapport:ns:dropping`` — a set of the namespaces whose drop started and has not finished (it was
   interrupted, or runs now): they hold part of their keys, so they are neither promoted nor replayed into.
   A drop adds its namespace in a transaction that checks it is not served, a promotion checks the set in
-  the transaction that switches: one of the two refuses, whichever comes second.
+  the transaction that switches: one of the two refuses, whichever comes second. Processes that write a
+  namespace check the set once they have joined their consumer group (``begin_drop`` says why).
 
 And in a namespace: ``rapport:<ns>:replay`` — the replay's checkpoint (JSON: the plan, the next offset of
 each raw partition, the record sequence, done or not, the chunk size, the counts so far), written in each
@@ -25,7 +26,7 @@ lock of the replay running into it (``services.redis_lock``: host, PID, token).
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Final
 
 import orjson
@@ -142,6 +143,13 @@ class Namespaces:
                 except WatchError:
                     continue
 
+    async def serves_another(self, namespace: str) -> str | None:
+        """The namespace an API configured with ``namespace`` serves in its place since a promotion (None: none,
+        or ``namespace`` itself). Such a namespace still holds that API's webhook registrations."""
+        value = await self.redis.get(f"{SERVING}:{namespace}")
+        served = None if value is None else as_text(value)
+        return None if served == namespace else served
+
     async def superseded_by(self, namespace: str) -> str | None:
         """The namespace promoted in ``namespace``'s place while it was served, if it is not served again."""
         value = await self.redis.get(f"{SUPERSEDED}:{namespace}")
@@ -164,10 +172,13 @@ class Namespaces:
     async def save_checkpoint(self, namespace: str, checkpoint: dict[str, Any]) -> None:
         await self.redis.set(self.checkpoint_key(namespace), orjson.dumps(checkpoint))
 
-    async def drop(self, configured: str, namespace: str, batch: int = 500) -> AsyncIterator[int]:
-        """Delete every key of ``namespace`` (``unlink_matching``); yields the running count of keys deleted.
-        ``NamespaceStateError`` before anything is deleted if it is what ``configured`` serves. Marked as
-        being dropped until its last key is gone (``DROPPING``)."""
+    async def begin_drop(self, configured: str, namespace: str) -> bool:
+        """Mark ``namespace`` as being dropped (``DROPPING``); True if this call marked it, False if an
+        unfinished drop had. ``NamespaceStateError`` if it is what ``configured`` serves.
+
+        Marked before anything checks who writes the namespace: a writer (worker, trainer, deliverer) looks
+        for the mark once it is a member of its consumer group (``refuse_writers``), so either the writer sees
+        the mark and stops, or the drop, asking Kafka after marking, sees the writer and is called off."""
         pointer = f"{SERVING}:{configured}"
         async with self.redis.pipeline(transaction=True) as pipe:
             while True:
@@ -177,12 +188,22 @@ class Namespaces:
                         raise NamespaceStateError(f"{namespace!r} is being served: promote another namespace first")
                     pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
                     pipe.sadd(DROPPING, check_name(namespace))
-                    await pipe.execute()
-                    break
+                    added: list[int] = await pipe.execute()
+                    return added[0] == 1
                 except WatchError:
                     continue
+
+    async def call_off_drop(self, namespace: str) -> None:
+        """Unmark a drop that ``begin_drop`` marked and that deleted nothing."""
+        await self.redis.srem(DROPPING, namespace)
+
+    async def finish_drop(
+        self, namespace: str, batch: int = 500, keep: Callable[[bytes | str], bool] | None = None
+    ) -> AsyncIterator[int]:
+        """Delete every key of ``namespace`` but those ``keep`` holds, marked by ``begin_drop``
+        (``unlink_matching``); yields the running count of keys deleted. Unmarked once its last key is gone."""
         deleted = 0
-        async for deleted in unlink_matching(self.redis, key_pattern(namespace), batch):
+        async for deleted in unlink_matching(self.redis, key_pattern(namespace), batch, keep):
             yield deleted
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.srem(KNOWN, namespace)
@@ -191,13 +212,34 @@ class Namespaces:
             await pipe.execute()
         yield deleted
 
+    async def drop(self, configured: str, namespace: str, batch: int = 500) -> AsyncIterator[int]:
+        """``begin_drop`` and ``finish_drop``, for a caller that knows nothing writes ``namespace``."""
+        await self.begin_drop(configured, namespace)
+        async for deleted in self.finish_drop(namespace, batch):
+            yield deleted
 
-async def unlink_matching(redis: Redis, pattern: str, batch: int = 500) -> AsyncIterator[int]:
-    """Delete the keys matching ``pattern`` a batch at a time (``SCAN`` + ``UNLINK``: Redis frees the memory
-    in the background and no command blocks it); yields the running count of keys deleted."""
+    async def refuse_writers(self, namespace: str) -> None:
+        """Raise ``NamespaceStateError`` if ``namespace`` is being dropped: what a process wrote into it would
+        come back behind the drop, half a namespace. Processes that write a namespace ask once they are
+        members of their consumer group (``begin_drop`` says why then), the worker also before it starts."""
+        if await self.is_dropping(namespace):
+            raise NamespaceStateError(
+                f"namespace {namespace!r} is being dropped: finish the drop (`rapport namespace drop {namespace}`) "
+                "or configure another namespace"
+            )
+
+
+async def unlink_matching(
+    redis: Redis, pattern: str, batch: int = 500, keep: Callable[[bytes | str], bool] | None = None
+) -> AsyncIterator[int]:
+    """Delete the keys matching ``pattern`` but those ``keep`` holds, a batch at a time (``SCAN`` + ``UNLINK``:
+    Redis frees the memory in the background and no command blocks it); yields the running count of keys
+    deleted."""
     deleted = 0
     keys: list[bytes | str] = []
     async for key in redis.scan_iter(match=pattern, count=batch):
+        if keep is not None and keep(key):
+            continue
         keys.append(key)
         if len(keys) >= batch:
             deleted += await redis.unlink(*keys)

@@ -28,13 +28,13 @@ _EXAMPLES = 3
 _PAGE = 1000  # profiles loaded per round trip
 
 
-def running_writers(settings: Settings, namespace: str) -> dict[str, int]:
-    """The consumer groups of processes that write ``namespace``'s keys (workers, trainers, webhook
-    deliverers) that have members now, with how many: each is a running process. Blocking (kafka-python);
-    raises ``KafkaError`` if Kafka cannot tell."""
+def running_writers(settings: Settings, namespace: str, groups: Sequence[str] | None = None) -> dict[str, int]:
+    """The consumer groups of processes that write ``namespace``'s keys (``groups``, by default its workers',
+    trainers' and webhook deliverers') that have members now, with how many: each is a running process.
+    Blocking (kafka-python); raises ``KafkaError`` if Kafka cannot tell."""
     admin = make_admin(settings, "namespace-writers", request_timeout_ms=10_000)
     try:
-        described = admin.describe_groups(list(settings.writer_groups_of(namespace)))
+        described = admin.describe_groups(list(groups or settings.writer_groups_of(namespace)))
     finally:
         admin.close()
     return {group: len(found["members"]) for group, found in described.items() if found["members"]}

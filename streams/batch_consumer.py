@@ -59,7 +59,7 @@ from mode import Service, ServiceT
 
 from services.kafka_clients import stop_consumer
 from streams.backoff import Backoff
-from streams.handler import Batch, BatchHandler, PartitionBatch, StalePosition
+from streams.handler import Batch, BatchHandler, MustStop, PartitionBatch, StalePosition
 from streams.liveness import Liveness
 from streams.tasks import given_up
 
@@ -330,7 +330,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         while True:
             try:
                 result = await self._outlived(what, attempt, generation)
-            except StalePosition:
+            except (StalePosition, MustStop):
                 raise
             except Exception as exc:
                 failures += 1

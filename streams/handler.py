@@ -72,12 +72,18 @@ class StalePosition(Exception):  # noqa: N818 - a signal to the runtime, not a f
         self.partitions = partitions
 
 
+class MustStop(Exception):  # noqa: N818 - a signal to the runtime, not a failure
+    """Raised by a handler that must not go on (e.g. its namespace is being dropped): the runtime does not
+    retry it, the worker stops with it (exit code 1). Nothing of the call may have been written."""
+
+
 class BatchHandler(Protocol):
     """Application code run by the batch runtime. Calls never overlap."""
 
     async def on_assigned(self, partitions: set[TP], generation: int) -> None:
         """The worker owns ``partitions`` from now on (e.g. bump a fencing epoch). Called before ``positions``
-        and before any batch of this generation; raising retries it with backoff."""
+        and before any batch of this generation; raising retries it with backoff (``MustStop`` stops the
+        worker)."""
 
     async def positions(self, partitions: set[TP]) -> dict[TP, int]:
         """The next offset to read per partition, from the handler's durable store (written by ``handle`` in

@@ -75,7 +75,7 @@ from services.redis_client import make_redis
 from services.settings import Settings
 from streams.backoff import OUTAGES, Backoff, through_outages
 from streams.dead_letters import DeadLetter, StageReason, dead_letter
-from streams.handler import Batch, PartitionBatch, RawRecord, StalePosition
+from streams.handler import Batch, MustStop, PartitionBatch, RawRecord, StalePosition
 from streams.liveness import Liveness
 from streams.model_stage import ModelStage, SourceProgress
 from streams.outbox import Outbox, Outgoing
@@ -149,6 +149,13 @@ class ProfileHandler:
     # The runtime's contract (streams.handler.BatchHandler).
     async def on_assigned(self, partitions: set[TP], generation: int) -> None:
         log.info("assigned %d partitions (generation %d)", len(partitions), generation)
+        try:
+            # Again now that the group lists this worker: a drop that marked the namespace after the check at
+            # start did not see it (profiles.namespaces.Namespaces.begin_drop).
+            await Namespaces(self.store.redis).refuse_writers(self.store.namespace)
+        except NamespaceStateError as exc:
+            log.error("%s", exc)
+            raise MustStop(str(exc)) from exc
         self.owned.clear()
         self.resolved_partitions = {tp.partition for tp in partitions if tp.topic == self.resolved_topic}
         if self.sources is not None:
@@ -456,7 +463,7 @@ async def profile_handler(settings: Settings) -> AsyncIterator[ProfileHandler]:
     assert producer is not None  # no stop event: it returns only once started
     try:
         store = ProfileStore(redis, settings.profile.namespace)
-        refusal = functools.partial(_refuse_a_namespace_being_dropped, store)
+        refusal = functools.partial(Namespaces(redis).refuse_writers, store.namespace)
         await through_outages(refusal, backoff, "checking the namespace", alive=alive, outages=_START_OUTAGES)
         # Honour every erasure before the first event: a fresh namespace (a replay) must never hold them.
         honoured = functools.partial(_honour_erasures, settings, store)
@@ -483,16 +490,6 @@ async def _started_producer(settings: Settings) -> AIOKafkaProducer:
         await producer.stop()
         raise
     return producer
-
-
-async def _refuse_a_namespace_being_dropped(store: ProfileStore) -> None:
-    """Raise ``NamespaceStateError`` if ``rapport namespace drop`` is deleting the namespace: what this worker
-    wrote would come back behind the drop, half a namespace (the drop refuses while workers run)."""
-    if await Namespaces(store.redis).is_dropping(store.namespace):
-        raise NamespaceStateError(
-            f"namespace {store.namespace!r} is being dropped: finish the drop (`rapport namespace drop "
-            f"{store.namespace}`) or configure another namespace"
-        )
 
 
 async def _honour_erasures(settings: Settings, store: ProfileStore) -> None:

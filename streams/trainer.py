@@ -56,6 +56,7 @@ from profiles.models.labels import NAMESPACE_HEADER, Example, decode_example
 from profiles.models.snapshots import SnapshotRejectedError, dump_snapshot, load_snapshot
 from profiles.models.specs import ModelSpec
 from profiles.models.trainer import ModelTrainer, restore, unlearnable
+from profiles.namespaces import Namespaces, NamespaceStateError
 from schemas.topics import MODEL_EXAMPLES, full_name
 from services.kafka_clients import commit_offsets, stop_consumer
 from services.redis_client import make_redis
@@ -172,12 +173,18 @@ class Trainers:
 
 
 class _Seek(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, trainers: Trainers, consumer: AIOKafkaConsumer, backoff: Backoff, alive: Liveness) -> None:
+    def __init__(
+        self, trainers: Trainers, consumer: AIOKafkaConsumer, namespaces: Namespaces, backoff: Backoff, alive: Liveness
+    ) -> None:
         self.trainers = trainers
         self.consumer = consumer
+        self.namespaces = namespaces
         self.backoff = backoff
         self.alive = alive
         self.assigned = False
+        #: Why this trainer must not train (its namespace is being dropped), for the loop to raise: aiokafka
+        #: logs and swallows what a listener raises.
+        self.refused: NamespaceStateError | None = None
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         if revoked and self.assigned:
@@ -185,7 +192,15 @@ class _Seek(ConsumerRebalanceListener):  # type: ignore[misc]
         self.assigned = False
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        if not assigned:
+        if not assigned or self.refused is not None:
+            return
+        # Asked once the group lists this trainer: a drop that marks the namespace from now on sees it
+        # (profiles.namespaces.Namespaces.begin_drop). Refused, it restores nothing and saves nothing.
+        refusal = functools.partial(self.namespaces.refuse_writers, self.trainers.store.namespace)
+        try:
+            await through_outages(refusal, self.backoff, "checking the namespace", alive=self.alive)
+        except NamespaceStateError as exc:
+            self.refused = exc
             return
         # Until the snapshots are read, nothing may be learned (examples fetched meanwhile would be skipped
         # for good): a Redis outage here is waited out too. aiokafka holds the assignment while this runs.
@@ -222,12 +237,14 @@ async def run_trainer(settings: Settings, stop: asyncio.Event | None = None) -> 
     await consumer.start()
     alive = Liveness(settings.stream.liveness_file)
     backoff = Backoff(settings.stream.retry_initial_s, settings.stream.retry_max_s)
-    listener = _Seek(trainers, consumer, backoff, alive)
+    listener = _Seek(trainers, consumer, Namespaces(redis), backoff, alive)
     consumer.subscribe([topic], listener=listener)
     try:
         while stop is None or not stop.is_set():
             alive()
             batches = await consumer.getmany(timeout_ms=500, max_records=5000)
+            if listener.refused is not None:
+                raise listener.refused
             if not listener.assigned:
                 continue  # still restoring: the listener seeks back to the snapshots' offsets, then they come again
             for records in batches.values():

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+import typer
+
+from profiles.namespaces import NamespaceStateError
 from services.cli.signals import on_stop_signals
 from services.logs import configure_logging
 from services.settings import get_settings
@@ -20,4 +23,8 @@ def deliver() -> None:
         on_stop_signals(asyncio.get_running_loop(), lambda _: stop.set())
         await run(settings, stop)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except NamespaceStateError as exc:  # its namespace is being dropped
+        typer.echo(f"rapport: {exc}", err=True)
+        raise typer.Exit(1) from None

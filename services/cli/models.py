@@ -14,6 +14,7 @@ from rich.table import Table
 
 from profiles.model_store import ModelStore
 from profiles.models.snapshots import SnapshotRejectedError, read_meta
+from profiles.namespaces import NamespaceStateError
 from services.cli.on_redis import run_on_redis
 from services.cli.signals import on_stop_signals
 from services.logs import configure_logging
@@ -39,6 +40,9 @@ def trainer() -> None:
     except MissingSecretError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from exc
+    except NamespaceStateError as exc:  # its namespace is being dropped
+        typer.echo(f"rapport: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 def _run(action: Callable[[ModelStore], Awaitable[T]]) -> T:

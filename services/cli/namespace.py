@@ -29,6 +29,7 @@ from services.namespace_ops import (
 )
 from services.redis_lock import running_holder
 from services.settings import Settings, get_settings
+from services.webhooks.store import WebhookStore
 
 app = typer.Typer(help="Namespaces: live and replayed profile sets; compare, promote, drop.", no_args_is_help=True)
 NameArg = Annotated[str, typer.Argument(metavar="NAME", callback=namespace_name)]
@@ -186,7 +187,8 @@ def _publish(settings: Settings, changes: list[SegmentChange]) -> None:
 @app.command("drop")
 def drop(name: NameArg, yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False) -> None:
     """Delete every key of a namespace, a batch at a time (SCAN + UNLINK: Redis is never blocked). The
-    namespace the API serves cannot be dropped."""
+    namespace the API serves cannot be dropped, nor one that running processes write; a namespace an API is
+    configured with keeps its webhook registrations."""
     settings = get_settings()
     default = settings.profile.namespace
 
@@ -196,24 +198,41 @@ def drop(name: NameArg, yes: Annotated[bool, typer.Option("--yes", help="Do not 
             # Its next chunk would write keys behind the drop's SCAN (it stops there, seeing the drop).
             typer.echo(f"rapport: a replay into {name!r} is running ({replaying}): stop it first", err=True)
             raise typer.Exit(1)
-        # A running worker, trainer or deliverer would write keys behind the SCAN, and the namespace would
-        # come back half-made; a worker started during the drop refuses to start (streams.profile_handler).
+        namespaces = Namespaces(redis)
         try:
-            writers = await asyncio.to_thread(running_writers, settings, name)
-        except KafkaError as exc:
+            marked = await namespaces.begin_drop(default, name)
+        except NamespaceStateError as exc:
+            typer.echo(f"rapport: {exc}", err=True)
+            raise typer.Exit(1) from None
+        # An API configured with this namespace serves another since a promotion, and still reads its webhook
+        # registrations there (docs/replay.md): they stay, and so may its deliverers.
+        serving_instead = await namespaces.serves_another(name)
+        keep = WebhookStore(redis, name).holds if serving_instead else None
+        groups = settings.writer_groups_of(name)
+        if serving_instead:
+            groups = tuple(g for g in groups if g != settings.webhook_group_of(name))
+        # A running worker, trainer or deliverer would write keys behind the SCAN, and the namespace would come
+        # back half-made. Asked after marking: one that joins its group from now on sees the mark and stops.
+        try:
+            writers = await asyncio.to_thread(running_writers, settings, name, groups)
+        except BaseException as exc:
+            if marked:  # nothing was deleted: a drop given up here is no unfinished drop
+                await namespaces.call_off_drop(name)
+            if not isinstance(exc, KafkaError):
+                raise
             typer.echo(f"rapport: cannot tell whether processes write {name!r} ({exc}): retry", err=True)
             raise typer.Exit(1) from None
         if writers:
+            if marked:
+                await namespaces.call_off_drop(name)
             running = ", ".join(f"{group}: {members}" for group, members in sorted(writers.items()))
             typer.echo(f"rapport: {name!r} is written by running processes ({running}): stop them first", err=True)
             raise typer.Exit(1)
         deleted = 0
-        try:
-            async for deleted in Namespaces(redis).drop(default, name):  # noqa: B007 - the last count is the total
-                pass
-        except NamespaceStateError as exc:
-            typer.echo(f"rapport: {exc}", err=True)
-            raise typer.Exit(1) from None
+        async for deleted in namespaces.finish_drop(name, keep=keep):  # noqa: B007 - the last count is the total
+            pass
+        if serving_instead:
+            typer.echo(f"kept {name!r}'s webhook registrations: an API configured with it serves {serving_instead!r}")
         return deleted
 
     if not yes:

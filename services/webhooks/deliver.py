@@ -28,6 +28,7 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer
 
+from profiles.namespaces import Namespaces
 from schemas.topics import SEGMENT_CHANGES, full_name
 from services.kafka_clients import commit_offsets, stop_consumer
 from services.redis_client import make_redis
@@ -153,9 +154,18 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             alive = Liveness(settings.stream.liveness_file)
             backoff = Backoff(settings.stream.retry_initial_s, settings.stream.retry_max_s)
             deliverer = Deliverer(settings, WebhookStore(redis, settings.profile.namespace), session, alive)
+            checked = False
             while not stop.is_set():
                 alive()
                 batches = await consumer.getmany(timeout_ms=500, max_records=500)
+                if not checked and consumer.assignment():
+                    # Asked once the group lists this deliverer: a drop that marks the namespace from now on
+                    # sees it (profiles.namespaces.Namespaces.begin_drop). Raises before anything is delivered.
+                    refusal = functools.partial(_refuse_a_drop, Namespaces(redis), settings.profile.namespace)
+                    await through_outages(refusal, backoff, "checking the namespace", alive=alive, stop=stop)
+                    if stop.is_set():
+                        break
+                    checked = True
                 records = [r for _, rs in sorted(batches.items(), key=lambda b: b[0].partition) for r in rs]
                 changes = []
                 for record in records:
@@ -176,6 +186,13 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     finally:
         await stop_consumer(consumer)
         await redis.aclose()
+
+
+async def _refuse_a_drop(namespaces: Namespaces, namespace: str) -> None:
+    """``NamespaceStateError`` if ``namespace`` is being dropped with its webhook registrations: not when an API
+    configured with it serves another, whose drop keeps them (``rapport namespace drop``)."""
+    if await namespaces.serves_another(namespace) is None:
+        await namespaces.refuse_writers(namespace)
 
 
 async def _delivered(

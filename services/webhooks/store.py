@@ -89,3 +89,9 @@ class WebhookStore:
 
     def _log_key(self, webhook_id: str) -> str:
         return f"{self._log}:{{{webhook_id}}}"
+
+    def holds(self, key: str | bytes) -> bool:
+        """Whether ``key`` is one of this store's (registrations, delivery logs): what a drop of a namespace
+        that an API is configured with keeps (``rapport namespace drop``)."""
+        name = key.decode() if isinstance(key, bytes) else key
+        return name == self._hooks or name.startswith(f"{self._log}:")

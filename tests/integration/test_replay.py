@@ -50,10 +50,12 @@ from schemas.resolved import Resolved
 from schemas.topics import RAW_EVENT_TOPICS, RESOLVED, SEGMENT_CHANGES
 from schemas.validation import Rejection, ValidationLimits, validate_event
 from services.cli.replay import replay_through_outages
+from services.kafka_clients import make_consumer
 from services.namespace_ops import memberships, running_writers
 from services.redis_client import make_redis
 from services.redis_lock import Held, LockLostError, exclusive
 from services.settings import Settings
+from services.webhooks.store import Delivery, Webhook, WebhookStore
 from streams.handler import RawRecord
 from streams.replay import REPLAY_COMMIT, Progress, Replay, commit_for_workers, raw_topics
 from streams.replay_models import POSITIONS
@@ -774,6 +776,7 @@ def test_namespace_commands_list_promote_and_drop(produced: Produced, tmp_path: 
         busy = rapport("namespace", "drop", name, "--yes", env=env)
         assert busy.returncode == 1, busy.stderr
         assert f"{name!r} is written by running processes ({group}: 1): stop them first" in busy.stderr
+        assert _listed(env, name)[4] == "", "a drop called off left its mark: nothing could start into it"
     finally:
         worker.stop()
 
@@ -793,11 +796,131 @@ def test_namespace_commands_list_promote_and_drop(produced: Produced, tmp_path: 
     assert late.process is not None
     assert late.process.wait(timeout=120) == 1
     assert any(f"namespace {name!r} is being dropped" in line for line in late.log_lines()), late.troubles()
+    # Nor a trainer or a webhook deliverer (they ask once their group lists them).
+    for command in ("trainer", "deliver"):
+        started = subprocess.run(
+            [sys.executable, "-m", "services.cli.main", command],
+            env={**env, "RAPPORT_PROFILE__NAMESPACE": name, "RAPPORT_MODELS__SECRET": "s" * 32},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert started.returncode == 1, (command, started.stderr[-2000:])
+        assert f"rapport: namespace {name!r} is being dropped" in started.stderr, command
 
     dropped = rapport("namespace", "drop", name, "--yes", env=env)
     assert dropped.returncode == 0, dropped.stderr
     assert namespace_hash(produced, name) == namespace_hash(produced, fresh())  # nothing left
     assert name not in rapport("namespace", "list", env=env).stdout
+
+
+def test_a_worker_that_joins_its_group_after_a_drop_began_stops_before_writing(
+    produced: Produced, tmp_path: Path
+) -> None:
+    """The drop asks Kafka who writes the namespace; a worker checks the drop's mark when it starts. A worker
+    that checked before the mark and joined its group after the drop asked was seen by neither check (until
+    session 40), and wrote behind the drop's SCAN. Now a drop marks before asking, and a worker checks again
+    once assigned: one of the two sees the other. Here a consumer holding the worker's group keeps the worker
+    from joining while the drop marks the namespace (as ``begin_drop`` does, after asking found no worker)."""
+    name = fresh()
+    settings = produced.topics.settings
+    group = group_id(produced.topics, name)
+    holder = make_consumer(settings, "test-holder", group_id=group, max_poll_interval_ms=300_000)
+    holder.subscribe([produced.topics.names[RESOLVED.name]])
+    _wait_for(lambda: bool(holder.poll(timeout_ms=500) or holder.assignment()), "the holder to join")
+    worker = Worker(produced.topics, name, tmp_path)
+    try:
+        worker.start()
+        # Past its check at start (the erasures are honoured after it): it is joining the group now, held.
+        _wait_for(lambda: any("honouring" in line for line in worker.log_lines()), "the worker's start", 120.0)
+        asyncio.run(_mark_dropping(settings, name))
+        holder.close()  # leaves the group: the worker's assignment completes
+        assert worker.process is not None
+        assert worker.process.wait(timeout=120) == 1, worker.troubles()
+        assert any(f"namespace {name!r} is being dropped" in line for line in worker.log_lines()), worker.troubles()
+        assert namespace_hash(produced, name) == namespace_hash(produced, fresh()), "the worker wrote profiles"
+    finally:
+        worker.kill()
+        holder.close()
+        asyncio.run(_unmark_dropping(settings, name))
+
+
+def test_dropping_the_configured_namespace_after_a_promotion_keeps_its_webhooks(
+    produced: Produced, tmp_path: Path
+) -> None:
+    """After ``promote NEW``, an API configured with OLD serves NEW but still reads OLD's webhook registrations
+    (docs/replay.md), and its deliverer runs on. Dropping OLD, the hand-over's natural last step, deleted them
+    (every ``rapport:OLD:*`` key, signing secrets included), and was refused while the deliverer ran."""
+    old, new = fresh(), fresh()
+    settings = produced.topics.settings
+    env = {**produced.topics.env, "RAPPORT_PROFILE__NAMESPACE": old}
+    hook = asyncio.run(_webhook_with_a_delivery(settings, old, register=new))
+    set_key(settings, f"rapport:{old}:stale", "profiles and the rest")
+    with (tmp_path / "deliver.log").open("wb") as out:
+        deliverer = subprocess.Popen(
+            [sys.executable, "-m", "services.cli.main", "deliver"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        group = settings.webhook_group_of(old)
+        _wait_for(lambda: running_writers(settings, old) == {group: 1}, "the deliverer to join")
+        assert rapport("namespace", "promote", new, env=env).returncode == 0
+        dropped = rapport("namespace", "drop", old, "--yes", env=env)
+        assert dropped.returncode == 0, dropped.stderr
+        assert f"kept {old!r}'s webhook registrations: an API configured with it serves {new!r}" in dropped.stdout
+        assert get_key(settings, f"rapport:{old}:stale") is None
+        assert asyncio.run(_webhooks(settings, old)) == ([hook], 1)
+        assert deliverer.poll() is None, (tmp_path / "deliver.log").read_text()
+    finally:
+        deliverer.send_signal(signal.SIGTERM)
+        deliverer.wait(timeout=60)
+    # A namespace no API is configured with goes whole.
+    asyncio.run(_webhook_with_a_delivery(settings, new))
+    assert rapport("namespace", "promote", old, env=env).returncode == 0
+    assert rapport("namespace", "drop", new, "--yes", env=env).returncode == 0
+    assert asyncio.run(_webhooks(settings, new)) == ([], 0)
+
+
+async def _webhook_with_a_delivery(settings: Settings, namespace: str, register: str | None = None) -> Webhook:
+    """A webhook of ``namespace`` with one delivery logged; ``register``: a namespace to make known too."""
+    redis = make_redis(settings)
+    try:
+        if register is not None:
+            await Namespaces(redis).register(register)
+        store = WebhookStore(redis, namespace)
+        hook = await store.register("https://example.com/hook", [])
+        delivered = Delivery(change_id="c", segment="s", status="delivered", attempts=1, last_status_code=200, at_ms=1)
+        await store.log(hook.webhook_id, [delivered])
+        return hook
+    finally:
+        await redis.aclose()
+
+
+async def _webhooks(settings: Settings, namespace: str) -> tuple[list[Webhook], int]:
+    """The namespace's webhooks, and how many deliveries their logs hold."""
+    redis = make_redis(settings)
+    try:
+        store = WebhookStore(redis, namespace)
+        hooks = await store.all()
+        return hooks, sum([len(await store.deliveries(h.webhook_id, 10)) for h in hooks])
+    finally:
+        await redis.aclose()
+
+
+async def _mark_dropping(settings: Settings, namespace: str) -> None:
+    redis = make_redis(settings)
+    try:
+        assert await Namespaces(redis).begin_drop("live", namespace)
+    finally:
+        await redis.aclose()
+
+
+async def _unmark_dropping(settings: Settings, namespace: str) -> None:
+    redis = make_redis(settings)
+    try:
+        await Namespaces(redis).call_off_drop(namespace)
+    finally:
+        await redis.aclose()
 
 
 def _wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
