@@ -41,8 +41,9 @@ PINNED_IMAGES = {"kafka": "apache/kafka:3.9.1", "redis": "redis:7"}
 DEPENDS_ON_CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
 #: The processes that run until stopped: each is a compose service and a Kubernetes Deployment.
 LONG_RUNNING = ("worker", "api", "trainer", "deliver")
-#: The ones that sign or verify model snapshots (``RAPPORT_MODELS__SECRET``).
-NEED_MODELS_SECRET = ("api", "trainer")
+#: The ones that sign or verify model snapshots (``RAPPORT_MODELS__SECRET``): the worker scores profiles for
+#: segment rules with the served models.
+NEED_MODELS_SECRET = ("api", "trainer", "worker")
 MODELS_SECRET = "RAPPORT_MODELS__SECRET"
 K8S_README = K8S_DIR / "README.md"
 #: ``kubectl create secret generic NAME ... --from-literal=KEY=...`` in the README (a command may span lines).
