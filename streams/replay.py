@@ -81,6 +81,10 @@ class PlanMismatchError(RuntimeError):
     """The namespace holds a checkpoint of another replay."""
 
 
+class MissingTopicError(ValueError):
+    """A topic the replay reads or writes does not exist (``rapport topics create`` makes them)."""
+
+
 class ReplayInterruptedError(Exception):
     """The replay was asked to stop (``Replay(stop=…)``): the chunk in flight is not written, and the same
     command resumes from the checkpoint."""
@@ -168,20 +172,37 @@ def make_plan(
     for topic in topics:
         found = consumer.partitions_for_topic(topic)
         if not found:
-            raise ValueError(f"topic {topic!r} does not exist")
+            raise MissingTopicError(
+                f"topic {topic!r} does not exist: run `rapport topics create`, or check RAPPORT_KAFKA__TOPIC_PREFIX"
+            )
         tps += [TopicPartition(topic, p) for p in sorted(found)]
     first, last = consumer.beginning_offsets(tps), consumer.end_offsets(tps)
     start = _by_time(consumer, tps, from_ms, first, last)
     end = _by_time(consumer, tps, to_ms, last, last)
     resolved = consumer.partitions_for_topic(full_name(RESOLVED, prefix)) or set()
     if not resolved:
-        raise ValueError("events.resolved does not exist: run `rapport topics create`")
+        raise MissingTopicError(f"topic {full_name(RESOLVED, prefix)!r} does not exist: run `rapport topics create`")
     return Plan({_name(tp): start[tp] for tp in tps}, {_name(tp): max(end[tp], start[tp]) for tp in tps}, len(resolved))
 
 
 #: The metadata of the raw offsets a replay commits for its namespace's workers: a later replay (a catch-up)
 #: moves offsets that carry it, never an offset a worker committed (Faust commits an empty one).
 REPLAY_COMMIT: Final = "rapport-replay"
+
+
+def described(request: Mapping[str, Any]) -> str:
+    """A replay's options as the command line gives them.
+
+    >>> described({"from": None, "to": 1767225600000, "topics": ["p.events.clicks"], "retrain": True})
+    '--from earliest --to 2026-01-01T00:00:00Z --topics p.events.clicks --retrain'
+    """
+
+    def instant(ms: int | None, otherwise: str) -> str:
+        return otherwise if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
+
+    topics = " ".join(f"--topics {t}" for t in request["topics"])
+    retrain = " --retrain" if request["retrain"] else ""
+    return f"--from {instant(request['from'], 'earliest')} --to {instant(request['to'], 'now')} {topics}{retrain}"
 
 
 def commit_for_workers(settings: Settings, group: str, offsets: Mapping[str, int]) -> dict[str, int]:
@@ -330,6 +351,8 @@ class Replay:
         self._lookups: KafkaConsumer | None = None
         self.stop = stop
         self.guard = guard
+        #: what the command asked for (``plan``), kept in the checkpoint: a resume must ask for the same
+        self.request: dict[str, Any] | None = None
 
     async def __aenter__(self) -> Replay:
         return self
@@ -359,12 +382,26 @@ class Replay:
         """What to replay: the unfinished plan of the namespace's checkpoint (resume), or, after a finished
         one, from where it ended up to ``to_ms`` (catch-up), or a new plan."""
         checkpoint = await self.namespaces.checkpoint(self.store.namespace)
+        self.request = {"from": from_ms, "to": to_ms, "topics": sorted(topics), "retrain": self.models is not None}
         if checkpoint is not None and not checkpoint["done"]:
+            # Resumed with other options, the replay would still finish the interrupted plan, and say nothing:
+            # without --retrain, models trained on part of the history; with it, on the rest only.
+            asked = checkpoint.get("request")  # absent from checkpoints written before session 40
+            if asked is not None and asked != self.request:
+                raise PlanMismatchError(
+                    f"namespace {self.store.namespace!r} holds an unfinished replay of {described(asked)}: run "
+                    "that again to finish it, or drop the namespace"
+                )
             return Plan.from_json(checkpoint["plan"])
         prefix = self.settings.kafka.topic_prefix
         fresh = await asyncio.to_thread(make_plan, await self._kafka(), prefix, topics, from_ms, to_ms)
         if checkpoint is None:
             return fresh
+        if from_ms is not None:
+            log.warning(
+                "%s holds a finished replay: this one catches up from where it ended, not from --from",
+                self.store.namespace,
+            )
         ended = dict(checkpoint["plan"]["end"])
         if set(ended) != set(fresh.start):
             raise PlanMismatchError(
@@ -472,6 +509,7 @@ class Replay:
                     "chunk": self.chunk,
                     "slice": self.slice,
                     "counts": counts,
+                    "request": self.request,
                 }
 
             def report(in_flight: int) -> None:

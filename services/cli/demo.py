@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from deploy.localstack import LocalStack, process
+from deploy.localstack import LocalStack, StackError, process
 from profiles.store import ProfileStore
 from schemas.topics import RAW_EVENT_TOPICS, full_name
 from services.api.keys import KeyStore
@@ -65,7 +65,12 @@ def up(
     settings = get_settings()
     stack = LocalStack(settings)
     console.print("[bold]starting the stack[/] (the first run fetches Kafka from Maven Central)")
-    for name, outcome in stack.up().items():
+    try:
+        outcomes = stack.up()
+    except StackError as error:  # a missing tool (Java, Maven), a node that would not start: its log says why
+        console.print(f"[bold red]error:[/] {error}", soft_wrap=True, highlight=False)
+        raise typer.Exit(1) from None
+    for name, outcome in outcomes.items():
         console.print(f"  {name}: {outcome}")
     for report in ensure_topics(settings):
         console.print(f"  topic {report.name}: {report.state}")
@@ -101,7 +106,7 @@ def up(
 def down(
     stack_too: Annotated[bool, typer.Option("--stack/--no-stack", help="Also stop Kafka and Redis.")] = False,
 ) -> None:
-    """Stop the demo's simulator and worker (and, with --stack, the stack it started)."""
+    """Stop the demo's simulator, worker, trainer and API (and, with --stack, the stack it started)."""
     stack = LocalStack(get_settings())
     demo_processes = (
         ("simulator", _simulator_marker(stack)),

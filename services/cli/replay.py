@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Annotated, Final, TypeVar
@@ -70,6 +71,9 @@ def replay(
     from_ms, to_ms_ = instant_ms(start, "--from", "earliest"), instant_ms(end, "--to", "now")
     if from_ms is not None and to_ms_ is not None and from_ms > to_ms_:
         raise typer.BadParameter(f"{start} is after --to {end}", param_hint="--from")
+    if from_ms is not None and to_ms_ is None and from_ms > time.time() * 1000:
+        # It would replay nothing and record the namespace as replayed up to now.
+        raise typer.BadParameter(f"{start} is in the future", param_hint="--from")
     try:
         names = engine.raw_topics(settings, topics)
     except ValueError as exc:
@@ -89,7 +93,7 @@ def replay(
                 stopping=stopping,
             )
         )
-    except (engine.PlanMismatchError, RetrainConflictError, NamespaceStateError) as exc:
+    except (engine.PlanMismatchError, engine.MissingTopicError, RetrainConflictError, NamespaceStateError) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from exc
     except REFUSALS as exc:  # another replay's lock; a damaged segment definition of the served namespace

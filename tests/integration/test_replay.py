@@ -730,6 +730,41 @@ def test_a_replay_dying_while_it_evaluates_memberships_resumes_to_the_same_names
     ).stdout
 
 
+def test_a_replay_of_topics_that_do_not_exist_says_which_in_one_line(produced: Produced) -> None:
+    """A fresh stack without ``topics create``, or a wrong prefix: until session 40 a ValueError traceback."""
+    prefix = f"absent-{uuid.uuid4().hex[:6]}."
+    done = rapport(
+        "replay", "--into", fresh(), "--quiet", env={**produced.topics.env, "RAPPORT_KAFKA__TOPIC_PREFIX": prefix}
+    )
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"topic '{prefix}events.clicks' does not exist: run `rapport topics create`" in done.stderr
+
+
+def test_an_unfinished_replay_resumes_only_with_the_options_it_was_started_with(produced: Produced) -> None:
+    """A resumed replay finishes the interrupted plan. Until session 40 it took whatever options the command
+    gave, silently: resumed without --retrain, the models were trained on part of the history; with
+    --retrain added, on the rest only; another --from or --topics was ignored."""
+    name = fresh()
+    replay(produced, name, "--to", "2100-01-01T00:00:00Z")
+    settings = produced.topics.settings
+    key = Namespaces.checkpoint_key(name)
+    checkpoint = orjson.loads(get_key(settings, key) or b"")
+    topics = sorted(produced.topics.names[spec.name] for spec in RAW_EVENT_TOPICS)
+    assert checkpoint["request"] == {"from": None, "to": 4102444800000, "topics": topics, "retrain": False}
+    set_key(settings, key, orjson.dumps({**checkpoint, "done": False}).decode())  # as if killed at its end
+    env = {**produced.topics.env, "RAPPORT_MODELS__SECRET": "s" * 32}
+    asked = f"--from earliest --to 2100-01-01T00:00:00Z {' '.join(f'--topics {t}' for t in topics)}"
+    to = ["--to", "2100-01-01T00:00:00Z"]
+    for other in ([*to, "--retrain"], [*to, "--from", "2026-01-01T00:00:00Z"], [*to, "--topics", "events.clicks"], []):
+        refused = rapport("replay", "--into", name, "--quiet", *other, env=env)  # []: --to now, not the same either
+        assert refused.returncode == 1, (other, refused.stderr)
+        assert f"namespace {name!r} holds an unfinished replay of {asked}: run that again" in refused.stderr, other
+    resumed = rapport("replay", "--into", name, "--quiet", "--to", "2100-01-01T00:00:00Z", env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert orjson.loads(get_key(settings, key) or b"")["done"]
+
+
 def test_namespace_commands_list_promote_and_drop(produced: Produced, tmp_path: Path) -> None:
     configured, name = fresh(), fresh()
     env = {**produced.topics.env, "RAPPORT_PROFILE__NAMESPACE": configured}

@@ -3,9 +3,11 @@ when Redis or Kafka cannot be reached."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from kafka.errors import KafkaTimeoutError
@@ -119,6 +121,8 @@ def test_a_file_that_cannot_be_opened_is_a_usage_error_naming_it(args: list[str]
         (["dlq", "redrive", "malformed_json", "--since", "yesterday"], "'yesterday' is not an RFC 3339 instant"),
         (["dlq", "summary", "--since", "2026-12-01T00:00:00"], "give a UTC offset"),
         (["replay", "--into", "rx", "--to", "earliest"], "'earliest' is not an RFC 3339 instant"),
+        # Until session 40 a replay of nothing, recorded as done up to now.
+        (["replay", "--into", "rx", "--from", "2999-01-01T00:00:00Z"], "is in the future"),
         (["simulate", "--out", "/tmp/never-written.jsonl", "--send-malformed"], "--send-malformed goes with"),
     ],
 )
@@ -140,3 +144,21 @@ def test_invalid_settings_are_named_by_their_variables_in_a_few_lines() -> None:
         "  RAPPORT_STREAM__MAX_POLL_RECORDS: Input should be a valid integer, unable to parse string as an integer",
         "  RAPPORT_PROFILE__NAMESPACE: 'Live' is not a namespace name ([a-z0-9][a-z0-9_-]{0,62})",
     ]
+
+
+def test_demo_up_says_in_one_line_why_the_stack_cannot_start(tmp_path: Path) -> None:
+    """The README's first command, on a machine without Java, Maven or redis-server: until session 40 a
+    ``MissingToolError`` traceback."""
+    (tmp_path / "empty-bin").mkdir()
+    env = {
+        **nothing_listening(),
+        "PATH": str(tmp_path / "empty-bin"),
+        "RAPPORT_STACK__STATE_DIR": str(tmp_path / "stack"),
+        "RAPPORT_STACK__KAFKA_PORT": str(free_port()),
+        "RAPPORT_STACK__KAFKA_CONTROLLER_PORT": str(free_port()),
+        "RAPPORT_STACK__REDIS_PORT": str(free_port()),
+    }
+    done = rapport("demo", "up", env=env)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert re.search(r"error:.*(apt-get install|openjdk-17-jre-headless)", done.stdout), done.stdout
