@@ -14,7 +14,7 @@ import msgspec
 
 from profiles.state import ProfileState, anonymous_profile_id
 from schemas.erasure import ErasureRecord
-from schemas.events import AnyEvent, IdentifyEvent
+from schemas.events import AnyEvent, Email, IdentifyEvent
 
 
 def erasure_record(
@@ -25,7 +25,8 @@ def erasure_record(
     requested_at_ms: int,
     owners: Mapping[str, str] | None = None,
 ) -> ErasureRecord:
-    """The record of erasing ``requested_id``, whose canonical profile is ``state`` (None if no profile has it).
+    """The record of erasing ``requested_id``, whose canonical profile is ``state`` (None if no profile has it:
+    then it names ``requested_ids``).
 
     ``owners``: the customer each of the state's anonymous ids and emails is linked to. An id linked to
     another customer is that customer's (a shared email they claimed first): it is not erased.
@@ -40,7 +41,7 @@ def erasure_record(
     >>> erasure_record("er_" + "0" * 32, "c-1", state, requested_at_ms=0, owners={"home@example.com": "c-2"}).ids
     ['c-1', 'a-9', 'ann@example.com']
     """
-    ids = [requested_id]
+    ids = [requested_id] if state is not None else requested_ids(requested_id)
     profile_ids: list[str] = []
     if state is not None:
         theirs = {i for i, owner in (owners or {}).items() if owner != state.customer_id}
@@ -56,6 +57,25 @@ def erasure_record(
         ids=list(dict.fromkeys(ids)),
         requested_at_ms=requested_at_ms,
     )
+
+
+def requested_ids(requested_id: str) -> list[str]:
+    """The ids erasing ``requested_id`` marks when no profile has it yet (and so those to look an earlier
+    receipt up under): the id as given and, if an identify could carry it as an email, that email as
+    ``event_ids`` names it. Whose it will be is unknown: ``Ann@Example.com`` may be a customer id, which
+    events carry as given, or an email, which they name lower-cased whatever its spelling.
+
+    >>> requested_ids("Ann@Example.com"), requested_ids("ann@example.com"), requested_ids("A-9")
+    (['Ann@Example.com', 'ann@example.com'], ['ann@example.com'], ['A-9'])
+    """
+    try:
+        msgspec.convert(requested_id, Email)
+    except msgspec.ValidationError:
+        # Not an email by the event contract: an identify cannot carry it as one, and lower-casing an
+        # anonymous id or a customer id would name someone else's.
+        return [requested_id]
+    # str.lower, as event_ids, the email links (ProfileStore.email_key) and the fold name emails.
+    return list(dict.fromkeys([requested_id, requested_id.lower()]))
 
 
 def event_ids(event: AnyEvent) -> list[str]:

@@ -48,6 +48,23 @@ def from_ms(ms: int) -> datetime:
     return _EPOCH + timedelta(milliseconds=ms)
 
 
+#: The instants ``iso`` can write, years 0001 to 9999 UTC: RFC 3339 years have four digits (and ``datetime``
+#: ends there). An instant from outside, e.g. a caller's ``as_of``, must be refused before anything formats it.
+MIN_MS: Final = to_ms(datetime(1, 1, 1, tzinfo=UTC))
+MAX_MS: Final = to_ms(datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC))
+
+
+def formattable(ms: int) -> bool:
+    """Whether ``iso`` can write ``ms``.
+
+    >>> formattable(to_ms(datetime.fromisoformat("9999-12-31T23:59:59+00:00")))
+    True
+    >>> formattable(to_ms(datetime.fromisoformat("9999-12-31T23:59:59-12:00")))  # year 10000 in UTC
+    False
+    """
+    return MIN_MS <= ms <= MAX_MS
+
+
 def iso(ms: int | None) -> str | None:
     """RFC 3339 UTC with milliseconds, as the profile view shows times.
 
@@ -71,8 +88,14 @@ _MILLI: Final = tuple(f"{m:03d}Z" for m in range(1000))
 
 @lru_cache(maxsize=4096)
 def _date_prefix(day: int) -> str:
-    """``YYYY-MM-DDT`` of the ``day``-th day since the epoch."""
-    return (_EPOCH + timedelta(days=day)).strftime("%Y-%m-%dT")
+    """``YYYY-MM-DDT`` of the ``day``-th day since the epoch.
+
+    >>> _date_prefix(-719162)
+    '0001-01-01T'
+    """
+    date = _EPOCH + timedelta(days=day)
+    # Not strftime: glibc's %Y does not pad years before 1000 to the four digits RFC 3339 requires.
+    return f"{date.year:04d}-{date.month:02d}-{date.day:02d}T"
 
 
 def bucket_of(ms: int) -> int:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, NoReturn
 
 from celpy.celtypes import DoubleType, IntType
-from celpy.evaluation import celstr
+from celpy.evaluation import CEL_ESCAPES_PAT, celstr
 from lark import Token, Tree
 
 from profiles.segments import ops
@@ -352,11 +352,15 @@ class Checker:
         position = token.start_pos or 0
         self._count(position)
         if token.type == "INT_LIT":
-            return _literal(int(IntType(token.value)), INT, position)
+            try:
+                value = int(IntType(token.value))
+            except ValueError:  # celpy refuses an int64 overflow with a bare ValueError
+                self.fail(f"{token.value} is outside int's range, {ops.INT64_MIN} to {ops.INT64_MAX}", position)
+            return _literal(value, INT, position)
         if token.type == "FLOAT_LIT":
             return _literal(float(DoubleType(token.value)), DOUBLE, position)
         if token.type in {"STRING_LIT", "MLSTRING_LIT"}:
-            return _literal(str(celstr(token)), STRING, position)
+            return _literal(_string(token, position), STRING, position)
         if token.type == "BOOL_LIT":
             return _literal(token.value == "true", BOOL, position)
         if token.type == "NULL_LIT":
@@ -367,6 +371,27 @@ class Checker:
     def _require(self, typed: Typed, kind: str, role: str) -> None:
         if typed.type.kind != kind:
             self.fail(f"{role} must be {kind}, not {typed.name()}", typed.position, typed.path)
+
+
+def _string(token: Token, position: int) -> str:
+    """A string literal's value, or a ``CheckError`` at the escape that names no code point (``\\U00110000``,
+    beyond ``\\U0010FFFF``; ``\\999``, not octal) where celpy raises a bare ``ValueError`` or ``OverflowError``."""
+    try:
+        return str(celstr(token))
+    except (ValueError, OverflowError):
+        pass
+    quotes = 3 if token.value[:3] in {'"""', "'''"} else 1
+    for escape in CEL_ESCAPES_PAT.finditer(token.value, quotes, len(token.value) - quotes):
+        text = escape.group()
+        # celpy's own decoding, one escape at a time: the first it cannot decode is the culprit.
+        try:
+            celstr(Token(token.type, f'"{text}"'))
+        except (ValueError, OverflowError):
+            raise CheckError(
+                f"{text} is not a Unicode code point (\\U escapes end at \\U0010FFFF, octal ones at \\377)",
+                position + escape.start(),
+            ) from None
+    raise CheckError("a string literal holds an escape celpy cannot decode", position)
 
 
 def _field(left: Typed, right: Typed) -> Path | None:

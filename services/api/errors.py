@@ -8,6 +8,7 @@ and documented per route in the OpenAPI description; ``message`` is for people; 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -19,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from profiles.read import AsOfBeforeLastEventError
 from profiles.segment_store import UnreadableSegmentError
 from profiles.store import UnreadableProfileError
-from profiles.timeutil import iso
+from profiles.timeutil import MAX_MS, MIN_MS, formattable, iso, to_ms
 from services.api.responses import JsonResponse
 
 
@@ -67,6 +68,25 @@ def read_failed(error: AsOfBeforeLastEventError | UnreadableProfileError) -> Api
         "as_of is before the profile's last event",
         {"last_event_at": iso(error.last_event_ms)},
     )
+
+
+def checked_as_of(as_of: datetime | None) -> int | None:
+    """A profile or score route's ``as_of`` (one id or a batch's) in epoch ms, or a 422 ``invalid_as_of``:
+    without a UTC offset, or outside the years 0001 to 9999 in UTC, which the answer could not write back
+    (``9999-12-31T23:59:59-12:00`` is in year 10000)."""
+    if as_of is None:
+        return None
+    if as_of.tzinfo is None:
+        raise ApiError(422, "invalid_as_of", "as_of needs a UTC offset, e.g. 2026-11-23T12:00:00Z")
+    ms = to_ms(as_of)
+    if not formattable(ms):
+        raise ApiError(
+            422,
+            "invalid_as_of",
+            f"as_of is outside the instants a profile can show, {iso(MIN_MS)} to {iso(MAX_MS)}",
+            {"as_of": as_of.isoformat()},
+        )
+    return ms
 
 
 def error_response(

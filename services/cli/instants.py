@@ -7,7 +7,7 @@ from typing import Literal
 
 import typer
 
-from profiles.timeutil import to_ms
+from profiles.timeutil import MAX_MS, MIN_MS, formattable, iso, to_ms
 
 
 def instant_ms(value: str, option: str, unbounded: Literal["earliest", "now"]) -> int | None:
@@ -24,3 +24,19 @@ def instant_ms(value: str, option: str, unbounded: Literal["earliest", "now"]) -
     if parsed.tzinfo is None:
         raise typer.BadParameter("give a UTC offset, e.g. 2025-03-01T00:00:00Z", param_hint=option)
     return to_ms(parsed)
+
+
+def as_of_ms(as_of: datetime | None) -> int | None:
+    """``--as-of`` (``rapport profile get``, ``rapport scores get``) in ms, or a usage error (exit 2): without
+    a UTC offset, or outside the years 0001 to 9999 in UTC, which the answer could not write back
+    (``9999-12-31T23:59:59-12:00`` is in year 10000)."""
+    if as_of is None:
+        return None
+    if as_of.tzinfo is None:
+        raise typer.BadParameter("--as-of needs a UTC offset, e.g. 2025-03-01T00:00:00Z")
+    ms = to_ms(as_of)
+    if not formattable(ms):
+        outside = f"is outside the instants a profile can show, {iso(MIN_MS)} to {iso(MAX_MS)}"
+        typer.echo(f"rapport: --as-of {as_of.isoformat()} {outside}", err=True)
+        raise typer.Exit(2)
+    return ms

@@ -13,7 +13,7 @@ import typer
 
 from profiles.read import AsOfBeforeLastEventError, read_profile
 from profiles.store import ProfileStore
-from profiles.timeutil import to_ms
+from services.cli.instants import as_of_ms
 from services.cli.names import namespace_name
 from services.redis_client import make_redis
 from services.settings import get_settings
@@ -33,9 +33,7 @@ def get(
 ) -> None:
     """Print the canonical profile of ID as JSON; exit 1 if no profile has it."""
     settings = get_settings()
-    if as_of is not None and as_of.tzinfo is None:
-        raise typer.BadParameter("--as-of needs a UTC offset, e.g. 2025-03-01T00:00:00Z")
-    view = asyncio.run(_read(any_id, None if as_of is None else to_ms(as_of), namespace or settings.profile.namespace))
+    view = asyncio.run(_read(any_id, as_of_ms(as_of), namespace or settings.profile.namespace))
     if view is None:
         typer.echo(f"no profile for {any_id!r}", err=True)
         raise typer.Exit(1)

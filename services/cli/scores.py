@@ -14,7 +14,8 @@ import typer
 from profiles.model_store import ModelStore
 from profiles.read import ScoresRead, read_scores
 from profiles.store import ProfileStore
-from profiles.timeutil import iso, to_ms
+from profiles.timeutil import iso
+from services.cli.instants import as_of_ms
 from services.model_cache import ModelCache
 from services.redis_client import make_redis
 from services.settings import get_settings
@@ -28,9 +29,7 @@ def get(
     as_of: Annotated[datetime | None, typer.Option(help="RFC 3339 instant (default: now).")] = None,
 ) -> None:
     """Print every model's score for ID's profile as JSON; exit 1 if no profile has it."""
-    if as_of is not None and as_of.tzinfo is None:
-        raise typer.BadParameter("--as-of needs a UTC offset, e.g. 2025-03-01T00:00:00Z")
-    read = asyncio.run(_read(any_id, None if as_of is None else to_ms(as_of)))
+    read = asyncio.run(_read(any_id, as_of_ms(as_of)))
     if read.error is not None:
         typer.echo(str(read.error), err=True)
         raise typer.Exit(2)

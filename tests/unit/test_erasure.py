@@ -7,8 +7,9 @@ import msgspec
 
 from profiles.apply import new_state_for
 from profiles.batch import BatchFold
-from profiles.erasure import erasure_record, extensions
+from profiles.erasure import erasure_record, event_ids, extensions, requested_ids, without_erased
 from profiles.store import ABSENT, Stored, watermark_bytes
+from schemas.events import IdentifyEvent
 from schemas.resolved import LinkDecision, Resolved
 from tests.unit.test_apply import CONFIG, event, parsed, resolved, run
 
@@ -30,6 +31,27 @@ def test_an_erasure_covers_the_customer_every_linked_id_and_the_merged_profiles(
     assert record.ids == ["a-2", "c-1", "a-1", "jo@example.com"]
     unknown = erasure_record(RECEIPT, "nobody", None, requested_at_ms=5)
     assert (unknown.profile_ids, unknown.ids) == ([], ["nobody"])
+
+
+def test_an_email_no_profile_has_yet_is_erased_as_the_events_naming_it_carry_it() -> None:
+    """docs/erasure.md: an id no profile has is erased too, and its future events are refused. Events name an
+    email lower-cased (``event_ids``): erasing ``Ann@Example.com`` marked only that spelling, so a later
+    identify naming the email kept it, and a request in another spelling found no receipt."""
+    record = erasure_record(RECEIPT, "Ann@Example.com", None, requested_at_ms=5)
+    # The spelling given is kept too: it may be a customer id, which events carry as given.
+    assert record.ids == ["Ann@Example.com", "ann@example.com"]
+    assert (record.requested_id, record.profile_ids) == ("Ann@Example.com", [])
+    identify = parsed(event("identify", n=1, customer_id="c-9", traits={"email": "ANN@example.COM"}))
+    assert set(event_ids(identify)) & set(record.ids) == {"ann@example.com"}
+    kept = without_erased(identify, record.ids)
+    assert isinstance(kept, IdentifyEvent)
+    assert (kept.customer_id, kept.traits.email) == ("c-9", None)
+    # A later request, in any spelling, looks up a marker this record set (the first receipt).
+    for again in ("Ann@Example.com", "ann@example.com", "ANN@EXAMPLE.COM"):
+        assert set(requested_ids(again)) & set(record.ids), again
+    # An id that no event could carry as an email is marked as given only: another visitor may be "a-9".
+    assert erasure_record(RECEIPT, "A-9", None, requested_at_ms=5).ids == ["A-9"]
+    assert erasure_record(RECEIPT, "Ann@Example", None, requested_at_ms=5).ids == ["Ann@Example"]
 
 
 def test_an_identify_of_an_erased_customer_erases_its_new_ids_but_a_conflicting_claim_erases_nothing() -> None:

@@ -63,6 +63,53 @@ def test_syntax_and_unsupported_constructs_are_refused_with_a_position(
     assert caught.value.field is None
 
 
+@pytest.mark.parametrize(
+    ("outside", "inside", "line", "column", "says"),
+    [
+        (
+            "transactions.orders == 9223372036854775808",
+            "transactions.orders == 9223372036854775807",
+            1,
+            24,
+            "9223372036854775808 is outside int's range",
+        ),
+        (
+            "transactions.orders == 0x8000000000000000",
+            "transactions.orders == 0x7fffffffffffffff",
+            1,
+            24,
+            "0x8000000000000000 is outside int's range",
+        ),
+        (
+            "transactions.orders > -9223372036854775809",
+            "transactions.orders > -9223372036854775808",
+            1,
+            23,
+            "outside int's range, -9223372036854775808 to 9223372036854775807",
+        ),
+        (
+            r'traits.city.value == "Lyon\U00110000"',
+            r'traits.city.value == "Lyon\U0010FFFF"',
+            1,
+            27,
+            r"\U00110000 is not a Unicode code point",
+        ),
+        (r'traits.city.value == "\UFFFFFFFF"', r'traits.city.value == "\U0001F600"', 1, 23, r"\UFFFFFFFF is not"),
+        (r'traits.city.value == "\\\999"', r'traits.city.value == "\\\377"', 1, 25, r"\999 is not"),
+        ('traits.city.value == """a\nb\\U00110000"""', 'traits.city.value == """a\nb"""', 2, 2, "is not a Unicode"),
+    ],
+)
+def test_a_literal_that_is_no_int64_or_no_code_point_is_refused_at_its_position(
+    outside: str, inside: str, line: int, column: int, says: str
+) -> None:
+    """celpy raises a bare ``ValueError`` or ``OverflowError`` for them, which the API answered with a 500."""
+    compile_rule(inside)
+    with pytest.raises(RuleError) as caught:
+        compile_rule(outside)
+    assert (caught.value.line, caught.value.column) == (line, column), caught.value
+    assert says in caught.value.message
+
+
 def test_over_long_and_over_complex_rules_are_refused() -> None:
     with pytest.raises(RuleError, match="too long"):
         compile_rule("transactions.orders > 1 || " * (MAX_RULE_LENGTH // 20) + "true")

@@ -6,19 +6,33 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from profiles.timeutil import from_ms, iso, to_ms
+from profiles.timeutil import MAX_MS, MIN_MS, formattable, from_ms, iso, to_ms
 
-# Year 1000 to 9999: four-digit years, the range RFC 3339 and the event contract can carry.
-MS = st.integers(min_value=to_ms(datetime(1000, 1, 1, tzinfo=UTC)), max_value=to_ms(datetime(9999, 12, 31, tzinfo=UTC)))
+# Year 0001 to 9999: four-digit years, the range RFC 3339 can carry (strftime wrote years before 1000 unpadded).
+MS = st.integers(min_value=MIN_MS, max_value=MAX_MS)
 
 
 @given(MS)
 def test_iso_is_the_standard_librarys_rfc_3339_with_milliseconds(ms: int) -> None:
     expected = from_ms(ms).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     assert iso(ms) == expected
+
+
+def test_formattable_is_exactly_what_iso_can_write() -> None:
+    """Callers check an instant from outside (an ``as_of``) with it: one millisecond past either end, ``iso``
+    overflows."""
+    assert (iso(MIN_MS), iso(MAX_MS)) == ("0001-01-01T00:00:00.000Z", "9999-12-31T23:59:59.999Z")
+    assert formattable(MIN_MS)
+    assert formattable(MAX_MS)
+    year_10000 = to_ms(datetime.fromisoformat("9999-12-31T23:59:59-12:00"))
+    for outside in (MIN_MS - 1, MAX_MS + 1, year_10000):
+        assert not formattable(outside)
+        with pytest.raises(OverflowError):
+            iso(outside)
 
 
 ZONES = st.one_of(

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, Field
 
+from profiles.erasure import requested_ids
 from profiles.read import erasure_of
 from profiles.store import ProfileStore
 from profiles.timeutil import iso
@@ -71,7 +72,9 @@ async def erase_profile(
     without the erased ids they carry. Erasing again returns the first receipt."""
     ctx: ApiContext = request.app.state.ctx
     store = (await ctx.serving.current()).store
-    earlier = (await store.erased([profile_id])).get(profile_id)
+    # Under any spelling an earlier erasure marked (an email no profile had is marked lower-cased too).
+    marked = await store.erased(requested_ids(profile_id))
+    earlier = next(iter(marked.values()), None)
     if earlier is not None:
         return await _receipt(store, earlier)
     record = await erasure_of(store, f"er_{uuid.uuid4().hex}", profile_id, requested_at_ms=_now_ms())

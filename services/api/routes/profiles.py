@@ -11,11 +11,10 @@ from pydantic import BaseModel, Field
 
 from profiles.read import ProfileRead, read_profiles
 from profiles.store import Resolution
-from profiles.timeutil import to_ms
 from schemas.profile import ProfileView
 from services.api.auth import require
 from services.api.context import ApiContext
-from services.api.errors import ApiError, read_failed, responses
+from services.api.errors import ApiError, checked_as_of, read_failed, responses
 from services.api.keys import ApiKey
 from services.api.responses import JsonResponse
 from services.api.serving import Served
@@ -42,8 +41,8 @@ FieldsQuery = Annotated[
 AsOfQuery = Annotated[
     datetime | None,
     Query(
-        description="RFC 3339 instant with a UTC offset to compute windows and recency for; default now. "
-        "Must not be before the profile's last event.",
+        description="RFC 3339 instant with a UTC offset to compute windows and recency for, in the years 0001 "
+        "to 9999 UTC; default now. Must not be before the profile's last event.",
         examples=["2026-11-23T12:00:00Z"],
     ),
 ]
@@ -127,9 +126,7 @@ async def get_profiles(request: Request, _: Caller, body: BatchRequest) -> JsonR
 async def _read(
     ctx: ApiContext, served: Served, ids: list[str], as_of: datetime | None, resolution: Resolution | None = None
 ) -> dict[str, ProfileRead]:
-    if as_of is not None and as_of.tzinfo is None:
-        raise ApiError(422, "invalid_as_of", "as_of needs a UTC offset, e.g. 2026-11-23T12:00:00Z")
-    as_of_ms = to_ms(as_of) if as_of is not None else None
+    as_of_ms = checked_as_of(as_of)
     thresholds = await served.population.thresholds()
     now_ms = int(time.time() * 1000)
     return await read_profiles(

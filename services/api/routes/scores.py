@@ -13,10 +13,10 @@ from pydantic import BaseModel, Field
 from profiles.models.scoring import Score
 from profiles.read import ScoresRead, read_scores
 from profiles.store import Resolution
-from profiles.timeutil import iso, to_ms
+from profiles.timeutil import iso
 from services.api.auth import require
 from services.api.context import ApiContext
-from services.api.errors import ApiError, ErrorDetail, read_failed, responses
+from services.api.errors import ApiError, ErrorDetail, checked_as_of, read_failed, responses
 from services.api.keys import ApiKey
 from services.api.serving import Served
 
@@ -81,7 +81,8 @@ class ScoresBatchOut(BaseModel):
 AsOfQuery = Annotated[
     datetime | None,
     Query(
-        description="RFC 3339 instant with a UTC offset; default now. Must not be before the profile's last event.",
+        description="RFC 3339 instant with a UTC offset, in the years 0001 to 9999 UTC; default now. Must not be "
+        "before the profile's last event.",
         examples=["2026-11-23T12:00:00Z"],
     ),
 ]
@@ -149,8 +150,7 @@ async def get_scores_batch(request: Request, _: Caller, body: ScoresBatchIn) -> 
 async def _read(
     ctx: ApiContext, served: Served, ids: list[str], as_of: datetime | None, resolution: Resolution | None = None
 ) -> dict[str, ScoresRead]:
-    if as_of is not None and as_of.tzinfo is None:
-        raise ApiError(422, "invalid_as_of", "as_of needs a UTC offset, e.g. 2026-11-23T12:00:00Z")
+    as_of_ms = checked_as_of(as_of)
     models = await served.models.current()
     now_ms = int(time.time() * 1000)
     return await read_scores(
@@ -159,7 +159,7 @@ async def _read(
         ctx.fold_config,
         served.models.specs,
         models,
-        as_of_ms=None if as_of is None else to_ms(as_of),
+        as_of_ms=as_of_ms,
         now_ms=now_ms,
         resolution=resolution,
     )
