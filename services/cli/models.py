@@ -9,12 +9,13 @@ from typing import Annotated, TypeVar
 
 import orjson
 import typer
+from redis.asyncio import Redis
 from rich.console import Console
 from rich.table import Table
 
 from profiles.model_store import ModelStore
 from profiles.models.snapshots import SnapshotRejectedError, read_meta
-from profiles.namespaces import NamespaceStateError
+from profiles.namespaces import Namespaces, NamespaceStateError
 from services.cli.on_redis import run_on_redis
 from services.cli.signals import on_stop_signals
 from services.logs import configure_logging
@@ -47,7 +48,13 @@ def trainer() -> None:
 
 def _run(action: Callable[[ModelStore], Awaitable[T]]) -> T:
     namespace = get_settings().profile.namespace
-    return run_on_redis(lambda redis: action(ModelStore(redis, namespace)))
+
+    async def on_served(redis: Redis) -> T:
+        # The models the API serves: a promoted namespace's after ``namespace promote`` (a rollback of the
+        # configured one's would change nothing served).
+        return await action(ModelStore(redis, await Namespaces(redis).serving(namespace)))
+
+    return run_on_redis(on_served)
 
 
 @app.command("list")

@@ -12,7 +12,8 @@ import orjson
 import typer
 
 from profiles.model_store import ModelStore
-from profiles.read import ScoresRead, read_scores
+from profiles.namespaces import Namespaces
+from profiles.read import AsOfBeforeLastEventError, ScoresRead, read_scores
 from profiles.store import ProfileStore
 from profiles.timeutil import iso
 from services.cli.instants import as_of_ms
@@ -28,11 +29,18 @@ def get(
     any_id: Annotated[str, typer.Argument(metavar="ID", help="A customer id, anonymous id or email.")],
     as_of: Annotated[datetime | None, typer.Option(help="RFC 3339 instant (default: now).")] = None,
 ) -> None:
-    """Print every model's score for ID's profile as JSON; exit 1 if no profile has it."""
+    """Print every model's score for ID's profile as JSON, with the models the API serves; exit 1 if no profile
+    has it."""
+    settings = get_settings()
+    if not settings.models.secret.get_secret_value():
+        typer.echo("rapport: RAPPORT_MODELS__SECRET is not set: no model is verified, so cold-start scores", err=True)
     read = asyncio.run(_read(any_id, as_of_ms(as_of)))
-    if read.error is not None:
+    if isinstance(read.error, AsOfBeforeLastEventError):
         typer.echo(str(read.error), err=True)
         raise typer.Exit(2)
+    if read.error is not None:  # its stored profile does not decode (docs/streams.md, "Unreadable profiles")
+        typer.echo(f"rapport: {read.error}", err=True)
+        raise typer.Exit(1)
     if read.scores is None:
         typer.echo(f"no profile for {any_id!r}", err=True)
         raise typer.Exit(1)
@@ -57,7 +65,7 @@ async def _read(any_id: str, as_of_ms: int | None) -> ScoresRead:
     settings = get_settings()
     redis = make_redis(settings)
     try:
-        namespace = settings.profile.namespace
+        namespace = await Namespaces(redis).serving(settings.profile.namespace)  # the API's, after a promotion
         specs = settings.models.specs()
         cache = ModelCache(ModelStore(redis, namespace), specs, settings.models.secret.get_secret_value().encode(), 0.0)
         reads = await read_scores(
