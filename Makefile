@@ -64,7 +64,7 @@ bench: setup
 
 eval: setup
 	$(BIN)/rapport stack up
-	$(BIN)/rapport eval --days 730
+	$(BIN)/rapport eval --days 730 --write-docs
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -106,6 +106,10 @@ _FIELD_NAMED: Final = re.compile(r"^Object (?:missing required|contains unknown)
 _WRONG_TYPE: Final = re.compile(r"^Expected `[^`]+`, got `[^`]+`$")
 
 
+#: Between the customer and the claiming event in a stored identity link (``profiles.store``).
+LINK_SEPARATOR: Final = "\x1f"
+
+
 def validate_event(raw: bytes, *, now: datetime, limits: ValidationLimits) -> AnyEvent | Rejection:
     """Parse and validate one event; never raises on bad input."""
     if len(raw) > limits.max_event_bytes:
@@ -122,6 +126,11 @@ def validate_event(raw: bytes, *, now: datetime, limits: ValidationLimits) -> An
     if ahead_of_now < limits.oldest - now:
         before = f"before the oldest accepted, {limits.oldest.isoformat()}"
         return _reject(Reason.TIMESTAMP_TOO_OLD, "timestamp", f"{event.timestamp.isoformat()} is {before}")
+    if event.customer_id is not None and LINK_SEPARATOR in event.customer_id:
+        # A link is stored as "customer<US>event id" and read back up to the first US: such a customer id
+        # would be read back cut short, as another customer's. Checked here, not as a pattern of every id in
+        # the contract, which made validating an event 60% slower.
+        return _reject(Reason.INVALID_VALUE, "customer_id", "must not contain U+001F (the separator of links)")
     return event
 
 

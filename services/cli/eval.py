@@ -56,7 +56,7 @@ def evaluate(
             "0: all of them produced first, then the worker catches up (topics read in an arbitrary interleaving).",
         ),
     ] = 5000.0,
-    write_docs: Annotated[bool, typer.Option(help=f"Write the table into {DOCS}.")] = True,
+    write_docs: Annotated[bool, typer.Option(help=f"Write the table into {DOCS} (`make eval` does).")] = False,
 ) -> None:
     """Simulate, stream through Kafka and a real worker, learn the examples progressively, print each
     model's ROC AUC (Spearman and MAE for clv_90d) beside its baselines and the oracle."""

@@ -169,6 +169,11 @@ async def replay_through_outages(
                     models = ReplayModels(settings, redis, into, settings.profile.fold_config()) if retrain else None
                     namespaces = Namespaces(redis)
                     served = await namespaces.serving(settings.profile.namespace)
+                    if retrain and into == served:
+                        # Its trainer owns its models: a promoted namespace's, not the configured one's alone.
+                        raise NamespaceStateError(
+                            f"{into!r} is what the API serves: --retrain rebuilds models into a new namespace"
+                        )
                     segments = ReplaySegments(settings, redis, into, served) if into != served else None
                     async with engine.Replay(
                         settings,

@@ -780,6 +780,10 @@ def test_namespace_commands_list_promote_and_drop(produced: Produced, tmp_path: 
 
     assert rapport("namespace", "promote", name, env=env).returncode == 0
     assert (_listed(env, name)[0], _listed(env, configured)[3]) == ("yes", name)
+    # Served now, its models are its trainer's (until session 40 only the configured namespace was refused).
+    retrain = rapport("replay", "--into", name, "--retrain", "--quiet", env={**env, "RAPPORT_MODELS__SECRET": "s" * 32})
+    assert retrain.returncode == 1, retrain.stderr
+    assert f"{name!r} is what the API serves: --retrain rebuilds models into a new namespace" in retrain.stderr
     assert rapport("namespace", "drop", name, "--yes", env=env).returncode == 1, "the served one was dropped"
     assert rapport("namespace", "promote", configured, env=env).returncode == 0  # back
     assert (_listed(env, configured)[::3], _listed(env, name)[3]) == (["yes", ""], configured)
