@@ -29,8 +29,23 @@ from services.api.metrics import ApiMetrics
 
 log = logging.getLogger(__name__)
 
-#: Routes a browser may call with a publishable key (CORS preflights are answered for these).
-BROWSER_ROUTES = ("/v1/events", "/v1/events/batch")
+#: Routes a browser may call with a publishable key (CORS preflights are answered for these): sending events,
+#: and reading a visitor's scores (``scores:read``), the personalisation a web page asks for.
+BROWSER_ROUTES = ("/v1/events", "/v1/events/batch", "/v1/scores/batch")
+
+
+def is_browser_route(path: str) -> bool:
+    """Whether a preflight for ``path`` is answered: a browser route, or one profile's scores.
+
+    >>> [is_browser_route(p) for p in ("/v1/events", "/v1/profiles/a-1/scores", "/v1/profiles/a-1", "/v1/x/y/scores")]
+    [True, True, False, False]
+    """
+    if path in BROWSER_ROUTES:
+        return True
+    head, _, tail = path.removeprefix("/v1/profiles/").partition("/")
+    return path.startswith("/v1/profiles/") and bool(head) and tail == "scores"
+
+
 _PREFLIGHT_HEADERS = [
     (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
     (b"access-control-allow-headers", b"authorization, content-type"),
@@ -124,7 +139,7 @@ class ApiMiddleware:
         return replayed
 
     async def _preflight(self, scope: Scope, origin: bytes, send: Send) -> None:
-        allowed = scope["path"] in BROWSER_ROUTES
+        allowed = is_browser_route(scope["path"])
         headers = [(b"access-control-allow-origin", origin), *_PREFLIGHT_HEADERS] if allowed else []
         await send({"type": "http.response.start", "status": 204 if allowed else 403, "headers": headers})
         await send({"type": "http.response.body", "body": b""})

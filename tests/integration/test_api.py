@@ -78,6 +78,9 @@ def api(tmp_path_factory: pytest.TempPathFactory, settings: Settings, local_stac
             "publishable": create_key(
                 env, "--name", "t-pub", "--scopes", "events:write", "--publishable", "--origin", ORIGIN
             ),
+            "scoring page": create_key(
+                env, "--name", "t-page", "--scopes", "scores:read", "--publishable", "--origin", ORIGIN
+            ),
             "revoked": create_key(env, "--name", "t-rev", "--scopes", "profiles:read,events:write"),
             "slow": create_key(env, "--name", "t-slow", "--scopes", "profiles:read", "--rate-limit", "1"),
         }
@@ -178,6 +181,20 @@ def test_a_publishable_key_works_from_its_origin_and_the_browser_may_read_the_an
     )
     assert preflight.status_code == 204
     assert "authorization" in preflight.headers["access-control-allow-headers"]
+    # Scores, the personalisation a page asks for with its publishable key: a request with Authorization is
+    # preflighted, and until session 40 these preflights were refused (403), so no page could read them.
+    for path, method in (("/v1/profiles/c-pub/scores", "GET"), ("/v1/scores/batch", "POST")):
+        asked = httpx.options(f"{api.base}{path}", headers={"Origin": ORIGIN, "Access-Control-Request-Method": method})
+        assert (asked.status_code, asked.headers.get("access-control-allow-origin")) == (204, ORIGIN), path
+    scores = api.call("GET", "/v1/profiles/c-pub/scores", api.keys["scoring page"], headers={"Origin": ORIGIN})
+    assert scores.status_code in (200, 404), scores.text  # 404 until the worker applied the click
+    assert scores.headers["access-control-allow-origin"] == ORIGIN
+    assert (
+        httpx.options(
+            f"{api.base}/v1/profiles/c-pub", headers={"Origin": ORIGIN, "Access-Control-Request-Method": "GET"}
+        ).status_code
+        == 403
+    )
     # A publishable key can never read profiles, even from its origin.
     profile = api.call("GET", "/v1/profiles/c-pub", api.keys["publishable"], headers={"Origin": ORIGIN})
     assert profile.status_code == 403
