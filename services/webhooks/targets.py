@@ -4,7 +4,8 @@ Why: whoever registers a webhook chooses where the deliverer, inside the deploym
 open, a ``segments:admin`` key could make it POST to a cloud metadata service (169.254.169.254), to Redis
 or to any internal service (server-side request forgery). So by default the deliverer connects only to
 globally routable addresses (``ipaddress``'s ``is_global``): not loopback, private, link-local, shared
-(100.64/10) or reserved ones, nor IPv4 addresses written as IPv6 (``::ffff:10.0.0.1``). A receiver inside
+(100.64/10) or reserved ones, nor IPv4 addresses written as IPv6 (``::ffff:10.0.0.1``, NAT64's
+``64:ff9b::a00:1``, 6to4's ``2002:a00:1::``) unless the IPv4 address is public. A receiver inside
 the deployment needs ``RAPPORT_WEBHOOKS__PRIVATE_TARGETS=true``.
 
 Checked where the connection is made: a host name is resolved, and only its public addresses are
@@ -44,10 +45,32 @@ def refusal(address: str) -> str | None:
     '169.254.169.254 is not a public address'
     >>> [refusal(a) is None for a in ("127.0.0.1", "10.1.2.3", "100.64.0.1", "::1", "fe80::1", "::ffff:10.0.0.1")]
     [False, False, False, False, False, False]
+    >>> [refusal(a) is None for a in ("64:ff9b::a00:1", "2002:a00:1::1", "64:ff9b:1::5db8:d822", "64:ff9b::5db8:d822")]
+    [False, False, False, True]
     """
     ip = ipaddress.ip_address(address.split("%", 1)[0])  # a link-local IPv6 may carry its zone
-    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
-    return None if (mapped or ip).is_global else f"{address} is not a public address"
+    judged = _embedded(ip) if isinstance(ip, ipaddress.IPv6Address) else ip
+    return None if judged is not None and judged.is_global else f"{address} is not a public address"
+
+
+#: Translate to the IPv4 address in their last 32 bits (RFC 6052), which ``is_global`` does not look at: on
+#: an IPv6-only cluster with NAT64, ``64:ff9b::a00:1`` reaches 10.0.0.1.
+_NAT64: Final = ipaddress.IPv6Network("64:ff9b::/96")
+#: Local-use NAT64 (RFC 8215): where the IPv4 address sits is the network's choice, so it is not judged.
+_LOCAL_NAT64: Final = ipaddress.IPv6Network("64:ff9b:1::/48")
+
+
+def _embedded(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address ``ip`` reaches when it carries an IPv4 one (mapped, NAT64, 6to4); None: cannot tell.
+
+    >>> [str(_embedded(ipaddress.IPv6Address(a))) for a in ("::ffff:10.0.0.1", "64:ff9b::a00:1", "2002:a00:1::1")]
+    ['10.0.0.1', '10.0.0.1', '10.0.0.1']
+    """
+    if ip in _LOCAL_NAT64:
+        return None
+    if ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return ip.ipv4_mapped or ip.sixtofour or ip
 
 
 def literal_refusal(host: str) -> str | None:

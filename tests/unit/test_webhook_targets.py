@@ -20,7 +20,7 @@ from services.webhooks.store import Webhook
 from services.webhooks.targets import PublicResolver, TargetRefusedError, literal_refusal, refusal
 from tests.http_support import loopback_server
 
-PUBLIC = ["93.184.216.34", "8.8.8.8", "2606:2800:220:1::1", "2001:4860:4860::8888"]
+PUBLIC = ["93.184.216.34", "8.8.8.8", "2606:2800:220:1::1", "2001:4860:4860::8888", "64:ff9b::5db8:d822"]
 NOT_PUBLIC = [
     "127.0.0.1",  # loopback
     "10.0.0.5",  # private
@@ -34,6 +34,11 @@ NOT_PUBLIC = [
     "fc00::1",  # unique local
     "::ffff:127.0.0.1",  # IPv4-mapped
     "::ffff:169.254.169.254",
+    # IPv4 inside IPv6 that ipaddress calls global (until session 40 allowed): NAT64 and 6to4 reach it.
+    "64:ff9b::a00:1",  # NAT64 (RFC 6052) of 10.0.0.1
+    "64:ff9b::a9fe:a9fe",  # of 169.254.169.254
+    "64:ff9b:1::5db8:d822",  # local-use NAT64 (RFC 8215): where the IPv4 address sits is the network's choice
+    "2002:a00:1::1",  # 6to4 of 10.0.0.1
 ]
 
 
