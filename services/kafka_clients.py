@@ -49,6 +49,30 @@ def make_admin(settings: Settings, purpose: str, request_timeout_ms: int = 30_00
     )
 
 
+class MissingTopicsError(RuntimeError):
+    """Topics a command needs do not exist (``rapport topics create`` makes them). The broker refuses to create
+    them on use, so a producer would wait for their metadata and then fail as if Kafka were unreachable."""
+
+    def __init__(self, topics: Iterable[str]) -> None:
+        named = ", ".join(repr(t) for t in sorted(topics))
+        super().__init__(
+            f"topic {named} does not exist: run `rapport topics create`, or check RAPPORT_KAFKA__TOPIC_PREFIX"
+            if "," not in named
+            else f"topics {named} do not exist: run `rapport topics create`, or check RAPPORT_KAFKA__TOPIC_PREFIX"
+        )
+
+
+def require_topics(settings: Settings, topics: Iterable[str]) -> None:
+    """Raise ``MissingTopicsError`` unless every one of ``topics`` exists. Blocking."""
+    consumer = make_consumer(settings, "topics-check")
+    try:
+        missing = set(topics) - consumer.topics()
+    finally:
+        consumer.close()
+    if missing:
+        raise MissingTopicsError(missing)
+
+
 def topic_partitions(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:
     """Every partition of ``topic`` (empty if the topic does not exist)."""
     return [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]

@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from schemas.topics import TOPIC_BY_EVENT_TYPE, full_name
 from schemas.validation import Rejection, ValidationLimits, validate_event
-from services.kafka_clients import make_producer
+from services.kafka_clients import make_producer, require_topics
 from services.settings import Settings
 
 RejectHandler = Callable[[int, bytes, Rejection], None]
@@ -62,6 +62,7 @@ def produce_lines(
     topics = {kind: full_name(spec, prefix) for kind, spec in TOPIC_BY_EVENT_TYPE.items()}
     router = _Router(settings.validation.limits(), topics, summary, on_reject, send_rejected)
     failures: list[BaseException] = []
+    require_topics(settings, topics.values())
     producer = make_producer(settings)
     started = time.monotonic()
     pacer = _Pacer(producer, rate, started) if rate else None

@@ -58,7 +58,7 @@ from schemas.events import AnyEvent
 from schemas.resolved import Resolved
 from schemas.topics import ERASURES, MODEL_EXAMPLES, RAW_EVENT_TOPICS, RESOLVED, full_name
 from services.erasure_log import erasures_with
-from services.kafka_clients import end_offsets_with, make_admin, make_consumer, stop_consumer
+from services.kafka_clients import MissingTopicsError, end_offsets_with, make_admin, make_consumer, stop_consumer
 from services.settings import Settings
 from streams.handler import RawRecord
 from streams.outbox import key_partition
@@ -79,10 +79,6 @@ OUTAGES: Final = (RedisConnectionError, RedisTimeoutError, AsyncKafkaError, Kafk
 
 class PlanMismatchError(RuntimeError):
     """The namespace holds a checkpoint of another replay."""
-
-
-class MissingTopicError(ValueError):
-    """A topic the replay reads or writes does not exist (``rapport topics create`` makes them)."""
 
 
 class ReplayInterruptedError(Exception):
@@ -172,16 +168,14 @@ def make_plan(
     for topic in topics:
         found = consumer.partitions_for_topic(topic)
         if not found:
-            raise MissingTopicError(
-                f"topic {topic!r} does not exist: run `rapport topics create`, or check RAPPORT_KAFKA__TOPIC_PREFIX"
-            )
+            raise MissingTopicsError([topic])
         tps += [TopicPartition(topic, p) for p in sorted(found)]
     first, last = consumer.beginning_offsets(tps), consumer.end_offsets(tps)
     start = _by_time(consumer, tps, from_ms, first, last)
     end = _by_time(consumer, tps, to_ms, last, last)
     resolved = consumer.partitions_for_topic(full_name(RESOLVED, prefix)) or set()
     if not resolved:
-        raise MissingTopicError(f"topic {full_name(RESOLVED, prefix)!r} does not exist: run `rapport topics create`")
+        raise MissingTopicsError([full_name(RESOLVED, prefix)])
     return Plan({_name(tp): start[tp] for tp in tps}, {_name(tp): max(end[tp], start[tp]) for tp in tps}, len(resolved))
 
 

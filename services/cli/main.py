@@ -94,6 +94,9 @@ def main() -> None:
         if (wrong := misconfigured(exc)) is not None:
             print("rapport: invalid settings (environment or .env):", *wrong, sep="\n  ", file=sys.stderr)
             raise SystemExit(MISCONFIGURED) from None
+        if missing_topics(exc):
+            print(f"rapport: {exc}", file=sys.stderr)
+            raise SystemExit(1) from None
         what = unreachable(exc)
         if what is None:
             raise
@@ -127,6 +130,13 @@ def misconfigured(exc: BaseException) -> list[str] | None:
         name = f"RAPPORT_{'__'.join(str(part) for part in error['loc']).upper()}" if error["loc"] else "settings"
         lines.append(f"{name}: {error['msg'].removeprefix('Value error, ')}")
     return lines
+
+
+def missing_topics(exc: BaseException) -> bool:
+    """Whether ``exc`` says that topics a command needs do not exist."""
+    from services.kafka_clients import MissingTopicsError  # noqa: PLC0415 - as in ``unreachable``
+
+    return isinstance(exc, MissingTopicsError)
 
 
 def unreachable(exc: BaseException) -> str | None:

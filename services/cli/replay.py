@@ -93,7 +93,7 @@ def replay(
                 stopping=stopping,
             )
         )
-    except (engine.PlanMismatchError, engine.MissingTopicError, RetrainConflictError, NamespaceStateError) as exc:
+    except (engine.PlanMismatchError, RetrainConflictError, NamespaceStateError) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from exc
     except REFUSALS as exc:  # another replay's lock; a damaged segment definition of the served namespace

@@ -739,6 +739,12 @@ def test_a_replay_of_topics_that_do_not_exist_says_which_in_one_line(produced: P
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
     assert f"topic '{prefix}events.clicks' does not exist: run `rapport topics create`" in done.stderr
+    # Nor does producing into them: until session 40, 60 s of waiting, then "Kafka is unreachable" (exit 75).
+    started = time.monotonic()
+    produced_into = rapport("produce", "/dev/null", env={**produced.topics.env, "RAPPORT_KAFKA__TOPIC_PREFIX": prefix})
+    assert produced_into.returncode == 1, produced_into.stderr
+    assert f"rapport: topics '{prefix}events.clicks', " in produced_into.stderr
+    assert time.monotonic() - started < 30
 
 
 def test_an_unfinished_replay_resumes_only_with_the_options_it_was_started_with(produced: Produced) -> None:
