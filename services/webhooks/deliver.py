@@ -36,7 +36,7 @@ from services.settings import Settings, WebhookSettings
 from services.webhooks.signature import sign
 from services.webhooks.store import Delivery, Webhook, WebhookStore
 from services.webhooks.targets import PublicResolver, literal_refusal
-from streams.backoff import Backoff, through_outages
+from streams.backoff import OUTAGES, Backoff, through_outages
 from streams.liveness import Liveness
 
 log = logging.getLogger(__name__)
@@ -56,9 +56,23 @@ class Deliverer:
         self.alive = alive or Liveness("")
 
     async def deliver(self, changes: Sequence[Change]) -> None:
-        """Every change to every webhook that wants it; returns when each is delivered or dead-lettered."""
+        """Every change to every webhook that wants it; returns when each is delivered or dead-lettered.
+
+        A failure in one webhook's part (Redis down while logging) stops the others before it propagates:
+        the caller delivers the batch again from its start, and a part left running would send its endpoint
+        a second sequence of the same changes, interleaved with the first (order per endpoint lost)."""
         hooks = await self.store.all()
-        await asyncio.gather(*(self._to(hook, [c for c in changes if hook.wants(c[1])]) for hook in hooks))
+        try:
+            async with asyncio.TaskGroup() as parts:
+                for hook in hooks:
+                    parts.create_task(self._to(hook, [c for c in changes if hook.wants(c[1])]))
+        except BaseExceptionGroup as failed:
+            outages, others = failed.split(OUTAGES)
+            if others is None and outages is not None:
+                # through_outages knows an outage by its type, which the group hides; a defect among them
+                # propagates as the whole group.
+                raise outages.exceptions[0] from None
+            raise
 
     async def _to(self, hook: Webhook, changes: Sequence[Change]) -> None:
         deliveries = [await self._one(hook, change) for change in changes]

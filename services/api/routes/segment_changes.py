@@ -4,7 +4,8 @@ Each connection reads ``segments.changes`` with its own group-less consumer (not
 client's ``Last-Event-ID`` is its position). An event's id is the position *after* it — the next offset
 of every partition — so a client that reconnects with the last id it saw continues exactly after it, in
 the per-customer order of the topic. Without an id the stream starts at the end (new changes only), or at
-the beginning with ``from=earliest``.
+the beginning with ``from=earliest``. An id older than the topic's retention (or past its end: the topic
+was recreated) resumes at the oldest change the topic still holds.
 
 A stream ends when the API process is asked to stop (``services.api.draining``): uvicorn waits for open
 connections before it exits, and its client reconnects with the last id it saw. While Kafka is down, an open
@@ -75,6 +76,9 @@ async def segment_changes(
         bootstrap_servers=ctx.settings.kafka.bootstrap_servers,
         client_id=f"{ctx.settings.kafka.client_id}-sse",
         enable_auto_commit=False,
+        # A Last-Event-ID older than the topic's retention: from the oldest change still held, not from the
+        # end, which would skip every retained change silently.
+        auto_offset_reset="earliest",
     )
     try:
         await asyncio.wait_for(consumer.start(), ctx.settings.api.produce_timeout_s)
@@ -119,11 +123,6 @@ async def _events(
         sent_at = time.monotonic()
         while not draining.requested:
             batches = await consumer.getmany(timeout_ms=int(_POLL_S * 1000))
-            if not batches:
-                if time.monotonic() - sent_at >= _KEEPALIVE_S:
-                    yield b": keepalive\n\n"
-                    sent_at = time.monotonic()
-                continue
             for tp, records in sorted(batches.items(), key=lambda item: item[0].partition):
                 for record in records:
                     positions[tp.partition] = record.offset + 1
@@ -137,6 +136,11 @@ async def _events(
                         + b"\n\n"
                     )
                     sent_at = time.monotonic()
+            # Whatever the fetch returned: on a busy topic, the changes of segments this client did not ask
+            # for keep coming and send it nothing, and a proxy closes a stream that stays silent.
+            if time.monotonic() - sent_at >= _KEEPALIVE_S:
+                yield b": keepalive\n\n"
+                sent_at = time.monotonic()
     finally:
         await stop_consumer(consumer)
 

@@ -1,0 +1,120 @@
+"""``GET /v1/segment-changes`` (SSE) against the real broker: the keep-alive of a stream whose filter lets
+little through, and a ``Last-Event-ID`` the topic's retention has passed."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from kafka import TopicPartition as SyncTopicPartition
+
+from schemas.topics import SEGMENT_CHANGES
+from services.api.draining import Draining
+from services.api.routes import segment_changes
+from services.topics_admin import admin_client
+from tests.api_support import create_key, running_api
+from tests.kafka_support import Topics, send_changes
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+
+def test_a_stream_whose_segments_are_rare_sends_keepalives_while_other_changes_flow(
+    topics: Topics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Changes of another segment every 100 ms for 6 s, one of the wanted segment in the middle: the stream
+    is never silent much longer than the keep-alive interval. Until 2026-12-06 the keep-alive went out only
+    after a fetch that returned nothing, so such a stream said nothing at all between wanted changes."""
+    keepalive_s = 0.5
+    monkeypatch.setattr(segment_changes, "_KEEPALIVE_S", keepalive_s)
+    settings = topics.settings
+    topic = topics.names["segments.changes"]
+    count = SEGMENT_CHANGES.partition_count(settings.kafka.event_partitions)
+
+    async def run() -> tuple[list[tuple[float, bytes]], float]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers, enable_auto_commit=False)
+        await consumer.start()
+        partitions = [TopicPartition(topic, p) for p in range(count)]
+        consumer.assign(partitions)
+        positions = await segment_changes._start(consumer, partitions, None, "latest")
+        draining = Draining()
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
+        await producer.start()
+
+        async def produce() -> float:
+            try:
+                for i in range(60):
+                    segment = "rare" if i == 30 else "busy"
+                    change = {"change_id": f"ch-{i}", "customer_id": f"c-{i % 5}", "segment": segment}
+                    await producer.send_and_wait(topic, orjson.dumps(change), key=change["customer_id"].encode())
+                    await asyncio.sleep(0.1)
+                return time.monotonic()
+            finally:
+                await producer.stop()
+                draining.request()  # ends the stream within a poll
+
+        sent: list[tuple[float, bytes]] = []
+        producing = asyncio.create_task(produce())
+        async for chunk in segment_changes._events(consumer, positions, {"rare"}, draining):  # stops the consumer
+            sent.append((time.monotonic(), chunk))
+        return sent, await producing
+
+    sent, flowed_until = asyncio.run(asyncio.wait_for(run(), 60))
+    events = [orjson.loads(c.split(b"data: ", 1)[1]) for _, c in sent if c.startswith(b"id: ")]
+    assert [e["change_id"] for e in events] == ["ch-30"]
+    assert sum(c == b": keepalive\n\n" for _, c in sent) >= 4, sent
+    # While changes flow, a fetch returns every 100 ms or so: the keep-alive goes out soon after it is due.
+    # (Once they stop, a fetch waits up to its poll of a second, as on an idle topic.) A second of slack for a
+    # loaded machine; without the keep-alive the stream is silent for 3 s either side of ch-30.
+    times = [t for t, _ in sent if t <= flowed_until] + [flowed_until]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert max(gaps) < keepalive_s + 1.0, gaps
+
+
+def _change_ids(base: str, token: str, last_event_id: str, count: int) -> list[str]:
+    """The change ids a stream resumed at ``last_event_id`` sends, up to ``count``, or those sent before it
+    went silent for 10 s (shorter than a keep-alive)."""
+    headers = {"Authorization": f"Bearer {token}", "Last-Event-ID": last_event_id}
+    got: list[str] = []
+    timeout = httpx.Timeout(30, read=10)
+    try:
+        with httpx.stream("GET", f"{base}/v1/segment-changes", headers=headers, timeout=timeout) as stream:
+            assert stream.status_code == 200, stream.read()
+            for line in stream.iter_lines():
+                if line.startswith("data: "):
+                    got.append(orjson.loads(line[6:])["change_id"])
+                    if len(got) == count:
+                        break
+    except httpx.ReadTimeout:
+        pass
+    return got
+
+
+def test_a_last_event_id_older_than_retention_resumes_at_the_oldest_retained_change(
+    tmp_path: Path, topics: Topics
+) -> None:
+    """Ten changes of one customer (one partition), the first five deleted as retention deletes them: a client
+    whose Last-Event-ID is before them gets the five left, not nothing. Until 2026-12-06 the stream's consumer
+    reset an out-of-range position to the end (aiokafka's default), skipping every retained change. A
+    position past the end (the topic recreated since) resumes at the oldest retained change too."""
+    env = {**topics.env, "RAPPORT_PROFILE__NAMESPACE": f"sse-{uuid.uuid4().hex[:6]}", "RAPPORT_API__KEY_CACHE_S": "0"}
+    token = create_key(env, "--name", "sse", "--scopes", "segments:admin")
+    changes = [{"change_id": f"ch-{i}", "customer_id": "c-1", "segment": "vip"} for i in range(10)]
+    send_changes(topics, changes)
+    (partition,) = {r.partition for r in topics.read_to_end(["segments.changes"])}
+    topic = topics.names["segments.changes"]
+    with admin_client(topics.settings) as admin:
+        admin.delete_records({SyncTopicPartition(topic, partition): 5})
+    count = SEGMENT_CHANGES.partition_count(topics.settings.kafka.event_partitions)
+    expired = segment_changes._encode_position(dict.fromkeys(range(count), 0)).decode()
+    ahead = segment_changes._encode_position({**dict.fromkeys(range(count), 0), partition: 1000}).decode()
+    retained = [c["change_id"] for c in changes[5:]]
+    with running_api(env, tmp_path / "api.log") as base:
+        assert _change_ids(base, token, expired, len(retained)) == retained
+        assert _change_ids(base, token, ahead, len(retained)) == retained
