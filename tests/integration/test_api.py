@@ -501,12 +501,13 @@ def test_an_as_of_no_answer_can_write_is_a_422_on_every_profile_and_score_route(
     key = api.keys["all"]
     asyncio.run(_seed_buyers(api, ["c-far"], orders=1))
     for as_of in ("9999-12-31T23:59:59-12:00", "0001-01-01T00:00:00+14:00"):
-        for method, path, options in [
+        requests: list[tuple[str, str, dict[str, Any]]] = [
             ("GET", "/v1/profiles/c-far", {"params": {"as_of": as_of}}),
             ("GET", "/v1/profiles/c-far/scores", {"params": {"as_of": as_of}}),
             ("POST", "/v1/profiles/batch", {"json": {"ids": ["c-far"], "as_of": as_of}}),
             ("POST", "/v1/scores/batch", {"json": {"ids": ["c-far"], "as_of": as_of}}),
-        ]:
+        ]
+        for method, path, options in requests:
             answer = api.call(method, path, key, **options)
             assert answer.status_code == 422, (path, as_of, answer.text)
             error = answer.json()["error"]

@@ -842,17 +842,17 @@ def test_namespace_commands_list_promote_and_drop(produced: Produced, tmp_path: 
     assert late.process.wait(timeout=120) == 1
     assert any(f"namespace {name!r} is being dropped" in line for line in late.log_lines()), late.troubles()
     # Nor a trainer or a webhook deliverer (they ask once their group lists them).
-    for command in ("trainer", "deliver"):
+    for process in ("trainer", "deliver"):
         started = subprocess.run(
-            [sys.executable, "-m", "services.cli.main", command],
+            [sys.executable, "-m", "services.cli.main", process],
             env={**env, "RAPPORT_PROFILE__NAMESPACE": name, "RAPPORT_MODELS__SECRET": "s" * 32},
             capture_output=True,
             text=True,
             timeout=120,
             check=False,
         )
-        assert started.returncode == 1, (command, started.stderr[-2000:])
-        assert f"rapport: namespace {name!r} is being dropped" in started.stderr, command
+        assert started.returncode == 1, (process, started.stderr[-2000:])
+        assert f"rapport: namespace {name!r} is being dropped" in started.stderr, process
 
     dropped = rapport("namespace", "drop", name, "--yes", env=env)
     assert dropped.returncode == 0, dropped.stderr
