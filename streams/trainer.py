@@ -194,22 +194,25 @@ class _Seek(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         if not assigned or self.refused is not None:
             return
-        # Asked once the group lists this trainer: a drop that marks the namespace from now on sees it
-        # (profiles.namespaces.Namespaces.begin_drop). Refused, it restores nothing and saves nothing.
-        refusal = functools.partial(self.namespaces.refuse_writers, self.trainers.store.namespace)
+        # Until the snapshots are read, nothing may be learned (examples fetched meanwhile would be skipped
+        # for good): a Redis outage here is waited out too. aiokafka holds the assignment while this runs.
         try:
-            await through_outages(refusal, self.backoff, "checking the namespace", alive=self.alive)
+            start = await through_outages(self._restore, self.backoff, "restoring the models", alive=self.alive)
         except NamespaceStateError as exc:
             self.refused = exc
             return
-        # Until the snapshots are read, nothing may be learned (examples fetched meanwhile would be skipped
-        # for good): a Redis outage here is waited out too. aiokafka holds the assignment while this runs.
-        start = await through_outages(self.trainers.restore_all, self.backoff, "restoring the models", alive=self.alive)
         assert start is not None  # no stop event: it returns only once restored
         for tp in assigned:
             self.consumer.seek(tp, start)
         log.info("training from offset %d", start)
         self.assigned = True
+
+    async def _restore(self) -> int:
+        """The offset to train from. The namespace is checked first, once the group lists this trainer: a drop
+        that marks it from now on sees the trainer (profiles.namespaces.Namespaces.begin_drop); refused, the
+        trainer restores nothing and saves nothing."""
+        await self.namespaces.refuse_writers(self.trainers.store.namespace)
+        return await self.trainers.restore_all()
 
 
 def _sender(headers: Sequence[tuple[str, bytes]]) -> str | None:

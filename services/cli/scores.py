@@ -31,10 +31,10 @@ def get(
 ) -> None:
     """Print every model's score for ID's profile as JSON, with the models the API serves; exit 1 if no profile
     has it."""
-    settings = get_settings()
-    if not settings.models.secret.get_secret_value():
+    at = as_of_ms(as_of)
+    if not get_settings().models.secret.get_secret_value():
         typer.echo("rapport: RAPPORT_MODELS__SECRET is not set: no model is verified, so cold-start scores", err=True)
-    read = asyncio.run(_read(any_id, as_of_ms(as_of)))
+    read = asyncio.run(_read(any_id, at))
     if isinstance(read.error, AsOfBeforeLastEventError):
         typer.echo(str(read.error), err=True)
         raise typer.Exit(2)
