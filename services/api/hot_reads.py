@@ -80,14 +80,18 @@ class HotReads:
             return None
         ctx: ApiContext = scope["app"].state.ctx
         try:
-            key = await _admitted(ctx, scope, "scores:read" if scores else "profiles:read")
-            if key is None:
+            admitted = await _admitted(ctx, scope, "scores:read" if scores else "profiles:read")
+            if admitted is None:
                 return None
+            key, origin = admitted
             served = await ctx.serving.current()
             keys = served.store.resolution_keys(profile_id)
             wait_s, values = await ctx.limiter.admit_and_read(key.key_id, key.rate_per_s, keys)
             if wait_s > 0:
                 raise rate_limited(key, wait_s)
+            if key.publishable and origin is not None:
+                # Once past the rate limit, as the route's dependency sets it: its 429 and 503 carry none.
+                scope.setdefault("state", {})["cors_origin"] = origin
             resolution = served.store.resolution([profile_id], [values])
             if scores:
                 answer = await answer_scores(ctx, served, profile_id, resolution=resolution)
@@ -99,16 +103,18 @@ class HotReads:
             return redis_unavailable()
 
 
-async def _admitted(ctx: ApiContext, scope: Scope, needed: str) -> ApiKey | None:
-    """The caller's key if the route's checks would admit it, else None; sets the CORS origin as the route's
-    dependency does."""
+async def _admitted(ctx: ApiContext, scope: Scope, needed: str) -> tuple[ApiKey, str | None] | None:
+    """The caller's key and ``Origin`` if the route's checks would admit it, else None."""
     authorization = origin = None
     for name, value in scope["headers"]:
+        # A repeated header: the route's reading of it decides (Starlette's is the first, a loop's the last).
         if name == b"authorization":
             if authorization is not None:
-                return None  # a repeated header: the route's reading of it decides
+                return None
             authorization = value.decode("latin-1")
         elif name == b"origin":
+            if origin is not None:
+                return None
             origin = value.decode("latin-1")
     if authorization is None:
         return None
@@ -119,9 +125,7 @@ async def _admitted(ctx: ApiContext, scope: Scope, needed: str) -> ApiKey | None
     key = await ctx.key_cache.get(token, ctx.keys.authenticate)
     if key is None or key.revoked_at is not None or not key.allows_origin(origin) or not key.allows(needed):
         return None
-    if key.publishable and origin is not None:
-        scope.setdefault("state", {})["cors_origin"] = origin
-    return key
+    return key, origin
 
 
 def _fields(query_string: bytes, *, allowed: bool) -> tuple[bool, set[str] | None]:

@@ -380,6 +380,21 @@ def test_segments_are_type_checked_versioned_listed_and_previewed(api: Api) -> N
     assert set(body["sample"]) <= set(seeded)
 
 
+def test_a_segment_preview_evaluates_no_more_profiles_than_its_limit(api: Api, tmp_path: Path) -> None:
+    """``api.preview_max_profiles``: until session 40 checked after each SCAN batch of up to 500 profiles, so a
+    preview evaluated up to 499 more (each rendered and scored on the event loop)."""
+    asyncio.run(_seed_buyers(api, [f"c-limit-{i}" for i in range(5)], orders=1))
+    with running_api({**api.env, "RAPPORT_API__PREVIEW_MAX_PROFILES": "2"}, tmp_path / "api.log") as base:
+        preview = httpx.post(
+            f"{base}/v1/segments/preview",
+            json={"rule": "transactions.orders >= 0"},
+            headers={"Authorization": f"Bearer {api.keys['all']}"},
+            timeout=30,
+        )
+    assert preview.status_code == 200, preview.text
+    assert (preview.json()["scanned"], preview.json()["complete"]) == (2, False), preview.json()
+
+
 async def _seed_buyers(api: Api, ids: list[str], orders: int) -> None:
     redis = make_redis(api.topics.settings)
     try:

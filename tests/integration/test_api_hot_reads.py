@@ -28,6 +28,7 @@ from tests.api_support import create_key, running_api, store_simulated_profiles
 
 pytestmark = pytest.mark.timeout(300)
 FUTURE = datetime(2031, 3, 1, tzinfo=UTC)
+ORIGIN = "https://shop.example"
 
 
 @dataclass
@@ -53,6 +54,10 @@ def servers(tmp_path_factory: pytest.TempPathFactory, settings: Settings, local_
         "events_only": create_key(env, "--name", "hot-e", "--scopes", "events:write"),
         "scores_only": create_key(env, "--name", "hot-s", "--scopes", "scores:read", "--rate-limit", "1e6"),
         "revoked": create_key(env, "--name", "hot-v", "--scopes", "profiles:read"),
+        "page": create_key(env, "--name", "hot-p", "--scopes", "scores:read", "--publishable", "--origin", ORIGIN),
+        "slow page": create_key(
+            env, "--name", "hot-q", "--scopes", "scores:read", "--publishable", "--origin", ORIGIN, "--rate-limit", "1"
+        ),
     }
     revoked_id = tokens["revoked"].split("_")[2]
     subprocess.run([sys.executable, "-m", "services.cli.main", "keys", "revoke", revoked_id], env=env, check=True)
@@ -119,6 +124,30 @@ def test_the_hot_path_answers_what_the_routes_answer(servers: Servers) -> None:
     # Every plain read by the reader and the scores-only key's scores read took the hot path; nothing else did.
     assert _hot_reads(servers.hot) - before == 3 * len(ids) + 1
     assert _hot_reads(servers.routes) == 0
+
+
+def test_the_hot_path_answers_a_page_as_the_routes_do(servers: Servers) -> None:
+    """Publishable keys from a page: a repeated ``Origin`` and a rate-limited call. Until session 40 the hot path
+    read the last ``Origin`` where the route reads the first (``evil, allowed``: 200 with the allowed origin
+    against the route's 403), and its 429 carried ``Access-Control-Allow-Origin`` where the route's did not."""
+    path = f"/v1/profiles/{servers.states[0].profile_id}/scores"
+
+    def asked(base: str, token: str, origins: list[str]) -> tuple[int, str | None]:
+        headers = [("Authorization", f"Bearer {token}"), *(("Origin", o) for o in origins)]
+        answer = httpx.get(f"{base}{path}", headers=headers, timeout=30)
+        return answer.status_code, answer.headers.get("access-control-allow-origin")
+
+    for origins in ([ORIGIN], ["https://evil.example", ORIGIN], [ORIGIN, "https://evil.example"]):
+        hot, routes = (
+            asked(servers.hot, servers.tokens["page"], origins),
+            asked(servers.routes, servers.tokens["page"], origins),
+        )
+        assert hot == routes, origins
+    assert asked(servers.hot, servers.tokens["page"], [ORIGIN]) == (200, ORIGIN)
+    for base in (servers.hot, servers.routes):
+        answers = [asked(base, servers.tokens["slow page"], [ORIGIN]) for _ in range(4)]
+        assert (429, None) in answers, (base, answers)
+        assert {a for a in answers if a[0] == 429} == {(429, None)}, (base, answers)
 
 
 def _hot_reads(base: str) -> float:

@@ -213,6 +213,8 @@ async def preview_segment(request: Request, _: Admin, body: PreviewIn) -> Previe
     unreadable: set[str] = set()
     async for batch in served.store.scan_profiles():
         for pid, stored in batch.items():
+            if scanned >= limit:
+                break  # a SCAN batch holds up to 500 profiles: evaluating all of them overshot the limit by 499
             if stored.unreadable is not None:
                 unreadable.add(pid)
                 continue
