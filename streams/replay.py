@@ -372,11 +372,16 @@ class Replay:
             )
         return self._lookups
 
+    def request_for(self, topics: Sequence[str], from_ms: int | None, to_ms: int | None) -> dict[str, Any]:
+        """The command's options as the checkpoint keeps them (``plan`` sets ``request``; a caller that keeps
+        the plan of an earlier attempt sets it itself, or the attempt's checkpoints would lose them)."""
+        return {"from": from_ms, "to": to_ms, "topics": sorted(topics), "retrain": self.models is not None}
+
     async def plan(self, topics: Sequence[str], from_ms: int | None, to_ms: int | None) -> Plan:
         """What to replay: the unfinished plan of the namespace's checkpoint (resume), or, after a finished
         one, from where it ended up to ``to_ms`` (catch-up), or a new plan."""
         checkpoint = await self.namespaces.checkpoint(self.store.namespace)
-        self.request = {"from": from_ms, "to": to_ms, "topics": sorted(topics), "retrain": self.models is not None}
+        self.request = self.request_for(topics, from_ms, to_ms)
         if checkpoint is not None and not checkpoint["done"]:
             # Resumed with other options, the replay would still finish the interrupted plan, and say nothing:
             # without --retrain, models trained on part of the history; with it, on the rest only.

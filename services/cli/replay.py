@@ -186,7 +186,10 @@ async def replay_through_outages(
                         stop=stop,
                         guard=held.check,
                     ) as runner:
-                        plan = plan or await runner.plan(topics, from_ms, to_ms)
+                        if plan is None:
+                            plan = await runner.plan(topics, from_ms, to_ms)
+                        else:  # after an outage: the first attempt's plan, still the command's options
+                            runner.request = runner.request_for(topics, from_ms, to_ms)
                         return await runner.run(plan, show)
 
                 return await _waiting_out_outages(

@@ -316,6 +316,9 @@ def test_a_replay_waits_out_a_redis_outage_and_ends_as_an_uninterrupted_one(
         assert proc.returncode == 0, err
         assert f"replay into {interrupted!r} (resumes from its checkpoint) paused" in err, err
         assert counts(out) == counts(uninterrupted.stdout)
+        # The attempts after the outage keep the command's options in their checkpoints, as the first did.
+        checkpoint = orjson.loads(get_key(topics.settings, Namespaces.checkpoint_key(interrupted)) or b"")
+        assert (checkpoint["request"] or {}).get("retrain") == retrain, checkpoint
         diffs = diff_profiles(produced.expected, stored_views(topics, interrupted, produced.as_of_ms))
         assert not diffs, f"{len(diffs)} differences:\n" + "\n".join(diffs[:40])
         hashes = {rapport("namespace", "hash", ns, env=topics.env).stdout.split()[0] for ns in (reference, interrupted)}
