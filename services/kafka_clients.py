@@ -54,12 +54,10 @@ class MissingTopicsError(RuntimeError):
     them on use, so a producer would wait for their metadata and then fail as if Kafka were unreachable."""
 
     def __init__(self, topics: Iterable[str]) -> None:
-        named = ", ".join(repr(t) for t in sorted(topics))
-        super().__init__(
-            f"topic {named} does not exist: run `rapport topics create`, or check RAPPORT_KAFKA__TOPIC_PREFIX"
-            if "," not in named
-            else f"topics {named} do not exist: run `rapport topics create`, or check RAPPORT_KAFKA__TOPIC_PREFIX"
-        )
+        names = sorted(topics)
+        named = ", ".join(repr(t) for t in names)
+        subject = f"topic {named} does not exist" if len(names) == 1 else f"topics {named} do not exist"
+        super().__init__(f"{subject}: run `rapport topics create`, or check RAPPORT_KAFKA__TOPIC_PREFIX")
 
 
 def require_topics(settings: Settings, topics: Iterable[str]) -> None:
