@@ -65,6 +65,16 @@ def formattable(ms: int) -> bool:
     return MIN_MS <= ms <= MAX_MS
 
 
+def unwritable(ms: int) -> str | None:
+    """Why ``iso`` cannot write ``ms``, as the end of a sentence about it; None if it can. What a caller's
+    ``as_of`` (the API's, the command line's) is refused with.
+
+    >>> unwritable(0) is None, unwritable(MAX_MS + 1)
+    (True, 'is outside the instants a profile can show, 0001-01-01T00:00:00.000Z to 9999-12-31T23:59:59.999Z')
+    """
+    return None if formattable(ms) else f"is outside the instants a profile can show, {iso(MIN_MS)} to {iso(MAX_MS)}"
+
+
 def iso(ms: int | None) -> str | None:
     """RFC 3339 UTC with milliseconds, as the profile view shows times.
 

@@ -34,7 +34,7 @@ def running_writers(settings: Settings, namespace: str, groups: Sequence[str] | 
     Blocking (kafka-python); raises ``KafkaError`` if Kafka cannot tell."""
     admin = make_admin(settings, "namespace-writers", request_timeout_ms=10_000)
     try:
-        described = admin.describe_groups(list(groups or settings.writer_groups_of(namespace)))
+        described = admin.describe_groups(list(settings.writer_groups_of(namespace) if groups is None else groups))
     finally:
         admin.close()
     return {group: len(found["members"]) for group, found in described.items() if found["members"]}

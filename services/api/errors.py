@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from profiles.read import AsOfBeforeLastEventError
 from profiles.segment_store import UnreadableSegmentError
 from profiles.store import UnreadableProfileError
-from profiles.timeutil import MAX_MS, MIN_MS, formattable, iso, to_ms
+from profiles.timeutil import iso, to_ms, unwritable
 from services.api.responses import JsonResponse
 
 
@@ -79,13 +79,8 @@ def checked_as_of(as_of: datetime | None) -> int | None:
     if as_of.tzinfo is None:
         raise ApiError(422, "invalid_as_of", "as_of needs a UTC offset, e.g. 2026-11-23T12:00:00Z")
     ms = to_ms(as_of)
-    if not formattable(ms):
-        raise ApiError(
-            422,
-            "invalid_as_of",
-            f"as_of is outside the instants a profile can show, {iso(MIN_MS)} to {iso(MAX_MS)}",
-            {"as_of": as_of.isoformat()},
-        )
+    if (why := unwritable(ms)) is not None:
+        raise ApiError(422, "invalid_as_of", f"as_of {why}", {"as_of": as_of.isoformat()})
     return ms
 
 

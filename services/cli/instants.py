@@ -7,7 +7,7 @@ from typing import Literal
 
 import typer
 
-from profiles.timeutil import MAX_MS, MIN_MS, formattable, iso, to_ms
+from profiles.timeutil import to_ms, unwritable
 
 
 def instant_ms(value: str, option: str, unbounded: Literal["earliest", "now"]) -> int | None:
@@ -35,8 +35,7 @@ def as_of_ms(as_of: datetime | None) -> int | None:
     if as_of.tzinfo is None:
         raise typer.BadParameter("--as-of needs a UTC offset, e.g. 2025-03-01T00:00:00Z")
     ms = to_ms(as_of)
-    if not formattable(ms):
-        outside = f"is outside the instants a profile can show, {iso(MIN_MS)} to {iso(MAX_MS)}"
-        typer.echo(f"rapport: --as-of {as_of.isoformat()} {outside}", err=True)
+    if (why := unwritable(ms)) is not None:
+        typer.echo(f"rapport: --as-of {as_of.isoformat()} {why}", err=True)
         raise typer.Exit(2)
     return ms
