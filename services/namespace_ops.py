@@ -28,13 +28,18 @@ _EXAMPLES = 3
 _PAGE = 1000  # profiles loaded per round trip
 
 
-def running_writers(settings: Settings, namespace: str, groups: Sequence[str] | None = None) -> dict[str, int]:
-    """The consumer groups of processes that write ``namespace``'s keys (``groups``, by default its workers',
-    trainers' and webhook deliverers') that have members now, with how many: each is a running process.
-    Blocking (kafka-python); raises ``KafkaError`` if Kafka cannot tell."""
+def running_writers(settings: Settings, namespace: str, *, webhooks: bool = True) -> dict[str, int]:
+    """The consumer groups of processes that write ``namespace``'s keys that have members now, with how many:
+    its workers', trainers' and (with ``webhooks``) webhook deliverers', one group per webhook
+    (``Settings.webhook_part_group``), the shared one of earlier versions too. Each member is a running
+    process. Blocking (kafka-python); raises ``KafkaError`` if Kafka cannot tell."""
+    webhook_groups = settings.webhook_group_of(namespace)
     admin = make_admin(settings, "namespace-writers", request_timeout_ms=10_000)
     try:
-        described = admin.describe_groups(list(settings.writer_groups_of(namespace) if groups is None else groups))
+        groups = [g for g in settings.writer_groups_of(namespace) if webhooks or g != webhook_groups]
+        if webhooks:
+            groups += [g["group_id"] for g in admin.list_groups() if g["group_id"].startswith(f"{webhook_groups}.")]
+        described = admin.describe_groups(groups)
     finally:
         admin.close()
     return {group: len(found["members"]) for group, found in described.items() if found["members"]}

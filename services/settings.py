@@ -260,7 +260,19 @@ class WebhookSettings(BaseModel):
     backoff_max_s: float = Field(30.0, gt=0)
     timeout_s: float = Field(5.0, gt=0, description="Longest wait for an endpoint's answer.")
     start_from: Literal["latest", "earliest"] = Field(
-        "latest", description="Where a deliverer with no committed position starts in segments.changes."
+        "latest",
+        description="Where a webhook with no committed position starts in segments.changes: at its registration, "
+        "or at the oldest retained change (services/webhooks/starts.py).",
+    )
+    batch_budget_s: float = Field(
+        60.0,
+        gt=0,
+        le=240,
+        description="Longest one webhook's part works on a fetched batch before committing what it delivered and "
+        "fetching again: under aiokafka's max_poll_interval (300 s), past which it would leave its group.",
+    )
+    refresh_s: float = Field(
+        2.0, gt=0, description="How often the deliverer re-reads the registrations: new webhooks start, removed stop."
     )
     private_targets: bool = Field(
         False,
@@ -350,8 +362,13 @@ class Settings(BaseSettings):
         return f"{self.kafka.topic_prefix}rapport-trainer-{namespace}"
 
     def webhook_group_of(self, namespace: str) -> str:
-        """The consumer group of the webhook deliverers of ``namespace``."""
+        """The consumer group the webhook deliverers of ``namespace`` shared until 2026-12-07; now the prefix of
+        each webhook's own group (``webhook_part_group``), and where those started (services/webhooks/starts.py)."""
         return f"{self.kafka.topic_prefix}rapport-webhooks-{namespace}"
+
+    def webhook_part_group(self, namespace: str, webhook_id: str) -> str:
+        """The consumer group of one webhook's deliveries: its position is its own."""
+        return f"{self.webhook_group_of(namespace)}.{webhook_id}"
 
     def writer_groups_of(self, namespace: str) -> tuple[str, ...]:
         """The consumer groups of every long-running process that writes ``namespace``'s keys."""

@@ -208,13 +208,10 @@ def drop(name: NameArg, yes: Annotated[bool, typer.Option("--yes", help="Do not 
         # registrations there (docs/replay.md): they stay, and so may its deliverers.
         serving_instead = await namespaces.serves_another(name)
         keep = WebhookStore(redis, name).holds if serving_instead else None
-        groups = settings.writer_groups_of(name)
-        if serving_instead:
-            groups = tuple(g for g in groups if g != settings.webhook_group_of(name))
         # A running worker, trainer or deliverer would write keys behind the SCAN, and the namespace would come
         # back half-made. Asked after marking: one that joins its group from now on sees the mark and stops.
         try:
-            writers = await asyncio.to_thread(running_writers, settings, name, groups)
+            writers = await asyncio.to_thread(running_writers, settings, name, webhooks=not serving_instead)
         except BaseException as exc:
             if marked:  # nothing was deleted: a drop given up here is no unfinished drop
                 await namespaces.call_off_drop(name)

@@ -1,204 +1,84 @@
 """``rapport deliver``: POST every segment change to the webhooks that want it, signed, in order, retried.
 
 Guarantee: at least once per (change, webhook), in the topic's order per customer, each change identified
-by ``Rapport-Change-Id`` (receivers de-duplicate on it). The consumer group commits a batch only once every
-webhook has either acknowledged (2xx) or dead-lettered each of its changes, so a crash re-sends, never
-skips. A change an endpoint refuses ``webhooks.max_attempts`` times is dead-lettered: the delivery log
-(``GET /v1/webhooks/{id}/deliveries``) says so and the endpoint moves on to the next change.
+by ``Rapport-Change-Id`` (receivers de-duplicate on it). Each webhook has its own consumer group and its own
+part in this process (``services.webhooks.parts``): an endpoint that is down holds back only its own
+deliveries. A change an endpoint refuses ``webhooks.max_attempts`` times is dead-lettered for it: the
+delivery log (``GET /v1/webhooks/{id}/deliveries``) says so and that webhook moves on.
 
-Retries wait ``backoff_base_s × 2^(attempt−1)`` (capped at ``backoff_max_s``), drawn from the upper half of
-that — jitter, so endpoints recovering from an outage are not hit by every deliverer at once. While one
-endpoint retries, the others finish their part of the batch; the next batch waits for the slowest endpoint
-(bounded by its retry budget).
-
-Redis or Kafka failing is backpressure: the batch is retried after a pause (the worker's, `stream.retry_*`),
-nothing is committed.
+The registrations are read again every ``webhooks.refresh_s``: a new webhook's part starts, a removed one's
+stops. Redis or Kafka failing is backpressure: the part concerned pauses and retries (``stream.retry_*``),
+nothing is committed meanwhile. A part failing otherwise (its namespace is being dropped, a defect) stops
+every other and the process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
-import time
-from collections.abc import Sequence
-from urllib.parse import urlsplit
-
-import aiohttp
-import orjson
-from aiokafka import AIOKafkaConsumer
 
 from profiles.namespaces import Namespaces
-from schemas.topics import SEGMENT_CHANGES, full_name
-from services.kafka_clients import commit_offsets, stop_consumer
 from services.redis_client import make_redis
-from services.settings import Settings, WebhookSettings
-from services.webhooks.signature import sign
-from services.webhooks.store import Delivery, Webhook, WebhookStore
-from services.webhooks.targets import PublicResolver, literal_refusal
-from streams.backoff import OUTAGES, Backoff, through_outages
+from services.settings import Settings
+from services.webhooks.parts import Shared, WebhookPart
+from services.webhooks.sender import Sender, client_session
+from services.webhooks.starts import shared_group_offsets
+from services.webhooks.store import WebhookStore
+from streams.backoff import Backoff, through_outages
 from streams.liveness import Liveness
 
 log = logging.getLogger(__name__)
 
-#: (change id, segment, the record's bytes)
-Change = tuple[str, str, bytes]
-
-
-class Deliverer:
-    def __init__(
-        self, settings: Settings, store: WebhookStore, session: aiohttp.ClientSession, alive: Liveness | None = None
-    ) -> None:
-        """``alive``: beaten at every attempt, since one batch can take minutes of retries to slow endpoints."""
-        self.settings = settings.webhooks
-        self.store = store
-        self.session = session
-        self.alive = alive or Liveness("")
-
-    async def deliver(self, changes: Sequence[Change]) -> None:
-        """Every change to every webhook that wants it; returns when each is delivered or dead-lettered.
-
-        A failure in one webhook's part (Redis down while logging) stops the others before it propagates:
-        the caller delivers the batch again from its start, and a part left running would send its endpoint
-        a second sequence of the same changes, interleaved with the first (order per endpoint lost)."""
-        hooks = await self.store.all()
-        try:
-            async with asyncio.TaskGroup() as parts:
-                for hook in hooks:
-                    parts.create_task(self._to(hook, [c for c in changes if hook.wants(c[1])]))
-        except BaseExceptionGroup as failed:
-            outages, others = failed.split(OUTAGES)
-            if others is None and outages is not None:
-                # through_outages knows an outage by its type, which the group hides; a defect among them
-                # propagates as the whole group.
-                raise outages.exceptions[0] from None
-            raise
-
-    async def _to(self, hook: Webhook, changes: Sequence[Change]) -> None:
-        deliveries = [await self._one(hook, change) for change in changes]
-        await self.store.log(hook.webhook_id, deliveries)
-
-    async def _one(self, hook: Webhook, change: Change) -> Delivery:
-        change_id, segment, body = change
-        status: int | None = None
-        error: str | None = None
-        pauses = Backoff(self.settings.backoff_base_s, self.settings.backoff_max_s).pauses()
-        for attempt in range(1, self.settings.max_attempts + 1):
-            self.alive()
-            status, error = await self._post(hook, change_id, body)
-            if status is not None and 200 <= status < 300:
-                return Delivery(
-                    change_id=change_id,
-                    segment=segment,
-                    status="delivered",
-                    attempts=attempt,
-                    last_status_code=status,
-                    at_ms=int(time.time() * 1000),
-                )
-            if attempt < self.settings.max_attempts:
-                await asyncio.sleep(next(pauses))
-        log.warning("dead-lettered change %s for webhook %s", change_id, hook.webhook_id)
-        return Delivery(
-            change_id=change_id,
-            segment=segment,
-            status="dead_lettered",
-            attempts=self.settings.max_attempts,
-            last_status_code=status,
-            last_error=error,
-            at_ms=int(time.time() * 1000),
-        )
-
-    async def _post(self, hook: Webhook, change_id: str, body: bytes) -> tuple[int | None, str | None]:
-        """The endpoint's status code, or None and why there was no answer."""
-        if not self.settings.private_targets:
-            host = urlsplit(hook.url).hostname or ""
-            refused = literal_refusal(host)
-            if refused is not None:
-                return None, refused
-        headers = {
-            "Content-Type": "application/json",
-            "Rapport-Change-Id": change_id,
-            "Rapport-Webhook-Id": hook.webhook_id,
-            "Rapport-Signature": sign(hook.secret, body, int(time.time())),
-        }
-        try:
-            timeout = aiohttp.ClientTimeout(total=self.settings.timeout_s)
-            # Not following redirects: a receiver could send the deliverer on to an address it may not reach.
-            async with self.session.post(
-                hook.url, data=body, headers=headers, timeout=timeout, allow_redirects=False
-            ) as response:
-                return response.status, None if 200 <= response.status < 300 else f"HTTP {response.status}"
-        except TimeoutError:
-            return None, f"no answer within {self.settings.timeout_s} s"
-        except (aiohttp.ClientError, OSError) as exc:
-            return None, str(exc) or type(exc).__name__
-
-
-def client_session(settings: WebhookSettings) -> aiohttp.ClientSession:
-    """The deliverer's HTTP client: it connects only to public addresses unless private targets are allowed
-    (``services.webhooks.targets``). Created in a running event loop."""
-    resolver = None if settings.private_targets else PublicResolver()
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=resolver))
-
-
-def parse(value: bytes | None) -> Change | None:
-    """The change id and segment of a ``segments.changes`` record; None if it is not one."""
-    try:
-        change = orjson.loads(value or b"")
-        return str(change["change_id"]), str(change["segment"]), value or b""
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        return None
-
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
-    """Deliver until ``stop`` is set, committing what was delivered."""
-    prefix = settings.kafka.topic_prefix
-    consumer = AIOKafkaConsumer(
-        full_name(SEGMENT_CHANGES, prefix),
-        bootstrap_servers=settings.kafka.bootstrap_servers,
-        client_id=f"{settings.kafka.client_id}-webhooks",
-        group_id=settings.webhook_group_of(settings.profile.namespace),
-        enable_auto_commit=False,
-        auto_offset_reset=settings.webhooks.start_from,
-    )
+    """Deliver until ``stop`` is set."""
+    namespace = settings.profile.namespace
     redis = make_redis(settings)
-    await consumer.start()
+    alive = Liveness(settings.stream.liveness_file)
+    backoff = Backoff(settings.stream.retry_initial_s, settings.stream.retry_max_s)
+    store = WebhookStore(redis, namespace)
+    refuse_a_drop = functools.partial(_refuse_a_drop, Namespaces(redis), namespace)
     try:
+        # Asked here too: with no webhook there is no group for a drop to see this deliverer by.
+        await through_outages(refuse_a_drop, backoff, "checking the namespace", alive=alive, stop=stop)
+        offsets = functools.partial(asyncio.to_thread, shared_group_offsets, settings, namespace)
+        handover = await through_outages(
+            functools.partial(store.handover, offsets), backoff, "reading the hand-over", alive=alive, stop=stop
+        )
+        if handover is None:
+            return
         async with client_session(settings.webhooks) as session:
-            alive = Liveness(settings.stream.liveness_file)
-            backoff = Backoff(settings.stream.retry_initial_s, settings.stream.retry_max_s)
-            deliverer = Deliverer(settings, WebhookStore(redis, settings.profile.namespace), session, alive)
-            checked = False
-            while not stop.is_set():
-                alive()
-                batches = await consumer.getmany(timeout_ms=500, max_records=500)
-                if not checked and consumer.assignment():
-                    # Asked once the group lists this deliverer: a drop that marks the namespace from now on
-                    # sees it (profiles.namespaces.Namespaces.begin_drop). Raises before anything is delivered.
-                    refusal = functools.partial(_refuse_a_drop, Namespaces(redis), settings.profile.namespace)
-                    await through_outages(refusal, backoff, "checking the namespace", alive=alive, stop=stop)
-                    if stop.is_set():
-                        break
-                    checked = True
-                records = [r for _, rs in sorted(batches.items(), key=lambda b: b[0].partition) for r in rs]
-                changes = []
-                for record in records:
-                    change = parse(record.value)
-                    if change is None:
-                        log.warning("skipping a record that is not a segment change at %s", record.offset)
-                    else:
-                        changes.append(change)
-                await through_outages(
-                    functools.partial(
-                        _delivered, deliverer, changes, consumer, bool(records), settings.kafka.commit_timeout_s
-                    ),
-                    backoff,
-                    "delivery",
-                    alive=alive,
-                    stop=stop,  # stopped during an outage: the batch is not committed, so it is sent again
-                )
+            sender = Sender(settings.webhooks, session, alive)
+            shared = Shared(settings, sender, store, handover, refuse_a_drop, stop, alive)
+            parts: dict[str, asyncio.Task[None]] = {}
+            try:
+                async with asyncio.TaskGroup() as group:
+                    while not stop.is_set():
+                        alive()
+                        hooks = await through_outages(
+                            store.all, backoff, "reading the webhooks", alive=alive, stop=stop
+                        )
+                        if hooks is None:
+                            break
+                        wanted = {hook.webhook_id: hook for hook in hooks}
+                        for webhook_id in [w for w in parts if w not in wanted]:
+                            log.info("webhook %s was removed: its deliveries stop", webhook_id)
+                            parts.pop(webhook_id).cancel()
+                        for webhook_id, hook in wanted.items():
+                            if webhook_id not in parts:
+                                part = WebhookPart(hook, shared).run()
+                                parts[webhook_id] = group.create_task(part, name=f"webhook {webhook_id}")
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(stop.wait(), settings.webhooks.refresh_s)
+            except BaseExceptionGroup as failed:
+                # One cause is enough to stop for; the command line knows a refusal by its type, which the group
+                # hides. The others are logged.
+                for other in failed.exceptions[1:]:
+                    log.error("a webhook's part failed too", exc_info=other)
+                raise failed.exceptions[0] from None
     finally:
-        await stop_consumer(consumer)
         await redis.aclose()
 
 
@@ -207,11 +87,3 @@ async def _refuse_a_drop(namespaces: Namespaces, namespace: str) -> None:
     configured with it serves another, whose drop keeps them (``rapport namespace drop``)."""
     if await namespaces.serves_another(namespace) is None:
         await namespaces.refuse_writers(namespace)
-
-
-async def _delivered(
-    deliverer: Deliverer, changes: Sequence[Change], consumer: AIOKafkaConsumer, commit: bool, commit_timeout_s: float
-) -> None:
-    await deliverer.deliver(changes)
-    if commit:
-        await commit_offsets(consumer, commit_timeout_s)

@@ -1,13 +1,16 @@
 """Webhook registrations and their delivery logs in Redis (namespace-scoped, like everything else).
 
 - ``rapport:<ns>:wh`` — hash: webhook id → registration (JSON, secret included);
-- ``rapport:<ns>:wh:log:{<id>}`` — the delivery log, newest first, capped at ``LOG_SIZE`` entries.
+- ``rapport:<ns>:wh:log:{<id>}`` — the delivery log, newest first, capped at ``LOG_SIZE`` entries;
+- ``rapport:<ns>:wh:handover`` — where the shared consumer group of earlier deliverers had got to, taken
+  once (``Handover``, services/webhooks/starts.py).
 """
 
 from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from typing import Final, Literal
 
 import msgspec
@@ -39,7 +42,16 @@ class Delivery(msgspec.Struct, frozen=True, kw_only=True):
     at_ms: int
 
 
+class Handover(msgspec.Struct, frozen=True, kw_only=True):
+    """The shared group's committed positions when the first deliverer with one group per webhook started
+    (``at_ms``): where the webhooks registered before then go on from."""
+
+    at_ms: int
+    offsets: dict[int, int]  # partition → first offset not delivered
+
+
 _HOOK = msgspec.json.Decoder(Webhook)
+_HANDOVER = msgspec.json.Decoder(Handover)
 _DELIVERY = msgspec.json.Decoder(Delivery)
 _ENCODER = msgspec.json.Encoder()
 
@@ -49,6 +61,7 @@ class WebhookStore:
         self.redis = redis
         self._hooks = f"rapport:{namespace}:wh"
         self._log = f"rapport:{namespace}:wh:log"
+        self._handover = f"rapport:{namespace}:wh:handover"
 
     async def register(self, url: str, segments: list[str]) -> Webhook:
         hook = Webhook(
@@ -87,11 +100,23 @@ class WebhookStore:
     async def deliveries(self, webhook_id: str, limit: int) -> list[Delivery]:
         return [_DELIVERY.decode(d) for d in await self.redis.lrange(self._log_key(webhook_id), 0, limit - 1)]
 
+    async def handover(self, shared_offsets: Callable[[], Awaitable[dict[int, int]]]) -> Handover:
+        """The hand-over from the shared group, taken now from ``shared_offsets()`` if it never was. The first
+        deliverer to record it wins: every deliverer starts the same webhooks at the same positions."""
+        blob = await self.redis.get(self._handover)
+        if blob is None:
+            taken = Handover(at_ms=int(time.time() * 1000), offsets=await shared_offsets())
+            await self.redis.set(self._handover, _ENCODER.encode(taken), nx=True)
+            blob = await self.redis.get(self._handover)
+            if blob is None:  # deleted in between (a drop): this deliverer's own reading stands
+                return taken
+        return _HANDOVER.decode(blob)
+
     def _log_key(self, webhook_id: str) -> str:
         return f"{self._log}:{{{webhook_id}}}"
 
     def holds(self, key: str | bytes) -> bool:
-        """Whether ``key`` is one of this store's (registrations, delivery logs): what a drop of a namespace
-        that an API is configured with keeps (``rapport namespace drop``)."""
+        """Whether ``key`` is one of this store's (registrations, delivery logs, hand-over): what a drop of a
+        namespace that an API is configured with keeps (``rapport namespace drop``)."""
         name = key.decode() if isinstance(key, bytes) else key
-        return name == self._hooks or name.startswith(f"{self._log}:")
+        return name in (self._hooks, self._handover) or name.startswith(f"{self._log}:")

@@ -910,7 +910,7 @@ def test_dropping_the_configured_namespace_after_a_promotion_keeps_its_webhooks(
             [sys.executable, "-m", "services.cli.main", "deliver"], env=env, stdout=out, stderr=subprocess.STDOUT
         )
     try:
-        group = settings.webhook_group_of(old)
+        group = settings.webhook_part_group(old, hook.webhook_id)  # each webhook has its own
         _wait_for(lambda: running_writers(settings, old) == {group: 1}, "the deliverer to join")
         assert rapport("namespace", "promote", new, env=env).returncode == 0
         dropped = rapport("namespace", "drop", old, "--yes", env=env)
@@ -922,9 +922,26 @@ def test_dropping_the_configured_namespace_after_a_promotion_keeps_its_webhooks(
     finally:
         deliverer.send_signal(signal.SIGTERM)
         deliverer.wait(timeout=60)
-    # A namespace no API is configured with goes whole.
-    asyncio.run(_webhook_with_a_delivery(settings, new))
+    # A namespace no API is configured with goes whole, once no deliverer of it runs (seen by its webhooks'
+    # groups: one each).
+    new_hook = asyncio.run(_webhook_with_a_delivery(settings, new))
     assert rapport("namespace", "promote", old, env=env).returncode == 0
+    with (tmp_path / "deliver-new.log").open("wb") as out:
+        deliverer = subprocess.Popen(
+            [sys.executable, "-m", "services.cli.main", "deliver"],
+            env={**env, "RAPPORT_PROFILE__NAMESPACE": new},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        group = settings.webhook_part_group(new, new_hook.webhook_id)
+        _wait_for(lambda: running_writers(settings, new) == {group: 1}, "the deliverer to join")
+        refused = rapport("namespace", "drop", new, "--yes", env=env)
+        assert refused.returncode == 1, refused.stdout
+        assert f"is written by running processes ({group}: 1)" in refused.stderr
+    finally:
+        deliverer.send_signal(signal.SIGTERM)
+        deliverer.wait(timeout=60)
     assert rapport("namespace", "drop", new, "--yes", env=env).returncode == 0
     assert asyncio.run(_webhooks(settings, new)) == ([], 0)
 

@@ -4,6 +4,7 @@ endpoint never accepts, and every outcome in the delivery log."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import threading
@@ -16,8 +17,16 @@ from pathlib import Path
 
 import httpx
 import pytest
+from kafka.errors import NoError
+from kafka.structs import OffsetAndMetadata
 
+from services.kafka_clients import make_consumer, topic_partitions
+from services.namespace_ops import running_writers
+from services.redis_client import make_redis
+from services.settings import Settings
+from services.topics_admin import admin_client
 from services.webhooks.signature import verify
+from services.webhooks.store import Webhook, WebhookStore
 from tests.api_support import create_key, running_api, stopped
 from tests.http_support import loopback_server
 from tests.kafka_support import Topics, private_kafka, send_changes
@@ -30,8 +39,10 @@ class Receiver:
     """An HTTP endpoint that answers ``fail_first`` requests with 500, then ``status``; it keeps what came.
     With a ``gate``, every request waits for it to open before being answered."""
 
-    def __init__(self, status: int, fail_first: int = 0, gate: threading.Event | None = None) -> None:
-        self.status, self.fail_first, self.gate = status, fail_first, gate
+    def __init__(
+        self, status: int, fail_first: int = 0, gate: threading.Event | None = None, delay_s: float = 0.0
+    ) -> None:
+        self.status, self.fail_first, self.gate, self.delay_s = status, fail_first, gate, delay_s
         self.received: list[tuple[str, bytes, str]] = []  # (change id, body, signature) of accepted requests
         self.requests = 0
         self.lock = threading.Lock()
@@ -47,6 +58,7 @@ def serving(receiver: Receiver) -> Iterator[str]:
                 number = receiver.requests
             if receiver.gate is not None:
                 receiver.gate.wait(30)
+            time.sleep(receiver.delay_s)
             with receiver.lock:
                 status = 500 if number <= receiver.fail_first else receiver.status
                 if 200 <= status < 300:
@@ -130,6 +142,201 @@ def test_changes_reach_webhooks_signed_in_order_retried_and_dead_lettered(tmp_pa
         assert http.get(f"/v1/webhooks/{all_hook['webhook_id']}/deliveries").status_code == 404
 
 
+def test_an_endpoint_that_is_down_holds_back_only_itself(tmp_path: Path, topics: Topics) -> None:
+    """Each webhook has its own consumer group: while one endpoint answers 503 (with a retry budget of hours),
+    another gets every change as it comes, batch after batch. Until 2026-12-07 one group served every webhook
+    and committed a batch once each had finished its part, so the second batch waited for the first one's
+    retries to the endpoint that was down. Removing the webhook stops its retries within the refresh."""
+    namespace = f"wh-{uuid.uuid4().hex[:6]}"
+    env = {
+        **topics.env,
+        "RAPPORT_PROFILE__NAMESPACE": namespace,
+        "RAPPORT_WEBHOOKS__MAX_ATTEMPTS": "100000",
+        "RAPPORT_WEBHOOKS__BACKOFF_BASE_S": "0.05",
+        "RAPPORT_WEBHOOKS__BACKOFF_MAX_S": "0.2",
+        "RAPPORT_WEBHOOKS__REFRESH_S": "0.5",
+        "RAPPORT_WEBHOOKS__PRIVATE_TARGETS": "true",
+    }
+    up, down = Receiver(200), Receiver(503)
+    with serving(up) as up_url, serving(down) as down_url:
+        hooks = asyncio.run(register(topics.settings, namespace, up_url, down_url))
+        changes = [{"change_id": f"ch-{i}", "customer_id": f"c-{i % 3}", "segment": "vip"} for i in range(20)]
+        log = tmp_path / "deliver.log"
+        deliverer = start_deliverer(env, log)
+        try:
+            wait_for(lambda: running_parts(topics.settings, namespace) == 2, deliverer, log)
+            send_changes(topics, changes[:10])
+            wait_for(lambda: len(up.received) == 10, deliverer, log, timeout_s=30)
+            send_changes(topics, changes[10:])
+            wait_for(lambda: len(up.received) == 20, deliverer, log, timeout_s=30)
+            assert down.requests > 2, "the endpoint that is down was not being retried"
+            assert logged(topics.settings, namespace, hooks[1].webhook_id) == set(), "dead-lettered already"
+
+            asyncio.run(unregister(topics.settings, namespace, hooks[1].webhook_id))
+            wait_for(lambda: f"webhook {hooks[1].webhook_id} was removed" in log.read_text(), deliverer, log)
+            time.sleep(1.0)  # a request under way when it was removed may still come
+            tried = down.requests
+            time.sleep(2.0)
+            assert down.requests == tried, "retried after its webhook was removed"
+        finally:
+            assert stopped(deliverer, 30) == 0
+    for customer in ("c-0", "c-1", "c-2"):
+        expected = [c["change_id"] for c in changes if c["customer_id"] == customer]
+        assert [c for c, _, _ in up.received if c in expected] == expected
+    assert logged(topics.settings, namespace, hooks[0].webhook_id) == {c["change_id"] for c in changes}
+
+
+def test_a_webhook_starts_at_its_registration_and_older_ones_where_the_shared_group_stopped(
+    tmp_path: Path, topics: Topics
+) -> None:
+    """Where a webhook with no committed position starts (services/webhooks/starts.py):
+
+    - registered before the first deliverer with one group per webhook: where the group that deliverers of
+      earlier versions shared had committed (the upgrade re-sends nothing it delivered, skips nothing it did
+      not);
+    - registered later: at the first change written after its registration, not at the end of the topic
+      when its part starts."""
+    namespace = f"wh-{uuid.uuid4().hex[:6]}"
+    env = {
+        **topics.env,
+        "RAPPORT_PROFILE__NAMESPACE": namespace,
+        "RAPPORT_WEBHOOKS__REFRESH_S": "0.5",
+        "RAPPORT_WEBHOOKS__PRIVATE_TARGETS": "true",
+    }
+    changes = [{"change_id": f"ch-{i}", "customer_id": f"c-{i % 3}", "segment": "vip"} for i in range(14)]
+    older, newer = Receiver(200), Receiver(200)
+    with serving(older) as older_url, serving(newer) as newer_url:
+        send_changes(topics, changes[:6])
+        commit_shared_group_at_the_end(topics, namespace)  # an earlier deliverer sent those six
+        send_changes(topics, changes[6:10])
+        (older_hook,) = asyncio.run(register(topics.settings, namespace, older_url))
+        log = tmp_path / "deliver.log"
+        deliverer = start_deliverer(env, log)
+        try:
+            wait_for(lambda: len(older.received) == 4, deliverer, log)
+            send_changes(topics, changes[10:12])
+            time.sleep(0.05)  # the registration comes after those two changes' timestamps
+            asyncio.run(register(topics.settings, namespace, newer_url))
+            send_changes(topics, changes[12:])
+            wait_for(lambda: len(older.received) == 8 and len(newer.received) == 2, deliverer, log)
+            time.sleep(2.0)  # nothing more comes
+        finally:
+            assert stopped(deliverer, 30) == 0
+    assert sorted(c for c, _, _ in older.received) == sorted(c["change_id"] for c in changes[6:])
+    assert sorted(c for c, _, _ in newer.received) == ["ch-12", "ch-13"]
+    assert logged(topics.settings, namespace, older_hook.webhook_id) == {c["change_id"] for c in changes[6:]}
+
+
+def test_a_batch_is_cut_at_its_budget_and_its_rest_read_again_in_order(tmp_path: Path, topics: Topics) -> None:
+    """An endpoint that answers in 0.15 s and a batch budget of 0.5 s: each fetched batch is cut after a few
+    changes, what was delivered logged and committed, the rest read again. Every change arrives once, in
+    order. Before, a batch ran to its end however long it took: past aiokafka's max_poll_interval (300 s)
+    the deliverer left its group."""
+    namespace = f"wh-{uuid.uuid4().hex[:6]}"
+    env = {
+        **topics.env,
+        "RAPPORT_PROFILE__NAMESPACE": namespace,
+        "RAPPORT_WEBHOOKS__START_FROM": "earliest",
+        "RAPPORT_WEBHOOKS__BATCH_BUDGET_S": "0.5",
+        "RAPPORT_WEBHOOKS__PRIVATE_TARGETS": "true",
+    }
+    changes = [{"change_id": f"ch-{i}", "customer_id": "c-0", "segment": "vip"} for i in range(16)]
+    slow = Receiver(200, delay_s=0.15)
+    with serving(slow) as url:
+        (hook,) = asyncio.run(register(topics.settings, namespace, url))
+        send_changes(topics, changes)
+        log = tmp_path / "deliver.log"
+        deliverer = start_deliverer(env, log)
+        try:
+            wait_for(
+                lambda: logged(topics.settings, namespace, hook.webhook_id) == {c["change_id"] for c in changes},
+                deliverer,
+                log,
+            )
+            time.sleep(1.0)
+        finally:
+            assert stopped(deliverer, 30) == 0
+    assert [c for c, _, _ in slow.received] == [c["change_id"] for c in changes]
+    assert log.read_text().count("batch cut at its budget") >= 3, log.read_text()
+
+
+def test_deliverers_that_join_and_leave_share_a_webhook_and_lose_no_change(tmp_path: Path, topics: Topics) -> None:
+    """A second deliverer joins while the first is sending (the webhook's partitions are shared between them,
+    mid-batch), then the first is stopped (its partitions move to the second). Every change arrives, each
+    customer's in order (a change may come twice, from the last commit: at least once), and both exit 0."""
+    namespace = f"wh-{uuid.uuid4().hex[:6]}"
+    env = {
+        **topics.env,
+        "RAPPORT_PROFILE__NAMESPACE": namespace,
+        "RAPPORT_WEBHOOKS__START_FROM": "earliest",
+        "RAPPORT_WEBHOOKS__BATCH_BUDGET_S": "1",
+        "RAPPORT_WEBHOOKS__PRIVATE_TARGETS": "true",
+    }
+    changes = [{"change_id": f"ch-{i}", "customer_id": f"c-{i % 6}", "segment": "vip"} for i in range(90)]
+    receiver = Receiver(200, delay_s=0.1)
+    logs = [tmp_path / "deliver-first.log", tmp_path / "deliver-second.log"]
+    with serving(receiver) as url:
+        (hook,) = asyncio.run(register(topics.settings, namespace, url))
+        send_changes(topics, changes)
+        first = start_deliverer(env, logs[0])
+        second = None
+        try:
+            wait_for(lambda: len(receiver.received) >= 10, first, logs[0])
+            second = start_deliverer(env, logs[1])
+            wait_for(lambda: len(receiver.received) >= 50, second, logs[1])
+            assert stopped(first, 30) == 0, logs[0].read_text()
+            every = {c["change_id"] for c in changes}
+            wait_for(lambda: logged(topics.settings, namespace, hook.webhook_id) == every, second, logs[1])
+        finally:
+            assert stopped(first, 30) == 0
+            if second is not None:
+                assert stopped(second, 30) == 0, logs[1].read_text()
+    assert {c for c, _, _ in receiver.received} == {c["change_id"] for c in changes}
+    for customer in {c["customer_id"] for c in changes}:
+        expected = [c["change_id"] for c in changes if c["customer_id"] == customer]
+        got = [c for c, _, _ in receiver.received if c in expected]
+        assert list(dict.fromkeys(got)) == expected, customer
+    text = logs[0].read_text() + logs[1].read_text()
+    assert "Traceback" not in text, text
+    assert "Setting newly assigned partitions" in logs[1].read_text()
+
+
+async def register(settings: Settings, namespace: str, *urls: str) -> list[Webhook]:
+    redis = make_redis(settings)
+    try:
+        return [await WebhookStore(redis, namespace).register(url, []) for url in urls]
+    finally:
+        await redis.aclose()
+
+
+async def unregister(settings: Settings, namespace: str, webhook_id: str) -> None:
+    redis = make_redis(settings)
+    try:
+        assert await WebhookStore(redis, namespace).remove(webhook_id)
+    finally:
+        await redis.aclose()
+
+
+def running_parts(settings: Settings, namespace: str) -> int:
+    """How many webhook parts of ``namespace`` are members of their groups."""
+    return len([g for g in running_writers(settings, namespace) if g.startswith(settings.webhook_group_of(namespace))])
+
+
+def commit_shared_group_at_the_end(topics: Topics, namespace: str) -> None:
+    """Commit the end of segments.changes for the group deliverers shared until 2026-12-07, as one would have."""
+    consumer = make_consumer(topics.settings, "test-shared-group")
+    try:
+        ends = consumer.end_offsets(topic_partitions(consumer, topics.names["segments.changes"]))
+    finally:
+        consumer.close()
+    with admin_client(topics.settings) as admin:
+        failed = admin.alter_group_offsets(
+            topics.settings.webhook_group_of(namespace),
+            {tp: OffsetAndMetadata(end, "", -1) for tp, end in ends.items()},
+        )
+    assert all(error is NoError for error in failed.values()), failed
+
+
 def test_webhooks_to_addresses_that_are_not_public_are_refused_at_registration(tmp_path: Path, topics: Topics) -> None:
     """The default: only public targets. Names are judged where the deliverer connects, not here
     (tests/unit/test_webhook_targets.py)."""
@@ -149,8 +356,9 @@ def test_webhooks_to_addresses_that_are_not_public_are_refused_at_registration(t
 
 def test_a_deliverer_waits_out_a_redis_outage_and_skips_no_change(tmp_path: Path, topics: Topics) -> None:
     """Redis killed (SIGKILL) while changes keep coming: the deliverer keeps running with a fresh liveness file
-    and pauses instead of skipping or dead-lettering; stopped during the outage, it exits at once; once Redis
-    is back from its AOF, a new deliverer sends every change (at least once: nothing unsent was committed)."""
+    and pauses (at the delivery log) instead of skipping or dead-lettering; stopped during the outage, it exits
+    at once; once Redis is back from its AOF, a new deliverer sends every change (at least once: nothing whose
+    outcome was not logged was committed)."""
     alive = tmp_path / "alive"
     with private_redis(topics, tmp_path) as (redis, own):
         env = {
@@ -181,12 +389,15 @@ def test_a_deliverer_waits_out_a_redis_outage_and_skips_no_change(tmp_path: Path
                     assert deliverer.poll() is None, "the deliverer exited on the outage"
                     assert time.time() - alive.stat().st_mtime < 7, "the deliverer looked hung during the outage"
                 assert stopped(deliverer, 10) == 0, "not stopped while waiting out the outage"
-                assert len(receiver.received) < len(changes), "everything was delivered before the outage"
+                # The changes that came during the outage were sent; their outcomes could not be logged.
+                assert "delivery paused" in (tmp_path / "deliver.log").read_text(), "the outage was never met"
                 redis.start()
                 deliverer = start_deliverer(env, tmp_path / "deliver-again.log")
                 expected = {c["change_id"] for c in changes}
                 again = tmp_path / "deliver-again.log"
-                wait_for(lambda: {c for c, _, _ in receiver.received} == expected, deliverer, again)
+                hook = (own.settings, env["RAPPORT_PROFILE__NAMESPACE"], created.json()["webhook_id"])
+                wait_for(lambda: logged(*hook) == expected, deliverer, again)
+                assert {c for c, _, _ in receiver.received} == expected
             finally:
                 assert stopped(deliverer, 30) == 0
     logs = (tmp_path / "deliver.log").read_text() + (tmp_path / "deliver-again.log").read_text()
@@ -243,6 +454,20 @@ def test_a_deliverer_waits_out_a_kafka_outage_and_stops_cleanly_during_it(tmp_pa
     logs = (tmp_path / "deliver.log").read_text() + (tmp_path / "deliver-again.log").read_text()
     assert "dead-lettered" not in logs
     assert "Traceback" not in logs, logs
+
+
+def logged(settings: Settings, namespace: str, webhook_id: str) -> set[str]:
+    """The change ids the webhook's delivery log holds as delivered."""
+
+    async def read() -> set[str]:
+        redis = make_redis(settings)
+        try:
+            deliveries = await WebhookStore(redis, namespace).deliveries(webhook_id, 1000)
+        finally:
+            await redis.aclose()
+        return {d.change_id for d in deliveries if d.status == "delivered"}
+
+    return asyncio.run(read())
 
 
 def wait_for(done: Callable[[], bool], process: subprocess.Popen[bytes], log: Path, timeout_s: float = 60) -> None:

@@ -14,8 +14,8 @@ import pytest
 from aiohttp import ThreadedResolver
 from aiohttp.abc import ResolveResult
 
-from services.settings import Settings, WebhookSettings
-from services.webhooks.deliver import Deliverer, client_session
+from services.settings import WebhookSettings
+from services.webhooks.sender import Sender, client_session
 from services.webhooks.store import Webhook
 from services.webhooks.targets import PublicResolver, TargetRefusedError, literal_refusal, refusal
 from tests.http_support import loopback_server
@@ -113,11 +113,11 @@ def _hook(url: str) -> Webhook:
 
 
 def _post(private_targets: bool, url: str) -> tuple[int | None, str | None]:
-    settings = Settings(_env_file=None, webhooks=WebhookSettings(private_targets=private_targets, timeout_s=5))
+    settings = WebhookSettings(private_targets=private_targets, timeout_s=5)
 
     async def run() -> tuple[int | None, str | None]:
-        async with client_session(settings.webhooks) as session:
-            return await Deliverer(settings, None, session)._post(_hook(url), "ch-1", b"{}")  # type: ignore[arg-type]
+        async with client_session(settings) as session:
+            return await Sender(settings, session)._post(_hook(url), "ch-1", b"{}")
 
     return asyncio.run(run())
 
