@@ -259,6 +259,9 @@ class WebhookSettings(BaseModel):
     backoff_base_s: float = Field(0.5, gt=0, description="First retry delay; doubled per attempt, with jitter.")
     backoff_max_s: float = Field(30.0, gt=0)
     timeout_s: float = Field(5.0, gt=0, description="Longest wait for an endpoint's answer.")
+    retry_after_max_s: float = Field(
+        300.0, ge=0, description="Longest wait an endpoint's Retry-After header is granted before the next attempt."
+    )
     start_from: Literal["latest", "earliest"] = Field(
         "latest",
         description="Where a webhook with no committed position starts in segments.changes: at its registration, "

@@ -7,9 +7,11 @@ deliveries. A change an endpoint refuses ``webhooks.max_attempts`` times is dead
 delivery log (``GET /v1/webhooks/{id}/deliveries``) says so and that webhook moves on.
 
 The registrations are read again every ``webhooks.refresh_s``: a new webhook's part starts, a removed one's
-stops. Redis or Kafka failing is backpressure: the part concerned pauses and retries (``stream.retry_*``),
-nothing is committed meanwhile. A part failing otherwise (its namespace is being dropped, a defect) stops
-every other and the process.
+stops. The liveness file is touched while every part goes round: a part hung for longer than its batch
+budget and request timeout allow stops the beats, and the probe restarts the process. Redis or Kafka
+failing is backpressure: the part concerned pauses and retries (``stream.retry_*``), nothing is committed
+meanwhile. A part failing otherwise (its namespace is being dropped, a defect) stops every other and the
+process.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 
 from profiles.namespaces import Namespaces
 from services.redis_client import make_redis
@@ -50,13 +53,18 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         if handover is None:
             return
         async with client_session(settings.webhooks) as session:
-            sender = Sender(settings.webhooks, session, alive)
-            shared = Shared(settings, sender, store, handover, refuse_a_drop, stop, alive)
-            parts: dict[str, asyncio.Task[None]] = {}
+            shared = Shared(settings, Sender(settings.webhooks, session), store, handover, refuse_a_drop, stop)
+            parts: dict[str, tuple[WebhookPart, asyncio.Task[None]]] = {}
+            # A part beats at least once per batch budget and request timeout; later than this, it hangs.
+            stale_s = settings.webhooks.batch_budget_s + settings.webhooks.timeout_s + 30.0
             try:
                 async with asyncio.TaskGroup() as group:
                     while not stop.is_set():
-                        alive()
+                        hung = [w for w, (part, _) in parts.items() if time.monotonic() - part.beat_at > stale_s]
+                        if hung:
+                            log.error("webhook parts have not gone round for %.0f s: %s", stale_s, ", ".join(hung))
+                        else:
+                            alive()
                         hooks = await through_outages(
                             store.all, backoff, "reading the webhooks", alive=alive, stop=stop
                         )
@@ -65,11 +73,12 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                         wanted = {hook.webhook_id: hook for hook in hooks}
                         for webhook_id in [w for w in parts if w not in wanted]:
                             log.info("webhook %s was removed: its deliveries stop", webhook_id)
-                            parts.pop(webhook_id).cancel()
+                            parts.pop(webhook_id)[1].cancel()
                         for webhook_id, hook in wanted.items():
                             if webhook_id not in parts:
-                                part = WebhookPart(hook, shared).run()
-                                parts[webhook_id] = group.create_task(part, name=f"webhook {webhook_id}")
+                                part = WebhookPart(hook, shared)
+                                task = group.create_task(part.run(), name=f"webhook {webhook_id}")
+                                parts[webhook_id] = part, task
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(stop.wait(), settings.webhooks.refresh_s)
             except BaseExceptionGroup as failed:

@@ -29,11 +29,10 @@ from aiokafka.structs import TopicPartition
 from schemas.topics import SEGMENT_CHANGES, full_name
 from services.kafka_clients import commit_offsets, stop_consumer
 from services.settings import Settings
-from services.webhooks.sender import Change, Sender
+from services.webhooks.sender import Change, Retrying, Sender
 from services.webhooks.starts import first_offset
 from services.webhooks.store import Delivery, Handover, Webhook, WebhookStore
 from streams.backoff import Backoff, through_outages
-from streams.liveness import Liveness
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +58,6 @@ class Shared:
     handover: Handover
     refuse_a_drop: Callable[[], Awaitable[None]]  # raises if the namespace is being dropped
     stop: asyncio.Event
-    alive: Liveness
 
 
 class WebhookPart:
@@ -68,8 +66,15 @@ class WebhookPart:
         self.shared = shared
         self.settings = shared.settings
         self.stop = shared.stop
-        self.alive = shared.alive
         self.backoff = Backoff(shared.settings.stream.retry_initial_s, shared.settings.stream.retry_max_s)
+        # Changes whose retries a cut interrupted (at most one per partition): they go on when read again.
+        self.retrying: dict[str, Retrying] = {}
+        self.beat_at = time.monotonic()
+
+    def alive(self) -> None:
+        """Beaten at every fetch, attempt and outage pause: the deliverer's liveness file is touched only while
+        every part beats (``services.webhooks.deliver``)."""
+        self.beat_at = time.monotonic()
 
     async def run(self) -> None:
         """Deliver until ``stop`` is set (or the task is cancelled: the webhook was removed)."""
@@ -135,12 +140,26 @@ class WebhookPart:
                     continue
                 if not self.hook.wants(change[1]):
                     continue
-                delivery = await self.shared.sender.send(self.hook, change, self.stop)
-                if delivery is None:  # stopped between its attempts
+                retrying = self.retrying.get(change[0])
+                outcome = await self.shared.sender.send(
+                    self.hook, change, until=deadline, stop=self.stop, alive=self.alive, retrying=retrying
+                )
+                if isinstance(outcome, Retrying):  # its next attempt comes after the budget, or stopped
+                    self.retrying[outcome.change_id] = outcome
+                    if not self.stop.is_set():
+                        log.info(
+                            "webhook %s: change %s failed %d times (%s); next attempt in %.1f s",
+                            self.hook.webhook_id,
+                            outcome.change_id,
+                            outcome.attempts,
+                            outcome.error,
+                            outcome.next_at - time.monotonic(),
+                        )
                     _read_again(consumer, tp, record.offset)
                     cut = True
                     break
-                deliveries.append(delivery)
+                self.retrying.pop(change[0], None)
+                deliveries.append(outcome)
         what = f"webhook {self.hook.webhook_id}: delivery"
         logged = functools.partial(self._log, deliveries)
         if await through_outages(logged, self.backoff, what, alive=self.alive, stop=self.stop) is None:
@@ -183,6 +202,7 @@ class _Positions(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         self.placed = False
+        self.part.retrying.clear()  # what comes back after the rebalance starts its retries afresh
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         part = self.part

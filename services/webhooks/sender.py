@@ -2,15 +2,25 @@
 never accepts it within ``webhooks.max_attempts``.
 
 Retries wait ``backoff_base_s × 2^(attempt−1)`` (capped at ``backoff_max_s``), drawn from the upper half of
-that — jitter, so endpoints recovering from an outage are not hit by every deliverer at once.
+that — jitter, so endpoints recovering from an outage are not hit by every deliverer at once. An answer
+with ``Retry-After`` (seconds or an HTTP date; 429 and 503 send it) waits at least that long, up to
+``retry_after_max_s``.
+
+A change's retries may outlast its batch's time budget: ``send`` then returns where they stand
+(``Retrying``), the batch is cut there, and the change, read again with the next fetch, goes on from that
+state: its attempts are counted across the cut and its pause is not restarted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import logging
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -20,7 +30,6 @@ from services.webhooks.signature import sign
 from services.webhooks.store import Delivery, Webhook
 from services.webhooks.targets import PublicResolver, literal_refusal
 from streams.backoff import Backoff
-from streams.liveness import Liveness
 
 log = logging.getLogger(__name__)
 
@@ -28,57 +37,96 @@ log = logging.getLogger(__name__)
 Change = tuple[str, str, bytes]
 
 
+@dataclass
+class Retrying:
+    """A change whose retries were interrupted (its batch's budget, or a stop): what the next ``send`` of the
+    same change goes on from."""
+
+    change_id: str
+    attempts: int  # made so far
+    next_at: float  # monotonic time of the next attempt
+    status: int | None  # the last attempt's answer
+    error: str | None
+    pauses: Iterator[float]
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int | None  # None: no HTTP answer
+    error: str | None  # why it failed; None when 2xx
+    retry_after_s: float | None = None
+
+
 class Sender:
-    def __init__(
-        self, settings: WebhookSettings, session: aiohttp.ClientSession, alive: Liveness | None = None
-    ) -> None:
-        """``alive``: beaten at every attempt, since one change can take a minute of retries."""
+    def __init__(self, settings: WebhookSettings, session: aiohttp.ClientSession) -> None:
         self.settings = settings
         self.session = session
-        self.alive = alive or Liveness("")
 
-    async def send(self, hook: Webhook, change: Change, stop: asyncio.Event) -> Delivery | None:
-        """How ``change``'s delivery to ``hook`` ended; None if ``stop`` was set between its attempts (it was
-        not delivered: the next deliverer sends it)."""
+    async def send(
+        self,
+        hook: Webhook,
+        change: Change,
+        *,
+        until: float,
+        stop: asyncio.Event,
+        alive: Callable[[], None],
+        retrying: Retrying | None = None,
+    ) -> Delivery | Retrying:
+        """How ``change``'s delivery to ``hook`` ended, or where its retries stand when the next attempt would
+        come after ``until`` (monotonic) or ``stop`` was set while waiting for it (not delivered: the change is
+        sent again). ``retrying``: where an earlier call left this change; ignored if it was another one.
+        ``alive`` is beaten at every attempt."""
         change_id, segment, body = change
-        status: int | None = None
-        error: str | None = None
-        pauses = Backoff(self.settings.backoff_base_s, self.settings.backoff_max_s).pauses()
-        for attempt in range(1, self.settings.max_attempts + 1):
-            self.alive()
-            status, error = await self._post(hook, change_id, body)
-            if status is not None and 200 <= status < 300:
+        state = retrying if retrying is not None and retrying.change_id == change_id else None
+        if state is None:
+            pauses = Backoff(self.settings.backoff_base_s, self.settings.backoff_max_s).pauses()
+            state = Retrying(change_id, 0, time.monotonic(), None, None, pauses)
+        while True:
+            wait_s = state.next_at - time.monotonic()
+            if wait_s > 0:
+                if state.next_at > until:
+                    return state
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), wait_s)
+            if stop.is_set():
+                return state
+            alive()
+            answer = await self._post(hook, change_id, body)
+            state.attempts += 1
+            state.status, state.error = answer.status, answer.error
+            if answer.status is not None and 200 <= answer.status < 300:
                 return Delivery(
                     change_id=change_id,
                     segment=segment,
                     status="delivered",
-                    attempts=attempt,
-                    last_status_code=status,
+                    attempts=state.attempts,
+                    last_status_code=answer.status,
                     at_ms=int(time.time() * 1000),
                 )
-            if attempt < self.settings.max_attempts:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), next(pauses))
-                if stop.is_set():
-                    return None
+            if state.attempts >= self.settings.max_attempts:
+                break
+            pause = next(state.pauses)
+            if answer.retry_after_s is not None:
+                pause = max(pause, min(answer.retry_after_s, self.settings.retry_after_max_s))
+            state.next_at = time.monotonic() + pause
         log.warning("dead-lettered change %s for webhook %s", change_id, hook.webhook_id)
         return Delivery(
             change_id=change_id,
             segment=segment,
             status="dead_lettered",
-            attempts=self.settings.max_attempts,
-            last_status_code=status,
-            last_error=error,
+            attempts=state.attempts,
+            last_status_code=state.status,
+            last_error=state.error,
             at_ms=int(time.time() * 1000),
         )
 
-    async def _post(self, hook: Webhook, change_id: str, body: bytes) -> tuple[int | None, str | None]:
-        """The endpoint's status code, or None and why there was no answer."""
+    async def _post(self, hook: Webhook, change_id: str, body: bytes) -> Answer:
+        """The endpoint's answer, or why there was none."""
         if not self.settings.private_targets:
             host = urlsplit(hook.url).hostname or ""
             refused = literal_refusal(host)
             if refused is not None:
-                return None, refused
+                return Answer(None, refused)
         headers = {
             "Content-Type": "application/json",
             "Rapport-Change-Id": change_id,
@@ -91,11 +139,41 @@ class Sender:
             async with self.session.post(
                 hook.url, data=body, headers=headers, timeout=timeout, allow_redirects=False
             ) as response:
-                return response.status, None if 200 <= response.status < 300 else f"HTTP {response.status}"
+                if 200 <= response.status < 300:
+                    return Answer(response.status, None)
+                after = retry_after_s(response.headers.get("Retry-After"), time.time())
+                return Answer(response.status, f"HTTP {response.status}", after)
         except TimeoutError:
-            return None, f"no answer within {self.settings.timeout_s} s"
+            return Answer(None, f"no answer within {self.settings.timeout_s} s")
         except (aiohttp.ClientError, OSError) as exc:
-            return None, str(exc) or type(exc).__name__
+            return Answer(None, str(exc) or type(exc).__name__)
+
+
+def retry_after_s(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (RFC 9110: seconds, or an HTTP date); None if absent or
+    not understood.
+
+    >>> retry_after_s("120", 0.0), retry_after_s(" 7 ", 0.0)
+    (120.0, 7.0)
+    >>> retry_after_s("Thu, 01 Jan 1970 00:01:40 GMT", 60.0)
+    40.0
+    >>> retry_after_s("Thu, 01 Jan 1970 00:00:10 GMT", 60.0), retry_after_s("-5", 0.0)
+    (0.0, 0.0)
+    >>> [retry_after_s(v, 0.0) for v in (None, "", "soon", "1e9999", "nan", "²")]
+    [None, None, None, None, None, None]
+    """
+    text = (value or "").strip()
+    if text.isascii() and text.isdigit():
+        return float(text)
+    if text.isascii() and text.startswith("-") and text[1:].isdigit():
+        return 0.0
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - now)
 
 
 def client_session(settings: WebhookSettings) -> aiohttp.ClientSession:

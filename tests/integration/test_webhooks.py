@@ -156,6 +156,7 @@ def test_an_endpoint_that_is_down_holds_back_only_itself(tmp_path: Path, topics:
         "RAPPORT_WEBHOOKS__BACKOFF_MAX_S": "0.2",
         "RAPPORT_WEBHOOKS__REFRESH_S": "0.5",
         "RAPPORT_WEBHOOKS__PRIVATE_TARGETS": "true",
+        "RAPPORT_STREAM__LIVENESS_FILE": str(tmp_path / "alive"),
     }
     up, down = Receiver(200), Receiver(503)
     with serving(up) as up_url, serving(down) as down_url:
@@ -170,6 +171,7 @@ def test_an_endpoint_that_is_down_holds_back_only_itself(tmp_path: Path, topics:
             send_changes(topics, changes[10:])
             wait_for(lambda: len(up.received) == 20, deliverer, log, timeout_s=30)
             assert down.requests > 2, "the endpoint that is down was not being retried"
+            assert time.time() - (tmp_path / "alive").stat().st_mtime < 5, "looked hung while retrying"
             assert logged(topics.settings, namespace, hooks[1].webhook_id) == set(), "dead-lettered already"
 
             asyncio.run(unregister(topics.settings, namespace, hooks[1].webhook_id))

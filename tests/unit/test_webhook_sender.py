@@ -1,61 +1,155 @@
-"""One change to one endpoint (``services.webhooks.sender``), against a loopback receiver."""
+"""One change to one endpoint (``services.webhooks.sender``), against a loopback receiver that answers as told."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler
 
 from services.settings import WebhookSettings
 from services.webhooks.parts import parse
-from services.webhooks.sender import Sender, client_session
-from services.webhooks.store import Webhook
+from services.webhooks.sender import Retrying, Sender, client_session
+from services.webhooks.store import Delivery, Webhook
 from tests.http_support import loopback_server
 
+CHANGE = ("c-1", "vip", b"{}")
 
-def _refusing(answers: list[float]) -> type[BaseHTTPRequestHandler]:
-    """A receiver that answers 503, noting when each request came."""
-    lock = threading.Lock()
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers["Content-Length"]))
-            with lock:
-                answers.append(time.monotonic())
-            self.send_response(503)
-            self.end_headers()
+class Endpoint:
+    """Answers each request with the next of ``answers`` (status, headers), the last one for ever after;
+    notes when each request came (monotonic)."""
 
-        def log_message(self, *_: object) -> None:
-            pass
+    def __init__(self, *answers: tuple[int, dict[str, str]]) -> None:
+        self.answers = list(answers)
+        self.came: list[float] = []
+        self.lock = threading.Lock()
 
-    return Handler
+    @contextmanager
+    def serving(self) -> Iterator[Webhook]:
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers["Content-Length"]))
+                with endpoint.lock:
+                    endpoint.came.append(time.monotonic())
+                    status, headers = endpoint.answers[min(len(endpoint.came), len(endpoint.answers)) - 1]
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        with loopback_server(Handler) as port:
+            yield Webhook(webhook_id="wh_x", url=f"http://127.0.0.1:{port}/", segments=[], secret="s", created_at_ms=0)
+
+
+def _settings(**overrides: float) -> WebhookSettings:
+    return WebhookSettings(private_targets=True, **overrides)
+
+
+def _send(settings: WebhookSettings, hook: Webhook, budgets_s: list[float]) -> list[Delivery | Retrying]:
+    """``send`` called once per budget, each call given the state the previous one left, as a part does
+    when it reads a cut batch again; the outcomes."""
+
+    async def run() -> list[Delivery | Retrying]:
+        outcomes: list[Delivery | Retrying] = []
+        retrying: Retrying | None = None
+        async with client_session(settings) as session:
+            sender = Sender(settings, session)
+            for budget_s in budgets_s:
+                until = time.monotonic() + budget_s
+                outcome = await sender.send(
+                    hook, CHANGE, until=until, stop=asyncio.Event(), alive=lambda: None, retrying=retrying
+                )
+                # A copy: the next call goes on with the same state, and changes it.
+                outcomes.append(dataclasses.replace(outcome) if isinstance(outcome, Retrying) else outcome)
+                retrying = outcome if isinstance(outcome, Retrying) else None
+        return outcomes
+
+    return asyncio.run(asyncio.wait_for(run(), 30))
+
+
+def test_retries_cut_by_the_budget_go_on_where_they_stood() -> None:
+    """A budget that ends before the next attempt returns the retries' state; given back, the attempts go on
+    counting and the pause is not restarted. A part's batch is so cut without losing or resetting anything
+    (aiokafka leaves the group when a batch outlasts max_poll_interval_ms)."""
+    endpoint = Endpoint((503, {}), (503, {}), (200, {}))
+    with endpoint.serving() as hook:
+        outcomes = _send(_settings(backoff_base_s=0.4, backoff_max_s=0.4), hook, [0.0, 0.0, 5.0])
+    first, second, third = outcomes
+    assert isinstance(first, Retrying)
+    assert first.attempts == 1
+    assert first.status == 503
+    assert isinstance(second, Retrying)
+    assert second.attempts == 1, "the pause was not over: no attempt"
+    assert isinstance(third, Delivery)
+    assert (third.status, third.attempts) == ("delivered", 3)
+    assert len(endpoint.came) == 3
+    assert endpoint.came[1] - endpoint.came[0] >= 0.2  # the pause (drawn from 0.2–0.4 s) was kept
+
+
+def test_a_change_is_dead_lettered_after_max_attempts_counted_across_cuts() -> None:
+    endpoint = Endpoint((503, {}))
+    with endpoint.serving() as hook:
+        outcomes = _send(_settings(max_attempts=3, backoff_base_s=0.05, backoff_max_s=0.05), hook, [0.0] * 6 + [5.0])
+    last = outcomes[-1]
+    assert isinstance(last, Delivery)
+    assert (last.status, last.attempts, last.last_status_code, last.last_error) == (
+        "dead_lettered",
+        3,
+        503,
+        "HTTP 503",
+    )
+    assert len(endpoint.came) == 3
+
+
+def test_retry_after_is_waited_for_up_to_its_limit() -> None:
+    """429 with ``Retry-After: 1``: the next attempt waits a second, not the 10 ms backoff; with
+    ``retry_after_max_s=0.2``, 0.2 s."""
+    for limit_s, least_s, most_s in ((300.0, 1.0, 3.0), (0.2, 0.2, 0.9)):
+        endpoint = Endpoint((429, {"Retry-After": "1"}), (200, {}))
+        settings = _settings(backoff_base_s=0.01, backoff_max_s=0.01, retry_after_max_s=limit_s)
+        with endpoint.serving() as hook:
+            (outcome,) = _send(settings, hook, [10.0])
+        assert isinstance(outcome, Delivery)
+        assert outcome.attempts == 2
+        assert least_s <= endpoint.came[1] - endpoint.came[0] < most_s, (limit_s, endpoint.came)
 
 
 def test_a_stop_between_attempts_ends_the_retries_at_once_and_leaves_the_change_undelivered() -> None:
-    """Retries of a refused change pause for up to ``backoff_max_s``; a stop meanwhile ends them (None: neither
-    delivered nor dead-lettered, so not committed, and the next deliverer sends it). Before 2026-12-07 a
-    deliverer stopped during such a pause finished the change's retry budget first."""
-    answers: list[float] = []
-    settings = WebhookSettings(private_targets=True, max_attempts=5, backoff_base_s=30, backoff_max_s=30)
-    with loopback_server(_refusing(answers)) as port:
-        hook = Webhook(webhook_id="wh_x", url=f"http://127.0.0.1:{port}/", segments=[], secret="s", created_at_ms=0)
+    """A stop during a pause ends it (the change is neither delivered nor dead-lettered, so not committed,
+    and the next deliverer sends it). Before 2026-12-07 a deliverer stopped during such a pause finished the
+    change's retry budget first."""
+    endpoint = Endpoint((503, {}))
+    settings = _settings(max_attempts=5, backoff_base_s=30, backoff_max_s=30)
+    with endpoint.serving() as hook:
 
         async def run() -> tuple[object, float]:
             stop = asyncio.Event()
             async with client_session(settings) as session:
-                sending = asyncio.create_task(Sender(settings, session).send(hook, ("c-1", "vip", b"{}"), stop))
-                while not answers:
+                until = time.monotonic() + 60
+                sender = Sender(settings, session)
+                sending = asyncio.create_task(sender.send(hook, CHANGE, until=until, stop=stop, alive=lambda: None))
+                while not endpoint.came:
                     await asyncio.sleep(0.01)
+                await asyncio.sleep(0.05)
                 stop.set()
                 stopped_at = time.monotonic()
                 outcome = await asyncio.wait_for(sending, 5)
                 return outcome, time.monotonic() - stopped_at
 
         outcome, took_s = asyncio.run(run())
-    assert outcome is None
+    assert isinstance(outcome, Retrying)
+    assert outcome.attempts == 1
     assert took_s < 1.0
-    assert len(answers) == 1
+    assert len(endpoint.came) == 1
 
 
 def test_records_that_are_not_segment_changes_are_told_apart() -> None:

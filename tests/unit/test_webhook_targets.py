@@ -117,7 +117,8 @@ def _post(private_targets: bool, url: str) -> tuple[int | None, str | None]:
 
     async def run() -> tuple[int | None, str | None]:
         async with client_session(settings) as session:
-            return await Sender(settings, session)._post(_hook(url), "ch-1", b"{}")
+            answer = await Sender(settings, session)._post(_hook(url), "ch-1", b"{}")
+            return answer.status, answer.error
 
     return asyncio.run(run())
 
