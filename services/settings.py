@@ -217,6 +217,12 @@ class ApiSettings(BaseModel):
     )
     default_rate_per_s: float = Field(100.0, gt=0, description="Requests per second of a key created without one.")
     preview_max_profiles: int = Field(50_000, ge=1, description="Most profiles a segment preview scans.")
+    max_change_streams: int = Field(
+        100,
+        ge=1,
+        description="Segment-change streams (SSE) one API process holds open at once; each holds a Kafka "
+        "consumer. Past it, 503 too_many_streams.",
+    )
     serving_refresh_s: float = Field(
         1.0, ge=0, description="How often an API process re-reads which namespace it serves (after a promote)."
     )

@@ -27,6 +27,7 @@ from services.api.ratelimit import RateLimiter
 from services.api.responses import JsonResponse
 from services.api.routes import erasures, events, health, profiles, scores, segment_changes, segments, webhooks
 from services.api.serving import ServingNamespace
+from services.api.stream_slots import StreamSlots
 from services.api.worker_view import WorkerView
 from services.redis_client import make_redis
 from services.settings import Settings
@@ -63,6 +64,7 @@ def create_app(settings: Settings, draining: Draining | None = None) -> FastAPI:
             metrics=metrics,
             workers=workers,
             draining=draining,
+            streams=StreamSlots(settings.api.max_change_streams),
         )
         try:
             yield

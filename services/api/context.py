@@ -15,6 +15,7 @@ from services.api.keys import KeyStore
 from services.api.metrics import ApiMetrics
 from services.api.ratelimit import RateLimiter
 from services.api.serving import ServingNamespace
+from services.api.stream_slots import StreamSlots
 from services.api.worker_view import WorkerView
 from services.settings import Settings
 
@@ -36,3 +37,4 @@ class ApiContext:
     metrics: ApiMetrics
     workers: WorkerView
     draining: Draining  # set when the process is asked to stop: long-lived responses end
+    streams: StreamSlots  # the segment-change streams open

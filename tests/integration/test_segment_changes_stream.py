@@ -4,6 +4,7 @@ little through, and a ``Last-Event-ID`` the topic's retention has passed."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 import uuid
@@ -18,6 +19,7 @@ from kafka import TopicPartition as SyncTopicPartition
 from schemas.topics import SEGMENT_CHANGES
 from services.api.draining import Draining
 from services.api.routes import segment_changes
+from services.api.stream_slots import StreamSlots
 from services.topics_admin import admin_client
 from tests.api_support import create_key, running_api
 from tests.kafka_support import Topics, send_changes
@@ -61,7 +63,10 @@ def test_a_stream_whose_segments_are_rare_sends_keepalives_while_other_changes_f
 
         sent: list[tuple[float, bytes]] = []
         producing = asyncio.create_task(produce())
-        async for chunk in segment_changes._events(consumer, positions, {"rare"}, draining):  # stops the consumer
+        slot = StreamSlots(1).take()
+        assert slot is not None
+        stream = segment_changes._Stream(consumer, slot)
+        async for chunk in segment_changes._events(stream, positions, {"rare"}, draining):  # stops the consumer
             sent.append((time.monotonic(), chunk))
         return sent, await producing
 
@@ -118,3 +123,46 @@ def test_a_last_event_id_older_than_retention_resumes_at_the_oldest_retained_cha
     with running_api(env, tmp_path / "api.log") as base:
         assert _change_ids(base, token, expired, len(retained)) == retained
         assert _change_ids(base, token, ahead, len(retained)) == retained
+
+
+def test_an_api_process_holds_at_most_its_limit_of_streams_open(tmp_path: Path, topics: Topics) -> None:
+    """Each stream holds a Kafka consumer. With ``api.max_change_streams=2`` and two streams open, a third is
+    answered 503 ``too_many_streams`` with ``Retry-After``; once a client goes away, its slot is given back
+    and a new stream is accepted. Until 2026-12-07 there was no limit."""
+    env = {
+        **topics.env,
+        "RAPPORT_PROFILE__NAMESPACE": f"sse-{uuid.uuid4().hex[:6]}",
+        "RAPPORT_API__KEY_CACHE_S": "0",
+        "RAPPORT_API__MAX_CHANGE_STREAMS": "2",
+    }
+    token = create_key(env, "--name", "sse", "--scopes", "segments:admin")
+    headers = {"Authorization": f"Bearer {token}"}
+    with (
+        running_api(env, tmp_path / "api.log") as base,
+        httpx.Client(base_url=base, headers=headers, timeout=httpx.Timeout(30, read=10)) as http,
+        contextlib.ExitStack() as open_streams,
+    ):
+        streams = [open_streams.enter_context(http.stream("GET", "/v1/segment-changes")) for _ in range(2)]
+        # Kept: an iterator collected closes its response.
+        lines = [stream.iter_lines() for stream in streams]
+        for stream, read in zip(streams, lines, strict=True):
+            assert stream.status_code == 200
+            assert next(read) == "retry: 1000"  # its body has started
+        with http.stream("GET", "/v1/segment-changes") as refused:
+            assert refused.status_code == 503
+            assert refused.headers["Retry-After"] == "5"
+            error = orjson.loads(refused.read())["error"]
+        assert error["code"] == "too_many_streams"
+        assert error["details"] == {"max_change_streams": 2}
+
+        streams[0].close()
+        # The server learns that the client went away when it next writes to it: a change to send.
+        deadline = time.monotonic() + 60
+        while True:
+            send_changes(topics, [{"change_id": f"ch-{uuid.uuid4().hex[:6]}", "customer_id": "c", "segment": "s"}])
+            with http.stream("GET", "/v1/segment-changes") as again:
+                if again.status_code == 200:
+                    break
+                assert again.status_code == 503
+            assert time.monotonic() < deadline, "the closed stream's slot was never given back"
+            time.sleep(0.5)

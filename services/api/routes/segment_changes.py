@@ -20,6 +20,7 @@ import base64
 import binascii
 import logging
 import time
+import weakref
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
@@ -36,6 +37,7 @@ from services.api.context import ApiContext
 from services.api.draining import Draining
 from services.api.errors import ApiError, responses
 from services.api.keys import ApiKey
+from services.api.stream_slots import Slot
 from services.kafka_clients import stop_consumer
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,7 @@ _POSITION = msgspec.json.Decoder(dict[int, int])
 _KEEPALIVE_S = 15.0
 #: The longest a stream waits for records before it looks again whether the process is stopping.
 _POLL_S = 1.0
+_STOPPING: set[asyncio.Task[None]] = set()  # consumers of abandoned streams being stopped
 
 
 @router.get(
@@ -72,6 +75,16 @@ async def segment_changes(
     wanted = {s.strip() for s in segments.split(",") if s.strip()} if segments else None
     resume = _decode_position(last_event_id) if last_event_id else None
     topic = full_name(SEGMENT_CHANGES, ctx.settings.kafka.topic_prefix)
+    retry = str(ctx.settings.api.retry_after_s)
+    slot = ctx.streams.take()
+    if slot is None:
+        raise ApiError(
+            503,
+            "too_many_streams",
+            f"this API process has {ctx.streams.limit} segment-change streams open, its most",
+            details={"max_change_streams": ctx.streams.limit},
+            headers={"Retry-After": retry},
+        )
     consumer = AIOKafkaConsumer(
         bootstrap_servers=ctx.settings.kafka.bootstrap_servers,
         client_id=f"{ctx.settings.kafka.client_id}-sse",
@@ -87,18 +100,48 @@ async def segment_changes(
         partitions = [TopicPartition(topic, p) for p in range(count)]
         consumer.assign(partitions)
         positions = await _start(consumer, partitions, resume, start)
-    except (KafkaError, OSError, TimeoutError) as exc:
-        log.warning("segment changes unavailable: %r", exc)
+    except BaseException as exc:
+        slot.release()
         await stop_consumer(consumer)
-        retry = str(ctx.settings.api.retry_after_s)
+        if not isinstance(exc, KafkaError | OSError | TimeoutError):
+            raise
+        log.warning("segment changes unavailable: %r", exc)
         raise ApiError(
             503, "kafka_unavailable", "segment changes cannot be read now", headers={"Retry-After": retry}
         ) from exc
+    stream = _Stream(consumer, slot)
+    events = _events(stream, positions, wanted, ctx.draining)
+    # A body that never starts (the client went away first) never runs the generator's finally.
+    weakref.finalize(events, stream.abandon)
     return StreamingResponse(
-        _events(consumer, positions, wanted, ctx.draining),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        events, media_type="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     )
+
+
+class _Stream:
+    """A stream's consumer and slot, each given back once: by the stream's end, or, for a stream whose body
+    never started, when its generator is collected."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, slot: Slot) -> None:
+        self.consumer = consumer
+        self.slot = slot
+        self.started = False
+
+    async def close(self) -> None:
+        self.slot.release()
+        await stop_consumer(self.consumer)
+
+    def abandon(self) -> None:
+        if self.started or not self.slot.held:
+            return
+        self.slot.release()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # the process is ending: its consumers go with it
+            return
+        task = loop.create_task(stop_consumer(self.consumer))
+        _STOPPING.add(task)
+        task.add_done_callback(_STOPPING.discard)
 
 
 async def _start(
@@ -116,8 +159,10 @@ async def _start(
 
 
 async def _events(
-    consumer: AIOKafkaConsumer, positions: dict[int, int], wanted: set[str] | None, draining: Draining
+    stream: _Stream, positions: dict[int, int], wanted: set[str] | None, draining: Draining
 ) -> AsyncIterator[bytes]:
+    stream.started = True
+    consumer = stream.consumer
     try:
         yield b"retry: 1000\n\n"
         sent_at = time.monotonic()
@@ -142,7 +187,7 @@ async def _events(
                 yield b": keepalive\n\n"
                 sent_at = time.monotonic()
     finally:
-        await stop_consumer(consumer)
+        await stream.close()
 
 
 def _in(value: bytes | None, wanted: set[str]) -> bool:
