@@ -31,6 +31,7 @@ COMMANDS: Final = {
     "worker": ("worker", "worker"),
     "api": ("api", "api"),
     "deliver": ("deliver", "deliver"),
+    "webhooks": ("webhooks", "app"),
     "keys": ("keys", "app"),
     "segments": ("segments", "app"),
     "namespace": ("namespace", "app"),

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from services.webhooks.signature import verify
 from services.webhooks.store import Webhook, WebhookStore
 from tests.api_support import create_key, running_api, stopped
 from tests.http_support import loopback_server
-from tests.kafka_support import Topics, private_kafka, send_changes
+from tests.kafka_support import Topics, private_kafka, rapport, send_changes
 from tests.redis_support import private_redis
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -301,6 +302,65 @@ def test_deliverers_that_join_and_leave_share_a_webhook_and_lose_no_change(tmp_p
     text = logs[0].read_text() + logs[1].read_text()
     assert "Traceback" not in text, text
     assert "Setting newly assigned partitions" in logs[1].read_text()
+
+
+def test_a_rewound_webhook_gets_its_changes_again_from_the_instant_given(tmp_path: Path, topics: Topics) -> None:
+    """``rapport webhooks rewind ID --to T``: refused while a deliverer runs (Kafka moves a group's position
+    only while it has no members) and for a webhook that does not exist; with the deliverers stopped, the
+    next one sends again every change written from T on, and only those. ``--to now`` skips what was not
+    sent yet."""
+    namespace = f"wh-{uuid.uuid4().hex[:6]}"
+    env = {**topics.env, "RAPPORT_PROFILE__NAMESPACE": namespace, "RAPPORT_WEBHOOKS__PRIVATE_TARGETS": "true"}
+    changes = [{"change_id": f"ch-{i}", "customer_id": f"c-{i % 2}", "segment": "vip"} for i in range(9)]
+    receiver = Receiver(200)
+    log = tmp_path / "deliver.log"
+
+    def received() -> list[str]:
+        return [c for c, _, _ in receiver.received]
+
+    with serving(receiver) as url:
+        (hook,) = asyncio.run(register(topics.settings, namespace, url))
+        send_changes(topics, changes[:3])
+        time.sleep(0.05)
+        instant = datetime.now(UTC).isoformat()
+        time.sleep(0.05)
+        send_changes(topics, changes[3:6])
+        deliverer = start_deliverer(env, log)
+        try:
+            wait_for(lambda: len(receiver.received) == 6, deliverer, log)
+            refused = rapport("webhooks", "rewind", hook.webhook_id, "--to", instant, "--yes", env=env)
+            assert refused.returncode == 1, refused.stdout
+            assert "deliverers are running" in refused.stderr
+        finally:
+            assert stopped(deliverer, 30) == 0
+        unknown = rapport("webhooks", "rewind", "wh_none", "--to", instant, "--yes", env=env)
+        assert unknown.returncode == 1
+        assert f"no webhook 'wh_none' in namespace {namespace!r}" in unknown.stderr
+
+        rewound = rapport("webhooks", "rewind", hook.webhook_id, "--to", instant, "--yes", env=env)
+        assert rewound.returncode == 0, rewound.stderr
+        assert "3 changes held from there" in rewound.stdout
+        deliverer = start_deliverer(env, log)
+        try:
+            wait_for(lambda: len(receiver.received) == 9, deliverer, log)
+            time.sleep(1.0)  # nothing more comes
+        finally:
+            assert stopped(deliverer, 30) == 0
+        assert sorted(received()[6:]) == ["ch-3", "ch-4", "ch-5"]
+
+        send_changes(topics, changes[6:8])  # while no deliverer runs
+        skipped = rapport("webhooks", "rewind", hook.webhook_id, "--to", "now", "--yes", env=env)
+        assert skipped.returncode == 0, skipped.stderr
+        assert "0 changes held from there" in skipped.stdout
+        deliverer = start_deliverer(env, log)
+        try:
+            send_changes(topics, changes[8:])
+            wait_for(lambda: "ch-8" in received(), deliverer, log)
+            time.sleep(1.0)
+        finally:
+            assert stopped(deliverer, 30) == 0
+    assert received()[9:] == ["ch-8"]
+    assert received().count("ch-3") == 2
 
 
 async def register(settings: Settings, namespace: str, *urls: str) -> list[Webhook]:
