@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import TopicPartition as AsyncTopicPartition
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from services.settings import Settings
@@ -137,8 +138,11 @@ async def stop_producer(producer: AIOKafkaProducer, timeout_s: float) -> None:
         await producer.client.close()
 
 
-async def commit_offsets(consumer: AIOKafkaConsumer, timeout_s: float) -> None:
+async def commit_offsets(
+    consumer: AIOKafkaConsumer, timeout_s: float, offsets: Mapping[AsyncTopicPartition, int] | None = None
+) -> None:
     """``consumer.commit()``, given up after ``timeout_s`` with ``TimeoutError`` (an outage, ``streams.backoff``):
     while the broker is down aiokafka keeps looking for the group's coordinator, so a deliverer stopped then
-    never stopped, and its liveness file went stale. A commit abandoned here is retried with its batch."""
-    await asyncio.wait_for(consumer.commit(), timeout_s)
+    never stopped, and its liveness file went stale. A commit abandoned here is retried with its batch.
+    ``offsets``: commit those positions; by default, the consumer's own of every assigned partition."""
+    await asyncio.wait_for(consumer.commit(dict(offsets) if offsets is not None else None), timeout_s)

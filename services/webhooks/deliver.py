@@ -22,6 +22,8 @@ import functools
 import logging
 import time
 
+from kafka.errors import KafkaError as SyncKafkaError
+
 from profiles.namespaces import Namespaces
 from services.redis_client import make_redis
 from services.settings import Settings
@@ -29,7 +31,7 @@ from services.webhooks.parts import Shared, WebhookPart
 from services.webhooks.sender import Sender, client_session
 from services.webhooks.starts import shared_group_offsets
 from services.webhooks.store import WebhookStore
-from streams.backoff import Backoff, through_outages
+from streams.backoff import OUTAGES, Backoff, through_outages
 from streams.liveness import Liveness
 
 log = logging.getLogger(__name__)
@@ -48,7 +50,12 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         await through_outages(refuse_a_drop, backoff, "checking the namespace", alive=alive, stop=stop)
         offsets = functools.partial(asyncio.to_thread, shared_group_offsets, settings, namespace)
         handover = await through_outages(
-            functools.partial(store.handover, offsets), backoff, "reading the hand-over", alive=alive, stop=stop
+            functools.partial(store.handover, offsets),
+            backoff,
+            "reading the hand-over",
+            alive=alive,
+            stop=stop,
+            outages=(*OUTAGES, SyncKafkaError),  # read with kafka-python, whose errors are its own
         )
         if handover is None:
             return
@@ -73,7 +80,12 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                         wanted = {hook.webhook_id: hook for hook in hooks}
                         for webhook_id in [w for w in parts if w not in wanted]:
                             log.info("webhook %s was removed: its deliveries stop", webhook_id)
-                            parts.pop(webhook_id)[1].cancel()
+                            _, task = parts.pop(webhook_id)
+                            task.cancel()
+                            await asyncio.wait({task})
+                            # Its part may have logged a delivery after the removal deleted the log.
+                            forget = functools.partial(store.forget_log, webhook_id)
+                            await through_outages(forget, backoff, "removing a log", alive=alive, stop=stop)
                         for webhook_id, hook in wanted.items():
                             if webhook_id not in parts:
                                 part = WebhookPart(hook, shared)

@@ -14,6 +14,7 @@ take hours of retries.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -82,23 +83,65 @@ class WebhookPart:
         consumer = await through_outages(self._started, self.backoff, what, alive=self.alive, stop=self.stop)
         if consumer is None:
             return
-        listener = _Positions(self, consumer)
+        listener = _Assigned(self, consumer)
         try:
             consumer.subscribe([full_name(SEGMENT_CHANGES, self.settings.kafka.topic_prefix)], listener=listener)
             while not self.stop.is_set():
                 self.alive()
-                batches = await consumer.getmany(timeout_ms=500, max_records=MAX_RECORDS)
-                if listener.failed is not None:
-                    raise listener.failed
-                if not listener.placed:
-                    # Fetched from where aiokafka put the partitions before the listener placed them: read again.
-                    for tp, records in batches.items():
-                        consumer.seek(tp, records[0].offset)
+                if listener.unplaced:
+                    what = f"webhook {self.hook.webhook_id}: placing its partitions"
+                    placing = functools.partial(self._place, consumer, listener)
+                    await through_outages(placing, self.backoff, what, alive=self.alive, stop=self.stop)
                     continue
+                batches = await self._fetch(consumer)
                 if batches:
                     await self._deliver(consumer, batches)
         finally:
             await stop_consumer(consumer)
+
+    async def _place(self, consumer: AIOKafkaConsumer, listener: _Assigned) -> None:
+        """The namespace's drop checked (the first time), then each partition assigned since the last fetch put
+        at its committed position, or where ``services.webhooks.starts`` says if it has none, and resumed.
+        Here, not in the listener: aiokafka sends no heartbeat while a listener runs, and this may wait out an
+        outage."""
+        if not listener.checked:
+            await self.shared.refuse_a_drop()
+            listener.checked = True
+        rule = self.settings.webhooks.start_from
+        assignments = listener.assignments
+        starts: dict[TopicPartition, int] = {}
+        for tp in sorted(listener.unplaced & consumer.assignment(), key=lambda tp: tp.partition):
+            committed = await consumer.committed(tp)
+            starts[tp] = (
+                committed
+                if committed is not None
+                else await first_offset(consumer, tp, self.hook, self.shared.handover, rule)
+            )
+        if listener.assignments != assignments:
+            return  # a rebalance meanwhile: placed again, from positions read after it
+        # All at once, once every position is known: the next fetch reads every partition.
+        for tp, start in starts.items():
+            consumer.seek(tp, start)
+            consumer.resume(tp)
+        listener.unplaced -= set(starts)
+
+    async def _fetch(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[Any]]:
+        """A batch; nothing when ``stop`` is set. aiokafka's fetch waits, without a limit, for a rejoin to end (its
+        coordinator down): that is waited out, beating, not taken for a hung part."""
+        fetching = asyncio.ensure_future(consumer.getmany(timeout_ms=500, max_records=MAX_RECORDS))
+        try:
+            while not fetching.done():
+                await asyncio.wait({fetching}, timeout=1.0)
+                self.alive()
+                if self.stop.is_set():
+                    return {}
+            batches: dict[TopicPartition, list[Any]] = fetching.result()
+            return batches
+        finally:
+            if not fetching.done():
+                fetching.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await fetching
 
     async def _started(self) -> AIOKafkaConsumer:
         """A started consumer of this webhook's group; a webhook registered while Kafka is down waits for it."""
@@ -120,6 +163,9 @@ class WebhookPart:
     async def _deliver(self, consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[Any]]) -> None:
         deadline = time.monotonic() + self.settings.webhooks.batch_budget_s
         deliveries: list[Delivery] = []
+        # Per partition of the batch, the first offset not dealt with: what is committed. Only these: a
+        # partition assigned meanwhile is not placed yet, and its position is not one to commit.
+        done = {tp: records[0].offset for tp, records in batches.items()}
         cut = False
         for tp, records in sorted(batches.items(), key=lambda batch: batch[0].partition):
             for record in records:
@@ -137,44 +183,50 @@ class WebhookPart:
                 change = parse(record.value)
                 if change is None:
                     log.warning("skipping a record that is not a segment change at %s:%s", tp.partition, record.offset)
-                    continue
-                if not self.hook.wants(change[1]):
-                    continue
-                retrying = self.retrying.get(change[0])
-                outcome = await self.shared.sender.send(
-                    self.hook, change, until=deadline, stop=self.stop, alive=self.alive, retrying=retrying
-                )
-                if isinstance(outcome, Retrying):  # its next attempt comes after the budget, or stopped
-                    self.retrying[outcome.change_id] = outcome
-                    if not self.stop.is_set():
-                        log.info(
-                            "webhook %s: change %s failed %d times (%s); next attempt in %.1f s",
-                            self.hook.webhook_id,
-                            outcome.change_id,
-                            outcome.attempts,
-                            outcome.error,
-                            outcome.next_at - time.monotonic(),
-                        )
-                    _read_again(consumer, tp, record.offset)
-                    cut = True
-                    break
-                self.retrying.pop(change[0], None)
-                deliveries.append(outcome)
+                elif self.hook.wants(change[1]):
+                    outcome = await self.shared.sender.send(
+                        self.hook,
+                        change,
+                        until=deadline,
+                        stop=self.stop,
+                        alive=self.alive,
+                        retrying=self.retrying.get(change[0]),
+                    )
+                    if isinstance(outcome, Retrying):  # its next attempt comes after the budget, or stopped
+                        self.retrying[outcome.change_id] = outcome
+                        if not self.stop.is_set():
+                            log.info(
+                                "webhook %s: change %s failed %d times (%s); next attempt in %.1f s",
+                                self.hook.webhook_id,
+                                outcome.change_id,
+                                outcome.attempts,
+                                outcome.error,
+                                outcome.next_at - time.monotonic(),
+                            )
+                        _read_again(consumer, tp, record.offset)
+                        cut = True
+                        break
+                    self.retrying.pop(change[0], None)
+                    deliveries.append(outcome)
+                done[tp] = record.offset + 1
         what = f"webhook {self.hook.webhook_id}: delivery"
         logged = functools.partial(self._log, deliveries)
         if await through_outages(logged, self.backoff, what, alive=self.alive, stop=self.stop) is None:
             return  # stopped during an outage: not logged, so not committed either, and sent again
-        await through_outages(
-            functools.partial(self._commit, consumer), self.backoff, what, alive=self.alive, stop=self.stop
-        )
+        committing = functools.partial(self._commit, consumer, done)
+        await through_outages(committing, self.backoff, what, alive=self.alive, stop=self.stop)
 
     async def _log(self, deliveries: list[Delivery]) -> bool:
         await self.shared.store.log(self.hook.webhook_id, deliveries)
         return True
 
-    async def _commit(self, consumer: AIOKafkaConsumer) -> None:
+    async def _commit(self, consumer: AIOKafkaConsumer, done: dict[TopicPartition, int]) -> None:
+        assigned = consumer.assignment()
+        offsets = {tp: offset for tp, offset in done.items() if tp in assigned}
+        if not offsets:
+            return  # every partition of the batch went to another deliverer, which goes on from the last commit
         try:
-            await commit_offsets(consumer, self.settings.kafka.commit_timeout_s)
+            await commit_offsets(consumer, self.settings.kafka.commit_timeout_s, offsets)
         except (CommitFailedError, IllegalStateError) as exc:
             # Not an outage: the group moved these partitions to another deliverer, which goes on from the
             # last commit. Retrying would fail the same way for ever.
@@ -188,35 +240,22 @@ def _read_again(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> 
         consumer.seek(tp, offset)
 
 
-class _Positions(ConsumerRebalanceListener):  # type: ignore[misc]
-    """On each assignment: the namespace's drop checked (the first time), and every partition that has no
-    committed position placed where ``services.webhooks.starts`` says. aiokafka logs and swallows what a
-    listener raises, so a failure is kept in ``failed`` for the loop to raise."""
+class _Assigned(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Each assigned partition paused until the part has placed it (``WebhookPart._place``): nothing is fetched
+    from where aiokafka would put it meanwhile (the topic's start, for a partition with no commit)."""
 
     def __init__(self, part: WebhookPart, consumer: AIOKafkaConsumer) -> None:
         self.part = part
         self.consumer = consumer
-        self.checked = False
-        self.placed = False
-        self.failed: BaseException | None = None
+        self.checked = False  # the namespace's drop
+        self.unplaced: set[TopicPartition] = set()
+        self.assignments = 0  # how many there were
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        self.placed = False
-        self.part.retrying.clear()  # what comes back after the rebalance starts its retries afresh
+        self.unplaced -= revoked
+        self.part.retrying.clear()  # a change read again after the rebalance starts its retries afresh
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        part = self.part
-        try:
-            if assigned and not self.checked:
-                what = f"webhook {part.hook.webhook_id}: checking the namespace"
-                await through_outages(part.shared.refuse_a_drop, part.backoff, what, alive=part.alive, stop=part.stop)
-                self.checked = True
-            for tp in sorted(assigned, key=lambda tp: tp.partition):
-                if await self.consumer.committed(tp) is None:
-                    rule = part.settings.webhooks.start_from
-                    start = await first_offset(self.consumer, tp, part.hook, part.shared.handover, rule)
-                    self.consumer.seek(tp, start)
-        except Exception as exc:  # raised by the loop, outside aiokafka's rebalance
-            self.failed = exc
-            return
-        self.placed = True
+        self.consumer.pause(*assigned)
+        self.unplaced |= assigned
+        self.assignments += 1

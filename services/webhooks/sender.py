@@ -82,13 +82,13 @@ class Sender:
             pauses = Backoff(self.settings.backoff_base_s, self.settings.backoff_max_s).pauses()
             state = Retrying(change_id, 0, time.monotonic(), None, None, pauses)
         while True:
-            wait_s = state.next_at - time.monotonic()
+            wait_s = min(state.next_at, until) - time.monotonic()
             if wait_s > 0:
-                if state.next_at > until:
-                    return state
+                # Up to the budget's end at most: a pause longer than the budget is waited out over several
+                # batches, each ending here (not at once, which would fetch and commit in a busy loop).
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), wait_s)
-            if stop.is_set():
+            if stop.is_set() or state.next_at > time.monotonic():
                 return state
             alive()
             answer = await self._post(hook, change_id, body)

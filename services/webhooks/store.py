@@ -89,6 +89,9 @@ class WebhookStore:
             removed, _ = await pipe.execute()
         return bool(removed)
 
+    async def forget_log(self, webhook_id: str) -> None:
+        await self.redis.unlink(self._log_key(webhook_id))
+
     async def log(self, webhook_id: str, deliveries: list[Delivery]) -> None:
         if not deliveries:
             return

@@ -157,3 +157,19 @@ def test_records_that_are_not_segment_changes_are_told_apart() -> None:
     assert parse(body) == ("ch-1", "vip", body)
     for value in (None, b"", b"not json", b'{"segment":"vip"}', b"[1]"):
         assert parse(value) is None, value
+
+
+def test_a_pause_longer_than_the_budget_is_waited_until_the_budget_ends_not_returned_at_once() -> None:
+    """``Retry-After: 5`` and 0.3 s of budget: ``send`` returns at the budget's end with one attempt made.
+    Returning at once (as on 2026-12-07 before this test) made the part fetch, seek back and commit in a busy
+    loop until the pause was over."""
+    endpoint = Endpoint((503, {"Retry-After": "5"}))
+    settings = _settings(backoff_base_s=0.01, backoff_max_s=0.01)
+    with endpoint.serving() as hook:
+        started = time.monotonic()
+        (outcome,) = _send(settings, hook, [0.3])
+        took_s = time.monotonic() - started
+    assert isinstance(outcome, Retrying)
+    assert outcome.attempts == 1
+    assert 0.25 <= took_s < 2.0
+    assert len(endpoint.came) == 1
