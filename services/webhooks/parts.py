@@ -109,8 +109,9 @@ class WebhookPart:
             listener.checked = True
         rule = self.settings.webhooks.start_from
         assignments = listener.assignments
+        listener.unplaced &= consumer.assignment()  # nothing to place that is not this consumer's
         starts: dict[TopicPartition, int] = {}
-        for tp in sorted(listener.unplaced & consumer.assignment(), key=lambda tp: tp.partition):
+        for tp in sorted(listener.unplaced, key=lambda tp: tp.partition):
             committed = await consumer.committed(tp)
             starts[tp] = (
                 committed

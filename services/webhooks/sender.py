@@ -72,10 +72,10 @@ class Sender:
         alive: Callable[[], None],
         retrying: Retrying | None = None,
     ) -> Delivery | Retrying:
-        """How ``change``'s delivery to ``hook`` ended, or where its retries stand when the next attempt would
-        come after ``until`` (monotonic) or ``stop`` was set while waiting for it (not delivered: the change is
-        sent again). ``retrying``: where an earlier call left this change; ignored if it was another one.
-        ``alive`` is beaten at every attempt."""
+        """How ``change``'s delivery to ``hook`` ended, or where its retries stand (having waited until ``until``,
+        monotonic) when the next attempt is not due by then, or ``stop`` was set while waiting for it (not
+        delivered: the change is sent again). ``retrying``: where an earlier call left this change; ignored if
+        it was another one. ``alive`` is beaten at every attempt."""
         change_id, segment, body = change
         state = retrying if retrying is not None and retrying.change_id == change_id else None
         if state is None:
