@@ -11,7 +11,7 @@ the deployment needs ``RAPPORT_WEBHOOKS__PRIVATE_TARGETS=true``.
 Checked where the connection is made: a host name is resolved, and only its public addresses are
 connected to (a name that resolves to a public address at registration and a private one later, DNS
 rebinding, is still refused); an address written in the URL is checked as it is. Redirects are not
-followed (``services.webhooks.deliver``). Registration refuses what can be judged without resolving:
+followed (``services.webhooks.sender``). Registration refuses what can be judged without resolving:
 address literals and ``localhost``.
 """
 
