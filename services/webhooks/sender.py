@@ -46,8 +46,20 @@ class Retrying:
     attempts: int  # made so far
     next_at: float  # monotonic time of the next attempt
     status: int | None  # the last attempt's answer
-    error: str | None
+    error: str | None  # None: the last attempt was accepted (2xx)
     pauses: Iterator[float]
+
+    def ended(self, segment: str) -> Delivery:
+        """The delivery log's entry: delivered if the last attempt was accepted, dead-lettered otherwise."""
+        return Delivery(
+            change_id=self.change_id,
+            segment=segment,
+            status="dead_lettered" if self.error is not None else "delivered",
+            attempts=self.attempts,
+            last_status_code=self.status,
+            last_error=self.error,
+            at_ms=int(time.time() * 1000),
+        )
 
 
 @dataclass(frozen=True)
@@ -94,15 +106,8 @@ class Sender:
             answer = await self._post(hook, change_id, body)
             state.attempts += 1
             state.status, state.error = answer.status, answer.error
-            if answer.status is not None and 200 <= answer.status < 300:
-                return Delivery(
-                    change_id=change_id,
-                    segment=segment,
-                    status="delivered",
-                    attempts=state.attempts,
-                    last_status_code=answer.status,
-                    at_ms=int(time.time() * 1000),
-                )
+            if answer.error is None:
+                return state.ended(segment)
             if state.attempts >= self.settings.max_attempts:
                 break
             pause = next(state.pauses)
@@ -110,15 +115,7 @@ class Sender:
                 pause = max(pause, min(answer.retry_after_s, self.settings.retry_after_max_s))
             state.next_at = time.monotonic() + pause
         log.warning("dead-lettered change %s for webhook %s", change_id, hook.webhook_id)
-        return Delivery(
-            change_id=change_id,
-            segment=segment,
-            status="dead_lettered",
-            attempts=state.attempts,
-            last_status_code=state.status,
-            last_error=state.error,
-            at_ms=int(time.time() * 1000),
-        )
+        return state.ended(segment)
 
     async def _post(self, hook: Webhook, change_id: str, body: bytes) -> Answer:
         """The endpoint's answer, or why there was none."""
