@@ -12,7 +12,7 @@ from services.cli.instants import instant_ms
 from services.cli.on_redis import run_on_redis
 from services.settings import get_settings
 from services.webhooks.rewind import DeliverersRunningError, RewindRefusedError, rewind
-from services.webhooks.store import Webhook, WebhookStore
+from services.webhooks.store import WebhookStore
 
 app = typer.Typer(help="Webhook deliveries (registrations are made through the API).", no_args_is_help=True)
 
@@ -35,10 +35,10 @@ def rewind_(
     settings = get_settings()
     namespace = settings.profile.namespace  # where the API registers webhooks, whichever it serves
 
-    async def find(redis: Redis) -> Webhook | None:
-        return await WebhookStore(redis, namespace).get(webhook_id)
+    async def registered(redis: Redis) -> bool:
+        return await WebhookStore(redis, namespace).get(webhook_id) is not None
 
-    if run_on_redis(find) is None:
+    if not run_on_redis(registered):
         typer.echo(f"rapport: no webhook {webhook_id!r} in namespace {namespace!r}", err=True)
         raise typer.Exit(1)
     if not yes:

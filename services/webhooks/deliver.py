@@ -3,11 +3,15 @@
 Guarantee: at least once per (change, webhook), in the topic's order per customer, each change identified
 by ``Rapport-Change-Id`` (receivers de-duplicate on it). Each webhook has its own consumer group and its own
 part in this process (``services.webhooks.parts``): an endpoint that is down holds back only its own
-deliveries. A change an endpoint refuses ``webhooks.max_attempts`` times is dead-lettered for it: the
-delivery log (``GET /v1/webhooks/{id}/deliveries``) says so and that webhook moves on.
+deliveries. A change an endpoint refuses ``webhooks.max_attempts`` times, or refuses for good (a 4xx other than
+408, 425 and 429), is dead-lettered for it: the delivery log (``GET /v1/webhooks/{id}/deliveries``) says so
+and that webhook moves on.
 
-The registrations are read again every ``webhooks.refresh_s``: a new webhook's part starts, a removed one's
-stops. The liveness file is touched while every part goes round: a part hung for longer than its batch
+The registrations are read again every ``webhooks.refresh_s``: a new or resumed webhook's part starts, a removed
+or paused one's stops (a part that is cancelled in the middle of a batch has committed none of it: that batch is
+sent again when the webhook is resumed). A change that an endpoint answers 410 Gone pauses its webhook.
+
+The liveness file is touched while every part goes round: a part hung for longer than its batch
 budget and request timeout allow stops the beats, and the probe restarts the process. Redis or Kafka
 failing is backpressure: the part concerned pauses and retries (``stream.retry_*``), nothing is committed
 meanwhile. A part failing otherwise (its namespace is being dropped, a defect) stops every other and the
@@ -30,7 +34,7 @@ from services.settings import Settings
 from services.webhooks.parts import Shared, WebhookPart
 from services.webhooks.sender import Sender, client_session
 from services.webhooks.starts import shared_group_offsets
-from services.webhooks.store import WebhookStore
+from services.webhooks.store import Pause, Webhook, WebhookStore
 from streams.backoff import OUTAGES, Backoff, through_outages
 from streams.liveness import Liveness
 
@@ -61,36 +65,17 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             return
         async with client_session(settings.webhooks) as session:
             shared = Shared(settings, Sender(settings.webhooks, session), store, handover, refuse_a_drop, stop)
-            parts: dict[str, tuple[WebhookPart, asyncio.Task[None]]] = {}
-            # A part beats at least once per batch budget and request timeout; later than this, it hangs.
-            stale_s = settings.webhooks.batch_budget_s + settings.webhooks.timeout_s + 30.0
             try:
                 async with asyncio.TaskGroup() as group:
+                    parts = _Parts(shared, group, backoff, alive)
                     while not stop.is_set():
-                        hung = [w for w, (part, _) in parts.items() if time.monotonic() - part.beat_at > stale_s]
-                        if hung:
-                            log.error("webhook parts have not gone round for %.0f s: %s", stale_s, ", ".join(hung))
-                        else:
-                            alive()
+                        parts.beat()
                         hooks = await through_outages(
                             store.all, backoff, "reading the webhooks", alive=alive, stop=stop
                         )
                         if hooks is None:
                             break
-                        wanted = {hook.webhook_id: hook for hook in hooks}
-                        for webhook_id in [w for w in parts if w not in wanted]:
-                            log.info("webhook %s was removed: its deliveries stop", webhook_id)
-                            _, task = parts.pop(webhook_id)
-                            task.cancel()
-                            await asyncio.wait({task})
-                            # Its part may have logged a delivery after the removal deleted the log.
-                            forget = functools.partial(store.forget_log, webhook_id)
-                            await through_outages(forget, backoff, "removing a log", alive=alive, stop=stop)
-                        for webhook_id, hook in wanted.items():
-                            if webhook_id not in parts:
-                                part = WebhookPart(hook, shared)
-                                task = group.create_task(part.run(), name=f"webhook {webhook_id}")
-                                parts[webhook_id] = part, task
+                        await parts.follow(hooks)
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(stop.wait(), settings.webhooks.refresh_s)
             except BaseExceptionGroup as failed:
@@ -101,6 +86,48 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                 raise failed.exceptions[0] from None
     finally:
         await redis.aclose()
+
+
+class _Parts:
+    """A running part per webhook that is registered and not paused."""
+
+    def __init__(self, shared: Shared, group: asyncio.TaskGroup, backoff: Backoff, alive: Liveness) -> None:
+        self.shared, self.group, self.backoff, self.alive = shared, group, backoff, alive
+        self.running: dict[str, tuple[WebhookPart, asyncio.Task[None]]] = {}
+        # A part beats at least once per batch budget and request timeout; later than this, it hangs.
+        webhooks = shared.settings.webhooks
+        self.stale_s = webhooks.batch_budget_s + webhooks.timeout_s + 30.0
+
+    def beat(self) -> None:
+        """The liveness file touched, unless a part hangs."""
+        for webhook_id in [w for w, (_, task) in self.running.items() if task.done()]:
+            del self.running[webhook_id]  # its endpoint is gone: it paused its webhook
+        now = time.monotonic()
+        hung = [w for w, (part, _) in self.running.items() if now - part.beat_at > self.stale_s]
+        if hung:
+            log.error("webhook parts have not gone round for %.0f s: %s", self.stale_s, ", ".join(hung))
+        else:
+            self.alive()
+
+    async def follow(self, hooks: list[tuple[Webhook, Pause | None]]) -> None:
+        """The parts of removed and paused webhooks stopped; new and resumed ones' started."""
+        registered = {hook.webhook_id for hook, _ in hooks}
+        wanted = {hook.webhook_id: hook for hook, pause in hooks if pause is None}
+        for webhook_id in [w for w in self.running if w not in wanted]:
+            _, task = self.running.pop(webhook_id)
+            task.cancel()
+            await asyncio.wait({task})
+            if webhook_id in registered:
+                log.info("webhook %s is paused: its deliveries stop until it is resumed", webhook_id)
+                continue
+            log.info("webhook %s was removed: its deliveries stop", webhook_id)
+            # Its part may have logged a delivery after the removal deleted the log.
+            forget = functools.partial(self.shared.store.forget_log, webhook_id)
+            await through_outages(forget, self.backoff, "removing a log", alive=self.alive, stop=self.shared.stop)
+        for webhook_id, hook in wanted.items():
+            if webhook_id not in self.running:
+                part = WebhookPart(hook, self.shared)
+                self.running[webhook_id] = part, self.group.create_task(part.run(), name=f"webhook {webhook_id}")
 
 
 async def _refuse_a_drop(namespaces: Namespaces, namespace: str) -> None:

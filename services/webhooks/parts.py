@@ -5,6 +5,9 @@ Order of work for a fetched batch: each change the webhook wants is sent (``serv
 outcomes are written to its delivery log, then the positions are committed. A crash re-sends what was not
 committed, never skips it: at least once per (change, webhook), in the topic's order per customer.
 
+An endpoint that answers 410 Gone pauses its webhook (``WebhookStore.pause``): what was delivered before that
+change is logged and committed, and the part ends. Resumed, the webhook's part starts again at that change.
+
 A batch is worked on for at most ``webhooks.batch_budget_s``: then what was delivered is logged and committed,
 the rest is read again (the consumer seeks back to it). aiokafka's consumer leaves its group when it is not
 polled for ``max_poll_interval_ms`` (300 s), and a whole batch of changes to an endpoint that is down would
@@ -30,7 +33,7 @@ from aiokafka.structs import TopicPartition
 from schemas.topics import SEGMENT_CHANGES, full_name
 from services.kafka_clients import commit_offsets, stop_consumer
 from services.settings import Settings
-from services.webhooks.sender import Change, Retrying, Sender
+from services.webhooks.sender import Change, Gone, Retrying, Sender
 from services.webhooks.starts import first_offset
 from services.webhooks.store import Delivery, Handover, Webhook, WebhookStore
 from streams.backoff import Backoff, through_outages
@@ -71,6 +74,7 @@ class WebhookPart:
         # Changes whose retries a cut interrupted (at most one per partition): they go on when read again.
         self.retrying: dict[str, Retrying] = {}
         self.beat_at = time.monotonic()
+        self.paused = False  # its endpoint is gone: the part ends
 
     def alive(self) -> None:
         """Beaten at every fetch, attempt and outage pause: the deliverer's liveness file is touched only while
@@ -78,7 +82,8 @@ class WebhookPart:
         self.beat_at = time.monotonic()
 
     async def run(self) -> None:
-        """Deliver until ``stop`` is set (or the task is cancelled: the webhook was removed)."""
+        """Deliver until ``stop`` is set, or the endpoint is gone (or the task is cancelled: the webhook was
+        removed or paused)."""
         what = f"webhook {self.hook.webhook_id}: connecting"
         consumer = await through_outages(self._started, self.backoff, what, alive=self.alive, stop=self.stop)
         if consumer is None:
@@ -86,7 +91,7 @@ class WebhookPart:
         listener = _Assigned(self, consumer)
         try:
             consumer.subscribe([full_name(SEGMENT_CHANGES, self.settings.kafka.topic_prefix)], listener=listener)
-            while not self.stop.is_set():
+            while not self.stop.is_set() and not self.paused:
                 self.alive()
                 if listener.unplaced:
                     what = f"webhook {self.hook.webhook_id}: placing its partitions"
@@ -168,6 +173,7 @@ class WebhookPart:
         # partition assigned meanwhile is not placed yet, and its position is not one to commit.
         done = {tp: records[0].offset for tp, records in batches.items()}
         cut = False
+        gone: Gone | None = None
         for tp, records in sorted(batches.items(), key=lambda batch: batch[0].partition):
             for record in records:
                 if cut or self.stop.is_set() or time.monotonic() > deadline:
@@ -185,53 +191,74 @@ class WebhookPart:
                 if change is None:
                     log.warning("skipping a record that is not a segment change at %s:%s", tp.partition, record.offset)
                 elif self.hook.wants(change[1]):
-                    outcome = await self.shared.sender.send(
-                        self.hook,
-                        change,
-                        until=deadline,
-                        stop=self.stop,
-                        alive=self.alive,
-                        retrying=self.retrying.get(change[0]),
-                    )
-                    if isinstance(outcome, Retrying):  # its next attempt comes after the budget, or stopped
-                        self.retrying[outcome.change_id] = outcome
-                        if not self.stop.is_set():
-                            log.info(
-                                "webhook %s: change %s failed %d times (%s); next attempt in %.1f s",
-                                self.hook.webhook_id,
-                                outcome.change_id,
-                                outcome.attempts,
-                                outcome.error,
-                                outcome.next_at - time.monotonic(),
-                            )
+                    outcome = await self._send(change, deadline)
+                    if not isinstance(outcome, Delivery):  # not ended: read again (and sent once resumed, if gone)
+                        gone = outcome if isinstance(outcome, Gone) else None
                         _read_again(consumer, tp, record.offset)
                         cut = True
                         break
-                    self.retrying.pop(change[0], None)
                     deliveries.append(outcome)
                 done[tp] = record.offset + 1
+        await self._settle(consumer, deliveries, done, gone)
+
+    async def _send(self, change: Change, deadline: float) -> Delivery | Retrying | Gone:
+        outcome = await self.shared.sender.send(
+            self.hook, change, until=deadline, stop=self.stop, alive=self.alive, retrying=self.retrying.get(change[0])
+        )
+        if not isinstance(outcome, Retrying):
+            self.retrying.pop(change[0], None)
+        else:  # its next attempt comes after the budget, or stopped
+            self.retrying[outcome.change_id] = outcome
+            if not self.stop.is_set():
+                log.info(
+                    "webhook %s: change %s failed %d times (%s); next attempt in %.1f s",
+                    self.hook.webhook_id,
+                    outcome.change_id,
+                    outcome.attempts,
+                    outcome.error,
+                    outcome.next_at - time.monotonic(),
+                )
+        return outcome
+
+    async def _settle(
+        self, consumer: AIOKafkaConsumer, deliveries: list[Delivery], done: dict[TopicPartition, int], gone: Gone | None
+    ) -> None:
+        """The batch's outcomes logged, then its positions committed, then, if the endpoint is gone, the webhook
+        paused. Stopped during an outage: what is not logged is not committed either, and is sent again."""
         what = f"webhook {self.hook.webhook_id}: delivery"
         logged = functools.partial(self._log, deliveries)
         if await through_outages(logged, self.backoff, what, alive=self.alive, stop=self.stop) is None:
-            return  # stopped during an outage: not logged, so not committed either, and sent again
+            return
         committing = functools.partial(self._commit, consumer, done)
-        await through_outages(committing, self.backoff, what, alive=self.alive, stop=self.stop)
+        if await through_outages(committing, self.backoff, what, alive=self.alive, stop=self.stop) is None:
+            return
+        if gone is not None:
+            reason = f"the endpoint answered 410 Gone to change {gone.change_id}"
+            pausing = functools.partial(self.shared.store.pause, self.hook.webhook_id, reason)
+            paused = await through_outages(pausing, self.backoff, what, alive=self.alive, stop=self.stop)
+            if paused is False:  # removed meanwhile, maybe before this batch was logged: the log goes too
+                forget = functools.partial(self.shared.store.forget_log, self.hook.webhook_id)
+                await through_outages(forget, self.backoff, what, alive=self.alive, stop=self.stop)
+            elif paused:
+                log.warning("webhook %s paused: %s", self.hook.webhook_id, reason)
+            self.paused = paused is not None
 
     async def _log(self, deliveries: list[Delivery]) -> bool:
         await self.shared.store.log(self.hook.webhook_id, deliveries)
         return True
 
-    async def _commit(self, consumer: AIOKafkaConsumer, done: dict[TopicPartition, int]) -> None:
+    async def _commit(self, consumer: AIOKafkaConsumer, done: dict[TopicPartition, int]) -> bool:
         assigned = consumer.assignment()
         offsets = {tp: offset for tp, offset in done.items() if tp in assigned}
         if not offsets:
-            return  # every partition of the batch went to another deliverer, which goes on from the last commit
+            return True  # every partition of the batch went to another deliverer, which goes on from the last commit
         try:
             await commit_offsets(consumer, self.settings.kafka.commit_timeout_s, offsets)
         except (CommitFailedError, IllegalStateError) as exc:
             # Not an outage: the group moved these partitions to another deliverer, which goes on from the
             # last commit. Retrying would fail the same way for ever.
             log.warning("webhook %s: not committed, the partitions were reassigned (%s)", self.hook.webhook_id, exc)
+        return True
 
 
 def _read_again(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:

@@ -1,5 +1,9 @@
 """One change to one endpoint: signed, POSTed, retried with jittered backoff, dead-lettered when the endpoint
-never accepts it within ``webhooks.max_attempts``.
+never accepts it within ``webhooks.max_attempts``, or refuses it for good (``retried``: a 4xx other than 408,
+425 and 429, or a redirect, which is not followed).
+
+410 Gone is the endpoint saying it no longer exists: the change is neither retried nor dead-lettered, and the
+part pauses its webhook (``Gone``) until it is resumed.
 
 Retries wait ``backoff_base_s × 2^(attempt−1)`` (capped at ``backoff_max_s``), drawn from the upper half of
 that — jitter, so endpoints recovering from an outage are not hit by every deliverer at once. An answer
@@ -21,6 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC
+from typing import Final
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -63,6 +68,15 @@ class Retrying:
 
 
 @dataclass(frozen=True)
+class Gone:
+    """The endpoint answered 410 Gone to ``change_id``: the webhook is to be paused, the change sent again when it
+    is resumed."""
+
+    change_id: str
+    error: str
+
+
+@dataclass(frozen=True)
 class Answer:
     status: int | None  # None: no HTTP answer
     error: str | None  # why it failed; None when 2xx
@@ -83,11 +97,11 @@ class Sender:
         stop: asyncio.Event,
         alive: Callable[[], None],
         retrying: Retrying | None = None,
-    ) -> Delivery | Retrying:
+    ) -> Delivery | Retrying | Gone:
         """How ``change``'s delivery to ``hook`` ended, or where its retries stand (having waited until ``until``,
         monotonic) when the next attempt is not due by then, or ``stop`` was set while waiting for it (not
-        delivered: the change is sent again). ``retrying``: where an earlier call left this change; ignored if
-        it was another one. ``alive`` is beaten at every attempt."""
+        delivered: the change is sent again), or that the endpoint is gone. ``retrying``: where an earlier call
+        left this change; ignored if it was another one. ``alive`` is beaten at every attempt."""
         change_id, segment, body = change
         state = retrying if retrying is not None and retrying.change_id == change_id else None
         if state is None:
@@ -107,6 +121,14 @@ class Sender:
             state.attempts += 1
             state.status, state.error = answer.status, answer.error
             if answer.error is None:
+                return state.ended(segment)
+            if answer.status == GONE:
+                log.warning("webhook %s answered 410 Gone to change %s", hook.webhook_id, change_id)
+                return Gone(change_id, answer.error)
+            if not retried(answer.status):
+                log.warning(
+                    "dead-lettered change %s for webhook %s: %s, not retried", change_id, hook.webhook_id, answer.error
+                )
                 return state.ended(segment)
             if state.attempts >= self.settings.max_attempts:
                 break
@@ -144,6 +166,24 @@ class Sender:
             return Answer(None, f"no answer within {self.settings.timeout_s} s")
         except (aiohttp.ClientError, OSError) as exc:
             return Answer(None, str(exc) or type(exc).__name__)
+
+
+GONE: Final = 410
+#: Client errors that say "not now" rather than "not this": a timeout, too early, too many requests.
+_CLIENT_ERRORS_RETRIED: Final = frozenset({408, 425, 429})
+
+
+def retried(status: int | None) -> bool:
+    """Whether a failed attempt is tried again: no answer, a server error, or a client error that is about timing.
+    Any other 4xx refuses the change itself (its bytes get the same answer every time), and a redirect is not
+    followed (a receiver could send the deliverer on to an address it may not reach).
+
+    >>> [retried(s) for s in (None, 500, 502, 503, 408, 425, 429)]
+    [True, True, True, True, True, True, True]
+    >>> [retried(s) for s in (301, 308, 400, 401, 403, 404, 413, 422)]
+    [False, False, False, False, False, False, False, False]
+    """
+    return status is None or status >= 500 or status in _CLIENT_ERRORS_RETRIED
 
 
 def retry_after_s(value: str | None, now: float) -> float | None:

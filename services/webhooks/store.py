@@ -1,6 +1,7 @@
 """Webhook registrations and their delivery logs in Redis (namespace-scoped, like everything else).
 
-- ``rapport:<ns>:wh`` — hash: webhook id → registration (JSON, secret included);
+- ``rapport:<ns>:wh`` — hash: webhook id → registration (JSON, secret included), and ``pause:<id>`` → why and
+  since when its deliveries are paused (``Pause``), in the same hash so that a removal takes both at once;
 - ``rapport:<ns>:wh:log:{<id>}`` — the delivery log, newest first, capped at ``LOG_SIZE`` entries;
 - ``rapport:<ns>:wh:handover`` — where the shared consumer group of earlier deliverers had got to, taken
   once (``Handover``, services/webhooks/starts.py).
@@ -30,6 +31,14 @@ class Webhook(msgspec.Struct, frozen=True, kw_only=True):
         return not self.segments or segment in self.segments
 
 
+class Pause(msgspec.Struct, frozen=True, kw_only=True):
+    """A webhook's deliveries stopped, until it is resumed (``POST /v1/webhooks/{id}/resume``): its endpoint
+    answered 410 Gone, or it was paused through the API. They resume at the first change not delivered."""
+
+    at_ms: int
+    reason: str
+
+
 class Delivery(msgspec.Struct, frozen=True, kw_only=True):
     """One change's delivery to one webhook: how it ended, after how many attempts."""
 
@@ -51,9 +60,17 @@ class Handover(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _HOOK = msgspec.json.Decoder(Webhook)
+_PAUSE = msgspec.json.Decoder(Pause)
 _HANDOVER = msgspec.json.Decoder(Handover)
 _DELIVERY = msgspec.json.Decoder(Delivery)
 _ENCODER = msgspec.json.Encoder()
+_PAUSED: Final = "pause:"
+# Only a registered webhook is paused: a pause landing after a removal would otherwise outlive it.
+_PAUSE_IF_REGISTERED: Final = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'pause:' .. ARGV[1], ARGV[2])
+return 1
+"""
 
 
 class WebhookStore:
@@ -74,20 +91,32 @@ class WebhookStore:
         await self.redis.hset(self._hooks, hook.webhook_id, _ENCODER.encode(hook))
         return hook
 
-    async def all(self) -> list[Webhook]:
-        raw = await self.redis.hgetall(self._hooks)
-        return sorted((_HOOK.decode(v) for v in raw.values()), key=lambda h: h.webhook_id)
+    async def all(self) -> list[tuple[Webhook, Pause | None]]:
+        """Every registration with its pause, if it is paused, by id."""
+        raw = {_text(field): blob for field, blob in (await self.redis.hgetall(self._hooks)).items()}
+        hooks = sorted((_HOOK.decode(blob) for field, blob in raw.items() if not field.startswith(_PAUSED)), key=_id)
+        return [(hook, _pause(raw.get(_PAUSED + hook.webhook_id))) for hook in hooks]
 
-    async def get(self, webhook_id: str) -> Webhook | None:
-        blob = await self.redis.hget(self._hooks, webhook_id)
-        return None if blob is None else _HOOK.decode(blob)
+    async def get(self, webhook_id: str) -> tuple[Webhook, Pause | None] | None:
+        blob, paused = await self.redis.hmget(self._hooks, [webhook_id, _PAUSED + webhook_id])
+        return None if blob is None else (_HOOK.decode(blob), _pause(paused))
 
     async def remove(self, webhook_id: str) -> bool:
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hdel(self._hooks, webhook_id)
+            pipe.hdel(self._hooks, webhook_id, _PAUSED + webhook_id)
             pipe.unlink(self._log_key(webhook_id))
             removed, _ = await pipe.execute()
         return bool(removed)
+
+    async def pause(self, webhook_id: str, reason: str) -> bool:
+        """Pause a registered webhook's deliveries (again: the newest reason stands); False if it is not
+        registered."""
+        pause = Pause(at_ms=int(time.time() * 1000), reason=reason)
+        return bool(await self.redis.eval(_PAUSE_IF_REGISTERED, 1, self._hooks, webhook_id, _ENCODER.encode(pause)))
+
+    async def resume(self, webhook_id: str) -> bool:
+        """Whether the webhook was paused."""
+        return bool(await self.redis.hdel(self._hooks, _PAUSED + webhook_id))
 
     async def forget_log(self, webhook_id: str) -> None:
         await self.redis.unlink(self._log_key(webhook_id))
@@ -123,3 +152,15 @@ class WebhookStore:
         namespace that an API is configured with keeps (``rapport namespace drop``)."""
         name = key.decode() if isinstance(key, bytes) else key
         return name in (self._hooks, self._handover) or name.startswith(f"{self._log}:")
+
+
+def _text(field: str | bytes) -> str:
+    return field.decode() if isinstance(field, bytes) else field
+
+
+def _id(hook: Webhook) -> str:
+    return hook.webhook_id
+
+
+def _pause(blob: bytes | str | None) -> Pause | None:
+    return None if blob is None else _PAUSE.decode(blob)

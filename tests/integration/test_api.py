@@ -121,6 +121,8 @@ ROUTES = [
     ("POST", "/v1/segments/preview", {"rule": "transactions.orders >= 1"}, 200, "segments:admin"),
     ("GET", "/v1/webhooks", None, 200, "segments:admin"),
     ("GET", "/v1/webhooks/wh_0000000000000000/deliveries", None, 404, "segments:admin"),
+    ("POST", "/v1/webhooks/wh_0000000000000000/pause", None, 404, "segments:admin"),
+    ("POST", "/v1/webhooks/wh_0000000000000000/resume", None, 404, "segments:admin"),
     ("DELETE", "/v1/profiles/matrix-erased", None, 202, "admin"),
     ("GET", f"/v1/erasures/er_{'0' * 32}", None, 404, "admin"),
 ]

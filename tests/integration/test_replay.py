@@ -966,7 +966,7 @@ async def _webhooks(settings: Settings, namespace: str) -> tuple[list[Webhook], 
     redis = make_redis(settings)
     try:
         store = WebhookStore(redis, namespace)
-        hooks = await store.all()
+        hooks = [hook for hook, _ in await store.all()]
         return hooks, sum([len(await store.deliveries(h.webhook_id, 10)) for h in hooks])
     finally:
         await redis.aclose()

@@ -363,6 +363,77 @@ def test_a_rewound_webhook_gets_its_changes_again_from_the_instant_given(tmp_pat
     assert received().count("ch-3") == 2
 
 
+def test_an_endpoint_that_answers_gone_pauses_its_webhook_until_it_is_resumed(tmp_path: Path, topics: Topics) -> None:
+    """410 Gone: the webhook is paused at that change, which is neither retried nor dead-lettered; the other
+    webhook goes on. Resumed (``POST …/resume``), it gets every change from there, in order. Paused through the
+    API, it gets nothing until resumed, then what came meanwhile. Before 2026-12-07 a 410 was retried
+    ``max_attempts`` times per change, then dead-lettered, change after change."""
+    namespace = f"wh-{uuid.uuid4().hex[:6]}"
+    env = {
+        **topics.env,
+        "RAPPORT_PROFILE__NAMESPACE": namespace,
+        "RAPPORT_API__KEY_CACHE_S": "0",
+        "RAPPORT_WEBHOOKS__START_FROM": "earliest",
+        "RAPPORT_WEBHOOKS__BACKOFF_BASE_S": "0.05",
+        "RAPPORT_WEBHOOKS__REFRESH_S": "0.5",
+        "RAPPORT_WEBHOOKS__PRIVATE_TARGETS": "true",
+    }
+    token = create_key(env, "--name", "wh", "--scopes", "segments:admin", "--rate-limit", "1000")
+    changes = [{"change_id": f"ch-{i}", "customer_id": f"c-{i % 3}", "segment": "vip"} for i in range(15)]
+    gone, up = Receiver(410), Receiver(200)
+    log = tmp_path / "deliver.log"
+    with serving(gone) as gone_url, serving(up) as up_url, running_api(env, tmp_path / "api.log") as base:
+        http = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        gone_id = http.post("/v1/webhooks", json={"url": gone_url}).json()["webhook_id"]
+        http.post("/v1/webhooks", json={"url": up_url})
+        for action in ("pause", "resume"):
+            missing = http.post(f"/v1/webhooks/wh_0123456789abcdef/{action}")
+            assert (missing.status_code, missing.json()["error"]["code"]) == (404, "webhook_not_found")
+
+        def paused() -> dict[str, str] | None:
+            hooks = {h["webhook_id"]: h for h in http.get("/v1/webhooks").json()["webhooks"]}
+            pause: dict[str, str] | None = hooks[gone_id]["paused"]
+            return pause
+
+        def deliveries() -> list[dict[str, object]]:
+            entries: list[dict[str, object]] = http.get(f"/v1/webhooks/{gone_id}/deliveries").json()["deliveries"]
+            return entries
+
+        send_changes(topics, changes[:10])
+        deliverer = start_deliverer(env, log)
+        try:
+            wait_for(lambda: len(up.received) == 10 and paused() is not None, deliverer, log)
+            wait_for(lambda: running_parts(topics.settings, namespace) == 1, deliverer, log)  # its part ended
+            time.sleep(1.0)  # nothing more is sent to it
+            assert gone.requests == 1
+            pause = paused()
+            assert pause is not None
+            assert pause["reason"].startswith("the endpoint answered 410 Gone to change ch-"), pause
+            assert deliveries() == [], "neither delivered nor dead-lettered"
+
+            with gone.lock:
+                gone.status = 200
+            resumed = http.post(f"/v1/webhooks/{gone_id}/resume")
+            assert (resumed.status_code, resumed.json()["paused"]) == (200, None)
+            wait_for(lambda: len(gone.received) == 10, deliverer, log)
+
+            assert http.post(f"/v1/webhooks/{gone_id}/pause").json()["paused"]["reason"] == "paused through the API"
+            wait_for(lambda: f"webhook {gone_id} is paused" in log.read_text(), deliverer, log)
+            send_changes(topics, changes[10:])
+            wait_for(lambda: len(up.received) == 15, deliverer, log)
+            time.sleep(1.0)
+            assert len(gone.received) == 10, "sent to while paused"
+            assert http.post(f"/v1/webhooks/{gone_id}/resume").json()["paused"] is None
+            wait_for(lambda: len({c for c, _, _ in gone.received}) == 15, deliverer, log)
+        finally:
+            assert stopped(deliverer, 30) == 0
+        assert {d["status"] for d in deliveries()} == {"delivered"}
+    for customer in ("c-0", "c-1", "c-2"):
+        expected = [c["change_id"] for c in changes if c["customer_id"] == customer]
+        assert list(dict.fromkeys(c for c, _, _ in gone.received if c in expected)) == expected
+    assert "Traceback" not in log.read_text()
+
+
 async def register(settings: Settings, namespace: str, *urls: str) -> list[Webhook]:
     redis = make_redis(settings)
     try:

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler
 
 from services.settings import WebhookSettings
 from services.webhooks.parts import parse
-from services.webhooks.sender import Retrying, Sender, client_session
+from services.webhooks.sender import Gone, Retrying, Sender, client_session
 from services.webhooks.store import Delivery, Webhook
 from tests.http_support import loopback_server
 
@@ -54,12 +54,12 @@ def _settings(**overrides: float) -> WebhookSettings:
     return WebhookSettings(private_targets=True, **overrides)
 
 
-def _send(settings: WebhookSettings, hook: Webhook, budgets_s: list[float]) -> list[Delivery | Retrying]:
+def _send(settings: WebhookSettings, hook: Webhook, budgets_s: list[float]) -> list[Delivery | Retrying | Gone]:
     """``send`` called once per budget, each call given the state the previous one left, as a part does
     when it reads a cut batch again; the outcomes."""
 
-    async def run() -> list[Delivery | Retrying]:
-        outcomes: list[Delivery | Retrying] = []
+    async def run() -> list[Delivery | Retrying | Gone]:
+        outcomes: list[Delivery | Retrying | Gone] = []
         retrying: Retrying | None = None
         async with client_session(settings) as session:
             sender = Sender(settings, session)
@@ -172,4 +172,38 @@ def test_a_pause_longer_than_the_budget_is_waited_until_the_budget_ends_not_retu
     assert isinstance(outcome, Retrying)
     assert outcome.attempts == 1
     assert 0.25 <= took_s < 2.0
+    assert len(endpoint.came) == 1
+
+
+def test_a_change_refused_for_good_is_dead_lettered_at_its_first_answer() -> None:
+    """A 4xx (other than 408, 425, 429) or a redirect refuses the change itself: dead-lettered after one attempt,
+    where before 2026-12-07 it was retried like a 503, ``max_attempts`` times with backoff."""
+    for status in (400, 404, 301):
+        endpoint = Endpoint((status, {"Location": "http://127.0.0.1:1/"}))
+        with endpoint.serving() as hook:
+            (outcome,) = _send(_settings(max_attempts=5, backoff_base_s=0.01), hook, [10.0])
+        assert isinstance(outcome, Delivery)
+        assert (outcome.status, outcome.attempts, outcome.last_status_code, outcome.last_error) == (
+            "dead_lettered",
+            1,
+            status,
+            f"HTTP {status}",
+        )
+        assert len(endpoint.came) == 1
+
+
+def test_client_errors_about_timing_are_retried() -> None:
+    for status in (408, 425, 429):
+        endpoint = Endpoint((status, {}), (200, {}))
+        with endpoint.serving() as hook:
+            (outcome,) = _send(_settings(max_attempts=5, backoff_base_s=0.01, backoff_max_s=0.01), hook, [10.0])
+        assert isinstance(outcome, Delivery)
+        assert (outcome.status, outcome.attempts) == ("delivered", 2), status
+
+
+def test_an_endpoint_that_answers_gone_is_neither_retried_nor_dead_lettered() -> None:
+    endpoint = Endpoint((410, {}))
+    with endpoint.serving() as hook:
+        (outcome,) = _send(_settings(max_attempts=5, backoff_base_s=0.01), hook, [10.0])
+    assert outcome == Gone(CHANGE[0], "HTTP 410")
     assert len(endpoint.came) == 1

@@ -1,5 +1,5 @@
-"""``/v1/webhooks``: endpoints that receive segment changes (``rapport deliver`` POSTs them), and their
-delivery logs. The signing secret is shown once, when the webhook is registered."""
+"""``/v1/webhooks``: endpoints that receive segment changes (``rapport deliver`` POSTs them), their delivery
+logs, pausing and resuming them. The signing secret is shown once, when the webhook is registered."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from services.api.auth import require
 from services.api.context import ApiContext
 from services.api.errors import ApiError, responses
 from services.api.keys import ApiKey
-from services.webhooks.store import Webhook, WebhookStore
+from services.webhooks.store import Pause, Webhook, WebhookStore
 from services.webhooks.targets import literal_refusal
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
@@ -31,11 +31,20 @@ class WebhookIn(BaseModel):
     model_config = {"json_schema_extra": {"examples": [{"url": "https://crm.example/hooks/rapport", "segments": []}]}}
 
 
+class PauseOut(BaseModel):
+    at: str
+    reason: str = Field(examples=["the endpoint answered 410 Gone to change 3f2a…", "paused through the API"])
+
+
 class WebhookOut(BaseModel):
     webhook_id: str
     url: str
     segments: list[str]
     created_at: str
+    paused: PauseOut | None = Field(
+        description="Deliveries stopped since then, until resumed (POST …/resume); they resume at the first change "
+        "not delivered. null: delivering."
+    )
 
 
 class WebhookCreated(WebhookOut):
@@ -83,12 +92,41 @@ async def register(request: Request, _: Admin, body: WebhookIn) -> WebhookCreate
             {"url": str(body.url)},
         )
     hook = await _store(request).register(str(body.url), body.segments)
-    return WebhookCreated(**_out(hook).model_dump(), secret=hook.secret)
+    return WebhookCreated(**_out(hook, None).model_dump(), secret=hook.secret)
 
 
 @router.get("", summary="Registered webhooks", response_model=WebhookList, responses=responses(401, 403, 429))
 async def list_webhooks(request: Request, _: Admin) -> WebhookList:
-    return WebhookList(webhooks=[_out(h) for h in await _store(request).all()])
+    return WebhookList(webhooks=[_out(h, pause) for h, pause in await _store(request).all()])
+
+
+@router.post(
+    "/{webhook_id}/pause",
+    summary="Pause a webhook's deliveries",
+    response_model=WebhookOut,
+    responses=responses(401, 403, 404, 422, 429),
+)
+async def pause(request: Request, _: Admin, webhook_id: WebhookId) -> WebhookOut:
+    """The deliverers stop sending to it within `webhooks.refresh_s`; changes keep coming to its position in
+    `segments.changes`, and are sent when it is resumed. A batch in flight is sent again then (at least once)."""
+    store = _store(request)
+    if not await store.pause(webhook_id, "paused through the API"):
+        raise ApiError(404, "webhook_not_found", "no webhook has this id")
+    return await _current(store, webhook_id)
+
+
+@router.post(
+    "/{webhook_id}/resume",
+    summary="Resume a webhook's deliveries",
+    response_model=WebhookOut,
+    responses=responses(401, 403, 404, 422, 429),
+)
+async def resume(request: Request, _: Admin, webhook_id: WebhookId) -> WebhookOut:
+    """From the first change not delivered: the one its endpoint answered 410 Gone to, if that paused it. Resuming
+    a webhook that is not paused changes nothing."""
+    store = _store(request)
+    await store.resume(webhook_id)
+    return await _current(store, webhook_id)
 
 
 @router.delete(
@@ -114,8 +152,7 @@ async def deliveries(
     request: Request, _: Admin, webhook_id: WebhookId, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> DeliveryLog:
     store = _store(request)
-    if await store.get(webhook_id) is None:
-        raise ApiError(404, "webhook_not_found", "no webhook has this id")
+    await _current(store, webhook_id)
     entries = await store.deliveries(webhook_id, limit)
     return DeliveryLog(
         deliveries=[
@@ -133,7 +170,18 @@ async def deliveries(
     )
 
 
-def _out(hook: Webhook) -> WebhookOut:
+async def _current(store: WebhookStore, webhook_id: str) -> WebhookOut:
+    found = await store.get(webhook_id)
+    if found is None:
+        raise ApiError(404, "webhook_not_found", "no webhook has this id")
+    return _out(*found)
+
+
+def _out(hook: Webhook, pause: Pause | None) -> WebhookOut:
     return WebhookOut(
-        webhook_id=hook.webhook_id, url=hook.url, segments=hook.segments, created_at=iso(hook.created_at_ms) or ""
+        webhook_id=hook.webhook_id,
+        url=hook.url,
+        segments=hook.segments,
+        created_at=iso(hook.created_at_ms) or "",
+        paused=None if pause is None else PauseOut(at=iso(pause.at_ms) or "", reason=pause.reason),
     )
