@@ -6,7 +6,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Final
 
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
@@ -18,7 +18,13 @@ from services.settings import Settings
 class TopicState(StrEnum):
     CREATED = "created"
     OK = "ok"
-    DIFFERS = "differs"
+    DIFFERS = "differs"  # in a setting an operator may tune (retention)
+    CONFLICTS = "conflicts"  # in what Rapport relies on: the partition count, or the cleanup policy
+
+
+#: Settings whose difference breaks Rapport: compaction keeps one record per key (a customer's history would
+#: shrink to its last event), and the partition count fixes where each key's records are.
+_RELIED_ON: Final = frozenset({"cleanup.policy"})
 
 
 @dataclass(frozen=True)
@@ -68,13 +74,15 @@ def ensure_topics(settings: Settings, catalogue: Sequence[TopicSpec] = CATALOGUE
             reports.append(TopicReport(name, TopicState.CREATED, partitions))
             continue
         diffs = []
-        if existing[name] != partitions:
+        conflicts = existing[name] != partitions
+        if conflicts:
             diffs.append(f"partitions: {existing[name]} (catalogue: {partitions})")
         for key, value in spec.config().items():
             actual = configs.get(name, {}).get(key)
             if actual is not None and actual != value:
                 diffs.append(f"{key}: {actual} (catalogue: {value})")
-        state = TopicState.DIFFERS if diffs else TopicState.OK
+                conflicts = conflicts or key in _RELIED_ON
+        state = TopicState.CONFLICTS if conflicts else TopicState.DIFFERS if diffs else TopicState.OK
         reports.append(TopicReport(name, state, existing[name], tuple(diffs)))
     return reports
 

@@ -15,16 +15,28 @@ app = typer.Typer(help="Kafka topics of the catalogue.", no_args_is_help=True)
 
 @app.command("create")
 def create() -> None:
-    """Create missing catalogue topics (idempotent); report existing topics that differ from the catalogue."""
+    """Create missing catalogue topics (idempotent); report existing topics that differ from the catalogue.
+
+    Exits 1 if a topic's partition count or cleanup policy is not the catalogue's (a deployment should stop
+    there: docs/topics.md); a different retention is reported, and exits 0."""
     settings = get_settings()
     reports = ensure_topics(settings)
     table = Table("topic", "state", "partitions", "differences")
+    colours = {TopicState.CREATED: "green", TopicState.OK: "dim", TopicState.DIFFERS: "yellow"}
     for report in reports:
-        colour = {TopicState.CREATED: "green", TopicState.OK: "dim", TopicState.DIFFERS: "yellow"}[report.state]
+        colour = colours.get(report.state, "bold red")
         table.add_row(
             report.name, f"[{colour}]{report.state}[/]", str(report.partitions), "; ".join(report.differences)
         )
     Console().print(table)
+    conflicting = [report.name for report in reports if report.state is TopicState.CONFLICTS]
+    if conflicting:
+        typer.echo(
+            f"rapport: {', '.join(conflicting)}: partitions or cleanup policy differ from the catalogue; Rapport "
+            "would misplace or lose records there (docs/topics.md)",
+            err=True,
+        )
+        raise typer.Exit(1)
 
 
 @app.command("list")
