@@ -14,7 +14,7 @@ from profiles.models.specs import import_river
 from profiles.store import ProfileStore
 from schemas.events import AnyEvent
 from schemas.profile import ProfileView
-from services.api.auth import KeyCache
+from services.api.auth import KeyCache, check_key_first
 from services.api.collector import EventCollector
 from services.api.context import ApiContext
 from services.api.draining import Draining
@@ -80,7 +80,7 @@ def create_app(settings: Settings, draining: Draining | None = None) -> FastAPI:
         default_response_class=JsonResponse,
         lifespan=lifespan,
     )
-    install_error_handlers(app)
+    install_error_handlers(app, check_key_first)
     app.include_router(profiles.router)
     app.include_router(scores.router)
     app.include_router(events.router)

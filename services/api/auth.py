@@ -41,10 +41,20 @@ class KeyCache:
         return key
 
 
-def require(scope: Scope) -> Callable[..., Awaitable[ApiKey]]:
+def require(scope: Scope) -> KeyRequired:
     """A dependency that admits a caller holding ``scope`` and counts the request against its rate limit."""
+    return KeyRequired(scope)
 
-    async def caller(request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)]) -> ApiKey:
+
+class KeyRequired:
+    """The key check of routes that need ``scope`` (``require``)."""
+
+    def __init__(self, scope: Scope) -> None:
+        self.scope = scope
+
+    async def __call__(
+        self, request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)] = None
+    ) -> ApiKey:
         ctx: ApiContext = request.app.state.ctx
         header = request.headers.get("authorization")
         if not header:
@@ -61,8 +71,10 @@ def require(scope: Scope) -> Callable[..., Awaitable[ApiKey]]:
         origin = request.headers.get("origin")
         if not key.allows_origin(origin):
             raise ApiError(403, "origin_not_allowed", "this publishable key does not allow this origin")
-        if not key.allows(scope):
-            raise ApiError(403, "insufficient_scope", f"this route needs the {scope} scope", {"required": scope})
+        if not key.allows(self.scope):
+            raise ApiError(
+                403, "insufficient_scope", f"this route needs the {self.scope} scope", {"required": self.scope}
+            )
         wait_s = await ctx.limiter.wait_s(key.key_id, key.rate_per_s)
         if wait_s > 0:
             raise rate_limited(key, wait_s)
@@ -70,7 +82,15 @@ def require(scope: Scope) -> Callable[..., Awaitable[ApiKey]]:
             request.state.cors_origin = origin  # the CORS middleware allows this response to be read
         return key
 
-    return caller
+
+async def check_key_first(request: Request) -> None:
+    """The key check of the route ``request`` was matched to, if it has one (raises its refusal). FastAPI parses a
+    JSON body before it solves a route's dependencies, so a body that is not JSON would otherwise be refused
+    before the key is checked: a caller with no key or a wrong one would learn the route's contract first."""
+    route = request.scope.get("route")
+    for dependency in getattr(getattr(route, "dependant", None), "dependencies", ()):
+        if isinstance(dependency.call, KeyRequired):
+            await dependency.call(request)
 
 
 def rate_limited(key: ApiKey, wait_s: float) -> ApiError:

@@ -7,7 +7,7 @@ and documented per route in the OpenAPI description; ``message`` is for people; 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -101,8 +101,10 @@ def redis_unavailable() -> JsonResponse:
 
 
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for a route's error statuses, all with the error body."""
-    return {status: {"model": ErrorBody, "description": _DESCRIPTIONS[status]} for status in statuses}
+    """OpenAPI entries for a route's error statuses, all with the error body. A route that authenticates (401)
+    may answer 503 too: keys and rate limits are read from Redis."""
+    documented = {*statuses, 503} if 401 in statuses else set(statuses)
+    return {status: {"model": ErrorBody, "description": _DESCRIPTIONS[status]} for status in sorted(documented)}
 
 
 _DESCRIPTIONS = {
@@ -119,7 +121,10 @@ _DESCRIPTIONS = {
 }
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI, check_key_first: Callable[[Request], Awaitable[None]]) -> None:
+    """``check_key_first``: the key check of the route a request was matched to (``services.api.auth``), run
+    before a body that could not be parsed is refused."""
+
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JsonResponse:
         return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
@@ -138,19 +143,42 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(503, "segment_unreadable", str(exc), {"segment": exc.name})
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JsonResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> JsonResponse:
+        errors = exc.errors()
+        unparsed = [error for error in errors if error.get("type") == "json_invalid"]
+        if unparsed:
+            # Raised before the route's dependencies ran: the key is checked first, as for every other breach.
+            refused = await _key_refusal(request, check_key_first)
+            if refused is not None:
+                return refused
+            why = unparsed[0].get("ctx", {}).get("error", "")
+            return error_response(422, "invalid_json", f"the body is not JSON: {why}")
         problems = [
             {"location": [str(part) for part in error.get("loc", ())], "message": str(error.get("msg", ""))}
-            for error in exc.errors()
+            for error in errors
         ]
         return error_response(
             422, "invalid_request", "the request does not follow the contract", {"problems": problems}
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JsonResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JsonResponse:
         if exc.status_code == 400:
-            # FastAPI's answer to a body that is not JSON at all: the same 422 as every other contract breach.
+            # FastAPI's answer to a body it could not read as JSON at all (before the dependencies ran).
+            refused = await _key_refusal(request, check_key_first)
+            if refused is not None:
+                return refused
             return error_response(422, "invalid_json", f"the body is not JSON: {exc.detail}")
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+
+
+async def _key_refusal(request: Request, check: Callable[[Request], Awaitable[None]]) -> JsonResponse | None:
+    """The answer of the route's key check if it refuses the caller; None if it admits it (or there is none)."""
+    try:
+        await check(request)
+    except ApiError as exc:
+        return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+    except RedisError:
+        return redis_unavailable()
+    return None

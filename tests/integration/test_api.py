@@ -239,6 +239,26 @@ def test_bad_requests_get_precise_4xx_bodies(api: Api) -> None:
 JSON = {"content-type": "application/json"}
 
 
+@pytest.mark.parametrize(
+    ("path", "scope"),
+    [("/v1/profiles/batch", "profiles:read"), ("/v1/scores/batch", "scores:read"), ("/v1/webhooks", "segments:admin")],
+)
+def test_a_body_that_is_not_json_is_refused_after_the_key_is_checked(api: Api, path: str, scope: str) -> None:
+    """FastAPI parses a route's JSON body before its dependencies run: until 2026-12-07 a caller with no key or
+    the wrong one was answered 422 (and the route's contract) for a body that is not JSON, and a caller with a
+    good key `invalid_request` instead of the `invalid_json` of `/v1/events/batch`."""
+    without, valid = KEYS_FOR[scope]
+    for token, status, code in (
+        (None, 401, "missing_api_key"),
+        (api.keys["revoked"], 401, "revoked_api_key"),
+        (api.keys[without], 403, "insufficient_scope"),
+        (api.keys[valid], 422, "invalid_json"),
+    ):
+        for body in (b"{not json", b"\xff\xfe"):
+            response = api.call("POST", path, token, content=body, headers=JSON)
+            assert (response.status_code, response.json()["error"]["code"]) == (status, code), (body, response.text)
+
+
 def _padded_ids() -> bytes:
     return b'{"ids": ["a"]' + b" " * (1024 * 1024) + b"}"
 
@@ -319,6 +339,11 @@ def test_profiles_posted_over_http_are_served_as_the_offline_fold_computes_them(
     partial = api.call("GET", "/v1/profiles/c-e2e", api.keys["all"], params={"fields": "behaviour"}).json()
     assert set(partial) == {"profile_id", "meta", "behaviour"}
     assert partial["meta"]["computed_at"] is not None
+    # Fields that always come may be named: `meta` alone is the freshness (until 2026-12-07, 422 unknown_field).
+    for fields in ("meta", "profile_id,meta", "meta,behaviour"):
+        named = api.call("GET", "/v1/profiles/c-e2e", api.keys["all"], params={"fields": fields})
+        assert named.status_code == 200, (fields, named.text)
+        assert set(named.json()) == {"profile_id", "meta"} | ({"behaviour"} if "behaviour" in fields else set())
     early = api.call("GET", "/v1/profiles/c-e2e", api.keys["all"], params={"as_of": start.isoformat()})
     assert early.status_code == 422
     assert early.json()["error"]["code"] == "as_of_before_last_event"

@@ -106,6 +106,7 @@ def test_the_hot_path_answers_what_the_routes_answer(servers: Servers) -> None:
     some = ids[0]
     requests += [
         (f"/v1/profiles/{some}?fields=nonsense", reader),  # 422 from the route
+        (f"/v1/profiles/{some}?fields=meta", reader),
         (f"/v1/profiles/{some}?as_of=2031-03-20T00:00:00Z", reader),  # the route's as_of
         (f"/v1/profiles/{some}?as_of=2020-01-01T00:00:00Z", reader),  # before the last event: 422
         (f"/v1/profiles/{some}/scores?fields=rfm", reader),  # not a scores parameter: the route ignores it
@@ -121,8 +122,9 @@ def test_the_hot_path_answers_what_the_routes_answer(servers: Servers) -> None:
     for path, token in requests:
         hot, routes = _get(servers.hot, path, token), _get(servers.routes, path, token)
         assert _comparable(hot) == _comparable(routes), path
-    # Every plain read by the reader and the scores-only key's scores read took the hot path; nothing else did.
-    assert _hot_reads(servers.hot) - before == 3 * len(ids) + 1
+    # Every plain read by the reader (`fields=meta` included) and the scores-only key's scores read took the hot
+    # path; nothing else did.
+    assert _hot_reads(servers.hot) - before == 3 * len(ids) + 2
     assert _hot_reads(servers.routes) == 0
 
 

@@ -33,7 +33,8 @@ _PROFILE_RESPONSE = {
 FieldsQuery = Annotated[
     str | None,
     Query(
-        description=f"Comma-separated top-level fields to return: {', '.join(SELECTABLE)}.",
+        description=f"Comma-separated top-level fields to return: {', '.join(SELECTABLE)}. `profile_id` and `meta` "
+        "always come, and may be named (`fields=meta`: only those two).",
         examples=["transactions,rfm,windows"],
         max_length=1000,
     ),
@@ -153,7 +154,8 @@ def fields_wanted(fields: str | None) -> set[str] | None:
     if fields is None:
         return None
     names = {name.strip() for name in fields.split(",") if name.strip()}
-    unknown = sorted(names - set(SELECTABLE))
+    # Naming a field that always comes is not an error: a caller asking for `meta` alone wants only freshness.
+    unknown = sorted(names - set(SELECTABLE) - set(ALWAYS))
     if unknown:
         raise ApiError(
             422, "unknown_field", f"unknown fields {unknown}", {"unknown": unknown, "known": list(SELECTABLE)}
