@@ -10,11 +10,12 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -34,6 +35,7 @@ from tests.kafka_support import Topics, private_kafka, rapport, send_changes
 from tests.redis_support import private_redis
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+T = TypeVar("T")
 
 
 class Receiver:
@@ -161,7 +163,7 @@ def test_an_endpoint_that_is_down_holds_back_only_itself(tmp_path: Path, topics:
     }
     up, down = Receiver(200), Receiver(503)
     with serving(up) as up_url, serving(down) as down_url:
-        hooks = asyncio.run(register(topics.settings, namespace, up_url, down_url))
+        hooks = register(topics.settings, namespace, up_url, down_url)
         changes = [{"change_id": f"ch-{i}", "customer_id": f"c-{i % 3}", "segment": "vip"} for i in range(20)]
         log = tmp_path / "deliver.log"
         deliverer = start_deliverer(env, log)
@@ -175,7 +177,7 @@ def test_an_endpoint_that_is_down_holds_back_only_itself(tmp_path: Path, topics:
             assert time.time() - (tmp_path / "alive").stat().st_mtime < 5, "looked hung while retrying"
             assert logged(topics.settings, namespace, hooks[1].webhook_id) == set(), "dead-lettered already"
 
-            asyncio.run(unregister(topics.settings, namespace, hooks[1].webhook_id))
+            assert on_store(topics.settings, namespace, lambda store: store.remove(hooks[1].webhook_id))
             wait_for(lambda: f"webhook {hooks[1].webhook_id} was removed" in log.read_text(), deliverer, log)
             time.sleep(1.0)  # a request under way when it was removed may still come
             tried = down.requests
@@ -212,14 +214,14 @@ def test_a_webhook_starts_at_its_registration_and_older_ones_where_the_shared_gr
         send_changes(topics, changes[:6])
         commit_shared_group_at_the_end(topics, namespace)  # an earlier deliverer sent those six
         send_changes(topics, changes[6:10])
-        (older_hook,) = asyncio.run(register(topics.settings, namespace, older_url))
+        (older_hook,) = register(topics.settings, namespace, older_url)
         log = tmp_path / "deliver.log"
         deliverer = start_deliverer(env, log)
         try:
             wait_for(lambda: len(older.received) == 4, deliverer, log)
             send_changes(topics, changes[10:12])
             time.sleep(0.05)  # the registration comes after those two changes' timestamps
-            asyncio.run(register(topics.settings, namespace, newer_url))
+            register(topics.settings, namespace, newer_url)
             send_changes(topics, changes[12:])
             wait_for(lambda: len(older.received) == 8 and len(newer.received) == 2, deliverer, log)
             time.sleep(2.0)  # nothing more comes
@@ -246,7 +248,7 @@ def test_a_batch_is_cut_at_its_budget_and_its_rest_read_again_in_order(tmp_path:
     changes = [{"change_id": f"ch-{i}", "customer_id": "c-0", "segment": "vip"} for i in range(16)]
     slow = Receiver(200, delay_s=0.15)
     with serving(slow) as url:
-        (hook,) = asyncio.run(register(topics.settings, namespace, url))
+        (hook,) = register(topics.settings, namespace, url)
         send_changes(topics, changes)
         log = tmp_path / "deliver.log"
         deliverer = start_deliverer(env, log)
@@ -279,7 +281,7 @@ def test_deliverers_that_join_and_leave_share_a_webhook_and_lose_no_change(tmp_p
     receiver = Receiver(200, delay_s=0.1)
     logs = [tmp_path / "deliver-first.log", tmp_path / "deliver-second.log"]
     with serving(receiver) as url:
-        (hook,) = asyncio.run(register(topics.settings, namespace, url))
+        (hook,) = register(topics.settings, namespace, url)
         send_changes(topics, changes)
         first = start_deliverer(env, logs[0])
         second = None
@@ -305,12 +307,20 @@ def test_deliverers_that_join_and_leave_share_a_webhook_and_lose_no_change(tmp_p
 
 
 def test_a_rewound_webhook_gets_its_changes_again_from_the_instant_given(tmp_path: Path, topics: Topics) -> None:
-    """``rapport webhooks rewind ID --to T``: refused while a deliverer runs (Kafka moves a group's position
-    only while it has no members) and for a webhook that does not exist; with the deliverers stopped, the
-    next one sends again every change written from T on, and only those. ``--to now`` skips what was not
-    sent yet."""
+    """``rapport webhooks rewind ID --to T`` while a deliverer runs: the webhook is paused until the deliverer has
+    left its group (Kafka moves a group's position only while it has no members), moved, and resumed: the
+    deliverer sends again every change written from T on, and only those. Until 2026-12-07 the deliverers had
+    to be stopped first. A member that does not leave (a deliverer of an earlier version) makes the rewind
+    fail, and the webhook is resumed all the same; a webhook that was paused stays paused. ``--to now`` skips
+    what was not sent yet; an unknown webhook is refused."""
     namespace = f"wh-{uuid.uuid4().hex[:6]}"
-    env = {**topics.env, "RAPPORT_PROFILE__NAMESPACE": namespace, "RAPPORT_WEBHOOKS__PRIVATE_TARGETS": "true"}
+    env = {
+        **topics.env,
+        "RAPPORT_PROFILE__NAMESPACE": namespace,
+        "RAPPORT_WEBHOOKS__PRIVATE_TARGETS": "true",
+        "RAPPORT_WEBHOOKS__REFRESH_S": "0.5",
+        "RAPPORT_WEBHOOKS__TIMEOUT_S": "1",
+    }
     changes = [{"change_id": f"ch-{i}", "customer_id": f"c-{i % 2}", "segment": "vip"} for i in range(9)]
     receiver = Receiver(200)
     log = tmp_path / "deliver.log"
@@ -318,8 +328,13 @@ def test_a_rewound_webhook_gets_its_changes_again_from_the_instant_given(tmp_pat
     def received() -> list[str]:
         return [c for c, _, _ in receiver.received]
 
+    def paused() -> str | None:
+        found = on_store(topics.settings, namespace, lambda store: store.get(hook.webhook_id))
+        assert found is not None
+        return None if found[1] is None else found[1].reason
+
     with serving(receiver) as url:
-        (hook,) = asyncio.run(register(topics.settings, namespace, url))
+        (hook,) = register(topics.settings, namespace, url)
         send_changes(topics, changes[:3])
         time.sleep(0.05)
         instant = datetime.now(UTC).isoformat()
@@ -328,30 +343,42 @@ def test_a_rewound_webhook_gets_its_changes_again_from_the_instant_given(tmp_pat
         deliverer = start_deliverer(env, log)
         try:
             wait_for(lambda: len(receiver.received) == 6, deliverer, log)
-            refused = rapport("webhooks", "rewind", hook.webhook_id, "--to", instant, "--yes", env=env)
-            assert refused.returncode == 1, refused.stdout
-            assert "deliverers are running" in refused.stderr
-        finally:
-            assert stopped(deliverer, 30) == 0
-        unknown = rapport("webhooks", "rewind", "wh_none", "--to", instant, "--yes", env=env)
-        assert unknown.returncode == 1
-        assert f"no webhook 'wh_none' in namespace {namespace!r}" in unknown.stderr
-
-        rewound = rapport("webhooks", "rewind", hook.webhook_id, "--to", instant, "--yes", env=env)
-        assert rewound.returncode == 0, rewound.stderr
-        assert "3 changes held from there" in rewound.stdout
-        deliverer = start_deliverer(env, log)
-        try:
+            rewound = rapport("webhooks", "rewind", hook.webhook_id, "--to", instant, "--yes", env=env)
+            assert rewound.returncode == 0, rewound.stderr
+            assert "3 changes held from there" in rewound.stdout
+            assert paused() is None, "not resumed"
             wait_for(lambda: len(receiver.received) == 9, deliverer, log)
             time.sleep(1.0)  # nothing more comes
         finally:
             assert stopped(deliverer, 30) == 0
         assert sorted(received()[6:]) == ["ch-3", "ch-4", "ch-5"]
+        unknown = rapport("webhooks", "rewind", "wh_none", "--to", instant, "--yes", env=env)
+        assert unknown.returncode == 1
+        assert f"no webhook 'wh_none' in namespace {namespace!r}" in unknown.stderr
 
+        # A member that does not follow pauses: refused after the wait, and resumed.
+        stuck = make_consumer(
+            topics.settings, "test-stuck", group_id=topics.settings.webhook_part_group(namespace, hook.webhook_id)
+        )
+        try:
+            stuck.subscribe([topics.names["segments.changes"]])
+            while not stuck.assignment():
+                stuck.poll(timeout_ms=200)
+            refused = rapport("webhooks", "rewind", hook.webhook_id, "--to", "earliest", "--yes", env=env)
+        finally:
+            stuck.close()
+        assert refused.returncode == 1, refused.stdout
+        assert "still has members after" in refused.stderr
+        assert paused() is None
+
+        # Paused beforehand: skipped to now, and still paused with its own reason.
         send_changes(topics, changes[6:8])  # while no deliverer runs
+        assert on_store(topics.settings, namespace, lambda store: store.pause(hook.webhook_id, "maintenance"))
         skipped = rapport("webhooks", "rewind", hook.webhook_id, "--to", "now", "--yes", env=env)
         assert skipped.returncode == 0, skipped.stderr
         assert "0 changes held from there" in skipped.stdout
+        assert paused() == "maintenance"
+        assert on_store(topics.settings, namespace, lambda store: store.resume(hook.webhook_id))
         deliverer = start_deliverer(env, log)
         try:
             send_changes(topics, changes[8:])
@@ -434,20 +461,24 @@ def test_an_endpoint_that_answers_gone_pauses_its_webhook_until_it_is_resumed(tm
     assert "Traceback" not in log.read_text()
 
 
-async def register(settings: Settings, namespace: str, *urls: str) -> list[Webhook]:
-    redis = make_redis(settings)
-    try:
-        return [await WebhookStore(redis, namespace).register(url, []) for url in urls]
-    finally:
-        await redis.aclose()
+def on_store(settings: Settings, namespace: str, action: Callable[[WebhookStore], Awaitable[T]]) -> T:
+    """``action`` run on the namespace's webhook store, with a Redis client of its own."""
+
+    async def run() -> T:
+        redis = make_redis(settings)
+        try:
+            return await action(WebhookStore(redis, namespace))
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(run())
 
 
-async def unregister(settings: Settings, namespace: str, webhook_id: str) -> None:
-    redis = make_redis(settings)
-    try:
-        assert await WebhookStore(redis, namespace).remove(webhook_id)
-    finally:
-        await redis.aclose()
+def register(settings: Settings, namespace: str, *urls: str) -> list[Webhook]:
+    async def each(store: WebhookStore) -> list[Webhook]:
+        return [await store.register(url, []) for url in urls]
+
+    return on_store(settings, namespace, each)
 
 
 def running_parts(settings: Settings, namespace: str) -> int:
@@ -591,16 +622,8 @@ def test_a_deliverer_waits_out_a_kafka_outage_and_stops_cleanly_during_it(tmp_pa
 
 def logged(settings: Settings, namespace: str, webhook_id: str) -> set[str]:
     """The change ids the webhook's delivery log holds as delivered."""
-
-    async def read() -> set[str]:
-        redis = make_redis(settings)
-        try:
-            deliveries = await WebhookStore(redis, namespace).deliveries(webhook_id, 1000)
-        finally:
-            await redis.aclose()
-        return {d.change_id for d in deliveries if d.status == "delivered"}
-
-    return asyncio.run(read())
+    deliveries = on_store(settings, namespace, lambda store: store.deliveries(webhook_id, 1000))
+    return {d.change_id for d in deliveries if d.status == "delivered"}
 
 
 def wait_for(done: Callable[[], bool], process: subprocess.Popen[bytes], log: Path, timeout_s: float = 60) -> None:
