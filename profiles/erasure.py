@@ -24,12 +24,15 @@ def erasure_record(
     *,
     requested_at_ms: int,
     owners: Mapping[str, str] | None = None,
+    held: Collection[str] = (),
 ) -> ErasureRecord:
     """The record of erasing ``requested_id``, whose canonical profile is ``state`` (None if no profile has it:
-    then it names ``requested_ids``).
+    then it names ``requested_ids``, less those ``held`` by a profile).
 
     ``owners``: the customer each of the state's anonymous ids and emails is linked to. An id linked to
-    another customer is that customer's (a shared email they claimed first): it is not erased.
+    another customer is that customer's (a shared email they claimed first): it is not erased. ``held``: the
+    lower-cased spelling of an id no profile has may be another customer's id (ids are any strings): it is not
+    erased either.
 
     >>> from profiles.state import new_profile
     >>> state = new_profile("c-1", "c-1")
@@ -40,8 +43,10 @@ def erasure_record(
     >>> state.emails.append("home@example.com")
     >>> erasure_record("er_" + "0" * 32, "c-1", state, requested_at_ms=0, owners={"home@example.com": "c-2"}).ids
     ['c-1', 'a-9', 'ann@example.com']
+    >>> erasure_record("er_" + "0" * 32, "Ann@Example.com", None, requested_at_ms=0, held=["ann@example.com"]).ids
+    ['Ann@Example.com']
     """
-    ids = [requested_id] if state is not None else requested_ids(requested_id)
+    ids = [requested_id] if state is not None else [i for i in requested_ids(requested_id) if i not in held]
     profile_ids: list[str] = []
     if state is not None:
         theirs = {i for i, owner in (owners or {}).items() if owner != state.customer_id}

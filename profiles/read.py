@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from profiles.config import FoldConfig
-from profiles.erasure import erasure_record
+from profiles.erasure import erasure_record, requested_ids
 from profiles.models.scoring import Score, ServedModel, score_all
 from profiles.models.specs import ModelSpec
 from profiles.rfm import RfmScores, RfmThresholds
@@ -152,14 +152,18 @@ async def canonical_state(store: ProfileStore, any_id: str) -> ProfileState | No
 
 async def erasure_of(store: ProfileStore, erasure_id: str, requested_id: str, *, requested_at_ms: int) -> ErasureRecord:
     """The record of erasing ``requested_id`` now: the customer it resolves to with its ids, less the ids
-    linked to another customer (``erasure_record``). A customer whose stored profile does not decode is
-    erased too, with the ids its links name: an erasure must not wait for a repair."""
-    found = (await _canonical(store, [requested_id]))[requested_id]
-    state = None if found is None else found.decoded
-    if found is not None and found.unreadable is not None:
-        state = await _known_of_unreadable(store, found.unreadable.profile_id)
+    linked to another customer (``erasure_record``); for an id no profile has, the spellings of it that no
+    other profile has. A customer whose stored profile does not decode is erased too, with the ids its links
+    name: an erasure must not wait for a repair."""
+    spellings = requested_ids(requested_id)
+    found = await _canonical(store, spellings)  # the other spellings in the same round trips
+    mine = found[requested_id]
+    state = None if mine is None else mine.decoded
+    if mine is not None and mine.unreadable is not None:
+        state = await _known_of_unreadable(store, mine.unreadable.profile_id)
     owners = await store.link_owners([*state.anonymous_ids, *state.emails]) if state is not None else {}
-    return erasure_record(erasure_id, requested_id, state, requested_at_ms=requested_at_ms, owners=owners)
+    held = [i for i in spellings if i != requested_id and found[i] is not None]
+    return erasure_record(erasure_id, requested_id, state, requested_at_ms=requested_at_ms, owners=owners, held=held)
 
 
 async def _known_of_unreadable(store: ProfileStore, profile_id: str) -> ProfileState:

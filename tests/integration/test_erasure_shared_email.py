@@ -91,6 +91,38 @@ async def _shared(settings: Settings, first: str) -> None:
             assert await store.link_owners([HOME]) == {}
 
 
+def test_erasing_an_unknown_id_leaves_its_lower_cased_spelling_to_the_customer_who_has_it(
+    settings: Settings, local_stack: object
+) -> None:
+    """``Ann@Example.com``, which no profile has, is erased under both spellings (an email is named lower-cased)
+    unless the lower-cased one is already someone's id: a customer id may look like an email. Until 2026-12-07
+    the customer ``ann@example.com`` had every later event refused."""
+    asyncio.run(_unknown_spelling(settings))
+
+
+async def _unknown_spelling(settings: Settings) -> None:
+    async with scratch_namespace(settings, "erasure-spelling") as (redis, namespace):
+        store = ProfileStore(redis, namespace)
+        offsets = itertools.count(1)
+        resolver = resolver_of(store, settings)
+        before = await resolver.resolve([raw(1, purchase("e1", "ann@example.com"))], NOW)
+        await apply_in_turn(store, settings, offsets, before.records)
+
+        record = await erasure_of(store, RECEIPT, "Ann@Example.com", requested_at_ms=0)
+        assert (record.ids, record.profile_ids) == (["Ann@Example.com"], [])
+        await store.record_erasures([record])
+        after = await resolver.resolve([raw(2, purchase("e2", "ann@example.com"))], NOW)
+        await apply_in_turn(store, settings, offsets, after.records)
+        assert after.erased == 0
+        kept = await canonical_state(store, "ann@example.com")
+        assert kept is not None
+        assert (kept.events_applied, kept.orders) == (2, 2)
+
+        # With no such customer, both spellings are erased (tests/unit/test_erasure.py).
+        other = await erasure_of(store, RECEIPT, "Bob@Example.com", requested_at_ms=0)
+        assert other.ids == ["Bob@Example.com", "bob@example.com"]
+
+
 def _click(event_id: str, customer: str, visitor: str) -> dict[str, Any]:
     return {
         "type": "click",
