@@ -12,7 +12,14 @@ from profiles.timeutil import to_ms, unwritable
 
 def instant_ms(value: str, option: str, unbounded: Literal["earliest", "now"]) -> int | None:
     """``unbounded`` → None (the option's open end of the retained log); ``now`` otherwise → this instant;
-    else an RFC 3339 instant in ms, or a usage error (exit 2) naming ``option``."""
+    else an RFC 3339 instant in ms, or a usage error (exit 2) naming ``option``. An instant before 1970 is
+    1970-01-01: it comes before every record (Kafka's timestamps count from then, and refuse a negative one).
+
+    >>> instant_ms("2025-03-01T00:00:00+01:00", "--from", "earliest"), instant_ms("earliest", "--from", "earliest")
+    (1740783600000, None)
+    >>> instant_ms("1960-01-01T00:00:00Z", "--from", "earliest")
+    0
+    """
     if value == unbounded:
         return None
     if value == "now":
@@ -23,7 +30,7 @@ def instant_ms(value: str, option: str, unbounded: Literal["earliest", "now"]) -
         raise typer.BadParameter(f"{value!r} is not an RFC 3339 instant", param_hint=option) from exc
     if parsed.tzinfo is None:
         raise typer.BadParameter("give a UTC offset, e.g. 2025-03-01T00:00:00Z", param_hint=option)
-    return to_ms(parsed)
+    return max(0, to_ms(parsed))
 
 
 def as_of_ms(as_of: datetime | None) -> int | None:
