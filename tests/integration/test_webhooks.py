@@ -575,7 +575,8 @@ def test_a_deliverer_waits_out_a_kafka_outage_and_stops_cleanly_during_it(tmp_pa
     once and cleanly. Before session 35 the commit waited for the broker for as long as it was down (a stop
     was never seen, the liveness file went stale), and aiokafka's own CancelledError on stop killed the
     process (``services.kafka_clients``). Once the broker is back on its storage, a new deliverer sends every
-    change, those produced after the outage too."""
+    change, those produced after the outage too. Then a deliverer started while the broker is down, and a
+    webhook registered meanwhile, wait for it (their parts cannot connect), and deliver once it is back."""
     with private_kafka(topics.settings, tmp_path) as (kafka, own):
         env = {
             **own.env,
@@ -615,7 +616,29 @@ def test_a_deliverer_waits_out_a_kafka_outage_and_stops_cleanly_during_it(tmp_pa
                 wait_for(lambda: {c for c, _, _ in receiver.received} == expected, deliverer, again)
             finally:
                 assert stopped(deliverer, 30) == 0
-    logs = (tmp_path / "deliver.log").read_text() + (tmp_path / "deliver-again.log").read_text()
+
+            later = Receiver(200)
+            with serving(later) as later_url:
+                kafka.kill()
+                third = tmp_path / "deliver-third.log"
+                deliverer = start_deliverer({**env, "RAPPORT_WEBHOOKS__REFRESH_S": "0.5"}, third)
+                try:
+                    (added,) = register(own.settings, env["RAPPORT_PROFILE__NAMESPACE"], later_url)
+                    waiting = {
+                        f"webhook {w}: connecting paused" for w in (created.json()["webhook_id"], added.webhook_id)
+                    }
+                    wait_for(lambda: all(w in third.read_text() for w in waiting), deliverer, third)
+                    time.sleep(2.0)
+                    assert deliverer.poll() is None, "exited on the outage: " + third.read_text()
+                    kafka.start()
+                    more = [{"change_id": f"ch-{i}", "customer_id": "c-0", "segment": "vip"} for i in range(30, 35)]
+                    send_changes(own, more)
+                    everything = expected | {c["change_id"] for c in more}
+                    wait_for(lambda: {c for c, _, _ in later.received} == everything, deliverer, third)
+                    wait_for(lambda: {c for c, _, _ in receiver.received} == everything, deliverer, third)
+                finally:
+                    assert stopped(deliverer, 30) == 0
+    logs = "".join((tmp_path / name).read_text() for name in ("deliver.log", "deliver-again.log", "deliver-third.log"))
     assert "dead-lettered" not in logs
     assert "Traceback" not in logs, logs
 
