@@ -59,25 +59,11 @@ def _parser() -> CELParser:
 
 
 def compile_rule(text: str) -> CompiledRule:
-    """Check ``text`` and compile it, or raise ``RuleError`` naming the position and the field.
-
-    >>> compile_rule('journey_stage == "\\udcff"')
-    Traceback (most recent call last):
-    ...
-    profiles.segments.rules.RuleError: 1:19: not text: a lone surrogate ('\\udcff'), which UTF-8 cannot store
-    """
+    """Check ``text`` and compile it, or raise ``RuleError`` naming the position and the field."""
     if len(text) > MAX_RULE_LENGTH:
         raise RuleError(
             f"rule too long ({len(text)} characters, at most {MAX_RULE_LENGTH})", MAX_RULE_LENGTH, None, text
         )
-    try:
-        text.encode()
-    except UnicodeEncodeError as error:
-        # A command-line argument that is not UTF-8 arrives so (surrogateescape); stored, it could not be encoded.
-        lone = text[error.start]
-        raise RuleError(
-            f"not text: a lone surrogate ({lone!r}), which UTF-8 cannot store", error.start, None, text
-        ) from None
     try:
         tree = _parser().parse(text)
     except (CELParseError, UnexpectedInput) as error:

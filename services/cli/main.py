@@ -89,6 +89,9 @@ MISCONFIGURED: Final = 78
 def main() -> None:
     """The ``rapport`` script. A command that cannot reach Redis or Kafka says so in one line and exits with
     ``UNREACHABLE``, instead of a traceback. (The long-running processes wait such outages out themselves.)"""
+    if (garbled := not_text(sys.argv[1:])) is not None:
+        print(f"rapport: argument {garbled!r} is not UTF-8 text", file=sys.stderr)
+        raise SystemExit(2)
     try:
         app()
     except Exception as exc:
@@ -107,6 +110,21 @@ def main() -> None:
             file=sys.stderr,
         )
         raise SystemExit(UNREACHABLE) from None
+
+
+def not_text(args: list[str]) -> str | None:
+    """The first argument that is not UTF-8 text: Python hands such bytes over as lone surrogates, which every
+    id, name and rule would carry into Redis or Kafka and fail to encode there, with a traceback.
+
+    >>> not_text(["profile", "get", "c-1"]), not_text(["profile", "get", "c-\\udcff"])
+    (None, 'c-\\udcff')
+    """
+    for arg in args:
+        try:
+            arg.encode()
+        except UnicodeEncodeError:
+            return arg
+    return None
 
 
 def misconfigured(exc: BaseException) -> list[str] | None:

@@ -606,11 +606,11 @@ def test_the_segments_command_line_shares_the_api_definitions(api: Api) -> None:
     assert wrong.returncode == 2
     assert "1:5:" in wrong.stderr
     assert "^" in wrong.stderr
-    # An argument that is not UTF-8 reaches Python as a lone surrogate: until 2026-12-07 it was stored, and its
-    # encoding failed with a traceback.
+    # An argument that is not UTF-8 reaches Python as a lone surrogate: until 2026-12-07 such a rule passed the
+    # checks, and storing it failed with a traceback.
     not_text = rapport("segments", "put", "cli-seg", "--rule", 'journey_stage == "\udcff"', env=api.env)
     assert not_text.returncode == 2
-    assert "1:19: not text: a lone surrogate" in not_text.stderr
+    assert "is not UTF-8 text" in not_text.stderr
     made = rapport("segments", "put", "cli-seg", "--rule", "rfm.recency_days < 30", env=api.env)
     assert made.returncode == 0, made.stderr
     served = api.call("GET", "/v1/segments/cli-seg", api.keys["all"]).json()

@@ -134,6 +134,24 @@ def test_a_meaningless_option_is_a_usage_error_before_any_service_is_reached(arg
     assert said in " ".join(done.stderr.replace("│", " ").split()), done.stderr
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["profile", "get", "c-\udcff"],
+        ["keys", "create", "--name", "\udcff", "--scopes", "admin"],
+        ["segments", "get", "x\udcff"],
+        ["webhooks", "rewind", "wh_\udcff", "--to", "now", "--yes"],
+    ],
+)
+def test_an_argument_that_is_not_utf8_is_a_usage_error(args: list[str]) -> None:
+    """Bytes that are not UTF-8 reach Python as lone surrogates: until 2026-12-07 these commands ended in a
+    traceback when the id or name was encoded for Redis."""
+    done = rapport(*args, env=nothing_listening())
+    assert done.returncode == 2, done.stderr
+    assert "is not UTF-8 text" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_invalid_settings_are_named_by_their_variables_in_a_few_lines() -> None:
     """Exit status 78 (EX_CONFIG) and one line per wrong variable, not pydantic's traceback."""
     env = {"RAPPORT_PROFILE__NAMESPACE": "Live", "RAPPORT_STREAM__MAX_POLL_RECORDS": "many"}
