@@ -29,6 +29,7 @@ import time
 from kafka.errors import KafkaError as SyncKafkaError
 
 from profiles.namespaces import Namespaces
+from services.kafka_clients import make_admin
 from services.redis_client import make_redis
 from services.settings import Settings
 from services.webhooks.parts import Shared, WebhookPart
@@ -124,10 +125,30 @@ class _Parts:
             # Its part may have logged a delivery after the removal deleted the log.
             forget = functools.partial(self.shared.store.forget_log, webhook_id)
             await through_outages(forget, self.backoff, "removing a log", alive=self.alive, stop=self.shared.stop)
+            settings = self.shared.settings
+            await asyncio.to_thread(
+                _delete_group, settings, settings.webhook_part_group(settings.profile.namespace, webhook_id)
+            )
         for webhook_id, hook in wanted.items():
             if webhook_id not in self.running:
                 part = WebhookPart(hook, self.shared)
                 self.running[webhook_id] = part, self.group.create_task(part.run(), name=f"webhook {webhook_id}")
+
+
+def _delete_group(settings: Settings, group: str) -> None:
+    """A removed webhook's consumer group deleted, so that group listings (and ``rapport namespace drop``'s look
+    for running deliverers) do not carry it for Kafka's ``offsets.retention.minutes``. Tidying only: while
+    another deliverer's part is still a member, or Kafka cannot be reached, it is left for Kafka to expire."""
+    try:
+        admin = make_admin(settings, "webhook-groups", request_timeout_ms=10_000)
+        try:
+            outcome = dict(admin.delete_groups([group])).get(group)
+        finally:
+            admin.close()
+    except SyncKafkaError as exc:
+        outcome = repr(exc)
+    if outcome != "OK":
+        log.info("consumer group %s left for Kafka to expire (%s)", group, outcome)
 
 
 async def _refuse_a_drop(namespaces: Namespaces, namespace: str) -> None:

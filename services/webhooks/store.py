@@ -68,7 +68,7 @@ _PAUSED: Final = "pause:"
 # Only a registered webhook is paused: a pause landing after a removal would otherwise outlive it.
 _PAUSE_IF_REGISTERED: Final = """
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'pause:' .. ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
 return 1
 """
 
@@ -112,7 +112,10 @@ class WebhookStore:
         """Pause a registered webhook's deliveries (again: the newest reason stands); False if it is not
         registered."""
         pause = Pause(at_ms=int(time.time() * 1000), reason=reason)
-        return bool(await self.redis.eval(_PAUSE_IF_REGISTERED, 1, self._hooks, webhook_id, _ENCODER.encode(pause)))
+        paused = await self.redis.eval(
+            _PAUSE_IF_REGISTERED, 1, self._hooks, webhook_id, _PAUSED + webhook_id, _ENCODER.encode(pause)
+        )
+        return bool(paused)
 
     async def resume(self, webhook_id: str) -> bool:
         """Whether the webhook was paused."""

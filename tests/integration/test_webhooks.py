@@ -183,6 +183,11 @@ def test_an_endpoint_that_is_down_holds_back_only_itself(tmp_path: Path, topics:
             tried = down.requests
             time.sleep(2.0)
             assert down.requests == tried, "retried after its webhook was removed"
+            # Its consumer group is deleted, not left for Kafka to expire; the other one stays.
+            removed_group = topics.settings.webhook_part_group(namespace, hooks[1].webhook_id)
+            kept_group = topics.settings.webhook_part_group(namespace, hooks[0].webhook_id)
+            wait_for(lambda: removed_group not in groups(topics.settings), deliverer, log)
+            assert kept_group in groups(topics.settings)
         finally:
             assert stopped(deliverer, 30) == 0
     for customer in ("c-0", "c-1", "c-2"):
@@ -479,6 +484,11 @@ def register(settings: Settings, namespace: str, *urls: str) -> list[Webhook]:
         return [await store.register(url, []) for url in urls]
 
     return on_store(settings, namespace, each)
+
+
+def groups(settings: Settings) -> set[str]:
+    with admin_client(settings) as admin:
+        return {group["group_id"] for group in admin.list_groups()}
 
 
 def running_parts(settings: Settings, namespace: str) -> int:
