@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import time
 import uuid
+from collections.abc import MutableMapping
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -17,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from kafka import TopicPartition as SyncTopicPartition
 
 from schemas.topics import SEGMENT_CHANGES
+from services.api.app import create_app
 from services.api.draining import Draining
 from services.api.routes import segment_changes
 from services.api.stream_slots import StreamSlots
@@ -166,3 +170,63 @@ def test_an_api_process_holds_at_most_its_limit_of_streams_open(tmp_path: Path, 
                 assert again.status_code == 503
             assert time.monotonic() < deadline, "the closed stream's slot was never given back"
             time.sleep(0.5)
+
+
+def test_a_stream_whose_client_went_away_before_its_body_started_gives_its_slot_back(topics: Topics) -> None:
+    """The application called in this process as uvicorn calls it (ASGI 2.3), with a client that is gone by the
+        time the response starts and a ``send`` that waits: Starlette then cancels the response before it asks the
+        body for its first chunk, so the stream's generator never runs and its ``finally`` never gives the slot
+        back. ``_Stream.abandon`` does, once the generator is collected (checked here with it disabled: the three
+    slots stay held), and stops the stream's consumer (not checked). (With
+        uvicorn's ``send``, which does not wait, the body starts and its ``finally`` runs: a real client that goes
+        away at once does not reach this path.)"""
+    env = {**topics.env, "RAPPORT_PROFILE__NAMESPACE": f"sse-{uuid.uuid4().hex[:6]}", "RAPPORT_API__KEY_CACHE_S": "0"}
+    token = create_key(env, "--name", "sse", "--scopes", "segments:admin")
+    settings = topics.settings.model_copy(
+        update={"profile": topics.settings.profile.model_copy(update={"namespace": env["RAPPORT_PROFILE__NAMESPACE"]})}
+    )
+
+    async def run() -> tuple[list[int], int]:
+        app = create_app(settings)
+        statuses: list[int] = []
+        async with app.router.lifespan_context(app):
+            slots: StreamSlots = app.state.ctx.streams
+            for _ in range(3):
+                asked = False
+
+                async def receive() -> dict[str, object]:
+                    nonlocal asked
+                    if not asked:
+                        asked = True
+                        return {"type": "http.request", "body": b"", "more_body": False}
+                    return {"type": "http.disconnect"}
+
+                async def send(message: MutableMapping[str, Any]) -> None:
+                    if message["type"] == "http.response.start":
+                        statuses.append(message["status"])
+                    # A server's send may wait (its write buffer is full): Starlette's cancellation lands here,
+                    # before the body's first chunk is asked for.
+                    await asyncio.sleep(0)
+
+                scope = {
+                    "type": "http",
+                    "asgi": {"version": "3.0", "spec_version": "2.3"},
+                    "http_version": "1.1",
+                    "method": "GET",
+                    "scheme": "http",
+                    "path": "/v1/segment-changes",
+                    "raw_path": b"/v1/segment-changes",
+                    "query_string": b"",
+                    "root_path": "",
+                    "headers": [(b"host", b"api"), (b"authorization", f"Bearer {token}".encode())],
+                    "client": ("127.0.0.1", 1),
+                    "server": ("127.0.0.1", 80),
+                }
+                await app(scope, receive, send)
+                gc.collect()
+                await asyncio.sleep(0.1)  # the consumer's stop, scheduled by abandon
+            return statuses, slots.open
+
+    statuses, still_open = asyncio.run(asyncio.wait_for(run(), 60))
+    assert statuses == [200, 200, 200], "refused before the stream was set up"
+    assert still_open == 0
