@@ -25,6 +25,7 @@ import contextlib
 import functools
 import logging
 import time
+from collections.abc import Callable
 
 from kafka.errors import KafkaError as SyncKafkaError
 
@@ -92,7 +93,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
 class _Parts:
     """A running part per webhook that is registered and not paused."""
 
-    def __init__(self, shared: Shared, group: asyncio.TaskGroup, backoff: Backoff, alive: Liveness) -> None:
+    def __init__(self, shared: Shared, group: asyncio.TaskGroup, backoff: Backoff, alive: Callable[[], None]) -> None:
         self.shared, self.group, self.backoff, self.alive = shared, group, backoff, alive
         self.running: dict[str, tuple[WebhookPart, asyncio.Task[None]]] = {}
         # A part beats at least once per batch budget and request timeout; later than this, it hangs.
