@@ -442,6 +442,10 @@ def test_an_endpoint_that_answers_gone_pauses_its_webhook_until_it_is_resumed(tm
             assert pause is not None
             assert pause["reason"].startswith("the endpoint answered 410 Gone to change ch-"), pause
             assert deliveries() == [], "neither delivered nor dead-lettered"
+            listed = rapport("webhooks", "list", env=env)
+            assert listed.returncode == 0, listed.stderr
+            assert gone_id in listed.stdout
+            assert "410 Gone" in listed.stdout
 
             with gone.lock:
                 gone.status = 200
@@ -460,6 +464,19 @@ def test_an_endpoint_that_answers_gone_pauses_its_webhook_until_it_is_resumed(tm
         finally:
             assert stopped(deliverer, 30) == 0
         assert {d["status"] for d in deliveries()} == {"delivered"}
+
+        # The same from the command line, for an operator with no API key.
+        assert rapport("webhooks", "pause", gone_id, env=env).returncode == 0
+        by_hand = paused()
+        assert by_hand is not None
+        assert by_hand["reason"] == "paused from the command line (rapport webhooks pause)"
+        resumed_here = rapport("webhooks", "resume", gone_id, env=env)
+        assert (resumed_here.returncode, paused()) == (0, None)
+        assert f"webhook {gone_id!r} resumed" in resumed_here.stdout
+        for command in ("pause", "resume"):
+            unknown = rapport("webhooks", command, "wh_0123456789abcdef", env=env)
+            assert unknown.returncode == 1
+            assert "no webhook 'wh_0123456789abcdef'" in unknown.stderr
     for customer in ("c-0", "c-1", "c-2"):
         expected = [c["change_id"] for c in changes if c["customer_id"] == customer]
         assert list(dict.fromkeys(c for c, _, _ in gone.received if c in expected)) == expected
