@@ -22,9 +22,14 @@ def create() -> None:
     settings = get_settings()
     reports = ensure_topics(settings)
     table = Table("topic", "state", "partitions", "differences")
-    colours = {TopicState.CREATED: "green", TopicState.OK: "dim", TopicState.DIFFERS: "yellow"}
+    colours = {
+        TopicState.CREATED: "green",
+        TopicState.OK: "dim",
+        TopicState.DIFFERS: "yellow",
+        TopicState.CONFLICTS: "bold red",
+    }
     for report in reports:
-        colour = colours.get(report.state, "bold red")
+        colour = colours[report.state]
         table.add_row(
             report.name, f"[{colour}]{report.state}[/]", str(report.partitions), "; ".join(report.differences)
         )
