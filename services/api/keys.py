@@ -75,8 +75,22 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def check_definition(scopes: list[str], publishable: bool, origins: list[str], rate_per_s: float) -> None:
-    """Refuse a key that could not be used safely."""
+#: Longer names make ``rapport keys list`` unreadable; a name is a label, not a description.
+MAX_NAME_LENGTH: Final = 200
+
+
+def check_definition(name: str, scopes: list[str], publishable: bool, origins: list[str], rate_per_s: float) -> None:
+    """Refuse a key that could not be used safely, or that nobody could tell apart from the others (no name).
+
+    >>> check_definition(" ", ["admin"], False, [], 1.0)
+    Traceback (most recent call last):
+    ...
+    services.api.keys.KeyDefinitionError: a key needs a name: who or what uses it
+    """
+    if not name.strip():
+        raise KeyDefinitionError("a key needs a name: who or what uses it")
+    if len(name) > MAX_NAME_LENGTH:
+        raise KeyDefinitionError(f"a key's name has at most {MAX_NAME_LENGTH} characters, not {len(name)}")
     if not (math.isfinite(rate_per_s) and rate_per_s > 0):
         raise KeyDefinitionError(f"the rate limit must be a positive number of requests per second, not {rate_per_s}")
     unknown = sorted(set(scopes) - set(SCOPES))
@@ -109,7 +123,7 @@ class KeyStore:
         self, name: str, scopes: list[str], *, publishable: bool, origins: list[str], rate_per_s: float
     ) -> tuple[str, ApiKey]:
         """A new key and its token: the token is shown once and never stored."""
-        check_definition(scopes, publishable, origins, rate_per_s)
+        check_definition(name, scopes, publishable, origins, rate_per_s)
         key_id = secrets.token_hex(6)
         token = f"rk_{'pub' if publishable else 'sec'}_{key_id}_{secrets.token_urlsafe(32)}"
         key = ApiKey(key_id, name, frozenset(scopes), publishable, tuple(origins), rate_per_s, time.time())

@@ -114,6 +114,9 @@ def test_a_file_that_cannot_be_opened_is_a_usage_error_naming_it(args: list[str]
         (["replay", "--into", "rx", "--from", "2026-12-01T00:00:00Z", "--to", "2026-11-01T00:00:00Z"], "is after --to"),
         (["keys", "create", "--name", "k", "--scopes", "admin", "--rate-limit", "-3"], "must be a positive number"),
         (["keys", "create", "--name", "k", "--scopes", "admin", "--rate-limit", "0"], "must be a positive number"),
+        # Until 2026-12-07 a key with no name was created.
+        (["keys", "create", "--name", " ", "--scopes", "admin"], "a key needs a name"),
+        (["keys", "create", "--name", "k" * 201, "--scopes", "admin"], "at most 200 characters"),
         (["produce", "/etc/hostname", "--rate", "-1"], "greater than or equal to 0"),
         (["api", "--port", "70000"], "less than or equal to 65535"),
         (["dlq", "redrive", "no_such_reason"], "unknown reason 'no_such_reason'"),
