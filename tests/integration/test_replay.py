@@ -547,8 +547,10 @@ def test_a_chunk_read_in_slices_ends_as_chunks_of_its_slices_with_fewer_writes(
     assert [getattr(resumed, f) for f in fields] == [getattr(whole, f) for f in fields]
     assert resumed.written < whole.written / 2
     assert namespace_hash(produced, sliced) == namespace_hash(produced, reference)
-    # Both replays could lose the same records: the oracle, folding every valid event but the poisoned one,
-    # says they did not.
+    # Both replays could lose the same records: the oracle, folding every valid event but the poisoned record,
+    # says they did not. One record only: the simulator re-sends some events byte for byte, and a re-send of
+    # the poisoned one is applied (a fresh-clone CI run on 2026-12-07 poisoned such an event, and an oracle
+    # that left out every copy counted one click fewer).
     [(kind, event)] = poisoned
     assert kind == "event"
     assert event is not None
@@ -556,8 +558,9 @@ def test_a_chunk_read_in_slices_ends_as_chunks_of_its_slices_with_fewer_writes(
     now, limits = datetime.now(UTC), ValidationLimits()
     raw = [r.value for r in produced.topics.read_to_end([spec.name for spec in RAW_EVENT_TOPICS])]
     valid = [orjson.loads(v) for v in raw if not isinstance(validate_event(v, now=now, limits=limits), Rejection)]
+    left_out = next(at for at, e in enumerate(valid) if e["event_id"] == skipped)  # copies fold alike
     expected = build_profiles(
-        [e for e in valid if e["event_id"] != skipped], as_of_ms=produced.as_of_ms, settings=OracleSettings()
+        valid[:left_out] + valid[left_out + 1 :], as_of_ms=produced.as_of_ms, settings=OracleSettings()
     )
     diffs = diff_profiles(expected, stored_views(produced.topics, sliced, produced.as_of_ms))
     assert not diffs, f"{len(diffs)} differences:\n" + "\n".join(diffs[:40])
