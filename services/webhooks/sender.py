@@ -125,18 +125,19 @@ class Sender:
             if answer.status == GONE:
                 log.warning("webhook %s answered 410 Gone to change %s", hook.webhook_id, change_id)
                 return Gone(change_id, answer.error)
-            if not retried(answer.status):
-                log.warning(
-                    "dead-lettered change %s for webhook %s: %s, not retried", change_id, hook.webhook_id, answer.error
-                )
-                return state.ended(segment)
-            if state.attempts >= self.settings.max_attempts:
+            if not retried(answer.status) or state.attempts >= self.settings.max_attempts:
                 break
             pause = next(state.pauses)
             if answer.retry_after_s is not None:
                 pause = max(pause, min(answer.retry_after_s, self.settings.retry_after_max_s))
             state.next_at = time.monotonic() + pause
-        log.warning("dead-lettered change %s for webhook %s", change_id, hook.webhook_id)
+        log.warning(
+            "dead-lettered change %s for webhook %s after %d attempts (%s)",
+            change_id,
+            hook.webhook_id,
+            state.attempts,
+            state.error,
+        )
         return state.ended(segment)
 
     async def _post(self, hook: Webhook, change_id: str, body: bytes) -> Answer:
