@@ -940,8 +940,15 @@ def test_dropping_the_configured_namespace_after_a_promotion_keeps_its_webhooks(
         group = settings.webhook_part_group(new, new_hook.webhook_id)
         _wait_for(lambda: running_writers(settings, new) == {group: 1}, "the deliverer to join")
         refused = rapport("namespace", "drop", new, "--yes", env=env)
-        assert refused.returncode == 1, refused.stdout
-        assert f"is written by running processes ({group}: 1)" in refused.stderr
+        if refused.returncode == 0:
+            # The deliverer's part checks the drop's mark when it places its partitions, just after it joins: it
+            # saw the mark and stopped, and the drop, asking Kafka after marking, then saw no one (a fresh-clone
+            # CI run on 2026-12-07 met this order). Either side stops: never both going on.
+            assert deliverer.wait(timeout=30) == 1
+            assert f"namespace {new!r} is being dropped" in (tmp_path / "deliver-new.log").read_text()
+        else:
+            assert refused.returncode == 1, refused.stdout
+            assert f"is written by running processes ({group}: 1)" in refused.stderr
     finally:
         deliverer.send_signal(signal.SIGTERM)
         deliverer.wait(timeout=60)
