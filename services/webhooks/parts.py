@@ -8,6 +8,13 @@ committed, never skips it: at least once per (change, webhook), in the topic's o
 An endpoint that answers 410 Gone pauses its webhook (``WebhookStore.pause``): what was delivered before that
 change is logged and committed, and the part ends. Resumed, the webhook's part starts again at that change.
 
+A rebalance (a deliverer of the same webhook joins or leaves) hands partitions over at the committed positions:
+the revocation waits (``_Assigned.on_partitions_revoked``) until the part has cut its batch after the change in
+flight, logged and committed it, so the new owner neither sends again what was delivered nor sends a partition's
+changes while the old owner still does. Only a revocation during an outage of Redis or Kafka, which the part
+waits out for longer than ``handover_wait_s`` allows, hands over before the batch settled: its changes may then
+come twice (at least once still holds).
+
 A batch is worked on for at most ``webhooks.batch_budget_s``: then what was delivered is logged and committed,
 the rest is read again (the consumer seeks back to it). aiokafka's consumer leaves its group when it is not
 polled for ``max_poll_interval_ms`` (300 s), and a whole batch of changes to an endpoint that is down would
@@ -75,6 +82,11 @@ class WebhookPart:
         self.retrying: dict[str, Retrying] = {}
         self.beat_at = time.monotonic()
         self.paused = False  # its endpoint is gone: the part ends
+        # Set while the group takes partitions away (until it assigns them again) or the deliverer stops: the
+        # batch is cut after the change in flight, and retries stop waiting.
+        self.halted = asyncio.Event()
+        self.settled = asyncio.Event()  # clear while a fetched batch is being delivered, logged and committed
+        self.settled.set()
 
     def alive(self) -> None:
         """Beaten at every fetch, attempt and outage pause: the deliverer's liveness file is touched only while
@@ -89,6 +101,7 @@ class WebhookPart:
         if consumer is None:
             return
         listener = _Assigned(self, consumer)
+        halting = asyncio.create_task(self._halt_on_stop())
         try:
             consumer.subscribe([full_name(SEGMENT_CHANGES, self.settings.kafka.topic_prefix)], listener=listener)
             while not self.stop.is_set() and not self.paused:
@@ -100,9 +113,38 @@ class WebhookPart:
                     continue
                 batches = await self._fetch(consumer)
                 if batches:
-                    await self._deliver(consumer, batches)
+                    self.settled.clear()
+                    try:
+                        await self._deliver(consumer, batches)
+                    finally:
+                        self.settled.set()
         finally:
+            halting.cancel()
             await stop_consumer(consumer)
+
+    async def _halt_on_stop(self) -> None:
+        await self.stop.wait()
+        self.halted.set()
+
+    async def handed_over(self) -> None:
+        """Returns once the batch being delivered, if any, is cut, logged and committed: the group may then hand
+        its partitions over. Waits out an outage for ``handover_wait_s`` at most (past it the new owner may send
+        again what this part delivered): the group waits for this member for up to aiokafka's
+        ``max_poll_interval_ms`` before going on without it."""
+        self.halted.set()
+        try:
+            await asyncio.wait_for(self.settled.wait(), self.handover_wait_s)
+        except TimeoutError:
+            log.warning(
+                "webhook %s: partitions handed over before the batch being delivered was committed (an outage?): "
+                "its new owner may send some of its changes again",
+                self.hook.webhook_id,
+            )
+
+    @property
+    def handover_wait_s(self) -> float:
+        """The change in flight's answer, the delivery log's write and the commit, with room to spare."""
+        return self.settings.webhooks.timeout_s + self.settings.kafka.commit_timeout_s + 5.0
 
     async def _place(self, consumer: AIOKafkaConsumer, listener: _Assigned) -> None:
         """The namespace's drop checked (the first time), then each partition assigned since the last fetch put
@@ -176,9 +218,9 @@ class WebhookPart:
         gone: Gone | None = None
         for tp, records in sorted(batches.items(), key=lambda batch: batch[0].partition):
             for record in records:
-                if cut or self.stop.is_set() or time.monotonic() > deadline:
+                if cut or self.halted.is_set() or time.monotonic() > deadline:
                     _read_again(consumer, tp, record.offset)
-                    if not cut and not self.stop.is_set():
+                    if not cut and not self.halted.is_set():
                         log.info(
                             "webhook %s: batch cut at its budget (webhooks.batch_budget_s) after %d changes: the "
                             "rest is read again",
@@ -203,13 +245,13 @@ class WebhookPart:
 
     async def _send(self, change: Change, deadline: float) -> Delivery | Retrying | Gone:
         outcome = await self.shared.sender.send(
-            self.hook, change, until=deadline, stop=self.stop, alive=self.alive, retrying=self.retrying.get(change[0])
+            self.hook, change, until=deadline, stop=self.halted, alive=self.alive, retrying=self.retrying.get(change[0])
         )
         if not isinstance(outcome, Retrying):
             self.retrying.pop(change[0], None)
         else:  # its next attempt comes after the budget, or stopped
             self.retrying[outcome.change_id] = outcome
-            if not self.stop.is_set():
+            if not self.halted.is_set():
                 log.info(
                     "webhook %s: change %s failed %d times (%s); next attempt in %.1f s",
                     self.hook.webhook_id,
@@ -280,10 +322,15 @@ class _Assigned(ConsumerRebalanceListener):  # type: ignore[misc]
         self.assignments = 0  # how many there were
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        # aiokafka keeps the group's heartbeat going while this waits, and the partitions' commits are still
+        # accepted: the group goes on once every member has rejoined.
+        await self.part.handed_over()
         self.unplaced -= revoked
         self.part.retrying.clear()  # a change read again after the rebalance starts its retries afresh
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        if not self.part.stop.is_set():
+            self.part.halted.clear()
         self.consumer.pause(*assigned)
         self.unplaced |= assigned
         self.assignments += 1
