@@ -79,7 +79,8 @@ def rewind_(
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
 ) -> None:
     """Move a webhook's position in segments.changes (docs/segments.md). The webhook is paused meanwhile (the
-    deliverers stop its part within webhooks.refresh_s), then resumed unless it was paused already."""
+    deliverers stop its part within webhooks.refresh_s), then resumed, unless it was paused already or someone
+    paused or resumed it meanwhile."""
     at_ms = instant_ms(to, "--to", "earliest")
     settings = get_settings()
     namespace = settings.profile.namespace  # where the API registers webhooks, whichever it serves
@@ -90,9 +91,7 @@ def rewind_(
     if not yes:
         what = "skip every change not yet sent to" if to == "now" else f"send the changes from {to} again to"
         typer.confirm(f"{what} webhook {webhook_id!r}?", abort=True)
-    paused_here = found[1] is None
-    if paused_here:
-        run_on_redis(lambda redis: _store(redis).pause(webhook_id, REWINDING))
+    held = None if found[1] is not None else run_on_redis(lambda redis: _store(redis).hold(webhook_id, REWINDING))
     try:
         # The deliverers see the pause within refresh_s, then stop its part (a request in flight included).
         wait_s = 2 * settings.webhooks.refresh_s + settings.webhooks.timeout_s + 10.0
@@ -101,8 +100,8 @@ def rewind_(
         typer.echo(f"rapport: {exc}", err=True)
         raise typer.Exit(1) from None
     finally:
-        if paused_here:
-            run_on_redis(lambda redis: _store(redis).resume(webhook_id))
+        if held is not None and not run_on_redis(lambda redis: _store(redis).release(webhook_id, held)):
+            typer.echo(f"webhook {webhook_id!r} was paused or resumed meanwhile: left as that was done", err=True)
     typer.echo(
         f"webhook {webhook_id!r} ({done.group}): next deliveries from {to}; "
         f"{done.held:,} changes held from there (each sent if the webhook wants its segment)"

@@ -71,6 +71,16 @@ if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
 return 1
 """
+# A pause held only where there is none, and given back only while it is still the one held: a rewind racing
+# someone else's pause or resume of the same webhook neither overwrites nor clears theirs.
+_HOLD_IF_FREE: Final = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+return redis.call('HSETNX', KEYS[1], ARGV[2], ARGV[3])
+"""
+_RELEASE_IF_HELD: Final = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 0
+"""
 
 
 class WebhookStore:
@@ -120,6 +130,22 @@ class WebhookStore:
     async def resume(self, webhook_id: str) -> bool:
         """Whether the webhook was paused."""
         return bool(await self.redis.hdel(self._hooks, _PAUSED + webhook_id))
+
+    async def hold(self, webhook_id: str, reason: str) -> Pause | None:
+        """Pause a registered webhook that is not paused, for as long as the caller needs it (give it back with
+        ``release``); None if it is paused already, or not registered."""
+        pause = Pause(at_ms=int(time.time() * 1000), reason=reason)
+        held = await self.redis.eval(
+            _HOLD_IF_FREE, 1, self._hooks, webhook_id, _PAUSED + webhook_id, _ENCODER.encode(pause)
+        )
+        return pause if held else None
+
+    async def release(self, webhook_id: str, pause: Pause) -> bool:
+        """Resume the webhook if ``pause`` (``hold``'s) is still its pause; False if someone paused it again or
+        resumed it meanwhile (their pause, or their resume, stands)."""
+        return bool(
+            await self.redis.eval(_RELEASE_IF_HELD, 1, self._hooks, _PAUSED + webhook_id, _ENCODER.encode(pause))
+        )
 
     async def forget_log(self, webhook_id: str) -> None:
         await self.redis.unlink(self._log_key(webhook_id))
