@@ -8,7 +8,7 @@ from collections.abc import Awaitable
 from typing import Any, Final, TypeVar
 
 import hiredis
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -18,9 +18,12 @@ from services.settings import Settings
 
 def make_redis(settings: Settings) -> Redis:
     """Binary-safe (profiles are msgpack), with timeouts so an outage surfaces as an error to retry; its
-    connections pack commands with hiredis and read a pipeline's replies under one deadline (below)."""
-    pool = ConnectionPool.from_url(
+    connections pack commands with hiredis and read a pipeline's replies under one deadline (below). A command
+    that finds every connection busy waits for one (``redis.pool_timeout_s``): a burst is queued, not refused."""
+    pool = BlockingConnectionPool.from_url(
         settings.redis.url,
+        max_connections=settings.redis.max_connections,
+        timeout=settings.redis.pool_timeout_s,
         decode_responses=False,
         socket_timeout=5.0,
         socket_connect_timeout=2.0,

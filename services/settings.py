@@ -68,6 +68,19 @@ class KafkaSettings(BaseModel):
 
 class RedisSettings(BaseModel):
     url: str = Field("", description="Defaults to the local stack's Redis.")
+    max_connections: int = Field(
+        100,
+        ge=1,
+        description="Connections one process opens to Redis at most. A command that finds them all busy waits "
+        "for one (up to pool_timeout_s): redis-py's own pool refused it instead, and a burst of 400 concurrent "
+        "API requests got ~300 answers 503 redis_unavailable from a healthy Redis.",
+    )
+    pool_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="Longest wait for a free connection; past it the command fails as if Redis were down "
+        "(503 from the API, a paused retry in the workers).",
+    )
 
 
 class StreamSettings(BaseModel):
