@@ -278,6 +278,12 @@ class WebhookSettings(BaseModel):
     backoff_base_s: float = Field(0.5, gt=0, description="First retry delay; doubled per attempt, with jitter.")
     backoff_max_s: float = Field(30.0, gt=0)
     timeout_s: float = Field(5.0, gt=0, description="Longest wait for an endpoint's answer.")
+    max_requests: int = Field(
+        100,
+        ge=1,
+        description="Requests one deliverer has in flight at once, over every webhook (its HTTP connections). A "
+        "change waiting for one is not attempted yet: timeout_s starts once it is sent.",
+    )
     retry_after_max_s: float = Field(
         300.0, ge=0, description="Longest wait an endpoint's Retry-After header is granted before the next attempt."
     )

@@ -87,6 +87,10 @@ class Sender:
     def __init__(self, settings: WebhookSettings, session: aiohttp.ClientSession) -> None:
         self.settings = settings
         self.session = session
+        # A request starts its timeout once it holds one of these, as many as the session has connections:
+        # waiting for aiohttp's pool inside the timeout, a deliverer with hundreds of webhooks timed its own
+        # queue, and dead-lettered changes to endpoints that answered at once (``bench.webhooks``).
+        self._slots = asyncio.Semaphore(settings.max_requests)
 
     async def send(
         self,
@@ -114,10 +118,13 @@ class Sender:
                 # batches, each ending here (not at once, which would fetch and commit in a busy loop).
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), wait_s)
-            if stop.is_set() or state.next_at > time.monotonic():
+            if stop.is_set() or state.next_at > time.monotonic() or not await self._slot(stop, alive):
                 return state
             alive()
-            answer = await self._post(hook, change_id, body)
+            try:
+                answer = await self._post(hook, change_id, body)
+            finally:
+                self._slots.release()
             state.attempts += 1
             state.status, state.error = answer.status, answer.error
             if answer.error is None:
@@ -139,6 +146,24 @@ class Sender:
             state.error,
         )
         return state.ended(segment)
+
+    async def _slot(self, stop: asyncio.Event, alive: Callable[[], None]) -> bool:
+        """One of the deliverer's request slots taken; False if ``stop`` was set first. ``alive`` is beaten while
+        waiting: a part queued behind the other webhooks' requests is not hung."""
+        taking = asyncio.ensure_future(self._slots.acquire())
+        try:
+            while not taking.done() and not stop.is_set():
+                await asyncio.wait({taking}, timeout=1.0)
+                alive()
+        except BaseException:
+            if taking.done() and not taking.cancelled():
+                self._slots.release()
+            taking.cancel()
+            raise
+        if taking.done():
+            return True
+        taking.cancel()  # the semaphore passes a slot granted meanwhile on
+        return False
 
     async def _post(self, hook: Webhook, change_id: str, body: bytes) -> Answer:
         """The endpoint's answer, or why there was none."""
@@ -218,4 +243,4 @@ def client_session(settings: WebhookSettings) -> aiohttp.ClientSession:
     """The deliverer's HTTP client: it connects only to public addresses unless private targets are allowed
     (``services.webhooks.targets``). Created in a running event loop."""
     resolver = None if settings.private_targets else PublicResolver()
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=resolver))
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=resolver, limit=settings.max_requests))

@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler
 
@@ -23,9 +23,11 @@ class Endpoint:
     """Answers each request with the next of ``answers`` (status, headers), the last one for ever after;
     notes when each request came (monotonic)."""
 
-    def __init__(self, *answers: tuple[int, dict[str, str]]) -> None:
+    def __init__(self, *answers: tuple[int, dict[str, str]], delay_s: float = 0.0) -> None:
         self.answers = list(answers)
+        self.delay_s = delay_s  # before each answer
         self.came: list[float] = []
+        self.busy = self.most_busy = 0  # requests being answered: now, and at most
         self.lock = threading.Lock()
 
     @contextmanager
@@ -38,6 +40,11 @@ class Endpoint:
                 with endpoint.lock:
                     endpoint.came.append(time.monotonic())
                     status, headers = endpoint.answers[min(len(endpoint.came), len(endpoint.answers)) - 1]
+                    endpoint.busy += 1
+                    endpoint.most_busy = max(endpoint.most_busy, endpoint.busy)
+                time.sleep(endpoint.delay_s)
+                with endpoint.lock:
+                    endpoint.busy -= 1
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)
@@ -149,6 +156,73 @@ def test_a_stop_between_attempts_ends_the_retries_at_once_and_leaves_the_change_
     assert isinstance(outcome, Retrying)
     assert outcome.attempts == 1
     assert took_s < 1.0
+    assert len(endpoint.came) == 1
+
+
+def test_a_request_waiting_for_a_connection_is_not_timed_until_it_is_sent() -> None:
+    """Six webhooks' changes at once, one request at a time (``max_requests``), each answered in 0.4 s with a
+    timeout of 1 s: the last waits 2 s for its turn, and is still delivered at its first attempt. Timed from
+    the moment it asked for a connection, as aiohttp's pool does, the later ones timed out; with hundreds of
+    webhooks a deliverer dead-lettered changes to an endpoint that answered every request at once."""
+    endpoint = Endpoint((200, {}), delay_s=0.4)
+    settings = _settings(max_requests=1, timeout_s=1.0, max_attempts=1)
+    beats = [0] * 6
+    with endpoint.serving() as hook:
+
+        async def run() -> list[Delivery | Retrying | Gone]:
+            async with client_session(settings) as session:
+                sender = Sender(settings, session)
+                until = time.monotonic() + 30
+
+                def beating(i: int) -> Callable[[], None]:
+                    def alive() -> None:
+                        beats[i] += 1
+
+                    return alive
+
+                sends = [
+                    sender.send(hook, (f"c-{i}", "vip", b"{}"), until=until, stop=asyncio.Event(), alive=beating(i))
+                    for i in range(6)
+                ]
+                return await asyncio.gather(*sends)
+
+        outcomes = asyncio.run(asyncio.wait_for(run(), 30))
+    assert [(o.status, o.attempts) for o in outcomes if isinstance(o, Delivery)] == [("delivered", 1)] * 6
+    assert len(endpoint.came) == 6
+    assert endpoint.most_busy == 1
+    assert endpoint.came[-1] - endpoint.came[0] >= 5 * 0.4
+    assert max(beats) >= 2  # the last ones beat while they waited, not only when they were sent
+
+
+def test_a_stop_while_waiting_for_a_connection_ends_the_send_without_an_attempt() -> None:
+    endpoint = Endpoint((200, {}), delay_s=1.5)
+    settings = _settings(max_requests=1)
+    with endpoint.serving() as hook:
+
+        async def run() -> tuple[object, object, float]:
+            stop = asyncio.Event()
+            async with client_session(settings) as session:
+                sender = Sender(settings, session)
+                until = time.monotonic() + 30
+                first = asyncio.create_task(sender.send(hook, CHANGE, until=until, stop=stop, alive=lambda: None))
+                while not endpoint.came:
+                    await asyncio.sleep(0.01)
+                queued = asyncio.create_task(
+                    sender.send(hook, ("c-2", "vip", b"{}"), until=until, stop=stop, alive=lambda: None)
+                )
+                await asyncio.sleep(0.1)
+                stop.set()
+                stopped_at = time.monotonic()
+                outcome = await asyncio.wait_for(queued, 5)
+                took_s = time.monotonic() - stopped_at
+                return outcome, await asyncio.wait_for(first, 5), took_s
+
+        queued, first, took_s = asyncio.run(run())
+    assert isinstance(queued, Retrying)
+    assert queued.attempts == 0
+    assert took_s <= 1.2
+    assert isinstance(first, Delivery)  # the request in flight is answered: a stop does not cut it off
+    assert first.status == "delivered"
     assert len(endpoint.came) == 1
 
 
