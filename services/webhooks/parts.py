@@ -48,6 +48,10 @@ from streams.backoff import Backoff, through_outages
 log = logging.getLogger(__name__)
 
 MAX_RECORDS = 500  # fetched at once
+#: How long the broker holds a fetch that finds no new change. A change that arrives ends the wait at once, so
+#: this costs no latency; aiokafka's 500 ms made every idle webhook's consumer send two fetches a second, and
+#: 300 idle webhooks took a third of a core (``bench.webhooks``).
+FETCH_WAIT_MS = 5_000
 
 
 def parse(value: bytes | None) -> Change | None:
@@ -200,6 +204,7 @@ class WebhookPart:
             group_id=self.settings.webhook_part_group(self.settings.profile.namespace, self.hook.webhook_id),
             enable_auto_commit=False,
             auto_offset_reset="earliest",  # only past the retention: positions never committed are placed
+            fetch_max_wait_ms=FETCH_WAIT_MS,
         )
         try:
             await consumer.start()
