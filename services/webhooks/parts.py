@@ -48,10 +48,11 @@ from streams.backoff import Backoff, through_outages
 log = logging.getLogger(__name__)
 
 MAX_RECORDS = 500  # fetched at once
-#: How long the broker holds a fetch that finds no new change. A change that arrives ends the wait at once, so
-#: this costs no latency; aiokafka's 500 ms made every idle webhook's consumer send two fetches a second, and
-#: 300 idle webhooks took a third of a core (``bench.webhooks``).
-FETCH_WAIT_MS = 5_000
+#: How long an idle part waits for a change, at the broker and in ``getmany``. A change that arrives, a stop and
+#: partitions to place end the wait at once, so this costs no latency; with aiokafka's 500 ms every idle
+#: webhook's consumer fetched and went round twice a second, and 1,000 idle webhooks took 62% of a core
+#: (``bench.webhooks``).
+IDLE_WAIT_MS = 5_000
 
 
 def parse(value: bytes | None) -> Change | None:
@@ -91,6 +92,7 @@ class WebhookPart:
         self.halted = asyncio.Event()
         self.settled = asyncio.Event()  # clear while a fetched batch is being delivered, logged and committed
         self.settled.set()
+        self._woken: asyncio.Future[None] | None = None  # ends the fetch being waited for (``wake``)
 
     def alive(self) -> None:
         """Beaten at every fetch, attempt and outage pause: the deliverer's liveness file is touched only while
@@ -129,6 +131,12 @@ class WebhookPart:
     async def _halt_on_stop(self) -> None:
         await self.stop.wait()
         self.halted.set()
+        self.wake()
+
+    def wake(self) -> None:
+        """The fetch being waited for, if any, ends with nothing: the part has something else to do first."""
+        if self._woken is not None and not self._woken.done():
+            self._woken.set_result(None)
 
     async def handed_over(self) -> None:
         """Returns once the batch being delivered, if any, is cut, logged and committed: the group may then hand
@@ -178,18 +186,21 @@ class WebhookPart:
         listener.unplaced -= set(starts)
 
     async def _fetch(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[Any]]:
-        """A batch; nothing when ``stop`` is set. aiokafka's fetch waits, without a limit, for a rejoin to end (its
-        coordinator down): that is waited out, beating, not taken for a hung part."""
-        fetching = asyncio.ensure_future(consumer.getmany(timeout_ms=500, max_records=MAX_RECORDS))
+        """A batch; nothing when the part is woken first (``stop`` set, partitions assigned). aiokafka's fetch
+        waits, without a limit, for a rejoin to end (its coordinator down): that is waited out, beating, not taken
+        for a hung part."""
+        fetching = asyncio.ensure_future(consumer.getmany(timeout_ms=IDLE_WAIT_MS, max_records=MAX_RECORDS))
+        self._woken = woken = asyncio.get_running_loop().create_future()
         try:
             while not fetching.done():
-                await asyncio.wait({fetching}, timeout=1.0)
+                await asyncio.wait({fetching, woken}, timeout=IDLE_WAIT_MS / 1000, return_when=asyncio.FIRST_COMPLETED)
                 self.alive()
-                if self.stop.is_set():
+                if woken.done() and not fetching.done():
                     return {}
             batches: dict[TopicPartition, list[Any]] = fetching.result()
             return batches
         finally:
+            self._woken = None
             if not fetching.done():
                 fetching.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -204,7 +215,7 @@ class WebhookPart:
             group_id=self.settings.webhook_part_group(self.settings.profile.namespace, self.hook.webhook_id),
             enable_auto_commit=False,
             auto_offset_reset="earliest",  # only past the retention: positions never committed are placed
-            fetch_max_wait_ms=FETCH_WAIT_MS,
+            fetch_max_wait_ms=IDLE_WAIT_MS,
         )
         try:
             await consumer.start()
@@ -339,3 +350,4 @@ class _Assigned(ConsumerRebalanceListener):  # type: ignore[misc]
         self.consumer.pause(*assigned)
         self.unplaced |= assigned
         self.assignments += 1
+        self.part.wake()  # to place them now, not once the fetch being waited for ends
