@@ -6,7 +6,18 @@ import argparse
 import platform
 from datetime import UTC, datetime
 
-from bench import api, foundation, models, profile_worker, redis_client, replay, segment_cost, segments, stream_runtime
+from bench import (
+    api,
+    foundation,
+    models,
+    profile_worker,
+    redis_client,
+    replay,
+    segment_cost,
+    segments,
+    stream_runtime,
+    webhooks,
+)
 from bench.harness import report
 from services.settings import Settings
 
@@ -20,6 +31,7 @@ SUITES = (
     "segment_cost",
     "models",
     "replay",
+    "webhooks",
 )
 
 
@@ -56,6 +68,8 @@ def main() -> None:
         report("models: training and scoring cost", *models.run(settings, args.events))
     if "replay" in suites:
         report("replay", *replay.run(settings, args.events, args.rounds))
+    if "webhooks" in suites:
+        report("webhook delivery by number of webhooks (one deliverer)", *webhooks.run(settings))
 
 
 if __name__ == "__main__":
