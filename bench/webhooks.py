@@ -16,6 +16,10 @@ deliverer started, and measured:
 - **RSS** of the deliverer then;
 - **broker idle CPU**: the local stack's Kafka broker over the same seconds (N groups' heartbeats and fetches).
 
+Then one webhook whose endpoint answers in ``SLOW_MS``: its deliveries/s once sending (after its first
+change), which one change at a time would hold at 1,000 / ``SLOW_MS``. The changes are 50 customers', spread
+over the topic's partitions.
+
 The baseline is N = 1 in the same run.
 """
 
@@ -45,6 +49,7 @@ from tests.api_support import free_port, stopped
 from tests.kafka_support import send_changes
 
 COUNTS = (1, 30, 100, 300, 1000)
+SLOW_MS = 50  # the endpoint of the last measurement answers in this long
 CHANGES = 200
 IDLE_S = 10.0
 TIMEOUT_S = 300.0
@@ -53,6 +58,7 @@ TIMEOUT_S = 300.0
 class Measured(NamedTuple):
     ready_s: float
     deliveries_per_s: float
+    sending_per_s: float  # once every webhook had its first change
     idle_cpu: float  # share of one core
     rss_mb: float
     broker_idle_cpu: float
@@ -73,6 +79,15 @@ def run(base: Settings) -> tuple[list[Figure], list[Ratio]]:
                 Figure(f"RSS, {count} webhooks", got.rss_mb, "MB", "the deliverer, once idle"),
                 Figure(f"broker idle CPU, {count} webhooks", got.broker_idle_cpu * 100, "% of a core", "same seconds"),
             ]
+        slow = _measure(settings, f"{url}?delay_ms={SLOW_MS}", 1, Path(logs) / "deliver-slow.log")
+        figures.append(
+            Figure(
+                f"deliveries/s, 1 webhook answering in {SLOW_MS} ms",
+                slow.sending_per_s,
+                "/s",
+                f"once sending; one change at a time would be at most {1000 / SLOW_MS:.0f}/s",
+            )
+        )
     shutil.rmtree(logs)
     top = COUNTS[-1]
     ratios = [
@@ -131,7 +146,10 @@ def _measure(settings: Settings, url: str, count: int, log: Path) -> Measured:
     if code != 0:
         raise RuntimeError(f"{count} webhooks: the deliverer exited {code}; log in {log}")
     assert ready_at is not None
-    return Measured(ready_at - started, count * CHANGES / (done_at - started), idle_cpu, rss_mb, broker_idle_cpu)
+    sending = (count * CHANGES - count) / max(done_at - ready_at, 1e-3)
+    return Measured(
+        ready_at - started, count * CHANGES / (done_at - started), sending, idle_cpu, rss_mb, broker_idle_cpu
+    )
 
 
 async def _register(settings: Settings, namespace: str, url: str, count: int) -> None:

@@ -148,18 +148,23 @@ class Sender:
         return state.ended(segment)
 
     async def _slot(self, stop: asyncio.Event, alive: Callable[[], None]) -> bool:
-        """One of the deliverer's request slots taken; False if ``stop`` was set first. ``alive`` is beaten while
-        waiting: a part queued behind the other webhooks' requests is not hung."""
+        """One of the deliverer's request slots taken; False if ``stop`` was set first. ``alive`` is beaten every
+        few seconds while waiting: a part queued behind the other webhooks' requests is not hung."""
+        if not self._slots.locked():
+            return await self._slots.acquire()  # free: taken without waiting
         taking = asyncio.ensure_future(self._slots.acquire())
+        stopping = asyncio.ensure_future(stop.wait())
         try:
             while not taking.done() and not stop.is_set():
-                await asyncio.wait({taking}, timeout=1.0)
+                await asyncio.wait({taking, stopping}, timeout=_BEAT_S, return_when=asyncio.FIRST_COMPLETED)
                 alive()
         except BaseException:
             if taking.done() and not taking.cancelled():
                 self._slots.release()
             taking.cancel()
             raise
+        finally:
+            stopping.cancel()
         if taking.done():
             return True
         taking.cancel()  # the semaphore passes a slot granted meanwhile on
@@ -195,6 +200,9 @@ class Sender:
 
 
 GONE: Final = 410
+#: How often a change waiting for a request slot beats its part's liveness (stale after ``batch_budget_s`` +
+#: ``timeout_s`` + 30 s): thousands of waiting changes beating every second kept the event loop busy.
+_BEAT_S: Final = 5.0
 #: Client errors that say "not now" rather than "not this": a timeout, too early, too many requests.
 _CLIENT_ERRORS_RETRIED: Final = frozenset({408, 425, 429})
 
