@@ -73,7 +73,7 @@ class RedisSettings(BaseModel):
         ge=1,
         description="Connections one process opens to Redis at most. A command that finds them all busy waits "
         "for one (up to pool_timeout_s): redis-py's own pool refused it instead, and a burst of 400 concurrent "
-        "API requests got ~300 answers 503 redis_unavailable from a healthy Redis.",
+        "API requests got 210-300 answers 503 redis_unavailable from a healthy Redis.",
     )
     pool_timeout_s: float = Field(
         5.0,

@@ -1,7 +1,7 @@
 """The API under a burst of concurrent requests, more than a process has Redis connections: they wait for a
 connection and are answered (``redis.max_connections``), not refused as if Redis were down. Until 2026-12-07
 redis-py's pool refused every command past its 100 connections, and a burst of 400 reads of a healthy Redis
-got ~300 answers 503 ``redis_unavailable``. Only a wait past ``redis.pool_timeout_s`` is answered 503."""
+got 210–300 answers 503 ``redis_unavailable``. Only a wait past ``redis.pool_timeout_s`` is answered 503."""
 
 from __future__ import annotations
 
