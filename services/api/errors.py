@@ -112,6 +112,7 @@ _DESCRIPTIONS = {
     401: "No API key, a malformed one, or one that is unknown or revoked.",
     403: "The key lacks the route's scope, or a publishable key is used from an origin it does not allow.",
     404: "Not found.",
+    409: "The request conflicts with what is stored (e.g. `too_many_webhooks`: the namespace has the most allowed).",
     413: "The body is larger than the route accepts.",
     422: "The request does not follow the contract; `details` says where.",
     429: "The key's rate limit is exhausted; retry after `Retry-After` seconds.",

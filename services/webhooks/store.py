@@ -83,6 +83,24 @@ return 0
 """
 
 
+# Pauses share the hash with the registrations: only the fields that are not pauses count.
+_REGISTER_UNDER_LIMIT: Final = """
+local registered = 0
+for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if string.sub(field, 1, string.len(ARGV[4])) ~= ARGV[4] then registered = registered + 1 end
+end
+if registered >= tonumber(ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
+
+class TooManyWebhooksError(Exception):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"{limit} webhooks are registered, the most allowed (webhooks.max_registered)")
+        self.limit = limit
+
+
 class WebhookStore:
     def __init__(self, redis: Redis, namespace: str) -> None:
         self.redis = redis
@@ -90,7 +108,9 @@ class WebhookStore:
         self._log = f"rapport:{namespace}:wh:log"
         self._handover = f"rapport:{namespace}:wh:handover"
 
-    async def register(self, url: str, segments: list[str]) -> Webhook:
+    async def register(self, url: str, segments: list[str], *, limit: int | None = None) -> Webhook:
+        """A new webhook; raises ``TooManyWebhooksError`` if ``limit`` webhooks are registered already (checked
+        and registered in one script: two registrations at once cannot both take the last place)."""
         hook = Webhook(
             webhook_id=f"wh_{secrets.token_hex(8)}",
             url=url,
@@ -98,7 +118,11 @@ class WebhookStore:
             secret=f"whsec_{secrets.token_urlsafe(32)}",
             created_at_ms=int(time.time() * 1000),
         )
-        await self.redis.hset(self._hooks, hook.webhook_id, _ENCODER.encode(hook))
+        blob = _ENCODER.encode(hook)
+        if limit is None:
+            await self.redis.hset(self._hooks, hook.webhook_id, blob)
+        elif not await self.redis.eval(_REGISTER_UNDER_LIMIT, 1, self._hooks, hook.webhook_id, blob, limit, _PAUSED):
+            raise TooManyWebhooksError(limit)
         return hook
 
     async def all(self) -> list[tuple[Webhook, Pause | None]]:

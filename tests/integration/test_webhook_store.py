@@ -10,7 +10,7 @@ import pytest
 
 from services.redis_client import make_redis
 from services.settings import Settings
-from services.webhooks.store import Pause, WebhookStore
+from services.webhooks.store import Pause, TooManyWebhooksError, WebhookStore
 
 pytestmark = pytest.mark.integration
 
@@ -78,3 +78,38 @@ def test_a_held_pause_is_given_back_only_while_it_is_still_the_one_held(
 def _reason(found: tuple[object, Pause | None] | None) -> str | None:
     assert found is not None
     return None if found[1] is None else found[1].reason
+
+
+def test_registrations_past_the_limit_are_refused_and_pauses_do_not_count(
+    settings: Settings, local_stack: object
+) -> None:
+    async def run() -> tuple[list[str], int]:
+        redis = make_redis(settings)
+        store = WebhookStore(redis, f"whs-{uuid.uuid4().hex[:8]}")
+        outcomes: list[str] = []
+
+        async def register() -> None:
+            try:
+                outcomes.append((await store.register("https://example.com/hook", [], limit=2)).webhook_id)
+            except TooManyWebhooksError as exc:
+                outcomes.append(f"refused at {exc.limit}")
+
+        try:
+            await register()
+            await register()
+            await store.pause(outcomes[0], "maintenance")  # a pause is a field of the same hash
+            await register()
+            await store.remove(outcomes[1])
+            await register()
+            # Ten at once for one place left: one is registered.
+            await store.remove(outcomes[0])
+            await asyncio.gather(*(register() for _ in range(10)))
+            return outcomes, len(await store.all())
+        finally:
+            await redis.aclose()
+
+    outcomes, registered = asyncio.run(run())
+    assert outcomes[2] == "refused at 2"
+    assert outcomes[3].startswith("wh_")
+    assert sorted(o.startswith("wh_") for o in outcomes[4:]) == [False] * 9 + [True]
+    assert registered == 2

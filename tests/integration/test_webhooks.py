@@ -584,8 +584,13 @@ def commit_shared_group_at_the_end(topics: Topics, namespace: str) -> None:
 
 def test_webhooks_to_addresses_that_are_not_public_are_refused_at_registration(tmp_path: Path, topics: Topics) -> None:
     """The default: only public targets. Names are judged where the deliverer connects, not here
-    (tests/unit/test_webhook_targets.py)."""
-    env = {**topics.env, "RAPPORT_PROFILE__NAMESPACE": f"wh-{uuid.uuid4().hex[:6]}", "RAPPORT_API__KEY_CACHE_S": "0"}
+    (tests/unit/test_webhook_targets.py). And one webhook past ``webhooks.max_registered`` is refused, 409."""
+    env = {
+        **topics.env,
+        "RAPPORT_PROFILE__NAMESPACE": f"wh-{uuid.uuid4().hex[:6]}",
+        "RAPPORT_API__KEY_CACHE_S": "0",
+        "RAPPORT_WEBHOOKS__MAX_REGISTERED": "2",
+    }
     token = create_key(env, "--name", "wh", "--scopes", "segments:admin")
     with running_api(env, tmp_path / "api.log") as base:
         http = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30)
@@ -597,6 +602,14 @@ def test_webhooks_to_addresses_that_are_not_public_are_refused_at_registration(t
             assert error["details"] == {"url": url}
         assert http.get("/v1/webhooks").json()["webhooks"] == []
         assert http.post("/v1/webhooks", json={"url": "https://crm.example/hook"}).status_code == 201
+
+        second = http.post("/v1/webhooks", json={"url": "https://crm.example/other"})
+        assert second.status_code == 201
+        third = http.post("/v1/webhooks", json={"url": "https://crm.example/third"})
+        assert third.status_code == 409, third.text
+        assert (third.json()["error"]["code"], third.json()["error"]["details"]) == ("too_many_webhooks", {"limit": 2})
+        assert http.delete(f"/v1/webhooks/{second.json()['webhook_id']}").status_code == 204
+        assert http.post("/v1/webhooks", json={"url": "https://crm.example/third"}).status_code == 201
 
 
 def test_a_deliverer_waits_out_a_redis_outage_and_skips_no_change(tmp_path: Path, topics: Topics) -> None:

@@ -14,7 +14,7 @@ from services.api.auth import require
 from services.api.context import ApiContext
 from services.api.errors import ApiError, responses
 from services.api.keys import ApiKey
-from services.webhooks.store import Pause, Webhook, WebhookStore
+from services.webhooks.store import Pause, TooManyWebhooksError, Webhook, WebhookStore
 from services.webhooks.targets import literal_refusal
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
@@ -79,7 +79,7 @@ def _store(request: Request) -> WebhookStore:
     summary="Register a webhook",
     status_code=201,
     response_model=WebhookCreated,
-    responses=responses(401, 403, 422, 429),
+    responses=responses(401, 403, 409, 422, 429),
 )
 async def register(request: Request, _: Admin, body: WebhookIn) -> WebhookCreated:
     ctx: ApiContext = request.app.state.ctx
@@ -91,7 +91,10 @@ async def register(request: Request, _: Admin, body: WebhookIn) -> WebhookCreate
             f"{refused}: the deliverer only reaches public addresses unless webhooks.private_targets is set",
             {"url": str(body.url)},
         )
-    hook = await _store(request).register(str(body.url), body.segments)
+    try:
+        hook = await _store(request).register(str(body.url), body.segments, limit=ctx.settings.webhooks.max_registered)
+    except TooManyWebhooksError as exc:
+        raise ApiError(409, "too_many_webhooks", str(exc), {"limit": exc.limit}) from None
     return WebhookCreated(**_out(hook, None).model_dump(), secret=hook.secret)
 
 
