@@ -252,8 +252,9 @@ class WebhookPart:
         self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: list[Any], batch: _Batch
     ) -> None:
         for record in records:
-            if batch.ended or self.halted.is_set() or time.monotonic() > batch.deadline:
-                batch.over_budget |= time.monotonic() > batch.deadline
+            over_budget = time.monotonic() > batch.deadline
+            if batch.ended or self.halted.is_set() or over_budget:
+                batch.over_budget |= over_budget
                 _read_again(consumer, tp, record.offset)
                 return
             change = parse(record.value)

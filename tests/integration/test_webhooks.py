@@ -83,6 +83,18 @@ def serving(receiver: Receiver) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}/hook"
 
 
+def from_the_earliest(topics: Topics, namespace: str, **more: str) -> dict[str, str]:
+    """The environment of a deliverer of ``namespace`` whose webhooks start at the oldest change and reach the
+    loopback receivers, with ``more`` settings."""
+    return {
+        **topics.env,
+        "RAPPORT_PROFILE__NAMESPACE": namespace,
+        "RAPPORT_WEBHOOKS__START_FROM": "earliest",
+        "RAPPORT_WEBHOOKS__PRIVATE_TARGETS": "true",
+        **more,
+    }
+
+
 def start_deliverer(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         return subprocess.Popen(
@@ -248,13 +260,7 @@ def test_a_batch_is_cut_at_its_budget_and_its_rest_read_again_in_order(tmp_path:
     order. Before, a batch ran to its end however long it took: past aiokafka's max_poll_interval (300 s)
     the deliverer left its group."""
     namespace = f"wh-{uuid.uuid4().hex[:6]}"
-    env = {
-        **topics.env,
-        "RAPPORT_PROFILE__NAMESPACE": namespace,
-        "RAPPORT_WEBHOOKS__START_FROM": "earliest",
-        "RAPPORT_WEBHOOKS__BATCH_BUDGET_S": "0.5",
-        "RAPPORT_WEBHOOKS__PRIVATE_TARGETS": "true",
-    }
+    env = from_the_earliest(topics, namespace, RAPPORT_WEBHOOKS__BATCH_BUDGET_S="0.5")
     changes = [{"change_id": f"ch-{i}", "customer_id": "c-0", "segment": "vip"} for i in range(16)]
     slow = Receiver(200, delay_s=0.15)
     with serving(slow) as url:
@@ -280,12 +286,7 @@ def test_a_webhooks_partitions_are_sent_at_once_each_in_its_order(tmp_path: Path
     partitions are in flight together, each customer's arrive in order, each once. Until 2026-12-07 a part sent
     one change at a time, so such an endpoint got at most five changes a second."""
     namespace = f"wh-{uuid.uuid4().hex[:6]}"
-    env = {
-        **topics.env,
-        "RAPPORT_PROFILE__NAMESPACE": namespace,
-        "RAPPORT_WEBHOOKS__START_FROM": "earliest",
-        "RAPPORT_WEBHOOKS__PRIVATE_TARGETS": "true",
-    }
+    env = from_the_earliest(topics, namespace)
     changes = [{"change_id": f"ch-{i}", "customer_id": f"c-{i % 12}", "segment": "vip"} for i in range(48)]
     receiver = Receiver(200, delay_s=0.2)
     with serving(receiver) as url:
@@ -330,13 +331,7 @@ def test_deliverers_that_join_and_leave_share_a_webhook_and_lose_no_change(tmp_p
     while the old one is still sending. Every change arrives exactly once, each customer's in order, and both
     exit 0."""
     namespace = f"wh-{uuid.uuid4().hex[:6]}"
-    env = {
-        **topics.env,
-        "RAPPORT_PROFILE__NAMESPACE": namespace,
-        "RAPPORT_WEBHOOKS__START_FROM": "earliest",
-        "RAPPORT_WEBHOOKS__BATCH_BUDGET_S": "120",
-        "RAPPORT_WEBHOOKS__PRIVATE_TARGETS": "true",
-    }
+    env = from_the_earliest(topics, namespace, RAPPORT_WEBHOOKS__BATCH_BUDGET_S="120")
     changes = [{"change_id": f"ch-{i}", "customer_id": f"c-{i % 6}", "segment": "vip"} for i in range(90)]
     receiver = Receiver(200, delay_s=0.1)
     logs = [tmp_path / "deliver-first.log", tmp_path / "deliver-second.log"]
