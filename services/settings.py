@@ -282,7 +282,7 @@ class WebhookSettings(BaseModel):
         1000,
         ge=1,
         description="Webhooks a namespace may have; one more is refused (409 too_many_webhooks). Each is a Kafka "
-        "consumer in every deliverer: 1,000 idle ones took 32-43% of a core and ~300 MB (bench.run webhooks).",
+        "consumer in every deliverer: 1,000 idle ones took 26-43% of a core and ~300 MB (bench.run webhooks).",
     )
     max_requests: int = Field(
         100,
@@ -312,6 +312,9 @@ class WebhookSettings(BaseModel):
         False,
         description="Let webhooks reach loopback, private and link-local addresses (receivers inside the "
         "deployment); off, only public ones (services/webhooks/targets.py).",
+    )
+    gc_young_threshold: int = Field(
+        50_000, ge=1, description="Allocations between two young-generation collections (services/gc_tuning.py)."
     )
 
 

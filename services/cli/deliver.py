@@ -8,6 +8,7 @@ import typer
 
 from profiles.namespaces import NamespaceStateError
 from services.cli.signals import on_stop_signals
+from services.gc_tuning import tune_gc
 from services.logs import configure_logging
 from services.settings import get_settings
 from services.webhooks.deliver import run
@@ -17,6 +18,7 @@ def deliver() -> None:
     """POST segment changes to registered webhooks: signed, in order per customer, retried, dead-lettered."""
     settings = get_settings()
     configure_logging(settings.stream.log_level)
+    tune_gc(settings.webhooks.gc_young_threshold)
 
     async def main() -> None:
         stop = asyncio.Event()
