@@ -263,20 +263,8 @@ def test_a_batch_is_cut_at_its_budget_and_its_rest_read_again_in_order(tmp_path:
     env = from_the_earliest(topics, namespace, RAPPORT_WEBHOOKS__BATCH_BUDGET_S="0.5")
     changes = [{"change_id": f"ch-{i}", "customer_id": "c-0", "segment": "vip"} for i in range(16)]
     slow = Receiver(200, delay_s=0.15)
-    with serving(slow) as url:
-        (hook,) = register(topics.settings, namespace, url)
-        send_changes(topics, changes)
-        log = tmp_path / "deliver.log"
-        deliverer = start_deliverer(env, log)
-        try:
-            wait_for(
-                lambda: logged(topics.settings, namespace, hook.webhook_id) == {c["change_id"] for c in changes},
-                deliverer,
-                log,
-            )
-            time.sleep(1.0)
-        finally:
-            assert stopped(deliverer, 30) == 0
+    log = tmp_path / "deliver.log"
+    deliver_all(topics, namespace, env, slow, changes, log, then_s=1.0)
     assert [c for c, _, _ in slow.received] == [c["change_id"] for c in changes]
     assert log.read_text().count("batch cut at its budget") >= 3, log.read_text()
 
@@ -289,20 +277,35 @@ def test_a_webhooks_partitions_are_sent_at_once_each_in_its_order(tmp_path: Path
     env = from_the_earliest(topics, namespace)
     changes = [{"change_id": f"ch-{i}", "customer_id": f"c-{i % 12}", "segment": "vip"} for i in range(48)]
     receiver = Receiver(200, delay_s=0.2)
-    with serving(receiver) as url:
-        (hook,) = register(topics.settings, namespace, url)
-        send_changes(topics, changes)
-        log = tmp_path / "deliver.log"
-        deliverer = start_deliverer(env, log)
-        try:
-            every = {c["change_id"] for c in changes}
-            wait_for(lambda: logged(topics.settings, namespace, hook.webhook_id) == every, deliverer, log)
-        finally:
-            assert stopped(deliverer, 30) == 0
+    deliver_all(topics, namespace, env, receiver, changes, tmp_path / "deliver.log")
     assert_each_once_in_order(receiver, changes)
     partitions = {_partition_of(topics, c["customer_id"]) for c in changes}
     assert len(partitions) >= 2, "the customers are in one partition: the test shows nothing"
     assert receiver.most_busy >= 2, receiver.most_busy
+
+
+def deliver_all(
+    topics: Topics,
+    namespace: str,
+    env: dict[str, str],
+    receiver: Receiver,
+    changes: list[dict[str, str]],
+    log: Path,
+    *,
+    then_s: float = 0.0,
+) -> None:
+    """One webhook to ``receiver``, ``changes`` sent, a deliverer run until it has logged every one of them,
+    and ``then_s`` longer (for anything that should not come), then stopped."""
+    with serving(receiver) as url:
+        (hook,) = register(topics.settings, namespace, url)
+        send_changes(topics, changes)
+        deliverer = start_deliverer(env, log)
+        try:
+            every = {c["change_id"] for c in changes}
+            wait_for(lambda: logged(topics.settings, namespace, hook.webhook_id) == every, deliverer, log)
+            time.sleep(then_s)
+        finally:
+            assert stopped(deliverer, 30) == 0
 
 
 def assert_each_once_in_order(receiver: Receiver, changes: list[dict[str, str]]) -> None:
